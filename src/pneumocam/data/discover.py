@@ -1,0 +1,185 @@
+"""Find the images of a dataset: the Kermany folder layout or a CSV manifest.
+
+Discovery only lists files; decoding happens when a split is loaded (data.cache), which
+adds unreadable files to the skip list.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import CLASS_NAMES
+from ..errors import DataError
+from .readers import is_hidden, is_image_name
+from .split import patient_id_from_name
+
+SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+SPLITS = ("train", "val", "test")
+LABEL_ALIASES = {"normal": 0, "0": 0, "pneumonia": 1, "1": 1}
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: str
+    label: int  # 0 NORMAL, 1 PNEUMONIA
+    split: str
+    patient_id: str | None  # None when the name carries no patient id
+
+
+@dataclass(frozen=True)
+class Skipped:
+    path: str
+    reason: str
+
+
+@dataclass
+class DatasetIndex:
+    root: str
+    source: str  # "folders" or "manifest"
+    samples: list[Sample]
+    ignored_hidden: int = 0
+    ignored_non_image: int = 0
+    unknown_folders: list[str] = field(default_factory=list)
+
+    @property
+    def splits(self) -> list[str]:
+        present = {s.split for s in self.samples}
+        return [s for s in SPLITS if s in present]
+
+    def split(self, name: str) -> list[Sample]:
+        if name not in self.splits:
+            hint = " (try --eval-split val)" if name == "test" else ""
+            raise DataError(
+                f"the dataset at {self.root} has no '{name}' split{hint}: expected "
+                f"{os.path.join(self.root, name)}/{{NORMAL,PNEUMONIA}}/ with images; found splits: "
+                f"{', '.join(self.splits) or 'none'}"
+            )
+        return [s for s in self.samples if s.split == name]
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        table: dict[str, dict[str, int]] = {}
+        for split in self.splits:
+            members = [s for s in self.samples if s.split == split]
+            table[split] = {c: sum(1 for s in members if s.label == i) for i, c in enumerate(CLASS_NAMES)}
+        return table
+
+
+def _list_class_folder(folder: Path, split: str, label: int, index: DatasetIndex) -> list[Sample]:
+    found: list[Sample] = []
+    # Nested subfolders are read too; links to folders are not followed, so a link loop cannot hang us.
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if not is_hidden(d))
+        for name in sorted(filenames):
+            if is_hidden(name):
+                index.ignored_hidden += 1
+            elif not is_image_name(name):
+                index.ignored_non_image += 1
+            else:
+                found.append(Sample(os.path.join(dirpath, name), label, split, patient_id_from_name(name)))
+    return found
+
+
+def _match_children(folder: Path, names: dict[str, object]) -> tuple[dict[object, Path], list[Path]]:
+    """Map child folders to canonical names, case-insensitively; also return the unknown ones."""
+    matched: dict[object, Path] = {}
+    unknown: list[Path] = []
+    for child in sorted(folder.iterdir()):
+        if not child.is_dir() or is_hidden(child.name):
+            continue
+        key = names.get(child.name.lower())
+        if key is None:
+            unknown.append(child)
+        elif key in matched:
+            raise DataError(f"{folder} holds two folders for '{key}': {matched[key].name} and {child.name}; keep one")
+        else:
+            matched[key] = child
+    return matched, unknown
+
+
+def discover(root: str | os.PathLike) -> DatasetIndex:
+    """Index a dataset laid out as ROOT/{train,val,test}/{NORMAL,PNEUMONIA}/ (names case-insensitive)."""
+    root_path = Path(root)
+    if not root_path.exists():
+        raise DataError(f"dataset folder not found: {root_path}")
+    if root_path.is_file() and root_path.suffix.lower() == ".csv":
+        return read_manifest(root_path)
+    if not root_path.is_dir():
+        raise DataError(f"{root_path} is neither a dataset folder nor a .csv manifest")
+    index = DatasetIndex(root=str(root_path), source="folders", samples=[])
+    split_dirs, unknown = _match_children(root_path, SPLIT_ALIASES)
+    if not split_dirs:
+        classes, _ = _match_children(root_path, {c.lower(): c for c in CLASS_NAMES})
+        hint = " It holds NORMAL/PNEUMONIA directly: put them in a split folder such as test/." if classes else ""
+        raise DataError(
+            f"no split folders in {root_path}: expected {root_path}/train/, val/ or test/, each holding "
+            f"NORMAL/ and PNEUMONIA/ (or pass a CSV manifest with path,label[,patient_id][,split]).{hint}"
+        )
+    index.unknown_folders.extend(str(p) for p in unknown)
+    for split in SPLITS:
+        if split not in split_dirs:
+            continue
+        split_dir = split_dirs[split]
+        class_dirs, unknown_classes = _match_children(split_dir, {c.lower(): i for i, c in enumerate(CLASS_NAMES)})
+        index.unknown_folders.extend(str(p) for p in unknown_classes)
+        for label, name in enumerate(CLASS_NAMES):
+            if label not in class_dirs:
+                raise DataError(
+                    f"{split_dir} has no {name} folder: expected {split_dir}/NORMAL/ and {split_dir}/PNEUMONIA/"
+                )
+            samples = _list_class_folder(class_dirs[label], split, label, index)
+            if not samples:
+                raise DataError(
+                    f"{class_dirs[label]} holds no images: expected .jpeg, .png, .tif, .bmp or .dcm files"
+                )
+            index.samples.extend(samples)
+    return index
+
+
+def read_manifest(path: str | os.PathLike) -> DatasetIndex:
+    """Index a CSV manifest with columns path,label[,patient_id][,split]; paths relative to the CSV."""
+    path = Path(path)
+    base = path.parent
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"cannot read manifest {path}: {exc}") from exc
+    if not rows:
+        raise DataError(f"manifest {path} has no rows: expected a header path,label[,patient_id][,split]")
+    columns = {c.strip().lower() for c in rows[0] if c}
+    if not {"path", "label"} <= columns:
+        raise DataError(f"manifest {path} needs columns 'path' and 'label'; found: {', '.join(sorted(columns))}")
+    index = DatasetIndex(root=str(path), source="manifest", samples=[])
+    for line, row in enumerate(rows, start=2):
+        row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
+        label = LABEL_ALIASES.get(row["label"].lower())
+        if label is None:
+            raise DataError(f"{path}, line {line}: label '{row['label']}' is not NORMAL, PNEUMONIA, 0 or 1")
+        split = SPLIT_ALIASES.get(row.get("split", "").lower() or "train")
+        if split is None:
+            raise DataError(f"{path}, line {line}: split '{row['split']}' is not train, val or test")
+        file_path = row["path"] if os.path.isabs(row["path"]) else str(base / row["path"])
+        patient = row.get("patient_id") or patient_id_from_name(os.path.basename(file_path))
+        index.samples.append(Sample(file_path, label, split, patient))
+    for split in index.splits:
+        labels = {s.label for s in index.samples if s.split == split}
+        for label, name in enumerate(CLASS_NAMES):
+            if label not in labels:
+                raise DataError(f"manifest {path}: the '{split}' split has no {name} images")
+    return index
+
+
+def fingerprint(samples: list[Sample]) -> str:
+    """A short hash of the file list, sizes and modification times: identifies the data a run saw."""
+    digest = hashlib.sha256()
+    for sample in sorted(samples, key=lambda s: s.path):
+        try:
+            stat = os.stat(sample.path)
+            digest.update(f"{sample.path}\0{sample.label}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
+        except OSError:
+            digest.update(f"{sample.path}\0{sample.label}\0missing\n".encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()[:16]

@@ -1,0 +1,120 @@
+"""Patient ids, the patient-grouped validation split, and balanced sampling."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..errors import DataError
+
+if TYPE_CHECKING:
+    from .discover import DatasetIndex, Sample
+
+# Kermany names: person<ID>_<bacteria|virus>_<n>, IM-<ID>-<n>, NORMAL2-IM-<ID>-<n>; phantoms: phantom-<ID>-<n>.
+# IM and NORMAL2-IM are different numbering series, so they stay different patients.
+_PATIENT_PATTERNS = (
+    re.compile(r"^(person\d+)_(?:bacteria|virus)_\d+", re.IGNORECASE),
+    re.compile(r"^(NORMAL2-IM-\d+)-\d+", re.IGNORECASE),
+    re.compile(r"^(IM-\d+)-\d+", re.IGNORECASE),
+    re.compile(r"^(phantom-\d+)-\d+", re.IGNORECASE),
+)
+
+
+def patient_id_from_name(name: str) -> str | None:
+    for pattern in _PATIENT_PATTERNS:
+        match = pattern.match(name)
+        if match:
+            return match.group(1).lower()
+    return None
+
+
+@dataclass
+class ValidationPlan:
+    source: str  # "carved" (patient-grouped, from train) or "dataset" (the dataset's own val)
+    reason: str
+    grouping: str  # "patient" or "file"
+    seed: int
+    fraction: float
+    n_train: int
+    n_val: int
+    patients_train: int
+    patients_val: int
+    shared_patients: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _groups(samples: list[Sample]) -> tuple[np.ndarray, str]:
+    ids = [s.patient_id for s in samples]
+    missing = sum(1 for i in ids if i is None)
+    grouping = "patient" if missing == 0 else f"file for {missing} of {len(ids)} images without a patient id in their name"
+    return np.array([i if i is not None else f"file:{s.path}" for i, s in zip(ids, samples)]), grouping
+
+
+def carve_validation(samples: list[Sample], fraction: float = 0.2, seed: int = 0) -> tuple[list[Sample], list[Sample], str]:
+    """Split train into (train, val), stratified by class, no patient on both sides, deterministic by seed."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    if not 0.0 < fraction < 1.0:
+        raise DataError(f"validation fraction must be between 0 and 1, got {fraction}")
+    labels = np.array([s.label for s in samples])
+    groups, grouping = _groups(samples)
+    n_splits = max(2, int(round(1.0 / fraction)))
+    for label in (0, 1):
+        if len(set(groups[labels == label])) < n_splits:
+            raise DataError(
+                f"too few patients in class {label} to carve a {fraction:.0%} validation split "
+                f"({len(set(groups[labels == label]))} patients); add images or pass --val-source dataset"
+            )
+    order = sorted(range(len(samples)), key=lambda i: samples[i].path)  # independent of listing order
+    folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    train_idx, val_idx = next(folds.split(np.zeros(len(order)), labels[order], groups[order]))
+    return [samples[order[i]] for i in train_idx], [samples[order[i]] for i in val_idx], grouping
+
+
+def choose_validation(
+    index: DatasetIndex, source: str = "auto", fraction: float = 0.2, seed: int = 0, min_dataset_val: int = 100
+) -> tuple[list[Sample], list[Sample], ValidationPlan]:
+    """Pick the validation images: the dataset's own val when it is large enough, else carved from train."""
+    train = index.split("train")
+    own_val = [s for s in index.samples if s.split == "val"]
+    if source not in {"auto", "carved", "dataset"}:
+        raise DataError(f"--val-source must be auto, carved or dataset, got '{source}'")
+    if source == "dataset" and not own_val:
+        raise DataError(f"--val-source dataset, but {index.root} has no val split; use --val-source carved")
+    use_dataset = source == "dataset" or (source == "auto" and len(own_val) >= min_dataset_val)
+    if use_dataset:
+        train_part, val_part = train, own_val
+        groups_train, grouping = _groups(train_part)
+        reason = "requested" if source == "dataset" else f"the dataset's val holds {len(own_val)} >= {min_dataset_val} images"
+    else:
+        train_part, val_part, grouping = carve_validation(train, fraction, seed)
+        reason = "requested" if source == "carved" else (
+            f"the dataset's val holds {len(own_val)} images (< {min_dataset_val}); "
+            f"carved {fraction:.0%} of train's patients instead"
+        )
+    train_ids = {g for g in _groups(train_part)[0]}
+    val_ids = {g for g in _groups(val_part)[0]}
+    plan = ValidationPlan(
+        source="dataset" if use_dataset else "carved", reason=reason, grouping=grouping, seed=seed,
+        fraction=fraction, n_train=len(train_part), n_val=len(val_part), patients_train=len(train_ids),
+        patients_val=len(val_ids), shared_patients=len(train_ids & val_ids),
+    )
+    return train_part, val_part, plan
+
+
+def balanced_indices(labels: np.ndarray | list[int], n_per_class: int, seed: int) -> np.ndarray:
+    """n_per_class random indices from each class, sorted; the same seed gives the same draw."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for label in (0, 1):
+        members = np.flatnonzero(labels == label)
+        if len(members) < n_per_class:
+            raise DataError(f"class {label} has {len(members)} images, fewer than the {n_per_class} requested per class")
+        chosen.append(rng.choice(members, size=n_per_class, replace=False))
+    return np.sort(np.concatenate(chosen))

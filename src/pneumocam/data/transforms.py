@@ -1,0 +1,45 @@
+"""From uint8 grayscale arrays to the 3-channel, ImageNet-normalised tensors the model takes."""
+
+from __future__ import annotations
+
+import torch
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def to_model_input(batch: torch.Tensor, channels_last: bool = True) -> torch.Tensor:
+    """(N, H, W) uint8 -> (N, 3, H, W) float32, ImageNet mean/std, the grey value copied to all channels."""
+    if batch.dtype != torch.uint8 or batch.ndim != 3:
+        raise ValueError(f"expected a (N, H, W) uint8 batch, got {tuple(batch.shape)} {batch.dtype}")
+    mean = torch.tensor(IMAGENET_MEAN, device=batch.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=batch.device).view(1, 3, 1, 1)
+    x = (batch.unsqueeze(1).float() / 255.0 - mean) / std
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+class Augmentation:
+    """Training augmentation (off in the faithful recipe): small rotation, shift, scale and contrast.
+
+    No horizontal flip: laterality matters on a chest film (the heart sits on the patient's left).
+    Random draws come from the torch generator given to __call__, so resumed runs repeat them.
+    """
+
+    def __init__(self, degrees: float = 7.0, translate: float = 0.06, scale: tuple[float, float] = (0.93, 1.07),
+                 contrast: float = 0.15):
+        self.degrees, self.translate, self.scale, self.contrast = degrees, translate, scale, contrast
+
+    def __call__(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        import torchvision.transforms.v2.functional as F
+
+        out = torch.empty_like(batch)
+        size = batch.shape[-1]
+        for i, image in enumerate(batch):
+            u = torch.rand(5, generator=generator)
+            angle = float((u[0] * 2 - 1) * self.degrees)
+            shift = [int(round(float((u[1] * 2 - 1) * self.translate * size))), int(round(float((u[2] * 2 - 1) * self.translate * size)))]
+            scale = float(self.scale[0] + u[3] * (self.scale[1] - self.scale[0]))
+            moved = F.affine(image.unsqueeze(0), angle=angle, translate=shift, scale=scale, shear=[0.0, 0.0])
+            factor = float(1 + (u[4] * 2 - 1) * self.contrast)
+            out[i] = F.adjust_contrast(moved, factor)[0]
+        return out

@@ -1,0 +1,207 @@
+"""Every kind of input file: read correctly, or refused with a specific reason."""
+
+import io
+import os
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pneumocam.data import UnreadableImage, read_grayscale, read_resized
+
+
+def gradient(h=40, w=50):
+    return (np.arange(h * w).reshape(h, w) % 251).astype(np.uint8)
+
+
+def save(path, image, **kwargs):
+    image.save(path, **kwargs)
+    return path
+
+
+def test_plain_grayscale_jpeg_and_png_round_trip(tmp_path):
+    g = gradient()
+    assert np.array_equal(read_grayscale(save(tmp_path / "a.png", Image.fromarray(g))), g)
+    jpeg = read_grayscale(save(tmp_path / "a.jpeg", Image.fromarray(g), quality=95))
+    assert jpeg.shape == g.shape and np.abs(jpeg.astype(int) - g).mean() < 3
+
+
+def test_zero_byte_file_is_skipped(tmp_path):
+    (tmp_path / "x.jpeg").write_bytes(b"")
+    with pytest.raises(UnreadableImage, match="empty file"):
+        read_grayscale(tmp_path / "x.jpeg")
+
+
+def test_truncated_jpeg_is_skipped(tmp_path):
+    buf = io.BytesIO()
+    Image.fromarray(gradient(200, 200)).save(buf, format="JPEG")
+    (tmp_path / "t.jpeg").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    with pytest.raises(UnreadableImage, match="not a readable image"):
+        read_grayscale(tmp_path / "t.jpeg")
+
+
+def test_text_named_jpeg_is_skipped(tmp_path):
+    (tmp_path / "notes.jpeg").write_text("<html>this is not an image</html>")
+    with pytest.raises(UnreadableImage, match="not a readable image"):
+        read_grayscale(tmp_path / "notes.jpeg")
+
+
+def test_png_with_jpeg_extension_reads_by_content(tmp_path):
+    g = gradient()
+    path = tmp_path / "wrong.jpeg"
+    Image.fromarray(g).save(path, format="PNG")
+    assert np.array_equal(read_grayscale(path), g)
+
+
+def test_16_bit_png_uses_its_full_range(tmp_path):
+    values = np.linspace(1000, 3000, 40 * 50).reshape(40, 50).astype(np.uint16)
+    path = save(tmp_path / "deep.png", Image.fromarray(values))
+    assert Image.open(path).mode.startswith("I")
+    gray = read_grayscale(path)
+    assert gray.min() == 0 and gray.max() == 255
+    assert np.all(np.diff(gray.ravel().astype(int)) >= 0)  # monotonic mapping
+
+
+def test_rgba_composites_on_black(tmp_path):
+    rgba = np.zeros((40, 50, 4), dtype=np.uint8)
+    rgba[..., :3] = 200
+    rgba[:, :25, 3] = 255  # left half opaque, right half transparent
+    gray = read_grayscale(save(tmp_path / "a.png", Image.fromarray(rgba, "RGBA")))
+    assert gray[:, :25].mean() == pytest.approx(200, abs=1) and gray[:, 25:].max() == 0
+
+
+def test_cmyk_jpeg_reads(tmp_path):
+    path = save(tmp_path / "c.jpeg", Image.fromarray(gradient()).convert("CMYK"))
+    assert Image.open(path).mode == "CMYK"
+    gray = read_grayscale(path)
+    assert gray.shape == (40, 50) and np.corrcoef(gray.ravel(), gradient().ravel())[0, 1] > 0.9
+
+
+def test_palette_image_reads(tmp_path):
+    path = save(tmp_path / "p.png", Image.fromarray(gradient()).convert("P"))
+    assert Image.open(path).mode == "P"
+    assert np.corrcoef(read_grayscale(path).ravel(), gradient().ravel())[0, 1] > 0.99
+
+
+def test_exif_rotation_is_applied(tmp_path):
+    g = gradient(40, 60)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    path = save(tmp_path / "r.jpeg", Image.fromarray(g), exif=exif, quality=95)
+    assert read_grayscale(path).shape == (60, 40)
+
+
+def test_one_pixel_image_is_skipped_as_too_small(tmp_path):
+    path = save(tmp_path / "dot.png", Image.new("L", (1, 1), 128))
+    with pytest.raises(UnreadableImage, match="too small"):
+        read_grayscale(path)
+
+
+def test_long_thin_image_is_squashed_to_the_model_size(tmp_path):
+    path = save(tmp_path / "strip.png", Image.new("L", (10000, 100), 90))
+    out = read_resized(path, 64)
+    assert out.shape == (64, 64) and out.mean() == pytest.approx(90, abs=1)
+
+
+def _png_claiming_size(width, height):
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 10)) + chunk(b"IEND", b"")
+
+
+def test_decompression_bomb_header_is_refused_and_guard_stays_on(tmp_path):
+    assert Image.MAX_IMAGE_PIXELS is not None
+    path = tmp_path / "bomb.png"
+    path.write_bytes(_png_claiming_size(60000, 60000))
+    with pytest.raises(UnreadableImage, match="decompression-bomb"):
+        read_grayscale(path)
+
+
+def _dicom(path, pixels, photometric="MONOCHROME2", with_pixels=True, **extra):
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "CR"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
+    ds.PixelRepresentation = 0
+    for key, value in extra.items():
+        setattr(ds, key, value)
+    if with_pixels:
+        ds.PixelData = pixels.astype(np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_dicom_monochrome2_reads_with_modality_lut(tmp_path):
+    pixels = np.tile(np.arange(0, 4000, 100, dtype=np.uint16), (30, 1))
+    gray = read_grayscale(_dicom(tmp_path / "a.dcm", pixels, RescaleSlope=2, RescaleIntercept=-100))
+    assert gray.shape == (30, 40) and gray[0, 0] == 0 and gray[0, -1] == 255
+
+
+def test_dicom_monochrome1_is_inverted(tmp_path):
+    pixels = np.tile(np.arange(0, 4000, 100, dtype=np.uint16), (30, 1))
+    mono2 = read_grayscale(_dicom(tmp_path / "m2.dcm", pixels))
+    mono1 = read_grayscale(_dicom(tmp_path / "m1.dcm", pixels, photometric="MONOCHROME1"))
+    assert np.array_equal(mono1, 255 - mono2)
+
+
+def test_dicom_voi_window_is_applied(tmp_path):
+    pixels = np.tile(np.arange(0, 4000, 100, dtype=np.uint16), (30, 1))
+    gray = read_grayscale(_dicom(tmp_path / "w.dcm", pixels, WindowCenter=2000, WindowWidth=1000))
+    row = gray[0]
+    assert row[:10].max() == 0 and row[-10:].min() == 255  # clipped outside the window
+
+
+def test_dicom_without_extension_is_recognised(tmp_path):
+    pixels = np.full((30, 40), 500, dtype=np.uint16)
+    pixels[:, 20:] = 1500
+    path = _dicom(tmp_path / "noext", pixels)
+    assert read_grayscale(path)[0, -1] == 255
+
+
+def test_dicom_without_pixel_data_is_skipped(tmp_path):
+    path = _dicom(tmp_path / "empty.dcm", np.zeros((30, 40), dtype=np.uint16), with_pixels=False)
+    with pytest.raises(UnreadableImage, match="no pixel data"):
+        read_grayscale(path)
+
+
+def test_corrupt_dicom_is_skipped(tmp_path):
+    good = _dicom(tmp_path / "good.dcm", np.zeros((30, 40), dtype=np.uint16)).read_bytes()
+    (tmp_path / "bad.dcm").write_bytes(good[:200])
+    with pytest.raises(UnreadableImage):
+        read_grayscale(tmp_path / "bad.dcm")
+
+
+def test_unreadable_permissions_are_skipped(tmp_path, monkeypatch):
+    from pneumocam.data import readers
+
+    path = save(tmp_path / "locked.png", Image.fromarray(gradient()))
+    path.chmod(0)
+    if os.geteuid() == 0:  # root reads anything: make the read fail as it would for a user
+
+        def denied(*args, **kwargs):
+            raise PermissionError(13, "Permission denied", str(path))
+
+        monkeypatch.setattr(readers, "open", denied, raising=False)
+    with pytest.raises(UnreadableImage, match="permission denied"):
+        read_grayscale(path)
+
+
+def test_symlink_loop_is_skipped(tmp_path):
+    os.symlink(tmp_path / "loop.png", tmp_path / "loop.png")
+    with pytest.raises(UnreadableImage, match="link loop"):
+        read_grayscale(tmp_path / "loop.png")
