@@ -99,6 +99,118 @@ def phantoms(
     console.print(f"phantoms written to {escape(str(written.images))}; masks in {escape(str(written.lung_masks.parent))}")
 
 
+def _interruptible(started: list[Path], action):
+    """Ctrl-C or SIGTERM: the run folder stays marked incomplete and the last epoch's state is resumable."""
+    import signal
+
+    def terminate(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        return action()
+    except KeyboardInterrupt:
+        if started:
+            Console(stderr=True).print(
+                f"[bold yellow]interrupted:[/] {escape(str(started[-1]))} is marked incomplete; continue it with "
+                f"pneumocam train --resume {escape(str(started[-1]))}"
+            )
+        else:
+            Console(stderr=True).print("[bold yellow]interrupted[/] before the run folder was created; nothing was written")
+        raise typer.Exit(130) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@app.command()
+@clean_errors
+def train(
+    data: Optional[Path] = typer.Option(None, help="Dataset folder or CSV manifest."),
+    out: Path = typer.Option(Path("runs"), help="Parent folder: each run goes into a fresh timestamped folder."),
+    mode: str = typer.Option("frozen", help="frozen (the original: head only) | partial (layer4 + head) | full."),
+    weights: str = typer.Option("imagenet", help="imagenet | imagenet-v1 | none | PATH to a local state_dict."),
+    epochs: int = typer.Option(10),
+    batch_size: int = typer.Option(32),
+    image_size: int = typer.Option(224),
+    lr: Optional[float] = typer.Option(None, help="AdamW learning rate (default: 1e-3 frozen, 3e-4 partial, 1e-4 full)."),
+    weight_decay: float = typer.Option(1e-4),
+    schedule: str = typer.Option("cosine", help="cosine | constant."),
+    class_weights: str = typer.Option("balanced", help="balanced | none: loss weights against class imbalance."),
+    weighted_sampler: bool = typer.Option(False, help="Also draw batches class-balanced."),
+    augment: bool = typer.Option(False, help="Small rotation, shift, scale, contrast (off in the faithful recipe)."),
+    val_source: str = typer.Option("auto", help="auto | carved | dataset."),
+    val_fraction: float = typer.Option(0.2),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("auto", help="auto | cpu | cuda."),
+    select_by: str = typer.Option("auc", help="auc | loss: how the best epoch is chosen on validation."),
+    max_per_class: Optional[int] = typer.Option(None, help="Use at most this many images per class (quick runs)."),
+    resume: Optional[Path] = typer.Option(None, help="Continue an interrupted run folder."),
+):
+    """Train the classifier; the best epoch on validation becomes RUN/model.pt."""
+    from .train import TrainConfig, fit
+
+    started: list[Path] = []
+
+    def announce(folder: Path) -> None:
+        started.append(folder)
+        console.print(f"run folder: {escape(str(folder))}")
+
+    if resume is not None:
+        run_dir = _interruptible(started, lambda: fit(None, run_dir=resume, resume=True, on_start=announce))
+    else:
+        if data is None:
+            raise PneumocamError("--data is required (a dataset folder or CSV manifest), unless --resume is given")
+        config = TrainConfig(data=str(data), mode=mode, weights=weights, epochs=epochs, batch_size=batch_size,
+                             image_size=image_size, lr=lr, weight_decay=weight_decay, schedule=schedule,
+                             class_weights=class_weights, weighted_sampler=weighted_sampler, augment=augment,
+                             val_source=val_source, val_fraction=val_fraction, seed=seed, device=device,
+                             select_by=select_by, max_per_class=max_per_class)
+        run_dir = _interruptible(started, lambda: fit(config, runs_dir=out, on_start=announce))
+    console.print(f"[green]done:[/] {escape(str(run_dir / 'model.pt'))}")
+
+
+@app.command()
+@clean_errors
+def evaluate(
+    checkpoint: Path = typer.Option(..., help="A pneumocam model.pt."),
+    data: Path = typer.Option(..., help="Dataset folder or CSV manifest; only the evaluated split is needed."),
+    split: str = typer.Option("test", help="test | val | train."),
+    out: Path = typer.Option(Path("runs"), help="Parent folder for a fresh evaluation folder."),
+    batch_size: int = typer.Option(32),
+    device: str = typer.Option("auto"),
+    bootstrap: int = typer.Option(1000, help="Bootstrap resamples for the AUC confidence interval."),
+    seed: int = typer.Option(0),
+):
+    """Metrics at threshold 0.5 and at the validation-chosen threshold; predictions.csv joined by file."""
+    from .evaluate import evaluate_split
+    from .model import load_checkpoint, resolve_device
+    from .outputs import mark_complete, new_run_folder
+
+    target = resolve_device(device)
+    model, metadata = load_checkpoint(checkpoint, target)
+    folder = new_run_folder(out, prefix=f"evaluate-{split}")
+    result = evaluate_split(model, metadata, str(data), split, folder, batch_size, target, bootstrap, seed, str(checkpoint))
+    mark_complete(folder)
+    _print_metrics(result)
+    console.print(f"[green]written:[/] {escape(str(folder))}")
+
+
+def _print_metrics(result: dict) -> None:
+    weights = result.get("weights") or {}
+    if weights.get("source") == "none":
+        console.print(f"[bold red]{escape(weights.get('description', 'random initialisation'))}[/]")
+    for name, m in result["metrics"].items():
+        table = Table(title=f"{result['split']} split, {name} = {m['threshold']:.3f} (n = {m['n']})")
+        for column in ("class", "precision", "recall", "f1", "support"):
+            table.add_column(column, justify="left" if column == "class" else "right")
+        for cls, row in (*m["per_class"].items(), ("macro avg", m["macro_avg"]), ("weighted avg", m["weighted_avg"])):
+            table.add_row(cls, f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(row["support"]))
+        console.print(table)
+        auc = "n/a" if m["roc_auc"] is None else f"{m['roc_auc']:.3f}"
+        ci = "" if not m["roc_auc_ci95"] else f" (95% CI {m['roc_auc_ci95'][0]:.3f}-{m['roc_auc_ci95'][1]:.3f})"
+        console.print(f"accuracy {m['accuracy']:.3f}, ROC-AUC {auc}{ci}, sensitivity {m['sensitivity']}, specificity {m['specificity']}")
+
+
 def main() -> None:  # pragma: no cover - console-script entry
     app()
 

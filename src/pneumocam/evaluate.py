@@ -1,0 +1,97 @@
+"""Batched inference and evaluation. Probabilities are joined to labels by file path, never by position."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from .data import LoadedImages, to_model_input
+from .metrics import BinaryMetrics
+from .progress import track
+
+
+def _batches(order: np.ndarray, batch_size: int):
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+@torch.inference_mode()
+def predict_logits(model: nn.Module, images: np.ndarray, batch_size: int = 32, device: torch.device | str = "cpu",
+                   order: np.ndarray | None = None, description: str = "Predicting") -> np.ndarray:
+    """One logit per image, returned in the images' own order whatever order they were run in."""
+    model.eval()
+    device = torch.device(device)
+    order = np.arange(len(images)) if order is None else np.asarray(order)
+    logits = np.empty(len(images), dtype=np.float64)
+    for idx in track(_batches(order, batch_size), description, total=-(-len(order) // batch_size)):
+        batch = torch.from_numpy(np.array(images[np.sort(idx)])).to(device)
+        out = model(to_model_input(batch, channels_last=True)).float().flatten().cpu().numpy()
+        logits[np.sort(idx)] = out
+    return logits
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+@dataclass
+class Predictions:
+    paths: list[str]
+    labels: np.ndarray
+    probs: np.ndarray
+
+    def rows(self, threshold: float):
+        for path, label, prob in zip(self.paths, self.labels, self.probs):
+            yield path, int(label), f"{prob:.6f}", int(prob >= threshold)
+
+
+def predict(model: nn.Module, loaded: LoadedImages, batch_size: int = 32, device: torch.device | str = "cpu",
+            shuffle_seed: int | None = None, description: str = "Predicting") -> Predictions:
+    """Predictions keyed by file; shuffle_seed runs the images in a random order (the result must not change)."""
+    order = None
+    if shuffle_seed is not None:
+        order = np.random.default_rng(shuffle_seed).permutation(len(loaded.samples))
+    probs = sigmoid(predict_logits(model, loaded.images, batch_size, device, order, description))
+    by_path = dict(zip(loaded.paths, probs))
+    label_by_path = {s.path: s.label for s in loaded.samples}
+    paths = sorted(by_path)
+    return Predictions(paths, np.array([label_by_path[p] for p in paths]), np.array([by_path[p] for p in paths]))
+
+
+def metrics_at_thresholds(predictions: Predictions, thresholds: dict[str, float], bootstrap_resamples: int = 1000,
+                          seed: int = 0) -> dict[str, dict]:
+    metrics = BinaryMetrics(bootstrap_resamples=bootstrap_resamples, seed=seed)
+    metrics.update(predictions.paths, predictions.labels, predictions.probs)
+    return {name: metrics.summary(t) for name, t in thresholds.items()}
+
+
+def evaluate_split(model: nn.Module, metadata: dict, data_root: str, split: str, out_dir, batch_size: int = 32,
+                   device: torch.device | str = "cpu", bootstrap_resamples: int = 1000, seed: int = 0,
+                   checkpoint: str | None = None) -> dict:
+    """Evaluate on one split (only that split is needed) and write metrics.json, predictions.csv, skipped.csv."""
+    from pathlib import Path
+
+    from .data import discover, fingerprint, load_images
+    from .outputs import write_csv, write_json, write_skipped
+
+    samples = discover(data_root).split(split)
+    loaded = load_images(samples, int(metadata.get("image_size", 224)), description=f"Reading {split}")
+    predictions = predict(model, loaded, batch_size, device)
+    thresholds = {"threshold_0.5": 0.5}
+    youden = metadata.get("thresholds", {}).get("youden_val")
+    if youden is not None:
+        thresholds["threshold_youden_val"] = float(youden)
+    result = {
+        "split": split, "data": {"root": str(data_root), "fingerprint": fingerprint(loaded.samples),
+                                 "n_images": len(samples), "n_evaluated": len(loaded.samples), "n_skipped": len(loaded.skipped)},
+        "checkpoint": checkpoint, "weights": metadata.get("weights"), "seed": seed,
+        "thresholds": {"threshold_0.5": "fixed 0.5", "threshold_youden_val": "Youden's J chosen on the validation split"},
+        "metrics": metrics_at_thresholds(predictions, thresholds, bootstrap_resamples, seed),
+    }
+    out_dir = Path(out_dir)
+    write_json(out_dir / "metrics.json", result)
+    write_csv(out_dir / "predictions.csv", ["path", "label", "prob_pneumonia", "pred"], predictions.rows(0.5))
+    write_skipped(out_dir / "skipped.csv", loaded.skipped)
+    return result

@@ -1,0 +1,224 @@
+"""ResNet50 with a one-logit head, weights from torchvision / a local file / none, freeze policies, checkpoints.
+
+Head: the model's own global average pooling, then one dense layer giving one logit for PNEUMONIA;
+p(PNEUMONIA) = sigmoid(logit). NORMAL = 0, PNEUMONIA = 1. `model.layer4` stays intact for Grad-CAM.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import CheckpointError, PneumocamError, WeightsError
+
+ARCH = "resnet50"
+HEAD = "global average pooling + Linear(2048, 1); p(PNEUMONIA) = sigmoid(logit)"
+MODES = ("frozen", "partial", "full")
+CHECKPOINT_FORMAT = "pneumocam-checkpoint"
+CHECKPOINT_VERSION = 1
+IMAGENET_VARIANTS = {"imagenet": "IMAGENET1K_V2", "imagenet-v2": "IMAGENET1K_V2", "imagenet-v1": "IMAGENET1K_V1"}
+_HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.(?:pth|pt)$")
+
+
+@dataclass
+class WeightsInfo:
+    source: str  # "none", "imagenet" or "file"
+    description: str
+    path: str | None = None
+    sha256: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def is_random(self) -> bool:
+        return self.source == "none"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def new_resnet50() -> nn.Module:
+    from torchvision.models import resnet50
+
+    model = resnet50(weights=None)
+    model.fc = nn.Linear(model.fc.in_features, 1)
+    return model
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_weights_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], str]:
+    """Load a state_dict safely (weights_only=True); check the sha256 prefix a torchvision file name carries."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file not found: {path}")
+    digest = _sha256(path)
+    match = _HASH_IN_NAME.search(path.name)
+    if match and not digest.startswith(match.group(1)):
+        raise WeightsError(
+            f"{path} is damaged or not the file its name claims: sha256 starts with {digest[:len(match.group(1))]}, "
+            f"the name says {match.group(1)}; download it again"
+        )
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, AttributeError) as exc:
+        raise WeightsError(f"cannot read {path} as PyTorch weights (corrupt, or not a state_dict): {str(exc).splitlines()[0]}") from exc
+    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
+        obj = obj["state_dict"]  # a pneumocam checkpoint or a common training-script wrapper
+    if not isinstance(obj, Mapping) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
+        raise WeightsError(f"{path} does not hold a state_dict (a mapping of parameter names to tensors)")
+    return dict(obj), digest
+
+
+def _load_into(model: nn.Module, state: dict[str, torch.Tensor], origin: str) -> list[str]:
+    """Copy a ResNet50 state_dict into the model; a head of another shape (ImageNet's 1000 classes) is skipped."""
+    expected = model.state_dict()
+    notes = []
+    backbone_expected = {k for k in expected if not k.startswith("fc.")}
+    backbone_given = {k for k in state if not k.startswith("fc.")}
+    missing, unexpected = sorted(backbone_expected - backbone_given), sorted(backbone_given - backbone_expected)
+    if missing or unexpected:
+        raise WeightsError(
+            f"{origin} is not a torchvision ResNet50 state_dict: {len(missing)} missing keys "
+            f"(e.g. {', '.join(missing[:3]) or '-'}), {len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3]) or '-'})"
+        )
+    wrong = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+             for k in sorted(backbone_expected) if state[k].shape != expected[k].shape]
+    if wrong:
+        raise WeightsError(f"{origin} has {len(wrong)} tensors of the wrong shape for ResNet50, e.g. {'; '.join(wrong[:3])}")
+    head = {k: v for k, v in state.items() if k.startswith("fc.")}
+    if head and all(k in expected and v.shape == expected[k].shape for k, v in head.items()):
+        keep = state
+    else:
+        keep = {k: v for k, v in state.items() if not k.startswith("fc.")}
+        notes.append("head (fc) initialised fresh: the file's head has another shape" if head else "head (fc) initialised fresh")
+    model.load_state_dict(keep, strict=False)
+    return notes
+
+
+def imagenet_cache_file(variant: str) -> tuple[Path, str]:
+    from torchvision.models import ResNet50_Weights
+
+    url = ResNet50_Weights[variant].url
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url), url
+
+
+def build_model(weights: str = "none", seed: int | None = None, allow_download: bool | None = None) -> tuple[nn.Module, WeightsInfo]:
+    """A ResNet50 with a one-logit head. weights: none | imagenet | imagenet-v1 | imagenet-v2 | PATH."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    model = new_resnet50()
+    spec = weights.strip()
+    if spec.lower() == "none":
+        return model, WeightsInfo("none", "RANDOM INITIALISATION (no pretrained weights): results are not those of an ImageNet model")
+    if spec.lower() in IMAGENET_VARIANTS:
+        variant = IMAGENET_VARIANTS[spec.lower()]
+        path, url = imagenet_cache_file(variant)
+        if allow_download is None:
+            allow_download = os.environ.get("PNEUMOCAM_OFFLINE", "") in ("", "0")
+        if not path.is_file():
+            message = (
+                f"ImageNet weights ResNet50 {variant} are not in the torch hub cache: expected the file {path.name} "
+                f"in {path.parent} (set TORCH_HOME to use another cache). Copy the file there, pass it with "
+                f"--weights /path/to/{path.name}, or run without pretrained weights: --weights none"
+            )
+            if not allow_download:
+                raise WeightsError(message)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                torch.hub.download_url_to_file(url, str(path), hash_prefix=_HASH_IN_NAME.search(path.name).group(1), progress=True)
+            except Exception as exc:  # offline, proxy, disk: all end in the same advice
+                raise WeightsError(f"{message}. (Download failed: {exc})") from exc
+        state, digest = read_weights_file(path)
+        notes = _load_into(model, state, str(path))
+        return model, WeightsInfo("imagenet", f"torchvision ResNet50_Weights.{variant}", str(path), digest, notes)
+    state, digest = read_weights_file(spec)
+    notes = _load_into(model, state, spec)
+    return model, WeightsInfo("file", f"local file {os.path.basename(spec)}", str(Path(spec).resolve()), digest, notes)
+
+
+def apply_mode(model: nn.Module, mode: str) -> list[nn.Parameter]:
+    """Freeze per policy; return the parameters to train. frozen: head; partial: layer4 + head; full: all."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got '{mode}'")
+    trainable = {"frozen": ("fc",), "partial": ("layer4", "fc"), "full": None}[mode]
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(trainable is None or name.split(".")[0] in trainable)
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def set_train_mode(model: nn.Module, mode: str) -> None:
+    """Training mode only where weights train: frozen BatchNorm layers keep their running statistics."""
+    model.train()
+    if mode == "full":
+        return
+    keep_training = {"frozen": ("fc",), "partial": ("layer4", "fc")}[mode]
+    for name, module in model.named_children():
+        if name not in keep_training:
+            module.eval()
+
+
+def backbone_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Pooled 2048-d features: everything before the dense head."""
+    for name in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool"):
+        x = getattr(model, name)(x)
+    return torch.flatten(x, 1)
+
+
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, metadata: dict) -> None:
+    import io
+
+    from .outputs import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    torch.save({"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "state_dict": state, "metadata": metadata}, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """(model in eval mode, metadata) from a pneumocam model.pt, loaded with weights_only=True."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, AttributeError) as exc:
+        raise CheckpointError(f"cannot read checkpoint {path} (corrupt or not a pneumocam checkpoint): {str(exc).splitlines()[0]}") from exc
+    if not isinstance(obj, Mapping) or obj.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a pneumocam checkpoint (for plain weights use --weights {path})")
+    version = obj.get("format_version")
+    if version != CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint format version {version}; this pneumocam reads version {CHECKPOINT_VERSION}: "
+            "use the pneumocam release that wrote it"
+        )
+    model = new_resnet50()
+    try:
+        model.load_state_dict(obj["state_dict"])
+    except (RuntimeError, KeyError) as exc:
+        raise CheckpointError(f"{path} does not match the ResNet50 architecture: {str(exc).splitlines()[0]}") from exc
+    return model.to(device).eval(), dict(obj.get("metadata", {}))
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise PneumocamError("--device cuda, but no CUDA device is available here; use --device cpu or auto")
+    if device not in ("cpu", "cuda"):
+        raise PneumocamError(f"--device must be auto, cpu or cuda, got '{device}'")
+    return torch.device(device)

@@ -1,0 +1,314 @@
+"""The training recipe: train_one_epoch, validate, fit(config). Library pieces live in data/ and model.py.
+
+Faithful defaults: batch 32, 10 epochs, 224 px, frozen ImageNet backbone with a dense head. In frozen
+mode the pooled features are computed once (BatchNorm in eval, no augmentation), so ten head epochs
+cost about one backbone pass. Every epoch writes a resumable state; the best epoch on the validation
+split (AUC or loss) becomes model.pt. The same seed gives the same weights, resumed or not.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from torch import nn
+
+from . import CLASS_NAMES
+from .data import (IMAGENET_MEAN, IMAGENET_STD, Augmentation, LoadedImages, choose_validation, discover, fingerprint,
+                   load_images, to_model_input)
+from .errors import CheckpointError, PneumocamError
+from .evaluate import predict_logits, sigmoid
+from .metrics import youden_threshold
+from .model import ARCH, HEAD, apply_mode, backbone_features, build_model, resolve_device, save_checkpoint, set_train_mode
+from .outputs import atomic_write_bytes, mark_complete, new_run_folder, write_json, write_skipped
+from .progress import new_progress
+from .provenance import environment, library_versions
+
+DEFAULT_LR = {"frozen": 1e-3, "partial": 3e-4, "full": 1e-4}
+TRAIN_STATE_FORMAT = "pneumocam-train-state"
+console = Console(highlight=False)
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    mode: str = "frozen"
+    weights: str = "none"
+    epochs: int = 10
+    batch_size: int = 32
+    image_size: int = 224
+    lr: float | None = None  # None: 1e-3 frozen, 3e-4 partial, 1e-4 full
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"  # cosine | constant
+    class_weights: str = "balanced"  # balanced | none
+    weighted_sampler: bool = False
+    augment: bool = False
+    val_source: str = "auto"
+    val_fraction: float = 0.2
+    seed: int = 0
+    device: str = "auto"
+    select_by: str = "auc"  # auc | loss
+    max_per_class: int | None = None  # deterministic subsample of train and val per class (quick runs)
+    use_cache: bool = True
+
+    def __post_init__(self):
+        checks = [
+            (self.mode in ("frozen", "partial", "full"), f"--mode must be frozen, partial or full, got '{self.mode}'"),
+            (self.schedule in ("cosine", "constant"), f"--schedule must be cosine or constant, got '{self.schedule}'"),
+            (self.class_weights in ("balanced", "none"), f"--class-weights must be balanced or none, got '{self.class_weights}'"),
+            (self.select_by in ("auc", "loss"), f"--select-by must be auc or loss, got '{self.select_by}'"),
+            (self.epochs >= 1 and self.batch_size >= 1, "--epochs and --batch-size must be at least 1"),
+            (self.image_size >= 32, f"--image-size must be at least 32 px, got {self.image_size}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise PneumocamError(message)
+        if self.lr is None:
+            self.lr = DEFAULT_LR[self.mode]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class PreparedData:
+    train: LoadedImages
+    val: LoadedImages
+    validation_plan: dict
+    fingerprint: str
+    skipped: list = field(default_factory=list)
+
+
+def _subsample(samples, max_per_class: int | None, seed: int):
+    if not max_per_class:
+        return samples
+    rng = np.random.default_rng(seed)
+    keep = []
+    for label in (0, 1):
+        members = [s for s in samples if s.label == label]
+        chosen = rng.choice(len(members), size=min(max_per_class, len(members)), replace=False)
+        keep.extend(members[i] for i in sorted(chosen))
+    return keep
+
+
+def prepare_data(config: TrainConfig) -> PreparedData:
+    index = discover(config.data)
+    train_samples, val_samples, plan = choose_validation(index, config.val_source, config.val_fraction, config.seed)
+    train_samples = _subsample(train_samples, config.max_per_class, config.seed)
+    val_samples = _subsample(val_samples, config.max_per_class, config.seed + 1)
+    train = load_images(train_samples, config.image_size, use_cache=config.use_cache, description="Reading train")
+    val = load_images(val_samples, config.image_size, use_cache=config.use_cache, description="Reading val")
+    for part, name in ((train, "train"), (val, "validation")):
+        if len(set(part.labels.tolist())) < 2:
+            raise PneumocamError(f"the {name} images hold only one class after skipping unreadable files")
+    plan_dict = plan.to_dict() | {"n_train_used": len(train.samples), "n_val_used": len(val.samples),
+                                  "max_per_class": config.max_per_class}
+    return PreparedData(train, val, plan_dict, fingerprint(train.samples + val.samples), train.skipped + val.skipped)
+
+
+def class_weight_vector(labels: np.ndarray, policy: str) -> torch.Tensor:
+    """Per-class loss weights; 'balanced' is scikit-learn's n / (2 * n_c)."""
+    if policy == "none":
+        return torch.ones(2)
+    counts = np.bincount(labels, minlength=2).astype(np.float64)
+    return torch.tensor(len(labels) / (2.0 * counts), dtype=torch.float32)
+
+
+def weighted_loss(logits: torch.Tensor, targets: torch.Tensor, class_weights: torch.Tensor) -> torch.Tensor:
+    weights = class_weights.to(logits.device)[targets.long()]
+    return F.binary_cross_entropy_with_logits(logits, targets.float(), weight=weights)
+
+
+def epoch_order(n: int, labels: np.ndarray, seed: int, epoch: int, weighted_sampler: bool) -> tuple[torch.Tensor, torch.Generator]:
+    """The epoch's sample order and the generator for its augmentation, both fixed by (seed, epoch)."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    if weighted_sampler:
+        per_class = 1.0 / np.bincount(labels, minlength=2)
+        order = torch.multinomial(torch.tensor(per_class[labels]), n, replacement=True, generator=generator)
+    else:
+        order = torch.randperm(n, generator=generator)
+    return order, generator
+
+
+@torch.inference_mode()
+def extract_features(model: nn.Module, images: np.ndarray, batch_size: int, device: torch.device, description: str) -> torch.Tensor:
+    """Pooled backbone features for every image (BatchNorm in eval): the frozen mode's one backbone pass."""
+    model.eval()
+    out = torch.empty(len(images), model.fc.in_features)
+    progress = new_progress()
+    with progress:
+        task = progress.add_task(description, total=len(images), info="")
+        for start in range(0, len(images), batch_size):
+            batch = torch.from_numpy(np.array(images[start:start + batch_size])).to(device)
+            out[start:start + len(batch)] = backbone_features(model, to_model_input(batch)).float().cpu()
+            progress.advance(task, len(batch))
+    return out
+
+
+def train_one_epoch(model, optimizer, scheduler, data: torch.Tensor | np.ndarray, labels: np.ndarray, config: TrainConfig,
+                    epoch: int, class_weights: torch.Tensor, device: torch.device, features: bool) -> dict:
+    """One pass over the training data; `features` means data holds pooled features and only the head trains."""
+    order, generator = epoch_order(len(labels), labels, config.seed, epoch, config.weighted_sampler)
+    augment = Augmentation() if config.augment and not features else None
+    head = model.fc
+    if not features:
+        set_train_mode(model, config.mode)
+    total_loss, correct, seen = 0.0, 0, 0
+    progress = new_progress()
+    with progress:
+        task = progress.add_task(f"Epoch {epoch + 1}/{config.epochs}", total=len(order), info="")
+        for start in range(0, len(order), config.batch_size):
+            idx = order[start:start + config.batch_size]
+            targets = torch.from_numpy(labels[idx.numpy()]).to(device)
+            if features:
+                logits = head(data[idx].to(device)).flatten()
+            else:
+                batch = torch.from_numpy(np.array(data[np.sort(idx.numpy())]))
+                targets = torch.from_numpy(labels[np.sort(idx.numpy())]).to(device)
+                if augment is not None:
+                    batch = augment(batch, generator)
+                logits = model(to_model_input(batch.to(device))).flatten()
+            loss = weighted_loss(logits, targets, class_weights)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            total_loss += loss.item() * len(targets)
+            correct += int(((logits.detach() > 0).long() == targets).sum())
+            seen += len(targets)
+            progress.update(task, advance=len(targets), info=f"loss {total_loss / seen:.4f} acc {correct / seen:.3f}")
+    return {"train_loss": total_loss / seen, "train_acc": correct / seen, "lr": optimizer.param_groups[0]["lr"]}
+
+
+def validate(model, val: LoadedImages, val_features: torch.Tensor | None, config: TrainConfig, device: torch.device) -> tuple[dict, np.ndarray]:
+    from sklearn.metrics import roc_auc_score
+
+    model.eval()
+    if val_features is not None:
+        with torch.inference_mode():
+            logits = model.fc(val_features.to(device)).flatten().double().cpu().numpy()
+    else:
+        logits = predict_logits(model, val.images, config.batch_size, device, description="Validating")
+    labels = val.labels
+    loss = float(F.binary_cross_entropy_with_logits(torch.from_numpy(logits), torch.from_numpy(labels).double()))
+    probs = sigmoid(logits)
+    return {"val_loss": loss, "val_auc": float(roc_auc_score(labels, probs)), "val_acc": float(np.mean((probs >= 0.5) == labels))}, probs
+
+
+def _trainable_state(model: nn.Module, mode: str) -> dict[str, torch.Tensor]:
+    """What changes during training (frozen: the head; partial: layer4 + head; full: all), for resumable states."""
+    keep = {"frozen": ("fc",), "partial": ("layer4", "fc"), "full": None}[mode]
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if keep is None or k.split(".")[0] in keep}
+
+
+def _save_train_state(path: Path, model, optimizer, scheduler, epoch: int, history: list, best: dict, config: TrainConfig) -> None:
+    buffer = io.BytesIO()
+    torch.save({"format": TRAIN_STATE_FORMAT, "format_version": 1, "epoch": epoch, "model": _trainable_state(model, config.mode),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "history": history, "best": best}, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _load_train_state(path: Path) -> dict:
+    if not path.is_file():
+        raise CheckpointError(f"nothing to resume: {path} does not exist (the run stopped before its first epoch ended)")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or state.get("format") != TRAIN_STATE_FORMAT or state.get("format_version") != 1:
+        raise CheckpointError(f"{path} is not a pneumocam training state of a known version")
+    return state
+
+
+def checkpoint_metadata(config: TrainConfig, weights_info, prepared: PreparedData, epoch: int, val_metrics: dict, threshold: float) -> dict:
+    return {
+        "arch": ARCH, "head": HEAD, "mode": config.mode, "weights": weights_info.to_dict(), "image_size": config.image_size,
+        "normalisation": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "channels": "grey copied to RGB"},
+        "class_names": list(CLASS_NAMES), "thresholds": {"default": 0.5, "youden_val": threshold},
+        "seed": config.seed, "epoch": epoch + 1, "val_metrics": val_metrics, "versions": library_versions(),
+        "data": {"root": str(config.data), "fingerprint": prepared.fingerprint, "validation": prepared.validation_plan},
+        "config": config.to_dict(),
+    }
+
+
+def fit(config: TrainConfig | None, runs_dir: str | Path | None = None, run_dir: str | Path | None = None, resume: bool = False,
+        stop_after_epoch: int | None = None, on_start=None) -> Path:
+    """Train into a fresh run folder under runs_dir (or continue run_dir with resume=True); return the folder.
+
+    stop_after_epoch simulates an interruption (tests): the run stops, resumable, after that many epochs.
+    on_start(run_dir) is called once the run folder exists (the CLI names it if the run is interrupted).
+    """
+    if resume:
+        run_dir = Path(run_dir)
+        saved = json.loads((run_dir / "config.json").read_text())
+        config = TrainConfig(**saved["train"])
+        state = _load_train_state(run_dir / "checkpoints" / "last.pt")
+    else:
+        state = None
+    device = resolve_device(config.device)
+    # Weights first: a missing or bad weights file stops the run before any folder is made or image read.
+    model, weights_info = build_model(config.weights, seed=config.seed)
+    prepared = prepare_data(config)
+    if not resume:
+        run_dir = Path(run_dir) if run_dir else new_run_folder(runs_dir, prefix="train")
+    if on_start is not None:
+        on_start(run_dir)
+    if weights_info.is_random:
+        console.print(f"[bold red]WARNING: {weights_info.description}[/]")
+    params = apply_mode(model, config.mode)
+    model = model.to(device).to(memory_format=torch.channels_last)
+    if not resume:
+        write_json(run_dir / "config.json", {"train": config.to_dict(), "weights": weights_info, "data_fingerprint": prepared.fingerprint,
+                                             "validation": prepared.validation_plan, "versions": library_versions(), "environment": environment()})
+        write_skipped(run_dir / "skipped.csv", prepared.skipped)
+    use_features = config.mode == "frozen" and not config.augment
+    timings = {"feature_pass_s": None, "epochs_s": 0.0}
+    if use_features:
+        began = time.perf_counter()
+        train_data = extract_features(model, prepared.train.images, config.batch_size, device, "Features (train)")
+        val_features = extract_features(model, prepared.val.images, config.batch_size, device, "Features (val)")
+        timings["feature_pass_s"] = time.perf_counter() - began
+    else:
+        train_data, val_features = prepared.train.images, None
+    labels = prepared.train.labels
+    class_weights = class_weight_vector(labels, config.class_weights)
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    steps = config.epochs * -(-len(labels) // config.batch_size)
+    scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps) if config.schedule == "cosine"
+                 else torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0))
+    history, best, start = [], {"epoch": None, "score": None}, 0
+    if state is not None:
+        model.load_state_dict(state["model"], strict=False)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        history, best, start = state["history"], state["best"], state["epoch"] + 1
+        console.print(f"resuming {run_dir} after epoch {start}")
+    (run_dir / "checkpoints").mkdir(exist_ok=True)
+    for epoch in range(start, config.epochs):
+        began = time.perf_counter()
+        row = {"epoch": epoch + 1} | train_one_epoch(model, optimizer, scheduler, train_data, labels, config, epoch,
+                                                     class_weights, device, use_features)
+        val_metrics, val_probs = validate(model, prepared.val, val_features, config, device)
+        row |= val_metrics | {"seconds": time.perf_counter() - began}
+        timings["epochs_s"] += row["seconds"]
+        history.append(row)
+        score = val_metrics["val_auc"] if config.select_by == "auc" else -val_metrics["val_loss"]
+        if best["score"] is None or score > best["score"]:
+            best = {"epoch": epoch + 1, "score": score}
+            threshold = youden_threshold(prepared.val.labels, val_probs)
+            save_checkpoint(run_dir / "model.pt", model, checkpoint_metadata(config, weights_info, prepared, epoch, val_metrics, threshold))
+        _save_train_state(run_dir / "checkpoints" / "last.pt", model, optimizer, scheduler, epoch, history, best, config)
+        write_json(run_dir / "history.json", history)
+        console.print(f"epoch {epoch + 1}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.3f} | "
+                      f"val loss {row['val_loss']:.4f} auc {row['val_auc']:.3f} acc {row['val_acc']:.3f} ({row['seconds']:.1f}s)")
+        if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < config.epochs:
+            return run_dir
+    write_json(run_dir / "train_summary.json", {"best_epoch": best["epoch"], "select_by": config.select_by, "history": history,
+                                                "weights": weights_info, "validation": prepared.validation_plan,
+                                                "timings_this_session": timings})
+    mark_complete(run_dir)
+    return run_dir
