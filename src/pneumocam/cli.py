@@ -17,7 +17,7 @@ from .errors import PneumocamError
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Explainable pneumonia detection on chest X-rays: train, evaluate, explain, test, report.")
-console = Console(stderr=False, highlight=False)
+console = Console(highlight=False, soft_wrap=True)
 
 
 def clean_errors(command):
@@ -28,7 +28,7 @@ def clean_errors(command):
         try:
             return command(*args, **kwargs)
         except PneumocamError as exc:
-            Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {escape(str(exc))}")
+            Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {escape(str(exc))}")
             raise typer.Exit(2) from None
 
     return wrapper
@@ -209,6 +209,122 @@ def _print_metrics(result: dict) -> None:
         auc = "n/a" if m["roc_auc"] is None else f"{m['roc_auc']:.3f}"
         ci = "" if not m["roc_auc_ci95"] else f" (95% CI {m['roc_auc_ci95'][0]:.3f}-{m['roc_auc_ci95'][1]:.3f})"
         console.print(f"accuracy {m['accuracy']:.3f}, ROC-AUC {auc}{ci}, sensitivity {m['sensitivity']}, specificity {m['specificity']}")
+
+
+def _n_per_class(value: str) -> int | None:
+    if value.lower() == "all":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise PneumocamError(f"--n-per-class must be a whole number or 'all', got '{value}'") from None
+
+
+@app.command()
+@clean_errors
+def run(
+    data: Path = typer.Option(..., help="Dataset folder or CSV manifest."),
+    out: Path = typer.Option(Path("runs"), help="Parent folder: the run goes into a fresh timestamped folder."),
+    checkpoint: Optional[Path] = typer.Option(None, help="Skip training and explain this model.pt."),
+    eval_split: str = typer.Option("test", help="test | val: the split that metrics, maps and statistics use."),
+    method: str = typer.Option("gradcam", help="gradcam | hirescam | gradcam++ | layercam | eigencam | scorecam."),
+    target: str = typer.Option("pred", help="pred | true | PNEUMONIA | NORMAL: the class each map explains."),
+    n_per_class: str = typer.Option("30", help="Images per class in the original random sample, or 'all'."),
+    n_draws: int = typer.Option(1000, help="Resampled draws for the distribution of p and d."),
+    alpha: float = typer.Option(0.05),
+    lung_masks: Optional[Path] = typer.Option(None, help="Lung masks laid out MASKS/{split}/{CLASS}/<stem>.png."),
+    mode: str = typer.Option("frozen"), weights: str = typer.Option("imagenet"), epochs: int = typer.Option(10),
+    batch_size: int = typer.Option(32), image_size: int = typer.Option(224), lr: Optional[float] = typer.Option(None),
+    class_weights: str = typer.Option("balanced"), augment: bool = typer.Option(False), val_source: str = typer.Option("auto"),
+    seed: int = typer.Option(0), device: str = typer.Option("auto"), max_per_class: Optional[int] = typer.Option(None),
+):
+    """Train, evaluate, Grad-CAM, importance scores, statistics and report, in one fresh run folder."""
+    from .experiment import ExperimentConfig, run_experiment
+    from .train import TrainConfig
+
+    config = ExperimentConfig(
+        train=TrainConfig(data=str(data), mode=mode, weights=weights, epochs=epochs, batch_size=batch_size, image_size=image_size,
+                          lr=lr, class_weights=class_weights, augment=augment, val_source=val_source, seed=seed, device=device,
+                          max_per_class=max_per_class),
+        eval_split=eval_split, checkpoint=str(checkpoint) if checkpoint else None, method=method, target=target,
+        n_per_class=_n_per_class(n_per_class), n_draws=n_draws, alpha=alpha, masks={"lungs": str(lung_masks)} if lung_masks else {})
+    folder = run_experiment(config, runs_dir=out)
+    console.print(f"[green]report:[/] {escape(str(folder / 'report.html'))}")
+
+
+@app.command()
+@clean_errors
+def demo(
+    out: Path = typer.Option(Path("demo-runs"), help="Parent folder for the demo's run folder."),
+    seed: int = typer.Option(0),
+    shortcut: float = typer.Option(0.0, help="Add the label-correlated corner marker (e.g. 0.9) to watch a model cheat."),
+):
+    """The whole experiment on synthetic phantoms generated on the fly (no data, no downloads, a few minutes)."""
+    from .experiment import run_demo
+
+    folder = run_demo(out, seed=seed, shortcut=shortcut)
+    console.print(f"[green]report:[/] {escape(str(folder / 'report.html'))}")
+
+
+@app.command()
+@clean_errors
+def stats(
+    scores: Path = typer.Argument(..., help="CSV with a label column (NORMAL / PNEUMONIA) and score columns."),
+    score: list[str] = typer.Option(..., "--score", help="Score column(s) to test (repeatable)."),
+    n_per_class: str = typer.Option("30", help="Random images per class, as in the original protocol, or 'all'."),
+    seed: int = typer.Option(0),
+    alpha: float = typer.Option(0.05),
+    n_draws: int = typer.Option(1000, help="Resampled draws for the distribution of p and d (0: none)."),
+    out: Optional[Path] = typer.Option(None, help="Folder for stats.json (a fresh folder inside it)."),
+):
+    """Compare a score between NORMAL and PNEUMONIA: Student, Welch, Mann-Whitney, permutation, effect sizes."""
+    from .outputs import mark_complete, new_run_folder, write_json
+    from .stats import compare_groups, draw_sample, read_scores, resampled_draws, summary_text
+
+    n = _n_per_class(n_per_class)
+    groups = read_scores(scores, score)
+    results = {}
+    for column, (normal, pneumonia) in groups.items():
+        sample = draw_sample(normal, pneumonia, n, seed)
+        result = compare_groups(*sample, alpha=alpha, seed=seed)
+        result["all_images"] = compare_groups(normal, pneumonia, alpha=alpha, seed=seed) if n is not None else None
+        if n is not None and n_draws > 0 and min(len(normal), len(pneumonia)) > n:
+            result["resampled"] = resampled_draws(normal, pneumonia, n, n_draws, alpha, seed)
+        result["source"] = {"file": str(scores), "column": column, "n_per_class": n, "seed": seed}
+        results[column] = result
+        console.print(escape(summary_text(result, column)))
+        if "resampled" in result:
+            r = result["resampled"]
+            console.print(f"  Over {r['n_draws']} random {n} vs {n} draws: {r['share_p_below_alpha']:.1%} have p < {alpha}; "
+                          f"median p {r['p_quantiles']['0.5']:.3e}, median d {r['d_quantiles']['0.5']:.3f}")
+        console.print()
+    if out is not None:
+        folder = new_run_folder(out, prefix="stats")
+        write_json(folder / "stats.json", results[score[0]] if len(score) == 1 else results)
+        mark_complete(folder)
+        console.print(f"[green]written:[/] {escape(str(folder / 'stats.json'))}")
+
+
+@app.command()
+@clean_errors
+def predict(
+    checkpoint: Path = typer.Option(..., help="A pneumocam model.pt."),
+    images: list[Path] = typer.Argument(..., help="Image files (JPEG, PNG, TIFF, BMP or DICOM)."),
+    out: Path = typer.Option(Path("predictions"), help="Parent folder for a fresh folder of overlays and predictions.csv."),
+    method: str = typer.Option("gradcam"),
+    device: str = typer.Option("auto"),
+):
+    """Probability, prediction and a Grad-CAM overlay PNG per image."""
+    from .predict import predict_files
+
+    folder, rows = predict_files(checkpoint, images, out, method, device)
+    table = Table(title="predictions")
+    for column in ("file", "p(PNEUMONIA)", "prediction", "overlay / reason skipped"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(escape(str(v)) for v in row))
+    console.print(table)
+    console.print(f"[green]written:[/] {escape(str(folder))}")
 
 
 def main() -> None:  # pragma: no cover - console-script entry

@@ -84,11 +84,11 @@ def make_phantom(rng: np.random.Generator, label: int, size: int = 224, marker: 
         for _ in range(int(rng.integers(1, 4))):
             centre = lung_pixels[rng.integers(len(lung_pixels))]
             py, px = divmod(int(centre), size)
-            radius = rng.uniform(0.04, 0.08)
+            radius = rng.uniform(0.05, 0.09)
             d2 = ((x - (px + 0.5) / size) ** 2 + (y - (py + 0.5) / size) ** 2) / radius**2
             blob = np.exp(-d2) * (1.0 + 0.6 * _smooth_noise(rng, size, 12))  # irregular border
             opacity = np.clip((blob - 0.35) / 0.4, 0.0, 1.0) * lungs
-            image += rng.uniform(0.22, 0.32) * opacity
+            image += rng.uniform(0.30, 0.40) * opacity
             lesion |= opacity > 0.25
 
     # Soft-tissue texture and film noise.

@@ -1,0 +1,227 @@
+"""Class activation maps on the one-logit ResNet50, batched, CPU or CUDA.
+
+`BaseCAM` owns the hook on the target layer (layer4 by default) and the batching; each method is a
+tiny subclass that turns (activations, gradients) into a map. The hook replaces the layer's output
+with a detached leaf that requires grad, so autograd records only the few layers after it: one
+forward pass plus a backward through pooling and the dense head, instead of a backward through the
+whole network into every weight. Maps are returned raw (after ReLU, not normalised) at feature
+resolution; `upsample` brings them to the input size.
+
+Targets: the score explained for PNEUMONIA is the logit, for NORMAL its negative (as pytorch-grad-cam's
+BinaryClassifierOutputTarget does), chosen per image as the predicted class, the true class or a fixed class.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import CLASS_NAMES
+from .data import to_model_input
+from .progress import track
+
+TARGETS = ("pred", "true", "PNEUMONIA", "NORMAL")
+
+
+@dataclass
+class CamResult:
+    maps: np.ndarray  # float32 (N, h, w): raw maps (normalised per image for library methods, see `normalised`)
+    logits: np.ndarray  # float64 (N,)
+    targets: np.ndarray  # int8 (N,): the class each map explains
+    method: str
+    layer: str
+    normalised: bool = False
+
+    @property
+    def probs(self) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-self.logits))
+
+
+def resolve_targets(target: str, logits: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
+    if target == "pred":
+        return (logits > 0).astype(np.int8)
+    if target == "true":
+        if labels is None:
+            raise ValueError("--target true needs the images' labels")
+        return np.asarray(labels, dtype=np.int8)
+    if target in CLASS_NAMES:
+        return np.full(len(logits), CLASS_NAMES.index(target), dtype=np.int8)
+    raise ValueError(f"--target must be one of {', '.join(TARGETS)}, got '{target}'")
+
+
+@contextmanager
+def _explaining(model: nn.Module, weight_grads: bool = False):
+    """Eval mode, and no weight gradients unless a library method needs the full graph;
+    restores the caller's requires_grad flags, mode and (absent) gradients afterwards."""
+    flags = [p.requires_grad for p in model.parameters()]
+    was_training = model.training
+    model.requires_grad_(weight_grads)
+    model.eval()
+    try:
+        yield
+    finally:
+        for p, flag in zip(model.parameters(), flags):
+            p.requires_grad_(flag)
+            if weight_grads:
+                p.grad = None
+        model.train(was_training)
+
+
+class BaseCAM:
+    method = "base"
+
+    def __init__(self, model: nn.Module, layer: str = "layer4", batch_size: int = 32, device: torch.device | str | None = None):
+        self.model = model
+        self.layer_name = layer
+        self.layer = model.get_submodule(layer)
+        self.batch_size = batch_size
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+
+    def weigh(self, activations: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+        """(N, C, h, w) activations and gradients -> (N, h, w) map before ReLU."""
+        raise NotImplementedError
+
+    def _explain_batch(self, x: torch.Tensor, target: str, labels: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        captured: dict[str, torch.Tensor] = {}
+
+        def hook(module, inputs, output):
+            leaf = output.detach().requires_grad_(True)
+            captured["activations"] = leaf
+            return leaf
+
+        handle = self.layer.register_forward_hook(hook)
+        try:
+            with torch.enable_grad():
+                logits = self.model(x).flatten()
+                targets = resolve_targets(target, logits.detach().cpu().numpy(), labels)
+                sign = torch.from_numpy(targets.astype(np.float32) * 2 - 1).to(logits.device)
+                activations = captured["activations"]
+                (grads,) = torch.autograd.grad((logits * sign).sum(), activations)
+        finally:
+            handle.remove()
+        with torch.no_grad():
+            maps = F.relu(self.weigh(activations.detach().float(), grads.float()))
+        return maps.cpu().numpy().astype(np.float32), logits.detach().double().cpu().numpy(), targets
+
+    def __call__(self, images: np.ndarray | torch.Tensor, target: str = "pred", labels: np.ndarray | None = None,
+                 description: str = "Grad-CAM") -> CamResult:
+        """images: (N, H, W) uint8 grayscale. Returns raw maps at feature resolution."""
+        n = len(images)
+        maps, logits, targets = [], [], []
+        starts = range(0, n, self.batch_size)
+        with _explaining(self.model):
+            for start in track(starts, description, total=len(starts)):
+                chunk = images[start:start + self.batch_size]
+                batch = chunk if isinstance(chunk, torch.Tensor) else torch.from_numpy(np.array(chunk))
+                x = to_model_input(batch.to(self.device))
+                part_labels = None if labels is None else np.asarray(labels)[start:start + self.batch_size]
+                m, lg, t = self._explain_batch(x, target, part_labels)
+                maps.append(m), logits.append(lg), targets.append(t)
+        return CamResult(np.concatenate(maps), np.concatenate(logits), np.concatenate(targets), self.method, self.layer_name)
+
+
+class GradCAM(BaseCAM):
+    """Selvaraju et al. 2017: channel weights are the spatially averaged gradients."""
+
+    method = "gradcam"
+
+    def weigh(self, activations, grads):
+        return (grads.mean(dim=(2, 3), keepdim=True) * activations).sum(dim=1)
+
+
+class HiResCAM(BaseCAM):
+    """Draelos and Carin 2020: element-wise gradient x activation, summed over channels."""
+
+    method = "hirescam"
+
+    def weigh(self, activations, grads):
+        return (grads * activations).sum(dim=1)
+
+
+class LibraryCAM:
+    """Methods from pytorch-grad-cam behind the same call; its maps come normalised per image at input size."""
+
+    NAMES = {"gradcam++": "GradCAMPlusPlus", "layercam": "LayerCAM", "eigencam": "EigenCAM", "scorecam": "ScoreCAM"}
+
+    def __init__(self, model: nn.Module, method: str, layer: str = "layer4", batch_size: int = 32, device=None):
+        import pytorch_grad_cam
+
+        self.model, self.method, self.layer_name, self.batch_size = model, method, layer, batch_size
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.cam_class = getattr(pytorch_grad_cam, self.NAMES[method])
+
+    def __call__(self, images, target: str = "pred", labels=None, description: str = "CAM") -> CamResult:
+        from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
+
+        maps, logits, targets = [], [], []
+        starts = range(0, len(images), self.batch_size)
+        with _explaining(self.model, weight_grads=True):
+            cam = self.cam_class(model=self.model, target_layers=[self.model.get_submodule(self.layer_name)])
+            if hasattr(cam, "batch_size"):
+                cam.batch_size = self.batch_size
+            for start in track(starts, description, total=len(starts)):
+                batch = torch.from_numpy(np.array(images[start:start + self.batch_size])).to(self.device)
+                x = to_model_input(batch, channels_last=False)
+                with torch.no_grad():
+                    lg = self.model(x).flatten().double().cpu().numpy()
+                part_labels = None if labels is None else np.asarray(labels)[start:start + self.batch_size]
+                t = resolve_targets(target, lg, part_labels)
+                maps.append(cam(input_tensor=x, targets=[BinaryClassifierOutputTarget(int(c)) for c in t]))
+                logits.append(lg), targets.append(t)
+        return CamResult(np.concatenate(maps).astype(np.float32), np.concatenate(logits), np.concatenate(targets),
+                         self.method, self.layer_name, normalised=True)
+
+
+METHODS = ("gradcam", "hirescam", *LibraryCAM.NAMES)
+
+
+def make_cam(model: nn.Module, method: str = "gradcam", layer: str = "layer4", batch_size: int = 32, device=None):
+    if method == "gradcam":
+        return GradCAM(model, layer, batch_size, device)
+    if method == "hirescam":
+        return HiResCAM(model, layer, batch_size, device)
+    if method in LibraryCAM.NAMES:
+        return LibraryCAM(model, method, layer, batch_size, device)
+    raise ValueError(f"--method must be one of {', '.join(METHODS)}, got '{method}'")
+
+
+def upsample(maps: np.ndarray, size: int) -> np.ndarray:
+    """(N, h, w) -> (N, size, size), bilinear with half-pixel centres (the same grid as OpenCV's resize)."""
+    if maps.shape[-1] == size and maps.shape[-2] == size:
+        return maps.astype(np.float32)
+    t = torch.from_numpy(np.ascontiguousarray(maps, dtype=np.float32)).unsqueeze(1)
+    return F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False).squeeze(1).numpy()
+
+
+def normalise_per_image(maps: np.ndarray, eps: float = 1e-7) -> np.ndarray:
+    """Min-max per image, as pytorch-grad-cam's scale_cam_image does."""
+    low = maps.min(axis=(-2, -1), keepdims=True)
+    shifted = maps - low
+    return shifted / (eps + shifted.max(axis=(-2, -1), keepdims=True))
+
+
+def save_heatmaps(path, result: CamResult, paths: list[str], labels: np.ndarray, image_size: int, threshold: float = 0.5) -> None:
+    """heatmaps.npz: plain arrays only (no pickled objects), enough to recompute any score without the model."""
+    import io
+
+    from .outputs import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    np.savez_compressed(
+        buffer, paths=np.array(paths, dtype=str), labels=np.asarray(labels, dtype=np.int8),
+        probs=result.probs.astype(np.float32), preds=(result.probs >= threshold).astype(np.int8),
+        targets=result.targets.astype(np.int8), maps=result.maps.astype(np.float32),
+        method=np.array(result.method), layer=np.array(result.layer), normalised=np.array(result.normalised),
+        image_size=np.array(image_size), class_names=np.array(CLASS_NAMES),
+    )
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_heatmaps(path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}

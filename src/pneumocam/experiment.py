@@ -1,0 +1,381 @@
+"""The whole experiment in one folder: train -> evaluate + Grad-CAM (one pass) -> importance -> statistics -> report.
+
+`pneumocam run`, `pneumocam demo` and `pneumocam explain`-style reuse all go through run_experiment.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import CLASS_NAMES
+from .cam import METHODS, make_cam, save_heatmaps, upsample
+from .data import Skipped, balanced_indices, discover, fingerprint, load_images
+from .errors import PneumocamError
+from .evaluate import Predictions, metrics_at_thresholds
+from .importance import SCORES, importance_scores
+from .model import build_model, load_checkpoint, resolve_device
+from .outputs import mark_complete, new_run_folder, write_csv, write_json, write_skipped
+from .provenance import environment, library_versions
+from .stats import compare_groups, format_p, resampled_draws, summary_text
+from .train import TrainConfig, fit
+
+ORIGINAL_SCORE = "mean_maxnorm"
+
+
+@dataclass
+class ExperimentConfig:
+    train: TrainConfig
+    eval_split: str = "test"
+    checkpoint: str | None = None
+    method: str = "gradcam"
+    target: str = "pred"
+    n_per_class: int | None = 30  # None: every image of the split
+    n_draws: int = 1000
+    alpha: float = 0.05
+    grid_per_class: int = 4
+    bootstrap: int = 1000
+    synthetic: bool = False
+    masks: dict[str, str] = field(default_factory=dict)  # region name -> mask folder (lesion, lungs, marker, ...)
+    command: str = field(default_factory=lambda: " ".join(sys.argv))
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"train": self.train.to_dict()}
+
+
+def _validate(cfg: ExperimentConfig) -> None:
+    if cfg.method not in METHODS:
+        raise PneumocamError(f"--method must be one of {', '.join(METHODS)}, got '{cfg.method}'")
+    if cfg.target not in ("pred", "true", *CLASS_NAMES):
+        raise PneumocamError(f"--target must be pred, true, NORMAL or PNEUMONIA, got '{cfg.target}'")
+    if cfg.n_per_class is not None and cfg.n_per_class < 2:
+        raise PneumocamError("--n-per-class must be at least 2 (or 'all')")
+    discover(cfg.train.data).split(cfg.eval_split)  # a missing split fails now, not after training
+    if cfg.checkpoint is None:
+        build_model(cfg.train.weights)  # and so do missing or bad weights
+
+
+def _group_stats(scores: dict[str, np.ndarray], labels: np.ndarray, cfg: ExperimentConfig) -> tuple[dict, dict]:
+    """Per score: the original n-vs-n sample, every image, and the distribution over resampled draws."""
+    counts = np.bincount(labels, minlength=2)
+    n = cfg.n_per_class if cfg.n_per_class is not None else None
+    notes = {}
+    if n is not None and n > counts.min():
+        notes["n_per_class"] = f"asked for {n} per class, but the split holds {counts.min()} in its smaller class: used {counts.min()}"
+        n = int(counts.min())
+    sample = balanced_indices(labels, n, cfg.train.seed) if n is not None else np.arange(len(labels))
+    out = {}
+    for name, values in scores.items():
+        finite = np.isfinite(values)
+        normal, pneu = values[(labels == 0) & finite], values[(labels == 1) & finite]
+        entry = {"description": SCORES.get(name, name)}
+        s_labels, s_values = labels[sample], values[sample]
+        keep = np.isfinite(s_values)
+        try:
+            entry["sample"] = compare_groups(s_values[keep & (s_labels == 0)], s_values[keep & (s_labels == 1)], cfg.alpha, seed=cfg.train.seed)
+            entry["sample"]["draw"] = {"n_per_class": n, "seed": cfg.train.seed}
+            entry["all_images"] = compare_groups(normal, pneu, cfg.alpha, seed=cfg.train.seed)
+            if n is not None and min(len(normal), len(pneu)) > n:
+                entry["resampled"] = resampled_draws(normal, pneu, n, cfg.n_draws, cfg.alpha, cfg.train.seed)
+        except PneumocamError as exc:
+            entry["error"] = str(exc)
+        out[name] = entry
+    return out, notes | {"sample_indices": sample.tolist()}
+
+
+def run_experiment(cfg: ExperimentConfig, runs_dir: str | Path | None = None, run_dir: Path | None = None,
+                   extra_sections=None) -> Path:
+    from . import report as rp
+
+    _validate(cfg)
+    run_dir = run_dir or new_run_folder(runs_dir, prefix="run")
+    device = resolve_device(cfg.train.device)
+    training = None
+    if cfg.checkpoint is None:
+        (run_dir / "train").mkdir(exist_ok=True)
+        fit(cfg.train, run_dir=run_dir / "train")
+        checkpoint = run_dir / "train" / "model.pt"
+        training = json.loads((run_dir / "train" / "train_summary.json").read_text())
+    else:
+        checkpoint = Path(cfg.checkpoint)
+    model, meta = load_checkpoint(checkpoint, device)
+    model = model.to(memory_format=torch.channels_last)
+    size = int(meta.get("image_size", cfg.train.image_size))
+    samples = discover(cfg.train.data).split(cfg.eval_split)
+    loaded = load_images(samples, size, use_cache=cfg.train.use_cache, description=f"Reading {cfg.eval_split}")
+    if len(set(loaded.labels.tolist())) < 2:
+        raise PneumocamError(f"the {cfg.eval_split} split holds one class only after skipping unreadable files")
+    labels = loaded.labels
+
+    # One pass gives the predictions (its forward) and the maps (its backward through the head).
+    cam = make_cam(model, cfg.method, batch_size=cfg.train.batch_size, device=device)
+    result = cam(loaded.images, target=cfg.target, labels=labels, description=f"{cfg.method} ({cfg.eval_split})")
+    probs = result.probs
+    predictions = Predictions(loaded.paths, labels, probs)
+    youden = meta.get("thresholds", {}).get("youden_val")
+    thresholds = {"threshold_0.5": 0.5} | ({"threshold_youden_val": float(youden)} if youden is not None else {})
+    metrics = metrics_at_thresholds(predictions, thresholds, cfg.bootstrap, cfg.train.seed)
+    preds = (probs >= 0.5).astype(int)
+    write_csv(run_dir / "predictions.csv", ["path", "label", "prob_pneumonia", "pred"], predictions.rows(0.5))
+    save_heatmaps(run_dir / "heatmaps.npz", result, loaded.paths, labels, size)
+
+    scores = importance_scores(result.maps, size)
+    ground_truth = {}
+    if cfg.masks:
+        from .regions import area_share, load_masks, mass_share, pointing_game
+
+        up = upsample(result.maps, size)
+        for name, root in cfg.masks.items():
+            masks, found = load_masks(root, loaded.samples, size)
+            share = np.where(found, mass_share(up, masks), np.nan)
+            hit = np.where(found, pointing_game(up, masks).astype(float), np.nan)
+            scores[f"{name}_mass_share"], scores[f"{name}_pointing_hit"] = share, hit
+            relevant = found & (masks.reshape(len(masks), -1).any(axis=1))
+            ground_truth[name] = {"images_with_mask": int(relevant.sum()),
+                                  "mean_mass_share": float(np.nanmean(share[relevant])) if relevant.any() else None,
+                                  "mean_area_share": float(area_share(masks[relevant]).mean()) if relevant.any() else None,
+                                  "pointing_game_hit_rate": float(np.nanmean(hit[relevant])) if relevant.any() else None}
+    header = ["path", "label", "pred", "prob_pneumonia", "cam_target", *scores]
+    rows = ([p, CLASS_NAMES[l], CLASS_NAMES[q], f"{pr:.6f}", CLASS_NAMES[t], *(repr(float(scores[s][i])) for s in scores)]
+            for i, (p, l, q, pr, t) in enumerate(zip(loaded.paths, labels, preds, probs, result.targets)))
+    write_csv(run_dir / "importance.csv", header, rows)
+    stat_scores = {k: v for k, v in scores.items() if k in SCORES or k.endswith("_mass_share")}
+    statistics, stat_notes = _group_stats(stat_scores, labels, cfg)
+    write_json(run_dir / "stats.json", statistics)
+    for name in (ORIGINAL_SCORE, "mean_raw"):
+        if "sample" in statistics.get(name, {}):
+            print(summary_text(statistics[name]["sample"], name), "\n")
+
+    # Figures.
+    figures = run_dir / "figures"
+    rng_pick = balanced_indices(labels, min(cfg.grid_per_class, int(np.bincount(labels).min())), cfg.train.seed + 1)
+    contours = None
+    outline = cfg.masks.get("lesion") or cfg.masks.get("lungs")
+    if outline:
+        from .regions import load_masks
+
+        contours, _ = load_masks(outline, [loaded.samples[i] for i in rng_pick], size)
+    figs = {
+        "heatmaps": rp.heatmap_grid(figures / "heatmaps.png", np.asarray(loaded.images[rng_pick]), upsample(result.maps[rng_pick], size),
+                                    labels[rng_pick], preds[rng_pick], probs[rng_pick], [Path(loaded.paths[i]).name for i in rng_pick], contours),
+        "roc": rp.roc_figure(figures / "roc.png", labels, probs, metrics["threshold_0.5"]["roc_auc"], metrics["threshold_0.5"]["roc_auc_ci95"]),
+        "confusion": rp.confusion_figure(figures / "confusion.png", metrics["threshold_0.5"]["confusion_matrix"]["rows_true_cols_pred"], 0.5),
+    }
+    for name, entry in statistics.items():
+        if "sample" in entry:
+            x = scores[name]
+            sample = np.array(stat_notes["sample_indices"])
+            s_lab, s_val = labels[sample], x[sample]
+            figs[f"scores_{name}"] = rp.score_comparison(figures / f"scores_{name}.png", s_val[(s_lab == 0) & np.isfinite(s_val)],
+                                                         s_val[(s_lab == 1) & np.isfinite(s_val)], name, entry["sample"])
+        if "resampled" in entry and name in (ORIGINAL_SCORE, "mean_raw"):
+            figs[f"pvalues_{name}"] = rp.p_histogram(figures / f"pvalues_{name}.png", entry["resampled"]["p_values"], cfg.alpha, name,
+                                                     entry["resampled"]["n_per_class"])
+    if training:
+        figs["training"] = rp.training_curves(figures / "training.png", training["history"])
+
+    skipped = list(loaded.skipped)
+    if (run_dir / "train" / "skipped.csv").exists():
+        import csv
+
+        with open(run_dir / "train" / "skipped.csv", newline="") as f:
+            skipped += [Skipped(r["path"], r["reason"]) for r in csv.DictReader(f)]
+    write_skipped(run_dir / "skipped.csv", skipped)
+
+    provenance = {"data": str(cfg.train.data), "eval_split": cfg.eval_split, "eval_fingerprint": fingerprint(loaded.samples),
+                  "checkpoint": str(checkpoint), "weights": meta.get("weights"), "seed": cfg.train.seed,
+                  "image_size": size, "versions": library_versions(), "environment": environment(), "command": cfg.command,
+                  "training_data": meta.get("data"), "synthetic_data": cfg.synthetic}
+    results = {"provenance": provenance, "config": cfg.to_dict(), "metrics": metrics, "training": training,
+               "statistics": {k: {kk: vv for kk, vv in v.items() if kk != "resampled"} | (
+                   {"resampled": {kk: vv for kk, vv in v["resampled"].items() if kk not in ("p_values", "d_values")}}
+                   if "resampled" in v else {}) for k, v in statistics.items()},
+               "statistics_notes": {k: v for k, v in stat_notes.items() if k != "sample_indices"},
+               "ground_truth": ground_truth, "cam": {"method": result.method, "layer": result.layer, "target": cfg.target,
+                                                      "map_shape": list(result.maps.shape[1:]), "normalised_by_library": result.normalised},
+               "skipped": [{"path": s.path, "reason": s.reason} for s in skipped],
+               "figures": {k: str(Path(v).relative_to(run_dir)) for k, v in figs.items()}}
+    write_json(run_dir / "results.json", results)
+    write_json(run_dir / "config.json", {"experiment": cfg.to_dict(), "versions": library_versions(), "environment": environment()})
+    sections = build_report_sections(results, figs, statistics, extra_sections)
+    from .outputs import atomic_write_text
+
+    title = "pneumocam report" + (" (SYNTHETIC DEMO DATA)" if cfg.synthetic else "")
+    atomic_write_text(run_dir / "report.html", rp.render_html(title, sections))
+    atomic_write_text(run_dir / "report.md", rp.render_markdown(title, sections, run_dir))
+    mark_complete(run_dir)
+    return run_dir
+
+
+def _fmt(x, digits=3) -> str:
+    if x is None:
+        return "n/a"
+    if isinstance(x, float) and x != x:
+        return "n/a"
+    return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
+
+
+def build_report_sections(results: dict, figs: dict, statistics: dict, extra_sections=None):
+    from .report import Banner, Figure, Section, Table
+
+    prov, metrics = results["provenance"], results["metrics"]
+    weights = prov.get("weights") or {}
+    top = Section("What this report is")
+    if prov["synthetic_data"]:
+        top.add(Banner("SYNTHETIC DATA: every image here is a generated phantom, not a patient's film. "
+                       "Nothing in this report is a clinical finding.", "danger"))
+    if weights.get("source") == "none":
+        top.add(Banner("RANDOM INITIALISATION: this model started from random weights, not ImageNet. "
+                       "Accuracy and heatmaps are not those of the original (ImageNet) protocol.", "danger"))
+    top.add(f"Data: {prov['data']} (evaluated split: {prov['eval_split']}, fingerprint {prov['eval_fingerprint']}). "
+            f"Weights: {weights.get('description', 'unknown')}. Seed: {prov['seed']}. Image size: {prov['image_size']} px. "
+            f"Checkpoint: {prov['checkpoint']}. Command: {prov['command']}")
+    top.add(Table(["library", "version"], [[k, v] for k, v in prov["versions"].items()], "Versions"))
+    sections = [top]
+
+    data = Section("Data and splits")
+    tdata = prov.get("training_data") or {}
+    plan = tdata.get("validation") or {}
+    if plan:
+        data.add(Table(["item", "value"], [["validation source", plan.get("source")], ["why", plan.get("reason")],
+                                            ["grouped by", plan.get("grouping")], ["train images / patients", f"{plan.get('n_train_used', plan.get('n_train'))} / {plan.get('patients_train')}"],
+                                            ["validation images / patients", f"{plan.get('n_val_used', plan.get('n_val'))} / {plan.get('patients_val')}"],
+                                            ["patients in both", plan.get("shared_patients")], ["training data fingerprint", tdata.get("fingerprint")]],
+                       "Training and validation split"))
+    m05 = metrics["threshold_0.5"]
+    data.add(f"Evaluated split '{prov['eval_split']}': {m05['n']} images "
+             f"({m05['per_class']['NORMAL']['support']} NORMAL, {m05['per_class']['PNEUMONIA']['support']} PNEUMONIA).")
+    skipped = results["skipped"]
+    data.add(Table(["file", "reason"], [[s["path"], s["reason"]] for s in skipped[:200]],
+                   f"Skipped files ({len(skipped)}; full list in skipped.csv)") if skipped else "No file was skipped.")
+    sections.append(data)
+
+    if results.get("training"):
+        tr = results["training"]
+        training = Section("Training")
+        cfg = results["config"]["train"]
+        training.add(f"Mode {cfg['mode']}, {cfg['epochs']} epochs, batch {cfg['batch_size']}, AdamW lr {cfg['lr']}, schedule {cfg['schedule']}, "
+                     f"class weights {cfg['class_weights']}, augmentation {'on' if cfg['augment'] else 'off'}. "
+                     f"Best epoch on validation ({tr['select_by']}): {tr['best_epoch']}.")
+        training.add(Table(["epoch", "train loss", "train acc", "val loss", "val AUC", "val acc"],
+                           [[h["epoch"], _fmt(h["train_loss"], 4), _fmt(h["train_acc"]), _fmt(h["val_loss"], 4), _fmt(h["val_auc"]), _fmt(h["val_acc"])]
+                            for h in tr["history"]]))
+        if "training" in figs:
+            training.add(Figure(figs["training"], "Loss, AUC and accuracy per epoch"))
+        sections.append(training)
+
+    perf = Section("Classification metrics")
+    perf.add("Predictions are joined to labels by file path. Two thresholds: 0.5, and the one that maximised Youden's J "
+             "on the validation split (never chosen on the evaluated split).")
+    for name, m in metrics.items():
+        rows = [[c, _fmt(r["precision"]), _fmt(r["recall"]), _fmt(r["f1"]), r["support"]] for c, r in m["per_class"].items()]
+        rows += [[avg, _fmt(m[key]["precision"]), _fmt(m[key]["recall"]), _fmt(m[key]["f1"]), m[key]["support"]]
+                 for avg, key in (("macro avg", "macro_avg"), ("weighted avg", "weighted_avg"))]
+        perf.add(Table(["class", "precision", "recall", "f1", "support"], rows, f"{name} = {m['threshold']:.3f}"))
+        ci = m["roc_auc_ci95"]
+        perf.add(f"{name}: accuracy {_fmt(m['accuracy'])}, sensitivity {_fmt(m['sensitivity'])}, specificity {_fmt(m['specificity'])}, "
+                 f"ROC-AUC {_fmt(m['roc_auc'])}" + (f" (95% bootstrap CI {ci[0]:.3f}-{ci[1]:.3f})" if ci else "") +
+                 f", mean loss {_fmt(m['mean_loss'], 4)}.")
+    perf.add(Figure(figs["roc"], "ROC curve on the evaluated split"), Figure(figs["confusion"], "Confusion matrix at threshold 0.5"))
+    sections.append(perf)
+
+    cam = results["cam"]
+    heat = Section("Grad-CAM heatmaps")
+    heat.add(f"Method {cam['method']} on {cam['layer']} (map {cam['map_shape'][0]}x{cam['map_shape'][1]}, upsampled for display), "
+             f"explaining the {'predicted' if cam['target'] == 'pred' else cam['target']} class.")
+    heat.add(Figure(figs["heatmaps"], "Random NORMAL and PNEUMONIA films beside their overlays (red titles: misclassified)"))
+    sections.append(heat)
+
+    st = Section("Importance scores and statistics")
+    st.add("Each map becomes one number per image. The original write-up used the mean of the map after dividing it by its own "
+           "maximum (mean_maxnorm). After that division every map peaks at 1, so the score measures how spread out the map is, "
+           "not how strongly the model relies on a region; mean_raw keeps the strength and top10_mass measures concentration. "
+           "All differences are PNEUMONIA minus NORMAL.")
+    notes = results.get("statistics_notes", {})
+    if "n_per_class" in notes:
+        st.add(Banner(notes["n_per_class"], "warning"))
+    rows = []
+    for name, entry in statistics.items():
+        if "error" in entry:
+            rows.append([name, entry["error"], "", "", "", "", "", ""])
+            continue
+        s, a = entry["sample"], entry["all_images"]
+        share = entry.get("resampled", {}).get("share_p_below_alpha")
+        rows.append([name, f"{s['groups']['NORMAL']['mean']:.4g} / {s['groups']['PNEUMONIA']['mean']:.4g}", format_p(s["student"]["p"]),
+                     format_p(s["welch"]["p"]), format_p(s["mannwhitney"]["p"]), f"{s['cohens_d']:.2f} ({s['effect_size_label']})",
+                     f"{format_p(a['welch']['p'])}, d {a['cohens_d']:.2f}", "n/a" if share is None else f"{share:.0%}"])
+    st.add(Table(["score", "mean N / P (sample)", "Student p", "Welch p", "Mann-Whitney p", "Cohen's d", "all images: Welch p, d",
+                  "draws with p < alpha"], rows, "Random-sample tests (the original protocol), every image, and resampled draws"))
+    for key in sorted(figs):
+        if key.startswith("scores_") or key.startswith("pvalues_"):
+            st.add(Figure(figs[key], key.replace("_", " ", 1)))
+    sections.append(st)
+
+    if results["ground_truth"]:
+        gt = Section("Where the maps fall (ground-truth masks)")
+        gt.add(Table(["region", "images", "mean share of map mass", "mean share of image area", "pointing-game hit rate"],
+                     [[k, v["images_with_mask"], _fmt(v["mean_mass_share"]), _fmt(v["mean_area_share"]), _fmt(v["pointing_game_hit_rate"])]
+                      for k, v in results["ground_truth"].items()]))
+        gt.add("A map that ignored the region would put about its area share of mass inside it; more means the map concentrates there.")
+        sections.append(gt)
+    for extra in extra_sections or []:
+        sections.append(extra)
+    sections.append(conclusion_section(results, statistics))
+    return sections
+
+
+def conclusion_section(results: dict, statistics: dict):
+    from .report import Section
+
+    prov, m = results["provenance"], results["metrics"]["threshold_0.5"]
+    sec = Section("Conclusion and its limits")
+    sec.add(f"On the '{prov['eval_split']}' split ({m['n']} images) the classifier reached ROC-AUC {_fmt(m['roc_auc'])} and accuracy "
+            f"{_fmt(m['accuracy'])} at threshold 0.5.")
+    for name in (ORIGINAL_SCORE, "mean_raw"):
+        entry = statistics.get(name, {})
+        if "sample" not in entry:
+            continue
+        s = entry["sample"]
+        direction = "higher" if s["cohens_d"] > 0 else "lower"
+        verdict = "a difference" if s["reject_null"] else "no significant difference"
+        text = (f"{name}: in the random {s['groups']['NORMAL']['n']} vs {s['groups']['PNEUMONIA']['n']} sample, PNEUMONIA images scored "
+                f"{direction} than NORMAL (Cohen's d {s['cohens_d']:.2f}, {s['effect_size_label']}); Welch's test finds {verdict} "
+                f"at alpha {s['alpha']} (p = {format_p(s['welch']['p'])}).")
+        if "resampled" in entry:
+            text += (f" Over {entry['resampled']['n_draws']} other random draws of the same size, "
+                     f"{entry['resampled']['share_p_below_alpha']:.0%} reach p < {s['alpha']}: one draw alone is not a reliable answer.")
+        sec.add(text)
+    limits = ["Limits: a Grad-CAM map on layer4 is coarse (one value per 32x32 pixel block) and shows where the gradient-weighted "
+              "features are, not why; a difference in scores between classes is an association, not evidence that the model "
+              "uses pathology."]
+    if (prov.get("weights") or {}).get("source") == "none":
+        limits.append("The model was trained from random weights, so its maps do not speak for an ImageNet-pretrained model.")
+    if prov["synthetic_data"]:
+        limits.append("The data are synthetic phantoms: the result shows the pipeline works, nothing about patients.")
+    if not results["ground_truth"]:
+        limits.append("Without lung masks this report cannot say whether the maps fall on the lungs; pass --lung-masks.")
+    sec.add(" ".join(limits))
+    return sec
+
+
+def run_demo(out: str | Path, seed: int = 0, shortcut: float = 0.0, image_size: int = 128,
+             counts: dict[str, int] | None = None, epochs: int = 6) -> Path:
+    """The experiment on phantoms generated into the run folder, with ground-truth lesion and lung masks."""
+    from .data.phantoms import write_phantom_dataset
+
+    run_dir = new_run_folder(out, prefix="demo")
+    counts = counts or {"train": 150, "val": 40, "test": 60}
+    data = write_phantom_dataset(run_dir / "phantoms", counts, size=image_size, seed=seed, shortcut=shortcut)
+    masks = {"lesion": str(data.lesion_masks), "lungs": str(data.lung_masks)}
+    if data.marker_masks is not None:
+        masks["marker"] = str(data.marker_masks)
+    config = ExperimentConfig(
+        train=TrainConfig(data=str(data.images), mode="full", weights="none", epochs=epochs, batch_size=32, image_size=image_size,
+                          lr=1e-3, val_source="dataset", seed=seed, use_cache=False),
+        eval_split="test", synthetic=True, masks=masks, n_draws=1000)
+    return run_experiment(config, run_dir=run_dir)

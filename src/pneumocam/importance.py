@@ -1,0 +1,38 @@
+"""Per-image importance scores from Grad-CAM maps, each named by its normalisation.
+
+Why they differ: the original write-up divided each map by its own maximum and then averaged it.
+After that division every map peaks at 1, so the mean no longer measures how strong the evidence
+is; it measures how spread out the map is (a diffuse map scores high, a sharp focal map low).
+`mean_raw` keeps the strength; `top10_mass` measures concentration directly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .cam import upsample
+
+SCORES = {
+    "mean_raw": "mean of the raw Grad-CAM map (after ReLU, no normalisation): strength of the evidence",
+    "mean_maxnorm": "mean of the map divided by its own maximum (the original write-up's score): spread more than strength",
+    "mean_minmaxnorm": "mean of the per-image min-max normalised map: also spread more than strength",
+    "top10_mass": "share of the map's total mass in its top 10% pixels: concentration (0.1 for a uniform map)",
+}
+
+
+def importance_scores(maps: np.ndarray, image_size: int, chunk: int = 256) -> dict[str, np.ndarray]:
+    """Scores for (N, h, w) raw maps, computed on the maps upsampled to the input size."""
+    out = {name: np.empty(len(maps), dtype=np.float64) for name in SCORES}
+    for start in range(0, len(maps), chunk):
+        up = upsample(maps[start:start + chunk], image_size).reshape(min(chunk, len(maps) - start), -1).astype(np.float64)
+        up = np.maximum(up, 0.0)  # bilinear upsampling of a non-negative map stays non-negative; guard rounding
+        high, low, total = up.max(axis=1), up.min(axis=1), up.sum(axis=1)
+        k = max(1, int(round(0.1 * up.shape[1])))
+        top = np.partition(up, up.shape[1] - k, axis=1)[:, -k:].sum(axis=1)
+        part = slice(start, start + len(up))
+        out["mean_raw"][part] = up.mean(axis=1)
+        out["mean_maxnorm"][part] = np.divide(up.mean(axis=1), high, out=np.zeros(len(up)), where=high > 0)
+        span = high - low
+        out["mean_minmaxnorm"][part] = np.divide(up.mean(axis=1) - low, span, out=np.zeros(len(up)), where=span > 0)
+        out["top10_mass"][part] = np.divide(top, total, out=np.full(len(up), np.nan), where=total > 0)
+    return out

@@ -1,0 +1,209 @@
+"""Figures (matplotlib) and the report: one document model rendered to self-contained HTML and to Markdown."""
+
+from __future__ import annotations
+
+import base64
+import html
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from . import CLASS_NAMES  # noqa: E402
+from .stats import format_p  # noqa: E402
+
+
+# ----------------------------------------------------------------------------------------------- figures
+
+def _save(fig, path: Path) -> Path:
+    from .outputs import atomic_write_bytes
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def heatmap_grid(path: Path, images: np.ndarray, maps: np.ndarray, labels, preds, probs, names: list[str],
+                 contours: np.ndarray | None = None) -> Path:
+    """Each example twice: the film, then the Grad-CAM overlay; titled with truth, prediction, probability."""
+    n = len(images)
+    cols = 4
+    rows = int(np.ceil(n / (cols // 2)))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.6, rows * 2.9))
+    axes = np.atleast_2d(axes)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for i in range(n):
+        r, c = divmod(i, cols // 2)
+        title = f"true {CLASS_NAMES[labels[i]]}\npred {CLASS_NAMES[preds[i]]}, p(PNEU)={probs[i]:.2f}"
+        axes[r, 2 * c].imshow(images[i], cmap="gray", vmin=0, vmax=255)
+        axes[r, 2 * c].set_title(f"{names[i][:24]}", fontsize=7)
+        axes[r, 2 * c + 1].imshow(images[i], cmap="gray", vmin=0, vmax=255)
+        axes[r, 2 * c + 1].imshow(maps[i], cmap="jet", alpha=0.45, vmin=0, vmax=max(float(maps[i].max()), 1e-12))
+        if contours is not None and contours[i].any():
+            axes[r, 2 * c + 1].contour(contours[i], levels=[0.5], colors="white", linewidths=0.8)
+        axes[r, 2 * c + 1].set_title(title, fontsize=7, color="darkred" if labels[i] != preds[i] else "black")
+    fig.suptitle("Films and Grad-CAM overlays (each map scaled to its own maximum for display)", fontsize=9)
+    return _save(fig, path)
+
+
+def score_comparison(path: Path, normal: np.ndarray, pneumonia: np.ndarray, score: str, result: dict) -> Path:
+    fig, ax = plt.subplots(figsize=(4.6, 3.8))
+    ax.boxplot([normal, pneumonia], tick_labels=list(CLASS_NAMES), widths=0.5, showfliers=False)
+    jitter = np.random.default_rng(0)
+    for i, values in enumerate((normal, pneumonia), start=1):
+        ax.scatter(i + jitter.uniform(-0.12, 0.12, len(values)), values, s=8, alpha=0.6)
+    ax.set_ylabel(score)
+    ax.set_title(f"{score}: Welch p = {format_p(result['welch']['p'])}\nCohen's d = {result['cohens_d']:.2f} "
+                 f"({result['effect_size_label']}), n = {result['groups']['NORMAL']['n']} + {result['groups']['PNEUMONIA']['n']}",
+                 fontsize=8)
+    return _save(fig, path)
+
+
+def roc_figure(path: Path, labels: np.ndarray, probs: np.ndarray, auc: float | None, ci) -> Path:
+    from sklearn.metrics import roc_curve
+
+    fig, ax = plt.subplots(figsize=(4, 4))
+    if auc is not None:
+        fpr, tpr, _ = roc_curve(labels, probs)
+        ax.plot(fpr, tpr, lw=2, label=f"AUC {auc:.3f}" + (f" (95% CI {ci[0]:.3f}-{ci[1]:.3f})" if ci else ""))
+    ax.plot([0, 1], [0, 1], ls="--", color="grey", label="chance")
+    ax.set_xlabel("1 - specificity")
+    ax.set_ylabel("sensitivity")
+    ax.legend(loc="lower right", fontsize=7)
+    ax.set_title("ROC curve", fontsize=9)
+    return _save(fig, path)
+
+
+def confusion_figure(path: Path, matrix, threshold: float) -> Path:
+    matrix = np.asarray(matrix)
+    fig, ax = plt.subplots(figsize=(3.6, 3.2))
+    ax.imshow(matrix, cmap="Blues")
+    for (r, c), v in np.ndenumerate(matrix):
+        ax.text(c, r, str(v), ha="center", va="center", color="white" if v > matrix.max() / 2 else "black")
+    ax.set_xticks([0, 1], [f"pred {n}" for n in CLASS_NAMES], fontsize=7)
+    ax.set_yticks([0, 1], [f"true {n}" for n in CLASS_NAMES], fontsize=7)
+    ax.set_title(f"Confusion matrix, threshold {threshold:.3f}", fontsize=9)
+    return _save(fig, path)
+
+
+def p_histogram(path: Path, p_values, alpha: float, score: str, n_per_class: int) -> Path:
+    fig, ax = plt.subplots(figsize=(4.6, 3.2))
+    ax.hist(p_values, bins=np.linspace(0, 1, 41), color="steelblue")
+    ax.axvline(alpha, color="red", ls="--", label=f"alpha = {alpha}")
+    share = float(np.mean(np.asarray(p_values) < alpha))
+    ax.set_title(f"{score}: p over {len(p_values)} random {n_per_class} vs {n_per_class} draws\n"
+                 f"{share:.0%} of draws have p < {alpha}", fontsize=8)
+    ax.set_xlabel("Student's t-test p")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def training_curves(path: Path, history: list[dict]) -> Path:
+    epochs = [h["epoch"] for h in history]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(7, 2.8))
+    a.plot(epochs, [h["train_loss"] for h in history], label="train loss")
+    a.plot(epochs, [h["val_loss"] for h in history], label="val loss")
+    a.legend(fontsize=7)
+    b.plot(epochs, [h["val_auc"] for h in history], label="val AUC", color="green")
+    b.plot(epochs, [h["val_acc"] for h in history], label="val accuracy", color="orange")
+    b.legend(fontsize=7)
+    for ax in (a, b):
+        ax.set_xlabel("epoch")
+    return _save(fig, path)
+
+
+# ----------------------------------------------------------------------------------------------- document
+
+@dataclass
+class Banner:
+    text: str
+    level: str = "danger"  # danger | warning | info
+
+
+@dataclass
+class Table:
+    header: list[str]
+    rows: list[list[str]]
+    caption: str = ""
+
+
+@dataclass
+class Figure:
+    path: Path
+    caption: str
+
+
+@dataclass
+class Section:
+    title: str
+    blocks: list = field(default_factory=list)
+
+    def add(self, *blocks) -> "Section":
+        self.blocks.extend(blocks)
+        return self
+
+
+_CSS = """body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:.6em 0;font-size:.9em}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
+td:first-child,th:first-child{text-align:left}caption{text-align:left;font-weight:600;padding:.3em 0}
+.banner{padding:.8em 1em;margin:.8em 0;border-radius:4px;font-weight:600}.danger{background:#c62828;color:#fff}
+.warning{background:#fff3cd;border:1px solid #e0b400}.info{background:#e3f2fd}
+figure{margin:1em 0}figure img{max-width:100%;border:1px solid #ddd}figcaption{font-size:.85em;color:#555}
+code{background:#f4f4f4;padding:0 .2em}"""
+
+
+def render_html(title: str, sections: list[Section]) -> str:
+    """Self-contained HTML: images embedded as data URIs; every text from data or users is escaped."""
+    out = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
+           f"<h1>{html.escape(title)}</h1>"]
+    for section in sections:
+        out.append(f"<h2>{html.escape(section.title)}</h2>")
+        for block in section.blocks:
+            if isinstance(block, Banner):
+                out.append(f"<div class='banner {block.level}'>{html.escape(block.text)}</div>")
+            elif isinstance(block, Table):
+                out.append("<table>" + (f"<caption>{html.escape(block.caption)}</caption>" if block.caption else ""))
+                out.append("<tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in block.header) + "</tr>")
+                for row in block.rows:
+                    out.append("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>")
+                out.append("</table>")
+            elif isinstance(block, Figure):
+                data = base64.b64encode(Path(block.path).read_bytes()).decode("ascii")
+                out.append(f"<figure><img alt='{html.escape(block.caption)}' src='data:image/png;base64,{data}'>"
+                           f"<figcaption>{html.escape(block.caption)}</figcaption></figure>")
+            else:
+                out.append(f"<p>{html.escape(str(block))}</p>")
+    out.append("</body></html>")
+    return "\n".join(out)
+
+
+def _md_cell(value) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(title: str, sections: list[Section], relative_to: Path) -> str:
+    out = [f"# {title}", ""]
+    for section in sections:
+        out += [f"## {section.title}", ""]
+        for block in section.blocks:
+            if isinstance(block, Banner):
+                out += [f"> **{block.level.upper()}: {block.text}**", ""]
+            elif isinstance(block, Table):
+                if block.caption:
+                    out += [f"**{block.caption}**", ""]
+                out.append("| " + " | ".join(_md_cell(h) for h in block.header) + " |")
+                out.append("|" + "---|" * len(block.header))
+                out += ["| " + " | ".join(_md_cell(v) for v in row) + " |" for row in block.rows]
+                out.append("")
+            elif isinstance(block, Figure):
+                out += [f"![{block.caption}]({Path(block.path).relative_to(relative_to).as_posix()})", "", f"*{block.caption}*", ""]
+            else:
+                out += [str(block), ""]
+    return "\n".join(out)

@@ -1,0 +1,102 @@
+"""Grad-CAM equals pytorch-grad-cam's on the same model, layer and images; heatmaps.npz holds plain arrays."""
+
+import numpy as np
+import pytest
+import torch
+
+from pneumocam.cam import (GradCAM, HiResCAM, load_heatmaps, make_cam, normalise_per_image, resolve_targets,
+                           save_heatmaps, upsample)
+from pneumocam.data import to_model_input
+from pneumocam.data.phantoms import make_phantom
+from pneumocam.model import build_model
+
+
+@pytest.fixture(scope="module")
+def model():
+    m, _ = build_model("none", seed=4)
+    # A random ResNet50 has near-constant logits; spread the head so both classes get predicted.
+    with torch.no_grad():
+        m.fc.weight.mul_(50)
+    return m.eval()
+
+
+@pytest.fixture(scope="module")
+def images():
+    rng = np.random.default_rng(0)
+    return np.stack([make_phantom(rng, i % 2, 96).image for i in range(6)])
+
+
+def library_gradcam(model, images, targets):
+    from pytorch_grad_cam import GradCAM as LibGradCAM
+    from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
+
+    x = to_model_input(torch.from_numpy(images), channels_last=False)
+    with LibGradCAM(model=model, target_layers=[model.layer4]) as cam:
+        return cam(input_tensor=x, targets=[BinaryClassifierOutputTarget(int(t)) for t in targets])
+
+
+@pytest.mark.parametrize("target", ["pred", "PNEUMONIA", "NORMAL"])
+def test_gradcam_matches_pytorch_grad_cam(model, images, target):
+    ours = GradCAM(model, batch_size=4)(images, target=target)
+    assert ours.maps.shape == (6, 3, 3) and ours.maps.dtype == np.float32 and (ours.maps >= 0).all()
+    theirs = library_gradcam(model, images, ours.targets)
+    # The library normalises per image at feature resolution, resizes, then normalises again.
+    comparable = normalise_per_image(upsample(normalise_per_image(ours.maps), 96))
+    assert np.abs(comparable - theirs).max() < 1e-4
+
+
+def test_targets_follow_the_prediction_or_the_fixed_class(model, images):
+    result = GradCAM(model)(images, target="pred")
+    assert np.array_equal(result.targets, (result.logits > 0).astype(np.int8))
+    labels = np.array([0, 1, 0, 1, 0, 1])
+    assert np.array_equal(GradCAM(model)(images, target="true", labels=labels).targets, labels)
+    assert GradCAM(model)(images, target="NORMAL").targets.tolist() == [0] * 6
+    with pytest.raises(ValueError, match="--target must be one of"):
+        resolve_targets("COVID", np.zeros(2), None)
+
+
+def test_logits_equal_a_plain_forward_pass(model, images):
+    result = GradCAM(model)(images)
+    with torch.inference_mode():
+        plain = model(to_model_input(torch.from_numpy(images))).flatten().double().numpy()
+    assert np.allclose(result.logits, plain, atol=1e-5)
+
+
+def test_explaining_leaves_the_model_as_it_was(model, images):
+    model.zero_grad(set_to_none=True)  # the library comparisons above ran full backward passes
+    model.train()
+    model.layer4.requires_grad_(False)
+    GradCAM(model)(images[:2])
+    assert model.training and not model.layer4[0].conv1.weight.requires_grad and model.fc.weight.requires_grad
+    model.layer4.requires_grad_(True)
+    model.eval()
+    assert model.layer4[0].conv1.weight.grad is None  # no weight gradients were computed
+
+
+def test_hirescam_matches_library(model, images):
+    from pytorch_grad_cam import HiResCAM as LibHiResCAM
+    from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
+
+    ours = HiResCAM(model)(images, target="PNEUMONIA")
+    x = to_model_input(torch.from_numpy(images), channels_last=False)
+    with LibHiResCAM(model=model, target_layers=[model.layer4]) as cam:
+        theirs = cam(input_tensor=x, targets=[BinaryClassifierOutputTarget(1)] * 6)
+    assert np.abs(normalise_per_image(upsample(normalise_per_image(ours.maps), 96)) - theirs).max() < 1e-4
+
+
+@pytest.mark.parametrize("method", ["gradcam++", "layercam", "eigencam"])
+def test_library_methods_share_the_interface(model, images, method):
+    result = make_cam(model, method, batch_size=3)(images[:3])
+    assert result.maps.shape == (3, 96, 96) and result.normalised and result.method == method
+    assert np.isfinite(result.maps).all() and result.maps.max() <= 1 + 1e-6
+
+
+def test_heatmaps_npz_holds_plain_arrays(tmp_path, model, images):
+    result = GradCAM(model)(images)
+    paths = [f"/data/ü näme {i}.png" for i in range(6)]
+    save_heatmaps(tmp_path / "heatmaps.npz", result, paths, np.array([0, 1] * 3), 96)
+    data = load_heatmaps(tmp_path / "heatmaps.npz")  # allow_pickle=False: fails on any object array
+    assert data["paths"].dtype.kind == "U" and data["paths"].tolist() == paths
+    assert data["maps"].dtype == np.float32 and data["maps"].shape == (6, 3, 3)
+    assert np.array_equal(data["maps"], result.maps) and int(data["image_size"]) == 96
+    assert set(data) >= {"labels", "probs", "preds", "targets", "method", "layer"}

@@ -1,0 +1,126 @@
+"""Every figure of stats.json against scipy.stats, to 1e-9; input validation; determinism."""
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as hs
+from scipy import stats as st
+
+from pneumocam.errors import StatsInputError
+from pneumocam.stats import (cohens_d, compare_groups, draw_sample, effect_size_label, format_p, read_scores,
+                             resampled_draws, summary_text)
+
+
+@pytest.fixture
+def groups(rng):
+    return rng.normal(0.40, 0.10, 30), rng.gamma(4.0, 0.12, 30)
+
+
+def test_every_figure_matches_scipy(groups):
+    normal, pneu = groups
+    r = compare_groups(normal, pneu, n_permutations=2000, n_bootstrap=500, seed=3)
+    close = lambda a, b: a == pytest.approx(b, rel=1e-9, abs=1e-12)
+    assert close(r["groups"]["NORMAL"]["mean"], np.mean(normal)) and close(r["groups"]["PNEUMONIA"]["sd"], np.std(pneu, ddof=1))
+    student, welch = st.ttest_ind(pneu, normal), st.ttest_ind(pneu, normal, equal_var=False)
+    assert close(r["student"]["t"], student.statistic) and close(r["student"]["p"], student.pvalue) and r["student"]["df"] == 58
+    assert close(r["welch"]["t"], welch.statistic) and close(r["welch"]["p"], welch.pvalue) and close(r["welch"]["df"], welch.df)
+    mw = st.mannwhitneyu(pneu, normal, alternative="two-sided")
+    assert close(r["mannwhitney"]["u"], mw.statistic) and close(r["mannwhitney"]["p"], mw.pvalue)
+    assert close(r["shapiro"]["NORMAL"]["p"], st.shapiro(normal).pvalue) and close(r["levene"]["p"], st.levene(normal, pneu).pvalue)
+    pooled = np.sqrt((29 * np.var(normal, ddof=1) + 29 * np.var(pneu, ddof=1)) / 58)
+    d = (np.mean(pneu) - np.mean(normal)) / pooled
+    assert close(r["cohens_d"], d) and close(r["hedges_g"], d * (1 - 3 / (4 * 60 - 9)))
+    # d from t: d = t * sqrt(1/n1 + 1/n2) for Student's t.
+    assert close(r["cohens_d"], student.statistic * np.sqrt(2 / 30))
+    low, high = r["hedges_g_ci"]
+    assert low < r["hedges_g"] < high
+    perm = st.permutation_test((pneu, normal), lambda a, b, axis: a.mean(axis) - b.mean(axis), n_resamples=2000,
+                               vectorized=True, rng=np.random.default_rng(3), batch=1000)
+    assert close(r["permutation"]["p"], perm.pvalue)
+    assert r["reject_null"] == (welch.pvalue < 0.05) and r["effect_size_label"] == effect_size_label(d)
+    assert set(r) >= {"groups", "student", "welch", "mannwhitney", "permutation", "cohens_d", "hedges_g", "hedges_g_ci",
+                      "shapiro", "levene", "alpha", "reject_null", "effect_size_label"}
+    json.dumps(r, allow_nan=False)
+
+
+def test_sign_is_pneumonia_minus_normal():
+    r = compare_groups([1.0, 1.2, 0.9, 1.1], [2.0, 2.2, 1.9, 2.1], n_permutations=100, n_bootstrap=100)
+    assert r["cohens_d"] > 0 and r["welch"]["t"] > 0
+
+
+@pytest.mark.parametrize("d, label", [(0.1, "negligible"), (-0.3, "small"), (0.6, "medium"), (-1.2, "large")])
+def test_effect_size_labels(d, label):
+    assert effect_size_label(d) == label
+
+
+def test_p_values_print_in_scientific_notation():
+    assert format_p(3.2e-12) == "3.200e-12" and "0.0000" not in format_p(1e-30)
+
+
+def test_resampled_draws_match_scipy_per_draw(rng):
+    normal, pneu = rng.normal(0, 1, 80), rng.normal(0.4, 1, 200)
+    r = resampled_draws(normal, pneu, n_per_class=30, n_draws=200, seed=9)
+    assert len(r["p_values"]) == 200 and 0 < r["share_p_below_alpha"] < 1
+    again = resampled_draws(normal, pneu, n_per_class=30, n_draws=200, seed=9)
+    assert again["p_values"] == r["p_values"]
+    # Rebuild draw 0 and check its p and d against scipy.
+    draws = np.random.default_rng(9)
+    pick_n = np.argsort(draws.random((200, 80)), axis=1)[0, :30]
+    pick_p = np.argsort(draws.random((200, 200)), axis=1)[0, :30]
+    assert r["p_values"][0] == pytest.approx(st.ttest_ind(pneu[pick_p], normal[pick_n]).pvalue, rel=1e-9)
+    assert r["d_values"][0] == pytest.approx(cohens_d(normal[pick_n], pneu[pick_p]), rel=1e-9)
+
+
+def test_same_seed_same_sample_and_statistics(groups):
+    normal, pneu = np.arange(100.0), np.arange(100.0, 250.0)
+    a = draw_sample(normal, pneu, 30, seed=4)
+    b = draw_sample(normal, pneu, 30, seed=4)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert compare_groups(*a, seed=1, n_permutations=500, n_bootstrap=200) == compare_groups(*b, seed=1, n_permutations=500, n_bootstrap=200)
+
+
+def write(tmp_path, text):
+    path = tmp_path / "scores.csv"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("text, message", [
+    ("label,other\nNORMAL,1\n", "lacks column"),
+    ("label,score\nCOVID,1\n", "label 'COVID'"),
+    ("label,score\nNORMAL,abc\nNORMAL,1\nPNEUMONIA,2\nPNEUMONIA,3\n", "'abc' is not a number"),
+    ("label,score\nNORMAL,nan\nNORMAL,1\nPNEUMONIA,2\nPNEUMONIA,3\n", "NaN or infinite"),
+    ("label,score\nNORMAL,inf\nNORMAL,1\nPNEUMONIA,2\nPNEUMONIA,3\n", "NaN or infinite"),
+    ("label,score\nNORMAL,1\nPNEUMONIA,2\nPNEUMONIA,3\n", "NORMAL group has 1 value"),
+    ("label,score\nPNEUMONIA,2\nPNEUMONIA,3\n", "NORMAL group has 0 value"),
+    ("path,label,score\na,NORMAL,1\na,NORMAL,1\nb,NORMAL,2\nc,PNEUMONIA,3\nd,PNEUMONIA,4\n", "twice"),
+    ("", "no data rows"),
+])
+def test_bad_scores_tables_are_clear_errors(tmp_path, text, message):
+    with pytest.raises(StatsInputError, match=message):
+        read_scores(write(tmp_path, text), ["score"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(hs.lists(hs.tuples(hs.sampled_from(["NORMAL", "PNEUMONIA", "normal", "0", "1", "x", ""]),
+                          hs.one_of(hs.floats(allow_nan=True, allow_infinity=True), hs.text(max_size=4))), max_size=12))
+def test_fuzzed_scores_tables_never_crash(tmp_path_factory, rows):
+    path = tmp_path_factory.mktemp("fuzz") / "s.csv"
+    path.write_text("label,score\n" + "".join(f"{l},{str(v).replace(',', ';').replace(chr(10), ' ')}\n" for l, v in rows))
+    try:
+        groups = read_scores(path, ["score"])
+    except StatsInputError:
+        return
+    normal, pneu = groups["score"]
+    result = compare_groups(normal, pneu, n_permutations=50, n_bootstrap=50)
+    assert result["groups"]["NORMAL"]["n"] == len(normal)
+    summary_text(result, "score")
+
+
+def test_summary_has_the_original_sections(groups):
+    text = summary_text(compare_groups(*groups, n_permutations=200, n_bootstrap=200), "mean_raw")
+    for heading in ("Summary Statistics", "Statistical Test Results", "Effect Size", "Cohen's d", "Welch"):
+        assert heading in text
+    assert "0.0000" not in text
