@@ -1,0 +1,118 @@
+"""Messy folders as users have them: every case completes with skips listed, or stops with one clear message."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pneumocam.data import discover, load_images
+from pneumocam.outputs import atomic_write_bytes, is_complete, write_skipped
+
+
+def film(path, value=120, size=40):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((size, size), value, dtype=np.uint8)).save(path)
+    return path
+
+
+@pytest.fixture
+def messy(tmp_path):
+    root = tmp_path / "messy"
+    normal, pneu = root / "test" / "NORMAL", root / "test" / "PNEUMONIA"
+    film(normal / "IM-0001-0001.png")
+    film(normal / "name with spaces.png")
+    film(normal / "ünïcödé-名前.png")
+    film(normal / "deep" / "nested" / "IM-0002-0001.png")
+    (normal / "empty.jpeg").write_bytes(b"")
+    (normal / "page.jpeg").write_text("<html>not an image</html>")
+    (normal / "._IM-0001-0001.png").write_bytes(b"\0\0")  # macOS resource fork
+    (normal / ".DS_Store").write_bytes(b"\0")
+    (normal / "Thumbs.db").write_bytes(b"\0")
+    os.symlink(normal / "IM-0001-0001.png", normal / "link-to-film.png")
+    os.symlink(normal / "loop.png", normal / "loop.png")
+    os.symlink(tmp_path / "nowhere.png", normal / "dangling.png")
+    os.symlink(normal, normal / "deep" / "folder-loop")  # a link back up: must not be followed
+    raw = os.fsencode(str(normal)) + b"/bad-\xff\xfe-name.png"
+    film(pneu / "person1_virus_1.png")
+    with open(raw, "wb") as f:
+        Image.fromarray(np.full((40, 40), 90, dtype=np.uint8)).save(f, format="PNG")
+    (root / "test" / "COVID").mkdir()
+    film(root / "test" / "COVID" / "x.png")
+    return root
+
+
+def test_messy_folder_reads_good_files_and_lists_every_skip(messy, tmp_path):
+    index = discover(messy)
+    assert index.ignored_hidden == 3 and any(f.endswith("COVID") for f in index.unknown_folders)
+    loaded = load_images(index.split("test"), 32, use_cache=False)
+    names = {os.path.basename(p) for p in loaded.paths}
+    assert {"IM-0001-0001.png", "name with spaces.png", "ünïcödé-名前.png", "IM-0002-0001.png", "link-to-film.png",
+            "person1_virus_1.png"} <= names
+    assert any(n.startswith("bad-") for n in names)  # non-UTF-8 bytes in the name still read
+    reasons = {os.path.basename(s.path): s.reason for s in loaded.skipped}
+    assert reasons == {"empty.jpeg": "empty file (0 bytes)", "page.jpeg": reasons["page.jpeg"], "loop.png": "symbolic link loop",
+                       "dangling.png": "file not found (a broken link?)"}
+    assert reasons["page.jpeg"].startswith("not a readable image")
+    write_skipped(tmp_path / "skipped.csv", loaded.skipped)
+    assert (tmp_path / "skipped.csv").read_text().count("\n") == 5
+
+
+def test_one_image_in_a_class_is_enough_to_discover(tmp_path):
+    film(tmp_path / "d" / "test" / "NORMAL" / "a.png")
+    film(tmp_path / "d" / "test" / "PNEUMONIA" / "b.png")
+    assert discover(tmp_path / "d").counts() == {"test": {"NORMAL": 1, "PNEUMONIA": 1}}
+
+
+def test_non_utf8_paths_survive_csv_and_json_outputs(tmp_path):
+    from pneumocam.data import Skipped
+    from pneumocam.outputs import write_json
+
+    weird = os.fsdecode(b"/data/bad-\xff.png")
+    write_skipped(tmp_path / "s.csv", [Skipped(weird, "reason")])
+    write_json(tmp_path / "s.json", {"path": weird})
+    assert "bad-\\udcff.png" in (tmp_path / "s.csv").read_text(encoding="utf-8")
+    assert (tmp_path / "s.json").read_text(encoding="utf-8").count("\\udcff") == 1
+
+
+def test_a_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    target = tmp_path / "results.json"
+    target.write_text("previous result")
+
+    def disk_full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        atomic_write_bytes(target, b"new result that does not fit")
+    assert target.read_text() == "previous result"
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]  # no temporary file left behind
+
+
+def test_sigint_during_training_leaves_a_resumable_incomplete_run(phantom_data, tmp_path):
+    env = os.environ | {"PNEUMOCAM_NO_PROGRESS": "1"}
+    command = [sys.executable, "-m", "pneumocam.cli", "train", "--data", str(phantom_data.images), "--out", str(tmp_path / "runs"),
+               "--weights", "none", "--mode", "full", "--image-size", "32", "--epochs", "15", "--batch-size", "8",
+               "--val-source", "dataset", "--max-per-class", "8"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    deadline = time.time() + 120
+    run = None
+    while time.time() < deadline:
+        folders = list((tmp_path / "runs").glob("train-*"))
+        if folders and (folders[0] / "checkpoints" / "last.pt").exists():
+            run = folders[0]
+            break
+        time.sleep(0.2)
+    assert run is not None, "training never finished an epoch"
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "--resume" in output and "Traceback" not in output
+    assert not is_complete(run)
+    resumed = subprocess.run([sys.executable, "-m", "pneumocam.cli", "train", "--resume", str(run)], capture_output=True,
+                             text=True, env=env, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert is_complete(run) and "resuming" in resumed.stdout
