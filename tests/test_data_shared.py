@@ -64,3 +64,14 @@ def test_full_resolution_sample_reads_and_resizes():
     # The squashed 224 px copy in kermany224 is the same film: the two agree closely.
     small = read_grayscale(KERMANY / "train" / "NORMAL" / Path(loaded.paths[0]).name)
     assert np.corrcoef(small.ravel().astype(float), loaded.images[0].ravel().astype(float))[0, 1] > 0.95
+
+
+def test_heldout_validation_and_train_are_patient_disjoint():
+    from pneumocam.data import split_holdout
+
+    index = discover(KERMANY)
+    rest, held_out = split_holdout(index, 0.15, seed=0)
+    train, val, plan = choose_validation(index, seed=0, holdout_fraction=0.15)
+    groups = [{s.patient_id for s in part} for part in (train, val, held_out)]
+    assert all(a.isdisjoint(b) for i, a in enumerate(groups) for b in groups[i + 1:])
+    assert len(train) + len(val) + len(held_out) == 5216 and 0.12 < len(held_out) / 5216 < 0.18

@@ -100,3 +100,17 @@ def test_missing_eval_split_fails_before_anything_is_written(phantom_data, tmp_p
     with pytest.raises(PneumocamError, match="no 'test' split.*--eval-split val"):
         run_experiment(config, runs_dir=tmp_path / "runs")
     assert not (tmp_path / "runs").exists()
+
+
+def test_heldout_evaluation_uses_patients_never_trained_or_selected_on(phantom_data, tmp_path):
+    from pneumocam.data import discover, split_holdout
+
+    config = tiny_config(phantom_data, eval_split="heldout", masks={})
+    run = run_experiment(config, runs_dir=tmp_path)
+    results = json.loads((run / "results.json").read_text())
+    _, held_out = split_holdout(discover(phantom_data.images), 0.15, seed=2)
+    assert results["metrics"]["threshold_0.5"]["n"] == len(held_out) > 0
+    with open(run / "predictions.csv", newline="") as f:
+        evaluated = {r["path"] for r in csv.DictReader(f)}
+    assert evaluated == {s.path for s in held_out}
+    assert results["provenance"]["training_data"]["validation"]["holdout_fraction"] == 0.15

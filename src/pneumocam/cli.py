@@ -226,7 +226,8 @@ def run(
     data: Path = typer.Option(..., help="Dataset folder or CSV manifest."),
     out: Path = typer.Option(Path("runs"), help="Parent folder: the run goes into a fresh timestamped folder."),
     checkpoint: Optional[Path] = typer.Option(None, help="Skip training and explain this model.pt."),
-    eval_split: str = typer.Option("test", help="test | val: the split that metrics, maps and statistics use."),
+    eval_split: str = typer.Option("test", help="test | val | heldout (patients of train set aside before training, for data without a test split)."),
+    holdout_fraction: float = typer.Option(0.15, help="With --eval-split heldout: share of train's patients set aside."),
     method: str = typer.Option("gradcam", help="gradcam | hirescam | gradcam++ | layercam | eigencam | scorecam."),
     target: str = typer.Option("pred", help="pred | true | PNEUMONIA | NORMAL: the class each map explains."),
     n_per_class: str = typer.Option("30", help="Images per class in the original random sample, or 'all'."),
@@ -245,7 +246,7 @@ def run(
     config = ExperimentConfig(
         train=TrainConfig(data=str(data), mode=mode, weights=weights, epochs=epochs, batch_size=batch_size, image_size=image_size,
                           lr=lr, class_weights=class_weights, augment=augment, val_source=val_source, seed=seed, device=device,
-                          max_per_class=max_per_class),
+                          max_per_class=max_per_class, holdout_fraction=holdout_fraction if eval_split == "heldout" else 0.0),
         eval_split=eval_split, checkpoint=str(checkpoint) if checkpoint else None, method=method, target=target,
         n_per_class=_n_per_class(n_per_class), n_draws=n_draws, alpha=alpha, masks={"lungs": str(lung_masks)} if lung_masks else {})
     folder = run_experiment(config, runs_dir=out)

@@ -15,7 +15,7 @@ import torch
 
 from . import CLASS_NAMES
 from .cam import METHODS, make_cam, save_heatmaps, upsample
-from .data import Skipped, balanced_indices, discover, fingerprint, load_images
+from .data import Skipped, balanced_indices, discover, fingerprint, load_images, split_holdout
 from .errors import PneumocamError
 from .evaluate import Predictions, metrics_at_thresholds
 from .importance import SCORES, importance_scores
@@ -55,7 +55,15 @@ def _validate(cfg: ExperimentConfig) -> None:
         raise PneumocamError(f"--target must be pred, true, NORMAL or PNEUMONIA, got '{cfg.target}'")
     if cfg.n_per_class is not None and cfg.n_per_class < 2:
         raise PneumocamError("--n-per-class must be at least 2 (or 'all')")
-    discover(cfg.train.data).split(cfg.eval_split)  # a missing split fails now, not after training
+    if cfg.eval_split == "heldout":
+        if cfg.train.holdout_fraction <= 0:
+            cfg.train.holdout_fraction = 0.15
+        if cfg.checkpoint is not None:
+            raise PneumocamError("--eval-split heldout needs training in the same run (the held-out patients are set aside "
+                                 "before training); with --checkpoint use test or val")
+        discover(cfg.train.data).split("train")
+    else:
+        discover(cfg.train.data).split(cfg.eval_split)  # a missing split fails now, not after training
     if cfg.checkpoint is None:
         build_model(cfg.train.weights)  # and so do missing or bad weights
 
@@ -106,7 +114,11 @@ def run_experiment(cfg: ExperimentConfig, runs_dir: str | Path | None = None, ru
     model, meta = load_checkpoint(checkpoint, device)
     model = model.to(memory_format=torch.channels_last)
     size = int(meta.get("image_size", cfg.train.image_size))
-    samples = discover(cfg.train.data).split(cfg.eval_split)
+    index = discover(cfg.train.data)
+    if cfg.eval_split == "heldout":
+        samples = split_holdout(index, cfg.train.holdout_fraction, cfg.train.seed)[1]
+    else:
+        samples = index.split(cfg.eval_split)
     loaded = load_images(samples, size, use_cache=cfg.train.use_cache, description=f"Reading {cfg.eval_split}")
     if len(set(loaded.labels.tolist())) < 2:
         raise PneumocamError(f"the {cfg.eval_split} split holds one class only after skipping unreadable files")

@@ -57,6 +57,7 @@ class TrainConfig:
     select_by: str = "auc"  # auc | loss
     max_per_class: int | None = None  # deterministic subsample of train and val per class (quick runs)
     use_cache: bool = True
+    holdout_fraction: float = 0.0  # patients of train set aside (never trained or selected on) for --eval-split heldout
 
     def __post_init__(self):
         checks = [
@@ -100,7 +101,8 @@ def _subsample(samples, max_per_class: int | None, seed: int):
 
 def prepare_data(config: TrainConfig) -> PreparedData:
     index = discover(config.data)
-    train_samples, val_samples, plan = choose_validation(index, config.val_source, config.val_fraction, config.seed)
+    train_samples, val_samples, plan = choose_validation(index, config.val_source, config.val_fraction, config.seed,
+                                                         holdout_fraction=config.holdout_fraction)
     train_samples = _subsample(train_samples, config.max_per_class, config.seed)
     val_samples = _subsample(val_samples, config.max_per_class, config.seed + 1)
     train = load_images(train_samples, config.image_size, use_cache=config.use_cache, description="Reading train")
@@ -109,7 +111,7 @@ def prepare_data(config: TrainConfig) -> PreparedData:
         if len(set(part.labels.tolist())) < 2:
             raise PneumocamError(f"the {name} images hold only one class after skipping unreadable files")
     plan_dict = plan.to_dict() | {"n_train_used": len(train.samples), "n_val_used": len(val.samples),
-                                  "max_per_class": config.max_per_class}
+                                  "max_per_class": config.max_per_class, "holdout_fraction": config.holdout_fraction}
     return PreparedData(train, val, plan_dict, fingerprint(train.samples + val.samples), train.skipped + val.skipped)
 
 

@@ -76,11 +76,24 @@ def carve_validation(samples: list[Sample], fraction: float = 0.2, seed: int = 0
     return [samples[order[i]] for i in train_idx], [samples[order[i]] for i in val_idx], grouping
 
 
+HOLDOUT_SEED_OFFSET = 7919  # the held-out draw must differ from the validation draw with the same seed
+
+
+def split_holdout(index: DatasetIndex, fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """(rest of train, held-out part): patients set aside before validation is carved, never trained or selected on."""
+    if fraction <= 0:
+        return index.split("train"), []
+    rest, held_out, _ = carve_validation(index.split("train"), fraction, seed + HOLDOUT_SEED_OFFSET)
+    return rest, held_out
+
+
 def choose_validation(
-    index: DatasetIndex, source: str = "auto", fraction: float = 0.2, seed: int = 0, min_dataset_val: int = 100
+    index: DatasetIndex, source: str = "auto", fraction: float = 0.2, seed: int = 0, min_dataset_val: int = 100,
+    holdout_fraction: float = 0.0,
 ) -> tuple[list[Sample], list[Sample], ValidationPlan]:
-    """Pick the validation images: the dataset's own val when it is large enough, else carved from train."""
-    train = index.split("train")
+    """Pick the validation images: the dataset's own val when it is large enough, else carved from train
+    (from what remains of train after a held-out part, when holdout_fraction > 0)."""
+    train, _ = split_holdout(index, holdout_fraction, seed)
     own_val = [s for s in index.samples if s.split == "val"]
     if source not in {"auto", "carved", "dataset"}:
         raise DataError(f"--val-source must be auto, carved or dataset, got '{source}'")
