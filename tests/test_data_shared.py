@@ -75,3 +75,14 @@ def test_heldout_validation_and_train_are_patient_disjoint():
     groups = [{s.patient_id for s in part} for part in (train, val, held_out)]
     assert all(a.isdisjoint(b) for i, a in enumerate(groups) for b in groups[i + 1:])
     assert len(train) + len(val) + len(held_out) == 5216 and 0.12 < len(held_out) / 5216 < 0.18
+
+
+def test_classical_lung_estimate_on_the_reference_masks():
+    from pneumocam.lungs import classical_lungs, dice
+
+    scores = []
+    for mask_file in sorted((LUNG_MASKS / "val").glob("*/*.png")):
+        reference = read_grayscale(mask_file)
+        film = read_grayscale(KERMANY / "val" / mask_file.parent.name / f"{mask_file.stem}.jpeg")
+        scores.append(dice(classical_lungs(film), reference == 255, reference == 127))
+    assert len(scores) == 16 and np.mean(scores) > 0.8, scores

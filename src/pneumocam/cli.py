@@ -234,6 +234,8 @@ def run(
     n_draws: int = typer.Option(1000, help="Resampled draws for the distribution of p and d."),
     alpha: float = typer.Option(0.05),
     lung_masks: Optional[Path] = typer.Option(None, help="Lung masks laid out MASKS/{split}/{CLASS}/<stem>.png."),
+    lung_model: Optional[Path] = typer.Option(None, help="A lung model from `pneumocam lungs fit`, for images without a mask."),
+    trust_images: int = typer.Option(16, help="Images for the randomisation and deletion / insertion checks (0: skip)."),
     mode: str = typer.Option("frozen"), weights: str = typer.Option("imagenet"), epochs: int = typer.Option(10),
     batch_size: int = typer.Option(32), image_size: int = typer.Option(224), lr: Optional[float] = typer.Option(None),
     class_weights: str = typer.Option("balanced"), augment: bool = typer.Option(False), val_source: str = typer.Option("auto"),
@@ -248,7 +250,8 @@ def run(
                           lr=lr, class_weights=class_weights, augment=augment, val_source=val_source, seed=seed, device=device,
                           max_per_class=max_per_class, holdout_fraction=holdout_fraction if eval_split == "heldout" else 0.0),
         eval_split=eval_split, checkpoint=str(checkpoint) if checkpoint else None, method=method, target=target,
-        n_per_class=_n_per_class(n_per_class), n_draws=n_draws, alpha=alpha, masks={"lungs": str(lung_masks)} if lung_masks else {})
+        n_per_class=_n_per_class(n_per_class), n_draws=n_draws, alpha=alpha, masks={"lungs": str(lung_masks)} if lung_masks else {},
+        lung_model=str(lung_model) if lung_model else None, trust_images=trust_images)
     folder = run_experiment(config, runs_dir=out)
     console.print(f"[green]report:[/] {escape(str(folder / 'report.html'))}")
 
@@ -326,6 +329,135 @@ def predict(
         table.add_row(*(escape(str(v)) for v in row))
     console.print(table)
     console.print(f"[green]written:[/] {escape(str(folder))}")
+
+
+@app.command()
+@clean_errors
+def explain(
+    run_dir: Optional[Path] = typer.Option(None, "--run", help="A finished `pneumocam run` folder: its model, data and split."),
+    checkpoint: Optional[Path] = typer.Option(None, help="Or a model.pt ..."),
+    data: Optional[Path] = typer.Option(None, help="... with its dataset folder or manifest."),
+    split: Optional[str] = typer.Option(None, help="Split to explain (default: the run's, else test)."),
+    lung_masks: Optional[Path] = typer.Option(None, help="Lung masks laid out MASKS/{split}/{CLASS}/<stem>.png."),
+    lung_model: Optional[Path] = typer.Option(None, help="A lung model from `pneumocam lungs fit`."),
+    method: str = typer.Option("gradcam"),
+    target: str = typer.Option("pred"),
+    trust_images: int = typer.Option(32, help="Images for the randomisation and deletion / insertion checks."),
+    out: Path = typer.Option(Path("runs"), help="Parent folder for a fresh explanation folder."),
+    device: str = typer.Option("auto"),
+):
+    """Where the model looks and whether its explanation can be trusted, on an existing model."""
+    import json
+
+    from .experiment import ExperimentConfig, run_experiment
+    from .train import TrainConfig
+
+    holdout, seed = 0.0, 0
+    if run_dir is not None:
+        saved = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").is_file() else None
+        if not saved or "experiment" not in saved:
+            raise PneumocamError(f"{run_dir} is not a finished `pneumocam run` folder (no config.json with an experiment)")
+        experiment = saved["experiment"]
+        checkpoint = checkpoint or Path(experiment["checkpoint"] or run_dir / "train" / "model.pt")
+        data = data or Path(experiment["train"]["data"])
+        split = split or experiment["eval_split"]
+        holdout, seed = experiment["train"].get("holdout_fraction", 0.0), experiment["train"]["seed"]
+        lung_masks = lung_masks or (Path(experiment["masks"]["lungs"]) if experiment.get("masks", {}).get("lungs") else None)
+    if checkpoint is None or data is None:
+        raise PneumocamError("give --run RUN_DIR, or both --checkpoint and --data")
+    config = ExperimentConfig(
+        train=TrainConfig(data=str(data), weights="none", seed=seed, device=device, holdout_fraction=holdout),
+        eval_split=split or "test", checkpoint=str(checkpoint), method=method, target=target,
+        masks={"lungs": str(lung_masks)} if lung_masks else {}, lung_model=str(lung_model) if lung_model else None,
+        trust_images=trust_images)
+    folder = run_experiment(config, runs_dir=out)
+    console.print(f"[green]report:[/] {escape(str(folder / 'report.html'))}")
+
+
+lungs_app = typer.Typer(help="Lung-field estimates for images without masks.", no_args_is_help=True)
+app.add_typer(lungs_app, name="lungs")
+
+
+def _masked_samples(data: Path, masks: Path, split: str, limit: Optional[int], seed: int):
+    import numpy as np
+
+    from .data import discover
+    from .regions import mask_path
+
+    samples = [s for s in discover(data).split(split) if mask_path(masks, s).is_file()]
+    if not samples:
+        raise PneumocamError(f"no image of the '{split}' split has a mask in {masks} (expected MASKS/{split}/CLASS/<stem>.png)")
+    if limit and len(samples) > limit:
+        samples = [samples[i] for i in sorted(np.random.default_rng(seed).choice(len(samples), limit, replace=False))]
+    return samples
+
+
+@lungs_app.command("fit")
+@clean_errors
+def lungs_fit(
+    data: Path = typer.Option(..., help="Dataset folder."),
+    masks: Path = typer.Option(..., help="Lung masks laid out MASKS/{split}/{CLASS}/<stem>.png (0, 255 lung, 127 ignore)."),
+    out: Path = typer.Option(..., help="Where to write the lung model (an existing file is never overwritten)."),
+    split: str = typer.Option("train"),
+    max_images: Optional[int] = typer.Option(400, help="Train on at most this many masked images."),
+    epochs: int = typer.Option(30),
+    image_size: int = typer.Option(224),
+    seed: int = typer.Option(0),
+):
+    """Train the small lung-field model on your own masks."""
+    from .data.readers import read_grayscale, read_resized
+    from .lungs import LungModel
+    from .regions import mask_path
+
+    if out.exists():
+        raise PneumocamError(f"{out} exists: choose a new file name (nothing is overwritten)")
+    samples = _masked_samples(data, masks, split, max_images, seed)
+    from .data.readers import resize_square
+
+    images = [read_resized(s.path, image_size) for s in samples]
+    mask_images = [resize_square(read_grayscale(mask_path(masks, s)), image_size) for s in samples]
+    model = LungModel.fit(images, mask_images, epochs=epochs, seed=seed, description=f"{data} / {masks}, split {split}")
+    model.trained_on["patients"] = sorted({s.patient_id or s.path for s in samples})
+    model.save(out)
+    console.print(f"[green]lung model:[/] {escape(str(out))} (trained on {len(samples)} images)")
+
+
+@lungs_app.command("dice")
+@clean_errors
+def lungs_dice(
+    data: Path = typer.Option(..., help="Dataset folder."),
+    masks: Path = typer.Option(..., help="Reference lung masks."),
+    split: str = typer.Option("val"),
+    model: Optional[Path] = typer.Option(None, help="A lung model; without it the classical estimate is scored."),
+    max_images: Optional[int] = typer.Option(300),
+    image_size: int = typer.Option(224),
+    seed: int = typer.Option(1),
+):
+    """Score a lung estimate against reference masks (mean Dice; 127 'ignore' pixels excluded)."""
+    import numpy as np
+
+    from .data.readers import read_grayscale, read_resized, resize_square
+    from .lungs import LungModel, classical_lungs, dice
+    from .progress import track
+    from .regions import mask_path
+
+    estimator = LungModel.load(model) if model else None
+    seen = set(estimator.trained_on.get("patients", [])) if estimator else set()
+    samples = [s for s in _masked_samples(data, masks, split, None, seed) if (s.patient_id or s.path) not in seen]
+    if max_images and len(samples) > max_images:
+        samples = [samples[i] for i in sorted(np.random.default_rng(seed).choice(len(samples), max_images, replace=False))]
+    if not samples:
+        raise PneumocamError("every masked image belongs to a patient the lung model was trained on: score it on another split")
+    scores = []
+    for sample in track(samples, "Scoring lung estimate"):
+        gray = read_resized(sample.path, image_size)
+        reference = resize_square(read_grayscale(mask_path(masks, sample)), image_size)
+        estimate = estimator.predict(gray) if estimator else classical_lungs(gray)
+        scores.append(dice(estimate, reference == 255, reference == 127))
+    scores = np.array(scores)
+    console.print(f"{'learned model ' + str(model) if model else 'classical estimate'} on {len(scores)} '{split}' images"
+                  f"{' of patients it was not trained on' if seen else ''}: "
+                  f"mean Dice {scores.mean():.3f}, median {np.median(scores):.3f}, 10th percentile {np.percentile(scores, 10):.3f}")
 
 
 def main() -> None:  # pragma: no cover - console-script entry

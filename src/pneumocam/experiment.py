@@ -26,6 +26,7 @@ from .stats import compare_groups, format_p, resampled_draws, summary_text
 from .train import TrainConfig, fit
 
 ORIGINAL_SCORE = "mean_maxnorm"
+ATTENTION_TESTED = ("share_lungs", "share_outside_body", "ratio_lungs", "ratio_outside_body")
 
 
 @dataclass
@@ -42,6 +43,10 @@ class ExperimentConfig:
     bootstrap: int = 1000
     synthetic: bool = False
     masks: dict[str, str] = field(default_factory=dict)  # region name -> mask folder (lesion, lungs, marker, ...)
+    lung_model: str | None = None  # a LungModel file for images without a lung mask (else the classical estimate)
+    regions: bool = True  # lung / diaphragm / body / outside-body attention measures
+    trust_images: int = 16  # images per trust check (randomisation, deletion / insertion); 0 skips them
+    trust_steps: int = 10
     command: str = field(default_factory=lambda: " ".join(sys.argv))
 
     def to_dict(self) -> dict:
@@ -56,11 +61,11 @@ def _validate(cfg: ExperimentConfig) -> None:
     if cfg.n_per_class is not None and cfg.n_per_class < 2:
         raise PneumocamError("--n-per-class must be at least 2 (or 'all')")
     if cfg.eval_split == "heldout":
+        if cfg.checkpoint is not None and cfg.train.holdout_fraction <= 0:
+            raise PneumocamError("--eval-split heldout with --checkpoint needs the held-out fraction the model was trained with "
+                                 "(explain --run RUN_DIR reads it from the run); otherwise use test or val")
         if cfg.train.holdout_fraction <= 0:
             cfg.train.holdout_fraction = 0.15
-        if cfg.checkpoint is not None:
-            raise PneumocamError("--eval-split heldout needs training in the same run (the held-out patients are set aside "
-                                 "before training); with --checkpoint use test or val")
         discover(cfg.train.data).split("train")
     else:
         discover(cfg.train.data).split(cfg.eval_split)  # a missing split fails now, not after training
@@ -152,11 +157,18 @@ def run_experiment(cfg: ExperimentConfig, runs_dir: str | Path | None = None, ru
                                   "mean_mass_share": float(np.nanmean(share[relevant])) if relevant.any() else None,
                                   "mean_area_share": float(area_share(masks[relevant]).mean()) if relevant.any() else None,
                                   "pointing_game_hit_rate": float(np.nanmean(hit[relevant])) if relevant.any() else None}
+    attention_summary, lung_sources = {}, None
+    if cfg.regions:
+        attention_summary, lung_sources = _attention(cfg, loaded, result.maps, size, scores, labels)
+    trust = _trust(cfg, model, loaded, result, labels, device) if cfg.trust_images > 0 else None
     header = ["path", "label", "pred", "prob_pneumonia", "cam_target", *scores]
     rows = ([p, CLASS_NAMES[l], CLASS_NAMES[q], f"{pr:.6f}", CLASS_NAMES[t], *(repr(float(scores[s][i])) for s in scores)]
             for i, (p, l, q, pr, t) in enumerate(zip(loaded.paths, labels, preds, probs, result.targets)))
+    if lung_sources is not None:
+        header.append("lung_source")
+        rows = (row + [source] for row, source in zip(rows, lung_sources))
     write_csv(run_dir / "importance.csv", header, rows)
-    stat_scores = {k: v for k, v in scores.items() if k in SCORES or k.endswith("_mass_share")}
+    stat_scores = {k: v for k, v in scores.items() if k in SCORES or k.endswith("_mass_share") or k in ATTENTION_TESTED}
     statistics, stat_notes = _group_stats(stat_scores, labels, cfg)
     write_json(run_dir / "stats.json", statistics)
     for name in (ORIGINAL_SCORE, "mean_raw"):
@@ -190,6 +202,10 @@ def run_experiment(cfg: ExperimentConfig, runs_dir: str | Path | None = None, ru
                                                      entry["resampled"]["n_per_class"])
     if training:
         figs["training"] = rp.training_curves(figures / "training.png", training["history"])
+    if attention_summary:
+        figs["regions"] = rp.region_bars(figures / "regions.png", attention_summary["mean_share_by_class"], attention_summary["mean_area_by_class"])
+    if trust:
+        figs["trust"] = rp.trust_figure(figures / "trust.png", trust)
 
     skipped = list(loaded.skipped)
     if (run_dir / "train" / "skipped.csv").exists():
@@ -208,7 +224,7 @@ def run_experiment(cfg: ExperimentConfig, runs_dir: str | Path | None = None, ru
                    {"resampled": {kk: vv for kk, vv in v["resampled"].items() if kk not in ("p_values", "d_values")}}
                    if "resampled" in v else {}) for k, v in statistics.items()},
                "statistics_notes": {k: v for k, v in stat_notes.items() if k != "sample_indices"},
-               "ground_truth": ground_truth, "cam": {"method": result.method, "layer": result.layer, "target": cfg.target,
+               "ground_truth": ground_truth, "attention": attention_summary, "trust": trust, "cam": {"method": result.method, "layer": result.layer, "target": cfg.target,
                                                       "map_shape": list(result.maps.shape[1:]), "normalised_by_library": result.normalised},
                "skipped": [{"path": s.path, "reason": s.reason} for s in skipped],
                "figures": {k: str(Path(v).relative_to(run_dir)) for k, v in figs.items()}}
@@ -222,6 +238,46 @@ def run_experiment(cfg: ExperimentConfig, runs_dir: str | Path | None = None, ru
     atomic_write_text(run_dir / "report.md", rp.render_markdown(title, sections, run_dir))
     mark_complete(run_dir)
     return run_dir
+
+
+def _attention(cfg: ExperimentConfig, loaded, maps: np.ndarray, size: int, scores: dict, labels: np.ndarray, chunk: int = 128):
+    """Region shares per image (added to `scores`), and their means per class for the report."""
+    from .lungs import LungModel
+    from .regions import REGIONS, attention_measures, load_masks
+
+    estimator = LungModel.load(cfg.lung_model) if cfg.lung_model else None
+    columns, sources = {}, []
+    for start in range(0, len(maps), chunk):
+        part = slice(start, start + chunk)
+        samples = loaded.samples[part]
+        if cfg.masks.get("lungs"):
+            lung_masks, found = load_masks(cfg.masks["lungs"], samples, size)
+        else:
+            lung_masks, found = np.zeros((len(samples), size, size), dtype=bool), np.zeros(len(samples), dtype=bool)
+        measures = attention_measures(upsample(maps[part], size), np.asarray(loaded.images[part]), lung_masks, found, estimator)
+        for name, values in measures.columns().items():
+            columns.setdefault(name, []).append(values)
+        sources += measures.lung_source
+    columns = {k: np.concatenate(v) for k, v in columns.items()}
+    scores.update(columns)
+    by_class = lambda prefix: {CLASS_NAMES[c]: {r: float(np.nanmean(columns[f"{prefix}_{r}"][labels == c])) for r in REGIONS} for c in (0, 1)}
+    mean_area = {CLASS_NAMES[c]: {r: float(np.nanmean(columns[f"share_{r}"][labels == c] / columns[f"ratio_{r}"][labels == c]))
+                                  for r in REGIONS} for c in (0, 1)}
+    counts = {s: sources.count(s) for s in sorted(set(sources))}
+    return {"mean_share_by_class": by_class("share"), "mean_ratio_by_class": by_class("ratio"), "mean_area_by_class": mean_area,
+            "pointing_lungs_by_class": {CLASS_NAMES[c]: float(np.mean(columns["pointing_lungs"][labels == c])) for c in (0, 1)},
+            "lung_sources": counts, "estimated": any(s != "mask" for s in sources)}, sources
+
+
+def _trust(cfg: ExperimentConfig, model, loaded, result, labels: np.ndarray, device) -> dict:
+    from .trust import deletion_insertion, randomisation_test
+
+    n = min(cfg.trust_images // 2, int(np.bincount(labels, minlength=2).min()))
+    pick = balanced_indices(labels, max(n, 1), cfg.train.seed + 2)
+    images, targets = np.asarray(loaded.images[pick]), result.targets[pick].astype(int)
+    method = cfg.method
+    return {"randomisation": randomisation_test(model, images, targets, method, cfg.train.seed),
+            "faithfulness": deletion_insertion(model, images, result.maps[pick], targets, cfg.trust_steps, cfg.train.seed, device)}
 
 
 def _fmt(x, digits=3) -> str:
@@ -335,10 +391,75 @@ def build_report_sections(results: dict, figs: dict, statistics: dict, extra_sec
                       for k, v in results["ground_truth"].items()]))
         gt.add("A map that ignored the region would put about its area share of mass inside it; more means the map concentrates there.")
         sections.append(gt)
+    if results.get("attention"):
+        sections.append(attention_section(results, figs, statistics))
+    if results.get("trust"):
+        sections.append(trust_section(results["trust"], figs))
     for extra in extra_sections or []:
         sections.append(extra)
     sections.append(conclusion_section(results, statistics))
     return sections
+
+
+def attention_section(results: dict, figs: dict, statistics: dict):
+    from .regions import REGION_TEXT, REGIONS
+    from .report import Banner, Figure, Section, Table
+
+    att = results["attention"]
+    sec = Section("Where does the model look?")
+    if att["estimated"]:
+        sec.add(Banner(f"Lung fields ESTIMATED for some images (no mask given): {att['lung_sources']}. Shares that use them are "
+                       "estimates too.", "warning"))
+    sec.add("Each map's mass is split over four disjoint regions: " + "; ".join(f"{r}: {REGION_TEXT[r]}" for r in REGIONS) +
+            ". The ratio divides a region's share of the mass by its share of the image area: a uniform map scores 1.0 everywhere, "
+            "more than 1 means the map concentrates there.")
+    rows = []
+    for cls in CLASS_NAMES:
+        for r in REGIONS:
+            rows.append([cls, r, f"{att['mean_share_by_class'][cls][r]:.1%}", f"{att['mean_area_by_class'][cls][r]:.1%}",
+                         f"{att['mean_ratio_by_class'][cls][r]:.2f}"])
+    sec.add(Table(["class", "region", "mean share of map mass", "mean share of area", "mean ratio"], rows))
+    sec.add(f"Pointing game (map maximum inside the lungs): NORMAL {att['pointing_lungs_by_class']['NORMAL']:.0%}, "
+            f"PNEUMONIA {att['pointing_lungs_by_class']['PNEUMONIA']:.0%}.")
+    if "regions" in figs:
+        sec.add(Figure(figs["regions"], "Mean share of map mass per region and class (hatched: share of image area)"))
+    sec.add(lung_verdict(att))
+    return sec
+
+
+def lung_verdict(att: dict) -> str:
+    lungs = np.mean([att["mean_ratio_by_class"][c]["lungs"] for c in CLASS_NAMES])
+    outside = np.mean([att["mean_ratio_by_class"][c]["outside_body"] for c in CLASS_NAMES])
+    if lungs >= 1.2:
+        text = f"The maps concentrate on the lungs ({lungs:.2f} times what a uniform map would put there)."
+    elif lungs > 0.8:
+        text = f"The maps put about as much mass on the lungs as a uniform map would (ratio {lungs:.2f}): no preference for the lungs."
+    else:
+        text = f"The maps avoid the lungs: they put only {lungs:.2f} times a uniform map's share there."
+    if outside >= 1.0:
+        text += (f" They put {outside:.2f} times a uniform share outside the body (blank border, text, markers): "
+                 "a sign of shortcut learning, as the original write-up suspected.")
+    return "In plain words: " + text
+
+
+def trust_section(trust: dict, figs: dict):
+    from .report import Banner, Figure, Section, Table
+
+    sec = Section("Is the explanation trustworthy?")
+    rand = trust["randomisation"]
+    sec.add(Banner(rand["verdict"], "danger" if rand["flagged"] else "info"))
+    sec.add(Table(["weights randomised up to", "Spearman (raw maps)", "SSIM (normalised maps)"],
+                  [[r["randomised_up_to"], _fmt(r["spearman_mean"]), _fmt(r["ssim_mean"])] for r in rand["cascade"]],
+                  f"Model-parameter randomisation ({rand['method']}, {rand['n_images']} images, seed {rand['seed']})"))
+    faith = trust["faithfulness"]
+    sec.add(Table(["maps", "deletion AUC (lower is better)", "insertion AUC (higher is better)"],
+                  [[k, _fmt(faith[k]["deletion_auc"]), _fmt(faith[k]["insertion_auc"])] for k in ("maps", "random")],
+                  f"Faithfulness on {faith['n_images']} images, {faith['steps']} steps, baseline {faith['baseline']}"))
+    beat = faith["maps_beat_random"]
+    sec.add(f"The maps beat random maps on deletion: {'yes' if beat['deletion'] else 'no'}; on insertion: {'yes' if beat['insertion'] else 'no'}.")
+    if "trust" in figs:
+        sec.add(Figure(figs["trust"], "Randomisation cascade (left) and deletion / insertion curves (right)"))
+    return sec
 
 
 def conclusion_section(results: dict, statistics: dict):
@@ -369,8 +490,18 @@ def conclusion_section(results: dict, statistics: dict):
         limits.append("The model was trained from random weights, so its maps do not speak for an ImageNet-pretrained model.")
     if prov["synthetic_data"]:
         limits.append("The data are synthetic phantoms: the result shows the pipeline works, nothing about patients.")
-    if not results["ground_truth"]:
-        limits.append("Without lung masks this report cannot say whether the maps fall on the lungs; pass --lung-masks.")
+    if results.get("attention"):
+        sec.add(lung_verdict(results["attention"]))
+        if results["attention"]["estimated"]:
+            limits.append("Some lung fields were estimated, not drawn: region shares on those images carry the estimate's error.")
+    for name, gt in results["ground_truth"].items():
+        if name == "marker" and gt["mean_mass_share"] is not None and gt["mean_area_share"]:
+            ratio = gt["mean_mass_share"] / gt["mean_area_share"]
+            sec.add(f"Shortcut check: the maps put {gt['mean_mass_share']:.1%} of their mass on the corner marker, which covers "
+                    f"{gt['mean_area_share']:.1%} of the image ({ratio:.1f} times a uniform share)" +
+                    (": the model is using the marker." if ratio > 2 else "."))
+    if results.get("trust", {}) and results["trust"]["randomisation"]["flagged"]:
+        limits.append("The randomisation test flagged these maps: they barely depend on the trained weights.")
     sec.add(" ".join(limits))
     return sec
 

@@ -23,6 +23,8 @@ def new_progress() -> Progress:
 
 
 def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
+    if total is None and hasattr(items, "__len__"):
+        total = len(items)
     with new_progress() as progress:
         task = progress.add_task(description, total=total, info="")
         for item in items:

@@ -6,6 +6,7 @@ Masks are laid out like ../shared/data/kermany224-lungmasks: MASKS/{split}/{CLAS
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -52,3 +53,81 @@ def pointing_game(maps: np.ndarray, masks: np.ndarray) -> np.ndarray:
     flat = maps.reshape(len(maps), -1)
     peak = np.argmax(flat, axis=1)
     return masks.reshape(len(masks), -1)[np.arange(len(maps)), peak]
+
+
+# ----------------------------------------------------------------------------------------- anatomical regions
+
+REGIONS = ("lungs", "diaphragm", "body_other", "outside_body")
+REGION_TEXT = {
+    "lungs": "lung fields (incl. behind the heart)",
+    "diaphragm": "a band just below each lung's lower border",
+    "body_other": "the body outside the lungs and the diaphragm band (mediastinum, shoulders, abdomen)",
+    "outside_body": "the blank border outside the body, with burnt-in text and markers",
+}
+
+
+def diaphragm_band(lungs: np.ndarray, height: int) -> np.ndarray:
+    """A strip `height` pixels tall just below the lowest lung pixel of every column, per lung."""
+    import cv2
+
+    band = np.zeros(lungs.shape, dtype=bool)
+    n, labels = cv2.connectedComponents(lungs.astype(np.uint8), connectivity=8)
+    rows = np.arange(lungs.shape[0])[:, None]
+    for i in range(1, n):
+        component = labels == i
+        columns = component.any(axis=0)
+        bottom = np.where(columns, lungs.shape[0] - 1 - np.argmax(component[::-1], axis=0), -1)
+        band |= columns & (rows > bottom) & (rows <= bottom + height)
+    return band
+
+
+def partition(body: np.ndarray, lungs: np.ndarray, band_height: int) -> dict[str, np.ndarray]:
+    """Lungs, diaphragm band, rest of body, outside body: disjoint, and together the whole image."""
+    band = diaphragm_band(lungs, band_height) & ~lungs
+    return {"lungs": lungs, "diaphragm": band, "body_other": body & ~lungs & ~band, "outside_body": ~body & ~lungs & ~band}
+
+
+@dataclass
+class AttentionMeasures:
+    """Per image: share of map mass in each region, that share over the region's area share, pointing game."""
+
+    shares: dict[str, np.ndarray]
+    ratios: dict[str, np.ndarray]
+    pointing_lungs: np.ndarray
+    lung_source: list[str]
+
+    def columns(self) -> dict[str, np.ndarray]:
+        out = {f"share_{r}": v for r, v in self.shares.items()}
+        out |= {f"ratio_{r}": v for r, v in self.ratios.items()}
+        out["pointing_lungs"] = self.pointing_lungs.astype(float)
+        return out
+
+
+def attention_measures(maps: np.ndarray, grays: np.ndarray, lung_masks: np.ndarray, lung_found: np.ndarray,
+                       estimator=None, band_fraction: float = 0.06) -> AttentionMeasures:
+    """maps: (N, S, S) upsampled, non-negative; grays: the films; lungs from masks where found, else estimated."""
+    from .lungs import body_mask, classical_lungs
+
+    n, side = len(maps), maps.shape[-1]
+    shares = {r: np.full(n, np.nan) for r in REGIONS}
+    ratios = {r: np.full(n, np.nan) for r in REGIONS}
+    pointing = np.zeros(n, dtype=bool)
+    sources = []
+    for i in range(n):
+        gray = np.asarray(grays[i])
+        if lung_found[i]:
+            lungs, source = lung_masks[i], "mask"
+        elif estimator is not None:
+            lungs, source = estimator.predict(gray), "estimated (learned model)"
+        else:
+            lungs, source = classical_lungs(gray), "estimated (classical)"
+        sources.append(source)
+        parts = partition(body_mask(gray) | lungs, lungs, max(1, int(round(band_fraction * side))))
+        stacked = np.stack([parts[r] for r in REGIONS])
+        share = mass_share(np.repeat(maps[i:i + 1], len(REGIONS), axis=0), stacked)
+        area = area_share(stacked)
+        for j, r in enumerate(REGIONS):
+            shares[r][i] = share[j]
+            ratios[r][i] = share[j] / area[j] if area[j] > 0 else np.nan
+        pointing[i] = pointing_game(maps[i:i + 1], lungs[None])[0]
+    return AttentionMeasures(shares, ratios, pointing, sources)

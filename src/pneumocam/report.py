@@ -119,6 +119,45 @@ def training_curves(path: Path, history: list[dict]) -> Path:
     return _save(fig, path)
 
 
+def region_bars(path: Path, shares: dict, areas: dict) -> Path:
+    from .regions import REGIONS
+
+    fig, ax = plt.subplots(figsize=(5.2, 3.4))
+    colours = ["#2e7d32", "#f9a825", "#90a4ae", "#c62828"]
+    for row, cls in enumerate(CLASS_NAMES):
+        left_mass = left_area = 0.0
+        for r, colour in zip(REGIONS, colours):
+            ax.barh(row + 0.18, shares[cls][r], left=left_mass, color=colour, height=0.34, label=r if row == 0 else None)
+            ax.barh(row - 0.18, areas[cls][r], left=left_area, color=colour, height=0.34, hatch="//", alpha=0.5)
+            left_mass += shares[cls][r]
+            left_area += areas[cls][r]
+    ax.set_yticks([0, 1], [f"{c}\n(mass | area)" for c in CLASS_NAMES], fontsize=7)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("share")
+    ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, 1.18))
+    return _save(fig, path)
+
+
+def trust_figure(path: Path, trust: dict) -> Path:
+    rand, faith = trust["randomisation"], trust["faithfulness"]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(8, 3.2))
+    stages = ["trained"] + [r["randomised_up_to"] for r in rand["cascade"]]
+    a.plot(stages, [1.0] + [np.nan if r["spearman_mean"] is None else r["spearman_mean"] for r in rand["cascade"]], marker="o", label="Spearman")
+    a.plot(stages, [1.0] + [r["ssim_mean"] for r in rand["cascade"]], marker="s", label="SSIM")
+    a.set_ylim(-0.2, 1.05)
+    a.set_title("similarity to the trained model's maps", fontsize=8)
+    a.tick_params(axis="x", labelrotation=45, labelsize=7)
+    a.legend(fontsize=7)
+    x = faith["fractions"]
+    for name, style in (("maps", "-"), ("random", "--")):
+        b.plot(x, faith[name]["deletion_curve"], style, color="red", label=f"deletion, {name}")
+        b.plot(x, faith[name]["insertion_curve"], style, color="green", label=f"insertion, {name}")
+    b.set_xlabel("share of pixels removed / inserted")
+    b.set_ylabel("p(target class)")
+    b.legend(fontsize=6)
+    return _save(fig, path)
+
+
 # ----------------------------------------------------------------------------------------------- document
 
 @dataclass

@@ -97,7 +97,7 @@ def make_phantom(rng: np.random.Generator, label: int, size: int = 224, marker: 
 
     # A burnt-in laterality marker on the blank border of every film (not related to the label).
     mark = np.zeros((size, size), dtype=bool)
-    mx, my = rng.uniform(0.80, 0.90), rng.uniform(0.04, 0.10)
+    mx, my = rng.uniform(0.89, 0.93), rng.uniform(0.04, 0.09)
     mark |= (np.abs(x - mx) < 0.015) & (np.abs(y - my) < 0.03) & ~body
     image[mark] = 0.9
 
