@@ -421,6 +421,10 @@ def attention_section(results: dict, figs: dict, statistics: dict):
     sec.add(Table(["class", "region", "mean share of map mass", "mean share of area", "mean ratio"], rows))
     sec.add(f"Pointing game (map maximum inside the lungs): NORMAL {att['pointing_lungs_by_class']['NORMAL']:.0%}, "
             f"PNEUMONIA {att['pointing_lungs_by_class']['PNEUMONIA']:.0%}.")
+    cells = results["cam"]["map_shape"]
+    if min(cells) < 7:
+        sec.add(Banner(f"The maps have only {cells[0]}x{cells[1]} cells at this image size: their maximum can only fall on a cell "
+                       "centre or the border, so the pointing game says little here. Use 224 px inputs (7x7 maps) for it.", "warning"))
     if "regions" in figs:
         sec.add(Figure(figs["regions"], "Mean share of map mass per region and class (hatched: share of image area)"))
     sec.add(lung_verdict(att))
