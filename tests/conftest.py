@@ -4,7 +4,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# ../shared/data beside the repository; PNEUMOCAM_SHARED_DATA points elsewhere (the CI-switch test uses it).
+SHARED = Path(os.environ.get("PNEUMOCAM_SHARED_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
 KERMANY = SHARED / "kermany224"
 LUNG_MASKS = SHARED / "kermany224-lungmasks"
 FULLRES = SHARED / "kermany-fullres-sample"
@@ -12,25 +13,13 @@ FULLRES = SHARED / "kermany-fullres-sample"
 os.environ.setdefault("PNEUMOCAM_NO_PROGRESS", "1")
 
 
-def pytest_collection_modifyitems(config, items):
+def pytest_runtest_setup(item):
     """Tests marked shared_data skip without ../shared/data, unless CI requires it (then they fail)."""
-    if KERMANY.is_dir():
+    if "shared_data" not in item.keywords or KERMANY.is_dir():
         return
     if os.environ.get("PNEUMOCAM_REQUIRE_SHARED") == "1":
-        fail = pytest.mark.usefixtures("_shared_data_required")
-        for item in items:
-            if "shared_data" in item.keywords:
-                item.add_marker(fail)
-        return
-    skip = pytest.mark.skip(reason=f"needs the shared data at {SHARED} (absent on this machine)")
-    for item in items:
-        if "shared_data" in item.keywords:
-            item.add_marker(skip)
-
-
-@pytest.fixture
-def _shared_data_required():
-    pytest.fail(f"PNEUMOCAM_REQUIRE_SHARED=1 but the shared data is missing at {SHARED}")
+        pytest.fail(f"PNEUMOCAM_REQUIRE_SHARED=1 but the shared data is missing at {SHARED}")
+    pytest.skip(f"needs the shared data at {SHARED} (absent on this machine)")
 
 
 @pytest.fixture(autouse=True)

@@ -93,7 +93,8 @@ def test_a_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"]  # no temporary file left behind
 
 
-def test_sigint_during_training_leaves_a_resumable_incomplete_run(phantom_data, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_during_training_leaves_a_resumable_incomplete_run(phantom_data, tmp_path, signum):
     env = os.environ | {"PNEUMOCAM_NO_PROGRESS": "1"}
     command = [sys.executable, "-m", "pneumocam.cli", "train", "--data", str(phantom_data.images), "--out", str(tmp_path / "runs"),
                "--weights", "none", "--mode", "full", "--image-size", "32", "--epochs", "15", "--batch-size", "8",
@@ -108,11 +109,62 @@ def test_sigint_during_training_leaves_a_resumable_incomplete_run(phantom_data, 
             break
         time.sleep(0.2)
     assert run is not None, "training never finished an epoch"
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     output, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and "--resume" in output and "Traceback" not in output
+    assert proc.returncode == 130 and "marked incomplete" in output and "--resume" in output and "Traceback" not in output
     assert not is_complete(run)
     resumed = subprocess.run([sys.executable, "-m", "pneumocam.cli", "train", "--resume", str(run)], capture_output=True,
                              text=True, env=env, timeout=600)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert is_complete(run) and "resuming" in resumed.stdout
+
+
+def test_a_run_lists_skipped_files_in_skipped_csv_and_the_escaped_report(phantom_data, tmp_path):
+    import shutil
+
+    from pneumocam.experiment import ExperimentConfig, run_experiment
+    from pneumocam.train import TrainConfig
+
+    root = tmp_path / "data"
+    shutil.copytree(phantom_data.images, root)
+    (root / "test" / "NORMAL" / "<img src=x onerror=alert(1)>.png").write_bytes(b"")
+    (root / "test" / "PNEUMONIA" / "truncated.jpeg").write_bytes(b"\xff\xd8\xff\xe0" + b"\0" * 20)
+    config = ExperimentConfig(train=TrainConfig(data=str(root), weights="none", image_size=64, epochs=1, val_source="dataset",
+                                                use_cache=False), n_per_class=5, n_draws=20, bootstrap=20, trust_images=0, regions=False)
+    run = run_experiment(config, runs_dir=tmp_path / "runs")
+    skipped = (run / "skipped.csv").read_text()
+    assert "<img src=x onerror=alert(1)>.png,empty file (0 bytes)" in skipped and "truncated.jpeg" in skipped
+    html = (run / "report.html").read_text()
+    assert "&lt;img src=x onerror=alert(1)&gt;.png" in html and "<img src=x" not in html
+
+
+@pytest.mark.parametrize("prefix", [b"", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff\xe0", b"II*\x00", b"BM", b"\0" * 128 + b"DICM"])
+def test_fuzzed_bytes_never_crash_the_reader(tmp_path, prefix):
+    from hypothesis import given, settings
+    from hypothesis import strategies as hs
+
+    from pneumocam.data import UnreadableImage, read_grayscale
+
+    path = tmp_path / "fuzz.img"
+
+    @settings(max_examples=40, deadline=None)
+    @given(hs.binary(max_size=400))
+    def check(tail):
+        path.write_bytes(prefix + tail)
+        try:
+            gray = read_grayscale(path)
+        except UnreadableImage as exc:
+            assert str(exc)
+        else:
+            assert gray.dtype == np.uint8 and gray.ndim == 2
+
+    check()
+
+
+def test_every_torch_load_in_the_package_is_weights_only():
+    import pathlib
+    import re
+
+    source = pathlib.Path(__file__).resolve().parents[1] / "src" / "pneumocam"
+    calls = [(f.name, m.group(0)) for f in source.rglob("*.py") for m in re.finditer(r"torch\.load\([^)]*\)", f.read_text())]
+    assert calls and all("weights_only=True" in call for _, call in calls), calls
