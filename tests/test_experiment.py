@@ -77,7 +77,11 @@ def test_results_json_says_where_numbers_came_from(run):
     assert prov["eval_split"] == "test" and len(prov["eval_fingerprint"]) == 16 and "torch" in prov["versions"]
     gt = results["ground_truth"]
     assert gt["lesion"]["images_with_mask"] == 8  # the PNEUMONIA test phantoms
-    assert 0 <= gt["lesion"]["mean_mass_share"] <= 1 and 0 <= gt["lungs"]["pointing_game_hit_rate"] <= 1
+    assert 0 <= gt["lesion"]["mean_mass_share"] <= 1 and "lungs" not in gt  # lungs go to the region analysis
+    attention = results["attention"]
+    assert attention["lung_sources"] == {"mask": 16} and not attention["estimated"]
+    shares = attention["mean_share_by_class"]["NORMAL"]
+    assert sum(shares.values()) == pytest.approx(1.0) and 0 <= attention["pointing_lungs_by_class"]["PNEUMONIA"] <= 1
     m = results["metrics"]["threshold_0.5"]
     assert m["n"] == 16 and set(results["metrics"]) == {"threshold_0.5", "threshold_youden_val"}
 

@@ -143,20 +143,15 @@ def run_experiment(cfg: ExperimentConfig, runs_dir: str | Path | None = None, ru
 
     scores = importance_scores(result.maps, size)
     ground_truth = {}
-    if cfg.masks:
-        from .regions import area_share, load_masks, mass_share, pointing_game
-
-        up = upsample(result.maps, size)
-        for name, root in cfg.masks.items():
-            masks, found = load_masks(root, loaded.samples, size)
-            share = np.where(found, mass_share(up, masks), np.nan)
-            hit = np.where(found, pointing_game(up, masks).astype(float), np.nan)
-            scores[f"{name}_mass_share"], scores[f"{name}_pointing_hit"] = share, hit
-            relevant = found & (masks.reshape(len(masks), -1).any(axis=1))
-            ground_truth[name] = {"images_with_mask": int(relevant.sum()),
-                                  "mean_mass_share": float(np.nanmean(share[relevant])) if relevant.any() else None,
-                                  "mean_area_share": float(area_share(masks[relevant]).mean()) if relevant.any() else None,
-                                  "pointing_game_hit_rate": float(np.nanmean(hit[relevant])) if relevant.any() else None}
+    for name, root in cfg.masks.items():
+        if name == "lungs" and cfg.regions:
+            continue  # measured with the other anatomical regions in _attention
+        share, hit, found, area = _mask_measures(root, loaded.samples, result.maps, size)
+        scores[f"{name}_mass_share"], scores[f"{name}_pointing_hit"] = share, hit
+        ground_truth[name] = {"images_with_mask": int(found.sum()),
+                              "mean_mass_share": float(np.nanmean(share[found])) if found.any() else None,
+                              "mean_area_share": float(area[found].mean()) if found.any() else None,
+                              "pointing_game_hit_rate": float(np.nanmean(hit[found])) if found.any() else None}
     attention_summary, lung_sources = {}, None
     if cfg.regions:
         attention_summary, lung_sources = _attention(cfg, loaded, result.maps, size, scores, labels)
@@ -168,7 +163,9 @@ def run_experiment(cfg: ExperimentConfig, runs_dir: str | Path | None = None, ru
         header.append("lung_source")
         rows = (row + [source] for row, source in zip(rows, lung_sources))
     write_csv(run_dir / "importance.csv", header, rows)
-    stat_scores = {k: v for k, v in scores.items() if k in SCORES or k.endswith("_mass_share") or k in ATTENTION_TESTED}
+    both_classes = lambda v: all(np.isfinite(v[labels == c]).sum() >= 2 for c in (0, 1))
+    stat_scores = {k: v for k, v in scores.items()
+                   if k in SCORES or k in ATTENTION_TESTED or (k.endswith("_mass_share") and both_classes(v))}
     statistics, stat_notes = _group_stats(stat_scores, labels, cfg)
     write_json(run_dir / "stats.json", statistics)
     for name in (ORIGINAL_SCORE, "mean_raw"):
@@ -240,6 +237,25 @@ def run_experiment(cfg: ExperimentConfig, runs_dir: str | Path | None = None, ru
     return run_dir
 
 
+def _mask_measures(root: str, samples, maps: np.ndarray, size: int, chunk: int = 128):
+    """Per image: share of map mass in the mask, pointing-game hit, whether a non-empty mask exists, mask area share.
+    Maps are upsampled a chunk at a time, so memory does not grow with the split."""
+    from .regions import area_share, load_masks, mass_share, pointing_game
+
+    n = len(samples)
+    share, hit, area = np.full(n, np.nan), np.full(n, np.nan), np.zeros(n)
+    found = np.zeros(n, dtype=bool)
+    for start in range(0, n, chunk):
+        part = slice(start, start + chunk)
+        masks, present = load_masks(root, samples[part], size)
+        present &= masks.reshape(len(masks), -1).any(axis=1)
+        up = upsample(maps[part], size)
+        share[part] = np.where(present, mass_share(up, masks), np.nan)
+        hit[part] = np.where(present, pointing_game(up, masks).astype(float), np.nan)
+        area[part], found[part] = area_share(masks), present
+    return share, hit, found, area
+
+
 def _attention(cfg: ExperimentConfig, loaded, maps: np.ndarray, size: int, scores: dict, labels: np.ndarray, chunk: int = 128):
     """Region shares per image (added to `scores`), and their means per class for the report."""
     from .lungs import LungModel
@@ -261,10 +277,8 @@ def _attention(cfg: ExperimentConfig, loaded, maps: np.ndarray, size: int, score
     columns = {k: np.concatenate(v) for k, v in columns.items()}
     scores.update(columns)
     by_class = lambda prefix: {CLASS_NAMES[c]: {r: float(np.nanmean(columns[f"{prefix}_{r}"][labels == c])) for r in REGIONS} for c in (0, 1)}
-    mean_area = {CLASS_NAMES[c]: {r: float(np.nanmean(columns[f"share_{r}"][labels == c] / columns[f"ratio_{r}"][labels == c]))
-                                  for r in REGIONS} for c in (0, 1)}
     counts = {s: sources.count(s) for s in sorted(set(sources))}
-    return {"mean_share_by_class": by_class("share"), "mean_ratio_by_class": by_class("ratio"), "mean_area_by_class": mean_area,
+    return {"mean_share_by_class": by_class("share"), "mean_ratio_by_class": by_class("ratio"), "mean_area_by_class": by_class("area"),
             "pointing_lungs_by_class": {CLASS_NAMES[c]: float(np.mean(columns["pointing_lungs"][labels == c])) for c in (0, 1)},
             "lung_sources": counts, "estimated": any(s != "mask" for s in sources)}, sources
 
@@ -432,18 +446,23 @@ def attention_section(results: dict, figs: dict, statistics: dict):
 
 
 def lung_verdict(att: dict) -> str:
-    lungs = np.mean([att["mean_ratio_by_class"][c]["lungs"] for c in CLASS_NAMES])
-    outside = np.mean([att["mean_ratio_by_class"][c]["outside_body"] for c in CLASS_NAMES])
-    if lungs >= 1.2:
-        text = f"The maps concentrate on the lungs ({lungs:.2f} times what a uniform map would put there)."
-    elif lungs > 0.8:
-        text = f"The maps put about as much mass on the lungs as a uniform map would (ratio {lungs:.2f}): no preference for the lungs."
-    else:
-        text = f"The maps avoid the lungs: they put only {lungs:.2f} times a uniform map's share there."
-    if outside >= 1.0:
-        text += (f" They put {outside:.2f} times a uniform share outside the body (blank border, text, markers): "
-                 "a sign of shortcut learning, as the original write-up suspected.")
-    return "In plain words: " + text
+    """Per class: does the map prefer the lungs, and how much of it lies outside the body?"""
+    parts = []
+    for cls in CLASS_NAMES:
+        lungs = att["mean_ratio_by_class"][cls]["lungs"]
+        outside = att["mean_ratio_by_class"][cls]["outside_body"]
+        share_out = att["mean_share_by_class"][cls]["outside_body"]
+        if lungs >= 1.2:
+            text = f"for {cls} images the maps concentrate on the lungs ({lungs:.2f} times a uniform map's share)"
+        elif lungs > 0.8:
+            text = f"for {cls} images the maps show no preference for the lungs (ratio {lungs:.2f})"
+        else:
+            text = f"for {cls} images the maps avoid the lungs (only {lungs:.2f} times a uniform map's share)"
+        if outside >= 1.0:
+            text += (f" and put {share_out:.0%} of their mass outside the body, on the blank border, text and markers "
+                     f"({outside:.2f} times a uniform share): a sign of shortcut learning")
+        parts.append(text)
+    return "In plain words: " + "; ".join(parts) + "."
 
 
 def trust_section(trust: dict, figs: dict):

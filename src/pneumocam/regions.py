@@ -93,12 +93,14 @@ class AttentionMeasures:
 
     shares: dict[str, np.ndarray]
     ratios: dict[str, np.ndarray]
+    areas: dict[str, np.ndarray]
     pointing_lungs: np.ndarray
     lung_source: list[str]
 
     def columns(self) -> dict[str, np.ndarray]:
         out = {f"share_{r}": v for r, v in self.shares.items()}
         out |= {f"ratio_{r}": v for r, v in self.ratios.items()}
+        out |= {f"area_{r}": v for r, v in self.areas.items()}
         out["pointing_lungs"] = self.pointing_lungs.astype(float)
         return out
 
@@ -111,6 +113,7 @@ def attention_measures(maps: np.ndarray, grays: np.ndarray, lung_masks: np.ndarr
     n, side = len(maps), maps.shape[-1]
     shares = {r: np.full(n, np.nan) for r in REGIONS}
     ratios = {r: np.full(n, np.nan) for r in REGIONS}
+    areas = {r: np.zeros(n) for r in REGIONS}
     pointing = np.zeros(n, dtype=bool)
     sources = []
     for i in range(n):
@@ -127,7 +130,7 @@ def attention_measures(maps: np.ndarray, grays: np.ndarray, lung_masks: np.ndarr
         share = mass_share(np.repeat(maps[i:i + 1], len(REGIONS), axis=0), stacked)
         area = area_share(stacked)
         for j, r in enumerate(REGIONS):
-            shares[r][i] = share[j]
+            shares[r][i], areas[r][i] = share[j], area[j]
             ratios[r][i] = share[j] / area[j] if area[j] > 0 else np.nan
         pointing[i] = pointing_game(maps[i:i + 1], lungs[None])[0]
-    return AttentionMeasures(shares, ratios, pointing, sources)
+    return AttentionMeasures(shares, ratios, areas, pointing, sources)
