@@ -290,7 +290,7 @@ def _trust(cfg: ExperimentConfig, model, loaded, result, labels: np.ndarray, dev
     pick = balanced_indices(labels, max(n, 1), cfg.train.seed + 2)
     images, targets = np.asarray(loaded.images[pick]), result.targets[pick].astype(int)
     method = cfg.method
-    return {"randomisation": randomisation_test(model, images, targets, method, cfg.train.seed),
+    return {"randomisation": randomisation_test(model, images, targets, method, cfg.train.seed, reference=result.maps[pick]),
             "faithfulness": deletion_insertion(model, images, result.maps[pick], targets, cfg.trust_steps, cfg.train.seed, device)}
 
 

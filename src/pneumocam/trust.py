@@ -31,12 +31,14 @@ def _reinitialise(module: torch.nn.Module) -> None:
 
 
 def randomisation_test(model, images: np.ndarray, targets: np.ndarray, method: str = "gradcam", seed: int = 0,
-                       batch_size: int = 16) -> dict:
+                       batch_size: int = 16, reference: np.ndarray | None = None) -> dict:
+    """reference: the trained model's maps for these images and targets, when already computed."""
     from skimage.metrics import structural_similarity
 
     size = images.shape[-1]
-    trained = make_cam(model, method, batch_size=batch_size)(images, target="true", labels=targets, description="Maps (trained)")
-    reference = trained.maps
+    if reference is None:
+        reference = make_cam(model, method, batch_size=batch_size)(images, target="true", labels=targets,
+                                                                   description="Maps (trained)").maps
     reference_up = normalise_per_image(upsample(reference, size))
     randomised = copy.deepcopy(model)
     torch.manual_seed(seed)
