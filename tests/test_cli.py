@@ -68,10 +68,14 @@ def test_predict_writes_overlays_and_lists_skips(phantom_data, tmp_path):
     Image.fromarray(np.tile(np.arange(120, dtype=np.uint8), (80, 1))).save(wide)
     broken = tmp_path / "broken.jpeg"
     broken.write_text("not an image")
-    result = invoke("predict", "--checkpoint", tmp_path / "model.pt", "--out", tmp_path / "pred", film, wide, broken)
+    from .test_readers import _dicom
+
+    dicom = _dicom(tmp_path / "film.dcm", np.tile(np.arange(0, 4000, 50, dtype=np.uint16), (60, 1)), photometric="MONOCHROME1")
+    result = invoke("predict", "--checkpoint", tmp_path / "model.pt", "--out", tmp_path / "pred", film, wide, broken, dicom)
     assert result.exit_code == 0, result.output
     folder = next((tmp_path / "pred").glob("predict-*"))
     overlays = sorted(folder.glob("*.png"))
-    assert len(overlays) == 2 and Image.open(folder / "001_wide_gradcam.png").size == (120, 80)
+    assert len(overlays) == 3 and Image.open(folder / "001_wide_gradcam.png").size == (120, 80)
+    assert Image.open(folder / "002_film_gradcam.png").size == (80, 60)  # DICOM overlay at its own resolution
     text = (folder / "predictions.csv").read_text()
     assert "broken.jpeg,,skipped,not a readable image" in text

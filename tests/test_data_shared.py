@@ -86,3 +86,15 @@ def test_classical_lung_estimate_on_the_reference_masks():
         film = read_grayscale(KERMANY / "val" / mask_file.parent.name / f"{mask_file.stem}.jpeg")
         scores.append(dice(classical_lungs(film), reference == 255, reference == 127))
     assert len(scores) == 16 and np.mean(scores) > 0.8, scores
+
+
+def test_body_mask_contains_the_reference_lungs_on_real_films():
+    from pneumocam.lungs import body_mask
+
+    inside = []
+    for mask_file in sorted((LUNG_MASKS / "val").glob("*/*.png")):
+        lungs = read_grayscale(mask_file) == 255
+        body = body_mask(read_grayscale(KERMANY / "val" / mask_file.parent.name / f"{mask_file.stem}.jpeg"))
+        inside.append((body & lungs).sum() / lungs.sum())
+        assert 0.3 < body.mean() < 0.99  # a body, with a border outside it
+    assert np.mean(inside) > 0.97, inside
