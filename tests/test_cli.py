@@ -29,6 +29,7 @@ def test_data_reports_counts_skips_and_validation(phantom_data, tmp_path):
     (("evaluate", "--checkpoint", "/nonexistent.pt", "--data", "/x"), "checkpoint not found"),
     (("stats", "/nonexistent.csv", "--score", "s"), "cannot read"),
     (("run", "--data", "/nonexistent", "--weights", "none"), "dataset folder not found"),
+    (("train", "--resume", "/tmp"), "not a pneumocam training folder"),
 ])
 def test_bad_input_is_one_clear_error(args, message):
     result = invoke(*args)

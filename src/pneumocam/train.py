@@ -246,6 +246,11 @@ def fit(config: TrainConfig | None, runs_dir: str | Path | None = None, run_dir:
     """
     if resume:
         run_dir = Path(run_dir)
+        if not (run_dir / "config.json").is_file() and (run_dir / "train" / "config.json").is_file():
+            run_dir = run_dir / "train"  # a `pneumocam run` folder: its training lives in RUN/train
+        if not (run_dir / "config.json").is_file():
+            raise CheckpointError(f"{run_dir} is not a pneumocam training folder (no config.json): pass the folder "
+                                  "`pneumocam train` printed, or RUN/train of a `pneumocam run`")
         saved = json.loads((run_dir / "config.json").read_text())
         config = TrainConfig(**saved["train"])
         state = _load_train_state(run_dir / "checkpoints" / "last.pt")
