@@ -68,14 +68,15 @@ def _two_largest_per_side(mask: np.ndarray, min_area_share: float = 0.01, hull: 
     return out.astype(bool)
 
 
-def classical_lungs(gray: np.ndarray, dark_quantile: float = 0.6) -> np.ndarray:
+def classical_lungs(gray: np.ndarray, dark_quantile: float = 0.6, body: np.ndarray | None = None) -> np.ndarray:
+    """body: the film's body mask when the caller already has it."""
     side = gray.shape[0]
     enhanced = cv2.GaussianBlur(cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(gray), (0, 0), 3)
     yy, xx = np.mgrid[0:side, 0:side] / side
     prior = np.zeros(gray.shape, dtype=bool)
     for cx in (0.30, 0.70):
         prior |= ((xx - cx) / 0.2) ** 2 + ((yy - 0.47) / 0.36) ** 2 < 1
-    region = body_mask(gray) & prior
+    region = (body_mask(gray) if body is None else body) & prior
     if not region.any():
         return np.zeros(gray.shape, dtype=bool)
     dark = (enhanced < np.quantile(enhanced[region], dark_quantile)) & region
@@ -97,7 +98,7 @@ def lung_features(gray: np.ndarray) -> np.ndarray:
     cols, rows = np.flatnonzero(body.any(axis=0)), np.flatnonzero(body.any(axis=1))
     left, right = (cols[0], cols[-1]) if len(cols) else (0, side)
     top = rows[0] if len(rows) else 0
-    channels = [*blurred, blurred[1] - reference, inside, shrink(classical_lungs(gray)), shrink(distance), xx, yy, np.abs(xx - 0.5),
+    channels = [*blurred, blurred[1] - reference, inside, shrink(classical_lungs(gray, body=body)), shrink(distance), xx, yy, np.abs(xx - 0.5),
                 (xx * side - left) / max(1, right - left), (yy * side - top) / side]
     return np.stack(channels).astype(np.float32)
 

@@ -118,14 +118,15 @@ def attention_measures(maps: np.ndarray, grays: np.ndarray, lung_masks: np.ndarr
     sources = []
     for i in range(n):
         gray = np.asarray(grays[i])
+        body = body_mask(gray)
         if lung_found[i]:
             lungs, source = lung_masks[i], "mask"
         elif estimator is not None:
             lungs, source = estimator.predict(gray), "estimated (learned model)"
         else:
-            lungs, source = classical_lungs(gray), "estimated (classical)"
+            lungs, source = classical_lungs(gray, body=body), "estimated (classical)"
         sources.append(source)
-        parts = partition(body_mask(gray) | lungs, lungs, max(1, int(round(band_fraction * side))))
+        parts = partition(body | lungs, lungs, max(1, int(round(band_fraction * side))))
         stacked = np.stack([parts[r] for r in REGIONS])
         share = mass_share(np.repeat(maps[i:i + 1], len(REGIONS), axis=0), stacked)
         area = area_share(stacked)
