@@ -283,25 +283,15 @@ def stats(
 ):
     """Compare a score between NORMAL and PNEUMONIA: Student, Welch, Mann-Whitney, permutation, effect sizes."""
     from .outputs import mark_complete, new_run_folder, write_json
-    from .stats import compare_groups, draw_sample, read_scores, resampled_draws, summary_text
+    from .stats import read_scores, score_report, summary_text
 
     n = _n_per_class(n_per_class)
-    groups = read_scores(scores, score)
     results = {}
-    for column, (normal, pneumonia) in groups.items():
-        sample = draw_sample(normal, pneumonia, n, seed)
-        result = compare_groups(*sample, alpha=alpha, seed=seed)
-        result["all_images"] = compare_groups(normal, pneumonia, alpha=alpha, seed=seed) if n is not None else None
-        if n is not None and n_draws > 0 and min(len(normal), len(pneumonia)) > n:
-            result["resampled"] = resampled_draws(normal, pneumonia, n, n_draws, alpha, seed)
+    for column, (normal, pneumonia) in read_scores(scores, score).items():
+        result = score_report(normal, pneumonia, n, n_draws, alpha, seed)
         result["source"] = {"file": str(scores), "column": column, "n_per_class": n, "seed": seed}
         results[column] = result
-        console.print(escape(summary_text(result, column)))
-        if "resampled" in result:
-            r = result["resampled"]
-            console.print(f"  Over {r['n_draws']} random {n} vs {n} draws: {r['share_p_below_alpha']:.1%} have p < {alpha}; "
-                          f"median p {r['p_quantiles']['0.5']:.3e}, median d {r['d_quantiles']['0.5']:.3f}")
-        console.print()
+        console.print(escape(summary_text(result, column)) + "\n")
     if out is not None:
         folder = new_run_folder(out, prefix="stats")
         write_json(folder / "stats.json", results[score[0]] if len(score) == 1 else results)

@@ -25,10 +25,10 @@ def predict_logits(model: nn.Module, images: np.ndarray, batch_size: int = 32, d
     device = torch.device(device)
     order = np.arange(len(images)) if order is None else np.asarray(order)
     logits = np.empty(len(images), dtype=np.float64)
-    for idx in track(_batches(order, batch_size), description, total=-(-len(order) // batch_size)):
-        batch = torch.from_numpy(np.array(images[np.sort(idx)])).to(device)
-        out = model(to_model_input(batch, channels_last=True)).float().flatten().cpu().numpy()
-        logits[np.sort(idx)] = out
+    for idx in track(_batches(order, batch_size), description):
+        idx = np.sort(idx)  # ascending indices read a memory-mapped cache sequentially
+        batch = torch.from_numpy(np.array(images[idx])).to(device)
+        logits[idx] = model(to_model_input(batch, channels_last=True)).float().flatten().cpu().numpy()
     return logits
 
 

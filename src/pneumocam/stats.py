@@ -198,6 +198,17 @@ def draw_sample(normal: np.ndarray, pneumonia: np.ndarray, n_per_class: int | No
     return (rng.choice(normal, n_per_class, replace=False), rng.choice(pneumonia, n_per_class, replace=False))
 
 
+def score_report(normal: np.ndarray, pneumonia: np.ndarray, n_per_class: int | None = 30, n_draws: int = 1000,
+                 alpha: float = 0.05, seed: int = 0) -> dict:
+    """What `pneumocam stats` reports for one score: every test on the seeded n-per-class draw (the original
+    protocol; all values when n_per_class is None), the same on every value, and the spread over resampled draws."""
+    result = compare_groups(*draw_sample(normal, pneumonia, n_per_class, seed), alpha=alpha, seed=seed)
+    result["all_images"] = compare_groups(normal, pneumonia, alpha=alpha, seed=seed) if n_per_class is not None else None
+    if n_per_class is not None and n_draws > 0 and min(len(normal), len(pneumonia)) > n_per_class:
+        result["resampled"] = resampled_draws(normal, pneumonia, n_per_class, n_draws, alpha, seed)
+    return result
+
+
 def summary_text(result: dict, score: str) -> str:
     """The original write-up's layout: Summary Statistics, Statistical Test Results, Effect Size."""
     g = result["groups"]
@@ -216,4 +227,8 @@ def summary_text(result: dict, score: str) -> str:
               "", "Effect Size",
               f"  Cohen's d = {result['cohens_d']:.4f} ({result['effect_size_label']}); Hedges' g = {result['hedges_g']:.4f}, "
               f"95% CI [{result['hedges_g_ci'][0]:.4f}, {result['hedges_g_ci'][1]:.4f}]"]
+    if result.get("resampled"):
+        r = result["resampled"]
+        lines.append(f"  Over {r['n_draws']} random {r['n_per_class']} vs {r['n_per_class']} draws: {r['share_p_below_alpha']:.1%} "
+                     f"have p < {r['alpha']}; median p {r['p_quantiles']['0.5']:.3e}, median d {r['d_quantiles']['0.5']:.3f}")
     return "\n".join(lines)
