@@ -12,18 +12,51 @@ from pneumocam.model import build_model
 
 
 @pytest.fixture(scope="module")
-def model():
-    m, _ = build_model("none", seed=4)
-    # A random ResNet50 has near-constant logits; spread the head so both classes get predicted.
-    with torch.no_grad():
-        m.fc.weight.mul_(50)
-    return m.eval()
-
-
-@pytest.fixture(scope="module")
 def images():
     rng = np.random.default_rng(0)
     return np.stack([make_phantom(rng, i % 2, 96).image for i in range(6)])
+
+
+@pytest.fixture(scope="module")
+def model(images):
+    m, _ = build_model("none", seed=4)
+    m.eval()
+    # A random ResNet50 has near-constant logits: spread the head, then centre it between the 3rd and 4th logit,
+    # so the six images are predicted 3 NORMAL and 3 PNEUMONIA (checked in test_fixture_predicts_both_classes).
+    with torch.no_grad():
+        m.fc.weight.mul_(50)
+        logits = m(to_model_input(torch.from_numpy(images))).flatten().sort().values
+        m.fc.bias -= (logits[2] + logits[3]) / 2
+    return m
+
+
+def test_fixture_predicts_both_classes(model, images):
+    with torch.inference_mode():
+        logits = model(to_model_input(torch.from_numpy(images))).flatten()
+    assert int((logits > 0).sum()) == 3
+
+
+def formula_gradcam(model, images, targets):
+    """ReLU(sum_c mean_ij(dS/dA_c) * A_c) with S = logit for PNEUMONIA, -logit for NORMAL, from a plain full backward."""
+    captured = {}
+    handle = model.layer4.register_forward_hook(lambda module, inp, out: captured.update(a=out))
+    try:
+        x = to_model_input(torch.from_numpy(images), channels_last=False)
+        logits = model(x).flatten()
+        score = (logits * torch.tensor([1.0 if t else -1.0 for t in targets])).sum()
+        (grads,) = torch.autograd.grad(score, captured["a"])
+    finally:
+        handle.remove()
+    a = captured["a"].detach()
+    return torch.relu((grads.mean(dim=(2, 3), keepdim=True) * a).sum(dim=1)).numpy()
+
+
+def test_raw_gradcam_maps_equal_the_formula_on_mixed_batches(model, images):
+    ours = GradCAM(model, batch_size=4)(images, target="pred")  # batches of 4 and 2, each holding both classes
+    assert set(ours.targets[:4].tolist()) == {0, 1} and set(ours.targets.tolist()) == {0, 1}
+    expected = formula_gradcam(model, images, ours.targets)
+    assert np.abs(ours.maps - expected).max() <= 1e-5 * max(1.0, float(np.abs(expected).max()))
+    assert expected.max() > 0
 
 
 def library_gradcam(model, images, targets):
@@ -84,11 +117,28 @@ def test_hirescam_matches_library(model, images):
     assert np.abs(normalise_per_image(upsample(normalise_per_image(ours.maps), 96)) - theirs).max() < 1e-4
 
 
-@pytest.mark.parametrize("method", ["gradcam++", "layercam", "eigencam"])
-def test_library_methods_share_the_interface(model, images, method):
-    result = make_cam(model, method, batch_size=3)(images[:3])
-    assert result.maps.shape == (3, 96, 96) and result.normalised and result.method == method
-    assert np.isfinite(result.maps).all() and result.maps.max() <= 1 + 1e-6
+@pytest.mark.parametrize("method, library_name", [("gradcam++", "GradCAMPlusPlus"), ("layercam", "LayerCAM")])
+def test_native_gradcampp_and_layercam_are_raw_and_match_the_library(model, images, method, library_name):
+    import pytorch_grad_cam
+    from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
+
+    ours = make_cam(model, method, batch_size=4)(images, target="pred")
+    assert not ours.normalised and ours.maps.shape == (6, 3, 3) and ours.method == method
+    assert set(ours.targets.tolist()) == {0, 1}
+    x = to_model_input(torch.from_numpy(images), channels_last=False)
+    with getattr(pytorch_grad_cam, library_name)(model=model, target_layers=[model.layer4]) as cam:
+        theirs = cam(input_tensor=x, targets=[BinaryClassifierOutputTarget(int(t)) for t in ours.targets])
+    assert np.abs(normalise_per_image(upsample(normalise_per_image(ours.maps), 96)) - theirs).max() < 1e-4
+    # Raw: not rescaled per image (a normalised map would peak at exactly 1 everywhere).
+    peaks = ours.maps.reshape(6, -1).max(axis=1)
+    assert not np.allclose(peaks[peaks > 0], 1.0)
+
+
+def test_library_only_methods_are_marked_normalised(model, images):
+    result = make_cam(model, "eigencam", batch_size=3)(images[:3])
+    assert result.maps.shape == (3, 96, 96) and result.normalised and result.method == "eigencam"
+    peaks = result.maps.reshape(3, -1).max(axis=1)
+    assert np.allclose(peaks, 1.0, atol=1e-5)  # pytorch-grad-cam min-max scales every map to [0, 1]
 
 
 def test_heatmaps_npz_holds_plain_arrays(tmp_path, model, images):

@@ -19,7 +19,7 @@ def invoke(*args):
 def test_data_reports_counts_skips_and_validation(phantom_data, tmp_path):
     result = invoke("data", phantom_data.images, "--image-size", 32, "--skipped-csv", tmp_path / "skipped.csv")
     assert result.exit_code == 0, result.output
-    assert "train" in result.output and "validation: dataset" in result.output or "validation: carved" in result.output
+    assert "train" in result.output and ("validation: dataset" in result.output or "validation: carved" in result.output)
     assert (tmp_path / "skipped.csv").read_text().startswith("path,reason")
 
 
@@ -79,4 +79,4 @@ def test_predict_writes_overlays_and_lists_skips(phantom_data, tmp_path):
     assert len(overlays) == 3 and Image.open(folder / "001_wide_gradcam.png").size == (120, 80)
     assert Image.open(folder / "002_film_gradcam.png").size == (80, 60)  # DICOM overlay at its own resolution
     text = (folder / "predictions.csv").read_text()
-    assert "broken.jpeg,,skipped,not a readable image" in text
+    assert "broken.jpeg,,skipped,,not a readable image" in text

@@ -172,3 +172,25 @@ def test_cache_reuses_and_invalidates(tmp_path):
     third = load_images(samples, 16, cache_dir=cache)
     assert not third.from_cache and third.images[-1].max() == 7
     assert fingerprint(samples) == fingerprint(list(reversed(samples)))
+
+
+@pytest.mark.parametrize("fraction", [0.1, 0.15, 0.2, 0.3, 0.4])
+def test_carved_share_matches_the_request_within_one_patient(fraction):
+    """Hand count: 60 NORMAL patients with 1-3 films and 90 PNEUMONIA patients with 1-4 films (cycled sizes)."""
+    from pneumocam.data import Sample, carve_validation
+
+    samples, largest = [], 4
+    for label, n_patients, sizes in ((0, 60, (1, 2, 3)), (1, 90, (1, 2, 3, 4))):
+        for p in range(n_patients):
+            for k in range(sizes[p % len(sizes)]):
+                samples.append(Sample(f"/d/{label}/pat{label}-{p}-{k}.png", label, "train", f"pat{label}-{p}"))
+    n_normal = 20 * (1 + 2 + 3)  # 120 films
+    n_pneumonia = 22 * (1 + 2 + 3 + 4) + (1 + 2)  # 90 patients: 22 full cycles and two more: 223 films
+    assert sum(s.label == 0 for s in samples) == n_normal and sum(s.label == 1 for s in samples) == n_pneumonia
+    train, val, _ = carve_validation(samples, fraction, seed=0)
+    assert len(train) + len(val) == len(samples)
+    assert abs(len(val) - fraction * len(samples)) <= largest
+    for label, total in ((0, n_normal), (1, n_pneumonia)):
+        in_val = sum(s.label == label for s in val)
+        assert abs(in_val - fraction * total) <= largest / 2, (label, in_val, fraction * total)
+    assert not {s.patient_id for s in train} & {s.patient_id for s in val}

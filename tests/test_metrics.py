@@ -36,8 +36,38 @@ def test_summary_equals_sklearn(predictions, threshold):
     assert s["sensitivity"] == pytest.approx(cm[1, 1] / cm[1].sum()) and s["specificity"] == pytest.approx(cm[0, 0] / cm[0].sum())
     assert s["roc_auc"] == pytest.approx(roc_auc_score(labels, probs), abs=1e-12)
     assert s["mean_loss"] == pytest.approx(log_loss(labels, probs.clip(1e-7, 1 - 1e-7)), abs=1e-12)
-    low, high = s["roc_auc_ci95"]
-    assert low < s["roc_auc"] < high and high - low < 0.2
+    # The interval equals an explicit percentile bootstrap over images, written out here.
+    draws, aucs = np.random.default_rng(1), []
+    while len(aucs) < 200:
+        idx = draws.integers(0, 300, 300)
+        if labels[idx].min() != labels[idx].max():
+            aucs.append(roc_auc_score(labels[idx], probs[idx]))
+    assert s["roc_auc_ci95"] == pytest.approx(list(np.quantile(aucs, [0.025, 0.975])), abs=1e-12)
+    assert s["roc_auc_ci_unit"] == "image" and s["n_patients"] is None
+
+
+def test_auc_interval_resamples_patients_when_known(predictions):
+    """A cluster bootstrap: whole patients drawn with replacement, each bringing all of their films."""
+    paths, labels, probs = predictions
+    patients = [f"p{i // 3}" for i in range(300)]  # three films per patient (labels differ inside some: still one cluster)
+    metrics = BinaryMetrics(bootstrap_resamples=150, seed=7)
+    metrics.update(paths, labels, probs, patients)
+    s = metrics.summary()
+    films_of = {}
+    for i, p in enumerate(patients):
+        films_of.setdefault(p, []).append(i)
+    ids = sorted(films_of)
+    rng, aucs = np.random.default_rng(7), []
+    while len(aucs) < 150:
+        drawn = rng.integers(0, len(ids), len(ids))
+        idx = np.array([i for k in drawn for i in films_of[ids[k]]])
+        if labels[idx].min() != labels[idx].max():
+            aucs.append(roc_auc_score(labels[idx], probs[idx]))
+    assert s["roc_auc_ci95"] == pytest.approx(list(np.quantile(aucs, [0.025, 0.975])), abs=1e-12)
+    assert s["roc_auc_ci_unit"] == "patient" and s["n_patients"] == 100
+    film_level = BinaryMetrics(bootstrap_resamples=150, seed=7)
+    film_level.update(paths, labels, probs)
+    assert film_level.summary()["roc_auc_ci95"] != s["roc_auc_ci95"]
 
 
 def test_order_of_updates_cannot_change_metrics(predictions, rng):
@@ -64,7 +94,9 @@ def test_positional_join_with_shuffled_labels_reproduces_the_original_bug(predic
 
 def test_youden_threshold_maximises_j(predictions):
     _, labels, probs = predictions
-    t = youden_threshold(labels, probs)
+    choice = youden_threshold(labels, probs)
+    t = choice.value
+    assert choice.note is None and 0.2 < t < 0.9
     fpr, tpr, thresholds = roc_curve(labels, probs)
     j = lambda th: np.mean(probs[labels == 1] >= th) - np.mean(probs[labels == 0] >= th)
     assert j(t) == pytest.approx(max(tpr - fpr), abs=1e-12)
@@ -76,3 +108,11 @@ def test_duplicate_prediction_is_refused(predictions):
     metrics.update(paths[:2], labels[:2], probs[:2])
     with pytest.raises(ValueError, match="given twice"):
         metrics.update(paths[:1], labels[:1], probs[:1])
+
+
+def test_youden_on_a_worse_than_chance_model_falls_back_to_half_and_says_so():
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    probs = np.array([0.9, 0.8, 0.7, 0.3, 0.2, 0.1])  # perfectly inverted: roc_curve's best J is its infinite first cut
+    choice = youden_threshold(labels, probs)
+    assert choice.value == 0.5 and "no better than chance" in choice.note and choice.rule == "fixed 0.5"
+    assert youden_threshold(np.array([1, 1]), np.array([0.2, 0.3])).value == 0.5

@@ -30,7 +30,7 @@ TARGETS = ("pred", "true", "PNEUMONIA", "NORMAL")
 
 @dataclass
 class CamResult:
-    maps: np.ndarray  # float32 (N, h, w): raw maps (normalised per image for library methods, see `normalised`)
+    maps: np.ndarray  # float32 (N, h, w): raw maps from native methods; per-image normalised when `normalised`
     logits: np.ndarray  # float64 (N,)
     targets: np.ndarray  # int8 (N,): the class each map explains
     method: str
@@ -143,10 +143,34 @@ class HiResCAM(BaseCAM):
         return (grads * activations).sum(dim=1)
 
 
-class LibraryCAM:
-    """Methods from pytorch-grad-cam behind the same call; its maps come normalised per image at input size."""
+class GradCAMPlusPlus(BaseCAM):
+    """Chattopadhay et al. 2018: positive gradients weighted per location by alpha (their eq. 19, with the
+    exponential head's higher derivatives written as powers of the first), the layout pytorch-grad-cam uses."""
 
-    NAMES = {"gradcam++": "GradCAMPlusPlus", "layercam": "LayerCAM", "eigencam": "EigenCAM", "scorecam": "ScoreCAM"}
+    method = "gradcam++"
+
+    def weigh(self, activations, grads):
+        g2 = grads.pow(2)
+        denominator = 2 * g2 + activations.sum(dim=(2, 3), keepdim=True) * g2 * grads + 1e-6
+        alpha = torch.where(grads != 0, g2 / denominator, torch.zeros_like(grads))
+        weights = (F.relu(grads) * alpha).sum(dim=(2, 3), keepdim=True)
+        return (weights * activations).sum(dim=1)
+
+
+class LayerCAM(BaseCAM):
+    """Jiang et al. 2021: activations weighted element-wise by their positive gradients."""
+
+    method = "layercam"
+
+    def weigh(self, activations, grads):
+        return (F.relu(grads) * activations).sum(dim=1)
+
+
+class LibraryCAM:
+    """Methods from pytorch-grad-cam behind the same call; its maps come normalised per image at input size,
+    so nothing raw can be computed from them (importance leaves mean_raw out)."""
+
+    NAMES = {"eigencam": "EigenCAM", "scorecam": "ScoreCAM"}
 
     def __init__(self, model: nn.Module, method: str, layer: str = "layer4", batch_size: int = 32, device=None):
         import pytorch_grad_cam
@@ -177,14 +201,13 @@ class LibraryCAM:
                          self.method, self.layer_name, normalised=True)
 
 
-METHODS = ("gradcam", "hirescam", *LibraryCAM.NAMES)
+NATIVE = {cls.method: cls for cls in (GradCAM, HiResCAM, GradCAMPlusPlus, LayerCAM)}  # raw maps
+METHODS = (*NATIVE, *LibraryCAM.NAMES)
 
 
 def make_cam(model: nn.Module, method: str = "gradcam", layer: str = "layer4", batch_size: int = 32, device=None):
-    if method == "gradcam":
-        return GradCAM(model, layer, batch_size, device)
-    if method == "hirescam":
-        return HiResCAM(model, layer, batch_size, device)
+    if method in NATIVE:
+        return NATIVE[method](model, layer, batch_size, device)
     if method in LibraryCAM.NAMES:
         return LibraryCAM(model, method, layer, batch_size, device)
     raise ValueError(f"--method must be one of {', '.join(METHODS)}, got '{method}'")

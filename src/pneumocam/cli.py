@@ -99,7 +99,7 @@ def phantoms(
     console.print(f"phantoms written to {escape(str(written.images))}; masks in {escape(str(written.lung_masks.parent))}")
 
 
-def _interruptible(started: list[Path], action):
+def _interruptible(started: list[Path], action, command: str = "train"):
     """Ctrl-C or SIGTERM: the run folder stays marked incomplete and the last epoch's state is resumable."""
     import signal
 
@@ -113,7 +113,7 @@ def _interruptible(started: list[Path], action):
         if started:
             Console(stderr=True).print(
                 f"[bold yellow]interrupted:[/] {escape(str(started[-1]))} is marked incomplete; continue it with "
-                f"pneumocam train --resume {escape(str(started[-1]))}"
+                f"pneumocam {command} --resume {escape(str(started[-1]))}"
             )
         else:
             Console(stderr=True).print("[bold yellow]interrupted[/] before the run folder was created; nothing was written")
@@ -122,9 +122,17 @@ def _interruptible(started: list[Path], action):
         signal.signal(signal.SIGTERM, previous)
 
 
+def _given_on_command_line(ctx: typer.Context, values: dict) -> dict:
+    """The options the user typed (not defaults), as TrainConfig fields: what --resume must check."""
+    # Compared by name: typer vendors click, and its ParameterSource enum is not public API.
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in values.items()
+            if getattr(ctx.get_parameter_source(k), "name", None) in ("COMMANDLINE", "ENVIRONMENT")}
+
+
 @app.command()
 @clean_errors
 def train(
+    ctx: typer.Context,
     data: Optional[Path] = typer.Option(None, help="Dataset folder or CSV manifest."),
     out: Path = typer.Option(Path("runs"), help="Parent folder: each run goes into a fresh timestamped folder."),
     mode: str = typer.Option("frozen", help="frozen (the original: head only) | partial (layer4 + head) | full."),
@@ -135,8 +143,9 @@ def train(
     lr: Optional[float] = typer.Option(None, help="AdamW learning rate (default: 1e-3 frozen, 3e-4 partial, 1e-4 full)."),
     weight_decay: float = typer.Option(1e-4),
     schedule: str = typer.Option("cosine", help="cosine | constant."),
-    class_weights: str = typer.Option("balanced", help="balanced | none: loss weights against class imbalance."),
-    weighted_sampler: bool = typer.Option(False, help="Also draw batches class-balanced."),
+    class_weights: str = typer.Option("auto", help="auto | balanced | none: loss weights against class imbalance "
+                                      "(auto: balanced, or none with --weighted-sampler, which balances already)."),
+    weighted_sampler: bool = typer.Option(False, help="Draw batches class-balanced instead of weighting the loss."),
     augment: bool = typer.Option(False, help="Small rotation, shift, scale, contrast (off in the faithful recipe)."),
     val_source: str = typer.Option("auto", help="auto | carved | dataset."),
     val_fraction: float = typer.Option(0.2),
@@ -156,7 +165,12 @@ def train(
         console.print(f"run folder: {escape(str(folder))}")
 
     if resume is not None:
-        run_dir = _interruptible(started, lambda: fit(None, run_dir=resume, resume=True, on_start=announce))
+        settings = dict(data=data, mode=mode, weights=weights, epochs=epochs, batch_size=batch_size, image_size=image_size, lr=lr,
+                        weight_decay=weight_decay, schedule=schedule, class_weights=class_weights, weighted_sampler=weighted_sampler,
+                        augment=augment, val_source=val_source, val_fraction=val_fraction, seed=seed, device=device,
+                        select_by=select_by, max_per_class=max_per_class)
+        overrides = _given_on_command_line(ctx, settings)
+        run_dir = _interruptible(started, lambda: fit(None, run_dir=resume, resume=True, on_start=announce, overrides=overrides))
     else:
         if data is None:
             raise PneumocamError("--data is required (a dataset folder or CSV manifest), unless --resume is given")
@@ -178,8 +192,9 @@ def evaluate(
     out: Path = typer.Option(Path("runs"), help="Parent folder for a fresh evaluation folder."),
     batch_size: int = typer.Option(32),
     device: str = typer.Option("auto"),
-    bootstrap: int = typer.Option(1000, help="Bootstrap resamples for the AUC confidence interval."),
+    bootstrap: int = typer.Option(1000, help="Bootstrap resamples for the AUC confidence interval (patients resampled when known)."),
     seed: int = typer.Option(0),
+    strict: bool = typer.Option(False, help="Stop (exit 2) if any evaluated image or patient was used to train or select the model."),
 ):
     """Metrics at threshold 0.5 and at the validation-chosen threshold; predictions.csv joined by file."""
     from .evaluate import evaluate_split
@@ -188,11 +203,22 @@ def evaluate(
 
     target = resolve_device(device)
     model, metadata = load_checkpoint(checkpoint, target)
+    pending: list[str] = []
+    if strict:  # fail before a folder is made
+        from .data import discover
+        from .leakage import check_leakage, enforce
+
+        enforce(check_leakage(metadata, discover(data).split(split)), True, pending.append)
     folder = new_run_folder(out, prefix=f"evaluate-{split}")
-    result = evaluate_split(model, metadata, str(data), split, folder, batch_size, target, bootstrap, seed, str(checkpoint))
+    result = evaluate_split(model, metadata, str(data), split, folder, batch_size, target, bootstrap, seed, str(checkpoint),
+                            strict=strict, warn=_warn)
     mark_complete(folder)
     _print_metrics(result)
     console.print(f"[green]written:[/] {escape(str(folder))}")
+
+
+def _warn(text: str) -> None:
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold yellow]warning:[/] {escape(text)}")
 
 
 def _print_metrics(result: dict) -> None:
@@ -208,7 +234,18 @@ def _print_metrics(result: dict) -> None:
         console.print(table)
         auc = "n/a" if m["roc_auc"] is None else f"{m['roc_auc']:.3f}"
         ci = "" if not m["roc_auc_ci95"] else f" (95% CI {m['roc_auc_ci95'][0]:.3f}-{m['roc_auc_ci95'][1]:.3f})"
-        console.print(f"accuracy {m['accuracy']:.3f}, ROC-AUC {auc}{ci}, sensitivity {m['sensitivity']}, specificity {m['specificity']}")
+        unit = f", resampling by {m.get('roc_auc_ci_unit')}" if m["roc_auc_ci95"] else ""
+        console.print(f"accuracy {m['accuracy']:.3f}, ROC-AUC {auc}{ci}{unit}, sensitivity {m['sensitivity']}, specificity {m['specificity']}")
+    leakage = result.get("leakage") or {}
+    seen = [leakage.get(k) for k in ("n_images_seen_in_training", "n_images_seen_in_selection", "n_patients_shared_with_training",
+                                     "n_patients_shared_with_selection")]
+    if not leakage.get("recorded", True):
+        console.print("[yellow]leakage not checked: the checkpoint does not record what it was trained on[/]")
+    elif any(seen):
+        console.print(f"[bold red]LEAKAGE:[/] images seen in training {seen[0]}, in selection {seen[1]}; patients shared with "
+                      f"training {seen[2]}, with selection {seen[3]} (list in leakage.csv)")
+    else:
+        console.print(f"leakage check: no evaluated image or patient was used in training or selection ({leakage.get('n_images_evaluated')} images)")
 
 
 def _n_per_class(value: str) -> int | None:
@@ -223,7 +260,9 @@ def _n_per_class(value: str) -> int | None:
 @app.command()
 @clean_errors
 def run(
-    data: Path = typer.Option(..., help="Dataset folder or CSV manifest."),
+    data: Optional[Path] = typer.Option(None, help="Dataset folder or CSV manifest (not needed with --resume)."),
+    resume: Optional[Path] = typer.Option(None, help="Finish an interrupted run folder: training resumes, then the rest."),
+    strict: bool = typer.Option(False, help="Stop (exit 2) if any evaluated image or patient was used to train or select the model."),
     out: Path = typer.Option(Path("runs"), help="Parent folder: the run goes into a fresh timestamped folder."),
     checkpoint: Optional[Path] = typer.Option(None, help="Skip training and explain this model.pt."),
     eval_split: str = typer.Option("test", help="test | val | heldout (patients of train set aside before training, for data without a test split)."),
@@ -242,17 +281,29 @@ def run(
     seed: int = typer.Option(0), device: str = typer.Option("auto"), max_per_class: Optional[int] = typer.Option(None),
 ):
     """Train, evaluate, Grad-CAM, importance scores, statistics and report, in one fresh run folder."""
-    from .experiment import ExperimentConfig, run_experiment
+    from .experiment import ExperimentConfig, resume_experiment, run_experiment
     from .train import TrainConfig
 
+    started: list[Path] = []
+    if resume is not None:
+        folder = _interruptible(started, lambda: resume_experiment(resume, on_start=started.append), command="run")
+        console.print(f"[green]report:[/] {escape(str(folder / 'report.html'))}")
+        return
+    if data is None:
+        raise PneumocamError("--data is required (a dataset folder or CSV manifest), unless --resume is given")
     config = ExperimentConfig(
         train=TrainConfig(data=str(data), mode=mode, weights=weights, epochs=epochs, batch_size=batch_size, image_size=image_size,
                           lr=lr, class_weights=class_weights, augment=augment, val_source=val_source, seed=seed, device=device,
                           max_per_class=max_per_class, holdout_fraction=holdout_fraction if eval_split == "heldout" else 0.0),
         eval_split=eval_split, checkpoint=str(checkpoint) if checkpoint else None, method=method, target=target,
         n_per_class=_n_per_class(n_per_class), n_draws=n_draws, alpha=alpha, masks={"lungs": str(lung_masks)} if lung_masks else {},
-        lung_model=str(lung_model) if lung_model else None, trust_images=trust_images)
-    folder = run_experiment(config, runs_dir=out)
+        lung_model=str(lung_model) if lung_model else None, trust_images=trust_images, strict=strict)
+
+    def announce(folder: Path) -> None:
+        started.append(folder)
+        console.print(f"run folder: {escape(str(folder))}")
+
+    folder = _interruptible(started, lambda: run_experiment(config, runs_dir=out, on_start=announce), command="run")
     console.print(f"[green]report:[/] {escape(str(folder / 'report.html'))}")
 
 
@@ -287,9 +338,12 @@ def stats(
 
     n = _n_per_class(n_per_class)
     results = {}
-    for column, (normal, pneumonia) in read_scores(scores, score).items():
+    for column, (normal, pneumonia, dropped) in read_scores(scores, score).items():
+        if any(dropped.values()):
+            console.print(f"[yellow]{column}: left out {dropped['NORMAL']} NORMAL and {dropped['PNEUMONIA']} PNEUMONIA rows "
+                          "whose score is NaN or empty[/]")
         result = score_report(normal, pneumonia, n, n_draws, alpha, seed)
-        result["source"] = {"file": str(scores), "column": column, "n_per_class": n, "seed": seed}
+        result["source"] = {"file": str(scores), "column": column, "n_per_class": n, "seed": seed, "dropped_nan_rows": dropped}
         results[column] = result
         console.print(escape(summary_text(result, column)) + "\n")
     if out is not None:
@@ -307,17 +361,19 @@ def predict(
     out: Path = typer.Option(Path("predictions"), help="Parent folder for a fresh folder of overlays and predictions.csv."),
     method: str = typer.Option("gradcam"),
     device: str = typer.Option("auto"),
+    strict: bool = typer.Option(False, help="Stop (exit 2) if a file (by content) or its patient was used to train or select the model."),
 ):
-    """Probability, prediction and a Grad-CAM overlay PNG per image."""
+    """Probability, prediction at the model's validation-chosen threshold (and at 0.5), and a Grad-CAM overlay PNG per image."""
     from .predict import predict_files
 
-    folder, rows = predict_files(checkpoint, images, out, method, device)
-    table = Table(title="predictions")
-    for column in ("file", "p(PNEUMONIA)", "prediction", "overlay / reason skipped"):
+    outcome = predict_files(checkpoint, images, out, method, device, strict=strict, warn=_warn)
+    table = Table(title=f"predictions at threshold {outcome.threshold:.3f} ({outcome.threshold_source}); 0.5 shown beside it")
+    for column in outcome.header:
         table.add_column(column)
-    for row in rows:
+    for row in outcome.rows:
         table.add_row(*(escape(str(v)) for v in row))
     console.print(table)
+    folder = outcome.folder
     console.print(f"[green]written:[/] {escape(str(folder))}")
 
 
@@ -335,6 +391,7 @@ def explain(
     trust_images: int = typer.Option(32, help="Images for the randomisation and deletion / insertion checks."),
     out: Path = typer.Option(Path("runs"), help="Parent folder for a fresh explanation folder."),
     device: str = typer.Option("auto"),
+    strict: bool = typer.Option(False, help="Stop (exit 2) if any evaluated image or patient was used to train or select the model."),
 ):
     """Where the model looks and whether its explanation can be trusted, on an existing model."""
     import json
@@ -359,7 +416,7 @@ def explain(
         train=TrainConfig(data=str(data), weights="none", seed=seed, device=device, holdout_fraction=holdout),
         eval_split=split or "test", checkpoint=str(checkpoint), method=method, target=target,
         masks={"lungs": str(lung_masks)} if lung_masks else {}, lung_model=str(lung_model) if lung_model else None,
-        trust_images=trust_images)
+        trust_images=trust_images, strict=strict)
     folder = run_experiment(config, runs_dir=out)
     console.print(f"[green]report:[/] {escape(str(folder / 'report.html'))}")
 

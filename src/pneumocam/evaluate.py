@@ -36,11 +36,24 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
+def checkpoint_thresholds(metadata: dict) -> tuple[dict[str, float], dict[str, str]]:
+    """The thresholds to report for a checkpoint: 0.5 and the one chosen on its validation split, each described."""
+    thresholds, described = {"threshold_0.5": 0.5}, {"threshold_0.5": "fixed 0.5"}
+    recorded = metadata.get("thresholds", {})
+    if recorded.get("youden_val") is not None:
+        thresholds["threshold_youden_val"] = float(recorded["youden_val"])
+        described["threshold_youden_val"] = recorded.get("youden_rule") or "Youden's J on the validation split"
+        if recorded.get("youden_note"):
+            described["threshold_youden_val"] += f" ({recorded['youden_note']})"
+    return thresholds, described
+
+
 @dataclass
 class Predictions:
     paths: list[str]
     labels: np.ndarray
     probs: np.ndarray
+    patients: list[str | None] | None = None  # per path; the AUC interval resamples patients when known
 
     def rows(self, threshold: float):
         for path, label, prob in zip(self.paths, self.labels, self.probs):
@@ -55,43 +68,58 @@ def predict(model: nn.Module, loaded: LoadedImages, batch_size: int = 32, device
         order = np.random.default_rng(shuffle_seed).permutation(len(loaded.samples))
     probs = sigmoid(predict_logits(model, loaded.images, batch_size, device, order, description))
     by_path = dict(zip(loaded.paths, probs))
-    label_by_path = {s.path: s.label for s in loaded.samples}
+    sample_by_path = {s.path: s for s in loaded.samples}
     paths = sorted(by_path)
-    return Predictions(paths, np.array([label_by_path[p] for p in paths]), np.array([by_path[p] for p in paths]))
+    return Predictions(paths, np.array([sample_by_path[p].label for p in paths]), np.array([by_path[p] for p in paths]),
+                       [sample_by_path[p].patient_id for p in paths])
 
 
 def metrics_at_thresholds(predictions: Predictions, thresholds: dict[str, float], bootstrap_resamples: int = 1000,
                           seed: int = 0) -> dict[str, dict]:
     metrics = BinaryMetrics(bootstrap_resamples=bootstrap_resamples, seed=seed)
-    metrics.update(predictions.paths, predictions.labels, predictions.probs)
+    metrics.update(predictions.paths, predictions.labels, predictions.probs, predictions.patients)
     return {name: metrics.summary(t) for name, t in thresholds.items()}
+
+
+def metrics_record(split: str, data_root, loaded: LoadedImages, checkpoint: str | None, metadata: dict, seed: int,
+                   described: dict, metrics: dict, leakage) -> dict:
+    """metrics.json: the same layout whether `evaluate` or `run` wrote it."""
+    from .data import fingerprint
+
+    return {
+        "split": split, "data": {"root": str(data_root), "fingerprint": fingerprint(loaded.samples),
+                                 "n_images": len(loaded.samples) + len(loaded.skipped), "n_evaluated": len(loaded.samples),
+                                 "n_skipped": len(loaded.skipped)},
+        "checkpoint": checkpoint, "weights": metadata.get("weights"), "seed": seed, "thresholds": described,
+        "metrics": metrics, "leakage": leakage.to_dict(),
+    }
 
 
 def evaluate_split(model: nn.Module, metadata: dict, data_root: str, split: str, out_dir, batch_size: int = 32,
                    device: torch.device | str = "cpu", bootstrap_resamples: int = 1000, seed: int = 0,
-                   checkpoint: str | None = None) -> dict:
-    """Evaluate on one split (only that split is needed) and write metrics.json, predictions.csv, skipped.csv."""
+                   checkpoint: str | None = None, strict: bool = False, warn=print) -> dict:
+    """Evaluate on one split (only that split is needed) and write metrics.json, predictions.csv, skipped.csv.
+
+    The evaluated files are checked against what the checkpoint saw (leakage); strict makes any overlap an error
+    before anything is written, otherwise warn() is called and the counts go into metrics.json and leakage.csv.
+    """
     from pathlib import Path
 
-    from .data import discover, fingerprint, load_images
+    from .data import discover, load_images
+    from .leakage import check_leakage, enforce
     from .outputs import write_csv, write_json, write_skipped
 
     samples = discover(data_root).split(split)
     loaded = load_images(samples, int(metadata.get("image_size", 224)), description=f"Reading {split}")
+    leakage = check_leakage(metadata, loaded.samples)
+    enforce(leakage, strict, warn)
     predictions = predict(model, loaded, batch_size, device)
-    thresholds = {"threshold_0.5": 0.5}
-    youden = metadata.get("thresholds", {}).get("youden_val")
-    if youden is not None:
-        thresholds["threshold_youden_val"] = float(youden)
-    result = {
-        "split": split, "data": {"root": str(data_root), "fingerprint": fingerprint(loaded.samples),
-                                 "n_images": len(samples), "n_evaluated": len(loaded.samples), "n_skipped": len(loaded.skipped)},
-        "checkpoint": checkpoint, "weights": metadata.get("weights"), "seed": seed,
-        "thresholds": {"threshold_0.5": "fixed 0.5", "threshold_youden_val": "Youden's J chosen on the validation split"},
-        "metrics": metrics_at_thresholds(predictions, thresholds, bootstrap_resamples, seed),
-    }
+    thresholds, described = checkpoint_thresholds(metadata)
+    metrics = metrics_at_thresholds(predictions, thresholds, bootstrap_resamples, seed)
+    result = metrics_record(split, data_root, loaded, checkpoint, metadata, seed, described, metrics, leakage)
     out_dir = Path(out_dir)
     write_json(out_dir / "metrics.json", result)
     write_csv(out_dir / "predictions.csv", ["path", "label", "prob_pneumonia", "pred"], predictions.rows(0.5))
     write_skipped(out_dir / "skipped.csv", loaded.skipped)
+    leakage.write_csv(out_dir / "leakage.csv")
     return result

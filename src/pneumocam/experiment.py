@@ -17,8 +17,8 @@ from . import CLASS_NAMES
 from .cam import METHODS, make_cam, save_heatmaps, upsample
 from .data import Skipped, balanced_indices, discover, fingerprint, load_images, split_holdout
 from .errors import PneumocamError
-from .evaluate import Predictions, metrics_at_thresholds
-from .importance import SCORES, importance_scores
+from .evaluate import Predictions, checkpoint_thresholds, metrics_at_thresholds, metrics_record
+from .importance import SCORES, empty_maps, importance_scores
 from .model import build_model, load_checkpoint, resolve_device
 from .outputs import mark_complete, new_run_folder, write_csv, write_json, write_skipped
 from .provenance import environment, library_versions
@@ -47,6 +47,7 @@ class ExperimentConfig:
     regions: bool = True  # lung / diaphragm / body / outside-body attention measures
     trust_images: int = 16  # images per trust check (randomisation, deletion / insertion); 0 skips them
     trust_steps: int = 10
+    strict: bool = False  # any overlap between evaluated images and what the model saw is an error
     command: str = field(default_factory=lambda: " ".join(sys.argv))
 
     def to_dict(self) -> dict:
@@ -60,17 +61,39 @@ def _validate(cfg: ExperimentConfig) -> None:
         raise PneumocamError(f"--target must be pred, true, NORMAL or PNEUMONIA, got '{cfg.target}'")
     if cfg.n_per_class is not None and cfg.n_per_class < 2:
         raise PneumocamError("--n-per-class must be at least 2 (or 'all')")
+    index = discover(cfg.train.data)
     if cfg.eval_split == "heldout":
-        if cfg.checkpoint is not None and cfg.train.holdout_fraction <= 0:
-            raise PneumocamError("--eval-split heldout with --checkpoint needs the held-out fraction the model was trained with "
-                                 "(explain --run RUN_DIR reads it from the run); otherwise use test or val")
-        if cfg.train.holdout_fraction <= 0:
+        if cfg.checkpoint is None and cfg.train.holdout_fraction <= 0:
             cfg.train.holdout_fraction = 0.15
-        discover(cfg.train.data).split("train")
+        index.split("train")
     else:
-        discover(cfg.train.data).split(cfg.eval_split)  # a missing split fails now, not after training
+        index.split(cfg.eval_split)  # a missing split fails now, not after training
     if cfg.checkpoint is None:
         build_model(cfg.train.weights)  # and so do missing or bad weights
+        if cfg.eval_split == "val":
+            from .data import choose_validation
+
+            *_, plan = choose_validation(index, cfg.train.val_source, cfg.train.val_fraction, cfg.train.seed,
+                                         holdout_fraction=cfg.train.holdout_fraction)
+            if plan.source == "dataset":
+                raise PneumocamError(
+                    f"--eval-split val: this run would choose its best epoch and threshold on the dataset's val split "
+                    f"({plan.n_val} images; {plan.reason}), so scores on that split would not be held-out. Evaluate on "
+                    "test or heldout, or carve validation from train with --val-source carved")
+
+
+def evaluated_samples(index, split: str, meta: dict, checkpoint) -> list:
+    """The evaluated images. 'heldout' is rebuilt from the checkpoint's own recorded plan (fraction and seed),
+    never from the command line's defaults, so it is the part that model never trained or selected on."""
+    if split != "heldout":
+        return index.split(split)
+    plan = (meta.get("data") or {}).get("validation") or {}
+    fraction = plan.get("holdout_fraction") or 0.0
+    if fraction <= 0:
+        raise PneumocamError(f"{checkpoint} was trained without a held-out part of train (no holdout fraction recorded): "
+                             "there is no held-out split to evaluate; use --eval-split test or val")
+    seed = plan.get("holdout_seed", meta.get("seed", 0))
+    return split_holdout(index, fraction, seed)[1]
 
 
 def _group_stats(scores: dict[str, np.ndarray], labels: np.ndarray, cfg: ExperimentConfig) -> tuple[dict, dict]:
@@ -101,47 +124,90 @@ def _group_stats(scores: dict[str, np.ndarray], labels: np.ndarray, cfg: Experim
     return out, notes | {"sample_indices": sample.tolist()}
 
 
+def _train_or_resume(cfg: ExperimentConfig, run_dir: Path, resume: bool) -> None:
+    """Train into RUN/train; on resume, continue an interrupted training there (or keep a finished one)."""
+    from .outputs import INCOMPLETE_MARKER, is_complete
+
+    train_dir = run_dir / "train"
+    if resume and is_complete(train_dir) and (train_dir / "train_summary.json").is_file():
+        return
+    if resume and (train_dir / "checkpoints" / "last.pt").is_file():
+        fit(None, run_dir=train_dir, resume=True)
+        return
+    train_dir.mkdir(exist_ok=True)
+    (train_dir / INCOMPLETE_MARKER).write_text("this training has not finished\n")
+    fit(cfg.train, run_dir=train_dir)
+
+
+def resume_experiment(run_dir: str | Path, on_start=None) -> Path:
+    """Finish an interrupted `pneumocam run` folder: training resumes where it stopped, then everything after it."""
+    from .outputs import is_complete
+
+    run_dir = Path(run_dir)
+    saved = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").is_file() else {}
+    if "experiment" not in saved:
+        raise PneumocamError(f"{run_dir} is not a `pneumocam run` folder (no config.json with an experiment): nothing to resume")
+    if is_complete(run_dir):
+        raise PneumocamError(f"{run_dir} is already complete: nothing to resume")
+    values = dict(saved["experiment"])
+    cfg = ExperimentConfig(train=TrainConfig(**values.pop("train")), **values)
+    return run_experiment(cfg, run_dir=run_dir, resume=True, on_start=on_start)
+
+
 def run_experiment(cfg: ExperimentConfig, runs_dir: str | Path | None = None, run_dir: Path | None = None,
-                   extra_sections=None) -> Path:
+                   extra_sections=None, resume: bool = False, on_start=None) -> Path:
     from . import report as rp
+    from .leakage import check_leakage, enforce
 
     _validate(cfg)
+    preloaded = load_checkpoint(cfg.checkpoint, resolve_device(cfg.train.device)) if cfg.checkpoint else None
+    if preloaded is not None:  # a checkpoint without a held-out part fails before any folder is made
+        evaluated_samples(discover(cfg.train.data), cfg.eval_split, preloaded[1], cfg.checkpoint)
     run_dir = run_dir or new_run_folder(runs_dir, prefix="run")
+    if on_start is not None:
+        on_start(run_dir)
+    if not resume:  # written first, so an interrupted run can be resumed from its folder alone
+        write_json(run_dir / "config.json", {"experiment": cfg.to_dict(), "versions": library_versions(), "environment": environment()})
     device = resolve_device(cfg.train.device)
     training = None
     if cfg.checkpoint is None:
-        (run_dir / "train").mkdir(exist_ok=True)
-        fit(cfg.train, run_dir=run_dir / "train")
+        _train_or_resume(cfg, run_dir, resume)
         checkpoint = run_dir / "train" / "model.pt"
         training = json.loads((run_dir / "train" / "train_summary.json").read_text())
+        model, meta = load_checkpoint(checkpoint, device)
     else:
         checkpoint = Path(cfg.checkpoint)
-    model, meta = load_checkpoint(checkpoint, device)
+        model, meta = preloaded
     model = model.to(memory_format=torch.channels_last)
     size = int(meta.get("image_size", cfg.train.image_size))
     index = discover(cfg.train.data)
-    if cfg.eval_split == "heldout":
-        samples = split_holdout(index, cfg.train.holdout_fraction, cfg.train.seed)[1]
-    else:
-        samples = index.split(cfg.eval_split)
+    samples = evaluated_samples(index, cfg.eval_split, meta, checkpoint)
     loaded = load_images(samples, size, use_cache=cfg.train.use_cache, description=f"Reading {cfg.eval_split}")
     if len(set(loaded.labels.tolist())) < 2:
         raise PneumocamError(f"the {cfg.eval_split} split holds one class only after skipping unreadable files")
     labels = loaded.labels
+    leakage = check_leakage(meta, loaded.samples)
+    enforce(leakage, cfg.strict, lambda text: print(f"WARNING: {text}", file=sys.stderr))
+    leakage.write_csv(run_dir / "leakage.csv")
 
     # One pass gives the predictions (its forward) and the maps (its backward through the head).
     cam = make_cam(model, cfg.method, batch_size=cfg.train.batch_size, device=device)
     result = cam(loaded.images, target=cfg.target, labels=labels, description=f"{cfg.method} ({cfg.eval_split})")
     probs = result.probs
-    predictions = Predictions(loaded.paths, labels, probs)
-    youden = meta.get("thresholds", {}).get("youden_val")
-    thresholds = {"threshold_0.5": 0.5} | ({"threshold_youden_val": float(youden)} if youden is not None else {})
+    predictions = Predictions(loaded.paths, labels, probs, [s.patient_id for s in loaded.samples])
+    thresholds, described = checkpoint_thresholds(meta)
     metrics = metrics_at_thresholds(predictions, thresholds, cfg.bootstrap, cfg.train.seed)
+    write_json(run_dir / "metrics.json", metrics_record(cfg.eval_split, cfg.train.data, loaded, str(checkpoint), meta,
+                                                       cfg.train.seed, described, metrics, leakage))
     preds = (probs >= 0.5).astype(int)
     write_csv(run_dir / "predictions.csv", ["path", "label", "prob_pneumonia", "pred"], predictions.rows(0.5))
     save_heatmaps(run_dir / "heatmaps.npz", result, loaded.paths, labels, size)
 
-    scores = importance_scores(result.maps, size)
+    scores = importance_scores(result.maps, size, normalised=result.normalised)
+    empty = empty_maps(result.maps)
+    empty_summary = {"n": int(empty.sum()), "by_class": {CLASS_NAMES[c]: int(empty[labels == c].sum()) for c in (0, 1)},
+                     "note": "maps with no positive value (ReLU removed everything): no score, no pointing-game outcome, "
+                             "left out of the statistics"}
     ground_truth = {}
     for name, root in cfg.masks.items():
         if name == "lungs" and cfg.regions:
@@ -216,7 +282,8 @@ def run_experiment(cfg: ExperimentConfig, runs_dir: str | Path | None = None, ru
                   "checkpoint": str(checkpoint), "weights": meta.get("weights"), "seed": cfg.train.seed,
                   "image_size": size, "versions": library_versions(), "environment": environment(), "command": cfg.command,
                   "training_data": meta.get("data"), "synthetic_data": cfg.synthetic}
-    results = {"provenance": provenance, "config": cfg.to_dict(), "metrics": metrics, "training": training,
+    results = {"provenance": provenance, "config": cfg.to_dict(), "metrics": metrics, "thresholds": described,
+               "leakage": leakage.to_dict(), "empty_maps": empty_summary, "training": training,
                "statistics": {k: {kk: vv for kk, vv in v.items() if kk != "resampled"} | (
                    {"resampled": {kk: vv for kk, vv in v["resampled"].items() if kk not in ("p_values", "d_values")}}
                    if "resampled" in v else {}) for k, v in statistics.items()},
@@ -279,7 +346,7 @@ def _attention(cfg: ExperimentConfig, loaded, maps: np.ndarray, size: int, score
     by_class = lambda prefix: {CLASS_NAMES[c]: {r: float(np.nanmean(columns[f"{prefix}_{r}"][labels == c])) for r in REGIONS} for c in (0, 1)}
     counts = {s: sources.count(s) for s in sorted(set(sources))}
     return {"mean_share_by_class": by_class("share"), "mean_ratio_by_class": by_class("ratio"), "mean_area_by_class": by_class("area"),
-            "pointing_lungs_by_class": {CLASS_NAMES[c]: float(np.mean(columns["pointing_lungs"][labels == c])) for c in (0, 1)},
+            "pointing_lungs_by_class": {CLASS_NAMES[c]: float(np.nanmean(columns["pointing_lungs"][labels == c])) for c in (0, 1)},
             "lung_sources": counts, "estimated": any(s != "mask" for s in sources)}, sources
 
 
@@ -317,6 +384,7 @@ def build_report_sections(results: dict, figs: dict, statistics: dict, extra_sec
     top.add(f"Data: {prov['data']} (evaluated split: {prov['eval_split']}, fingerprint {prov['eval_fingerprint']}). "
             f"Weights: {weights.get('description', 'unknown')}. Seed: {prov['seed']}. Image size: {prov['image_size']} px. "
             f"Checkpoint: {prov['checkpoint']}. Command: {prov['command']}")
+    top.add(leakage_box(results.get("leakage")))
     top.add(Table(["library", "version"], [[k, v] for k, v in prov["versions"].items()], "Versions"))
     sections = [top]
 
@@ -352,16 +420,16 @@ def build_report_sections(results: dict, figs: dict, statistics: dict, extra_sec
         sections.append(training)
 
     perf = Section("Classification metrics")
-    perf.add("Predictions are joined to labels by file path. Two thresholds: 0.5, and the one that maximised Youden's J "
-             "on the validation split (never chosen on the evaluated split).")
+    perf.add("Predictions are joined to labels by file path. " + threshold_sentence(results))
     for name, m in metrics.items():
         rows = [[c, _fmt(r["precision"]), _fmt(r["recall"]), _fmt(r["f1"]), r["support"]] for c, r in m["per_class"].items()]
         rows += [[avg, _fmt(m[key]["precision"]), _fmt(m[key]["recall"]), _fmt(m[key]["f1"]), m[key]["support"]]
                  for avg, key in (("macro avg", "macro_avg"), ("weighted avg", "weighted_avg"))]
         perf.add(Table(["class", "precision", "recall", "f1", "support"], rows, f"{name} = {m['threshold']:.3f}"))
         ci = m["roc_auc_ci95"]
+        unit = m.get("roc_auc_ci_unit") or "image"
         perf.add(f"{name}: accuracy {_fmt(m['accuracy'])}, sensitivity {_fmt(m['sensitivity'])}, specificity {_fmt(m['specificity'])}, "
-                 f"ROC-AUC {_fmt(m['roc_auc'])}" + (f" (95% bootstrap CI {ci[0]:.3f}-{ci[1]:.3f})" if ci else "") +
+                 f"ROC-AUC {_fmt(m['roc_auc'])}" + (f" (95% bootstrap CI {ci[0]:.3f}-{ci[1]:.3f}, resampling by {unit})" if ci else "") +
                  f", mean loss {_fmt(m['mean_loss'], 4)}.")
     perf.add(Figure(figs["roc"], "ROC curve on the evaluated split"), Figure(figs["confusion"], "Confusion matrix at threshold 0.5"))
     sections.append(perf)
@@ -381,6 +449,16 @@ def build_report_sections(results: dict, figs: dict, statistics: dict, extra_sec
     notes = results.get("statistics_notes", {})
     if "n_per_class" in notes:
         st.add(Banner(notes["n_per_class"], "warning"))
+    empty = results.get("empty_maps") or {}
+    if empty.get("n"):
+        st.add(Banner(f"Empty maps: {empty['n']} (NORMAL {empty['by_class']['NORMAL']}, PNEUMONIA {empty['by_class']['PNEUMONIA']}): "
+                      "no positive value survived the ReLU. They are not scored 0 and not counted as pointing-game misses; "
+                      "they are left out of every statistic below.", "warning"))
+    else:
+        st.add("Empty maps (no positive value after the ReLU): 0.")
+    if results["cam"].get("normalised_by_library"):
+        st.add(Banner(f"The {results['cam']['method']} maps come from pytorch-grad-cam already normalised per image, so no raw "
+                      "score exists for them: mean_raw is left out (n/a).", "warning"))
     rows = []
     for name, entry in statistics.items():
         if "error" in entry:
@@ -413,6 +491,39 @@ def build_report_sections(results: dict, figs: dict, statistics: dict, extra_sec
         sections.append(extra)
     sections.append(conclusion_section(results, statistics))
     return sections
+
+
+def leakage_box(leakage: dict | None):
+    """Always visible: whether any evaluated image (or its patient) was used to train or select the model."""
+    from .report import Banner
+
+    if not leakage or not leakage.get("recorded", True):
+        return Banner("Leakage not checked: this checkpoint does not record which images trained and selected it.", "warning")
+    counts = (f"images seen in training: {leakage['n_images_seen_in_training']}; in selection (epoch / threshold): "
+              f"{leakage['n_images_seen_in_selection']}; patients shared with training: {leakage['n_patients_shared_with_training']}; "
+              f"with selection: {leakage['n_patients_shared_with_selection']}")
+    if any(leakage[k] for k in ("n_images_seen_in_training", "n_images_seen_in_selection", "n_patients_shared_with_training",
+                                "n_patients_shared_with_selection")):
+        return Banner(f"LEAKAGE: the evaluated split overlaps what the model saw ({counts}). The scores below are NOT held-out. "
+                      f"Examples: {', '.join(leakage['examples'])}. Full list in leakage.csv.", "danger")
+    return Banner(f"Leakage check passed on {leakage['n_images_evaluated']} evaluated images (content hash and patient id): "
+                  f"{counts}.", "info")
+
+
+def threshold_sentence(results: dict) -> str:
+    """What the thresholds are and, truthfully, whether the validation one saw the evaluated images."""
+    if "threshold_youden_val" not in results["metrics"]:
+        return "One threshold: 0.5 (the checkpoint records no validation-chosen threshold)."
+    described = (results.get("thresholds") or {}).get("threshold_youden_val", "Youden's J on the validation split")
+    text = f"Two thresholds: 0.5, and threshold_youden_val ({described})"
+    leakage = results.get("leakage") or {}
+    if not leakage.get("recorded", True) or leakage.get("n_images_seen_in_selection") is None:
+        return text + "; whether the validation split overlaps the evaluated one is unknown for this checkpoint."
+    overlap = leakage["n_images_seen_in_selection"]
+    if overlap:
+        return text + (f"; the validation split shares {overlap} of its images with the evaluated split, so the threshold "
+                       "WAS chosen on evaluated images and its results are optimistic.")
+    return text + ", never chosen on the evaluated split (no evaluated image was used for selection)."
 
 
 def attention_section(results: dict, figs: dict, statistics: dict):

@@ -20,8 +20,18 @@ SCORES = {
 }
 
 
-def importance_scores(maps: np.ndarray, image_size: int, chunk: int = 256) -> dict[str, np.ndarray]:
-    """Scores for (N, h, w) raw maps, computed on the maps upsampled to the input size."""
+def empty_maps(maps: np.ndarray) -> np.ndarray:
+    """Maps with no positive value (the ReLU removed everything): they point nowhere and carry no score."""
+    return ~(maps.reshape(len(maps), -1) > 0).any(axis=1)
+
+
+def importance_scores(maps: np.ndarray, image_size: int, chunk: int = 256, normalised: bool = False) -> dict[str, np.ndarray]:
+    """Scores for (N, h, w) maps, computed on the maps upsampled to the input size.
+
+    Empty maps score NaN everywhere (not 0: an empty map is no evidence, not weak evidence), so statistics
+    leave them out. normalised=True (maps a library already scaled per image) leaves mean_raw NaN: nothing
+    named raw may come from a normalised map.
+    """
     out = {name: np.empty(len(maps), dtype=np.float64) for name in SCORES}
     for start in range(0, len(maps), chunk):
         up = upsample(maps[start:start + chunk], image_size).reshape(min(chunk, len(maps) - start), -1).astype(np.float64)
@@ -35,4 +45,9 @@ def importance_scores(maps: np.ndarray, image_size: int, chunk: int = 256) -> di
         span = high - low
         out["mean_minmaxnorm"][part] = np.divide(up.mean(axis=1) - low, span, out=np.zeros(len(up)), where=span > 0)
         out["top10_mass"][part] = np.divide(top, total, out=np.full(len(up), np.nan), where=total > 0)
+    empty = empty_maps(maps)
+    for values in out.values():
+        values[empty] = np.nan
+    if normalised:
+        out["mean_raw"][:] = np.nan
     return out

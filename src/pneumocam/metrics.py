@@ -13,24 +13,63 @@ import numpy as np
 from . import CLASS_NAMES
 
 
-def youden_threshold(labels: np.ndarray, probs: np.ndarray) -> float:
-    """The threshold maximising sensitivity + specificity - 1 (Youden's J) on these predictions."""
-    from sklearn.metrics import roc_curve
+@dataclass(frozen=True)
+class ThresholdChoice:
+    """A decision threshold and how it was chosen (the rule, and why it fell back when it did)."""
 
+    value: float
+    rule: str
+    note: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"value": self.value, "rule": self.rule, "note": self.note}
+
+
+def youden_threshold(labels: np.ndarray, probs: np.ndarray) -> ThresholdChoice:
+    """The threshold maximising sensitivity + specificity - 1 (Youden's J) on these predictions.
+
+    A model no better than chance on them (J <= 0, or an AUC below 0.5) has no useful cut: roc_curve would
+    offer its first, infinite threshold (everything NORMAL). Then 0.5 is kept and the note says why.
+    """
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    labels, probs = np.asarray(labels), np.asarray(probs)
+    if labels.min() == labels.max():
+        return ThresholdChoice(0.5, "fixed 0.5", "the validation split holds one class only: Youden's J is undefined")
     fpr, tpr, thresholds = roc_curve(labels, probs)
-    best = int(np.argmax(tpr - fpr))
-    return float(min(thresholds[best], 1.0))
+    j = tpr - fpr
+    best = int(np.argmax(j))
+    auc = float(roc_auc_score(labels, probs))
+    if j[best] <= 0 or auc < 0.5 or not np.isfinite(thresholds[best]):
+        return ThresholdChoice(0.5, "fixed 0.5", f"the model is no better than chance on the validation split (AUC {auc:.3f}, "
+                                                 f"best J {j[best]:.3f}): Youden's threshold was not used, 0.5 kept")
+    return ThresholdChoice(float(thresholds[best]), "Youden's J on the validation split")
+
+
+def _cluster_members(groups: np.ndarray) -> list[np.ndarray]:
+    _, inverse = np.unique(groups, return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.flatnonzero(np.diff(inverse[order])) + 1
+    return np.split(order, bounds)
 
 
 def bootstrap_auc_ci(labels: np.ndarray, probs: np.ndarray, n_resamples: int = 1000, seed: int = 0,
-                     level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap CI of ROC-AUC, resampling images; draws with one class only are redrawn."""
+                     level: float = 0.95, groups: np.ndarray | None = None) -> tuple[float, float]:
+    """Percentile bootstrap CI of ROC-AUC; draws with one class only are redrawn.
+
+    Without groups, images are resampled. With groups (patient ids), whole patients are resampled with
+    replacement (a cluster bootstrap): films of one child are not independent, so resampling films alone
+    would understate the uncertainty.
+    """
     from sklearn.metrics import roc_auc_score
 
+    labels, probs = np.asarray(labels), np.asarray(probs)
     rng = np.random.default_rng(seed)
-    n, aucs = len(labels), []
+    members = _cluster_members(np.asarray(groups)) if groups is not None else None
+    n, aucs = (len(members) if members is not None else len(labels)), []
     while len(aucs) < n_resamples:
-        idx = rng.integers(0, n, n)
+        draw = rng.integers(0, n, n)
+        idx = np.concatenate([members[i] for i in draw]) if members is not None else draw
         if labels[idx].min() != labels[idx].max():
             aucs.append(roc_auc_score(labels[idx], probs[idx]))
     low, high = np.quantile(aucs, [(1 - level) / 2, (1 + level) / 2])
@@ -39,7 +78,11 @@ def bootstrap_auc_ci(labels: np.ndarray, probs: np.ndarray, n_resamples: int = 1
 
 @dataclass
 class BinaryMetrics:
-    """Collects (path, label, probability) triples; summary() returns the metrics at a threshold."""
+    """Collects (path, label, probability[, patient]) rows; summary() returns the metrics at a threshold.
+
+    When every row's patient is known the AUC interval resamples patients (cluster bootstrap); rows without a
+    patient count as their own cluster, and `roc_auc_ci_unit` says which unit was resampled.
+    """
 
     bootstrap_resamples: int = 1000
     seed: int = 0
@@ -47,16 +90,28 @@ class BinaryMetrics:
     def __post_init__(self):
         self._labels: dict[str, int] = {}
         self._probs: dict[str, float] = {}
+        self._patients: dict[str, str | None] = {}
 
-    def update(self, paths, labels, probs) -> None:
-        for path, label, prob in zip(paths, labels, probs, strict=True):
+    def update(self, paths, labels, probs, patients=None) -> None:
+        patients = [None] * len(paths) if patients is None else patients
+        for path, label, prob, patient in zip(paths, labels, probs, patients, strict=True):
             if path in self._probs:
                 raise ValueError(f"prediction for {path} given twice")
-            self._labels[path], self._probs[path] = int(label), float(prob)
+            self._labels[path], self._probs[path], self._patients[path] = int(label), float(prob), patient
 
     def arrays(self) -> tuple[list[str], np.ndarray, np.ndarray]:
         paths = sorted(self._probs)
         return paths, np.array([self._labels[p] for p in paths]), np.array([self._probs[p] for p in paths])
+
+    def resampling_unit(self) -> tuple[str, np.ndarray | None]:
+        """('patient', cluster ids) when any image has a patient id, else ('image', None)."""
+        paths = sorted(self._probs)
+        known = sum(self._patients[p] is not None for p in paths)
+        if known == 0:
+            return "image", None
+        groups = np.array([self._patients[p] if self._patients[p] is not None else f"file:{p}" for p in paths])
+        unit = "patient" if known == len(paths) else f"patient ({len(paths) - known} images without a patient id count alone)"
+        return unit, groups
 
     def summary(self, threshold: float = 0.5) -> dict:
         from sklearn.metrics import accuracy_score, confusion_matrix, log_loss, precision_recall_fscore_support, roc_auc_score
@@ -76,7 +131,9 @@ class BinaryMetrics:
         tn, fp, fn, tp = (int(v) for v in matrix.ravel())
         both = labels.min() != labels.max()
         auc = float(roc_auc_score(labels, probs)) if both else None
-        ci = bootstrap_auc_ci(labels, probs, self.bootstrap_resamples, self.seed) if both and self.bootstrap_resamples else None
+        unit, groups = self.resampling_unit()
+        ci = (bootstrap_auc_ci(labels, probs, self.bootstrap_resamples, self.seed, groups=groups)
+              if both and self.bootstrap_resamples else None)
         return {
             "threshold": float(threshold),
             "n": int(len(labels)),
@@ -88,6 +145,8 @@ class BinaryMetrics:
             "confusion_matrix": {"labels": list(CLASS_NAMES), "rows_true_cols_pred": matrix.tolist()},
             "roc_auc": auc,
             "roc_auc_ci95": list(ci) if ci else None,
+            "roc_auc_ci_unit": unit if ci else None,
+            "n_patients": int(len(np.unique(groups))) if groups is not None else None,
             "sensitivity": tp / (tp + fn) if tp + fn else None,
             "specificity": tn / (tn + fp) if tn + fp else None,
         }

@@ -116,6 +116,24 @@ def imagenet_cache_file(variant: str) -> tuple[Path, str]:
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url), url
 
 
+DOWNLOAD_TIMEOUT_S = 10.0  # per connect / read: offline machines must fail fast, not hang on a download
+
+
+def _download(url: str, path: Path, message: str) -> None:
+    """torch.hub's download with a socket timeout (it sets none): an unreachable or silent host fails within seconds."""
+    import socket
+
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(url, str(path), hash_prefix=_HASH_IN_NAME.search(path.name).group(1), progress=True)
+    except Exception as exc:  # offline, proxy, timeout, disk: all end in the same advice
+        raise WeightsError(f"{message}. (Download failed: {exc})") from exc
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
 def build_model(weights: str = "none", seed: int | None = None, allow_download: bool | None = None) -> tuple[nn.Module, WeightsInfo]:
     """A ResNet50 with a one-logit head. weights: none | imagenet | imagenet-v1 | imagenet-v2 | PATH."""
     if seed is not None:
@@ -137,11 +155,7 @@ def build_model(weights: str = "none", seed: int | None = None, allow_download: 
             )
             if not allow_download:
                 raise WeightsError(message)
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                torch.hub.download_url_to_file(url, str(path), hash_prefix=_HASH_IN_NAME.search(path.name).group(1), progress=True)
-            except Exception as exc:  # offline, proxy, disk: all end in the same advice
-                raise WeightsError(f"{message}. (Download failed: {exc})") from exc
+            _download(url, path, message)
         state, digest = read_weights_file(path)
         notes = _load_into(model, state, str(path))
         return model, WeightsInfo("imagenet", f"torchvision ResNet50_Weights.{variant}", str(path), digest, notes)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from . import CLASS_NAMES
 from .cam import make_cam, upsample
-from .data.readers import UnreadableImage, read_grayscale, resize_square
+from .data import Sample, patient_id_from_name
+from .data.readers import UnreadableImage, read_grayscale, read_resized
+from .evaluate import checkpoint_thresholds
+from .leakage import check_leakage, enforce
 from .model import load_checkpoint, resolve_device
-from .outputs import atomic_write_bytes, mark_complete, new_run_folder, write_csv
+from .outputs import atomic_write_bytes, mark_complete, new_run_folder, write_csv, write_json
 
 
 def overlay_png(gray: np.ndarray, heat: np.ndarray) -> bytes:
@@ -29,22 +33,41 @@ def overlay_png(gray: np.ndarray, heat: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def predict_files(checkpoint, images: list[Path], out, method: str = "gradcam", device: str = "auto"):
+@dataclass
+class PredictOutcome:
+    folder: Path
+    header: list[str]
+    rows: list[tuple]
+    threshold: float
+    threshold_source: str
+    leakage: dict
+
+
+def predict_files(checkpoint, images: list[Path], out, method: str = "gradcam", device: str = "auto", strict: bool = False,
+                  warn=print) -> PredictOutcome:
+    """The model's input is read exactly as evaluate reads it (same decoder, same resize), so the probabilities
+    agree with `evaluate` on the same files; the overlay is drawn on the film at its own resolution.
+    The decision uses the checkpoint's validation-chosen threshold (0.5 when it has none); 0.5 is shown beside it."""
     target = resolve_device(device)
     model, meta = load_checkpoint(checkpoint, target)
     size = int(meta.get("image_size", 224))
-    threshold = 0.5
-    folder = new_run_folder(out, prefix="predict")
-    readable, originals, rows = [], [], []
+    thresholds, described = checkpoint_thresholds(meta)
+    key = "threshold_youden_val" if "threshold_youden_val" in thresholds else "threshold_0.5"
+    threshold, source = thresholds[key], described[key]
+    readable, inputs, originals, rows = [], [], [], []
     for path in images:
         try:
+            inputs.append(read_resized(path, size))
             originals.append(read_grayscale(path))
             readable.append(path)
         except UnreadableImage as exc:
-            rows.append((str(path), "", "skipped", str(exc)))
+            rows.append((str(path), "", "skipped", "", str(exc)))
+    samples = [Sample(str(p), -1, "predict", patient_id_from_name(Path(p).name)) for p in readable]
+    leakage = check_leakage(meta, samples)
+    enforce(leakage, strict, warn)
+    folder = new_run_folder(out, prefix="predict")
     if readable:
-        batch = np.stack([resize_square(g, size) for g in originals])
-        result = make_cam(model, method, device=target)(batch, target="pred", description="Explaining")
+        result = make_cam(model, method, device=target)(np.stack(inputs), target="pred", description="Explaining")
         for i, (path, gray) in enumerate(zip(readable, originals)):
             heat = upsample(result.maps[i:i + 1], max(gray.shape))[0]
             if gray.shape[0] != gray.shape[1]:  # the model saw a squashed square: stretch the map back
@@ -54,7 +77,11 @@ def predict_files(checkpoint, images: list[Path], out, method: str = "gradcam", 
             name = f"{i:03d}_{Path(path).stem}_{method}.png"
             atomic_write_bytes(folder / name, overlay_png(gray, heat))
             prob = float(result.probs[i])
-            rows.append((str(path), f"{prob:.4f}", CLASS_NAMES[int(prob >= threshold)], name))
-    write_csv(folder / "predictions.csv", ["path", "prob_pneumonia", "pred", "overlay_or_reason"], rows)
+            rows.append((str(path), f"{prob:.6f}", CLASS_NAMES[int(prob >= threshold)], CLASS_NAMES[int(prob >= 0.5)], name))
+    header = ["path", "prob_pneumonia", f"pred_at_{threshold:.4f}", "pred_at_0.5", "overlay_or_reason"]
+    write_csv(folder / "predictions.csv", header, rows)
+    write_json(folder / "predict.json", {"checkpoint": str(checkpoint), "weights": meta.get("weights"), "threshold": threshold,
+                                         "threshold_source": source, "leakage": leakage.to_dict()})
+    leakage.write_csv(folder / "leakage.csv")
     mark_complete(folder)
-    return folder, rows
+    return PredictOutcome(folder, header, rows, threshold, source, leakage.to_dict())

@@ -49,10 +49,13 @@ def area_share(masks: np.ndarray) -> np.ndarray:
 
 
 def pointing_game(maps: np.ndarray, masks: np.ndarray) -> np.ndarray:
-    """Whether each map's maximum lies inside its mask (ties: the first maximum in row-major order)."""
+    """1.0 where a map's maximum lies inside its mask, 0.0 where not (ties: the first maximum in row-major order),
+    NaN for an empty map (no positive value): it points nowhere, so it is neither a hit nor a miss."""
     flat = maps.reshape(len(maps), -1)
     peak = np.argmax(flat, axis=1)
-    return masks.reshape(len(masks), -1)[np.arange(len(maps)), peak]
+    hit = masks.reshape(len(masks), -1)[np.arange(len(maps)), peak].astype(float)
+    hit[~(flat > 0).any(axis=1)] = np.nan
+    return hit
 
 
 # ----------------------------------------------------------------------------------------- anatomical regions
@@ -101,7 +104,7 @@ class AttentionMeasures:
         out = {f"share_{r}": v for r, v in self.shares.items()}
         out |= {f"ratio_{r}": v for r, v in self.ratios.items()}
         out |= {f"area_{r}": v for r, v in self.areas.items()}
-        out["pointing_lungs"] = self.pointing_lungs.astype(float)
+        out["pointing_lungs"] = self.pointing_lungs
         return out
 
 
@@ -114,7 +117,7 @@ def attention_measures(maps: np.ndarray, grays: np.ndarray, lung_masks: np.ndarr
     shares = {r: np.full(n, np.nan) for r in REGIONS}
     ratios = {r: np.full(n, np.nan) for r in REGIONS}
     areas = {r: np.zeros(n) for r in REGIONS}
-    pointing = np.zeros(n, dtype=bool)
+    pointing = np.full(n, np.nan)
     sources = []
     for i in range(n):
         gray = np.asarray(grays[i])

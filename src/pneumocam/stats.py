@@ -8,6 +8,8 @@ single draw can flip the conclusion.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from scipy import stats as st
 
@@ -134,11 +136,19 @@ def format_p(p: float) -> str:
     return f"{p:.3e}"
 
 
-def read_scores(path, score_columns: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+class ScoreColumn(NamedTuple):
+    normal: np.ndarray
+    pneumonia: np.ndarray
+    dropped: dict[str, int]  # rows left out because the score is NaN or empty, per class
+
+
+def read_scores(path, score_columns: list[str]) -> dict[str, ScoreColumn]:
     """Read SCORES.csv: a `label` column (NORMAL / PNEUMONIA) and numeric score columns.
 
-    Returns {column: (normal_values, pneumonia_values)}. Every problem is a StatsInputError that says what
-    to fix: a missing column, an unknown label, text or NaN/inf in a score, a duplicated path, a small group.
+    Returns {column: ScoreColumn}. Rows whose score is NaN or empty (a run writes NaN for an empty map or a
+    region a film lacks) are dropped and counted, as the run does. Every other problem is a StatsInputError
+    that says what to fix: a missing column, an unknown label, text or infinity in a score, a duplicated path,
+    a small group.
     """
     import csv
 
@@ -173,17 +183,20 @@ def read_scores(path, score_columns: list[str]) -> dict[str, tuple[np.ndarray, n
     for column in score_columns:
         values = np.empty(len(rows))
         for line, row in enumerate(rows, start=2):
+            cell = (row[column] or "").strip()
             try:
-                values[line - 2] = float(row[column])
+                values[line - 2] = float(cell) if cell else np.nan
             except (TypeError, ValueError):
                 raise StatsInputError(f"{path}, line {line}: {column} = '{row[column]}' is not a number") from None
-        bad = np.flatnonzero(~np.isfinite(values))
+        bad = np.flatnonzero(np.isinf(values))
         if len(bad):
-            raise StatsInputError(f"{path}: {column} is NaN or infinite on {len(bad)} row(s), first on line {bad[0] + 2}; "
+            raise StatsInputError(f"{path}: {column} is infinite on {len(bad)} row(s), first on line {bad[0] + 2}; "
                                   "remove or fix those rows")
-        normal, pneumonia = values[labels == "NORMAL"], values[labels == "PNEUMONIA"]
+        keep = ~np.isnan(values)
+        normal, pneumonia = values[keep & (labels == "NORMAL")], values[keep & (labels == "PNEUMONIA")]
         validate_groups(normal, pneumonia)
-        out[column] = (normal, pneumonia)
+        dropped = {name: int(np.sum(~keep & (labels == name))) for name in ("NORMAL", "PNEUMONIA")}
+        out[column] = ScoreColumn(normal, pneumonia, dropped)
     return out
 
 

@@ -22,9 +22,10 @@ from torch import nn
 
 from . import CLASS_NAMES
 from .data import (IMAGENET_MEAN, IMAGENET_STD, Augmentation, LoadedImages, choose_validation, discover, fingerprint,
-                   load_images, to_model_input)
+                   load_images, split_holdout, to_model_input)
 from .errors import CheckpointError, PneumocamError
 from .evaluate import predict_logits, sigmoid
+from .leakage import seen_record
 from .metrics import youden_threshold
 from .model import ARCH, HEAD, apply_mode, backbone_features, build_model, resolve_device, save_checkpoint, set_train_mode
 from .outputs import atomic_write_bytes, mark_complete, new_run_folder, write_json, write_skipped
@@ -47,7 +48,7 @@ class TrainConfig:
     lr: float | None = None  # None: 1e-3 frozen, 3e-4 partial, 1e-4 full
     weight_decay: float = 1e-4
     schedule: str = "cosine"  # cosine | constant
-    class_weights: str = "balanced"  # balanced | none
+    class_weights: str = "auto"  # auto (balanced, or none with the weighted sampler) | balanced | none
     weighted_sampler: bool = False
     augment: bool = False
     val_source: str = "auto"
@@ -63,7 +64,11 @@ class TrainConfig:
         checks = [
             (self.mode in ("frozen", "partial", "full"), f"--mode must be frozen, partial or full, got '{self.mode}'"),
             (self.schedule in ("cosine", "constant"), f"--schedule must be cosine or constant, got '{self.schedule}'"),
-            (self.class_weights in ("balanced", "none"), f"--class-weights must be balanced or none, got '{self.class_weights}'"),
+            (self.class_weights in ("auto", "balanced", "none"),
+             f"--class-weights must be auto, balanced or none, got '{self.class_weights}'"),
+            (not (self.weighted_sampler and self.class_weights == "balanced"),
+             "the weighted sampler already balances the classes; balanced loss weights on top would correct the imbalance "
+             "twice: drop --class-weights balanced (the sampler implies none)"),
             (self.select_by in ("auc", "loss"), f"--select-by must be auc or loss, got '{self.select_by}'"),
             (self.epochs >= 1 and self.batch_size >= 1, "--epochs and --batch-size must be at least 1"),
             (self.image_size >= 32, f"--image-size must be at least 32 px, got {self.image_size}"),
@@ -73,6 +78,8 @@ class TrainConfig:
                 raise PneumocamError(message)
         if self.lr is None:
             self.lr = DEFAULT_LR[self.mode]
+        if self.class_weights == "auto":
+            self.class_weights = "none" if self.weighted_sampler else "balanced"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -111,7 +118,12 @@ def prepare_data(config: TrainConfig) -> PreparedData:
         if len(set(part.labels.tolist())) < 2:
             raise PneumocamError(f"the {name} images hold only one class after skipping unreadable files")
     plan_dict = plan.to_dict() | {"n_train_used": len(train.samples), "n_val_used": len(val.samples),
-                                  "max_per_class": config.max_per_class, "holdout_fraction": config.holdout_fraction}
+                                  "max_per_class": config.max_per_class, "holdout_fraction": config.holdout_fraction,
+                                  "holdout_seed": config.seed}
+    if config.holdout_fraction > 0:
+        _, held_out = split_holdout(index, config.holdout_fraction, config.seed)
+        plan_dict["holdout_actual_fraction"] = len(held_out) / max(1, len(index.split("train")))
+        plan_dict["n_heldout"] = len(held_out)
     return PreparedData(train, val, plan_dict, fingerprint(train.samples + val.samples), train.skipped + val.skipped)
 
 
@@ -189,7 +201,9 @@ def train_one_epoch(model, optimizer, scheduler, data: torch.Tensor | np.ndarray
     return {"train_loss": total_loss / seen, "train_acc": correct / seen, "lr": optimizer.param_groups[0]["lr"]}
 
 
-def validate(model, val: LoadedImages, val_features: torch.Tensor | None, config: TrainConfig, device: torch.device) -> tuple[dict, np.ndarray]:
+def validate(model, val: LoadedImages, val_features: torch.Tensor | None, config: TrainConfig, device: torch.device,
+             class_weights: torch.Tensor) -> tuple[dict, np.ndarray]:
+    """val_loss is the objective training minimises (class-weighted BCE), so --select-by loss selects on it."""
     from sklearn.metrics import roc_auc_score
 
     model.eval()
@@ -199,7 +213,7 @@ def validate(model, val: LoadedImages, val_features: torch.Tensor | None, config
     else:
         logits = predict_logits(model, val.images, config.batch_size, device, description="Validating")
     labels = val.labels
-    loss = float(F.binary_cross_entropy_with_logits(torch.from_numpy(logits), torch.from_numpy(labels).double()))
+    loss = float(weighted_loss(torch.from_numpy(logits), torch.from_numpy(labels), class_weights.double()))
     probs = sigmoid(logits)
     return {"val_loss": loss, "val_auc": float(roc_auc_score(labels, probs)), "val_acc": float(np.mean((probs >= 0.5) == labels))}, probs
 
@@ -226,33 +240,54 @@ def _load_train_state(path: Path) -> dict:
     return state
 
 
-def checkpoint_metadata(config: TrainConfig, weights_info, prepared: PreparedData, epoch: int, val_metrics: dict, threshold: float) -> dict:
+def checkpoint_metadata(config: TrainConfig, weights_info, prepared: PreparedData, epoch: int, val_metrics: dict, threshold,
+                        seen: dict) -> dict:
     return {
         "arch": ARCH, "head": HEAD, "mode": config.mode, "weights": weights_info.to_dict(), "image_size": config.image_size,
         "normalisation": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "channels": "grey copied to RGB"},
-        "class_names": list(CLASS_NAMES), "thresholds": {"default": 0.5, "youden_val": threshold},
+        "class_names": list(CLASS_NAMES),
+        "thresholds": {"default": 0.5, "youden_val": threshold.value, "youden_rule": threshold.rule, "youden_note": threshold.note},
         "seed": config.seed, "epoch": epoch + 1, "val_metrics": val_metrics, "versions": library_versions(),
         "data": {"root": str(config.data), "fingerprint": prepared.fingerprint, "validation": prepared.validation_plan},
         "config": config.to_dict(),
+        "seen": seen,  # content hashes and patient ids of what trained and selected this model (leakage checks)
     }
 
 
+def resumable_config(run_dir: str | Path, overrides: dict | None = None) -> tuple[Path, dict, TrainConfig]:
+    """(training folder, its saved config.json, its TrainConfig) for a run to resume; settings given again must match.
+
+    A `pneumocam run` folder is accepted too (its training lives in RUN/train). Silently ignoring a changed
+    setting would make the resumed run differ from what the user asked for, so any difference is an error.
+    """
+    run_dir = Path(run_dir)
+    if (run_dir / "train" / "config.json").is_file():
+        run_dir = run_dir / "train"  # a `pneumocam run` folder
+    if not (run_dir / "config.json").is_file() or "train" not in json.loads((run_dir / "config.json").read_text()):
+        raise CheckpointError(f"{run_dir} is not a pneumocam training folder (no config.json): pass the folder "
+                              "`pneumocam train` printed, or a `pneumocam run` folder")
+    saved = json.loads((run_dir / "config.json").read_text())
+    values = saved["train"]
+    different = {k: (v, values.get(k)) for k, v in (overrides or {}).items() if values.get(k) != v}
+    if different:
+        listed = "; ".join(f"{k}: given {a!r}, the run has {b!r}" for k, (a, b) in sorted(different.items()))
+        raise CheckpointError(f"settings given with resume differ from the run being resumed ({listed}): a resumed run keeps "
+                              "its own settings; start a new run to change them")
+    return run_dir, saved, TrainConfig(**values)
+
+
 def fit(config: TrainConfig | None, runs_dir: str | Path | None = None, run_dir: str | Path | None = None, resume: bool = False,
-        stop_after_epoch: int | None = None, on_start=None) -> Path:
+        stop_after_epoch: int | None = None, on_start=None, overrides: dict | None = None) -> Path:
     """Train into a fresh run folder under runs_dir (or continue run_dir with resume=True); return the folder.
+
+    overrides (resume only): settings given again; any that differ from the saved run's are refused.
 
     stop_after_epoch simulates an interruption (tests): the run stops, resumable, after that many epochs.
     on_start(run_dir) is called once the run folder exists (the CLI names it if the run is interrupted).
     """
+    saved = None
     if resume:
-        run_dir = Path(run_dir)
-        if not (run_dir / "config.json").is_file() and (run_dir / "train" / "config.json").is_file():
-            run_dir = run_dir / "train"  # a `pneumocam run` folder: its training lives in RUN/train
-        if not (run_dir / "config.json").is_file():
-            raise CheckpointError(f"{run_dir} is not a pneumocam training folder (no config.json): pass the folder "
-                                  "`pneumocam train` printed, or RUN/train of a `pneumocam run`")
-        saved = json.loads((run_dir / "config.json").read_text())
-        config = TrainConfig(**saved["train"])
+        run_dir, saved, config = resumable_config(run_dir, overrides)
         state = _load_train_state(run_dir / "checkpoints" / "last.pt")
     else:
         state = None
@@ -260,6 +295,11 @@ def fit(config: TrainConfig | None, runs_dir: str | Path | None = None, run_dir:
     # Weights first: a missing or bad weights file stops the run before any folder is made or image read.
     model, weights_info = build_model(config.weights, seed=config.seed)
     prepared = prepare_data(config)
+    if saved is not None and saved.get("data_fingerprint") != prepared.fingerprint:
+        raise CheckpointError(f"the training data changed since {run_dir} started (fingerprint {prepared.fingerprint}, the run "
+                              f"recorded {saved.get('data_fingerprint')}): files were added, removed or modified. Resuming "
+                              "would mix two datasets in one model; start a new run instead")
+    seen = {"training": seen_record(prepared.train.samples), "selection": seen_record(prepared.val.samples)}
     if not resume:
         run_dir = Path(run_dir) if run_dir else new_run_folder(runs_dir, prefix="train")
     if on_start is not None:
@@ -299,7 +339,7 @@ def fit(config: TrainConfig | None, runs_dir: str | Path | None = None, run_dir:
         began = time.perf_counter()
         row = {"epoch": epoch + 1} | train_one_epoch(model, optimizer, scheduler, train_data, labels, config, epoch,
                                                      class_weights, device, use_features)
-        val_metrics, val_probs = validate(model, prepared.val, val_features, config, device)
+        val_metrics, val_probs = validate(model, prepared.val, val_features, config, device, class_weights)
         row |= val_metrics | {"seconds": time.perf_counter() - began}
         timings["epochs_s"] += row["seconds"]
         history.append(row)
@@ -307,7 +347,10 @@ def fit(config: TrainConfig | None, runs_dir: str | Path | None = None, run_dir:
         if best["score"] is None or score > best["score"]:
             best = {"epoch": epoch + 1, "score": score}
             threshold = youden_threshold(prepared.val.labels, val_probs)
-            save_checkpoint(run_dir / "model.pt", model, checkpoint_metadata(config, weights_info, prepared, epoch, val_metrics, threshold))
+            if threshold.note:
+                console.print(f"[yellow]{threshold.note}[/]")
+            save_checkpoint(run_dir / "model.pt", model,
+                            checkpoint_metadata(config, weights_info, prepared, epoch, val_metrics, threshold, seen))
         _save_train_state(run_dir / "checkpoints" / "last.pt", model, optimizer, scheduler, epoch, history, best, config)
         write_json(run_dir / "history.json", history)
         console.print(f"epoch {epoch + 1}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.3f} | "

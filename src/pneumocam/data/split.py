@@ -43,6 +43,7 @@ class ValidationPlan:
     patients_train: int
     patients_val: int
     shared_patients: int
+    actual_fraction: float = 0.0  # the share of images carved (or used) for validation, as measured
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -56,24 +57,40 @@ def _groups(samples: list[Sample]) -> tuple[np.ndarray, str]:
 
 
 def carve_validation(samples: list[Sample], fraction: float = 0.2, seed: int = 0) -> tuple[list[Sample], list[Sample], str]:
-    """Split train into (train, val), stratified by class, no patient on both sides, deterministic by seed."""
-    from sklearn.model_selection import StratifiedGroupKFold
+    """Split train into (train, val), stratified by class, no patient on both sides, deterministic by seed.
 
+    Per class, patients are shuffled by the seed and taken in that order while the running image count gets
+    closer to fraction x the class's images: each class's share then misses the request by at most half of
+    one patient's films, and the whole split by at most one patient group. (K-fold splitters can only cut
+    1/k, so 0.3 would become a third.)
+    """
     if not 0.0 < fraction < 1.0:
         raise DataError(f"validation fraction must be between 0 and 1, got {fraction}")
-    labels = np.array([s.label for s in samples])
-    groups, grouping = _groups(samples)
-    n_splits = max(2, int(round(1.0 / fraction)))
+    order = sorted(range(len(samples)), key=lambda i: samples[i].path)  # independent of listing order
+    ordered = [samples[i] for i in order]
+    labels = np.array([s.label for s in ordered])
+    groups, grouping = _groups(ordered)
+    names, inverse = np.unique(groups, return_inverse=True)
+    sizes = np.bincount(inverse, minlength=len(names))
+    positives = np.bincount(inverse, weights=labels, minlength=len(names))
+    stratum = (positives * 2 >= sizes).astype(int)  # a patient's class: the majority of their films
+    rng = np.random.default_rng(seed)
+    in_val = np.zeros(len(names), dtype=bool)
     for label in (0, 1):
-        if len(set(groups[labels == label])) < n_splits:
+        members = np.flatnonzero(stratum == label)
+        if len(members) < 2:
             raise DataError(
                 f"too few patients in class {label} to carve a {fraction:.0%} validation split "
-                f"({len(set(groups[labels == label]))} patients); add images or pass --val-source dataset"
+                f"({len(members)} patients); add images or pass --val-source dataset"
             )
-    order = sorted(range(len(samples)), key=lambda i: samples[i].path)  # independent of listing order
-    folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    train_idx, val_idx = next(folds.split(np.zeros(len(order)), labels[order], groups[order]))
-    return [samples[order[i]] for i in train_idx], [samples[order[i]] for i in val_idx], grouping
+        members = members[rng.permutation(len(members))]
+        running = np.cumsum(sizes[members])
+        target = fraction * running[-1]
+        # at least one patient on each side; ties go to the smaller validation part
+        take = 1 + int(np.argmin(np.abs(running[:-1] - target)))
+        in_val[members[:take]] = True
+    val_mask = in_val[inverse]
+    return ([s for s, v in zip(ordered, val_mask) if not v], [s for s, v in zip(ordered, val_mask) if v], grouping)
 
 
 HOLDOUT_SEED_OFFSET = 7919  # the held-out draw must differ from the validation draw with the same seed
@@ -116,6 +133,7 @@ def choose_validation(
         source="dataset" if use_dataset else "carved", reason=reason, grouping=grouping, seed=seed,
         fraction=fraction, n_train=len(train_part), n_val=len(val_part), patients_train=len(train_ids),
         patients_val=len(val_ids), shared_patients=len(train_ids & val_ids),
+        actual_fraction=len(val_part) / max(1, len(train_part) + len(val_part)),
     )
     return train_part, val_part, plan
 

@@ -1,0 +1,128 @@
+"""Checkpoints remember what they saw; evaluation, explanation and prediction count any overlap (by content and patient)."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from pneumocam.cli import app
+from pneumocam.data import Sample, discover
+from pneumocam.leakage import check_leakage, file_sha1, seen_record
+from pneumocam.model import load_checkpoint
+from pneumocam.train import TrainConfig, fit
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def trained(phantom_data, tmp_path_factory):
+    config = TrainConfig(data=str(phantom_data.images), mode="frozen", weights="none", image_size=32, epochs=1, batch_size=16,
+                         val_source="dataset", seed=1, use_cache=False)
+    return fit(config, runs_dir=tmp_path_factory.mktemp("runs"))
+
+
+def test_checkpoint_records_content_hashes_and_patients_of_train_and_val(trained, phantom_data):
+    import hashlib
+
+    _, meta = load_checkpoint(trained / "model.pt")
+    index = discover(phantom_data.images)
+    for part, split in (("training", "train"), ("selection", "val")):
+        files = sorted(s.path for s in index.split(split))
+        expected = sorted({hashlib.sha1(open(f, "rb").read()).hexdigest() for f in files})
+        assert meta["seen"][part]["sha1"] == expected and meta["seen"][part]["n_images"] == len(files)
+        assert meta["seen"][part]["patients"] == sorted({s.patient_id for s in index.split(split)})
+
+
+def test_hand_counted_overlap(tmp_path):
+    files = []
+    for i in range(5):
+        path = tmp_path / f"f{i}.bin"
+        path.write_bytes(bytes([i]) * 10)
+        files.append(path)
+    train = [Sample(str(files[i]), 0, "train", f"p{i}") for i in (0, 1, 2)]
+    val = [Sample(str(files[3]), 1, "val", "p3")]
+    meta = {"seen": {"training": seen_record(train), "selection": seen_record(val)}}
+    copy = tmp_path / "renamed copy of f1.bin"
+    shutil.copy(files[1], copy)
+    evaluated = [Sample(str(copy), 0, "test", None),  # a training film under another name: caught by content
+                 Sample(str(files[3]), 1, "test", "p3"),  # a selection film, and its patient
+                 Sample(str(files[4]), 0, "test", "p0"),  # a new film of a training patient
+                 Sample(str(files[4]), 0, "test", "p9")]  # clean (same bytes as the one above, but not seen)
+    leak = check_leakage(meta, evaluated)
+    assert (leak.n_images_seen_in_training, leak.n_images_seen_in_selection) == (1, 1)
+    assert (leak.n_patients_shared_with_training, leak.n_patients_shared_with_selection) == (1, 1)
+    assert leak.found and len(leak.rows) == 3 and str(copy) in leak.examples
+    assert not check_leakage(meta, evaluated[3:]).found
+    assert not check_leakage({}, evaluated).recorded
+
+
+def test_evaluate_reports_twenty_training_films_copied_under_new_names(trained, phantom_data, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(phantom_data.images / "test", data / "test")
+    train_files = sorted(s.path for s in discover(phantom_data.images).split("train"))[:20]
+    copies = []
+    for i, source in enumerate(train_files):
+        cls = "NORMAL" if "/NORMAL/" in source else "PNEUMONIA"
+        target = data / "test" / cls / f"scan{i:03d}.png"  # no patient id in the name: only the content can tell
+        shutil.copy(source, target)
+        copies.append(str(target))
+    result = runner.invoke(app, ["evaluate", "--checkpoint", str(trained / "model.pt"), "--data", str(data),
+                                 "--out", str(tmp_path / "eval"), "--bootstrap", "20"])
+    assert result.exit_code == 0, result.output
+    assert "LEAKAGE" in result.output
+    folder = next((tmp_path / "eval").glob("evaluate-test-*"))
+    leakage = json.loads((folder / "metrics.json").read_text())["leakage"]
+    assert leakage["n_images_seen_in_training"] == 20 and leakage["n_images_seen_in_selection"] == 0
+    assert leakage["n_patients_shared_with_training"] == 0 and leakage["examples"] == sorted(copies)[:10]
+    listed = (folder / "leakage.csv").read_text().splitlines()[1:]
+    assert sorted(line.split(",")[0] for line in listed) == sorted(copies)
+    strict = runner.invoke(app, ["evaluate", "--checkpoint", str(trained / "model.pt"), "--data", str(data),
+                                 "--out", str(tmp_path / "strict"), "--strict"])
+    assert strict.exit_code == 2 and "LEAKAGE" in strict.output and not (tmp_path / "strict").exists()
+
+
+def test_clean_test_split_has_no_leakage(trained, phantom_data, tmp_path):
+    result = runner.invoke(app, ["evaluate", "--checkpoint", str(trained / "model.pt"), "--data", str(phantom_data.images),
+                                 "--out", str(tmp_path), "--bootstrap", "20", "--strict"])
+    assert result.exit_code == 0, result.output
+    leakage = json.loads(next(tmp_path.glob("evaluate-*/metrics.json")).read_text())["leakage"]
+    assert [leakage[k] for k in ("n_images_seen_in_training", "n_images_seen_in_selection", "n_patients_shared_with_training",
+                                 "n_patients_shared_with_selection")] == [0, 0, 0, 0]
+    assert leakage["n_images_evaluated"] == 16
+
+
+def test_predict_uses_the_recorded_threshold_and_equals_evaluate(trained, phantom_data, tmp_path):
+    import csv
+
+    _, meta = load_checkpoint(trained / "model.pt")
+    files = sorted(s.path for s in discover(phantom_data.images).split("test"))
+    evaluated = runner.invoke(app, ["evaluate", "--checkpoint", str(trained / "model.pt"), "--data", str(phantom_data.images),
+                                    "--out", str(tmp_path / "e"), "--bootstrap", "0"])
+    assert evaluated.exit_code == 0, evaluated.output
+    with open(next((tmp_path / "e").glob("*/predictions.csv")), newline="") as f:
+        from_evaluate = {r["path"]: float(r["prob_pneumonia"]) for r in csv.DictReader(f)}
+    predicted = runner.invoke(app, ["predict", "--checkpoint", str(trained / "model.pt"), "--out", str(tmp_path / "p"), *files])
+    assert predicted.exit_code == 0, predicted.output
+    threshold = meta["thresholds"]["youden_val"]
+    assert f"{threshold:.3f}" in predicted.output and "0.5" in predicted.output
+    with open(next((tmp_path / "p").glob("*/predictions.csv")), newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["path"] for r in rows] == files
+    probs = np.array([float(r["prob_pneumonia"]) for r in rows])
+    assert np.allclose(probs, [from_evaluate[p] for p in files], atol=2e-6)
+    decision = rows[0].keys() - {"path", "prob_pneumonia", "pred_at_0.5", "overlay_or_reason"}
+    column = decision.pop()
+    assert [r[column] for r in rows] == ["PNEUMONIA" if p >= threshold else "NORMAL" for p in probs]
+    assert [r["pred_at_0.5"] for r in rows] == ["PNEUMONIA" if p >= 0.5 else "NORMAL" for p in probs]
+    meta_out = json.loads(next((tmp_path / "p").glob("*/predict.json")).read_text())
+    assert meta_out["leakage"]["n_images_seen_in_training"] == 0
+
+
+def test_file_sha1_equals_hashlib(tmp_path):
+    import hashlib
+
+    path = tmp_path / "x.bin"
+    path.write_bytes(bytes(range(256)) * 5000)
+    assert file_sha1(path) == hashlib.sha1(path.read_bytes()).hexdigest()
