@@ -2,6 +2,7 @@
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +14,17 @@ from pneumocam.experiment import ExperimentConfig, run_experiment
 from pneumocam.importance import importance_scores
 from pneumocam.outputs import is_complete
 from pneumocam.train import TrainConfig
+
+
+def torch_upsample(maps, size):
+    import torch
+
+    return torch.nn.functional.interpolate(torch.from_numpy(maps).unsqueeze(1), size=(size, size), mode="bilinear",
+                                           align_corners=False).squeeze(1).numpy()
+
+
+def lesion_root(run):
+    return Path(json.loads((run / "results.json").read_text())["config"]["masks"]["lesion"])
 
 
 def tiny_config(phantom_data, **overrides):
@@ -53,8 +65,14 @@ def test_scores_can_be_recomputed_from_heatmaps_npz(run):
     recomputed = importance_scores(maps["maps"], int(maps["image_size"]))
     for name, values in recomputed.items():
         assert np.allclose([float(r[name]) for r in rows], values, rtol=1e-9, equal_nan=True), name
-    uniform_share = np.array([float(r["top10_mass"]) for r in rows])
-    assert np.all((uniform_share >= 0.1 - 1e-6) & (uniform_share <= 1))
+    # top10_mass by hand: upsample with torch's bilinear (half-pixel centres), sort, sum the top 10% of pixels.
+    import torch
+
+    up = torch.nn.functional.interpolate(torch.from_numpy(maps["maps"]).unsqueeze(1), size=(64, 64), mode="bilinear",
+                                         align_corners=False).squeeze(1).numpy().reshape(len(rows), -1).astype(np.float64)
+    up = np.maximum(up, 0)
+    top = np.sort(up, axis=1)[:, -410:].sum(axis=1) / up.sum(axis=1)  # 10% of 4,096 pixels = 410
+    assert np.allclose([float(r["top10_mass"]) for r in rows], top, rtol=1e-6)
 
 
 def test_statistics_in_stats_json_match_scipy_on_importance_csv(run):
@@ -77,11 +95,29 @@ def test_results_json_says_where_numbers_came_from(run):
     assert prov["eval_split"] == "test" and len(prov["eval_fingerprint"]) == 16 and "torch" in prov["versions"]
     gt = results["ground_truth"]
     assert gt["lesion"]["images_with_mask"] == 8  # the PNEUMONIA test phantoms
-    assert 0 <= gt["lesion"]["mean_mass_share"] <= 1 and "lungs" not in gt  # lungs go to the region analysis
+    assert "lungs" not in gt  # lungs go to the region analysis
+    # The lesion share recomputed by hand from heatmaps.npz and the mask files.
+    from PIL import Image
+
+    maps = load_heatmaps(run / "heatmaps.npz")
+    up = torch_upsample(maps["maps"], 64)
+    shares = []
+    for path, heat in zip(maps["paths"], up):
+        mask_file = (lesion_root(run) / "test" / "PNEUMONIA" / (Path(str(path)).stem + ".png"))
+        if "/PNEUMONIA/" in str(path) and mask_file.is_file():
+            mask = np.asarray(Image.open(mask_file).convert("L").resize((64, 64))) > 191
+            heat = np.maximum(heat.astype(np.float64), 0)
+            if heat.sum() > 0:
+                shares.append((heat * mask).sum() / heat.sum())
+    assert gt["lesion"]["mean_mass_share"] == pytest.approx(np.mean(shares), rel=1e-6)
     attention = results["attention"]
     assert attention["lung_sources"] == {"mask": 16} and not attention["estimated"]
     shares = attention["mean_share_by_class"]["NORMAL"]
-    assert sum(shares.values()) == pytest.approx(1.0) and 0 <= attention["pointing_lungs_by_class"]["PNEUMONIA"] <= 1
+    assert sum(shares.values()) == pytest.approx(1.0)
+    with open(run / "importance.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    hits = [float(r["pointing_lungs"]) for r in rows if r["label"] == "PNEUMONIA" and r["pointing_lungs"] != "nan"]
+    assert attention["pointing_lungs_by_class"]["PNEUMONIA"] == pytest.approx(sum(hits) / len(hits))
     m = results["metrics"]["threshold_0.5"]
     assert m["n"] == 16 and set(results["metrics"]) == {"threshold_0.5", "threshold_youden_val"}
 
@@ -118,3 +154,138 @@ def test_heldout_evaluation_uses_patients_never_trained_or_selected_on(phantom_d
         evaluated = {r["path"] for r in csv.DictReader(f)}
     assert evaluated == {s.path for s in held_out}
     assert results["provenance"]["training_data"]["validation"]["holdout_fraction"] == 0.15
+
+
+def md_table(md: str, caption: str) -> list[list[str]]:
+    lines = md.splitlines()
+    start = lines.index(f"**{caption}**") + 2
+    header = [c.strip() for c in lines[start].strip("|").split("|")]
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append(dict(zip(header, (c.strip() for c in line.strip("|").split("|")))))
+    return rows
+
+
+def test_report_numbers_equal_results_json(run):
+    md = (run / "report.md").read_text()
+    results = json.loads((run / "results.json").read_text())
+    for name, m in results["metrics"].items():
+        rows = {r["class"]: r for r in md_table(md, f"{name} = {m['threshold']:.3f}")}
+        for cls in ("NORMAL", "PNEUMONIA"):
+            for key in ("precision", "recall", "f1"):
+                assert rows[cls][key] == f"{m['per_class'][cls][key]:.3f}", (name, cls, key)
+            assert rows[cls]["support"] == str(m["per_class"][cls]["support"])
+        assert f"{name}: accuracy {m['accuracy']:.3f}" in md and f"ROC-AUC {m['roc_auc']:.3f}" in md
+        low, high = m["roc_auc_ci95"]
+        assert f"CI {low:.3f}-{high:.3f}, resampling by patient" in md
+    stats_rows = {r["score"]: r for r in md_table(md, "Random-sample tests (the original protocol), every image, and resampled draws")}
+    for score, entry in results["statistics"].items():
+        sample = entry["sample"]
+        row = stats_rows[score]
+        assert row["Welch p"] == f"{sample['welch']['p']:.3e}" and row["Student p"] == f"{sample['student']['p']:.3e}"
+        assert row["Cohen's d"].startswith(f"{sample['cohens_d']:.2f} ")
+        assert row["mean N / P (sample)"] == f"{sample['groups']['NORMAL']['mean']:.4g} / {sample['groups']['PNEUMONIA']['mean']:.4g}"
+
+
+def test_every_file_the_readme_lists_exists_in_a_run_folder(run):
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("### What a run writes"):]
+    section = section[:section.index("\n\n", section.index("`RUNS/"))]
+    listed = [name for name in re.findall(r"`([\w./*-]+\.(?:json|csv|npz|html|md|png|pt))`", section)]
+    assert {"metrics.json", "config.json", "results.json", "leakage.csv"} <= set(listed)
+    for name in listed:
+        matches = list(run.glob(name)) + list((run / "train").glob(name))
+        assert matches, name
+    metrics = json.loads((run / "metrics.json").read_text())
+    results = json.loads((run / "results.json").read_text())
+    assert metrics["metrics"] == results["metrics"] and metrics["leakage"] == results["leakage"]
+
+
+def test_eval_split_val_is_refused_when_that_val_selects_the_model(phantom_data, tmp_path):
+    config = tiny_config(phantom_data, eval_split="val")  # val_source dataset: the dataset's val chooses epoch and threshold
+    with pytest.raises(PneumocamError, match="would not be held-out"):
+        run_experiment(config, runs_dir=tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_eval_split_val_with_a_carved_validation_is_held_out_and_says_so(phantom_data, tmp_path):
+    config = tiny_config(phantom_data, eval_split="val", masks={}, trust_images=0)
+    config.train.val_source = "carved"
+    run = run_experiment(config, runs_dir=tmp_path)
+    results = json.loads((run / "results.json").read_text())
+    assert results["leakage"]["n_images_seen_in_selection"] == 0 and results["leakage"]["n_images_seen_in_training"] == 0
+    assert results["metrics"]["threshold_0.5"]["n"] == 12
+    assert "never chosen on the evaluated split" in (run / "report.md").read_text()
+
+
+def test_checkpoint_evaluated_on_its_own_validation_split_says_the_threshold_saw_it(run, phantom_data, tmp_path):
+    config = tiny_config(phantom_data, eval_split="val", checkpoint=str(run / "train" / "model.pt"), masks={}, trust_images=0)
+    second = run_experiment(config, runs_dir=tmp_path)
+    results = json.loads((second / "results.json").read_text())
+    assert results["leakage"]["n_images_seen_in_selection"] == 12
+    md = (second / "report.md").read_text()
+    assert "never chosen on the evaluated split" not in md
+    assert "WAS chosen on evaluated images" in md and "LEAKAGE" in md
+    config.strict = True
+    with pytest.raises(PneumocamError, match="LEAKAGE"):
+        run_experiment(config, runs_dir=tmp_path / "strict")
+
+
+def test_heldout_with_a_checkpoint_follows_the_checkpoints_plan(phantom_data, tmp_path):
+    from pneumocam.data import discover, split_holdout
+    from pneumocam.train import fit
+
+    trained = fit(TrainConfig(data=str(phantom_data.images), mode="frozen", weights="none", image_size=32, epochs=1,
+                              batch_size=16, val_source="dataset", seed=3, holdout_fraction=0.3, use_cache=False), runs_dir=tmp_path)
+    # The command line's defaults (fraction 0.15, seed 0) differ from the checkpoint's (0.3, seed 3).
+    config = tiny_config(phantom_data, eval_split="heldout", checkpoint=str(trained / "model.pt"), masks={}, trust_images=0)
+    config.train.holdout_fraction, config.train.seed = 0.15, 0
+    run = run_experiment(config, runs_dir=tmp_path / "runs")
+    with open(run / "predictions.csv", newline="") as f:
+        evaluated = {r["path"] for r in csv.DictReader(f)}
+    _, held_out = split_holdout(discover(phantom_data.images), 0.3, 3)
+    assert evaluated == {s.path for s in held_out} and len(held_out) == round(0.3 * 48)
+    _, default_draw = split_holdout(discover(phantom_data.images), 0.15, 0)
+    assert evaluated != {s.path for s in default_draw}
+    leak = json.loads((run / "results.json").read_text())["leakage"]
+    assert leak["n_images_seen_in_training"] == 0 and leak["n_patients_shared_with_training"] == 0
+
+
+def test_heldout_with_a_checkpoint_without_a_held_out_part_is_a_clear_error(run, phantom_data, tmp_path):
+    config = tiny_config(phantom_data, eval_split="heldout", checkpoint=str(run / "train" / "model.pt"), masks={})
+    with pytest.raises(PneumocamError, match="trained without a held-out part"):
+        run_experiment(config, runs_dir=tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_stats_command_reads_a_runs_importance_csv_with_nan_rows(run, tmp_path):
+    """The README's example, on the rows a run writes; NaN rows (empty maps) are dropped and counted."""
+    from scipy import stats as st
+    from typer.testing import CliRunner
+
+    from pneumocam.cli import app
+
+    with open(run / "importance.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        rows, header = list(reader), reader.fieldnames
+    rows[0]["share_lungs"] = rows[-1]["share_lungs"] = "nan"  # as a run writes them for an empty map
+    dropped = {"NORMAL": sum(r["label"] == "NORMAL" for r in (rows[0], rows[-1])),
+               "PNEUMONIA": sum(r["label"] == "PNEUMONIA" for r in (rows[0], rows[-1]))}
+    with open(tmp_path / "importance.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, header)
+        writer.writeheader()
+        writer.writerows(rows)
+    result = CliRunner().invoke(app, ["stats", str(tmp_path / "importance.csv"), "--score", "share_lungs", "--n-per-class", "all",
+                                      "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    written = json.loads(next((tmp_path / "out").glob("stats-*/stats.json")).read_text())
+    assert written["source"]["dropped_nan_rows"] == dropped
+    kept = [r for r in rows if r["share_lungs"] != "nan"]
+    normal = [float(r["share_lungs"]) for r in kept if r["label"] == "NORMAL"]
+    pneumonia = [float(r["share_lungs"]) for r in kept if r["label"] == "PNEUMONIA"]
+    assert written["groups"]["NORMAL"]["n"] == len(normal) == 8 - dropped["NORMAL"]
+    assert written["welch"]["p"] == pytest.approx(st.ttest_ind(pneumonia, normal, equal_var=False).pvalue, rel=1e-9)

@@ -132,3 +132,35 @@ def test_checkpoint_round_trip_and_version_check(tmp_path):
         load_checkpoint(tmp_path / "plain.pt")
     with pytest.raises(CheckpointError, match="not found"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+@pytest.mark.parametrize("behaviour", ["silent", "refuse"])
+def test_imagenet_download_offline_fails_fast_without_the_switch(tmp_path, monkeypatch, behaviour):
+    """No PNEUMOCAM_OFFLINE: the download itself must fail within 30 s, against a host that accepts and never
+    answers (a firewall that drops packets looks like this) and one that refuses connections."""
+    import socket
+    import threading
+    import time
+
+    import pneumocam.model as model_module
+    from pneumocam.errors import WeightsError
+
+    monkeypatch.delenv("PNEUMOCAM_OFFLINE", raising=False)
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    held = []
+    if behaviour == "silent":
+        server.listen(4)
+        threading.Thread(target=lambda: held.append(server.accept()), daemon=True).start()
+    else:
+        server.close()  # nothing listens on the port: connection refused
+    cache = tmp_path / "hub" / "checkpoints" / "resnet50-11ad3fa6.pth"
+    monkeypatch.setattr(model_module, "imagenet_cache_file",
+                        lambda variant: (cache, f"http://127.0.0.1:{port}/models/resnet50-11ad3fa6.pth"))
+    began = time.perf_counter()
+    with pytest.raises(WeightsError, match="--weights none"):
+        model_module.build_model("imagenet")
+    assert time.perf_counter() - began < 30
+    assert not cache.exists()
+    server.close()

@@ -138,7 +138,22 @@ def test_deletion_and_insertion_curves_share_their_end_points():
     maps = np.random.default_rng(0).random((3, 2, 2)).astype(np.float32)
     out = deletion_insertion(model, images, maps, np.ones(3, int), steps=4)
     for kind in ("maps", "random"):
-        assert len(out[kind]["deletion_curve"]) == 5 and 0 <= out[kind]["deletion_auc"] <= 1
+        # the area is the trapezoid rule over fractions 0, 0.25, ..., 1, written out by hand
+        c = out[kind]["deletion_curve"]
+        assert len(c) == 5 and out[kind]["deletion_auc"] == pytest.approx(0.25 * (c[0] / 2 + c[1] + c[2] + c[3] + c[4] / 2))
+        c = out[kind]["insertion_curve"]
+        assert out[kind]["insertion_auc"] == pytest.approx(0.25 * (c[0] / 2 + c[1] + c[2] + c[3] + c[4] / 2))
     # Nothing deleted = the original film for both orderings; everything inserted = the original film too.
     assert out["maps"]["deletion_curve"][0] == pytest.approx(out["random"]["deletion_curve"][0])
     assert out["maps"]["insertion_curve"][-1] == pytest.approx(out["maps"]["deletion_curve"][0])
+
+
+def test_an_empty_map_is_neither_a_hit_nor_a_miss():
+    maps = np.zeros((3, 4, 4))
+    maps[1, 0, 0] = 1.0  # inside the mask
+    maps[2, 3, 3] = 1.0  # outside it
+    mask = np.zeros((3, 4, 4), dtype=bool)
+    mask[:, :2, :2] = True
+    hits = pointing_game(maps, mask)
+    assert np.isnan(hits[0]) and hits[1] == 1.0 and hits[2] == 0.0
+    assert np.isnan(mass_share(maps, mask)[0])

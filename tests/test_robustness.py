@@ -1,5 +1,6 @@
 """Messy folders as users have them: every case completes with skips listed, or stops with one clear message."""
 
+import json
 import os
 import signal
 import subprocess
@@ -169,3 +170,33 @@ def test_every_torch_load_in_the_package_is_weights_only():
     source = pathlib.Path(__file__).resolve().parents[1] / "src" / "pneumocam"
     calls = [(f.name, m.group(0)) for f in source.rglob("*.py") for m in re.finditer(r"torch\.load\([^)]*\)", f.read_text())]
     assert calls and all("weights_only=True" in call for _, call in calls), calls
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT])
+def test_an_interrupted_run_exits_130_and_resumes_in_one_command(phantom_data, tmp_path, signum):
+    env = os.environ | {"PNEUMOCAM_NO_PROGRESS": "1"}
+    command = [sys.executable, "-m", "pneumocam.cli", "run", "--data", str(phantom_data.images), "--out", str(tmp_path / "runs"),
+               "--weights", "none", "--mode", "full", "--image-size", "32", "--epochs", "12", "--batch-size", "8",
+               "--val-source", "dataset", "--max-per-class", "8", "--n-per-class", "4", "--n-draws", "20", "--trust-images", "0"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    deadline = time.time() + 120
+    run = None
+    while time.time() < deadline:
+        folders = list((tmp_path / "runs").glob("run-*"))
+        if folders and (folders[0] / "train" / "checkpoints" / "last.pt").exists():
+            run = folders[0]
+            break
+        time.sleep(0.2)
+    assert run is not None, "training never finished an epoch"
+    proc.send_signal(signum)
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "marked incomplete" in output and "Traceback" not in output
+    assert f"pneumocam run --resume {run}" in output.replace("\n", "")
+    assert not is_complete(run) and not (run / "report.html").exists()
+    resumed = subprocess.run([sys.executable, "-m", "pneumocam.cli", "run", "--resume", str(run)], capture_output=True,
+                             text=True, env=env, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert is_complete(run) and is_complete(run / "train") and (run / "report.html").is_file()
+    assert "resuming" in resumed.stdout
+    history = json.loads((run / "train" / "history.json").read_text())
+    assert [h["epoch"] for h in history] == list(range(1, 13))

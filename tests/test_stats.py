@@ -34,8 +34,13 @@ def test_every_figure_matches_scipy(groups):
     assert close(r["cohens_d"], d) and close(r["hedges_g"], d * (1 - 3 / (4 * 60 - 9)))
     # d from t: d = t * sqrt(1/n1 + 1/n2) for Student's t.
     assert close(r["cohens_d"], student.statistic * np.sqrt(2 / 30))
-    low, high = r["hedges_g_ci"]
-    assert low < r["hedges_g"] < high
+    # The interval is scipy's percentile bootstrap of Hedges' g, drawn after the permutation test from the same stream.
+    rng = np.random.default_rng(3)
+    st.permutation_test((pneu, normal), lambda a, b, axis: a.mean(axis) - b.mean(axis), n_resamples=2000, vectorized=True,
+                        rng=rng, batch=1000)
+    g = lambda a, b: (np.mean(b) - np.mean(a)) / np.sqrt((29 * np.var(a, ddof=1) + 29 * np.var(b, ddof=1)) / 58) * (1 - 3 / 231)
+    boot = st.bootstrap((normal, pneu), g, n_resamples=500, method="percentile", rng=rng, vectorized=False)
+    assert r["hedges_g_ci"] == pytest.approx([boot.confidence_interval.low, boot.confidence_interval.high], rel=1e-9)
     perm = st.permutation_test((pneu, normal), lambda a, b, axis: a.mean(axis) - b.mean(axis), n_resamples=2000,
                                vectorized=True, rng=np.random.default_rng(3), batch=1000)
     assert close(r["permutation"]["p"], perm.pvalue)
@@ -124,3 +129,22 @@ def test_summary_has_the_original_sections(groups):
     for heading in ("Summary Statistics", "Statistical Test Results", "Effect Size", "Cohen's d", "Welch"):
         assert heading in text
     assert "0.0000" not in text
+
+
+def test_permutation_p_on_small_groups_equals_exact_enumeration():
+    from itertools import combinations
+
+    normal, pneumonia = np.array([0.31, 0.42, 0.27, 0.38]), np.array([0.45, 0.52, 0.36, 0.61])
+    pooled = np.concatenate([pneumonia, normal])
+    observed = pneumonia.mean() - normal.mean()
+    null = []
+    for chosen in combinations(range(8), 4):  # all 70 ways to relabel 4 of the 8 values as PNEUMONIA
+        mask = np.zeros(8, dtype=bool)
+        mask[list(chosen)] = True
+        null.append(pooled[mask].mean() - pooled[~mask].mean())
+    null = np.array(null)
+    eps = 1e-12
+    expected = min(1.0, 2 * min(np.mean(null <= observed + eps), np.mean(null >= observed - eps)))
+    assert len(null) == 70
+    r = compare_groups(normal, pneumonia, n_permutations=9999, n_bootstrap=100)
+    assert r["permutation"]["p"] == pytest.approx(expected, abs=1e-12)

@@ -84,3 +84,68 @@ def test_evaluate_needs_only_the_split_it_reads(tmp_path, phantom_data):
     rows = (tmp_path / "eval" / "predictions.csv").read_text().splitlines()
     assert rows[0] == "path,label,prob_pneumonia,pred" and len(rows) == 17
     assert result["metrics"]["threshold_0.5"]["n"] == 16
+
+
+def test_weighted_sampler_implies_no_loss_weights_and_refuses_both():
+    from pneumocam.errors import PneumocamError
+
+    assert TrainConfig(data="x", weighted_sampler=True).class_weights == "none"
+    assert TrainConfig(data="x").class_weights == "balanced"
+    with pytest.raises(PneumocamError, match="correct the imbalance twice"):
+        TrainConfig(data="x", weighted_sampler=True, class_weights="balanced")
+
+
+def test_validation_loss_is_the_class_weighted_objective(phantom_data):
+    """--select-by loss selects on what training minimises: mean over images of w_class * BCE, written out here."""
+    from pneumocam.model import build_model
+    from pneumocam.train import validate
+
+    model, _ = build_model("none", seed=0)
+    val = load_images(discover(phantom_data.images).split("test"), 32, use_cache=False)
+    from pneumocam.evaluate import predict_logits
+
+    logits = predict_logits(model.eval(), val.images, 8)
+    with torch.no_grad():  # logits centred and scaled to about +-2: spread, but no probability saturates
+        model.fc.weight.div_(float(logits.std()) / 2)
+        model.fc.bias.copy_((model.fc.bias - float(logits.mean())) / (float(logits.std()) / 2))
+    config = TrainConfig(data=str(phantom_data.images), image_size=32, batch_size=8)
+    weights = torch.tensor([3.0, 0.6])
+    metrics, probs = validate(model, val, None, config, torch.device("cpu"), weights)
+    y = val.labels
+    p = probs
+    assert 1e-6 < p.min() and p.max() < 1 - 1e-6 and p.std() > 1e-3
+    expected = np.mean(np.where(y == 1, 0.6, 3.0) * -(y * np.log(p) + (1 - y) * np.log(1 - p)))
+    assert metrics["val_loss"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_resume_refuses_changed_data(tmp_path, phantom_data):
+    import shutil
+
+    from pneumocam.errors import CheckpointError
+
+    data = tmp_path / "data"
+    shutil.copytree(phantom_data.images, data)
+    config = TrainConfig(data=str(data), mode="frozen", weights="none", image_size=32, epochs=3, batch_size=8,
+                         val_source="dataset", seed=5, use_cache=False)
+    run = fit(config, runs_dir=tmp_path / "runs", stop_after_epoch=1)
+    extra = next((data / "train" / "NORMAL").glob("*.png"))
+    shutil.copy(extra, extra.with_name("phantom-99999-1.png"))
+    with pytest.raises(CheckpointError, match="training data changed"):
+        fit(None, run_dir=run, resume=True)
+    assert not is_complete(run)
+
+
+def test_resume_refuses_settings_that_differ_from_the_run(tmp_path, phantom_data):
+    from typer.testing import CliRunner
+
+    from pneumocam.cli import app
+
+    config = TrainConfig(data=str(phantom_data.images), mode="frozen", weights="none", image_size=32, epochs=3, batch_size=8,
+                         val_source="dataset", seed=5)
+    run = fit(config, runs_dir=tmp_path / "runs", stop_after_epoch=1)
+    runner = CliRunner()
+    changed = runner.invoke(app, ["train", "--resume", str(run), "--epochs", "5", "--lr", "0.1"])
+    assert changed.exit_code == 2 and "epochs: given 5, the run has 3" in changed.output and "lr: given 0.1" in changed.output
+    same = runner.invoke(app, ["train", "--resume", str(run), "--epochs", "3", "--seed", "5"])
+    assert same.exit_code == 0, same.output
+    assert is_complete(run)
