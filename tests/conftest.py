@@ -40,3 +40,60 @@ def phantom_data(tmp_path_factory):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+def make_dicom(path, pixels, photometric="MONOCHROME2", with_pixels=True, **extra):
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "CR"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
+    ds.PixelRepresentation = 0
+    for key, value in extra.items():
+        setattr(ds, key, value)
+    if with_pixels:
+        ds.PixelData = pixels.astype(np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+@pytest.fixture
+def write_dicom():
+    """A function writing a 16-bit (12 stored) CR DICOM file with pydicom: write_dicom(path, pixels, photometric, **tags)."""
+    return make_dicom
+
+
+def tiny_experiment(phantom_data, **overrides):
+    """A few-second experiment on the phantom set: frozen, random init, 64 px, 2 epochs, small draws."""
+    from pneumocam.experiment import ExperimentConfig
+    from pneumocam.train import TrainConfig
+
+    train = TrainConfig(data=str(phantom_data.images), mode="frozen", weights="none", image_size=64, epochs=2, batch_size=16,
+                        val_source="dataset", seed=2, use_cache=False)
+    values = dict(train=train, eval_split="test", n_per_class=5, n_draws=50, bootstrap=50, grid_per_class=2,
+                  masks={"lesion": str(phantom_data.lesion_masks), "lungs": str(phantom_data.lung_masks)}, synthetic=True)
+    return ExperimentConfig(**(values | overrides))
+
+
+@pytest.fixture(scope="session")
+def tiny_config(phantom_data):
+    """tiny_config(**overrides) -> the tiny experiment's ExperimentConfig on the phantom set."""
+    return lambda **overrides: tiny_experiment(phantom_data, **overrides)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_config, tmp_path_factory):
+    """One finished tiny run folder, shared by the tests that only read it."""
+    from pneumocam.experiment import run_experiment
+
+    return run_experiment(tiny_config(), runs_dir=tmp_path_factory.mktemp("runs"))

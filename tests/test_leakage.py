@@ -93,33 +93,6 @@ def test_clean_test_split_has_no_leakage(trained, phantom_data, tmp_path):
     assert leakage["n_images_evaluated"] == 16
 
 
-def test_predict_uses_the_recorded_threshold_and_equals_evaluate(trained, phantom_data, tmp_path):
-    import csv
-
-    _, meta = load_checkpoint(trained / "model.pt")
-    files = sorted(s.path for s in discover(phantom_data.images).split("test"))
-    evaluated = runner.invoke(app, ["evaluate", "--checkpoint", str(trained / "model.pt"), "--data", str(phantom_data.images),
-                                    "--out", str(tmp_path / "e"), "--bootstrap", "0"])
-    assert evaluated.exit_code == 0, evaluated.output
-    with open(next((tmp_path / "e").glob("*/predictions.csv")), newline="") as f:
-        from_evaluate = {r["path"]: float(r["prob_pneumonia"]) for r in csv.DictReader(f)}
-    predicted = runner.invoke(app, ["predict", "--checkpoint", str(trained / "model.pt"), "--out", str(tmp_path / "p"), *files])
-    assert predicted.exit_code == 0, predicted.output
-    threshold = meta["thresholds"]["youden_val"]
-    assert f"{threshold:.3f}" in predicted.output and "0.5" in predicted.output
-    with open(next((tmp_path / "p").glob("*/predictions.csv")), newline="") as f:
-        rows = list(csv.DictReader(f))
-    assert [r["path"] for r in rows] == files
-    probs = np.array([float(r["prob_pneumonia"]) for r in rows])
-    assert np.allclose(probs, [from_evaluate[p] for p in files], atol=2e-6)
-    decision = rows[0].keys() - {"path", "prob_pneumonia", "pred_at_0.5", "overlay_or_reason"}
-    column = decision.pop()
-    assert [r[column] for r in rows] == ["PNEUMONIA" if p >= threshold else "NORMAL" for p in probs]
-    assert [r["pred_at_0.5"] for r in rows] == ["PNEUMONIA" if p >= 0.5 else "NORMAL" for p in probs]
-    meta_out = json.loads(next((tmp_path / "p").glob("*/predict.json")).read_text())
-    assert meta_out["leakage"]["n_images_seen_in_training"] == 0
-
-
 def test_file_sha1_equals_hashlib(tmp_path):
     import hashlib
 

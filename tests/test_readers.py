@@ -121,66 +121,41 @@ def test_decompression_bomb_header_is_refused_and_guard_stays_on(tmp_path):
         read_grayscale(path)
 
 
-def _dicom(path, pixels, photometric="MONOCHROME2", with_pixels=True, **extra):
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "CR"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
-    ds.PixelRepresentation = 0
-    for key, value in extra.items():
-        setattr(ds, key, value)
-    if with_pixels:
-        ds.PixelData = pixels.astype(np.uint16).tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    return path
-
-
-def test_dicom_monochrome2_reads_with_modality_lut(tmp_path):
+def test_dicom_monochrome2_reads_with_modality_lut(tmp_path, write_dicom):
     pixels = np.tile(np.arange(0, 4000, 100, dtype=np.uint16), (30, 1))
-    gray = read_grayscale(_dicom(tmp_path / "a.dcm", pixels, RescaleSlope=2, RescaleIntercept=-100))
+    gray = read_grayscale(write_dicom(tmp_path / "a.dcm", pixels, RescaleSlope=2, RescaleIntercept=-100))
     assert gray.shape == (30, 40) and gray[0, 0] == 0 and gray[0, -1] == 255
 
 
-def test_dicom_monochrome1_is_inverted(tmp_path):
+def test_dicom_monochrome1_is_inverted(tmp_path, write_dicom):
     pixels = np.tile(np.arange(0, 4000, 100, dtype=np.uint16), (30, 1))
-    mono2 = read_grayscale(_dicom(tmp_path / "m2.dcm", pixels))
-    mono1 = read_grayscale(_dicom(tmp_path / "m1.dcm", pixels, photometric="MONOCHROME1"))
+    mono2 = read_grayscale(write_dicom(tmp_path / "m2.dcm", pixels))
+    mono1 = read_grayscale(write_dicom(tmp_path / "m1.dcm", pixels, photometric="MONOCHROME1"))
     assert np.array_equal(mono1, 255 - mono2)
 
 
-def test_dicom_voi_window_is_applied(tmp_path):
+def test_dicom_voi_window_is_applied(tmp_path, write_dicom):
     pixels = np.tile(np.arange(0, 4000, 100, dtype=np.uint16), (30, 1))
-    gray = read_grayscale(_dicom(tmp_path / "w.dcm", pixels, WindowCenter=2000, WindowWidth=1000))
+    gray = read_grayscale(write_dicom(tmp_path / "w.dcm", pixels, WindowCenter=2000, WindowWidth=1000))
     row = gray[0]
     assert row[:10].max() == 0 and row[-10:].min() == 255  # clipped outside the window
 
 
-def test_dicom_without_extension_is_recognised(tmp_path):
+def test_dicom_without_extension_is_recognised(tmp_path, write_dicom):
     pixels = np.full((30, 40), 500, dtype=np.uint16)
     pixels[:, 20:] = 1500
-    path = _dicom(tmp_path / "noext", pixels)
+    path = write_dicom(tmp_path / "noext", pixels)
     assert read_grayscale(path)[0, -1] == 255
 
 
-def test_dicom_without_pixel_data_is_skipped(tmp_path):
-    path = _dicom(tmp_path / "empty.dcm", np.zeros((30, 40), dtype=np.uint16), with_pixels=False)
+def test_dicom_without_pixel_data_is_skipped(tmp_path, write_dicom):
+    path = write_dicom(tmp_path / "empty.dcm", np.zeros((30, 40), dtype=np.uint16), with_pixels=False)
     with pytest.raises(UnreadableImage, match="no pixel data"):
         read_grayscale(path)
 
 
-def test_corrupt_dicom_is_skipped(tmp_path):
-    good = _dicom(tmp_path / "good.dcm", np.zeros((30, 40), dtype=np.uint16)).read_bytes()
+def test_corrupt_dicom_is_skipped(tmp_path, write_dicom):
+    good = write_dicom(tmp_path / "good.dcm", np.zeros((30, 40), dtype=np.uint16)).read_bytes()
     (tmp_path / "bad.dcm").write_bytes(good[:200])
     with pytest.raises(UnreadableImage):
         read_grayscale(tmp_path / "bad.dcm")

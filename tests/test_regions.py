@@ -36,16 +36,6 @@ def test_a_map_on_the_marker_lands_outside_the_body_and_misses_the_lungs(phantom
     assert not measures.pointing_lungs[0] and measures.shares["lungs"][0] == 0
 
 
-def test_shortcut_marker_map_is_flagged_in_the_report_text():
-    from pneumocam.experiment import conclusion_section
-
-    results = {"provenance": {"eval_split": "test", "weights": {"source": "none"}, "synthetic_data": True},
-               "metrics": {"threshold_0.5": {"n": 10, "roc_auc": 0.9, "accuracy": 0.8}},
-               "ground_truth": {"marker": {"mean_mass_share": 0.30, "mean_area_share": 0.005, "images_with_mask": 5}}}
-    text = " ".join(str(b) for b in conclusion_section(results, {}).blocks)
-    assert "the model is using the marker" in text and "30.0%" in text
-
-
 def test_body_mask_keeps_the_body_and_drops_border_and_burnt_in_marks(phantom):
     body = body_mask(phantom.image)
     assert body[64, 64] and body[phantom.lungs].all()
@@ -92,60 +82,6 @@ def test_lung_model_learns_saves_and_loads(tmp_path):
 
     with pytest.raises(CheckpointError, match="cannot read lung model"):
         LungModel.load(tmp_path / "bad.pt")
-
-
-def test_randomisation_flags_maps_that_ignore_the_weights(monkeypatch):
-    import pneumocam.trust as trust
-    from pneumocam.cam import CamResult
-    from pneumocam.model import build_model
-
-    class ImageOnly:
-        """A 'method' whose maps are the image itself: blind to the weights."""
-
-        def __init__(self, *a, **k):
-            pass
-
-        def __call__(self, images, target="pred", labels=None, description=""):
-            small = images[:, ::16, ::16].astype(np.float32)
-            return CamResult(small, np.zeros(len(images)), np.zeros(len(images), np.int8), "image", "none")
-
-    monkeypatch.setattr(trust, "make_cam", lambda *a, **k: ImageOnly())
-    model, _ = build_model("none", seed=0)
-    images = np.stack([make_phantom(np.random.default_rng(i), 1, 64).image for i in range(4)])
-    result = trust.randomisation_test(model, images, np.ones(4, int))
-    assert result["flagged"] and all(r["spearman_mean"] == pytest.approx(1.0) for r in result["cascade"])
-
-
-def test_randomisation_cascade_changes_gradcam_maps():
-    from pneumocam.model import build_model
-    from pneumocam.trust import randomisation_test
-
-    model, _ = build_model("none", seed=0)
-    with torch.no_grad():
-        model.fc.weight.mul_(50)
-    images = np.stack([make_phantom(np.random.default_rng(i), i % 2, 96).image for i in range(4)])
-    result = randomisation_test(model, images, np.array([0, 1, 0, 1]))
-    assert [r["randomised_up_to"] for r in result["cascade"]] == ["fc", "layer4", "layer3", "layer2", "layer1", "conv1"]
-    assert not result["flagged"]
-
-
-def test_deletion_and_insertion_curves_share_their_end_points():
-    from pneumocam.model import build_model
-    from pneumocam.trust import deletion_insertion
-
-    model, _ = build_model("none", seed=1)
-    images = np.stack([make_phantom(np.random.default_rng(i), 1, 64).image for i in range(3)])
-    maps = np.random.default_rng(0).random((3, 2, 2)).astype(np.float32)
-    out = deletion_insertion(model, images, maps, np.ones(3, int), steps=4)
-    for kind in ("maps", "random"):
-        # the area is the trapezoid rule over fractions 0, 0.25, ..., 1, written out by hand
-        c = out[kind]["deletion_curve"]
-        assert len(c) == 5 and out[kind]["deletion_auc"] == pytest.approx(0.25 * (c[0] / 2 + c[1] + c[2] + c[3] + c[4] / 2))
-        c = out[kind]["insertion_curve"]
-        assert out[kind]["insertion_auc"] == pytest.approx(0.25 * (c[0] / 2 + c[1] + c[2] + c[3] + c[4] / 2))
-    # Nothing deleted = the original film for both orderings; everything inserted = the original film too.
-    assert out["maps"]["deletion_curve"][0] == pytest.approx(out["random"]["deletion_curve"][0])
-    assert out["maps"]["insertion_curve"][-1] == pytest.approx(out["maps"]["deletion_curve"][0])
 
 
 def test_an_empty_map_is_neither_a_hit_nor_a_miss():

@@ -9,7 +9,7 @@ from hypothesis import strategies as hs
 from scipy import stats as st
 
 from pneumocam.errors import StatsInputError
-from pneumocam.stats import (cohens_d, compare_groups, draw_sample, effect_size_label, format_p, read_scores,
+from pneumocam.stats import (cohens_d, compare_groups, draw_sample, effect_size_label, format_p, read_scores, score_report,
                              resampled_draws, summary_text)
 
 
@@ -82,8 +82,16 @@ def test_same_seed_same_sample_and_statistics(groups):
     normal, pneu = np.arange(100.0), np.arange(100.0, 250.0)
     a = draw_sample(normal, pneu, 30, seed=4)
     b = draw_sample(normal, pneu, 30, seed=4)
-    assert all(np.array_equal(x, y) for x, y in zip(a, b))
-    assert compare_groups(*a, seed=1, n_permutations=500, n_bootstrap=200) == compare_groups(*b, seed=1, n_permutations=500, n_bootstrap=200)
+    assert all(np.array_equal(a[k], b[k]) for k in ("NORMAL", "PNEUMONIA"))
+    # The draw is numpy's choice without replacement, NORMAL first, from one generator seeded 4.
+    rng = np.random.default_rng(4)
+    assert a["NORMAL"].tolist() == rng.choice(100, 30, replace=False).tolist()
+    assert a["PNEUMONIA"].tolist() == rng.choice(150, 30, replace=False).tolist()
+    assert draw_sample(normal, pneu, 30, seed=5)["NORMAL"].tolist() != a["NORMAL"].tolist()
+    first = score_report(normal, pneu, 30, n_draws=20, seed=1)
+    assert first == score_report(normal, pneu, 30, n_draws=20, seed=1)
+    assert first["sample"]["groups"]["NORMAL"]["mean"] == pytest.approx(
+                                                                        np.mean(normal[draw_sample(normal, pneu, 30, 1)["NORMAL"]]))
 
 
 def write(tmp_path, text):
@@ -121,11 +129,11 @@ def test_fuzzed_scores_tables_never_crash(tmp_path_factory, rows):
     normal, pneu, _ = groups["score"]
     result = compare_groups(normal, pneu, n_permutations=50, n_bootstrap=50)
     assert result["groups"]["NORMAL"]["n"] == len(normal)
-    summary_text(result, "score")
+    summary_text({"sample": result}, "score")
 
 
 def test_summary_has_the_original_sections(groups):
-    text = summary_text(compare_groups(*groups, n_permutations=200, n_bootstrap=200), "mean_raw")
+    text = summary_text({"sample": compare_groups(*groups, n_permutations=200, n_bootstrap=200)}, "mean_raw")
     for heading in ("Summary Statistics", "Statistical Test Results", "Effect Size", "Cohen's d", "Welch"):
         assert heading in text
     assert "0.0000" not in text

@@ -25,6 +25,28 @@ def empty_maps(maps: np.ndarray) -> np.ndarray:
     return ~(maps.reshape(len(maps), -1) > 0).any(axis=1)
 
 
+def empty_summary(maps: np.ndarray, labels: np.ndarray) -> dict:
+    """How many maps are empty, per class: results.json's "empty_maps"."""
+    from . import CLASS_NAMES
+
+    empty = empty_maps(maps)
+    return {"n": int(empty.sum()), "by_class": {CLASS_NAMES[c]: int(empty[labels == c].sum()) for c in (0, 1)},
+            "note": "maps with no positive value: no score, no pointing-game outcome, left out of the statistics"}
+
+
+ATTENTION_TESTED = ("share_lungs", "share_outside_body", "ratio_lungs", "ratio_outside_body")
+
+
+def compared_scores(scores: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, np.ndarray]:
+    """The scores a run compares between classes: the importance scores, the main region measures, and each
+    ground-truth mask's mass share where both classes have at least two values."""
+    def both_classes(v):
+        return all(np.isfinite(v[labels == c]).sum() >= 2 for c in (0, 1))
+
+    return {k: v for k, v in scores.items()
+            if k in SCORES or k in ATTENTION_TESTED or (k.endswith("_mass_share") and both_classes(v))}
+
+
 def importance_scores(maps: np.ndarray, image_size: int, chunk: int = 256, normalised: bool = False) -> dict[str, np.ndarray]:
     """Scores for (N, h, w) maps, computed on the maps upsampled to the input size.
 

@@ -138,3 +138,63 @@ def attention_measures(maps: np.ndarray, grays: np.ndarray, lung_masks: np.ndarr
             ratios[r][i] = share[j] / area[j] if area[j] > 0 else np.nan
         pointing[i] = pointing_game(maps[i:i + 1], lungs[None])[0]
     return AttentionMeasures(shares, ratios, areas, pointing, sources)
+
+
+# ----------------------------------------------------------------------------------------- per-split measures
+
+def mask_measures(root: str | Path, samples: list[Sample], maps: np.ndarray, size: int, chunk: int = 128):
+    """Per image: share of map mass in the mask, pointing-game hit, whether a non-empty mask exists, mask area share.
+    Maps are upsampled a chunk at a time, so memory does not grow with the split."""
+    from .cam import upsample
+
+    n = len(samples)
+    share, hit, area = np.full(n, np.nan), np.full(n, np.nan), np.zeros(n)
+    found = np.zeros(n, dtype=bool)
+    for start in range(0, n, chunk):
+        part = slice(start, start + chunk)
+        masks, present = load_masks(root, samples[part], size)
+        present &= masks.reshape(len(masks), -1).any(axis=1)
+        up = upsample(maps[part], size)
+        share[part] = np.where(present, mass_share(up, masks), np.nan)
+        hit[part] = np.where(present, pointing_game(up, masks), np.nan)
+        area[part], found[part] = area_share(masks), present
+    return share, hit, found, area
+
+
+def ground_truth_summary(share: np.ndarray, hit: np.ndarray, found: np.ndarray, area: np.ndarray) -> dict:
+    """A mask's row in results.json: images with the mask, mean mass and area shares, pointing-game hit rate."""
+    if not found.any():
+        return {"images_with_mask": 0, "mean_mass_share": None, "mean_area_share": None, "pointing_game_hit_rate": None}
+    return {"images_with_mask": int(found.sum()), "mean_mass_share": float(np.nanmean(share[found])),
+            "mean_area_share": float(area[found].mean()), "pointing_game_hit_rate": float(np.nanmean(hit[found]))}
+
+
+def split_attention(loaded, maps: np.ndarray, size: int, labels: np.ndarray, lung_root: str | None = None,
+                    lung_model: str | None = None, chunk: int = 128) -> tuple[dict[str, np.ndarray], dict, list[str]]:
+    """Region measures for every image of a split: (per-image columns, per-class means for the report, lung source per image).
+    Lungs come from masks under lung_root where present, else from lung_model, else the classical estimate."""
+    from .cam import upsample
+    from .lungs import LungModel
+
+    estimator = LungModel.load(lung_model) if lung_model else None
+    columns, sources = {}, []
+    for start in range(0, len(maps), chunk):
+        part = slice(start, start + chunk)
+        samples = loaded.samples[part]
+        if lung_root:
+            lung_masks, found = load_masks(lung_root, samples, size)
+        else:
+            lung_masks, found = np.zeros((len(samples), size, size), dtype=bool), np.zeros(len(samples), dtype=bool)
+        measures = attention_measures(upsample(maps[part], size), np.asarray(loaded.images[part]), lung_masks, found, estimator)
+        for name, values in measures.columns().items():
+            columns.setdefault(name, []).append(values)
+        sources += measures.lung_source
+    columns = {k: np.concatenate(v) for k, v in columns.items()}
+
+    def by_class(prefix):
+        return {CLASS_NAMES[c]: {r: float(np.nanmean(columns[f"{prefix}_{r}"][labels == c])) for r in REGIONS} for c in (0, 1)}
+
+    summary = {"mean_share_by_class": by_class("share"), "mean_ratio_by_class": by_class("ratio"), "mean_area_by_class": by_class("area"),
+               "pointing_lungs_by_class": {CLASS_NAMES[c]: float(np.nanmean(columns["pointing_lungs"][labels == c])) for c in (0, 1)},
+               "lung_sources": {s: sources.count(s) for s in sorted(set(sources))}, "estimated": any(s != "mask" for s in sources)}
+    return columns, summary, sources

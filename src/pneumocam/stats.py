@@ -200,30 +200,66 @@ def read_scores(path, score_columns: list[str]) -> dict[str, ScoreColumn]:
     return out
 
 
-def draw_sample(normal: np.ndarray, pneumonia: np.ndarray, n_per_class: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """The original protocol's random n-per-class sample (all values when n_per_class is None)."""
+def draw_sample(normal: np.ndarray, pneumonia: np.ndarray, n_per_class: int | None, seed: int) -> dict[str, np.ndarray]:
+    """The original protocol's random n-per-class sample, as indices into each group (all of them when n_per_class is None).
+    NORMAL is drawn first, then PNEUMONIA, from one generator seeded with `seed`."""
     if n_per_class is None:
-        return normal, pneumonia
+        return {"NORMAL": np.arange(len(normal)), "PNEUMONIA": np.arange(len(pneumonia))}
     rng = np.random.default_rng(seed)
     for name, x in (("NORMAL", normal), ("PNEUMONIA", pneumonia)):
         if len(x) < n_per_class:
             raise StatsInputError(f"the {name} group has {len(x)} values, fewer than --n-per-class {n_per_class}; use --n-per-class all")
-    return (rng.choice(normal, n_per_class, replace=False), rng.choice(pneumonia, n_per_class, replace=False))
+    return {"NORMAL": rng.choice(len(normal), n_per_class, replace=False), "PNEUMONIA": rng.choice(len(pneumonia), n_per_class, replace=False)}
 
 
 def score_report(normal: np.ndarray, pneumonia: np.ndarray, n_per_class: int | None = 30, n_draws: int = 1000,
                  alpha: float = 0.05, seed: int = 0) -> dict:
-    """What `pneumocam stats` reports for one score: every test on the seeded n-per-class draw (the original
-    protocol; all values when n_per_class is None), the same on every value, and the spread over resampled draws."""
-    result = compare_groups(*draw_sample(normal, pneumonia, n_per_class, seed), alpha=alpha, seed=seed)
-    result["all_images"] = compare_groups(normal, pneumonia, alpha=alpha, seed=seed) if n_per_class is not None else None
+    """Everything stats.json holds for one score, whether `pneumocam stats` or a run wrote it.
+
+    Takes each class's finite values; returns {"sample": every test on the seeded n-per-class draw (the original
+    protocol) with "draw" (n, seed and the drawn indices), "all_images": the same on every value, "resampled":
+    p and d over n_draws other draws (when both classes hold more than n values)}.
+    """
+    normal, pneumonia = validate_groups(normal, pneumonia)
+    picked = draw_sample(normal, pneumonia, n_per_class, seed)
+    sample = compare_groups(normal[picked["NORMAL"]], pneumonia[picked["PNEUMONIA"]], alpha=alpha, seed=seed)
+    sample["draw"] = {"n_per_class": n_per_class, "seed": seed, "indices": {k: v.tolist() for k, v in picked.items()}}
+    result = {"sample": sample,
+              "all_images": compare_groups(normal, pneumonia, alpha=alpha, seed=seed) if n_per_class is not None else sample}
     if n_per_class is not None and n_draws > 0 and min(len(normal), len(pneumonia)) > n_per_class:
         result["resampled"] = resampled_draws(normal, pneumonia, n_per_class, n_draws, alpha, seed)
     return result
 
 
-def summary_text(result: dict, score: str) -> str:
-    """The original write-up's layout: Summary Statistics, Statistical Test Results, Effect Size."""
+def group_statistics(scores: dict[str, np.ndarray], labels: np.ndarray, n_per_class: int | None, n_draws: int, alpha: float,
+                     seed: int, descriptions: dict[str, str] | None = None) -> tuple[dict, dict]:
+    """stats.json of a run: score_report (the `stats` command's function) per score, on each class's finite values
+    in row order. NaN rows (empty maps, missing regions) are left out and counted; a sample larger than a class
+    shrinks to that class, with a note. Returns (statistics, notes)."""
+    labels = np.asarray(labels)
+    out, notes = {}, {}
+    for name, values in scores.items():
+        finite = np.isfinite(values)
+        normal, pneumonia = values[(labels == 0) & finite], values[(labels == 1) & finite]
+        n = n_per_class
+        if n is not None and n > min(len(normal), len(pneumonia)) >= 2:
+            notes.setdefault("n_per_class", f"asked for {n} per class, but {name} has only {min(len(normal), len(pneumonia))} "
+                                            "values in its smaller class: the sample uses them all")
+            n = min(len(normal), len(pneumonia))
+        entry = {"description": (descriptions or {}).get(name, name),
+                 "dropped_nan_rows": {"NORMAL": int(np.sum(~finite & (labels == 0))), "PNEUMONIA": int(np.sum(~finite & (labels == 1)))}}
+        try:
+            entry |= score_report(normal, pneumonia, n, n_draws, alpha, seed)
+        except StatsInputError as exc:
+            entry["error"] = str(exc)
+        out[name] = entry
+    return out, notes
+
+
+def summary_text(entry: dict, score: str) -> str:
+    """The original write-up's layout (Summary Statistics, Statistical Test Results, Effect Size) for one stats.json
+    entry (score_report's layout): its sample's tests, and the spread over resampled draws when there is one."""
+    result = entry["sample"]
     g = result["groups"]
     lines = [f"Summary Statistics ({score}; difference = {result['difference']})",
              f"{'Class':<12}{'n':>6}{'Mean':>14}{'SD':>14}"]
@@ -240,8 +276,8 @@ def summary_text(result: dict, score: str) -> str:
               "", "Effect Size",
               f"  Cohen's d = {result['cohens_d']:.4f} ({result['effect_size_label']}); Hedges' g = {result['hedges_g']:.4f}, "
               f"95% CI [{result['hedges_g_ci'][0]:.4f}, {result['hedges_g_ci'][1]:.4f}]"]
-    if result.get("resampled"):
-        r = result["resampled"]
+    if entry.get("resampled"):
+        r = entry["resampled"]
         lines.append(f"  Over {r['n_draws']} random {r['n_per_class']} vs {r['n_per_class']} draws: {r['share_p_below_alpha']:.1%} "
                      f"have p < {r['alpha']}; median p {r['p_quantiles']['0.5']:.3e}, median d {r['d_quantiles']['0.5']:.3f}")
     return "\n".join(lines)

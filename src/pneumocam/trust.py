@@ -101,3 +101,14 @@ def deletion_insertion(model, images: np.ndarray, maps: np.ndarray, targets: np.
               result["maps"]["insertion_auc"] > result["random"]["insertion_auc"])
     return {"fractions": fractions.tolist(), "n_images": int(len(images)), "steps": steps, "baseline": "Gaussian-blurred film",
             **result, "maps_beat_random": {"deletion": bool(better[0]), "insertion": bool(better[1])}}
+
+
+def trust_checks(model, loaded, cam_result, labels: np.ndarray, n_images: int, steps: int, seed: int, device) -> dict:
+    """Both checks on a class-balanced sample of the split (n_images in all), reusing the main pass's maps."""
+    from .data import balanced_indices
+
+    n = min(n_images // 2, int(np.bincount(labels, minlength=2).min()))
+    pick = balanced_indices(labels, max(n, 1), seed + 2)
+    images, targets = np.asarray(loaded.images[pick]), cam_result.targets[pick].astype(int)
+    return {"randomisation": randomisation_test(model, images, targets, cam_result.method, seed, reference=cam_result.maps[pick]),
+            "faithfulness": deletion_insertion(model, images, cam_result.maps[pick], targets, steps, seed, device)}

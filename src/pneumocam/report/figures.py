@@ -1,10 +1,7 @@
-"""Figures (matplotlib) and the report: one document model rendered to self-contained HTML and to Markdown."""
+"""The report's figures (matplotlib, Agg). Each function draws one PNG from plain arrays or results.json entries."""
 
 from __future__ import annotations
 
-import base64
-import html
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
@@ -13,15 +10,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from . import CLASS_NAMES  # noqa: E402
-from .stats import format_p  # noqa: E402
+from .. import CLASS_NAMES  # noqa: E402
+from ..stats import format_p  # noqa: E402
 
 
 # ----------------------------------------------------------------------------------------------- figures
 
 def _save(fig, path: Path) -> Path:
-    from .outputs import atomic_write_bytes
     import io
+
+    from ..outputs import atomic_write_bytes
 
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
@@ -120,7 +118,7 @@ def training_curves(path: Path, history: list[dict]) -> Path:
 
 
 def region_bars(path: Path, shares: dict, areas: dict) -> Path:
-    from .regions import REGIONS
+    from ..regions import REGIONS
 
     fig, ax = plt.subplots(figsize=(5.2, 3.4))
     colours = ["#2e7d32", "#f9a825", "#90a4ae", "#c62828"]
@@ -156,93 +154,3 @@ def trust_figure(path: Path, trust: dict) -> Path:
     b.set_ylabel("p(target class)")
     b.legend(fontsize=6)
     return _save(fig, path)
-
-
-# ----------------------------------------------------------------------------------------------- document
-
-@dataclass
-class Banner:
-    text: str
-    level: str = "danger"  # danger | warning | info
-
-
-@dataclass
-class Table:
-    header: list[str]
-    rows: list[list[str]]
-    caption: str = ""
-
-
-@dataclass
-class Figure:
-    path: Path
-    caption: str
-
-
-@dataclass
-class Section:
-    title: str
-    blocks: list = field(default_factory=list)
-
-    def add(self, *blocks) -> "Section":
-        self.blocks.extend(blocks)
-        return self
-
-
-_CSS = """body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:.6em 0;font-size:.9em}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
-td:first-child,th:first-child{text-align:left}caption{text-align:left;font-weight:600;padding:.3em 0}
-.banner{padding:.8em 1em;margin:.8em 0;border-radius:4px;font-weight:600}.danger{background:#c62828;color:#fff}
-.warning{background:#fff3cd;border:1px solid #e0b400}.info{background:#e3f2fd}
-figure{margin:1em 0}figure img{max-width:100%;border:1px solid #ddd}figcaption{font-size:.85em;color:#555}
-code{background:#f4f4f4;padding:0 .2em}"""
-
-
-def render_html(title: str, sections: list[Section]) -> str:
-    """Self-contained HTML: images embedded as data URIs; every text from data or users is escaped."""
-    out = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
-           f"<h1>{html.escape(title)}</h1>"]
-    for section in sections:
-        out.append(f"<h2>{html.escape(section.title)}</h2>")
-        for block in section.blocks:
-            if isinstance(block, Banner):
-                out.append(f"<div class='banner {block.level}'>{html.escape(block.text)}</div>")
-            elif isinstance(block, Table):
-                out.append("<table>" + (f"<caption>{html.escape(block.caption)}</caption>" if block.caption else ""))
-                out.append("<tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in block.header) + "</tr>")
-                for row in block.rows:
-                    out.append("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>")
-                out.append("</table>")
-            elif isinstance(block, Figure):
-                data = base64.b64encode(Path(block.path).read_bytes()).decode("ascii")
-                out.append(f"<figure><img alt='{html.escape(block.caption)}' src='data:image/png;base64,{data}'>"
-                           f"<figcaption>{html.escape(block.caption)}</figcaption></figure>")
-            else:
-                out.append(f"<p>{html.escape(str(block))}</p>")
-    out.append("</body></html>")
-    return "\n".join(out)
-
-
-def _md_cell(value) -> str:
-    return str(value).replace("|", "\\|").replace("\n", " ")
-
-
-def render_markdown(title: str, sections: list[Section], relative_to: Path) -> str:
-    out = [f"# {title}", ""]
-    for section in sections:
-        out += [f"## {section.title}", ""]
-        for block in section.blocks:
-            if isinstance(block, Banner):
-                out += [f"> **{block.level.upper()}: {block.text}**", ""]
-            elif isinstance(block, Table):
-                if block.caption:
-                    out += [f"**{block.caption}**", ""]
-                out.append("| " + " | ".join(_md_cell(h) for h in block.header) + " |")
-                out.append("|" + "---|" * len(block.header))
-                out += ["| " + " | ".join(_md_cell(v) for v in row) + " |" for row in block.rows]
-                out.append("")
-            elif isinstance(block, Figure):
-                out += [f"![{block.caption}]({Path(block.path).relative_to(relative_to).as_posix()})", "", f"*{block.caption}*", ""]
-            else:
-                out += [str(block), ""]
-    return "\n".join(out)

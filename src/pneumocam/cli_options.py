@@ -1,0 +1,198 @@
+"""Every command-line option, declared once: its type (fixed choices are Enums, so --help lists them and typer
+validates them), default and help. Commands take groups of them with @options(...); --config FILE supplies
+defaults that the command line overrides, as timm's train.py does.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from .errors import PneumocamError
+
+
+class Mode(str, Enum):
+    frozen = "frozen"
+    partial = "partial"
+    full = "full"
+
+
+class Method(str, Enum):
+    gradcam = "gradcam"
+    hirescam = "hirescam"
+    gradcampp = "gradcam++"
+    layercam = "layercam"
+    eigencam = "eigencam"
+    scorecam = "scorecam"
+
+
+class Target(str, Enum):
+    pred = "pred"
+    true = "true"
+    PNEUMONIA = "PNEUMONIA"
+    NORMAL = "NORMAL"
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class ValSource(str, Enum):
+    auto = "auto"
+    carved = "carved"
+    dataset = "dataset"
+
+
+class SelectBy(str, Enum):
+    auc = "auc"
+    loss = "loss"
+
+
+class Schedule(str, Enum):
+    cosine = "cosine"
+    constant = "constant"
+
+
+class ClassWeights(str, Enum):
+    auto = "auto"
+    balanced = "balanced"
+    none = "none"
+
+
+class EvalSplit(str, Enum):
+    test = "test"
+    val = "val"
+    heldout = "heldout"
+
+
+class Split(str, Enum):
+    test = "test"
+    val = "val"
+    train = "train"
+
+
+def _option(annotation, default, help: str, *names: str):
+    return annotation, default, typer.Option(*names, help=help)
+
+
+TRAINING = {
+    "mode": _option(Mode, Mode.frozen, "frozen (the original: head only, features computed once) | partial (layer4 + head) | full."),
+    "weights": _option(str, "imagenet", "imagenet | imagenet-v1 | none | PATH to a local state_dict."),
+    "epochs": _option(int, 10, "Training epochs."),
+    "batch_size": _option(int, 32, "Images per batch."),
+    "image_size": _option(int, 224, "Side of the square model input, in pixels."),
+    "lr": _option(Optional[float], None, "AdamW learning rate (default: 1e-3 frozen, 3e-4 partial, 1e-4 full)."),
+    "weight_decay": _option(float, 1e-4, "AdamW weight decay."),
+    "schedule": _option(Schedule, Schedule.cosine, "Learning-rate schedule over all steps."),
+    "class_weights": _option(ClassWeights, ClassWeights.auto, "Loss weights against class imbalance (auto: balanced, or none "
+                             "with --weighted-sampler, which balances already; both at once is refused)."),
+    "weighted_sampler": _option(bool, False, "Draw batches class-balanced instead of weighting the loss."),
+    "augment": _option(bool, False, "Small rotation, shift, scale, contrast (off in the faithful recipe; never a flip)."),
+    "val_source": _option(ValSource, ValSource.auto, "Validation images: auto (the dataset's val if it holds >= 100, else carved), "
+                          "carved (patients of train) or dataset."),
+    "val_fraction": _option(float, 0.2, "Share of train's images carved for validation, by whole patients."),
+    "seed": _option(int, 0, "Seed of the splits, the initialisation, the batches and every random draw."),
+    "device": _option(Device, Device.auto, "Where to compute."),
+    "select_by": _option(SelectBy, SelectBy.auc, "How the best epoch is chosen on validation (loss: the class-weighted training loss)."),
+    "max_per_class": _option(Optional[int], None, "Use at most this many images per class (quick runs)."),
+}
+
+EXPLAINING = {
+    "method": _option(Method, Method.gradcam, "The class activation map method (gradcam++ and layercam are native and raw; "
+                      "eigencam and scorecam come normalised from pytorch-grad-cam)."),
+    "target": _option(Target, Target.pred, "The class each map explains."),
+    "lung_masks": _option(Optional[Path], None, "Lung masks laid out MASKS/{split}/{CLASS}/<image stem>.png (0, 255 lung, 127 ignore)."),
+    "lung_model": _option(Optional[Path], None, "A lung model from `pneumocam lungs fit`, for images without a mask."),
+    "trust_images": _option(int, 16, "Images for the randomisation and deletion / insertion checks (0: skip them)."),
+    "strict": _option(bool, False, "Stop (exit 2) if any evaluated image or its patient was used to train or select the model."),
+}
+
+STATISTICS = {
+    "n_per_class": _option(str, "30", "Random images per class in the original protocol's sample, or 'all'."),
+    "n_draws": _option(int, 1000, "Resampled draws for the distribution of p and d (0: none)."),
+    "alpha": _option(float, 0.05, "Significance level."),
+}
+
+CONFIG = {"config": _option(Optional[Path], None, "A JSON or YAML file of option values (e.g. a run's config.json) used as "
+                            "defaults; options given on the command line win.")}
+
+
+def options(*groups: dict, defaults: dict[str, Any] | None = None):
+    """Add the groups' options to a command that takes them as **kwargs (its own parameters come first)."""
+
+    def decorate(command):
+        signature = inspect.signature(command)
+        own = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        added = []
+        for group in groups:
+            for name, (annotation, default, info) in group.items():
+                default = (defaults or {}).get(name, default)
+                added.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                                               annotation=Annotated[annotation, info]))
+        command.__signature__ = signature.replace(parameters=own + added)
+        return command
+
+    return decorate
+
+
+def plain(values: dict[str, Any]) -> dict[str, Any]:
+    """Enum members to their values, paths to strings: what the library's configs take."""
+    return {k: (v.value if isinstance(v, Enum) else str(v) if isinstance(v, Path) else v) for k, v in values.items()}
+
+
+def given_on_command_line(ctx: typer.Context, values: dict[str, Any]) -> dict[str, Any]:
+    """The options the user typed (not defaults). Compared by name: typer vendors click's ParameterSource."""
+    return {k: v for k, v in values.items()
+            if getattr(ctx.get_parameter_source(k), "name", None) in ("COMMANDLINE", "ENVIRONMENT")}
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Option values from JSON or YAML, flattened: a run's config.json ({"experiment": {..., "train": {...}}}),
+    a training folder's ({"train": {...}}) or a flat mapping of option names."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise PneumocamError(f"cannot read the config file {path}: {exc}") from exc
+    try:
+        loaded = json.loads(text) if Path(path).suffix.lower() == ".json" else _yaml(text)
+    except ValueError as exc:
+        raise PneumocamError(f"{path} is not valid {'JSON' if Path(path).suffix.lower() == '.json' else 'YAML'}: {exc}") from exc
+    if not isinstance(loaded, dict):
+        raise PneumocamError(f"{path} must hold a mapping of option names to values")
+    flat = dict(loaded.get("experiment", loaded))
+    flat |= flat.pop("train", None) or loaded.get("train", {}) or {}
+    masks = flat.pop("masks", None) or {}
+    if masks.get("lungs") and "lung_masks" not in flat:
+        flat["lung_masks"] = masks["lungs"]
+    if flat.get("n_per_class", "") is None:
+        flat["n_per_class"] = "all"
+    return flat
+
+
+def _yaml(text: str):
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(str(exc).splitlines()[0]) from exc
+
+
+def with_config(ctx: typer.Context, values: dict[str, Any], config: Path | None) -> dict[str, Any]:
+    """values with every option not typed on the command line taken from the config file, where it has one."""
+    if config is None:
+        return values
+    from_file = read_config_file(config)
+    typed = given_on_command_line(ctx, values)
+    out = dict(values)
+    for name in values:
+        if name not in typed and name in from_file:
+            out[name] = from_file[name]  # plain values; the library's configs validate them
+    return out

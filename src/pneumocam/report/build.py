@@ -1,0 +1,85 @@
+"""render(run_dir): report.html and report.md from a finished run folder alone (no model, no data).
+
+Reads results.json, stats.json, importance.csv and heatmaps.npz; uses the run's figures where they exist and
+remakes the missing ones from those files (the heatmap grid alone needs the films, so it is only reused).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import PneumocamError
+from ..outputs import atomic_write_text
+from . import figures as fg
+from .document import render_html, render_markdown
+from .sections import ORIGINAL_SCORE, build_sections
+
+
+def _finite_by_class(run_dir: Path, score: str) -> tuple[np.ndarray, np.ndarray]:
+    """A score's finite values per class, in importance.csv's row order (the order the statistics drew from)."""
+    with open(run_dir / "importance.csv", newline="") as f:
+        rows = [(r["label"], float(r[score])) for r in csv.DictReader(f) if r.get(score) not in (None, "")]
+    values = {c: np.array([v for label, v in rows if label == c and np.isfinite(v)]) for c in ("NORMAL", "PNEUMONIA")}
+    return values["NORMAL"], values["PNEUMONIA"]
+
+
+def make_figures(run_dir: Path, results: dict, out_dir: Path) -> dict[str, Path]:
+    """{figure key: PNG path}: the run's own figure when present, else one remade into out_dir/figures."""
+    found: dict[str, Path] = {}
+
+    def figure(key: str, draw) -> None:
+        existing = run_dir / "figures" / f"{key}.png"
+        if existing.is_file():
+            found[key] = existing
+        elif draw is not None:
+            found[key] = draw(out_dir / "figures" / f"{key}.png")
+
+    figure("heatmaps", None)
+    m05 = results["metrics"]["threshold_0.5"]
+    if (run_dir / "heatmaps.npz").is_file():
+        from ..cam import load_heatmaps
+
+        maps = load_heatmaps(run_dir / "heatmaps.npz")
+        figure("roc", lambda p: fg.roc_figure(p, maps["labels"], maps["probs"].astype(np.float64), m05["roc_auc"], m05["roc_auc_ci95"]))
+    figure("confusion", lambda p: fg.confusion_figure(p, m05["confusion_matrix"]["rows_true_cols_pred"], 0.5))
+    if results.get("training"):
+        figure("training", lambda p: fg.training_curves(p, results["training"]["history"]))
+    if results.get("attention"):
+        att = results["attention"]
+        figure("regions", lambda p: fg.region_bars(p, att["mean_share_by_class"], att["mean_area_by_class"]))
+    if results.get("trust"):
+        figure("trust", lambda p: fg.trust_figure(p, results["trust"]))
+    statistics = json.loads((run_dir / "stats.json").read_text()) if (run_dir / "stats.json").is_file() else {}
+    for name, entry in statistics.items():
+        if "sample" not in entry:
+            continue
+        draw = entry["sample"]["draw"]
+
+        def scores(path, name=name, entry=entry, draw=draw):
+            normal, pneumonia = _finite_by_class(run_dir, name)
+            return fg.score_comparison(path, normal[draw["indices"]["NORMAL"]], pneumonia[draw["indices"]["PNEUMONIA"]], name,
+                                       entry["sample"])
+        figure(f"scores_{name}", scores if (run_dir / "importance.csv").is_file() else None)
+        if entry.get("resampled") and "p_values" in entry["resampled"] and name in (ORIGINAL_SCORE, "mean_raw"):
+            r = entry["resampled"]
+            figure(f"pvalues_{name}", lambda p, r=r, name=name: fg.p_histogram(p, r["p_values"], r["alpha"], name, r["n_per_class"]))
+    return found
+
+
+def render(run_dir: str | Path, out: str | Path | None = None) -> tuple[Path, Path]:
+    """Write report.html and report.md for a run folder into out (default: the run folder); return their paths."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "results.json").is_file():
+        raise PneumocamError(f"{run_dir} holds no results.json: not a finished `pneumocam run` folder")
+    out_dir = Path(out) if out is not None else run_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = json.loads((run_dir / "results.json").read_text())
+    sections = build_sections(results, make_figures(run_dir, results, out_dir))
+    title = "pneumocam report" + (" (SYNTHETIC DEMO DATA)" if results["provenance"].get("synthetic_data") else "")
+    html_path = atomic_write_text(out_dir / "report.html", render_html(title, sections))
+    md_path = atomic_write_text(out_dir / "report.md", render_markdown(title, sections, out_dir))
+    return html_path, md_path

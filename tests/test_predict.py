@@ -1,0 +1,64 @@
+"""predict: the checkpoint's threshold, the same probabilities as evaluate, overlays at each file's own size, skips listed."""
+
+import csv
+import json
+
+import numpy as np
+from PIL import Image
+from typer.testing import CliRunner
+
+from pneumocam.cli import app
+from pneumocam.data import discover
+from pneumocam.model import load_checkpoint
+from pneumocam.train import TrainConfig, fit
+
+runner = CliRunner()
+
+
+def test_predict_uses_the_recorded_threshold_and_equals_evaluate(phantom_data, tmp_path):
+    trained = fit(TrainConfig(data=str(phantom_data.images), mode="frozen", weights="none", image_size=32, epochs=1, batch_size=16,
+                              val_source="dataset", seed=1, use_cache=False), runs_dir=tmp_path / "runs")
+    _, meta = load_checkpoint(trained / "model.pt")
+    files = sorted(s.path for s in discover(phantom_data.images).split("test"))
+    evaluated = runner.invoke(app, ["evaluate", "--checkpoint", str(trained / "model.pt"), "--data", str(phantom_data.images),
+                                    "--out", str(tmp_path / "e"), "--bootstrap", "0"])
+    assert evaluated.exit_code == 0, evaluated.output
+    with open(next((tmp_path / "e").glob("*/predictions.csv")), newline="") as f:
+        from_evaluate = {r["path"]: float(r["prob_pneumonia"]) for r in csv.DictReader(f)}
+    predicted = runner.invoke(app, ["predict", "--checkpoint", str(trained / "model.pt"), "--out", str(tmp_path / "p"), *files])
+    assert predicted.exit_code == 0, predicted.output
+    threshold = meta["thresholds"]["youden_val"]
+    assert f"{threshold:.3f}" in predicted.output and "0.5" in predicted.output
+    with open(next((tmp_path / "p").glob("*/predictions.csv")), newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["path"] for r in rows] == files
+    probs = np.array([float(r["prob_pneumonia"]) for r in rows])
+    assert np.allclose(probs, [from_evaluate[p] for p in files], atol=2e-6)
+    decision = rows[0].keys() - {"path", "prob_pneumonia", "pred_at_0.5", "overlay_or_reason"}
+    column = decision.pop()
+    assert [r[column] for r in rows] == ["PNEUMONIA" if p >= threshold else "NORMAL" for p in probs]
+    assert [r["pred_at_0.5"] for r in rows] == ["PNEUMONIA" if p >= 0.5 else "NORMAL" for p in probs]
+    meta_out = json.loads(next((tmp_path / "p").glob("*/predict.json")).read_text())
+    assert meta_out["leakage"]["n_images_seen_in_training"] == 0
+
+
+def test_predict_writes_overlays_and_lists_skips(phantom_data, tmp_path, write_dicom):
+    from pneumocam.model import build_model, save_checkpoint
+
+    model, info = build_model("none", seed=0)
+    save_checkpoint(tmp_path / "model.pt", model, {"image_size": 64, "weights": info.to_dict()})
+    film = next((phantom_data.images / "test" / "PNEUMONIA").glob("*.png"))
+    wide = tmp_path / "wide.png"
+    Image.fromarray(np.tile(np.arange(120, dtype=np.uint8), (80, 1))).save(wide)
+    broken = tmp_path / "broken.jpeg"
+    broken.write_text("not an image")
+    dicom = write_dicom(tmp_path / "film.dcm", np.tile(np.arange(0, 4000, 50, dtype=np.uint16), (60, 1)), photometric="MONOCHROME1")
+    result = runner.invoke(app, [str(a) for a in ("predict", "--checkpoint", tmp_path / "model.pt", "--out", tmp_path / "pred",
+                                                  film, wide, broken, dicom)])
+    assert result.exit_code == 0, result.output
+    folder = next((tmp_path / "pred").glob("predict-*"))
+    overlays = sorted(folder.glob("*.png"))
+    assert len(overlays) == 3 and Image.open(folder / "001_wide_gradcam.png").size == (120, 80)
+    assert Image.open(folder / "002_film_gradcam.png").size == (80, 60)  # DICOM overlay at its own resolution
+    text = (folder / "predictions.csv").read_text()
+    assert "broken.jpeg,,skipped,,not a readable image" in text
