@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo-runs
 
-.PHONY: test demo bench clean
+.PHONY: test lint demo bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,11 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The house rules (pyproject.toml [tool.ruff]): lint and formatting, checked, never rewritten here.
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 
 demo: $(STAMP)
 	$(BIN)/pneumocam demo --out $(DEMO_OUT)

@@ -79,9 +79,14 @@ def bench_forward_and_cam(batch: int, repeats: int) -> dict:
     t_forward = median_time(forward, repeats)
     t_ours = median_time(lambda: ours(images), repeats)
     t_library = median_time(library, max(1, repeats // 2))
-    return {"batch": batch, "forward_img_s": batch / t_forward, "gradcam_img_s": batch / t_ours,
-            "library_gradcam_img_s": batch / t_library, "gradcam_vs_forward": t_forward / t_ours,
-            "gradcam_vs_library": t_library / t_ours}
+    return {
+        "batch": batch,
+        "forward_img_s": batch / t_forward,
+        "gradcam_img_s": batch / t_ours,
+        "library_gradcam_img_s": batch / t_library,
+        "gradcam_vs_forward": t_forward / t_ours,
+        "gradcam_vs_library": t_library / t_ours,
+    }
 
 
 def bench_frozen(n_images: int, repeats: int) -> dict:
@@ -107,7 +112,7 @@ def bench_frozen(n_images: int, repeats: int) -> dict:
         for epoch in range(10):
             order = torch.randperm(n_images, generator=torch.Generator().manual_seed(epoch))
             for s in range(0, n_images, 32):
-                idx = order[s:s + 32]
+                idx = order[s : s + 32]
                 loss = weighted_loss(head(features[idx]).flatten(), labels[idx], weights)
                 opt.zero_grad()
                 loss.backward()
@@ -122,17 +127,22 @@ def bench_frozen(n_images: int, repeats: int) -> dict:
         opt = torch.optim.AdamW(head.parameters(), lr=1e-3)
         for s in range(0, n_images, 32):
             with torch.no_grad():
-                f = backbone_features(model, to_model_input(torch.from_numpy(images[s:s + 32])))
-            loss = weighted_loss(head(f).flatten(), labels[s:s + 32], weights)
+                f = backbone_features(model, to_model_input(torch.from_numpy(images[s : s + 32])))
+            loss = weighted_loss(head(f).flatten(), labels[s : s + 32], weights)
             opt.zero_grad()
             loss.backward()
             opt.step()
 
     t_naive = 10 * median_time(naive_epoch, max(1, repeats // 2), warmup=0)  # ten identical epochs
     frozen_total = t_features + t_head
-    return {"n_images": n_images, "feature_pass_s": t_features, "ten_head_epochs_s": t_head,
-            "frozen_total_vs_feature_pass": frozen_total / t_features, "naive_ten_epochs_s": t_naive,
-            "frozen_speedup_vs_naive": t_naive / frozen_total}
+    return {
+        "n_images": n_images,
+        "feature_pass_s": t_features,
+        "ten_head_epochs_s": t_head,
+        "frozen_total_vs_feature_pass": frozen_total / t_features,
+        "naive_ten_epochs_s": t_naive,
+        "frozen_speedup_vs_naive": t_naive / frozen_total,
+    }
 
 
 def bench_data(repeats: int, model_img_s: float) -> dict:
@@ -147,15 +157,28 @@ def bench_data(repeats: int, model_img_s: float) -> dict:
             out[name] = "shared data absent"
             continue
         samples = discover(root).split("train")[:: max(1, len(discover(root).split("train")) // 400)][:400]
-        t_one_core = median_time(lambda: [read_resized(s.path, 224) for s in samples], repeats, warmup=1)
+        t_one_core = median_time(
+            lambda samples=samples: [read_resized(s.path, 224) for s in samples], repeats, warmup=1
+        )
         with tempfile.TemporaryDirectory() as cache:
-            t_threads = median_time(lambda: load_images(samples, 224, use_cache=False), repeats, warmup=0)
+            t_threads = median_time(
+                lambda samples=samples: load_images(samples, 224, use_cache=False), repeats, warmup=0
+            )
             load_images(samples, 224, cache_dir=cache)
-            t_cached = median_time(lambda: np.asarray(load_images(samples, 224, cache_dir=cache).images).sum(), repeats, warmup=0)
+            t_cached = median_time(
+                lambda samples=samples: np.asarray(load_images(samples, 224, cache_dir=cache).images).sum(),
+                repeats,
+                warmup=0,
+            )
         per_core = len(samples) / t_one_core
-        out[name] = {"n_images": len(samples), "decode_resize_img_s_one_core": per_core,
-                     "decode_resize_img_s_all_cores": len(samples) / t_threads, "cached_img_s": len(samples) / t_cached,
-                     "per_core_vs_model_forward": per_core / model_img_s, "cores": cores}
+        out[name] = {
+            "n_images": len(samples),
+            "decode_resize_img_s_one_core": per_core,
+            "decode_resize_img_s_all_cores": len(samples) / t_threads,
+            "cached_img_s": len(samples) / t_cached,
+            "per_core_vs_model_forward": per_core / model_img_s,
+            "cores": cores,
+        }
     return out
 
 
@@ -164,15 +187,35 @@ def bench_end_to_end(out_dir: Path) -> dict:
     if not data.is_dir():
         return {"skipped": "shared data absent"}
     runs = out_dir / "e2e-runs"
-    command = [sys.executable, "-m", "pneumocam.cli", "run", "--data", str(data), "--out", str(runs), "--weights", "none",
-               "--mode", "frozen", "--eval-split", "val", "--lung-masks", str(SHARED / "kermany224-lungmasks")]
+    command = [
+        sys.executable,
+        "-m",
+        "pneumocam.cli",
+        "run",
+        "--data",
+        str(data),
+        "--out",
+        str(runs),
+        "--weights",
+        "none",
+        "--mode",
+        "frozen",
+        "--eval-split",
+        "val",
+        "--lung-masks",
+        str(SHARED / "kermany224-lungmasks"),
+    ]
     start = time.perf_counter()
     env = os.environ | {"PNEUMOCAM_NO_PROGRESS": "1"}
     proc = subprocess.run(["/usr/bin/time", "-v", *command], capture_output=True, text=True, env=env)
     wall = time.perf_counter() - start
     rss = [l for l in proc.stderr.splitlines() if "Maximum resident set size" in l]
-    return {"command": " ".join(command), "exit_code": proc.returncode, "wall_s": wall,
-            "peak_rss_mb": int(rss[0].split()[-1]) / 1024 if rss else None}
+    return {
+        "command": " ".join(command),
+        "exit_code": proc.returncode,
+        "wall_s": wall,
+        "peak_rss_mb": int(rss[0].split()[-1]) / 1024 if rss else None,
+    }
 
 
 def main(argv=None) -> int:
@@ -183,8 +226,14 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("PNEUMOCAM_NO_PROGRESS", "1")
     repeats = 3 if args.quick else 5
-    results = {"machine": {"platform": platform.platform(), "cpu_threads": torch.get_num_threads(), "torch": torch.__version__,
-                           "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"}}
+    results = {
+        "machine": {
+            "platform": platform.platform(),
+            "cpu_threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
+        }
+    }
     results["matmul_fp32_gflops"] = matmul_gflops(repeats * 2)
     cam = bench_forward_and_cam(16 if args.quick else 32, repeats)
     cam["forward_share_of_fp32_ceiling"] = cam["forward_img_s"] * RESNET50_GFLOP_224 / results["matmul_fp32_gflops"]
@@ -205,20 +254,52 @@ def print_table(r: dict) -> None:
     c, f = r["forward_and_gradcam_224"], r["frozen_training"]
     rows = [
         ("fp32 matmul ceiling", f"{r['matmul_fp32_gflops']:.1f} GFLOP/s", ""),
-        ("ResNet50 forward, 224 px", f"{c['forward_img_s']:.1f} img/s", f"{c['forward_share_of_fp32_ceiling']:.0%} of ceiling (target >= 50%)"),
-        ("pneumocam Grad-CAM", f"{c['gradcam_img_s']:.1f} img/s", f"{c['gradcam_vs_forward']:.2f}x forward (target >= 0.8x)"),
-        ("pytorch-grad-cam GradCAM", f"{c['library_gradcam_img_s']:.1f} img/s", f"ours {c['gradcam_vs_library']:.2f}x faster (target >= 2.5x)"),
+        (
+            "ResNet50 forward, 224 px",
+            f"{c['forward_img_s']:.1f} img/s",
+            f"{c['forward_share_of_fp32_ceiling']:.0%} of ceiling (target >= 50%)",
+        ),
+        (
+            "pneumocam Grad-CAM",
+            f"{c['gradcam_img_s']:.1f} img/s",
+            f"{c['gradcam_vs_forward']:.2f}x forward (target >= 0.8x)",
+        ),
+        (
+            "pytorch-grad-cam GradCAM",
+            f"{c['library_gradcam_img_s']:.1f} img/s",
+            f"ours {c['gradcam_vs_library']:.2f}x faster (target >= 2.5x)",
+        ),
         ("frozen: feature pass", f"{f['feature_pass_s']:.1f} s ({f['n_images']} img)", ""),
-        ("frozen: 10 head epochs", f"{f['ten_head_epochs_s']:.2f} s", f"total {f['frozen_total_vs_feature_pass']:.2f}x feature pass (target <= 1.3x)"),
-        ("naive: 10 epochs w/ backbone", f"{f['naive_ten_epochs_s']:.1f} s", f"frozen {f['frozen_speedup_vs_naive']:.1f}x faster (target >= 7x)"),
+        (
+            "frozen: 10 head epochs",
+            f"{f['ten_head_epochs_s']:.2f} s",
+            f"total {f['frozen_total_vs_feature_pass']:.2f}x feature pass (target <= 1.3x)",
+        ),
+        (
+            "naive: 10 epochs w/ backbone",
+            f"{f['naive_ten_epochs_s']:.1f} s",
+            f"frozen {f['frozen_speedup_vs_naive']:.1f}x faster (target >= 7x)",
+        ),
     ]
     for name, d in r["data_path"].items():
         if isinstance(d, dict):
-            rows.append((f"data {name}: decode+resize", f"{d['decode_resize_img_s_one_core']:.0f} img/s/core",
-                         f"{d['per_core_vs_model_forward']:.1f}x model forward (target >= 3x); cached {d['cached_img_s']:.0f} img/s"))
+            rows.append(
+                (
+                    f"data {name}: decode+resize",
+                    f"{d['decode_resize_img_s_one_core']:.0f} img/s/core",
+                    f"{d['per_core_vs_model_forward']:.1f}x model forward (target >= 3x); cached "
+                    f"{d['cached_img_s']:.0f} img/s",
+                )
+            )
     if "end_to_end" in r:
         e = r["end_to_end"]
-        rows.append(("end to end frozen run", f"{e.get('wall_s', 0):.0f} s", f"peak RSS {e.get('peak_rss_mb') or 0:.0f} MB (targets 600 s, 4096 MB)"))
+        rows.append(
+            (
+                "end to end frozen run",
+                f"{e.get('wall_s', 0):.0f} s",
+                f"peak RSS {e.get('peak_rss_mb') or 0:.0f} MB (targets 600 s, 4096 MB)",
+            )
+        )
     width = max(len(x[0]) for x in rows)
     for name, value, note in rows:
         print(f"{name:<{width}}  {value:>26}  {note}")

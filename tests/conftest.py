@@ -34,7 +34,9 @@ def phantom_data(tmp_path_factory):
     """A small phantom dataset in the Kermany layout (train/val/test), 64 px."""
     from pneumocam.data.phantoms import write_phantom_dataset
 
-    return write_phantom_dataset(tmp_path_factory.mktemp("phantoms"), {"train": 24, "val": 6, "test": 8}, size=64, seed=3)
+    return write_phantom_dataset(
+        tmp_path_factory.mktemp("phantoms"), {"train": 24, "val": 6, "test": 8}, size=64, seed=3
+    )
 
 
 @pytest.fixture
@@ -69,7 +71,7 @@ def make_dicom(path, pixels, photometric="MONOCHROME2", with_pixels=True, **extr
 
 @pytest.fixture
 def write_dicom():
-    """A function writing a 16-bit (12 stored) CR DICOM file with pydicom: write_dicom(path, pixels, photometric, **tags)."""
+    """write_dicom(path, pixels, photometric, **tags): a 16-bit (12 stored) CR DICOM file written with pydicom."""
     return make_dicom
 
 
@@ -78,10 +80,27 @@ def tiny_experiment(phantom_data, **overrides):
     from pneumocam.experiment import ExperimentConfig
     from pneumocam.train import TrainConfig
 
-    train = TrainConfig(data=str(phantom_data.images), mode="frozen", weights="none", image_size=64, epochs=2, batch_size=16,
-                        val_source="dataset", seed=2, use_cache=False)
-    values = dict(train=train, eval_split="test", n_per_class=5, n_draws=50, bootstrap=50, grid_per_class=2,
-                  masks={"lesion": str(phantom_data.lesion_masks), "lungs": str(phantom_data.lung_masks)}, synthetic=True)
+    train = TrainConfig(
+        data=str(phantom_data.images),
+        mode="frozen",
+        weights="none",
+        image_size=64,
+        epochs=2,
+        batch_size=16,
+        val_source="dataset",
+        seed=2,
+        use_cache=False,
+    )
+    values = dict(
+        train=train,
+        eval_split="test",
+        n_per_class=5,
+        n_draws=50,
+        bootstrap=50,
+        grid_per_class=2,
+        masks={"lesion": str(phantom_data.lesion_masks), "lungs": str(phantom_data.lung_masks)},
+        synthetic=True,
+    )
     return ExperimentConfig(**(values | overrides))
 
 

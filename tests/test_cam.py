@@ -4,8 +4,16 @@ import numpy as np
 import pytest
 import torch
 
-from pneumocam.cam import (GradCAM, HiResCAM, load_heatmaps, make_cam, normalise_per_image, resolve_targets,
-                           save_heatmaps, upsample)
+from pneumocam.cam import (
+    GradCAM,
+    HiResCAM,
+    load_heatmaps,
+    make_cam,
+    normalise_per_image,
+    resolve_targets,
+    save_heatmaps,
+    upsample,
+)
 from pneumocam.data import to_model_input
 from pneumocam.data.phantoms import make_phantom
 from pneumocam.model import build_model
@@ -37,7 +45,7 @@ def test_fixture_predicts_both_classes(model, images):
 
 
 def formula_gradcam(model, images, targets):
-    """ReLU(sum_c mean_ij(dS/dA_c) * A_c) with S = logit for PNEUMONIA, -logit for NORMAL, from a plain full backward."""
+    """ReLU(sum_c mean_ij(dS/dA_c) * A_c), S = logit for PNEUMONIA, -logit for NORMAL, from a plain full backward."""
     captured = {}
     handle = model.layer4.register_forward_hook(lambda module, inp, out: captured.update(a=out))
     try:

@@ -7,10 +7,30 @@ from pathlib import Path
 
 
 def run_marked_tests(tmp_path, require: bool):
-    env = os.environ | {"PNEUMOCAM_SHARED_DATA": str(tmp_path / "absent"), "PNEUMOCAM_REQUIRE_SHARED": "1" if require else "0"}
+    env = os.environ | {
+        "PNEUMOCAM_SHARED_DATA": str(tmp_path / "absent"),
+        "PNEUMOCAM_REQUIRE_SHARED": "1" if require else "0",
+    }
     root = Path(__file__).resolve().parents[1]
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "tests/test_data_shared.py",
-                           "-k", "discovery_counts"], cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-rs",
+            "-p",
+            "no:cacheprovider",
+            "tests/test_data_shared.py",
+            "-k",
+            "discovery_counts",
+        ],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_missing_shared_data_skips_with_a_reason(tmp_path):

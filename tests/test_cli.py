@@ -2,9 +2,8 @@
 
 import json
 
-import numpy as np
 import pytest
-from PIL import Image
+import typer
 from typer.testing import CliRunner
 
 from pneumocam.cli import app
@@ -23,14 +22,17 @@ def test_data_reports_counts_skips_and_validation(phantom_data, tmp_path):
     assert (tmp_path / "skipped.csv").read_text().startswith("path,reason")
 
 
-@pytest.mark.parametrize("args, message", [
-    (("data", "/nonexistent/folder"), "dataset folder not found"),
-    (("train", "--data", "/nonexistent", "--weights", "none"), "dataset folder not found"),
-    (("evaluate", "--checkpoint", "/nonexistent.pt", "--data", "/x"), "checkpoint not found"),
-    (("stats", "/nonexistent.csv", "--score", "s"), "cannot read"),
-    (("run", "--data", "/nonexistent", "--weights", "none"), "dataset folder not found"),
-    (("train", "--resume", "/tmp"), "not a pneumocam training folder"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("data", "/nonexistent/folder"), "dataset folder not found"),
+        (("train", "--data", "/nonexistent", "--weights", "none"), "dataset folder not found"),
+        (("evaluate", "--checkpoint", "/nonexistent.pt", "--data", "/x"), "checkpoint not found"),
+        (("stats", "/nonexistent.csv", "--score", "s"), "cannot read"),
+        (("run", "--data", "/nonexistent", "--weights", "none"), "dataset folder not found"),
+        (("train", "--resume", "/tmp"), "not a pneumocam training folder"),
+    ],
+)
 def test_bad_input_is_one_clear_error(args, message):
     result = invoke(*args)
     assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
@@ -44,11 +46,26 @@ def test_train_with_unavailable_imagenet_weights_names_the_fix(phantom_data, tmp
 
 
 def test_stats_command_prints_the_original_layout_and_writes_stats_json(tmp_path, rng):
-    rows = ["path,label,score"] + [f"n{i},NORMAL,{v}" for i, v in enumerate(rng.normal(0, 1, 50))] + \
-           [f"p{i},PNEUMONIA,{v}" for i, v in enumerate(rng.normal(1, 1, 60))]
+    rows = (
+        ["path,label,score"]
+        + [f"n{i},NORMAL,{v}" for i, v in enumerate(rng.normal(0, 1, 50))]
+        + [f"p{i},PNEUMONIA,{v}" for i, v in enumerate(rng.normal(1, 1, 60))]
+    )
     (tmp_path / "scores.csv").write_text("\n".join(rows) + "\n")
-    result = invoke("stats", tmp_path / "scores.csv", "--score", "score", "--n-per-class", 30, "--seed", 1, "--n-draws", 200,
-                    "--out", tmp_path / "out")
+    result = invoke(
+        "stats",
+        tmp_path / "scores.csv",
+        "--score",
+        "score",
+        "--n-per-class",
+        30,
+        "--seed",
+        1,
+        "--n-draws",
+        200,
+        "--out",
+        tmp_path / "out",
+    )
     assert result.exit_code == 0, result.output
     for heading in ("Summary Statistics", "Statistical Test Results", "Effect Size", "random 30 vs 30 draws"):
         assert heading in result.output
@@ -57,3 +74,75 @@ def test_stats_command_prints_the_original_layout_and_writes_stats_json(tmp_path
     assert len(written["resampled"]["p_values"]) == 200 and written["all_images"]["groups"]["PNEUMONIA"]["n"] == 60
     bad = invoke("stats", tmp_path / "scores.csv", "--score", "missing")
     assert bad.exit_code == 2 and "lacks column(s) missing" in bad.output
+
+
+def test_a_runs_config_json_fed_back_reproduces_the_run(phantom_data, tmp_path):
+    """--config: a run's config.json as defaults gives the same settings, hence the same metrics and statistics."""
+    args = [
+        "run",
+        "--data",
+        phantom_data.images,
+        "--weights",
+        "none",
+        "--image-size",
+        32,
+        "--epochs",
+        1,
+        "--batch-size",
+        16,
+        "--val-source",
+        "dataset",
+        "--seed",
+        4,
+        "--n-per-class",
+        5,
+        "--n-draws",
+        20,
+        "--bootstrap",
+        30,
+        "--trust-images",
+        0,
+        "--method",
+        "hirescam",
+    ]
+    first = invoke(*args, "--out", tmp_path / "a")
+    assert first.exit_code == 0, first.output
+    run_a = next((tmp_path / "a").glob("run-*"))
+    again = invoke("run", "--config", run_a / "config.json", "--out", tmp_path / "b")
+    assert again.exit_code == 0, again.output
+    run_b = next((tmp_path / "b").glob("run-*"))
+    config_a = json.loads((run_a / "config.json").read_text())["experiment"]
+    config_b = json.loads((run_b / "config.json").read_text())["experiment"]
+    assert {k: v for k, v in config_a.items() if k != "command"} == {
+        k: v for k, v in config_b.items() if k != "command"
+    }
+    metrics = [json.loads((r / "metrics.json").read_text())["metrics"] for r in (run_a, run_b)]
+    assert metrics[0] == metrics[1] and metrics[0]["threshold_0.5"]["n"] == 16
+    stats = [json.loads((r / "stats.json").read_text()) for r in (run_a, run_b)]
+    assert stats[0] == stats[1]
+    # The command line still wins over the file.
+    other = invoke("run", "--config", run_a / "config.json", "--out", tmp_path / "c", "--seed", 5, "--trust-images", 0)
+    assert other.exit_code == 0, other.output
+    assert json.loads(next((tmp_path / "c").glob("run-*/config.json")).read_text())["experiment"]["train"]["seed"] == 5
+
+
+def test_bad_config_file_is_a_clear_error(tmp_path):
+    (tmp_path / "c.json").write_text("{not json")
+    result = invoke("run", "--config", tmp_path / "c.json")
+    assert result.exit_code == 2 and "not valid JSON" in result.output
+    (tmp_path / "c.yaml").write_text("data: [unclosed")
+    result = invoke("train", "--config", tmp_path / "c.yaml")
+    assert result.exit_code == 2 and "not valid YAML" in result.output
+
+
+def test_options_are_declared_once_and_choices_are_validated():
+    result = invoke("run", "--data", "/x", "--mode", "sideways")
+    assert result.exit_code == 2 and "sideways" in result.output  # typer validates Enum choices and names them
+    assert all(choice in result.output for choice in ("frozen", "partial", "full"))
+    from pneumocam.cli_options import TRAINING
+
+    commands = typer.main.get_command(app).commands
+    for command in ("run", "train"):
+        params = {p.name: p for p in commands[command].params}
+        assert set(TRAINING) <= set(params), command
+    assert commands["run"].params != [] and "lung_masks" in {p.name for p in commands["explain"].params}

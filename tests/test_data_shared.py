@@ -37,7 +37,10 @@ def test_carved_validation_shares_no_patient_and_is_stratified():
         films[sample.patient_id] = films.get(sample.patient_id, 0) + 1
     assert abs(len(val) - 0.2 * 5216) <= max(films.values())
     assert plan.actual_fraction == len(val) / 5216
-    share = lambda part: np.mean([s.label for s in part])
+
+    def share(part):
+        return np.mean([s.label for s in part])
+
     assert abs(share(val) - share(train)) < 0.03
     # Deterministic by seed; another seed gives another split.
     assert [s.path for s in choose_validation(index, seed=7)[1]] == [s.path for s in val]
@@ -78,7 +81,7 @@ def test_heldout_validation_and_train_are_patient_disjoint():
     rest, held_out = split_holdout(index, 0.15, seed=0)
     train, val, plan = choose_validation(index, seed=0, holdout_fraction=0.15)
     groups = [{s.patient_id for s in part} for part in (train, val, held_out)]
-    assert all(a.isdisjoint(b) for i, a in enumerate(groups) for b in groups[i + 1:])
+    assert all(a.isdisjoint(b) for i, a in enumerate(groups) for b in groups[i + 1 :])
     assert len(train) + len(val) + len(held_out) == 5216 and 0.12 < len(held_out) / 5216 < 0.18
 
 

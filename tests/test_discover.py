@@ -6,9 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pneumocam.data import (
-    balanced_indices, choose_validation, discover, fingerprint, load_images, patient_id_from_name,
-)
+from pneumocam.data import balanced_indices, choose_validation, discover, fingerprint, load_images, patient_id_from_name
 from pneumocam.errors import DataError
 
 
@@ -101,7 +99,10 @@ def test_manifest_with_relative_paths(tmp_path):
         "imgs/c.png,0,p3,test\nimgs/d.png,1,p4,test\n"
     )
     index = discover(tmp_path / "m.csv")
-    assert index.source == "manifest" and index.counts() == {"train": {"NORMAL": 1, "PNEUMONIA": 1}, "test": {"NORMAL": 1, "PNEUMONIA": 1}}
+    assert index.source == "manifest" and index.counts() == {
+        "train": {"NORMAL": 1, "PNEUMONIA": 1},
+        "test": {"NORMAL": 1, "PNEUMONIA": 1},
+    }
     assert os.path.isfile(index.samples[0].path) and index.samples[0].patient_id == "p1"
 
 
@@ -124,7 +125,9 @@ def test_small_dataset_val_is_replaced_by_a_carved_split(tmp_path):
     root = tmp_path / "d"
     for i in range(40):
         write_images(root / "train" / "NORMAL", [f"IM-{i:04d}-0001.png", f"IM-{i:04d}-0002.png"])
-        write_images(root / "train" / "PNEUMONIA", [f"person{i}_virus_{2 * i}.png", f"person{i}_bacteria_{2 * i + 1}.png"])
+        write_images(
+            root / "train" / "PNEUMONIA", [f"person{i}_virus_{2 * i}.png", f"person{i}_bacteria_{2 * i + 1}.png"]
+        )
     write_images(root / "val" / "NORMAL", ["IM-9000-0001.png"])
     write_images(root / "val" / "PNEUMONIA", ["person9000_virus_1.png"])
     index = discover(root)
@@ -161,7 +164,9 @@ def test_cache_reuses_and_invalidates(tmp_path):
     cache = tmp_path / "cache"
     first = load_images(samples, 16, cache_dir=cache)
     assert not first.from_cache and first.images.shape == (6, 16, 16)
-    assert [(os.path.basename(s.path), s.reason) for s in first.skipped] == [("IM-0100-0001.png", "empty file (0 bytes)")]
+    assert [(os.path.basename(s.path), s.reason) for s in first.skipped] == [
+        ("IM-0100-0001.png", "empty file (0 bytes)")
+    ]
     second = load_images(samples, 16, cache_dir=cache)
     assert second.from_cache and np.array_equal(second.images, first.images)
     assert second.paths == first.paths and second.skipped == first.skipped

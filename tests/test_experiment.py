@@ -10,7 +10,7 @@ from scipy import stats as st
 
 from pneumocam.cam import load_heatmaps
 from pneumocam.errors import PneumocamError
-from pneumocam.experiment import ExperimentConfig, run_experiment
+from pneumocam.experiment import run_experiment
 from pneumocam.importance import importance_scores
 from pneumocam.outputs import is_complete
 from pneumocam.train import TrainConfig
@@ -19,8 +19,13 @@ from pneumocam.train import TrainConfig
 def torch_upsample(maps, size):
     import torch
 
-    return torch.nn.functional.interpolate(torch.from_numpy(maps).unsqueeze(1), size=(size, size), mode="bilinear",
-                                           align_corners=False).squeeze(1).numpy()
+    return (
+        torch.nn.functional.interpolate(
+            torch.from_numpy(maps).unsqueeze(1), size=(size, size), mode="bilinear", align_corners=False
+        )
+        .squeeze(1)
+        .numpy()
+    )
 
 
 def lesion_root(run):
@@ -34,15 +39,37 @@ def run(tiny_run):
 
 def test_run_folder_is_complete_with_every_output(run):
     assert is_complete(run)
-    for name in ("config.json", "results.json", "stats.json", "importance.csv", "predictions.csv", "heatmaps.npz", "report.html",
-                 "report.md", "skipped.csv", "train/model.pt", "figures/heatmaps.png", "figures/roc.png", "figures/confusion.png"):
+    for name in (
+        "config.json",
+        "results.json",
+        "stats.json",
+        "importance.csv",
+        "predictions.csv",
+        "heatmaps.npz",
+        "report.html",
+        "report.md",
+        "skipped.csv",
+        "train/model.pt",
+        "figures/heatmaps.png",
+        "figures/roc.png",
+        "figures/confusion.png",
+    ):
         assert (run / name).is_file(), name
 
 
 def test_report_has_every_section_and_embedded_images(run):
     html = (run / "report.html").read_text()
-    for heading in ("Data and splits", "Training", "Classification metrics", "Grad-CAM heatmaps", "Importance scores and statistics",
-                    "Where the maps fall", "Conclusion and its limits", "SYNTHETIC DATA", "RANDOM INITIALISATION"):
+    for heading in (
+        "Data and splits",
+        "Training",
+        "Classification metrics",
+        "Grad-CAM heatmaps",
+        "Importance scores and statistics",
+        "Where the maps fall",
+        "Conclusion and its limits",
+        "SYNTHETIC DATA",
+        "RANDOM INITIALISATION",
+    ):
         assert heading in html, heading
     assert html.count("data:image/png;base64,") >= 6 and "<img" in html and "src='figures/" not in html
     md = (run / "report.md").read_text()
@@ -60,8 +87,15 @@ def test_scores_can_be_recomputed_from_heatmaps_npz(run):
     # top10_mass by hand: upsample with torch's bilinear (half-pixel centres), sort, sum the top 10% of pixels.
     import torch
 
-    up = torch.nn.functional.interpolate(torch.from_numpy(maps["maps"]).unsqueeze(1), size=(64, 64), mode="bilinear",
-                                         align_corners=False).squeeze(1).numpy().reshape(len(rows), -1).astype(np.float64)
+    up = (
+        torch.nn.functional.interpolate(
+            torch.from_numpy(maps["maps"]).unsqueeze(1), size=(64, 64), mode="bilinear", align_corners=False
+        )
+        .squeeze(1)
+        .numpy()
+        .reshape(len(rows), -1)
+        .astype(np.float64)
+    )
     up = np.maximum(up, 0)
     top = np.sort(up, axis=1)[:, -410:].sum(axis=1) / up.sum(axis=1)  # 10% of 4,096 pixels = 410
     assert np.allclose([float(r["top10_mass"]) for r in rows], top, rtol=1e-6)
@@ -95,7 +129,7 @@ def test_results_json_says_where_numbers_came_from(run):
     up = torch_upsample(maps["maps"], 64)
     shares = []
     for path, heat in zip(maps["paths"], up):
-        mask_file = (lesion_root(run) / "test" / "PNEUMONIA" / (Path(str(path)).stem + ".png"))
+        mask_file = lesion_root(run) / "test" / "PNEUMONIA" / (Path(str(path)).stem + ".png")
         if "/PNEUMONIA/" in str(path) and mask_file.is_file():
             mask = np.asarray(Image.open(mask_file).convert("L").resize((64, 64))) > 191
             heat = np.maximum(heat.astype(np.float64), 0)
@@ -152,8 +186,8 @@ def test_every_file_the_readme_lists_exists_in_a_run_folder(run):
     import re
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = readme[readme.index("### What a run writes"):]
-    section = section[:section.index("\n\n", section.index("`RUNS/"))]
+    section = readme[readme.index("### What a run writes") :]
+    section = section[: section.index("\n\n", section.index("`RUNS/"))]
     listed = [name for name in re.findall(r"`([\w./*-]+\.(?:json|csv|npz|html|md|png|pt))`", section)]
     assert {"metrics.json", "config.json", "results.json", "leakage.csv"} <= set(listed)
     for name in listed:
@@ -176,12 +210,16 @@ def test_eval_split_val_with_a_carved_validation_is_held_out_and_says_so(phantom
     config.train.val_source = "carved"
     run = run_experiment(config, runs_dir=tmp_path)
     results = json.loads((run / "results.json").read_text())
-    assert results["leakage"]["n_images_seen_in_selection"] == 0 and results["leakage"]["n_images_seen_in_training"] == 0
+    assert (
+        results["leakage"]["n_images_seen_in_selection"] == 0 and results["leakage"]["n_images_seen_in_training"] == 0
+    )
     assert results["metrics"]["threshold_0.5"]["n"] == 12
     assert "never chosen on the evaluated split" in (run / "report.md").read_text()
 
 
-def test_checkpoint_evaluated_on_its_own_validation_split_says_the_threshold_saw_it(run, phantom_data, tmp_path, tiny_config):
+def test_checkpoint_evaluated_on_its_own_validation_split_says_the_threshold_saw_it(
+    run, phantom_data, tmp_path, tiny_config
+):
     config = tiny_config(eval_split="val", checkpoint=str(run / "train" / "model.pt"), masks={}, trust_images=0)
     second = run_experiment(config, runs_dir=tmp_path)
     results = json.loads((second / "results.json").read_text())
@@ -198,8 +236,21 @@ def test_heldout_with_a_checkpoint_follows_the_checkpoints_plan(phantom_data, tm
     from pneumocam.data import discover, split_holdout
     from pneumocam.train import fit
 
-    trained = fit(TrainConfig(data=str(phantom_data.images), mode="frozen", weights="none", image_size=32, epochs=1,
-                              batch_size=16, val_source="dataset", seed=3, holdout_fraction=0.3, use_cache=False), runs_dir=tmp_path)
+    trained = fit(
+        TrainConfig(
+            data=str(phantom_data.images),
+            mode="frozen",
+            weights="none",
+            image_size=32,
+            epochs=1,
+            batch_size=16,
+            val_source="dataset",
+            seed=3,
+            holdout_fraction=0.3,
+            use_cache=False,
+        ),
+        runs_dir=tmp_path,
+    )
     # The command line's defaults (fraction 0.15, seed 0) differ from the checkpoint's (0.3, seed 3).
     config = tiny_config(eval_split="heldout", checkpoint=str(trained / "model.pt"), masks={}, trust_images=0)
     config.train.holdout_fraction, config.train.seed = 0.15, 0
@@ -232,14 +283,27 @@ def test_stats_command_reads_a_runs_importance_csv_with_nan_rows(run, tmp_path):
         reader = csv.DictReader(f)
         rows, header = list(reader), reader.fieldnames
     rows[0]["share_lungs"] = rows[-1]["share_lungs"] = "nan"  # as a run writes them for an empty map
-    dropped = {"NORMAL": sum(r["label"] == "NORMAL" for r in (rows[0], rows[-1])),
-               "PNEUMONIA": sum(r["label"] == "PNEUMONIA" for r in (rows[0], rows[-1]))}
+    dropped = {
+        "NORMAL": sum(r["label"] == "NORMAL" for r in (rows[0], rows[-1])),
+        "PNEUMONIA": sum(r["label"] == "PNEUMONIA" for r in (rows[0], rows[-1])),
+    }
     with open(tmp_path / "importance.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, header)
         writer.writeheader()
         writer.writerows(rows)
-    result = CliRunner().invoke(app, ["stats", str(tmp_path / "importance.csv"), "--score", "share_lungs", "--n-per-class", "all",
-                                      "--out", str(tmp_path / "out")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "stats",
+            str(tmp_path / "importance.csv"),
+            "--score",
+            "share_lungs",
+            "--n-per-class",
+            "all",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     written = json.loads(next((tmp_path / "out").glob("stats-*/stats.json")).read_text())["share_lungs"]
     assert written["dropped_nan_rows"] == dropped
@@ -247,4 +311,39 @@ def test_stats_command_reads_a_runs_importance_csv_with_nan_rows(run, tmp_path):
     normal = [float(r["share_lungs"]) for r in kept if r["label"] == "NORMAL"]
     pneumonia = [float(r["share_lungs"]) for r in kept if r["label"] == "PNEUMONIA"]
     assert written["sample"]["groups"]["NORMAL"]["n"] == len(normal) == 8 - dropped["NORMAL"]
-    assert written["sample"]["welch"]["p"] == pytest.approx(st.ttest_ind(pneumonia, normal, equal_var=False).pvalue, rel=1e-9)
+    assert written["sample"]["welch"]["p"] == pytest.approx(
+        st.ttest_ind(pneumonia, normal, equal_var=False).pvalue, rel=1e-9
+    )
+
+
+def test_stats_command_reproduces_the_runs_stats_json(run, tmp_path):
+    """One statistics layout: `pneumocam stats` on a run's importance.csv gives the run's stats.json entry, seed for seed."""
+    from typer.testing import CliRunner
+
+    from pneumocam.cli import app
+
+    run_stats = json.loads((run / "stats.json").read_text())
+    config = json.loads((run / "config.json").read_text())["experiment"]
+    for score in ("mean_raw", "share_lungs"):
+        result = CliRunner().invoke(
+            app,
+            [
+                "stats",
+                str(run / "importance.csv"),
+                "--score",
+                score,
+                "--n-per-class",
+                str(config["n_per_class"]),
+                "--n-draws",
+                str(config["n_draws"]),
+                "--seed",
+                str(config["train"]["seed"]),
+                "--out",
+                str(tmp_path / score),
+            ],
+        )
+        assert result.exit_code == 0, result.output
+        written = json.loads(next((tmp_path / score).glob("stats-*/stats.json")).read_text())[score]
+        ours = {k: v for k, v in written.items() if k != "source"}
+        theirs = {k: v for k, v in run_stats[score].items() if k != "description"}
+        assert ours == theirs, score

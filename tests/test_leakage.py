@@ -1,9 +1,8 @@
-"""Checkpoints remember what they saw; evaluation, explanation and prediction count any overlap (by content and patient)."""
+"""Checkpoints remember what they saw; evaluate, explain and predict count any overlap, by content and patient."""
 
 import json
 import shutil
 
-import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -18,8 +17,17 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def trained(phantom_data, tmp_path_factory):
-    config = TrainConfig(data=str(phantom_data.images), mode="frozen", weights="none", image_size=32, epochs=1, batch_size=16,
-                         val_source="dataset", seed=1, use_cache=False)
+    config = TrainConfig(
+        data=str(phantom_data.images),
+        mode="frozen",
+        weights="none",
+        image_size=32,
+        epochs=1,
+        batch_size=16,
+        val_source="dataset",
+        seed=1,
+        use_cache=False,
+    )
     return fit(config, runs_dir=tmp_path_factory.mktemp("runs"))
 
 
@@ -46,10 +54,12 @@ def test_hand_counted_overlap(tmp_path):
     meta = {"seen": {"training": seen_record(train), "selection": seen_record(val)}}
     copy = tmp_path / "renamed copy of f1.bin"
     shutil.copy(files[1], copy)
-    evaluated = [Sample(str(copy), 0, "test", None),  # a training film under another name: caught by content
-                 Sample(str(files[3]), 1, "test", "p3"),  # a selection film, and its patient
-                 Sample(str(files[4]), 0, "test", "p0"),  # a new film of a training patient
-                 Sample(str(files[4]), 0, "test", "p9")]  # clean (same bytes as the one above, but not seen)
+    evaluated = [
+        Sample(str(copy), 0, "test", None),  # a training film under another name: caught by content
+        Sample(str(files[3]), 1, "test", "p3"),  # a selection film, and its patient
+        Sample(str(files[4]), 0, "test", "p0"),  # a new film of a training patient
+        Sample(str(files[4]), 0, "test", "p9"),
+    ]  # clean (same bytes as the one above, but not seen)
     leak = check_leakage(meta, evaluated)
     assert (leak.n_images_seen_in_training, leak.n_images_seen_in_selection) == (1, 1)
     assert (leak.n_patients_shared_with_training, leak.n_patients_shared_with_selection) == (1, 1)
@@ -68,8 +78,20 @@ def test_evaluate_reports_twenty_training_films_copied_under_new_names(trained, 
         target = data / "test" / cls / f"scan{i:03d}.png"  # no patient id in the name: only the content can tell
         shutil.copy(source, target)
         copies.append(str(target))
-    result = runner.invoke(app, ["evaluate", "--checkpoint", str(trained / "model.pt"), "--data", str(data),
-                                 "--out", str(tmp_path / "eval"), "--bootstrap", "20"])
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--checkpoint",
+            str(trained / "model.pt"),
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "eval"),
+            "--bootstrap",
+            "20",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "LEAKAGE" in result.output
     folder = next((tmp_path / "eval").glob("evaluate-test-*"))
@@ -78,18 +100,49 @@ def test_evaluate_reports_twenty_training_films_copied_under_new_names(trained, 
     assert leakage["n_patients_shared_with_training"] == 0 and leakage["examples"] == sorted(copies)[:10]
     listed = (folder / "leakage.csv").read_text().splitlines()[1:]
     assert sorted(line.split(",")[0] for line in listed) == sorted(copies)
-    strict = runner.invoke(app, ["evaluate", "--checkpoint", str(trained / "model.pt"), "--data", str(data),
-                                 "--out", str(tmp_path / "strict"), "--strict"])
+    strict = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--checkpoint",
+            str(trained / "model.pt"),
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "strict"),
+            "--strict",
+        ],
+    )
     assert strict.exit_code == 2 and "LEAKAGE" in strict.output and not (tmp_path / "strict").exists()
 
 
 def test_clean_test_split_has_no_leakage(trained, phantom_data, tmp_path):
-    result = runner.invoke(app, ["evaluate", "--checkpoint", str(trained / "model.pt"), "--data", str(phantom_data.images),
-                                 "--out", str(tmp_path), "--bootstrap", "20", "--strict"])
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--checkpoint",
+            str(trained / "model.pt"),
+            "--data",
+            str(phantom_data.images),
+            "--out",
+            str(tmp_path),
+            "--bootstrap",
+            "20",
+            "--strict",
+        ],
+    )
     assert result.exit_code == 0, result.output
     leakage = json.loads(next(tmp_path.glob("evaluate-*/metrics.json")).read_text())["leakage"]
-    assert [leakage[k] for k in ("n_images_seen_in_training", "n_images_seen_in_selection", "n_patients_shared_with_training",
-                                 "n_patients_shared_with_selection")] == [0, 0, 0, 0]
+    assert [
+        leakage[k]
+        for k in (
+            "n_images_seen_in_training",
+            "n_images_seen_in_selection",
+            "n_patients_shared_with_training",
+            "n_patients_shared_with_selection",
+        )
+    ] == [0, 0, 0, 0]
     assert leakage["n_images_evaluated"] == 16
 
 

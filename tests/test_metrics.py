@@ -22,7 +22,9 @@ def test_summary_equals_sklearn(predictions, threshold):
     metrics.update(paths, labels, probs)
     s = metrics.summary(threshold)
     preds = (probs >= threshold).astype(int)
-    report = classification_report(labels, preds, target_names=["NORMAL", "PNEUMONIA"], output_dict=True, zero_division=0)
+    report = classification_report(
+        labels, preds, target_names=["NORMAL", "PNEUMONIA"], output_dict=True, zero_division=0
+    )
     for name in ("NORMAL", "PNEUMONIA"):
         for key in ("precision", "recall", "f1-score", "support"):
             ours = s["per_class"][name]["f1" if key == "f1-score" else key]
@@ -33,7 +35,9 @@ def test_summary_equals_sklearn(predictions, threshold):
     assert s["accuracy"] == pytest.approx(report["accuracy"], abs=1e-12)
     cm = confusion_matrix(labels, preds)
     assert s["confusion_matrix"]["rows_true_cols_pred"] == cm.tolist()
-    assert s["sensitivity"] == pytest.approx(cm[1, 1] / cm[1].sum()) and s["specificity"] == pytest.approx(cm[0, 0] / cm[0].sum())
+    assert s["sensitivity"] == pytest.approx(cm[1, 1] / cm[1].sum()) and s["specificity"] == pytest.approx(
+        cm[0, 0] / cm[0].sum()
+    )
     assert s["roc_auc"] == pytest.approx(roc_auc_score(labels, probs), abs=1e-12)
     assert s["mean_loss"] == pytest.approx(log_loss(labels, probs.clip(1e-7, 1 - 1e-7)), abs=1e-12)
     # The interval equals an explicit percentile bootstrap over images, written out here.
@@ -49,7 +53,9 @@ def test_summary_equals_sklearn(predictions, threshold):
 def test_auc_interval_resamples_patients_when_known(predictions):
     """A cluster bootstrap: whole patients drawn with replacement, each bringing all of their films."""
     paths, labels, probs = predictions
-    patients = [f"p{i // 3}" for i in range(300)]  # three films per patient (labels differ inside some: still one cluster)
+    patients = [
+        f"p{i // 3}" for i in range(300)
+    ]  # three films per patient (labels differ inside some: still one cluster)
     metrics = BinaryMetrics(bootstrap_resamples=150, seed=7)
     metrics.update(paths, labels, probs, patients)
     s = metrics.summary()
@@ -98,7 +104,10 @@ def test_youden_threshold_maximises_j(predictions):
     t = choice.value
     assert choice.note is None and 0.2 < t < 0.9
     fpr, tpr, thresholds = roc_curve(labels, probs)
-    j = lambda th: np.mean(probs[labels == 1] >= th) - np.mean(probs[labels == 0] >= th)
+
+    def j(th):
+        return np.mean(probs[labels == 1] >= th) - np.mean(probs[labels == 0] >= th)
+
     assert j(t) == pytest.approx(max(tpr - fpr), abs=1e-12)
 
 

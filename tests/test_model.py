@@ -6,8 +6,15 @@ import pytest
 import torch
 
 from pneumocam.errors import CheckpointError, WeightsError
-from pneumocam.model import (CHECKPOINT_VERSION, apply_mode, build_model, load_checkpoint, new_resnet50,
-                             save_checkpoint, set_train_mode)
+from pneumocam.model import (
+    CHECKPOINT_VERSION,
+    apply_mode,
+    build_model,
+    load_checkpoint,
+    new_resnet50,
+    save_checkpoint,
+    set_train_mode,
+)
 
 
 @pytest.fixture(scope="module")
@@ -103,8 +110,14 @@ def test_pickled_objects_are_not_loaded(tmp_path):
         build_model(str(tmp_path / "evil.pt"))
 
 
-@pytest.mark.parametrize("mode, trainable", [("frozen", {"fc"}), ("partial", {"layer4", "fc"}),
-                                             ("full", {"conv1", "bn1", "layer1", "layer2", "layer3", "layer4", "fc"})])
+@pytest.mark.parametrize(
+    "mode, trainable",
+    [
+        ("frozen", {"fc"}),
+        ("partial", {"layer4", "fc"}),
+        ("full", {"conv1", "bn1", "layer1", "layer2", "layer3", "layer4", "fc"}),
+    ],
+)
 def test_freeze_policies(mode, trainable):
     model = new_resnet50()
     params = apply_mode(model, mode)
@@ -156,8 +169,11 @@ def test_imagenet_download_offline_fails_fast_without_the_switch(tmp_path, monke
     else:
         server.close()  # nothing listens on the port: connection refused
     cache = tmp_path / "hub" / "checkpoints" / "resnet50-11ad3fa6.pth"
-    monkeypatch.setattr(model_module, "imagenet_cache_file",
-                        lambda variant: (cache, f"http://127.0.0.1:{port}/models/resnet50-11ad3fa6.pth"))
+    monkeypatch.setattr(
+        model_module,
+        "imagenet_cache_file",
+        lambda variant: (cache, f"http://127.0.0.1:{port}/models/resnet50-11ad3fa6.pth"),
+    )
     began = time.perf_counter()
     with pytest.raises(WeightsError, match="--weights none"):
         model_module.build_model("imagenet")

@@ -52,7 +52,7 @@ def test_written_dataset_is_discoverable_with_masks_beside_it(phantom_data):
     index = discover(phantom_data.images)
     assert index.counts() == {s: {"NORMAL": n, "PNEUMONIA": n} for s, n in (("train", 24), ("val", 6), ("test", 8))}
     for sample in index.samples[:10]:
-        rel = sample.path[len(str(phantom_data.images)) + 1:]
+        rel = sample.path[len(str(phantom_data.images)) + 1 :]
         lung = read_grayscale(phantom_data.lung_masks / rel)
         lesion = read_grayscale(phantom_data.lesion_masks / rel)
         assert set(np.unique(lung)) <= {0, 255} and lung.any()
@@ -63,6 +63,8 @@ def test_written_dataset_is_discoverable_with_masks_beside_it(phantom_data):
 
 def test_shortcut_option_follows_the_label(tmp_path):
     data = write_phantom_dataset(tmp_path / "s", {"train": 40}, size=48, seed=1, shortcut=0.95)
-    with_marker = {name: sum(read_grayscale(p).any() for p in (data.marker_masks / "train" / name).glob("*.png"))
-                   for name in ("NORMAL", "PNEUMONIA")}
+    with_marker = {
+        name: sum(read_grayscale(p).any() for p in (data.marker_masks / "train" / name).glob("*.png"))
+        for name in ("NORMAL", "PNEUMONIA")
+    }
     assert with_marker["PNEUMONIA"] >= 34 and with_marker["NORMAL"] <= 6

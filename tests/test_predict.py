@@ -1,4 +1,4 @@
-"""predict: the checkpoint's threshold, the same probabilities as evaluate, overlays at each file's own size, skips listed."""
+"""predict: the checkpoint's threshold, the probabilities evaluate gives, overlays at each file's size, skips listed."""
 
 import csv
 import json
@@ -16,16 +16,42 @@ runner = CliRunner()
 
 
 def test_predict_uses_the_recorded_threshold_and_equals_evaluate(phantom_data, tmp_path):
-    trained = fit(TrainConfig(data=str(phantom_data.images), mode="frozen", weights="none", image_size=32, epochs=1, batch_size=16,
-                              val_source="dataset", seed=1, use_cache=False), runs_dir=tmp_path / "runs")
+    trained = fit(
+        TrainConfig(
+            data=str(phantom_data.images),
+            mode="frozen",
+            weights="none",
+            image_size=32,
+            epochs=1,
+            batch_size=16,
+            val_source="dataset",
+            seed=1,
+            use_cache=False,
+        ),
+        runs_dir=tmp_path / "runs",
+    )
     _, meta = load_checkpoint(trained / "model.pt")
     files = sorted(s.path for s in discover(phantom_data.images).split("test"))
-    evaluated = runner.invoke(app, ["evaluate", "--checkpoint", str(trained / "model.pt"), "--data", str(phantom_data.images),
-                                    "--out", str(tmp_path / "e"), "--bootstrap", "0"])
+    evaluated = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--checkpoint",
+            str(trained / "model.pt"),
+            "--data",
+            str(phantom_data.images),
+            "--out",
+            str(tmp_path / "e"),
+            "--bootstrap",
+            "0",
+        ],
+    )
     assert evaluated.exit_code == 0, evaluated.output
     with open(next((tmp_path / "e").glob("*/predictions.csv")), newline="") as f:
         from_evaluate = {r["path"]: float(r["prob_pneumonia"]) for r in csv.DictReader(f)}
-    predicted = runner.invoke(app, ["predict", "--checkpoint", str(trained / "model.pt"), "--out", str(tmp_path / "p"), *files])
+    predicted = runner.invoke(
+        app, ["predict", "--checkpoint", str(trained / "model.pt"), "--out", str(tmp_path / "p"), *files]
+    )
     assert predicted.exit_code == 0, predicted.output
     threshold = meta["thresholds"]["youden_val"]
     assert f"{threshold:.3f}" in predicted.output and "0.5" in predicted.output
@@ -52,9 +78,26 @@ def test_predict_writes_overlays_and_lists_skips(phantom_data, tmp_path, write_d
     Image.fromarray(np.tile(np.arange(120, dtype=np.uint8), (80, 1))).save(wide)
     broken = tmp_path / "broken.jpeg"
     broken.write_text("not an image")
-    dicom = write_dicom(tmp_path / "film.dcm", np.tile(np.arange(0, 4000, 50, dtype=np.uint16), (60, 1)), photometric="MONOCHROME1")
-    result = runner.invoke(app, [str(a) for a in ("predict", "--checkpoint", tmp_path / "model.pt", "--out", tmp_path / "pred",
-                                                  film, wide, broken, dicom)])
+    dicom = write_dicom(
+        tmp_path / "film.dcm", np.tile(np.arange(0, 4000, 50, dtype=np.uint16), (60, 1)), photometric="MONOCHROME1"
+    )
+    result = runner.invoke(
+        app,
+        [
+            str(a)
+            for a in (
+                "predict",
+                "--checkpoint",
+                tmp_path / "model.pt",
+                "--out",
+                tmp_path / "pred",
+                film,
+                wide,
+                broken,
+                dicom,
+            )
+        ],
+    )
     assert result.exit_code == 0, result.output
     folder = next((tmp_path / "pred").glob("predict-*"))
     overlays = sorted(folder.glob("*.png"))

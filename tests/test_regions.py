@@ -2,11 +2,18 @@
 
 import numpy as np
 import pytest
-import torch
 
 from pneumocam.data.phantoms import make_phantom
 from pneumocam.lungs import LungModel, body_mask, classical_lungs, dice, fill_holes
-from pneumocam.regions import REGIONS, area_share, attention_measures, diaphragm_band, mass_share, partition, pointing_game
+from pneumocam.regions import (
+    REGIONS,
+    area_share,
+    attention_measures,
+    diaphragm_band,
+    mass_share,
+    partition,
+    pointing_game,
+)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +70,10 @@ def test_fill_holes():
 
 
 def test_classical_estimate_finds_phantom_lungs():
-    scores = [dice(classical_lungs(p.image), p.lungs) for p in (make_phantom(np.random.default_rng(s), 0, 128) for s in range(5))]
+    scores = [
+        dice(classical_lungs(p.image), p.lungs)
+        for p in (make_phantom(np.random.default_rng(s), 0, 128) for s in range(5))
+    ]
     assert np.mean(scores) > 0.75, scores
 
 

@@ -1,4 +1,4 @@
-"""The report: sections from results.json alone, rendered again from a copied run folder, numbers equal to results.json."""
+"""The report: sections from results.json alone, rendered again from a copied run folder, numbers = results.json."""
 
 import json
 import shutil
@@ -14,34 +14,85 @@ from pneumocam.report.sections import build_sections, conclusion_section, summar
 
 def small_results(**changes) -> dict:
     """A hand-written results.json: the fields the sections read, with round numbers."""
-    metrics = {"threshold": 0.5, "n": 10, "accuracy": 0.8, "sensitivity": 0.75, "specificity": 5 / 6, "roc_auc": 0.9,
-               "roc_auc_ci95": [0.7, 1.0], "roc_auc_ci_unit": "patient", "mean_loss": 0.4,
-               "per_class": {"NORMAL": {"precision": 0.8, "recall": 5 / 6, "f1": 0.816, "support": 6},
-                             "PNEUMONIA": {"precision": 0.75, "recall": 0.75, "f1": 0.75, "support": 4}},
-               "macro_avg": {"precision": 0.775, "recall": 0.79, "f1": 0.78, "support": 10},
-               "weighted_avg": {"precision": 0.78, "recall": 0.8, "f1": 0.79, "support": 10},
-               "confusion_matrix": {"labels": ["NORMAL", "PNEUMONIA"], "rows_true_cols_pred": [[5, 1], [1, 3]]}}
+    metrics = {
+        "threshold": 0.5,
+        "n": 10,
+        "accuracy": 0.8,
+        "sensitivity": 0.75,
+        "specificity": 5 / 6,
+        "roc_auc": 0.9,
+        "roc_auc_ci95": [0.7, 1.0],
+        "roc_auc_ci_unit": "patient",
+        "mean_loss": 0.4,
+        "per_class": {
+            "NORMAL": {"precision": 0.8, "recall": 5 / 6, "f1": 0.816, "support": 6},
+            "PNEUMONIA": {"precision": 0.75, "recall": 0.75, "f1": 0.75, "support": 4},
+        },
+        "macro_avg": {"precision": 0.775, "recall": 0.79, "f1": 0.78, "support": 10},
+        "weighted_avg": {"precision": 0.78, "recall": 0.8, "f1": 0.79, "support": 10},
+        "confusion_matrix": {"labels": ["NORMAL", "PNEUMONIA"], "rows_true_cols_pred": [[5, 1], [1, 3]]},
+    }
     results = {
-        "provenance": {"data": "/d", "eval_split": "test", "eval_fingerprint": "abc", "checkpoint": "m.pt", "seed": 0, "image_size": 64,
-                       "weights": {"source": "none", "description": "RANDOM"}, "versions": {"torch": "2"}, "command": "pneumocam run",
-                       "synthetic_data": True, "training_data": None},
-        "config": {"train": {}}, "metrics": {"threshold_0.5": metrics}, "thresholds": {"threshold_0.5": "fixed 0.5"},
-        "leakage": {"n_images_evaluated": 10, "n_images_seen_in_training": 0, "n_images_seen_in_selection": 0,
-                    "n_patients_shared_with_training": 0, "n_patients_shared_with_selection": 0, "examples": [], "recorded": True},
-        "empty_maps": {"n": 0, "by_class": {"NORMAL": 0, "PNEUMONIA": 0}}, "training": None, "statistics": {}, "statistics_notes": {},
-        "ground_truth": {}, "attention": {}, "trust": None, "skipped": [],
-        "cam": {"method": "gradcam", "layer": "layer4", "target": "pred", "map_shape": [2, 2], "normalised_by_library": False}}
+        "provenance": {
+            "data": "/d",
+            "eval_split": "test",
+            "eval_fingerprint": "abc",
+            "checkpoint": "m.pt",
+            "seed": 0,
+            "image_size": 64,
+            "weights": {"source": "none", "description": "RANDOM"},
+            "versions": {"torch": "2"},
+            "command": "pneumocam run",
+            "synthetic_data": True,
+            "training_data": None,
+        },
+        "config": {"train": {}},
+        "metrics": {"threshold_0.5": metrics},
+        "thresholds": {"threshold_0.5": "fixed 0.5"},
+        "leakage": {
+            "n_images_evaluated": 10,
+            "n_images_seen_in_training": 0,
+            "n_images_seen_in_selection": 0,
+            "n_patients_shared_with_training": 0,
+            "n_patients_shared_with_selection": 0,
+            "examples": [],
+            "recorded": True,
+        },
+        "empty_maps": {"n": 0, "by_class": {"NORMAL": 0, "PNEUMONIA": 0}},
+        "training": None,
+        "statistics": {},
+        "statistics_notes": {},
+        "ground_truth": {},
+        "attention": {},
+        "trust": None,
+        "skipped": [],
+        "cam": {
+            "method": "gradcam",
+            "layer": "layer4",
+            "target": "pred",
+            "map_shape": [2, 2],
+            "normalised_by_library": False,
+        },
+    }
     results.update(changes)
     return results
 
 
 def text_of(section: Section) -> str:
-    return " ".join(b.text if isinstance(b, Banner) else " ".join(" ".join(map(str, r)) for r in b.rows) if isinstance(b, Table)
-                    else str(b) for b in section.blocks)
+    return " ".join(
+        b.text
+        if isinstance(b, Banner)
+        else " ".join(" ".join(map(str, r)) for r in b.rows)
+        if isinstance(b, Table)
+        else str(b)
+        for b in section.blocks
+    )
 
 
 def test_shortcut_marker_map_is_flagged_in_the_conclusion():
-    results = small_results(ground_truth={"marker": {"mean_mass_share": 0.30, "mean_area_share": 0.005, "images_with_mask": 5}})
+    results = small_results(
+        ground_truth={"marker": {"mean_mass_share": 0.30, "mean_area_share": 0.005, "images_with_mask": 5}}
+    )
     text = text_of(conclusion_section(results))
     assert "the model is using the marker" in text and "30.0%" in text and "60.0 times" in text
 
@@ -55,8 +106,11 @@ def test_summary_opens_with_warnings_and_the_headline_numbers():
     assert "LEAKAGE" in banners[2].text and "/d/a.png" in banners[2].text
     text = text_of(summary)
     assert "0.900 (95% CI 0.700-1.000, by patient)" in text and "0.800 / 0.750 / 0.833" in text
-    clean = summary_section(small_results(provenance=small_results()["provenance"] | {"synthetic_data": False,
-                                                                                     "weights": {"source": "imagenet"}}))
+    clean = summary_section(
+        small_results(
+            provenance=small_results()["provenance"] | {"synthetic_data": False, "weights": {"source": "imagenet"}}
+        )
+    )
     assert [b.level for b in clean.blocks if isinstance(b, Banner)] == ["info"]
 
 
@@ -87,7 +141,9 @@ def test_documents_have_a_linked_contents_and_side_by_side_figures(tmp_path):
     sections = [Section("First part").add("text <b>"), Section("Second, part").add(FigureRow(figures))]
     html = render_html("t", sections)
     assert "<a href='#first-part'>First part</a>" in html and "<h2 id='second-part'>" in html
-    assert "<div class='row'><figure>" in html and html.count("data:image/png;base64,") == 2 and "text &lt;b&gt;" in html
+    assert (
+        "<div class='row'><figure>" in html and html.count("data:image/png;base64,") == 2 and "text &lt;b&gt;" in html
+    )
     md = render_markdown("t", sections, tmp_path / "sub")
     assert "1. [First part](#first-part)" in md and "![figure a](../a.png)" in md
 
@@ -97,7 +153,7 @@ def md_table(md: str, caption: str) -> list[dict]:
     start = lines.index(f"**{caption}**") + 2
     header = [c.strip() for c in lines[start].strip("|").split("|")]
     rows = []
-    for line in lines[start + 2:]:
+    for line in lines[start + 2 :]:
         if not line.startswith("|"):
             break
         rows.append(dict(zip(header, (c.strip() for c in line.strip("|").split("|")))))
@@ -114,17 +170,25 @@ def check_numbers_equal_results(md: str, results: dict) -> None:
         assert f"{name}: accuracy {m['accuracy']:.3f}" in md and f"ROC-AUC {m['roc_auc']:.3f}" in md
         low, high = m["roc_auc_ci95"]
         assert f"CI {low:.3f}-{high:.3f}, resampling by patient" in md
-    stats_rows = {r["score"]: r for r in md_table(md, "Random-sample tests (the original protocol), every image, and resampled draws")}
+    stats_rows = {
+        r["score"]: r
+        for r in md_table(md, "Random-sample tests (the original protocol), every image, and resampled draws")
+    }
     assert set(stats_rows) == set(results["statistics"])
     for score, entry in results["statistics"].items():
         sample, row = entry["sample"], stats_rows[score]
         assert row["Welch p"] == f"{sample['welch']['p']:.3e}" and row["Student p"] == f"{sample['student']['p']:.3e}"
         assert row["Cohen's d"].startswith(f"{sample['cohens_d']:.2f} ")
-        assert row["mean N / P (sample)"] == f"{sample['groups']['NORMAL']['mean']:.4g} / {sample['groups']['PNEUMONIA']['mean']:.4g}"
+        assert (
+            row["mean N / P (sample)"]
+            == f"{sample['groups']['NORMAL']['mean']:.4g} / {sample['groups']['PNEUMONIA']['mean']:.4g}"
+        )
 
 
 def test_report_numbers_equal_results_json(tiny_run):
-    check_numbers_equal_results((tiny_run / "report.md").read_text(), json.loads((tiny_run / "results.json").read_text()))
+    check_numbers_equal_results(
+        (tiny_run / "report.md").read_text(), json.loads((tiny_run / "results.json").read_text())
+    )
 
 
 def test_report_command_renders_a_copied_run_folder_alone(tiny_run, tmp_path):

@@ -52,12 +52,22 @@ def test_messy_folder_reads_good_files_and_lists_every_skip(messy, tmp_path):
     assert index.ignored_hidden == 3 and any(f.endswith("COVID") for f in index.unknown_folders)
     loaded = load_images(index.split("test"), 32, use_cache=False)
     names = {os.path.basename(p) for p in loaded.paths}
-    assert {"IM-0001-0001.png", "name with spaces.png", "ünïcödé-名前.png", "IM-0002-0001.png", "link-to-film.png",
-            "person1_virus_1.png"} <= names
+    assert {
+        "IM-0001-0001.png",
+        "name with spaces.png",
+        "ünïcödé-名前.png",
+        "IM-0002-0001.png",
+        "link-to-film.png",
+        "person1_virus_1.png",
+    } <= names
     assert any(n.startswith("bad-") for n in names)  # non-UTF-8 bytes in the name still read
     reasons = {os.path.basename(s.path): s.reason for s in loaded.skipped}
-    assert reasons == {"empty.jpeg": "empty file (0 bytes)", "page.jpeg": reasons["page.jpeg"], "loop.png": "symbolic link loop",
-                       "dangling.png": "file not found (a broken link?)"}
+    assert reasons == {
+        "empty.jpeg": "empty file (0 bytes)",
+        "page.jpeg": reasons["page.jpeg"],
+        "loop.png": "symbolic link loop",
+        "dangling.png": "file not found (a broken link?)",
+    }
     assert reasons["page.jpeg"].startswith("not a readable image")
     write_skipped(tmp_path / "skipped.csv", loaded.skipped)
     assert (tmp_path / "skipped.csv").read_text().count("\n") == 5
@@ -97,9 +107,30 @@ def test_a_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_during_training_leaves_a_resumable_incomplete_run(phantom_data, tmp_path, signum):
     env = os.environ | {"PNEUMOCAM_NO_PROGRESS": "1"}
-    command = [sys.executable, "-m", "pneumocam.cli", "train", "--data", str(phantom_data.images), "--out", str(tmp_path / "runs"),
-               "--weights", "none", "--mode", "full", "--image-size", "32", "--epochs", "15", "--batch-size", "8",
-               "--val-source", "dataset", "--max-per-class", "8"]
+    command = [
+        sys.executable,
+        "-m",
+        "pneumocam.cli",
+        "train",
+        "--data",
+        str(phantom_data.images),
+        "--out",
+        str(tmp_path / "runs"),
+        "--weights",
+        "none",
+        "--mode",
+        "full",
+        "--image-size",
+        "32",
+        "--epochs",
+        "15",
+        "--batch-size",
+        "8",
+        "--val-source",
+        "dataset",
+        "--max-per-class",
+        "8",
+    ]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     deadline = time.time() + 120
     run = None
@@ -112,10 +143,17 @@ def test_a_signal_during_training_leaves_a_resumable_incomplete_run(phantom_data
     assert run is not None, "training never finished an epoch"
     proc.send_signal(signum)
     output, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and "marked incomplete" in output and "--resume" in output and "Traceback" not in output
+    assert (
+        proc.returncode == 130 and "marked incomplete" in output and "--resume" in output and "Traceback" not in output
+    )
     assert not is_complete(run)
-    resumed = subprocess.run([sys.executable, "-m", "pneumocam.cli", "train", "--resume", str(run)], capture_output=True,
-                             text=True, env=env, timeout=600)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "pneumocam.cli", "train", "--resume", str(run)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert is_complete(run) and "resuming" in resumed.stdout
 
@@ -130,8 +168,16 @@ def test_a_run_lists_skipped_files_in_skipped_csv_and_the_escaped_report(phantom
     shutil.copytree(phantom_data.images, root)
     (root / "test" / "NORMAL" / "<img src=x onerror=alert(1)>.png").write_bytes(b"")
     (root / "test" / "PNEUMONIA" / "truncated.jpeg").write_bytes(b"\xff\xd8\xff\xe0" + b"\0" * 20)
-    config = ExperimentConfig(train=TrainConfig(data=str(root), weights="none", image_size=64, epochs=1, val_source="dataset",
-                                                use_cache=False), n_per_class=5, n_draws=20, bootstrap=20, trust_images=0, regions=False)
+    config = ExperimentConfig(
+        train=TrainConfig(
+            data=str(root), weights="none", image_size=64, epochs=1, val_source="dataset", use_cache=False
+        ),
+        n_per_class=5,
+        n_draws=20,
+        bootstrap=20,
+        trust_images=0,
+        regions=False,
+    )
     run = run_experiment(config, runs_dir=tmp_path / "runs")
     skipped = (run / "skipped.csv").read_text()
     assert "<img src=x onerror=alert(1)>.png,empty file (0 bytes)" in skipped and "truncated.jpeg" in skipped
@@ -140,7 +186,9 @@ def test_a_run_lists_skipped_files_in_skipped_csv_and_the_escaped_report(phantom
 
 
 @pytest.mark.filterwarnings("ignore:Corrupt EXIF data")  # Pillow's warning on fuzzed TIFF headers: expected here
-@pytest.mark.parametrize("prefix", [b"", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff\xe0", b"II*\x00", b"BM", b"\0" * 128 + b"DICM"])
+@pytest.mark.parametrize(
+    "prefix", [b"", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff\xe0", b"II*\x00", b"BM", b"\0" * 128 + b"DICM"]
+)
 def test_fuzzed_bytes_never_crash_the_reader(tmp_path, prefix):
     from hypothesis import given, settings
     from hypothesis import strategies as hs
@@ -168,16 +216,45 @@ def test_every_torch_load_in_the_package_is_weights_only():
     import re
 
     source = pathlib.Path(__file__).resolve().parents[1] / "src" / "pneumocam"
-    calls = [(f.name, m.group(0)) for f in source.rglob("*.py") for m in re.finditer(r"torch\.load\([^)]*\)", f.read_text())]
+    calls = [
+        (f.name, m.group(0)) for f in source.rglob("*.py") for m in re.finditer(r"torch\.load\([^)]*\)", f.read_text())
+    ]
     assert calls and all("weights_only=True" in call for _, call in calls), calls
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT])
 def test_an_interrupted_run_exits_130_and_resumes_in_one_command(phantom_data, tmp_path, signum):
     env = os.environ | {"PNEUMOCAM_NO_PROGRESS": "1"}
-    command = [sys.executable, "-m", "pneumocam.cli", "run", "--data", str(phantom_data.images), "--out", str(tmp_path / "runs"),
-               "--weights", "none", "--mode", "full", "--image-size", "32", "--epochs", "12", "--batch-size", "8",
-               "--val-source", "dataset", "--max-per-class", "8", "--n-per-class", "4", "--n-draws", "20", "--trust-images", "0"]
+    command = [
+        sys.executable,
+        "-m",
+        "pneumocam.cli",
+        "run",
+        "--data",
+        str(phantom_data.images),
+        "--out",
+        str(tmp_path / "runs"),
+        "--weights",
+        "none",
+        "--mode",
+        "full",
+        "--image-size",
+        "32",
+        "--epochs",
+        "12",
+        "--batch-size",
+        "8",
+        "--val-source",
+        "dataset",
+        "--max-per-class",
+        "8",
+        "--n-per-class",
+        "4",
+        "--n-draws",
+        "20",
+        "--trust-images",
+        "0",
+    ]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     deadline = time.time() + 120
     run = None
@@ -193,8 +270,13 @@ def test_an_interrupted_run_exits_130_and_resumes_in_one_command(phantom_data, t
     assert proc.returncode == 130 and "marked incomplete" in output and "Traceback" not in output
     assert f"pneumocam run --resume {run}" in output.replace("\n", "")
     assert not is_complete(run) and not (run / "report.html").exists()
-    resumed = subprocess.run([sys.executable, "-m", "pneumocam.cli", "run", "--resume", str(run)], capture_output=True,
-                             text=True, env=env, timeout=600)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "pneumocam.cli", "run", "--resume", str(run)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert is_complete(run) and is_complete(run / "train") and (run / "report.html").is_file()
     assert "resuming" in resumed.stdout

@@ -9,8 +9,17 @@ from hypothesis import strategies as hs
 from scipy import stats as st
 
 from pneumocam.errors import StatsInputError
-from pneumocam.stats import (cohens_d, compare_groups, draw_sample, effect_size_label, format_p, read_scores, score_report,
-                             resampled_draws, summary_text)
+from pneumocam.stats import (
+    cohens_d,
+    compare_groups,
+    draw_sample,
+    effect_size_label,
+    format_p,
+    read_scores,
+    resampled_draws,
+    score_report,
+    summary_text,
+)
 
 
 @pytest.fixture
@@ -21,14 +30,29 @@ def groups(rng):
 def test_every_figure_matches_scipy(groups):
     normal, pneu = groups
     r = compare_groups(normal, pneu, n_permutations=2000, n_bootstrap=500, seed=3)
-    close = lambda a, b: a == pytest.approx(b, rel=1e-9, abs=1e-12)
-    assert close(r["groups"]["NORMAL"]["mean"], np.mean(normal)) and close(r["groups"]["PNEUMONIA"]["sd"], np.std(pneu, ddof=1))
+
+    def close(a, b):
+        return a == pytest.approx(b, rel=1e-9, abs=1e-12)
+
+    assert close(r["groups"]["NORMAL"]["mean"], np.mean(normal)) and close(
+        r["groups"]["PNEUMONIA"]["sd"], np.std(pneu, ddof=1)
+    )
     student, welch = st.ttest_ind(pneu, normal), st.ttest_ind(pneu, normal, equal_var=False)
-    assert close(r["student"]["t"], student.statistic) and close(r["student"]["p"], student.pvalue) and r["student"]["df"] == 58
-    assert close(r["welch"]["t"], welch.statistic) and close(r["welch"]["p"], welch.pvalue) and close(r["welch"]["df"], welch.df)
+    assert (
+        close(r["student"]["t"], student.statistic)
+        and close(r["student"]["p"], student.pvalue)
+        and r["student"]["df"] == 58
+    )
+    assert (
+        close(r["welch"]["t"], welch.statistic)
+        and close(r["welch"]["p"], welch.pvalue)
+        and close(r["welch"]["df"], welch.df)
+    )
     mw = st.mannwhitneyu(pneu, normal, alternative="two-sided")
     assert close(r["mannwhitney"]["u"], mw.statistic) and close(r["mannwhitney"]["p"], mw.pvalue)
-    assert close(r["shapiro"]["NORMAL"]["p"], st.shapiro(normal).pvalue) and close(r["levene"]["p"], st.levene(normal, pneu).pvalue)
+    assert close(r["shapiro"]["NORMAL"]["p"], st.shapiro(normal).pvalue) and close(
+        r["levene"]["p"], st.levene(normal, pneu).pvalue
+    )
     pooled = np.sqrt((29 * np.var(normal, ddof=1) + 29 * np.var(pneu, ddof=1)) / 58)
     d = (np.mean(pneu) - np.mean(normal)) / pooled
     assert close(r["cohens_d"], d) and close(r["hedges_g"], d * (1 - 3 / (4 * 60 - 9)))
@@ -36,17 +60,47 @@ def test_every_figure_matches_scipy(groups):
     assert close(r["cohens_d"], student.statistic * np.sqrt(2 / 30))
     # The interval is scipy's percentile bootstrap of Hedges' g, drawn after the permutation test from the same stream.
     rng = np.random.default_rng(3)
-    st.permutation_test((pneu, normal), lambda a, b, axis: a.mean(axis) - b.mean(axis), n_resamples=2000, vectorized=True,
-                        rng=rng, batch=1000)
-    g = lambda a, b: (np.mean(b) - np.mean(a)) / np.sqrt((29 * np.var(a, ddof=1) + 29 * np.var(b, ddof=1)) / 58) * (1 - 3 / 231)
+    st.permutation_test(
+        (pneu, normal),
+        lambda a, b, axis: a.mean(axis) - b.mean(axis),
+        n_resamples=2000,
+        vectorized=True,
+        rng=rng,
+        batch=1000,
+    )
+
+    def g(a, b):
+        return (
+            (np.mean(b) - np.mean(a)) / np.sqrt((29 * np.var(a, ddof=1) + 29 * np.var(b, ddof=1)) / 58) * (1 - 3 / 231)
+        )
+
     boot = st.bootstrap((normal, pneu), g, n_resamples=500, method="percentile", rng=rng, vectorized=False)
     assert r["hedges_g_ci"] == pytest.approx([boot.confidence_interval.low, boot.confidence_interval.high], rel=1e-9)
-    perm = st.permutation_test((pneu, normal), lambda a, b, axis: a.mean(axis) - b.mean(axis), n_resamples=2000,
-                               vectorized=True, rng=np.random.default_rng(3), batch=1000)
+    perm = st.permutation_test(
+        (pneu, normal),
+        lambda a, b, axis: a.mean(axis) - b.mean(axis),
+        n_resamples=2000,
+        vectorized=True,
+        rng=np.random.default_rng(3),
+        batch=1000,
+    )
     assert close(r["permutation"]["p"], perm.pvalue)
     assert r["reject_null"] == (welch.pvalue < 0.05) and r["effect_size_label"] == effect_size_label(d)
-    assert set(r) >= {"groups", "student", "welch", "mannwhitney", "permutation", "cohens_d", "hedges_g", "hedges_g_ci",
-                      "shapiro", "levene", "alpha", "reject_null", "effect_size_label"}
+    assert set(r) >= {
+        "groups",
+        "student",
+        "welch",
+        "mannwhitney",
+        "permutation",
+        "cohens_d",
+        "hedges_g",
+        "hedges_g_ci",
+        "shapiro",
+        "levene",
+        "alpha",
+        "reject_null",
+        "effect_size_label",
+    }
     json.dumps(r, allow_nan=False)
 
 
@@ -91,7 +145,8 @@ def test_same_seed_same_sample_and_statistics(groups):
     first = score_report(normal, pneu, 30, n_draws=20, seed=1)
     assert first == score_report(normal, pneu, 30, n_draws=20, seed=1)
     assert first["sample"]["groups"]["NORMAL"]["mean"] == pytest.approx(
-                                                                        np.mean(normal[draw_sample(normal, pneu, 30, 1)["NORMAL"]]))
+        np.mean(normal[draw_sample(normal, pneu, 30, 1)["NORMAL"]])
+    )
 
 
 def write(tmp_path, text):
@@ -100,28 +155,40 @@ def write(tmp_path, text):
     return path
 
 
-@pytest.mark.parametrize("text, message", [
-    ("label,other\nNORMAL,1\n", "lacks column"),
-    ("label,score\nCOVID,1\n", "label 'COVID'"),
-    ("label,score\nNORMAL,abc\nNORMAL,1\nPNEUMONIA,2\nPNEUMONIA,3\n", "'abc' is not a number"),
-    ("label,score\nNORMAL,nan\nNORMAL,1\nPNEUMONIA,2\nPNEUMONIA,3\n", "NORMAL group has 1 value"),  # NaN dropped
-    ("label,score\nNORMAL,inf\nNORMAL,1\nPNEUMONIA,2\nPNEUMONIA,3\n", "infinite"),
-    ("label,score\nNORMAL,1\nPNEUMONIA,2\nPNEUMONIA,3\n", "NORMAL group has 1 value"),
-    ("label,score\nPNEUMONIA,2\nPNEUMONIA,3\n", "NORMAL group has 0 value"),
-    ("path,label,score\na,NORMAL,1\na,NORMAL,1\nb,NORMAL,2\nc,PNEUMONIA,3\nd,PNEUMONIA,4\n", "twice"),
-    ("", "no data rows"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("label,other\nNORMAL,1\n", "lacks column"),
+        ("label,score\nCOVID,1\n", "label 'COVID'"),
+        ("label,score\nNORMAL,abc\nNORMAL,1\nPNEUMONIA,2\nPNEUMONIA,3\n", "'abc' is not a number"),
+        ("label,score\nNORMAL,nan\nNORMAL,1\nPNEUMONIA,2\nPNEUMONIA,3\n", "NORMAL group has 1 value"),  # NaN dropped
+        ("label,score\nNORMAL,inf\nNORMAL,1\nPNEUMONIA,2\nPNEUMONIA,3\n", "infinite"),
+        ("label,score\nNORMAL,1\nPNEUMONIA,2\nPNEUMONIA,3\n", "NORMAL group has 1 value"),
+        ("label,score\nPNEUMONIA,2\nPNEUMONIA,3\n", "NORMAL group has 0 value"),
+        ("path,label,score\na,NORMAL,1\na,NORMAL,1\nb,NORMAL,2\nc,PNEUMONIA,3\nd,PNEUMONIA,4\n", "twice"),
+        ("", "no data rows"),
+    ],
+)
 def test_bad_scores_tables_are_clear_errors(tmp_path, text, message):
     with pytest.raises(StatsInputError, match=message):
         read_scores(write(tmp_path, text), ["score"])
 
 
 @settings(max_examples=60, deadline=None)
-@given(hs.lists(hs.tuples(hs.sampled_from(["NORMAL", "PNEUMONIA", "normal", "0", "1", "x", ""]),
-                          hs.one_of(hs.floats(allow_nan=True, allow_infinity=True), hs.text(max_size=4))), max_size=12))
+@given(
+    hs.lists(
+        hs.tuples(
+            hs.sampled_from(["NORMAL", "PNEUMONIA", "normal", "0", "1", "x", ""]),
+            hs.one_of(hs.floats(allow_nan=True, allow_infinity=True), hs.text(max_size=4)),
+        ),
+        max_size=12,
+    )
+)
 def test_fuzzed_scores_tables_never_crash(tmp_path_factory, rows):
     path = tmp_path_factory.mktemp("fuzz") / "s.csv"
-    path.write_text("label,score\n" + "".join(f"{l},{str(v).replace(',', ';').replace(chr(10), ' ')}\n" for l, v in rows))
+    path.write_text(
+        "label,score\n" + "".join(f"{l},{str(v).replace(',', ';').replace(chr(10), ' ')}\n" for l, v in rows)
+    )
     try:
         groups = read_scores(path, ["score"])
     except StatsInputError:

@@ -17,7 +17,9 @@ from .conftest import KERMANY
 
 @pytest.mark.shared_data
 def test_frozen_training_on_real_images_beats_chance(tmp_path):
-    config = TrainConfig(data=str(KERMANY), mode="frozen", weights="none", image_size=64, epochs=10, max_per_class=150, seed=0)
+    config = TrainConfig(
+        data=str(KERMANY), mode="frozen", weights="none", image_size=64, epochs=10, max_per_class=150, seed=0
+    )
     run = fit(config, runs_dir=tmp_path)
     assert is_complete(run)
     summary = json.loads((run / "train_summary.json").read_text())
@@ -36,8 +38,18 @@ def _train_state(run):
 
 @pytest.mark.parametrize("mode", ["frozen", "full"])
 def test_interrupt_and_resume_gives_the_same_weights(tmp_path, phantom_data, mode):
-    config = TrainConfig(data=str(phantom_data.images), mode=mode, weights="none", image_size=32, epochs=3, batch_size=8,
-                         max_per_class=10, augment=(mode == "full"), val_source="dataset", seed=5)
+    config = TrainConfig(
+        data=str(phantom_data.images),
+        mode=mode,
+        weights="none",
+        image_size=32,
+        epochs=3,
+        batch_size=8,
+        max_per_class=10,
+        augment=(mode == "full"),
+        val_source="dataset",
+        seed=5,
+    )
     straight = fit(config, runs_dir=tmp_path / "a")
     interrupted = fit(config, runs_dir=tmp_path / "b", stop_after_epoch=1)
     assert not is_complete(interrupted)
@@ -45,7 +57,10 @@ def test_interrupt_and_resume_gives_the_same_weights(tmp_path, phantom_data, mod
     assert resumed == interrupted and is_complete(resumed)
     a, b = _train_state(straight), _train_state(resumed)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    history = lambda run: [(r["train_loss"], r["val_auc"]) for r in json.loads((run / "history.json").read_text())]
+
+    def history(run):
+        return [(r["train_loss"], r["val_auc"]) for r in json.loads((run / "history.json").read_text())]
+
     assert history(straight) == history(resumed)
 
 
@@ -78,8 +93,14 @@ def test_evaluate_needs_only_the_split_it_reads(tmp_path, phantom_data):
     only_test = tmp_path / "only-test"
     shutil.copytree(phantom_data.images / "test", only_test / "test")
     model, info = build_model("none", seed=0)
-    result = evaluate_split(model, {"image_size": 32, "weights": info.to_dict(), "thresholds": {"youden_val": 0.4}},
-                            str(only_test), "test", tmp_path / "eval", bootstrap_resamples=50)
+    result = evaluate_split(
+        model,
+        {"image_size": 32, "weights": info.to_dict(), "thresholds": {"youden_val": 0.4}},
+        str(only_test),
+        "test",
+        tmp_path / "eval",
+        bootstrap_resamples=50,
+    )
     assert set(result["metrics"]) == {"threshold_0.5", "threshold_youden_val"}
     rows = (tmp_path / "eval" / "predictions.csv").read_text().splitlines()
     assert rows[0] == "path,label,prob_pneumonia,pred" and len(rows) == 17
@@ -125,8 +146,17 @@ def test_resume_refuses_changed_data(tmp_path, phantom_data):
 
     data = tmp_path / "data"
     shutil.copytree(phantom_data.images, data)
-    config = TrainConfig(data=str(data), mode="frozen", weights="none", image_size=32, epochs=3, batch_size=8,
-                         val_source="dataset", seed=5, use_cache=False)
+    config = TrainConfig(
+        data=str(data),
+        mode="frozen",
+        weights="none",
+        image_size=32,
+        epochs=3,
+        batch_size=8,
+        val_source="dataset",
+        seed=5,
+        use_cache=False,
+    )
     run = fit(config, runs_dir=tmp_path / "runs", stop_after_epoch=1)
     extra = next((data / "train" / "NORMAL").glob("*.png"))
     shutil.copy(extra, extra.with_name("phantom-99999-1.png"))
@@ -140,12 +170,24 @@ def test_resume_refuses_settings_that_differ_from_the_run(tmp_path, phantom_data
 
     from pneumocam.cli import app
 
-    config = TrainConfig(data=str(phantom_data.images), mode="frozen", weights="none", image_size=32, epochs=3, batch_size=8,
-                         val_source="dataset", seed=5)
+    config = TrainConfig(
+        data=str(phantom_data.images),
+        mode="frozen",
+        weights="none",
+        image_size=32,
+        epochs=3,
+        batch_size=8,
+        val_source="dataset",
+        seed=5,
+    )
     run = fit(config, runs_dir=tmp_path / "runs", stop_after_epoch=1)
     runner = CliRunner()
     changed = runner.invoke(app, ["train", "--resume", str(run), "--epochs", "5", "--lr", "0.1"])
-    assert changed.exit_code == 2 and "epochs: given 5, the run has 3" in changed.output and "lr: given 0.1" in changed.output
+    assert (
+        changed.exit_code == 2
+        and "epochs: given 5, the run has 3" in changed.output
+        and "lr: given 0.1" in changed.output
+    )
     same = runner.invoke(app, ["train", "--resume", str(run), "--epochs", "3", "--seed", "5"])
     assert same.exit_code == 0, same.output
     assert is_complete(run)

@@ -53,7 +53,9 @@ def test_deletion_and_insertion_curves_share_their_end_points():
     for kind in ("maps", "random"):
         # the area is the trapezoid rule over fractions 0, 0.25, ..., 1, written out by hand
         c = out[kind]["deletion_curve"]
-        assert len(c) == 5 and out[kind]["deletion_auc"] == pytest.approx(0.25 * (c[0] / 2 + c[1] + c[2] + c[3] + c[4] / 2))
+        assert len(c) == 5 and out[kind]["deletion_auc"] == pytest.approx(
+            0.25 * (c[0] / 2 + c[1] + c[2] + c[3] + c[4] / 2)
+        )
         c = out[kind]["insertion_curve"]
         assert out[kind]["insertion_auc"] == pytest.approx(0.25 * (c[0] / 2 + c[1] + c[2] + c[3] + c[4] / 2))
     # Nothing deleted = the original film for both orderings; everything inserted = the original film too.
@@ -66,5 +68,7 @@ def test_trust_checks_sample_both_classes_and_reuse_the_main_maps(tiny_run):
     import json
 
     trust = json.loads((tiny_run / "results.json").read_text())["trust"]
-    assert trust["randomisation"]["n_images"] == 16 and trust["faithfulness"]["n_images"] == 16  # 8 per class of the test split
+    assert (
+        trust["randomisation"]["n_images"] == 16 and trust["faithfulness"]["n_images"] == 16
+    )  # 8 per class of the test split
     assert trust["randomisation"]["method"] == "gradcam" and trust["faithfulness"]["steps"] == 10

@@ -39,7 +39,9 @@ class CamResult:
 
     @property
     def probs(self) -> np.ndarray:
-        return 1.0 / (1.0 + np.exp(-self.logits))
+        from .model import probability
+
+        return probability(self.logits)
 
 
 def resolve_targets(target: str, logits: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
@@ -75,7 +77,9 @@ def _explaining(model: nn.Module, weight_grads: bool = False):
 class BaseCAM:
     method = "base"
 
-    def __init__(self, model: nn.Module, layer: str = "layer4", batch_size: int = 32, device: torch.device | str | None = None):
+    def __init__(
+        self, model: nn.Module, layer: str = "layer4", batch_size: int = 32, device: torch.device | str | None = None
+    ):
         self.model = model
         self.layer_name = layer
         self.layer = model.get_submodule(layer)
@@ -86,7 +90,9 @@ class BaseCAM:
         """(N, C, h, w) activations and gradients -> (N, h, w) map before ReLU."""
         raise NotImplementedError
 
-    def _explain_batch(self, x: torch.Tensor, target: str, labels: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _explain_batch(
+        self, x: torch.Tensor, target: str, labels: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         captured: dict[str, torch.Tensor] = {}
 
         def hook(module, inputs, output):
@@ -108,21 +114,28 @@ class BaseCAM:
             maps = F.relu(self.weigh(activations.detach().float(), grads.float()))
         return maps.cpu().numpy().astype(np.float32), logits.detach().double().cpu().numpy(), targets
 
-    def __call__(self, images: np.ndarray | torch.Tensor, target: str = "pred", labels: np.ndarray | None = None,
-                 description: str = "Grad-CAM") -> CamResult:
+    def __call__(
+        self,
+        images: np.ndarray | torch.Tensor,
+        target: str = "pred",
+        labels: np.ndarray | None = None,
+        description: str = "Grad-CAM",
+    ) -> CamResult:
         """images: (N, H, W) uint8 grayscale. Returns raw maps at feature resolution."""
         n = len(images)
         maps, logits, targets = [], [], []
         starts = range(0, n, self.batch_size)
         with _explaining(self.model):
             for start in track(starts, description, total=len(starts)):
-                chunk = images[start:start + self.batch_size]
+                chunk = images[start : start + self.batch_size]
                 batch = chunk if isinstance(chunk, torch.Tensor) else torch.from_numpy(np.array(chunk))
                 x = to_model_input(batch.to(self.device))
-                part_labels = None if labels is None else np.asarray(labels)[start:start + self.batch_size]
+                part_labels = None if labels is None else np.asarray(labels)[start : start + self.batch_size]
                 m, lg, t = self._explain_batch(x, target, part_labels)
                 maps.append(m), logits.append(lg), targets.append(t)
-        return CamResult(np.concatenate(maps), np.concatenate(logits), np.concatenate(targets), self.method, self.layer_name)
+        return CamResult(
+            np.concatenate(maps), np.concatenate(logits), np.concatenate(targets), self.method, self.layer_name
+        )
 
 
 class GradCAM(BaseCAM):
@@ -189,16 +202,22 @@ class LibraryCAM:
             if hasattr(cam, "batch_size"):
                 cam.batch_size = self.batch_size
             for start in track(starts, description, total=len(starts)):
-                batch = torch.from_numpy(np.array(images[start:start + self.batch_size])).to(self.device)
+                batch = torch.from_numpy(np.array(images[start : start + self.batch_size])).to(self.device)
                 x = to_model_input(batch, channels_last=False)
                 with torch.no_grad():
                     lg = self.model(x).flatten().double().cpu().numpy()
-                part_labels = None if labels is None else np.asarray(labels)[start:start + self.batch_size]
+                part_labels = None if labels is None else np.asarray(labels)[start : start + self.batch_size]
                 t = resolve_targets(target, lg, part_labels)
                 maps.append(cam(input_tensor=x, targets=[BinaryClassifierOutputTarget(int(c)) for c in t]))
                 logits.append(lg), targets.append(t)
-        return CamResult(np.concatenate(maps).astype(np.float32), np.concatenate(logits), np.concatenate(targets),
-                         self.method, self.layer_name, normalised=True)
+        return CamResult(
+            np.concatenate(maps).astype(np.float32),
+            np.concatenate(logits),
+            np.concatenate(targets),
+            self.method,
+            self.layer_name,
+            normalised=True,
+        )
 
 
 NATIVE = {cls.method: cls for cls in (GradCAM, HiResCAM, GradCAMPlusPlus, LayerCAM)}  # raw maps
@@ -228,7 +247,9 @@ def normalise_per_image(maps: np.ndarray, eps: float = 1e-7) -> np.ndarray:
     return shifted / (eps + shifted.max(axis=(-2, -1), keepdims=True))
 
 
-def save_heatmaps(path, result: CamResult, paths: list[str], labels: np.ndarray, image_size: int, threshold: float = 0.5) -> None:
+def save_heatmaps(
+    path, result: CamResult, paths: list[str], labels: np.ndarray, image_size: int, threshold: float = 0.5
+) -> None:
     """heatmaps.npz: plain arrays only (no pickled objects), enough to recompute any score without the model."""
     import io
 
@@ -236,11 +257,18 @@ def save_heatmaps(path, result: CamResult, paths: list[str], labels: np.ndarray,
 
     buffer = io.BytesIO()
     np.savez_compressed(
-        buffer, paths=np.array(paths, dtype=str), labels=np.asarray(labels, dtype=np.int8),
-        probs=result.probs.astype(np.float32), preds=(result.probs >= threshold).astype(np.int8),
-        targets=result.targets.astype(np.int8), maps=result.maps.astype(np.float32),
-        method=np.array(result.method), layer=np.array(result.layer), normalised=np.array(result.normalised),
-        image_size=np.array(image_size), class_names=np.array(CLASS_NAMES),
+        buffer,
+        paths=np.array(paths, dtype=str),
+        labels=np.asarray(labels, dtype=np.int8),
+        probs=result.probs.astype(np.float32),
+        preds=(result.probs >= threshold).astype(np.int8),
+        targets=result.targets.astype(np.int8),
+        maps=result.maps.astype(np.float32),
+        method=np.array(result.method),
+        layer=np.array(result.layer),
+        normalised=np.array(result.normalised),
+        image_size=np.array(image_size),
+        class_names=np.array(CLASS_NAMES),
     )
     atomic_write_bytes(path, buffer.getvalue())
 

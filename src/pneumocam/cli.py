@@ -18,12 +18,29 @@ from rich.table import Table
 from . import CLASS_NAMES
 from .cli_errors import clean_errors
 from .cli_lungs import lungs_app
-from .cli_options import (CONFIG, EXPLAINING, STATISTICS, TRAINING, Device, EvalSplit, Split, ValSource, given_on_command_line,
-                          options, plain, with_config)
+from .cli_options import (
+    BOOTSTRAP,
+    CONFIG,
+    EXPLAINING,
+    STATISTICS,
+    TRAINING,
+    Device,
+    EvalSplit,
+    Split,
+    ValSource,
+    given_on_command_line,
+    options,
+    plain,
+    with_config,
+)
 from .errors import PneumocamError
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
-                  help="Explainable pneumonia detection on chest X-rays: train, evaluate, explain, test, report.")
+app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    help="Explainable pneumonia detection on chest X-rays: train, evaluate, explain, test, report.",
+)
 app.add_typer(lungs_app, name="lungs")
 console = Console(highlight=False, soft_wrap=True)
 
@@ -53,7 +70,13 @@ def data(
         loaded = load_images(samples, image_size, use_cache=not no_cache, description=f"Reading {split}")
         skipped.extend(loaded.skipped)
         counts = index.counts()[split]
-        table.add_row(split, *(str(counts[c]) for c in CLASS_NAMES), str(len(samples)), str(len(loaded.samples)), str(len(loaded.skipped)))
+        table.add_row(
+            split,
+            *(str(counts[c]) for c in CLASS_NAMES),
+            str(len(samples)),
+            str(len(loaded.samples)),
+            str(len(loaded.skipped)),
+        )
     console.print(table)
     console.print(f"ignored: {index.ignored_hidden} hidden files, {index.ignored_non_image} non-image files")
     for folder in index.unknown_folders:
@@ -64,9 +87,11 @@ def data(
         write_skipped(skipped_csv, skipped)
     if "train" in index.splits:
         _, _, plan = choose_validation(index, source=val_source.value, fraction=val_fraction, seed=seed)
-        console.print(f"validation: {plan.source} ({plan.reason}); grouped by {plan.grouping}; "
-                      f"train {plan.n_train} images / {plan.patients_train} patients, val {plan.n_val} images / "
-                      f"{plan.patients_val} patients ({plan.actual_fraction:.1%}), shared patients: {plan.shared_patients}")
+        console.print(
+            f"validation: {plan.source} ({plan.reason}); grouped by {plan.grouping}; "
+            f"train {plan.n_train} images / {plan.patients_train} patients, val {plan.n_val} images / "
+            f"{plan.patients_val} patients ({plan.actual_fraction:.1%}), shared patients: {plan.shared_patients}"
+        )
 
 
 @app.command()
@@ -78,7 +103,9 @@ def phantoms(
     test: int = typer.Option(50, help="Phantoms per class in test."),
     image_size: int = typer.Option(224, help="Side of the square images."),
     seed: int = typer.Option(0, help="Seed of the phantoms."),
-    shortcut: float = typer.Option(0.0, help="0: none; p in (0.5, 1]: corner marker on PNEUMONIA with prob. p, on NORMAL with 1-p."),
+    shortcut: float = typer.Option(
+        0.0, help="0: none; p in (0.5, 1]: corner marker on PNEUMONIA with prob. p, on NORMAL with 1-p."
+    ),
 ):
     """Write synthetic chest X-ray phantoms with lung and lesion masks (Kermany layout)."""
     from .data.phantoms import write_phantom_dataset
@@ -87,7 +114,9 @@ def phantoms(
         raise PneumocamError(f"{out} exists and is not empty: choose a new folder (nothing is overwritten)")
     counts = {k: v for k, v in (("train", train), ("val", val), ("test", test)) if v > 0}
     written = write_phantom_dataset(out, counts, size=image_size, seed=seed, shortcut=shortcut)
-    console.print(f"phantoms written to {escape(str(written.images))}; masks in {escape(str(written.lung_masks.parent))}")
+    console.print(
+        f"phantoms written to {escape(str(written.images))}; masks in {escape(str(written.lung_masks.parent))}"
+    )
 
 
 def _interruptible(started: list[Path], action, command: str):
@@ -103,8 +132,10 @@ def _interruptible(started: list[Path], action, command: str):
     except KeyboardInterrupt:
         err = Console(stderr=True)
         if started:
-            err.print(f"[bold yellow]interrupted:[/] {escape(str(started[-1]))} is marked incomplete; continue it with "
-                      f"pneumocam {command} --resume {escape(str(started[-1]))}")
+            err.print(
+                f"[bold yellow]interrupted:[/] {escape(str(started[-1]))} is marked incomplete; continue it with "
+                f"pneumocam {command} --resume {escape(str(started[-1]))}"
+            )
         else:
             err.print("[bold yellow]interrupted[/] before the run folder was created; nothing was written")
         raise typer.Exit(130) from None
@@ -127,7 +158,9 @@ def train(
     ctx: typer.Context,
     data: Optional[Path] = typer.Option(None, help="Dataset folder or CSV manifest."),
     out: Path = typer.Option(Path("runs"), help="Parent folder: each run goes into a fresh timestamped folder."),
-    resume: Optional[Path] = typer.Option(None, help="Continue an interrupted run folder (settings given again must match it)."),
+    resume: Optional[Path] = typer.Option(
+        None, help="Continue an interrupted run folder (settings given again must match it)."
+    ),
     **settings,
 ):
     """Train the classifier; the best epoch on validation becomes RUN/model.pt."""
@@ -137,8 +170,11 @@ def train(
     config_file = settings.pop("config")
     if resume is not None:
         overrides = plain(given_on_command_line(ctx, {"data": data, **settings}))
-        run_dir = _interruptible(started, lambda: fit(None, run_dir=resume, resume=True, on_start=_announcer(started),
-                                                      overrides=overrides), "train")
+        run_dir = _interruptible(
+            started,
+            lambda: fit(None, run_dir=resume, resume=True, on_start=_announcer(started), overrides=overrides),
+            "train",
+        )
     else:
         values = with_config(ctx, {"data": data, **settings}, config_file)
         if values["data"] is None:
@@ -153,7 +189,7 @@ STRICT = {"strict": EXPLAINING["strict"]}
 
 @app.command()
 @clean_errors
-@options(STRICT)
+@options(BOOTSTRAP, STRICT)
 def evaluate(
     checkpoint: Path = typer.Option(..., help="A pneumocam model.pt."),
     data: Path = typer.Option(..., help="Dataset folder or CSV manifest; only the evaluated split is needed."),
@@ -161,7 +197,6 @@ def evaluate(
     out: Path = typer.Option(Path("runs"), help="Parent folder for a fresh evaluation folder."),
     batch_size: int = typer.Option(32, help="Images per batch."),
     device: Device = typer.Option(Device.auto, help="Where to compute."),
-    bootstrap: int = typer.Option(1000, help="Bootstrap resamples for the AUC interval (patients resampled when known)."),
     seed: int = typer.Option(0, help="Seed of the bootstrap."),
     **settings,
 ):
@@ -172,14 +207,26 @@ def evaluate(
     from .model import load_checkpoint, resolve_device
     from .outputs import mark_complete, new_run_folder
 
-    strict = settings["strict"]
+    strict, bootstrap = settings["strict"], settings["bootstrap"]
     target = resolve_device(device.value)
     model, metadata = load_checkpoint(checkpoint, target)
     if strict:  # fail before a folder is made
         enforce(check_leakage(metadata, discover(data).split(split.value)), True, _warn)
     folder = new_run_folder(out, prefix=f"evaluate-{split.value}")
-    result = evaluate_split(model, metadata, str(data), split.value, folder, batch_size, target, bootstrap, seed, str(checkpoint),
-                            strict=strict, warn=_warn)
+    result = evaluate_split(
+        model,
+        metadata,
+        str(data),
+        split.value,
+        folder,
+        batch_size,
+        target,
+        bootstrap,
+        seed,
+        str(checkpoint),
+        strict=strict,
+        warn=_warn,
+    )
     mark_complete(folder)
     print_metrics(result)
     console.print(f"[green]written:[/] {escape(str(folder))}")
@@ -199,22 +246,43 @@ def print_metrics(result: dict) -> None:
         for column in ("class", "precision", "recall", "f1", "support"):
             table.add_column(column, justify="left" if column == "class" else "right")
         for cls, row in (*m["per_class"].items(), ("macro avg", m["macro_avg"]), ("weighted avg", m["weighted_avg"])):
-            table.add_row(cls, f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(row["support"]))
+            table.add_row(
+                cls, f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(row["support"])
+            )
         console.print(table)
         auc = "n/a" if m["roc_auc"] is None else f"{m['roc_auc']:.3f}"
-        ci = "" if not m["roc_auc_ci95"] else f" (95% CI {m['roc_auc_ci95'][0]:.3f}-{m['roc_auc_ci95'][1]:.3f}, by {m['roc_auc_ci_unit']})"
-        console.print(f"accuracy {m['accuracy']:.3f}, ROC-AUC {auc}{ci}, sensitivity {m['sensitivity']}, specificity {m['specificity']}")
+        ci = (
+            ""
+            if not m["roc_auc_ci95"]
+            else f" (95% CI {m['roc_auc_ci95'][0]:.3f}-{m['roc_auc_ci95'][1]:.3f}, by {m['roc_auc_ci_unit']})"
+        )
+        console.print(
+            f"accuracy {m['accuracy']:.3f}, ROC-AUC {auc}{ci}, sensitivity {m['sensitivity']}, specificity "
+            f"{m['specificity']}"
+        )
     leakage = result.get("leakage") or {}
-    counts = [leakage.get(k) for k in ("n_images_seen_in_training", "n_images_seen_in_selection", "n_patients_shared_with_training",
-                                       "n_patients_shared_with_selection")]
+    counts = [
+        leakage.get(k)
+        for k in (
+            "n_images_seen_in_training",
+            "n_images_seen_in_selection",
+            "n_patients_shared_with_training",
+            "n_patients_shared_with_selection",
+        )
+    ]
     if not leakage.get("recorded", True):
         console.print("[yellow]leakage not checked: the checkpoint does not record what it was trained on[/]")
     elif any(counts):
-        console.print(f"[bold red]LEAKAGE:[/] images seen in training {counts[0]}, in selection {counts[1]}; patients shared with "
-                      f"training {counts[2]}, with selection {counts[3]} (list in leakage.csv)")
+        console.print(
+            f"[bold red]LEAKAGE:[/] images seen in training {counts[0]}, in selection {counts[1]}; patients shared "
+            "with "
+            f"training {counts[2]}, with selection {counts[3]} (list in leakage.csv)"
+        )
     else:
-        console.print(f"leakage check: no evaluated image or patient was used in training or selection "
-                      f"({leakage.get('n_images_evaluated')} images)")
+        console.print(
+            f"leakage check: no evaluated image or patient was used in training or selection "
+            f"({leakage.get('n_images_evaluated')} images)"
+        )
 
 
 def n_per_class_value(value) -> int | None:
@@ -228,24 +296,39 @@ def n_per_class_value(value) -> int | None:
 
 def _experiment_settings(values: dict) -> dict:
     """Options -> ExperimentConfig fields (everything but the training settings)."""
-    return dict(method=values["method"], target=values["target"], n_per_class=n_per_class_value(values["n_per_class"]),
-                n_draws=values["n_draws"], alpha=values["alpha"], trust_images=values["trust_images"], strict=values["strict"],
-                masks={"lungs": str(values["lung_masks"])} if values["lung_masks"] else {},
-                lung_model=str(values["lung_model"]) if values["lung_model"] else None)
+    return dict(
+        method=values["method"],
+        target=values["target"],
+        n_per_class=n_per_class_value(values["n_per_class"]),
+        n_draws=values["n_draws"],
+        alpha=values["alpha"],
+        trust_images=values["trust_images"],
+        strict=values["strict"],
+        masks={"lungs": str(values["lung_masks"])} if values["lung_masks"] else {},
+        lung_model=str(values["lung_model"]) if values["lung_model"] else None,
+        bootstrap=values.get("bootstrap", 1000),
+    )
 
 
 @app.command()
 @clean_errors
-@options(TRAINING, EXPLAINING, STATISTICS, CONFIG)
+@options(TRAINING, EXPLAINING, STATISTICS, BOOTSTRAP, CONFIG)
 def run(
     ctx: typer.Context,
     data: Optional[Path] = typer.Option(None, help="Dataset folder or CSV manifest (not needed with --resume)."),
     out: Path = typer.Option(Path("runs"), help="Parent folder: the run goes into a fresh timestamped folder."),
     checkpoint: Optional[Path] = typer.Option(None, help="Skip training and explain this model.pt."),
-    eval_split: EvalSplit = typer.Option(EvalSplit.test, help="heldout: patients of train set aside before training, never trained "
-                                         "or selected on (with --checkpoint: the part that checkpoint recorded)."),
-    holdout_fraction: float = typer.Option(0.15, help="With --eval-split heldout and training: share of train's patients set aside."),
-    resume: Optional[Path] = typer.Option(None, help="Finish an interrupted run folder: training resumes, then the rest."),
+    eval_split: EvalSplit = typer.Option(
+        EvalSplit.test,
+        help="heldout: patients of train set aside before training, never trained "
+        "or selected on (with --checkpoint: the part that checkpoint recorded).",
+    ),
+    holdout_fraction: float = typer.Option(
+        0.15, help="With --eval-split heldout and training: share of train's patients set aside."
+    ),
+    resume: Optional[Path] = typer.Option(
+        None, help="Finish an interrupted run folder: training resumes, then the rest."
+    ),
     **settings,
 ):
     """Train, evaluate, Grad-CAM, importance scores, statistics and report, in one fresh run folder."""
@@ -258,16 +341,23 @@ def run(
         console.print(f"[green]report:[/] {escape(str(folder / 'report.html'))}")
         return
     config_file = settings.pop("config")
-    values = plain(with_config(ctx, {"data": data, "eval_split": eval_split, "holdout_fraction": holdout_fraction, **settings},
-                               config_file))
+    values = plain(
+        with_config(
+            ctx, {"data": data, "eval_split": eval_split, "holdout_fraction": holdout_fraction, **settings}, config_file
+        )
+    )
     if values["data"] is None:
         raise PneumocamError("--data is required (a dataset folder or CSV manifest), unless --resume is given")
     if values["eval_split"] not in ("test", "val", "heldout"):
         raise PneumocamError(f"--eval-split must be test, val or heldout, got '{values['eval_split']}'")
     train_fields = {k: values[k] for k in ("data", *TRAINING)}
     holdout = values["holdout_fraction"] if values["eval_split"] == "heldout" and checkpoint is None else 0.0
-    config = ExperimentConfig(train=TrainConfig(**train_fields, holdout_fraction=holdout), eval_split=values["eval_split"],
-                              checkpoint=str(checkpoint) if checkpoint else None, **_experiment_settings(values))
+    config = ExperimentConfig(
+        train=TrainConfig(**train_fields, holdout_fraction=holdout),
+        eval_split=values["eval_split"],
+        checkpoint=str(checkpoint) if checkpoint else None,
+        **_experiment_settings(values),
+    )
     folder = _interruptible(started, lambda: run_experiment(config, runs_dir=out, on_start=_announcer(started)), "run")
     console.print(f"[green]report:[/] {escape(str(folder / 'report.html'))}")
 
@@ -277,7 +367,9 @@ def run(
 def demo(
     out: Path = typer.Option(Path("demo-runs"), help="Parent folder for the demo's run folder."),
     seed: int = typer.Option(0, help="Seed of the phantoms, the training and every draw."),
-    shortcut: float = typer.Option(0.0, help="Add the label-correlated corner marker (e.g. 0.9) to watch a model cheat."),
+    shortcut: float = typer.Option(
+        0.0, help="Add the label-correlated corner marker (e.g. 0.9) to watch a model cheat."
+    ),
 ):
     """The whole experiment on synthetic phantoms generated on the fly (no data, no downloads, a few minutes)."""
     from .experiment import run_demo
@@ -290,7 +382,9 @@ def demo(
 @clean_errors
 @options(STATISTICS)
 def stats(
-    scores: Path = typer.Argument(..., help="CSV with a label column (NORMAL / PNEUMONIA) and score columns (e.g. a run's importance.csv)."),
+    scores: Path = typer.Argument(
+        ..., help="CSV with a label column (NORMAL / PNEUMONIA) and score columns (e.g. a run's importance.csv)."
+    ),
     score: list[str] = typer.Option(..., "--score", help="Score column(s) to test (repeatable)."),
     seed: int = typer.Option(0, help="Seed of the sample, the resampled draws, the permutations and the bootstrap."),
     out: Optional[Path] = typer.Option(None, help="Folder for stats.json (a fresh folder inside it)."),
@@ -304,8 +398,10 @@ def stats(
     results = {}
     for column, (normal, pneumonia, dropped) in read_scores(scores, score).items():
         if any(dropped.values()):
-            console.print(f"[yellow]{column}: left out {dropped['NORMAL']} NORMAL and {dropped['PNEUMONIA']} PNEUMONIA rows "
-                          "whose score is NaN or empty[/]")
+            console.print(
+                f"[yellow]{column}: left out {dropped['NORMAL']} NORMAL and {dropped['PNEUMONIA']} PNEUMONIA rows "
+                "whose score is NaN or empty[/]"
+            )
         result = score_report(normal, pneumonia, n, settings["n_draws"], settings["alpha"], seed)
         result["dropped_nan_rows"] = dropped
         result["source"] = {"file": str(scores), "column": column, "n_per_class": n, "seed": seed}
@@ -324,15 +420,21 @@ def stats(
 def predict(
     checkpoint: Path = typer.Option(..., help="A pneumocam model.pt."),
     images: list[Path] = typer.Argument(..., help="Image files (JPEG, PNG, TIFF, BMP or DICOM)."),
-    out: Path = typer.Option(Path("predictions"), help="Parent folder for a fresh folder of overlays and predictions.csv."),
+    out: Path = typer.Option(
+        Path("predictions"), help="Parent folder for a fresh folder of overlays and predictions.csv."
+    ),
     device: Device = typer.Option(Device.auto, help="Where to compute."),
     **settings,
 ):
-    """Probability, the decision at the model's validation-chosen threshold (and at 0.5), and a Grad-CAM overlay PNG per image."""
+    """Probability, the decision at the model's validation-chosen threshold (and at 0.5), and an overlay per image."""
     from .predict import predict_files
 
-    outcome = predict_files(checkpoint, images, out, settings["method"].value, device.value, strict=settings["strict"], warn=_warn)
-    table = Table(title=f"predictions at threshold {outcome.threshold:.3f} ({outcome.threshold_source}); 0.5 shown beside it")
+    outcome = predict_files(
+        checkpoint, images, out, settings["method"].value, device.value, strict=settings["strict"], warn=_warn
+    )
+    table = Table(
+        title=f"predictions at threshold {outcome.threshold:.3f} ({outcome.threshold_source}); 0.5 shown beside it"
+    )
     for column in outcome.header:
         table.add_column(column)
     for row in outcome.rows:
@@ -345,10 +447,14 @@ def predict(
 @clean_errors
 @options(EXPLAINING, defaults={"trust_images": 32})
 def explain(
-    run_dir: Optional[Path] = typer.Option(None, "--run", help="A finished `pneumocam run` folder: its model, data and split."),
+    run_dir: Optional[Path] = typer.Option(
+        None, "--run", help="A finished `pneumocam run` folder: its model, data and split."
+    ),
     checkpoint: Optional[Path] = typer.Option(None, help="Or a model.pt ..."),
     data: Optional[Path] = typer.Option(None, help="... with its dataset folder or manifest."),
-    split: Optional[str] = typer.Option(None, help="Split to explain: test | val | heldout (default: the run's, else test)."),
+    split: Optional[str] = typer.Option(
+        None, help="Split to explain: test | val | heldout (default: the run's, else test)."
+    ),
     out: Path = typer.Option(Path("runs"), help="Parent folder for a fresh explanation folder."),
     device: Device = typer.Option(Device.auto, help="Where to compute."),
     **settings,
@@ -367,8 +473,12 @@ def explain(
     if checkpoint is None or data is None:
         raise PneumocamError("give --run RUN_DIR, or both --checkpoint and --data")
     values = plain(settings | {"n_per_class": "30", "n_draws": 1000, "alpha": 0.05})
-    config = ExperimentConfig(train=TrainConfig(data=str(data), weights="none", seed=seed, device=device.value),
-                              eval_split=split or "test", checkpoint=str(checkpoint), **_experiment_settings(values))
+    config = ExperimentConfig(
+        train=TrainConfig(data=str(data), weights="none", seed=seed, device=device.value),
+        eval_split=split or "test",
+        checkpoint=str(checkpoint),
+        **_experiment_settings(values),
+    )
     folder = run_experiment(config, runs_dir=out)
     console.print(f"[green]report:[/] {escape(str(folder / 'report.html'))}")
 
@@ -377,7 +487,9 @@ def explain(
 @clean_errors
 def report(
     run_dir: Path = typer.Argument(..., help="A finished `pneumocam run` folder (it may come from another machine)."),
-    out: Optional[Path] = typer.Option(None, help="Write report.html and report.md here instead of into the run folder."),
+    out: Optional[Path] = typer.Option(
+        None, help="Write report.html and report.md here instead of into the run folder."
+    ),
 ):
     """Render report.html and report.md again from a run folder alone: no model, no data needed."""
     from .report import render

@@ -1,4 +1,4 @@
-"""`pneumocam lungs ...`: fit the small lung-field model on your masks, and score an estimate against reference masks."""
+"""`pneumocam lungs ...`: fit the small lung-field model on your masks; score an estimate against reference masks."""
 
 from __future__ import annotations
 
@@ -25,7 +25,9 @@ def _masked_samples(data: Path, masks: Path, split: str, limit: Optional[int], s
 
     samples = [s for s in discover(data).split(split) if mask_path(masks, s).is_file()]
     if not samples:
-        raise PneumocamError(f"no image of the '{split}' split has a mask in {masks} (expected MASKS/{split}/CLASS/<stem>.png)")
+        raise PneumocamError(
+            f"no image of the '{split}' split has a mask in {masks} (expected MASKS/{split}/CLASS/<stem>.png)"
+        )
     if limit and len(samples) > limit:
         samples = [samples[i] for i in sorted(np.random.default_rng(seed).choice(len(samples), limit, replace=False))]
     return samples
@@ -35,7 +37,9 @@ def _masked_samples(data: Path, masks: Path, split: str, limit: Optional[int], s
 @clean_errors
 def lungs_fit(
     data: Path = typer.Option(..., help="Dataset folder."),
-    masks: Path = typer.Option(..., help="Lung masks laid out MASKS/{split}/{CLASS}/<stem>.png (0, 255 lung, 127 ignore)."),
+    masks: Path = typer.Option(
+        ..., help="Lung masks laid out MASKS/{split}/{CLASS}/<stem>.png (0, 255 lung, 127 ignore)."
+    ),
     out: Path = typer.Option(..., help="Where to write the lung model (an existing file is never overwritten)."),
     split: str = typer.Option("train"),
     max_images: Optional[int] = typer.Option(400, help="Train on at most this many masked images."),
@@ -84,9 +88,13 @@ def lungs_dice(
     seen = set(estimator.trained_on.get("patients", [])) if estimator else set()
     samples = [s for s in _masked_samples(data, masks, split, None, seed) if (s.patient_id or s.path) not in seen]
     if max_images and len(samples) > max_images:
-        samples = [samples[i] for i in sorted(np.random.default_rng(seed).choice(len(samples), max_images, replace=False))]
+        samples = [
+            samples[i] for i in sorted(np.random.default_rng(seed).choice(len(samples), max_images, replace=False))
+        ]
     if not samples:
-        raise PneumocamError("every masked image belongs to a patient the lung model was trained on: score it on another split")
+        raise PneumocamError(
+            "every masked image belongs to a patient the lung model was trained on: score it on another split"
+        )
     scores = []
     for sample in track(samples, "Scoring lung estimate"):
         gray = read_resized(sample.path, image_size)
@@ -94,6 +102,9 @@ def lungs_dice(
         estimate = estimator.predict(gray) if estimator else classical_lungs(gray)
         scores.append(dice(estimate, reference == 255, reference == 127))
     scores = np.array(scores)
-    console.print(f"{'learned model ' + str(model) if model else 'classical estimate'} on {len(scores)} '{split}' images"
-                  f"{' of patients it was not trained on' if seen else ''}: "
-                  f"mean Dice {scores.mean():.3f}, median {np.median(scores):.3f}, 10th percentile {np.percentile(scores, 10):.3f}")
+    console.print(
+        f"{'learned model ' + str(model) if model else 'classical estimate'} on {len(scores)} '{split}' images"
+        f"{' of patients it was not trained on' if seen else ''}: "
+        f"mean Dice {scores.mean():.3f}, median {np.median(scores):.3f}, 10th percentile "
+        f"{np.percentile(scores, 10):.3f}"
+    )

@@ -83,7 +83,9 @@ def _option(annotation, default, help: str, *names: str):
 
 
 TRAINING = {
-    "mode": _option(Mode, Mode.frozen, "frozen (the original: head only, features computed once) | partial (layer4 + head) | full."),
+    "mode": _option(
+        Mode, Mode.frozen, "frozen (the original: head only, features computed once) | partial (layer4 + head) | full."
+    ),
     "weights": _option(str, "imagenet", "imagenet | imagenet-v1 | none | PATH to a local state_dict."),
     "epochs": _option(int, 10, "Training epochs."),
     "batch_size": _option(int, 32, "Images per batch."),
@@ -91,27 +93,47 @@ TRAINING = {
     "lr": _option(Optional[float], None, "AdamW learning rate (default: 1e-3 frozen, 3e-4 partial, 1e-4 full)."),
     "weight_decay": _option(float, 1e-4, "AdamW weight decay."),
     "schedule": _option(Schedule, Schedule.cosine, "Learning-rate schedule over all steps."),
-    "class_weights": _option(ClassWeights, ClassWeights.auto, "Loss weights against class imbalance (auto: balanced, or none "
-                             "with --weighted-sampler, which balances already; both at once is refused)."),
+    "class_weights": _option(
+        ClassWeights,
+        ClassWeights.auto,
+        "Loss weights against class imbalance (auto: balanced, or none "
+        "with --weighted-sampler, which balances already; both at once is refused).",
+    ),
     "weighted_sampler": _option(bool, False, "Draw batches class-balanced instead of weighting the loss."),
-    "augment": _option(bool, False, "Small rotation, shift, scale, contrast (off in the faithful recipe; never a flip)."),
-    "val_source": _option(ValSource, ValSource.auto, "Validation images: auto (the dataset's val if it holds >= 100, else carved), "
-                          "carved (patients of train) or dataset."),
+    "augment": _option(
+        bool, False, "Small rotation, shift, scale, contrast (off in the faithful recipe; never a flip)."
+    ),
+    "val_source": _option(
+        ValSource,
+        ValSource.auto,
+        "Validation images: auto (the dataset's val if it holds >= 100, else carved), "
+        "carved (patients of train) or dataset.",
+    ),
     "val_fraction": _option(float, 0.2, "Share of train's images carved for validation, by whole patients."),
     "seed": _option(int, 0, "Seed of the splits, the initialisation, the batches and every random draw."),
     "device": _option(Device, Device.auto, "Where to compute."),
-    "select_by": _option(SelectBy, SelectBy.auc, "How the best epoch is chosen on validation (loss: the class-weighted training loss)."),
+    "select_by": _option(
+        SelectBy, SelectBy.auc, "How the best epoch is chosen on validation (loss: the class-weighted training loss)."
+    ),
     "max_per_class": _option(Optional[int], None, "Use at most this many images per class (quick runs)."),
 }
 
 EXPLAINING = {
-    "method": _option(Method, Method.gradcam, "The class activation map method (gradcam++ and layercam are native and raw; "
-                      "eigencam and scorecam come normalised from pytorch-grad-cam)."),
+    "method": _option(
+        Method,
+        Method.gradcam,
+        "The class activation map method (gradcam++ and layercam are native and raw; "
+        "eigencam and scorecam come normalised from pytorch-grad-cam).",
+    ),
     "target": _option(Target, Target.pred, "The class each map explains."),
-    "lung_masks": _option(Optional[Path], None, "Lung masks laid out MASKS/{split}/{CLASS}/<image stem>.png (0, 255 lung, 127 ignore)."),
+    "lung_masks": _option(
+        Optional[Path], None, "Lung masks laid out MASKS/{split}/{CLASS}/<image stem>.png (0, 255 lung, 127 ignore)."
+    ),
     "lung_model": _option(Optional[Path], None, "A lung model from `pneumocam lungs fit`, for images without a mask."),
     "trust_images": _option(int, 16, "Images for the randomisation and deletion / insertion checks (0: skip them)."),
-    "strict": _option(bool, False, "Stop (exit 2) if any evaluated image or its patient was used to train or select the model."),
+    "strict": _option(
+        bool, False, "Stop (exit 2) if any evaluated image or its patient was used to train or select the model."
+    ),
 }
 
 STATISTICS = {
@@ -120,8 +142,16 @@ STATISTICS = {
     "alpha": _option(float, 0.05, "Significance level."),
 }
 
-CONFIG = {"config": _option(Optional[Path], None, "A JSON or YAML file of option values (e.g. a run's config.json) used as "
-                            "defaults; options given on the command line win.")}
+BOOTSTRAP = {"bootstrap": _option(int, 1000, "Bootstrap resamples for the AUC interval (by patient when known).")}
+
+CONFIG = {
+    "config": _option(
+        Optional[Path],
+        None,
+        "A JSON or YAML file of option values (e.g. a run's config.json) used as "
+        "defaults; options given on the command line win.",
+    )
+}
 
 
 def options(*groups: dict, defaults: dict[str, Any] | None = None):
@@ -134,8 +164,11 @@ def options(*groups: dict, defaults: dict[str, Any] | None = None):
         for group in groups:
             for name, (annotation, default, info) in group.items():
                 default = (defaults or {}).get(name, default)
-                added.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
-                                               annotation=Annotated[annotation, info]))
+                added.append(
+                    inspect.Parameter(
+                        name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[annotation, info]
+                    )
+                )
         command.__signature__ = signature.replace(parameters=own + added)
         return command
 
@@ -149,8 +182,11 @@ def plain(values: dict[str, Any]) -> dict[str, Any]:
 
 def given_on_command_line(ctx: typer.Context, values: dict[str, Any]) -> dict[str, Any]:
     """The options the user typed (not defaults). Compared by name: typer vendors click's ParameterSource."""
-    return {k: v for k, v in values.items()
-            if getattr(ctx.get_parameter_source(k), "name", None) in ("COMMANDLINE", "ENVIRONMENT")}
+    return {
+        k: v
+        for k, v in values.items()
+        if getattr(ctx.get_parameter_source(k), "name", None) in ("COMMANDLINE", "ENVIRONMENT")
+    }
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -163,7 +199,9 @@ def read_config_file(path: Path) -> dict[str, Any]:
     try:
         loaded = json.loads(text) if Path(path).suffix.lower() == ".json" else _yaml(text)
     except ValueError as exc:
-        raise PneumocamError(f"{path} is not valid {'JSON' if Path(path).suffix.lower() == '.json' else 'YAML'}: {exc}") from exc
+        raise PneumocamError(
+            f"{path} is not valid {'JSON' if Path(path).suffix.lower() == '.json' else 'YAML'}: {exc}"
+        ) from exc
     if not isinstance(loaded, dict):
         raise PneumocamError(f"{path} must hold a mapping of option names to values")
     flat = dict(loaded.get("experiment", loaded))

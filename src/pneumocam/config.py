@@ -59,13 +59,19 @@ def validate_experiment(cfg: ExperimentConfig) -> None:
     if cfg.checkpoint is None:
         build_model(cfg.train.weights)  # and so do missing or bad weights
         if cfg.eval_split == "val":
-            *_, plan = choose_validation(index, cfg.train.val_source, cfg.train.val_fraction, cfg.train.seed,
-                                         holdout_fraction=cfg.train.holdout_fraction)
+            *_, plan = choose_validation(
+                index,
+                cfg.train.val_source,
+                cfg.train.val_fraction,
+                cfg.train.seed,
+                holdout_fraction=cfg.train.holdout_fraction,
+            )
             if plan.source == "dataset":
                 raise PneumocamError(
                     f"--eval-split val: this run would choose its best epoch and threshold on the dataset's val split "
                     f"({plan.n_val} images; {plan.reason}), so scores on that split would not be held-out. Evaluate on "
-                    "test or heldout, or carve validation from train with --val-source carved")
+                    "test or heldout, or carve validation from train with --val-source carved"
+                )
 
 
 def evaluated_samples(index, split: str, meta: dict, checkpoint) -> list:
@@ -76,7 +82,9 @@ def evaluated_samples(index, split: str, meta: dict, checkpoint) -> list:
     plan = (meta.get("data") or {}).get("validation") or {}
     fraction = plan.get("holdout_fraction") or 0.0
     if fraction <= 0:
-        raise PneumocamError(f"{checkpoint} was trained without a held-out part of train (no holdout fraction recorded): "
-                             "there is no held-out split to evaluate; use --eval-split test or val")
+        raise PneumocamError(
+            f"{checkpoint} was trained without a held-out part of train (no holdout fraction recorded): "
+            "there is no held-out split to evaluate; use --eval-split test or val"
+        )
     seed = plan.get("holdout_seed", meta.get("seed", 0))
     return split_holdout(index, fraction, seed)[1]

@@ -10,16 +10,23 @@ from torch import nn
 
 from .data import LoadedImages, to_model_input
 from .metrics import BinaryMetrics
+from .model import probability
 from .progress import track
 
 
 def _batches(order: np.ndarray, batch_size: int):
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 @torch.inference_mode()
-def predict_logits(model: nn.Module, images: np.ndarray, batch_size: int = 32, device: torch.device | str = "cpu",
-                   order: np.ndarray | None = None, description: str = "Predicting") -> np.ndarray:
+def predict_logits(
+    model: nn.Module,
+    images: np.ndarray,
+    batch_size: int = 32,
+    device: torch.device | str = "cpu",
+    order: np.ndarray | None = None,
+    description: str = "Predicting",
+) -> np.ndarray:
     """One logit per image, returned in the images' own order whatever order they were run in."""
     model.eval()
     device = torch.device(device)
@@ -30,10 +37,6 @@ def predict_logits(model: nn.Module, images: np.ndarray, batch_size: int = 32, d
         batch = torch.from_numpy(np.array(images[idx])).to(device)
         logits[idx] = model(to_model_input(batch, channels_last=True)).float().flatten().cpu().numpy()
     return logits
-
-
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
 
 
 def checkpoint_thresholds(metadata: dict) -> tuple[dict[str, float], dict[str, str]]:
@@ -60,44 +63,84 @@ class Predictions:
             yield path, int(label), f"{prob:.6f}", int(prob >= threshold)
 
 
-def predict(model: nn.Module, loaded: LoadedImages, batch_size: int = 32, device: torch.device | str = "cpu",
-            shuffle_seed: int | None = None, description: str = "Predicting") -> Predictions:
+def predict(
+    model: nn.Module,
+    loaded: LoadedImages,
+    batch_size: int = 32,
+    device: torch.device | str = "cpu",
+    shuffle_seed: int | None = None,
+    description: str = "Predicting",
+) -> Predictions:
     """Predictions keyed by file; shuffle_seed runs the images in a random order (the result must not change)."""
     order = None
     if shuffle_seed is not None:
         order = np.random.default_rng(shuffle_seed).permutation(len(loaded.samples))
-    probs = sigmoid(predict_logits(model, loaded.images, batch_size, device, order, description))
+    probs = probability(predict_logits(model, loaded.images, batch_size, device, order, description))
     by_path = dict(zip(loaded.paths, probs))
     sample_by_path = {s.path: s for s in loaded.samples}
     paths = sorted(by_path)
-    return Predictions(paths, np.array([sample_by_path[p].label for p in paths]), np.array([by_path[p] for p in paths]),
-                       [sample_by_path[p].patient_id for p in paths])
+    return Predictions(
+        paths,
+        np.array([sample_by_path[p].label for p in paths]),
+        np.array([by_path[p] for p in paths]),
+        [sample_by_path[p].patient_id for p in paths],
+    )
 
 
-def metrics_at_thresholds(predictions: Predictions, thresholds: dict[str, float], bootstrap_resamples: int = 1000,
-                          seed: int = 0) -> dict[str, dict]:
+def metrics_at_thresholds(
+    predictions: Predictions, thresholds: dict[str, float], bootstrap_resamples: int = 1000, seed: int = 0
+) -> dict[str, dict]:
     metrics = BinaryMetrics(bootstrap_resamples=bootstrap_resamples, seed=seed)
     metrics.update(predictions.paths, predictions.labels, predictions.probs, predictions.patients)
     return {name: metrics.summary(t) for name, t in thresholds.items()}
 
 
-def metrics_record(split: str, data_root, loaded: LoadedImages, checkpoint: str | None, metadata: dict, seed: int,
-                   described: dict, metrics: dict, leakage) -> dict:
+def metrics_record(
+    split: str,
+    data_root,
+    loaded: LoadedImages,
+    checkpoint: str | None,
+    metadata: dict,
+    seed: int,
+    described: dict,
+    metrics: dict,
+    leakage,
+) -> dict:
     """metrics.json: the same layout whether `evaluate` or `run` wrote it."""
     from .data import fingerprint
 
     return {
-        "split": split, "data": {"root": str(data_root), "fingerprint": fingerprint(loaded.samples),
-                                 "n_images": len(loaded.samples) + len(loaded.skipped), "n_evaluated": len(loaded.samples),
-                                 "n_skipped": len(loaded.skipped)},
-        "checkpoint": checkpoint, "weights": metadata.get("weights"), "seed": seed, "thresholds": described,
-        "metrics": metrics, "leakage": leakage.to_dict(),
+        "split": split,
+        "data": {
+            "root": str(data_root),
+            "fingerprint": fingerprint(loaded.samples),
+            "n_images": len(loaded.samples) + len(loaded.skipped),
+            "n_evaluated": len(loaded.samples),
+            "n_skipped": len(loaded.skipped),
+        },
+        "checkpoint": checkpoint,
+        "weights": metadata.get("weights"),
+        "seed": seed,
+        "thresholds": described,
+        "metrics": metrics,
+        "leakage": leakage.to_dict(),
     }
 
 
-def evaluate_split(model: nn.Module, metadata: dict, data_root: str, split: str, out_dir, batch_size: int = 32,
-                   device: torch.device | str = "cpu", bootstrap_resamples: int = 1000, seed: int = 0,
-                   checkpoint: str | None = None, strict: bool = False, warn=print) -> dict:
+def evaluate_split(
+    model: nn.Module,
+    metadata: dict,
+    data_root: str,
+    split: str,
+    out_dir,
+    batch_size: int = 32,
+    device: torch.device | str = "cpu",
+    bootstrap_resamples: int = 1000,
+    seed: int = 0,
+    checkpoint: str | None = None,
+    strict: bool = False,
+    warn=print,
+) -> dict:
     """Evaluate on one split (only that split is needed) and write metrics.json, predictions.csv, skipped.csv.
 
     The evaluated files are checked against what the checkpoint saw (leakage); strict makes any overlap an error

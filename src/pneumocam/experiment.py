@@ -31,6 +31,7 @@ from .train import TrainConfig, fit
 
 __all__ = ["ExperimentConfig", "resume_experiment", "run_demo", "run_experiment"]
 
+
 @dataclass
 class Trained:
     model: torch.nn.Module
@@ -58,8 +59,13 @@ class Scored:
     trust: dict | None
 
 
-def run_experiment(cfg: ExperimentConfig, runs_dir: str | Path | None = None, run_dir: Path | None = None,
-                   resume: bool = False, on_start=None) -> Path:
+def run_experiment(
+    cfg: ExperimentConfig,
+    runs_dir: str | Path | None = None,
+    run_dir: Path | None = None,
+    resume: bool = False,
+    on_start=None,
+) -> Path:
     """Run every stage into a fresh folder under runs_dir (or run_dir; resume=True continues an interrupted one).
 
     Returns the run folder: config.json, train/, metrics.json, leakage.csv, predictions.csv, heatmaps.npz,
@@ -73,8 +79,15 @@ def run_experiment(cfg: ExperimentConfig, runs_dir: str | Path | None = None, ru
     trained = train_or_load(cfg, run_dir, resume, preloaded, device)
     explained = explain_split(cfg, trained, run_dir, device)
     scored = score_maps(cfg, trained, explained, device)
-    statistics, notes = group_statistics(compared_scores(scored.scores, explained.loaded.labels), explained.loaded.labels,
-                                         cfg.n_per_class, cfg.n_draws, cfg.alpha, cfg.train.seed, SCORES)
+    statistics, notes = group_statistics(
+        compared_scores(scored.scores, explained.loaded.labels),
+        explained.loaded.labels,
+        cfg.n_per_class,
+        cfg.n_draws,
+        cfg.alpha,
+        cfg.train.seed,
+        SCORES,
+    )
     write_run(cfg, run_dir, trained, explained, scored, statistics, notes)
     render(run_dir)
     mark_complete(run_dir)
@@ -96,7 +109,10 @@ def open_run_folder(cfg: ExperimentConfig, runs_dir, run_dir, resume: bool, on_s
     if on_start is not None:
         on_start(run_dir)
     if not resume:  # written first, so an interrupted run can be resumed from its folder alone
-        write_json(run_dir / "config.json", {"experiment": cfg.to_dict(), "versions": library_versions(), "environment": environment()})
+        write_json(
+            run_dir / "config.json",
+            {"experiment": cfg.to_dict(), "versions": library_versions(), "environment": environment()},
+        )
     return run_dir
 
 
@@ -156,10 +172,15 @@ def score_maps(cfg: ExperimentConfig, trained: Trained, explained: Explained, de
         ground_truth[name] = ground_truth_summary(share, hit, found, area)
     attention, sources = {}, None
     if cfg.regions:
-        columns, attention, sources = split_attention(loaded, result.maps, size, labels, cfg.masks.get("lungs"), cfg.lung_model)
+        columns, attention, sources = split_attention(
+            loaded, result.maps, size, labels, cfg.masks.get("lungs"), cfg.lung_model
+        )
         scores.update(columns)
-    trust = (trust_checks(trained.model, loaded, result, labels, cfg.trust_images, cfg.trust_steps, cfg.train.seed, device)
-             if cfg.trust_images > 0 else None)
+    trust = (
+        trust_checks(trained.model, loaded, result, labels, cfg.trust_images, cfg.trust_steps, cfg.train.seed, device)
+        if cfg.trust_images > 0
+        else None
+    )
     return Scored(scores, empty_summary(result.maps, labels), ground_truth, attention, sources, trust)
 
 
@@ -175,8 +196,14 @@ def resume_experiment(run_dir: str | Path, on_start=None) -> Path:
     return run_experiment(cfg, run_dir=folder.path, resume=True, on_start=on_start)
 
 
-def run_demo(out: str | Path, seed: int = 0, shortcut: float = 0.0, image_size: int = 96,
-             counts: dict[str, int] | None = None, epochs: int = 8) -> Path:
+def run_demo(
+    out: str | Path,
+    seed: int = 0,
+    shortcut: float = 0.0,
+    image_size: int = 96,
+    counts: dict[str, int] | None = None,
+    epochs: int = 8,
+) -> Path:
     """The experiment on phantoms generated into the run folder, with ground-truth lesion and lung masks."""
     from .data.phantoms import write_phantom_dataset
 
@@ -188,7 +215,21 @@ def run_demo(out: str | Path, seed: int = 0, shortcut: float = 0.0, image_size: 
     if data.marker_masks is not None:
         masks["marker"] = str(data.marker_masks)
     config = ExperimentConfig(
-        train=TrainConfig(data=str(data.images), mode="full", weights="none", epochs=epochs, batch_size=32, image_size=image_size,
-                          lr=1e-3, val_source="dataset", seed=seed, use_cache=False),
-        eval_split="test", synthetic=True, masks=masks, n_draws=1000)
+        train=TrainConfig(
+            data=str(data.images),
+            mode="full",
+            weights="none",
+            epochs=epochs,
+            batch_size=32,
+            image_size=image_size,
+            lr=1e-3,
+            val_source="dataset",
+            seed=seed,
+            use_cache=False,
+        ),
+        eval_split="test",
+        synthetic=True,
+        masks=masks,
+        n_draws=1000,
+    )
     return run_experiment(config, run_dir=run_dir)

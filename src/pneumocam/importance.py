@@ -14,7 +14,8 @@ from .cam import upsample
 
 SCORES = {
     "mean_raw": "mean of the raw Grad-CAM map (after ReLU, no normalisation): strength of the evidence",
-    "mean_maxnorm": "mean of the map divided by its own maximum (the original write-up's score): spread more than strength",
+    "mean_maxnorm": "mean of the map divided by its own maximum (the original write-up's score): spread more than "
+    "strength",
     "mean_minmaxnorm": "mean of the per-image min-max normalised map: also spread more than strength",
     "top10_mass": "share of the map's total mass in its top 10% pixels: concentration (0.1 for a uniform map)",
 }
@@ -30,8 +31,11 @@ def empty_summary(maps: np.ndarray, labels: np.ndarray) -> dict:
     from . import CLASS_NAMES
 
     empty = empty_maps(maps)
-    return {"n": int(empty.sum()), "by_class": {CLASS_NAMES[c]: int(empty[labels == c].sum()) for c in (0, 1)},
-            "note": "maps with no positive value: no score, no pointing-game outcome, left out of the statistics"}
+    return {
+        "n": int(empty.sum()),
+        "by_class": {CLASS_NAMES[c]: int(empty[labels == c].sum()) for c in (0, 1)},
+        "note": "maps with no positive value: no score, no pointing-game outcome, left out of the statistics",
+    }
 
 
 ATTENTION_TESTED = ("share_lungs", "share_outside_body", "ratio_lungs", "ratio_outside_body")
@@ -40,14 +44,20 @@ ATTENTION_TESTED = ("share_lungs", "share_outside_body", "ratio_lungs", "ratio_o
 def compared_scores(scores: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, np.ndarray]:
     """The scores a run compares between classes: the importance scores, the main region measures, and each
     ground-truth mask's mass share where both classes have at least two values."""
+
     def both_classes(v):
         return all(np.isfinite(v[labels == c]).sum() >= 2 for c in (0, 1))
 
-    return {k: v for k, v in scores.items()
-            if k in SCORES or k in ATTENTION_TESTED or (k.endswith("_mass_share") and both_classes(v))}
+    return {
+        k: v
+        for k, v in scores.items()
+        if k in SCORES or k in ATTENTION_TESTED or (k.endswith("_mass_share") and both_classes(v))
+    }
 
 
-def importance_scores(maps: np.ndarray, image_size: int, chunk: int = 256, normalised: bool = False) -> dict[str, np.ndarray]:
+def importance_scores(
+    maps: np.ndarray, image_size: int, chunk: int = 256, normalised: bool = False
+) -> dict[str, np.ndarray]:
     """Scores for (N, h, w) maps, computed on the maps upsampled to the input size.
 
     Empty maps score NaN everywhere (not 0: an empty map is no evidence, not weak evidence), so statistics
@@ -56,7 +66,11 @@ def importance_scores(maps: np.ndarray, image_size: int, chunk: int = 256, norma
     """
     out = {name: np.empty(len(maps), dtype=np.float64) for name in SCORES}
     for start in range(0, len(maps), chunk):
-        up = upsample(maps[start:start + chunk], image_size).reshape(min(chunk, len(maps) - start), -1).astype(np.float64)
+        up = (
+            upsample(maps[start : start + chunk], image_size)
+            .reshape(min(chunk, len(maps) - start), -1)
+            .astype(np.float64)
+        )
         up = np.maximum(up, 0.0)  # bilinear upsampling of a non-negative map stays non-negative; guard rounding
         high, low, total = up.max(axis=1), up.min(axis=1), up.sum(axis=1)
         k = max(1, int(round(0.1 * up.shape[1])))

@@ -31,9 +31,11 @@ def file_sha1(path: str | Path) -> str:
 
 def seen_record(samples) -> dict:
     """The compact record stored in model.pt: content hashes and patient ids (sorted, no duplicates)."""
-    return {"sha1": sorted({file_sha1(s.path) for s in samples}),
-            "patients": sorted({s.patient_id for s in samples if s.patient_id is not None}),
-            "n_images": len(samples)}
+    return {
+        "sha1": sorted({file_sha1(s.path) for s in samples}),
+        "patients": sorted({s.patient_id for s in samples if s.patient_id is not None}),
+        "n_images": len(samples),
+    }
 
 
 @dataclass
@@ -45,23 +47,35 @@ class Leakage:
     n_patients_shared_with_selection: int | None
     examples: list[str] = field(default_factory=list)  # the first evaluated paths that overlap, by path order
     recorded: bool = True
-    rows: list[tuple[str, str]] = field(default_factory=list, repr=False)  # every overlapping path and why (leakage.csv)
+    rows: list[tuple[str, str]] = field(
+        default_factory=list, repr=False
+    )  # every overlapping path and why (leakage.csv)
 
     @property
     def found(self) -> bool:
-        counts = (self.n_images_seen_in_training, self.n_images_seen_in_selection, self.n_patients_shared_with_training,
-                  self.n_patients_shared_with_selection)
+        counts = (
+            self.n_images_seen_in_training,
+            self.n_images_seen_in_selection,
+            self.n_patients_shared_with_training,
+            self.n_patients_shared_with_selection,
+        )
         return any(c for c in counts)
 
     def message(self) -> str:
         if not self.recorded:
             return "this checkpoint does not record what it was trained on: leakage could not be checked"
         if not self.found:
-            return f"none of the {self.n_images_evaluated} evaluated images or their patients were seen in training or selection"
-        return (f"LEAKAGE: of {self.n_images_evaluated} evaluated images, {self.n_images_seen_in_training} were used in training and "
-                f"{self.n_images_seen_in_selection} in selection (epoch / threshold); {self.n_patients_shared_with_training} "
-                f"patients also appear in training and {self.n_patients_shared_with_selection} in selection. These scores are not "
-                f"held-out. First examples: {', '.join(self.examples[:3])}")
+            n = self.n_images_evaluated
+            return f"none of the {n} evaluated images or their patients were seen in training or selection"
+        return (
+            f"LEAKAGE: of {self.n_images_evaluated} evaluated images, {self.n_images_seen_in_training} were used in "
+            "training and "
+            f"{self.n_images_seen_in_selection} in selection (epoch / threshold); "
+            f"{self.n_patients_shared_with_training} "
+            f"patients also appear in training and {self.n_patients_shared_with_selection} in selection. These scores "
+            "are not "
+            f"held-out. First examples: {', '.join(self.examples[:3])}"
+        )
 
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k != "rows"}
@@ -78,23 +92,39 @@ def check_leakage(metadata: dict, samples, hashes: list[str] | None = None) -> L
     ordered = sorted(samples, key=lambda s: s.path)
     if not seen:
         return Leakage(len(ordered), None, None, None, None, [], recorded=False)
-    hashes = [file_sha1(s.path) for s in ordered] if hashes is None else [hashes[i] for i in
-                                                                         sorted(range(len(samples)), key=lambda i: samples[i].path)]
+    hashes = (
+        [file_sha1(s.path) for s in ordered]
+        if hashes is None
+        else [hashes[i] for i in sorted(range(len(samples)), key=lambda i: samples[i].path)]
+    )
     training, selection = seen["training"], seen["selection"]
     train_hashes, select_hashes = set(training["sha1"]), set(selection["sha1"])
     train_patients, select_patients = set(training["patients"]), set(selection["patients"])
     in_train = [h in train_hashes for h in hashes]
     in_select = [h in select_hashes for h in hashes]
     patients = {s.patient_id for s in ordered if s.patient_id is not None}
-    shares_patient = [s.patient_id is not None and (s.patient_id in train_patients or s.patient_id in select_patients)
-                      for s in ordered]
+    shares_patient = [
+        s.patient_id is not None and (s.patient_id in train_patients or s.patient_id in select_patients)
+        for s in ordered
+    ]
     rows = []
     for s, a, b, c in zip(ordered, in_train, in_select, shares_patient):
-        kinds = [k for k, hit in (("training image", a), ("selection image", b), ("patient seen in training or selection", c)) if hit]
+        kinds = [
+            k
+            for k, hit in (("training image", a), ("selection image", b), ("patient seen in training or selection", c))
+            if hit
+        ]
         if kinds:
             rows.append((s.path, "; ".join(kinds)))
-    return Leakage(len(ordered), sum(in_train), sum(in_select), len(patients & train_patients), len(patients & select_patients),
-                   [r[0] for r in rows[:N_EXAMPLES]], rows=rows)
+    return Leakage(
+        len(ordered),
+        sum(in_train),
+        sum(in_select),
+        len(patients & train_patients),
+        len(patients & select_patients),
+        [r[0] for r in rows[:N_EXAMPLES]],
+        rows=rows,
+    )
 
 
 def enforce(leakage: Leakage, strict: bool, warn) -> None:

@@ -30,7 +30,7 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
     padded = np.pad(~mask.astype(bool), 1, constant_values=True).astype(np.uint8)
     flood = np.zeros((padded.shape[0] + 2, padded.shape[1] + 2), np.uint8)
     cv2.floodFill(padded, flood, (0, 0), 2)
-    return (padded[1:-1, 1:-1] != 2)
+    return padded[1:-1, 1:-1] != 2
 
 
 def body_mask(gray: np.ndarray) -> np.ndarray:
@@ -87,7 +87,10 @@ def classical_lungs(gray: np.ndarray, dark_quantile: float = 0.6, body: np.ndarr
 def lung_features(gray: np.ndarray) -> np.ndarray:
     """(C, 56, 56) float32 per-pixel features for the learned estimator."""
     side = gray.shape[0]
-    shrink = lambda a: cv2.resize(a.astype(np.float32), (FEATURE_SIDE, FEATURE_SIDE), interpolation=cv2.INTER_AREA)
+
+    def shrink(a):
+        return cv2.resize(a.astype(np.float32), (FEATURE_SIDE, FEATURE_SIDE), interpolation=cv2.INTER_AREA)
+
     enhanced = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(gray).astype(np.float32) / 255
     body = body_mask(gray)
     blurred = [shrink(cv2.GaussianBlur(enhanced, (0, 0), s)) for s in (1, 3, 6, 12)]
@@ -98,8 +101,18 @@ def lung_features(gray: np.ndarray) -> np.ndarray:
     cols, rows = np.flatnonzero(body.any(axis=0)), np.flatnonzero(body.any(axis=1))
     left, right = (cols[0], cols[-1]) if len(cols) else (0, side)
     top = rows[0] if len(rows) else 0
-    channels = [*blurred, blurred[1] - reference, inside, shrink(classical_lungs(gray, body=body)), shrink(distance), xx, yy, np.abs(xx - 0.5),
-                (xx * side - left) / max(1, right - left), (yy * side - top) / side]
+    channels = [
+        *blurred,
+        blurred[1] - reference,
+        inside,
+        shrink(classical_lungs(gray, body=body)),
+        shrink(distance),
+        xx,
+        yy,
+        np.abs(xx - 0.5),
+        (xx * side - left) / max(1, right - left),
+        (yy * side - top) / side,
+    ]
     return np.stack(channels).astype(np.float32)
 
 
@@ -112,10 +125,14 @@ class LungNet(nn.Module):
     def __init__(self, width: int = 24):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(N_FEATURES, width, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(width, width, 3, padding=2, dilation=2), nn.ReLU(),
-            nn.Conv2d(width, width, 3, padding=4, dilation=4), nn.ReLU(),
-            nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(N_FEATURES, width, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(width, width, 3, padding=2, dilation=2),
+            nn.ReLU(),
+            nn.Conv2d(width, width, 3, padding=4, dilation=4),
+            nn.ReLU(),
+            nn.Conv2d(width, width, 3, padding=1),
+            nn.ReLU(),
             nn.Conv2d(width, 1, 1),
         )
 
@@ -129,13 +146,18 @@ class LungModel:
     trained_on: dict
 
     @classmethod
-    def fit(cls, images: list[np.ndarray], masks: list[np.ndarray], epochs: int = 40, seed: int = 0, description: str = "") -> "LungModel":
+    def fit(
+        cls, images: list[np.ndarray], masks: list[np.ndarray], epochs: int = 40, seed: int = 0, description: str = ""
+    ) -> "LungModel":
         """images: uint8 (S, S) films; masks: uint8 0 / 255 lung / 127 ignore (ignored pixels carry no loss)."""
         from .progress import track
 
         torch.manual_seed(seed)
         x = torch.from_numpy(np.stack([lung_features(g) for g in track(images, "Lung features", total=len(images))]))
-        shrink = lambda m, v: cv2.resize((m == v).astype(np.float32), (FEATURE_SIDE, FEATURE_SIDE), interpolation=cv2.INTER_AREA)
+
+        def shrink(m, v):
+            return cv2.resize((m == v).astype(np.float32), (FEATURE_SIDE, FEATURE_SIDE), interpolation=cv2.INTER_AREA)
+
         y = torch.from_numpy(np.stack([shrink(m, 255) for m in masks]))[:, None]
         weight = torch.from_numpy(np.stack([1.0 - shrink(m, 127) for m in masks]))[:, None]
         net = LungNet()
@@ -160,7 +182,15 @@ class LungModel:
         from .outputs import atomic_write_bytes
 
         buffer = io.BytesIO()
-        torch.save({"format": MODEL_FORMAT, "format_version": 1, "state_dict": self.net.state_dict(), "trained_on": self.trained_on}, buffer)
+        torch.save(
+            {
+                "format": MODEL_FORMAT,
+                "format_version": 1,
+                "state_dict": self.net.state_dict(),
+                "trained_on": self.trained_on,
+            },
+            buffer,
+        )
         atomic_write_bytes(path, buffer.getvalue())
 
     @classmethod

@@ -41,8 +41,12 @@ def youden_threshold(labels: np.ndarray, probs: np.ndarray) -> ThresholdChoice:
     best = int(np.argmax(j))
     auc = float(roc_auc_score(labels, probs))
     if j[best] <= 0 or auc < 0.5 or not np.isfinite(thresholds[best]):
-        return ThresholdChoice(0.5, "fixed 0.5", f"the model is no better than chance on the validation split (AUC {auc:.3f}, "
-                                                 f"best J {j[best]:.3f}): Youden's threshold was not used, 0.5 kept")
+        return ThresholdChoice(
+            0.5,
+            "fixed 0.5",
+            f"the model is no better than chance on the validation split (AUC {auc:.3f}, "
+            f"best J {j[best]:.3f}): Youden's threshold was not used, 0.5 kept",
+        )
     return ThresholdChoice(float(thresholds[best]), "Youden's J on the validation split")
 
 
@@ -53,8 +57,14 @@ def _cluster_members(groups: np.ndarray) -> list[np.ndarray]:
     return np.split(order, bounds)
 
 
-def bootstrap_auc_ci(labels: np.ndarray, probs: np.ndarray, n_resamples: int = 1000, seed: int = 0,
-                     level: float = 0.95, groups: np.ndarray | None = None) -> tuple[float, float]:
+def bootstrap_auc_ci(
+    labels: np.ndarray,
+    probs: np.ndarray,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    groups: np.ndarray | None = None,
+) -> tuple[float, float]:
     """Percentile bootstrap CI of ROC-AUC; draws with one class only are redrawn.
 
     Without groups, images are resampled. With groups (patient ids), whole patients are resampled with
@@ -110,19 +120,36 @@ class BinaryMetrics:
         if known == 0:
             return "image", None
         groups = np.array([self._patients[p] if self._patients[p] is not None else f"file:{p}" for p in paths])
-        unit = "patient" if known == len(paths) else f"patient ({len(paths) - known} images without a patient id count alone)"
+        unit = (
+            "patient"
+            if known == len(paths)
+            else f"patient ({len(paths) - known} images without a patient id count alone)"
+        )
         return unit, groups
 
     def summary(self, threshold: float = 0.5) -> dict:
-        from sklearn.metrics import accuracy_score, confusion_matrix, log_loss, precision_recall_fscore_support, roc_auc_score
+        from sklearn.metrics import (
+            accuracy_score,
+            confusion_matrix,
+            log_loss,
+            precision_recall_fscore_support,
+            roc_auc_score,
+        )
 
         _, labels, probs = self.arrays()
         if len(labels) == 0:
             raise ValueError("no predictions to summarise")
         preds = (probs >= threshold).astype(int)
         precision, recall, f1, support = precision_recall_fscore_support(labels, preds, labels=[0, 1], zero_division=0)
-        per_class = {name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]), "support": int(support[i])}
-                     for i, name in enumerate(CLASS_NAMES)}
+        per_class = {
+            name: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
+            for i, name in enumerate(CLASS_NAMES)
+        }
         averages = {}
         for average in ("macro", "weighted"):
             p, r, f, _ = precision_recall_fscore_support(labels, preds, labels=[0, 1], average=average, zero_division=0)
@@ -132,8 +159,11 @@ class BinaryMetrics:
         both = labels.min() != labels.max()
         auc = float(roc_auc_score(labels, probs)) if both else None
         unit, groups = self.resampling_unit()
-        ci = (bootstrap_auc_ci(labels, probs, self.bootstrap_resamples, self.seed, groups=groups)
-              if both and self.bootstrap_resamples else None)
+        ci = (
+            bootstrap_auc_ci(labels, probs, self.bootstrap_resamples, self.seed, groups=groups)
+            if both and self.bootstrap_resamples
+            else None
+        )
         return {
             "threshold": float(threshold),
             "n": int(len(labels)),

@@ -22,6 +22,8 @@ from .errors import CheckpointError, PneumocamError, WeightsError
 ARCH = "resnet50"
 HEAD = "global average pooling + Linear(2048, 1); p(PNEUMONIA) = sigmoid(logit)"
 MODES = ("frozen", "partial", "full")
+# The freeze policy, in one place: the top-level children that train in each mode (None: all of them).
+TRAINABLE: dict[str, tuple[str, ...] | None] = {"frozen": ("fc",), "partial": ("layer4", "fc"), "full": None}
 CHECKPOINT_FORMAT = "pneumocam-checkpoint"
 CHECKPOINT_VERSION = 1
 IMAGENET_VARIANTS = {"imagenet": "IMAGENET1K_V2", "imagenet-v2": "IMAGENET1K_V2", "imagenet-v1": "IMAGENET1K_V1"}
@@ -69,16 +71,20 @@ def read_weights_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor],
     match = _HASH_IN_NAME.search(path.name)
     if match and not digest.startswith(match.group(1)):
         raise WeightsError(
-            f"{path} is damaged or not the file its name claims: sha256 starts with {digest[:len(match.group(1))]}, "
+            f"{path} is damaged or not the file its name claims: sha256 starts with {digest[: len(match.group(1))]}, "
             f"the name says {match.group(1)}; download it again"
         )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, AttributeError) as exc:
-        raise WeightsError(f"cannot read {path} as PyTorch weights (corrupt, or not a state_dict): {str(exc).splitlines()[0]}") from exc
+        raise WeightsError(
+            f"cannot read {path} as PyTorch weights (corrupt, or not a state_dict): {str(exc).splitlines()[0]}"
+        ) from exc
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]  # a pneumocam checkpoint or a common training-script wrapper
-    if not isinstance(obj, Mapping) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
+    if not isinstance(obj, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    ):
         raise WeightsError(f"{path} does not hold a state_dict (a mapping of parameter names to tensors)")
     return dict(obj), digest
 
@@ -93,18 +99,26 @@ def _load_into(model: nn.Module, state: dict[str, torch.Tensor], origin: str) ->
     if missing or unexpected:
         raise WeightsError(
             f"{origin} is not a torchvision ResNet50 state_dict: {len(missing)} missing keys "
-            f"(e.g. {', '.join(missing[:3]) or '-'}), {len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3]) or '-'})"
+            f"(e.g. {', '.join(missing[:3]) or '-'}), {len(unexpected)} unexpected keys (e.g. "
+            f"{', '.join(unexpected[:3]) or '-'})"
         )
-    wrong = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
-             for k in sorted(backbone_expected) if state[k].shape != expected[k].shape]
+    wrong = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in sorted(backbone_expected)
+        if state[k].shape != expected[k].shape
+    ]
     if wrong:
-        raise WeightsError(f"{origin} has {len(wrong)} tensors of the wrong shape for ResNet50, e.g. {'; '.join(wrong[:3])}")
+        raise WeightsError(
+            f"{origin} has {len(wrong)} tensors of the wrong shape for ResNet50, e.g. {'; '.join(wrong[:3])}"
+        )
     head = {k: v for k, v in state.items() if k.startswith("fc.")}
     if head and all(k in expected and v.shape == expected[k].shape for k, v in head.items()):
         keep = state
     else:
         keep = {k: v for k, v in state.items() if not k.startswith("fc.")}
-        notes.append("head (fc) initialised fresh: the file's head has another shape" if head else "head (fc) initialised fresh")
+        notes.append(
+            "head (fc) initialised fresh: the file's head has another shape" if head else "head (fc) initialised fresh"
+        )
     model.load_state_dict(keep, strict=False)
     return notes
 
@@ -127,21 +141,27 @@ def _download(url: str, path: Path, message: str) -> None:
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.hub.download_url_to_file(url, str(path), hash_prefix=_HASH_IN_NAME.search(path.name).group(1), progress=True)
+        torch.hub.download_url_to_file(
+            url, str(path), hash_prefix=_HASH_IN_NAME.search(path.name).group(1), progress=True
+        )
     except Exception as exc:  # offline, proxy, timeout, disk: all end in the same advice
         raise WeightsError(f"{message}. (Download failed: {exc})") from exc
     finally:
         socket.setdefaulttimeout(previous)
 
 
-def build_model(weights: str = "none", seed: int | None = None, allow_download: bool | None = None) -> tuple[nn.Module, WeightsInfo]:
+def build_model(
+    weights: str = "none", seed: int | None = None, allow_download: bool | None = None
+) -> tuple[nn.Module, WeightsInfo]:
     """A ResNet50 with a one-logit head. weights: none | imagenet | imagenet-v1 | imagenet-v2 | PATH."""
     if seed is not None:
         torch.manual_seed(seed)
     model = new_resnet50()
     spec = weights.strip()
     if spec.lower() == "none":
-        return model, WeightsInfo("none", "RANDOM INITIALISATION (no pretrained weights): results are not those of an ImageNet model")
+        return model, WeightsInfo(
+            "none", "RANDOM INITIALISATION (no pretrained weights): results are not those of an ImageNet model"
+        )
     if spec.lower() in IMAGENET_VARIANTS:
         variant = IMAGENET_VARIANTS[spec.lower()]
         path, url = imagenet_cache_file(variant)
@@ -168,7 +188,7 @@ def apply_mode(model: nn.Module, mode: str) -> list[nn.Parameter]:
     """Freeze per policy; return the parameters to train. frozen: head; partial: layer4 + head; full: all."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got '{mode}'")
-    trainable = {"frozen": ("fc",), "partial": ("layer4", "fc"), "full": None}[mode]
+    trainable = TRAINABLE[mode]
     for name, parameter in model.named_parameters():
         parameter.requires_grad_(trainable is None or name.split(".")[0] in trainable)
     return [p for p in model.parameters() if p.requires_grad]
@@ -179,10 +199,25 @@ def set_train_mode(model: nn.Module, mode: str) -> None:
     model.train()
     if mode == "full":
         return
-    keep_training = {"frozen": ("fc",), "partial": ("layer4", "fc")}[mode]
+    keep_training = TRAINABLE[mode]
     for name, module in model.named_children():
         if name not in keep_training:
             module.eval()
+
+
+def probability(logits):
+    """p(PNEUMONIA) from the head's logit: the logistic function (scipy's expit, stable for large |logit|)."""
+    from scipy.special import expit
+
+    return expit(logits)
+
+
+def trainable_state(model: nn.Module, mode: str) -> dict[str, torch.Tensor]:
+    """What changes during training in this mode (frozen: the head; partial: layer4 + head; full: all)."""
+    keep = TRAINABLE[mode]
+    return {
+        k: v.detach().cpu().clone() for k, v in model.state_dict().items() if keep is None or k.split(".")[0] in keep
+    }
 
 
 def backbone_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -199,7 +234,10 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, metadata: dict) -
 
     buffer = io.BytesIO()
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    torch.save({"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "state_dict": state, "metadata": metadata}, buffer)
+    torch.save(
+        {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "state_dict": state, "metadata": metadata},
+        buffer,
+    )
     atomic_write_bytes(path, buffer.getvalue())
 
 
@@ -211,7 +249,9 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, AttributeError) as exc:
-        raise CheckpointError(f"cannot read checkpoint {path} (corrupt or not a pneumocam checkpoint): {str(exc).splitlines()[0]}") from exc
+        raise CheckpointError(
+            f"cannot read checkpoint {path} (corrupt or not a pneumocam checkpoint): {str(exc).splitlines()[0]}"
+        ) from exc
     if not isinstance(obj, Mapping) or obj.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a pneumocam checkpoint (for plain weights use --weights {path})")
     version = obj.get("format_version")

@@ -43,8 +43,9 @@ class PredictOutcome:
     leakage: dict
 
 
-def predict_files(checkpoint, images: list[Path], out, method: str = "gradcam", device: str = "auto", strict: bool = False,
-                  warn=print) -> PredictOutcome:
+def predict_files(
+    checkpoint, images: list[Path], out, method: str = "gradcam", device: str = "auto", strict: bool = False, warn=print
+) -> PredictOutcome:
     """The model's input is read exactly as evaluate reads it (same decoder, same resize), so the probabilities
     agree with `evaluate` on the same files; the overlay is drawn on the film at its own resolution.
     The decision uses the checkpoint's validation-chosen threshold (0.5 when it has none); 0.5 is shown beside it."""
@@ -69,19 +70,31 @@ def predict_files(checkpoint, images: list[Path], out, method: str = "gradcam", 
     if readable:
         result = make_cam(model, method, device=target)(np.stack(inputs), target="pred", description="Explaining")
         for i, (path, gray) in enumerate(zip(readable, originals)):
-            heat = upsample(result.maps[i:i + 1], max(gray.shape))[0]
+            heat = upsample(result.maps[i : i + 1], max(gray.shape))[0]
             if gray.shape[0] != gray.shape[1]:  # the model saw a squashed square: stretch the map back
                 from PIL import Image
 
-                heat = np.asarray(Image.fromarray(heat).resize((gray.shape[1], gray.shape[0]), Image.Resampling.BILINEAR))
+                heat = np.asarray(
+                    Image.fromarray(heat).resize((gray.shape[1], gray.shape[0]), Image.Resampling.BILINEAR)
+                )
             name = f"{i:03d}_{Path(path).stem}_{method}.png"
             atomic_write_bytes(folder / name, overlay_png(gray, heat))
             prob = float(result.probs[i])
-            rows.append((str(path), f"{prob:.6f}", CLASS_NAMES[int(prob >= threshold)], CLASS_NAMES[int(prob >= 0.5)], name))
+            rows.append(
+                (str(path), f"{prob:.6f}", CLASS_NAMES[int(prob >= threshold)], CLASS_NAMES[int(prob >= 0.5)], name)
+            )
     header = ["path", "prob_pneumonia", f"pred_at_{threshold:.4f}", "pred_at_0.5", "overlay_or_reason"]
     write_csv(folder / "predictions.csv", header, rows)
-    write_json(folder / "predict.json", {"checkpoint": str(checkpoint), "weights": meta.get("weights"), "threshold": threshold,
-                                         "threshold_source": source, "leakage": leakage.to_dict()})
+    write_json(
+        folder / "predict.json",
+        {
+            "checkpoint": str(checkpoint),
+            "weights": meta.get("weights"),
+            "threshold": threshold,
+            "threshold_source": source,
+            "leakage": leakage.to_dict(),
+        },
+    )
     leakage.write_csv(folder / "leakage.csv")
     mark_complete(folder)
     return PredictOutcome(folder, header, rows, threshold, source, leakage.to_dict())

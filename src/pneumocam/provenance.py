@@ -10,7 +10,18 @@ from importlib import metadata
 
 def library_versions() -> dict[str, str]:
     versions = {"python": sys.version.split()[0]}
-    for package in ("pneumocam", "torch", "torchvision", "numpy", "scipy", "scikit-learn", "grad-cam", "pillow", "pydicom", "matplotlib"):
+    for package in (
+        "pneumocam",
+        "torch",
+        "torchvision",
+        "numpy",
+        "scipy",
+        "scikit-learn",
+        "grad-cam",
+        "pillow",
+        "pydicom",
+        "matplotlib",
+    ):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:

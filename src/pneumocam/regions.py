@@ -87,7 +87,12 @@ def diaphragm_band(lungs: np.ndarray, height: int) -> np.ndarray:
 def partition(body: np.ndarray, lungs: np.ndarray, band_height: int) -> dict[str, np.ndarray]:
     """Lungs, diaphragm band, rest of body, outside body: disjoint, and together the whole image."""
     band = diaphragm_band(lungs, band_height) & ~lungs
-    return {"lungs": lungs, "diaphragm": band, "body_other": body & ~lungs & ~band, "outside_body": ~body & ~lungs & ~band}
+    return {
+        "lungs": lungs,
+        "diaphragm": band,
+        "body_other": body & ~lungs & ~band,
+        "outside_body": ~body & ~lungs & ~band,
+    }
 
 
 @dataclass
@@ -108,8 +113,14 @@ class AttentionMeasures:
         return out
 
 
-def attention_measures(maps: np.ndarray, grays: np.ndarray, lung_masks: np.ndarray, lung_found: np.ndarray,
-                       estimator=None, band_fraction: float = 0.06) -> AttentionMeasures:
+def attention_measures(
+    maps: np.ndarray,
+    grays: np.ndarray,
+    lung_masks: np.ndarray,
+    lung_found: np.ndarray,
+    estimator=None,
+    band_fraction: float = 0.06,
+) -> AttentionMeasures:
     """maps: (N, S, S) upsampled, non-negative; grays: the films; lungs from masks where found, else estimated."""
     from .lungs import body_mask, classical_lungs
 
@@ -131,16 +142,17 @@ def attention_measures(maps: np.ndarray, grays: np.ndarray, lung_masks: np.ndarr
         sources.append(source)
         parts = partition(body | lungs, lungs, max(1, int(round(band_fraction * side))))
         stacked = np.stack([parts[r] for r in REGIONS])
-        share = mass_share(np.repeat(maps[i:i + 1], len(REGIONS), axis=0), stacked)
+        share = mass_share(np.repeat(maps[i : i + 1], len(REGIONS), axis=0), stacked)
         area = area_share(stacked)
         for j, r in enumerate(REGIONS):
             shares[r][i], areas[r][i] = share[j], area[j]
             ratios[r][i] = share[j] / area[j] if area[j] > 0 else np.nan
-        pointing[i] = pointing_game(maps[i:i + 1], lungs[None])[0]
+        pointing[i] = pointing_game(maps[i : i + 1], lungs[None])[0]
     return AttentionMeasures(shares, ratios, areas, pointing, sources)
 
 
 # ----------------------------------------------------------------------------------------- per-split measures
+
 
 def mask_measures(root: str | Path, samples: list[Sample], maps: np.ndarray, size: int, chunk: int = 128):
     """Per image: share of map mass in the mask, pointing-game hit, whether a non-empty mask exists, mask area share.
@@ -165,13 +177,24 @@ def ground_truth_summary(share: np.ndarray, hit: np.ndarray, found: np.ndarray, 
     """A mask's row in results.json: images with the mask, mean mass and area shares, pointing-game hit rate."""
     if not found.any():
         return {"images_with_mask": 0, "mean_mass_share": None, "mean_area_share": None, "pointing_game_hit_rate": None}
-    return {"images_with_mask": int(found.sum()), "mean_mass_share": float(np.nanmean(share[found])),
-            "mean_area_share": float(area[found].mean()), "pointing_game_hit_rate": float(np.nanmean(hit[found]))}
+    return {
+        "images_with_mask": int(found.sum()),
+        "mean_mass_share": float(np.nanmean(share[found])),
+        "mean_area_share": float(area[found].mean()),
+        "pointing_game_hit_rate": float(np.nanmean(hit[found])),
+    }
 
 
-def split_attention(loaded, maps: np.ndarray, size: int, labels: np.ndarray, lung_root: str | None = None,
-                    lung_model: str | None = None, chunk: int = 128) -> tuple[dict[str, np.ndarray], dict, list[str]]:
-    """Region measures for every image of a split: (per-image columns, per-class means for the report, lung source per image).
+def split_attention(
+    loaded,
+    maps: np.ndarray,
+    size: int,
+    labels: np.ndarray,
+    lung_root: str | None = None,
+    lung_model: str | None = None,
+    chunk: int = 128,
+) -> tuple[dict[str, np.ndarray], dict, list[str]]:
+    """Region measures for every image of a split: (per-image columns, per-class means, lung source per image).
     Lungs come from masks under lung_root where present, else from lung_model, else the classical estimate."""
     from .cam import upsample
     from .lungs import LungModel
@@ -185,16 +208,28 @@ def split_attention(loaded, maps: np.ndarray, size: int, labels: np.ndarray, lun
             lung_masks, found = load_masks(lung_root, samples, size)
         else:
             lung_masks, found = np.zeros((len(samples), size, size), dtype=bool), np.zeros(len(samples), dtype=bool)
-        measures = attention_measures(upsample(maps[part], size), np.asarray(loaded.images[part]), lung_masks, found, estimator)
+        measures = attention_measures(
+            upsample(maps[part], size), np.asarray(loaded.images[part]), lung_masks, found, estimator
+        )
         for name, values in measures.columns().items():
             columns.setdefault(name, []).append(values)
         sources += measures.lung_source
     columns = {k: np.concatenate(v) for k, v in columns.items()}
 
     def by_class(prefix):
-        return {CLASS_NAMES[c]: {r: float(np.nanmean(columns[f"{prefix}_{r}"][labels == c])) for r in REGIONS} for c in (0, 1)}
+        return {
+            CLASS_NAMES[c]: {r: float(np.nanmean(columns[f"{prefix}_{r}"][labels == c])) for r in REGIONS}
+            for c in (0, 1)
+        }
 
-    summary = {"mean_share_by_class": by_class("share"), "mean_ratio_by_class": by_class("ratio"), "mean_area_by_class": by_class("area"),
-               "pointing_lungs_by_class": {CLASS_NAMES[c]: float(np.nanmean(columns["pointing_lungs"][labels == c])) for c in (0, 1)},
-               "lung_sources": {s: sources.count(s) for s in sorted(set(sources))}, "estimated": any(s != "mask" for s in sources)}
+    summary = {
+        "mean_share_by_class": by_class("share"),
+        "mean_ratio_by_class": by_class("ratio"),
+        "mean_area_by_class": by_class("area"),
+        "pointing_lungs_by_class": {
+            CLASS_NAMES[c]: float(np.nanmean(columns["pointing_lungs"][labels == c])) for c in (0, 1)
+        },
+        "lung_sources": {s: sources.count(s) for s in sorted(set(sources))},
+        "estimated": any(s != "mask" for s in sources),
+    }
     return columns, summary, sources

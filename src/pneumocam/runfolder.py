@@ -69,11 +69,15 @@ class RunFolder:
         return (self.path / "train" / "config.json").is_file()
 
 
-def write_importance(path: Path, loaded, labels, preds, probs, targets, scores: dict, lung_sources: list[str] | None) -> None:
+def write_importance(
+    path: Path, loaded, labels, preds, probs, targets, scores: dict, lung_sources: list[str] | None
+) -> None:
     """importance.csv: one row per image, every score named by its normalisation; NaN where a score does not exist."""
     header = ["path", "label", "pred", "prob_pneumonia", "cam_target", *scores]
-    rows = ([p, CLASS_NAMES[lab], CLASS_NAMES[q], f"{pr:.6f}", CLASS_NAMES[t], *(repr(float(scores[s][i])) for s in scores)]
-            for i, (p, lab, q, pr, t) in enumerate(zip(loaded.paths, labels, preds, probs, targets)))
+    rows = (
+        [p, CLASS_NAMES[lab], CLASS_NAMES[q], f"{pr:.6f}", CLASS_NAMES[t], *(repr(float(scores[s][i])) for s in scores)]
+        for i, (p, lab, q, pr, t) in enumerate(zip(loaded.paths, labels, preds, probs, targets))
+    )
     if lung_sources is not None:
         header.append("lung_source")
         rows = (row + [source] for row, source in zip(rows, lung_sources))
@@ -81,7 +85,7 @@ def write_importance(path: Path, loaded, labels, preds, probs, targets, scores: 
 
 
 def write_all_skipped(run_dir: Path, evaluated_skips: list) -> list:
-    """skipped.csv of the run: the evaluated split's skips and the training's, in one list (returned for results.json)."""
+    """skipped.csv of the run: the evaluated split's skips and the training's, in one list (also returned)."""
     skipped = list(evaluated_skips)
     if (run_dir / "train" / "skipped.csv").exists():
         with open(run_dir / "train" / "skipped.csv", newline="") as f:
@@ -119,11 +123,32 @@ def write_run(cfg, run_dir: Path, trained, explained, scored, statistics: dict, 
 
     loaded, result, labels = explained.loaded, explained.cam, explained.loaded.labels
     size, preds = loaded.images.shape[-1], (result.probs >= 0.5).astype(int)
-    write_json(run_dir / "metrics.json", metrics_record(cfg.eval_split, cfg.train.data, loaded, str(trained.checkpoint), trained.meta,
-                                                       cfg.train.seed, explained.thresholds, explained.metrics, explained.leakage))
+    write_json(
+        run_dir / "metrics.json",
+        metrics_record(
+            cfg.eval_split,
+            cfg.train.data,
+            loaded,
+            str(trained.checkpoint),
+            trained.meta,
+            cfg.train.seed,
+            explained.thresholds,
+            explained.metrics,
+            explained.leakage,
+        ),
+    )
     explained.leakage.write_csv(run_dir / "leakage.csv")
     save_heatmaps(run_dir / "heatmaps.npz", result, loaded.paths, labels, size)
-    write_importance(run_dir / "importance.csv", loaded, labels, preds, result.probs, result.targets, scored.scores, scored.lung_sources)
+    write_importance(
+        run_dir / "importance.csv",
+        loaded,
+        labels,
+        preds,
+        result.probs,
+        result.targets,
+        scored.scores,
+        scored.lung_sources,
+    )
     write_json(run_dir / "stats.json", statistics)
     for name in ("mean_maxnorm", "mean_raw"):
         if "sample" in statistics.get(name, {}):
@@ -131,17 +156,53 @@ def write_run(cfg, run_dir: Path, trained, explained, scored, statistics: dict, 
     pick = heatmap_sample(labels, cfg.grid_per_class, cfg.train.seed)
     outline = cfg.masks.get("lesion") or cfg.masks.get("lungs")
     contours = load_masks(outline, [loaded.samples[i] for i in pick], size)[0] if outline else None
-    heatmap_grid(run_dir / "figures" / "heatmaps.png", np.asarray(loaded.images[pick]), upsample(result.maps[pick], size), labels[pick],
-                 preds[pick], result.probs[pick], [Path(loaded.paths[i]).name for i in pick], contours)
+    heatmap_grid(
+        run_dir / "figures" / "heatmaps.png",
+        np.asarray(loaded.images[pick]),
+        upsample(result.maps[pick], size),
+        labels[pick],
+        preds[pick],
+        result.probs[pick],
+        [Path(loaded.paths[i]).name for i in pick],
+        contours,
+    )
     skipped = write_all_skipped(run_dir, loaded.skipped)
-    provenance = {"data": str(cfg.train.data), "eval_split": cfg.eval_split, "eval_fingerprint": fingerprint(loaded.samples),
-                  "checkpoint": str(trained.checkpoint), "weights": trained.meta.get("weights"), "seed": cfg.train.seed,
-                  "image_size": size, "versions": library_versions(), "environment": environment(), "command": cfg.command,
-                  "training_data": trained.meta.get("data"), "synthetic_data": cfg.synthetic}
-    write_json(run_dir / "results.json", {
-        "provenance": provenance, "config": cfg.to_dict(), "metrics": explained.metrics, "thresholds": explained.thresholds,
-        "leakage": explained.leakage.to_dict(), "empty_maps": scored.empty, "training": trained.training,
-        "statistics": without_draws(statistics), "statistics_notes": notes, "ground_truth": scored.ground_truth,
-        "attention": scored.attention, "trust": scored.trust, "skipped": [{"path": s.path, "reason": s.reason} for s in skipped],
-        "cam": {"method": result.method, "layer": result.layer, "target": cfg.target, "map_shape": list(result.maps.shape[1:]),
-                "normalised_by_library": result.normalised}})
+    provenance = {
+        "data": str(cfg.train.data),
+        "eval_split": cfg.eval_split,
+        "eval_fingerprint": fingerprint(loaded.samples),
+        "checkpoint": str(trained.checkpoint),
+        "weights": trained.meta.get("weights"),
+        "seed": cfg.train.seed,
+        "image_size": size,
+        "versions": library_versions(),
+        "environment": environment(),
+        "command": cfg.command,
+        "training_data": trained.meta.get("data"),
+        "synthetic_data": cfg.synthetic,
+    }
+    write_json(
+        run_dir / "results.json",
+        {
+            "provenance": provenance,
+            "config": cfg.to_dict(),
+            "metrics": explained.metrics,
+            "thresholds": explained.thresholds,
+            "leakage": explained.leakage.to_dict(),
+            "empty_maps": scored.empty,
+            "training": trained.training,
+            "statistics": without_draws(statistics),
+            "statistics_notes": notes,
+            "ground_truth": scored.ground_truth,
+            "attention": scored.attention,
+            "trust": scored.trust,
+            "skipped": [{"path": s.path, "reason": s.reason} for s in skipped],
+            "cam": {
+                "method": result.method,
+                "layer": result.layer,
+                "target": cfg.target,
+                "map_shape": list(result.maps.shape[1:]),
+                "normalised_by_library": result.normalised,
+            },
+        },
+    )

@@ -60,8 +60,9 @@ def validate_groups(normal, pneumonia) -> tuple[np.ndarray, np.ndarray]:
     return arrays[0], arrays[1]
 
 
-def compare_groups(normal, pneumonia, alpha: float = 0.05, n_permutations: int = 9999, n_bootstrap: int = 2000,
-                   seed: int = 0) -> dict:
+def compare_groups(
+    normal, pneumonia, alpha: float = 0.05, n_permutations: int = 9999, n_bootstrap: int = 2000, seed: int = 0
+) -> dict:
     """Every test of stats.json on two groups; all differences are PNEUMONIA minus NORMAL."""
     normal, pneumonia = validate_groups(normal, pneumonia)
     if not 0 < alpha < 1:
@@ -70,14 +71,23 @@ def compare_groups(normal, pneumonia, alpha: float = 0.05, n_permutations: int =
     welch = st.ttest_ind(pneumonia, normal, equal_var=False)
     mann = st.mannwhitneyu(pneumonia, normal, alternative="two-sided")
     rng = np.random.default_rng(seed)
-    permutation = st.permutation_test((pneumonia, normal), mean_difference, n_resamples=n_permutations,
-                                      alternative="two-sided", rng=rng, vectorized=True, batch=1000)
+    permutation = st.permutation_test(
+        (pneumonia, normal),
+        mean_difference,
+        n_resamples=n_permutations,
+        alternative="two-sided",
+        rng=rng,
+        vectorized=True,
+        batch=1000,
+    )
     constant = np.ptp(normal) == 0 and np.ptp(pneumonia) == 0
     if constant:
         g_ci = [float("nan"), float("nan")]
     else:
         with np.errstate(invalid="ignore"):  # resamples with zero spread give an infinite g; percentiles still work
-            boot = st.bootstrap((normal, pneumonia), hedges_g, n_resamples=n_bootstrap, method="percentile", rng=rng, vectorized=False)
+            boot = st.bootstrap(
+                (normal, pneumonia), hedges_g, n_resamples=n_bootstrap, method="percentile", rng=rng, vectorized=False
+            )
         g_ci = [float(boot.confidence_interval.low), float(boot.confidence_interval.high)]
     d = cohens_d(normal, pneumonia)
 
@@ -85,8 +95,10 @@ def compare_groups(normal, pneumonia, alpha: float = 0.05, n_permutations: int =
         return float(st.shapiro(x).pvalue) if len(x) >= 3 and np.ptp(x) > 0 else float("nan")
 
     return {
-        "groups": {name: {"n": int(len(x)), "mean": float(np.mean(x)), "sd": float(np.std(x, ddof=1))}
-                   for name, x in (("NORMAL", normal), ("PNEUMONIA", pneumonia))},
+        "groups": {
+            name: {"n": int(len(x)), "mean": float(np.mean(x)), "sd": float(np.std(x, ddof=1))}
+            for name, x in (("NORMAL", normal), ("PNEUMONIA", pneumonia))
+        },
         "difference": "PNEUMONIA minus NORMAL",
         "student": {"t": float(student.statistic), "df": float(student.df), "p": float(student.pvalue)},
         "welch": {"t": float(welch.statistic), "df": float(welch.df), "p": float(welch.pvalue)},
@@ -103,7 +115,9 @@ def compare_groups(normal, pneumonia, alpha: float = 0.05, n_permutations: int =
     }
 
 
-def resampled_draws(normal, pneumonia, n_per_class: int = 30, n_draws: int = 1000, alpha: float = 0.05, seed: int = 0) -> dict:
+def resampled_draws(
+    normal, pneumonia, n_per_class: int = 30, n_draws: int = 1000, alpha: float = 0.05, seed: int = 0
+) -> dict:
     """Student's t and Cohen's d over many random n-vs-n draws: how often one draw would 'find' a difference."""
     normal, pneumonia = validate_groups(normal, pneumonia)
     for name, x in (("NORMAL", normal), ("PNEUMONIA", pneumonia)):
@@ -120,7 +134,11 @@ def resampled_draws(normal, pneumonia, n_per_class: int = 30, n_draws: int = 100
     d = np.divide(b.mean(axis=1) - a.mean(axis=1), pooled, out=np.zeros(n_draws), where=pooled > 0)
     p = np.asarray(t.pvalue)
     return {
-        "n_per_class": n_per_class, "n_draws": n_draws, "seed": seed, "alpha": alpha, "test": "student",
+        "n_per_class": n_per_class,
+        "n_draws": n_draws,
+        "seed": seed,
+        "alpha": alpha,
+        "test": "student",
         "share_p_below_alpha": float(np.mean(p < alpha)),
         "p_quantiles": {q: float(np.quantile(p, float(q))) for q in ("0.05", "0.25", "0.5", "0.75", "0.95")},
         "d_quantiles": {q: float(np.quantile(d, float(q))) for q in ("0.05", "0.25", "0.5", "0.75", "0.95")},
@@ -162,7 +180,9 @@ def read_scores(path, score_columns: list[str]) -> dict[str, ScoreColumn]:
     header = list(rows[0].keys())
     missing = [c for c in ["label", *score_columns] if c not in header]
     if missing:
-        raise StatsInputError(f"{path} lacks column(s) {', '.join(missing)}; it has: {', '.join(str(h) for h in header)}")
+        raise StatsInputError(
+            f"{path} lacks column(s) {', '.join(missing)}; it has: {', '.join(str(h) for h in header)}"
+        )
     if "path" in header:
         seen, dupes = set(), []
         for row in rows:
@@ -170,7 +190,9 @@ def read_scores(path, score_columns: list[str]) -> dict[str, ScoreColumn]:
                 dupes.append(row["path"])
             seen.add(row["path"])
         if dupes:
-            raise StatsInputError(f"{path} lists {len(dupes)} path(s) twice (e.g. {dupes[0]}): each image must count once")
+            raise StatsInputError(
+                f"{path} lists {len(dupes)} path(s) twice (e.g. {dupes[0]}): each image must count once"
+            )
     labels = []
     for line, row in enumerate(rows, start=2):
         value = (row["label"] or "").strip().upper()
@@ -190,8 +212,10 @@ def read_scores(path, score_columns: list[str]) -> dict[str, ScoreColumn]:
                 raise StatsInputError(f"{path}, line {line}: {column} = '{row[column]}' is not a number") from None
         bad = np.flatnonzero(np.isinf(values))
         if len(bad):
-            raise StatsInputError(f"{path}: {column} is infinite on {len(bad)} row(s), first on line {bad[0] + 2}; "
-                                  "remove or fix those rows")
+            raise StatsInputError(
+                f"{path}: {column} is infinite on {len(bad)} row(s), first on line {bad[0] + 2}; "
+                "remove or fix those rows"
+            )
         keep = ~np.isnan(values)
         normal, pneumonia = values[keep & (labels == "NORMAL")], values[keep & (labels == "PNEUMONIA")]
         validate_groups(normal, pneumonia)
@@ -201,19 +225,30 @@ def read_scores(path, score_columns: list[str]) -> dict[str, ScoreColumn]:
 
 
 def draw_sample(normal: np.ndarray, pneumonia: np.ndarray, n_per_class: int | None, seed: int) -> dict[str, np.ndarray]:
-    """The original protocol's random n-per-class sample, as indices into each group (all of them when n_per_class is None).
+    """The original protocol's random n-per-class sample, as indices into each group (all when n_per_class is None).
     NORMAL is drawn first, then PNEUMONIA, from one generator seeded with `seed`."""
     if n_per_class is None:
         return {"NORMAL": np.arange(len(normal)), "PNEUMONIA": np.arange(len(pneumonia))}
     rng = np.random.default_rng(seed)
     for name, x in (("NORMAL", normal), ("PNEUMONIA", pneumonia)):
         if len(x) < n_per_class:
-            raise StatsInputError(f"the {name} group has {len(x)} values, fewer than --n-per-class {n_per_class}; use --n-per-class all")
-    return {"NORMAL": rng.choice(len(normal), n_per_class, replace=False), "PNEUMONIA": rng.choice(len(pneumonia), n_per_class, replace=False)}
+            raise StatsInputError(
+                f"the {name} group has {len(x)} values, fewer than --n-per-class {n_per_class}; use --n-per-class all"
+            )
+    return {
+        "NORMAL": rng.choice(len(normal), n_per_class, replace=False),
+        "PNEUMONIA": rng.choice(len(pneumonia), n_per_class, replace=False),
+    }
 
 
-def score_report(normal: np.ndarray, pneumonia: np.ndarray, n_per_class: int | None = 30, n_draws: int = 1000,
-                 alpha: float = 0.05, seed: int = 0) -> dict:
+def score_report(
+    normal: np.ndarray,
+    pneumonia: np.ndarray,
+    n_per_class: int | None = 30,
+    n_draws: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> dict:
     """Everything stats.json holds for one score, whether `pneumocam stats` or a run wrote it.
 
     Takes each class's finite values; returns {"sample": every test on the seeded n-per-class draw (the original
@@ -224,15 +259,24 @@ def score_report(normal: np.ndarray, pneumonia: np.ndarray, n_per_class: int | N
     picked = draw_sample(normal, pneumonia, n_per_class, seed)
     sample = compare_groups(normal[picked["NORMAL"]], pneumonia[picked["PNEUMONIA"]], alpha=alpha, seed=seed)
     sample["draw"] = {"n_per_class": n_per_class, "seed": seed, "indices": {k: v.tolist() for k, v in picked.items()}}
-    result = {"sample": sample,
-              "all_images": compare_groups(normal, pneumonia, alpha=alpha, seed=seed) if n_per_class is not None else sample}
+    result = {
+        "sample": sample,
+        "all_images": compare_groups(normal, pneumonia, alpha=alpha, seed=seed) if n_per_class is not None else sample,
+    }
     if n_per_class is not None and n_draws > 0 and min(len(normal), len(pneumonia)) > n_per_class:
         result["resampled"] = resampled_draws(normal, pneumonia, n_per_class, n_draws, alpha, seed)
     return result
 
 
-def group_statistics(scores: dict[str, np.ndarray], labels: np.ndarray, n_per_class: int | None, n_draws: int, alpha: float,
-                     seed: int, descriptions: dict[str, str] | None = None) -> tuple[dict, dict]:
+def group_statistics(
+    scores: dict[str, np.ndarray],
+    labels: np.ndarray,
+    n_per_class: int | None,
+    n_draws: int,
+    alpha: float,
+    seed: int,
+    descriptions: dict[str, str] | None = None,
+) -> tuple[dict, dict]:
     """stats.json of a run: score_report (the `stats` command's function) per score, on each class's finite values
     in row order. NaN rows (empty maps, missing regions) are left out and counted; a sample larger than a class
     shrinks to that class, with a note. Returns (statistics, notes)."""
@@ -243,11 +287,19 @@ def group_statistics(scores: dict[str, np.ndarray], labels: np.ndarray, n_per_cl
         normal, pneumonia = values[(labels == 0) & finite], values[(labels == 1) & finite]
         n = n_per_class
         if n is not None and n > min(len(normal), len(pneumonia)) >= 2:
-            notes.setdefault("n_per_class", f"asked for {n} per class, but {name} has only {min(len(normal), len(pneumonia))} "
-                                            "values in its smaller class: the sample uses them all")
+            notes.setdefault(
+                "n_per_class",
+                f"asked for {n} per class, but {name} has only {min(len(normal), len(pneumonia))} "
+                "values in its smaller class: the sample uses them all",
+            )
             n = min(len(normal), len(pneumonia))
-        entry = {"description": (descriptions or {}).get(name, name),
-                 "dropped_nan_rows": {"NORMAL": int(np.sum(~finite & (labels == 0))), "PNEUMONIA": int(np.sum(~finite & (labels == 1)))}}
+        entry = {
+            "description": (descriptions or {}).get(name, name),
+            "dropped_nan_rows": {
+                "NORMAL": int(np.sum(~finite & (labels == 0))),
+                "PNEUMONIA": int(np.sum(~finite & (labels == 1))),
+            },
+        }
         try:
             entry |= score_report(normal, pneumonia, n, n_draws, alpha, seed)
         except StatsInputError as exc:
@@ -261,23 +313,39 @@ def summary_text(entry: dict, score: str) -> str:
     entry (score_report's layout): its sample's tests, and the spread over resampled draws when there is one."""
     result = entry["sample"]
     g = result["groups"]
-    lines = [f"Summary Statistics ({score}; difference = {result['difference']})",
-             f"{'Class':<12}{'n':>6}{'Mean':>14}{'SD':>14}"]
+    lines = [
+        f"Summary Statistics ({score}; difference = {result['difference']})",
+        f"{'Class':<12}{'n':>6}{'Mean':>14}{'SD':>14}",
+    ]
     for name in ("NORMAL", "PNEUMONIA"):
         lines.append(f"{name:<12}{g[name]['n']:>6}{g[name]['mean']:>14.6g}{g[name]['sd']:>14.6g}")
-    lines += ["", "Statistical Test Results",
-              f"  Student's t-test (original): t = {result['student']['t']:.4f}, df = {result['student']['df']:.0f}, p = {format_p(result['student']['p'])}",
-              f"  Welch's t-test:              t = {result['welch']['t']:.4f}, df = {result['welch']['df']:.1f}, p = {format_p(result['welch']['p'])}",
-              f"  Mann-Whitney U:              U = {result['mannwhitney']['u']:.1f}, p = {format_p(result['mannwhitney']['p'])}",
-              f"  Permutation test:            p = {format_p(result['permutation']['p'])} ({result['permutation']['n_resamples']} resamples)",
-              f"  Shapiro-Wilk p: NORMAL {format_p(result['shapiro']['NORMAL']['p'])}, PNEUMONIA {format_p(result['shapiro']['PNEUMONIA']['p'])};"
-              f" Levene p = {format_p(result['levene']['p'])}",
-              f"  At alpha = {result['alpha']}: {'reject' if result['reject_null'] else 'do not reject'} the null hypothesis (Welch)",
-              "", "Effect Size",
-              f"  Cohen's d = {result['cohens_d']:.4f} ({result['effect_size_label']}); Hedges' g = {result['hedges_g']:.4f}, "
-              f"95% CI [{result['hedges_g_ci'][0]:.4f}, {result['hedges_g_ci'][1]:.4f}]"]
+    lines += [
+        "",
+        "Statistical Test Results",
+        f"  Student's t-test (original): t = {result['student']['t']:.4f}, df = {result['student']['df']:.0f}, p = "
+        f"{format_p(result['student']['p'])}",
+        f"  Welch's t-test:              t = {result['welch']['t']:.4f}, df = {result['welch']['df']:.1f}, p = "
+        f"{format_p(result['welch']['p'])}",
+        f"  Mann-Whitney U:              U = {result['mannwhitney']['u']:.1f}, p = "
+        f"{format_p(result['mannwhitney']['p'])}",
+        f"  Permutation test:            p = {format_p(result['permutation']['p'])} "
+        f"({result['permutation']['n_resamples']} resamples)",
+        f"  Shapiro-Wilk p: NORMAL {format_p(result['shapiro']['NORMAL']['p'])}, PNEUMONIA "
+        f"{format_p(result['shapiro']['PNEUMONIA']['p'])};"
+        f" Levene p = {format_p(result['levene']['p'])}",
+        f"  At alpha = {result['alpha']}: {'reject' if result['reject_null'] else 'do not reject'} the null hypothesis "
+        "(Welch)",
+        "",
+        "Effect Size",
+        f"  Cohen's d = {result['cohens_d']:.4f} ({result['effect_size_label']}); Hedges' g = "
+        f"{result['hedges_g']:.4f}, "
+        f"95% CI [{result['hedges_g_ci'][0]:.4f}, {result['hedges_g_ci'][1]:.4f}]",
+    ]
     if entry.get("resampled"):
         r = entry["resampled"]
-        lines.append(f"  Over {r['n_draws']} random {r['n_per_class']} vs {r['n_per_class']} draws: {r['share_p_below_alpha']:.1%} "
-                     f"have p < {r['alpha']}; median p {r['p_quantiles']['0.5']:.3e}, median d {r['d_quantiles']['0.5']:.3f}")
+        lines.append(
+            f"  Over {r['n_draws']} random {r['n_per_class']} vs {r['n_per_class']} draws: "
+            f"{r['share_p_below_alpha']:.1%} "
+            f"have p < {r['alpha']}; median p {r['p_quantiles']['0.5']:.3e}, median d {r['d_quantiles']['0.5']:.3f}"
+        )
     return "\n".join(lines)

@@ -21,13 +21,34 @@ from rich.console import Console
 from torch import nn
 
 from . import CLASS_NAMES
-from .data import (IMAGENET_MEAN, IMAGENET_STD, Augmentation, LoadedImages, choose_validation, discover, fingerprint,
-                   load_images, split_holdout, to_model_input)
+from .data import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Augmentation,
+    LoadedImages,
+    choose_validation,
+    discover,
+    fingerprint,
+    load_images,
+    split_holdout,
+    to_model_input,
+)
 from .errors import CheckpointError, PneumocamError
-from .evaluate import predict_logits, sigmoid
+from .evaluate import predict_logits
 from .leakage import seen_record
 from .metrics import youden_threshold
-from .model import ARCH, HEAD, apply_mode, backbone_features, build_model, resolve_device, save_checkpoint, set_train_mode
+from .model import (
+    ARCH,
+    HEAD,
+    apply_mode,
+    backbone_features,
+    build_model,
+    probability,
+    resolve_device,
+    save_checkpoint,
+    set_train_mode,
+    trainable_state,
+)
 from .outputs import atomic_write_bytes, mark_complete, new_run_folder, write_json, write_skipped
 from .progress import new_progress
 from .provenance import environment, library_versions
@@ -64,11 +85,16 @@ class TrainConfig:
         checks = [
             (self.mode in ("frozen", "partial", "full"), f"--mode must be frozen, partial or full, got '{self.mode}'"),
             (self.schedule in ("cosine", "constant"), f"--schedule must be cosine or constant, got '{self.schedule}'"),
-            (self.class_weights in ("auto", "balanced", "none"),
-             f"--class-weights must be auto, balanced or none, got '{self.class_weights}'"),
-            (not (self.weighted_sampler and self.class_weights == "balanced"),
-             "the weighted sampler already balances the classes; balanced loss weights on top would correct the imbalance "
-             "twice: drop --class-weights balanced (the sampler implies none)"),
+            (
+                self.class_weights in ("auto", "balanced", "none"),
+                f"--class-weights must be auto, balanced or none, got '{self.class_weights}'",
+            ),
+            (
+                not (self.weighted_sampler and self.class_weights == "balanced"),
+                "the weighted sampler already balances the classes; balanced loss weights on top would correct the "
+                "imbalance "
+                "twice: drop --class-weights balanced (the sampler implies none)",
+            ),
             (self.select_by in ("auc", "loss"), f"--select-by must be auc or loss, got '{self.select_by}'"),
             (self.epochs >= 1 and self.batch_size >= 1, "--epochs and --batch-size must be at least 1"),
             (self.image_size >= 32, f"--image-size must be at least 32 px, got {self.image_size}"),
@@ -108,8 +134,9 @@ def _subsample(samples, max_per_class: int | None, seed: int):
 
 def prepare_data(config: TrainConfig) -> PreparedData:
     index = discover(config.data)
-    train_samples, val_samples, plan = choose_validation(index, config.val_source, config.val_fraction, config.seed,
-                                                         holdout_fraction=config.holdout_fraction)
+    train_samples, val_samples, plan = choose_validation(
+        index, config.val_source, config.val_fraction, config.seed, holdout_fraction=config.holdout_fraction
+    )
     train_samples = _subsample(train_samples, config.max_per_class, config.seed)
     val_samples = _subsample(val_samples, config.max_per_class, config.seed + 1)
     train = load_images(train_samples, config.image_size, use_cache=config.use_cache, description="Reading train")
@@ -117,9 +144,13 @@ def prepare_data(config: TrainConfig) -> PreparedData:
     for part, name in ((train, "train"), (val, "validation")):
         if len(set(part.labels.tolist())) < 2:
             raise PneumocamError(f"the {name} images hold only one class after skipping unreadable files")
-    plan_dict = plan.to_dict() | {"n_train_used": len(train.samples), "n_val_used": len(val.samples),
-                                  "max_per_class": config.max_per_class, "holdout_fraction": config.holdout_fraction,
-                                  "holdout_seed": config.seed}
+    plan_dict = plan.to_dict() | {
+        "n_train_used": len(train.samples),
+        "n_val_used": len(val.samples),
+        "max_per_class": config.max_per_class,
+        "holdout_fraction": config.holdout_fraction,
+        "holdout_seed": config.seed,
+    }
     if config.holdout_fraction > 0:
         _, held_out = split_holdout(index, config.holdout_fraction, config.seed)
         plan_dict["holdout_actual_fraction"] = len(held_out) / max(1, len(index.split("train")))
@@ -140,7 +171,9 @@ def weighted_loss(logits: torch.Tensor, targets: torch.Tensor, class_weights: to
     return F.binary_cross_entropy_with_logits(logits, targets.float(), weight=weights)
 
 
-def epoch_order(n: int, labels: np.ndarray, seed: int, epoch: int, weighted_sampler: bool) -> tuple[torch.Tensor, torch.Generator]:
+def epoch_order(
+    n: int, labels: np.ndarray, seed: int, epoch: int, weighted_sampler: bool
+) -> tuple[torch.Tensor, torch.Generator]:
     """The epoch's sample order and the generator for its augmentation, both fixed by (seed, epoch)."""
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     if weighted_sampler:
@@ -152,7 +185,9 @@ def epoch_order(n: int, labels: np.ndarray, seed: int, epoch: int, weighted_samp
 
 
 @torch.inference_mode()
-def extract_features(model: nn.Module, images: np.ndarray, batch_size: int, device: torch.device, description: str) -> torch.Tensor:
+def extract_features(
+    model: nn.Module, images: np.ndarray, batch_size: int, device: torch.device, description: str
+) -> torch.Tensor:
     """Pooled backbone features for every image (BatchNorm in eval): the frozen mode's one backbone pass."""
     model.eval()
     out = torch.empty(len(images), model.fc.in_features)
@@ -160,14 +195,24 @@ def extract_features(model: nn.Module, images: np.ndarray, batch_size: int, devi
     with progress:
         task = progress.add_task(description, total=len(images), info="")
         for start in range(0, len(images), batch_size):
-            batch = torch.from_numpy(np.array(images[start:start + batch_size])).to(device)
-            out[start:start + len(batch)] = backbone_features(model, to_model_input(batch)).float().cpu()
+            batch = torch.from_numpy(np.array(images[start : start + batch_size])).to(device)
+            out[start : start + len(batch)] = backbone_features(model, to_model_input(batch)).float().cpu()
             progress.advance(task, len(batch))
     return out
 
 
-def train_one_epoch(model, optimizer, scheduler, data: torch.Tensor | np.ndarray, labels: np.ndarray, config: TrainConfig,
-                    epoch: int, class_weights: torch.Tensor, device: torch.device, features: bool) -> dict:
+def train_one_epoch(
+    model,
+    optimizer,
+    scheduler,
+    data: torch.Tensor | np.ndarray,
+    labels: np.ndarray,
+    config: TrainConfig,
+    epoch: int,
+    class_weights: torch.Tensor,
+    device: torch.device,
+    features: bool,
+) -> dict:
     """One pass over the training data; `features` means data holds pooled features and only the head trains."""
     order, generator = epoch_order(len(labels), labels, config.seed, epoch, config.weighted_sampler)
     augment = Augmentation() if config.augment and not features else None
@@ -179,7 +224,7 @@ def train_one_epoch(model, optimizer, scheduler, data: torch.Tensor | np.ndarray
     with progress:
         task = progress.add_task(f"Epoch {epoch + 1}/{config.epochs}", total=len(order), info="")
         for start in range(0, len(order), config.batch_size):
-            idx = order[start:start + config.batch_size]
+            idx = order[start : start + config.batch_size]
             targets = torch.from_numpy(labels[idx.numpy()]).to(device)
             if features:
                 logits = head(data[idx].to(device)).flatten()
@@ -201,8 +246,14 @@ def train_one_epoch(model, optimizer, scheduler, data: torch.Tensor | np.ndarray
     return {"train_loss": total_loss / seen, "train_acc": correct / seen, "lr": optimizer.param_groups[0]["lr"]}
 
 
-def validate(model, val: LoadedImages, val_features: torch.Tensor | None, config: TrainConfig, device: torch.device,
-             class_weights: torch.Tensor) -> tuple[dict, np.ndarray]:
+def validate(
+    model,
+    val: LoadedImages,
+    val_features: torch.Tensor | None,
+    config: TrainConfig,
+    device: torch.device,
+    class_weights: torch.Tensor,
+) -> tuple[dict, np.ndarray]:
     """val_loss is the objective training minimises (class-weighted BCE), so --select-by loss selects on it."""
     from sklearn.metrics import roc_auc_score
 
@@ -214,40 +265,66 @@ def validate(model, val: LoadedImages, val_features: torch.Tensor | None, config
         logits = predict_logits(model, val.images, config.batch_size, device, description="Validating")
     labels = val.labels
     loss = float(weighted_loss(torch.from_numpy(logits), torch.from_numpy(labels), class_weights.double()))
-    probs = sigmoid(logits)
-    return {"val_loss": loss, "val_auc": float(roc_auc_score(labels, probs)), "val_acc": float(np.mean((probs >= 0.5) == labels))}, probs
+    probs = probability(logits)
+    return {
+        "val_loss": loss,
+        "val_auc": float(roc_auc_score(labels, probs)),
+        "val_acc": float(np.mean((probs >= 0.5) == labels)),
+    }, probs
 
 
-def _trainable_state(model: nn.Module, mode: str) -> dict[str, torch.Tensor]:
-    """What changes during training (frozen: the head; partial: layer4 + head; full: all), for resumable states."""
-    keep = {"frozen": ("fc",), "partial": ("layer4", "fc"), "full": None}[mode]
-    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if keep is None or k.split(".")[0] in keep}
-
-
-def _save_train_state(path: Path, model, optimizer, scheduler, epoch: int, history: list, best: dict, config: TrainConfig) -> None:
+def _save_train_state(
+    path: Path, model, optimizer, scheduler, epoch: int, history: list, best: dict, config: TrainConfig
+) -> None:
     buffer = io.BytesIO()
-    torch.save({"format": TRAIN_STATE_FORMAT, "format_version": 1, "epoch": epoch, "model": _trainable_state(model, config.mode),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "history": history, "best": best}, buffer)
+    torch.save(
+        {
+            "format": TRAIN_STATE_FORMAT,
+            "format_version": 1,
+            "epoch": epoch,
+            "model": trainable_state(model, config.mode),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "history": history,
+            "best": best,
+        },
+        buffer,
+    )
     atomic_write_bytes(path, buffer.getvalue())
 
 
 def _load_train_state(path: Path) -> dict:
     if not path.is_file():
-        raise CheckpointError(f"nothing to resume: {path} does not exist (the run stopped before its first epoch ended)")
+        raise CheckpointError(
+            f"nothing to resume: {path} does not exist (the run stopped before its first epoch ended)"
+        )
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict) or state.get("format") != TRAIN_STATE_FORMAT or state.get("format_version") != 1:
         raise CheckpointError(f"{path} is not a pneumocam training state of a known version")
     return state
 
 
-def checkpoint_metadata(config: TrainConfig, weights_info, prepared: PreparedData, epoch: int, val_metrics: dict, threshold,
-                        seen: dict) -> dict:
+def checkpoint_metadata(
+    config: TrainConfig, weights_info, prepared: PreparedData, epoch: int, val_metrics: dict, threshold, seen: dict
+) -> dict:
     return {
-        "arch": ARCH, "head": HEAD, "mode": config.mode, "weights": weights_info.to_dict(), "image_size": config.image_size,
+        "arch": ARCH,
+        "head": HEAD,
+        "mode": config.mode,
+        "weights": weights_info.to_dict(),
+        "image_size": config.image_size,
         "normalisation": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "channels": "grey copied to RGB"},
         "class_names": list(CLASS_NAMES),
-        "thresholds": {"default": 0.5, "youden_val": threshold.value, "youden_rule": threshold.rule, "youden_note": threshold.note},
-        "seed": config.seed, "epoch": epoch + 1, "val_metrics": val_metrics, "versions": library_versions(),
+        "thresholds": {
+            "default": 0.5,
+            "youden_val": threshold.value,
+            "youden_rule": threshold.rule,
+            "youden_note": threshold.note,
+        },
+        "seed": config.seed,
+        "epoch": epoch + 1,
+        "val_metrics": val_metrics,
+        "versions": library_versions(),
         "data": {"root": str(config.data), "fingerprint": prepared.fingerprint, "validation": prepared.validation_plan},
         "config": config.to_dict(),
         "seen": seen,  # content hashes and patient ids of what trained and selected this model (leakage checks)
@@ -264,20 +341,31 @@ def resumable_config(run_dir: str | Path, overrides: dict | None = None) -> tupl
     if (run_dir / "train" / "config.json").is_file():
         run_dir = run_dir / "train"  # a `pneumocam run` folder
     if not (run_dir / "config.json").is_file() or "train" not in json.loads((run_dir / "config.json").read_text()):
-        raise CheckpointError(f"{run_dir} is not a pneumocam training folder (no config.json): pass the folder "
-                              "`pneumocam train` printed, or a `pneumocam run` folder")
+        raise CheckpointError(
+            f"{run_dir} is not a pneumocam training folder (no config.json): pass the folder "
+            "`pneumocam train` printed, or a `pneumocam run` folder"
+        )
     saved = json.loads((run_dir / "config.json").read_text())
     values = saved["train"]
     different = {k: (v, values.get(k)) for k, v in (overrides or {}).items() if values.get(k) != v}
     if different:
         listed = "; ".join(f"{k}: given {a!r}, the run has {b!r}" for k, (a, b) in sorted(different.items()))
-        raise CheckpointError(f"settings given with resume differ from the run being resumed ({listed}): a resumed run keeps "
-                              "its own settings; start a new run to change them")
+        raise CheckpointError(
+            f"settings given with resume differ from the run being resumed ({listed}): a resumed run keeps "
+            "its own settings; start a new run to change them"
+        )
     return run_dir, saved, TrainConfig(**values)
 
 
-def fit(config: TrainConfig | None, runs_dir: str | Path | None = None, run_dir: str | Path | None = None, resume: bool = False,
-        stop_after_epoch: int | None = None, on_start=None, overrides: dict | None = None) -> Path:
+def fit(
+    config: TrainConfig | None,
+    runs_dir: str | Path | None = None,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    stop_after_epoch: int | None = None,
+    on_start=None,
+    overrides: dict | None = None,
+) -> Path:
     """Train into a fresh run folder under runs_dir (or continue run_dir with resume=True); return the folder.
 
     overrides (resume only): settings given again; any that differ from the saved run's are refused.
@@ -296,9 +384,11 @@ def fit(config: TrainConfig | None, runs_dir: str | Path | None = None, run_dir:
     model, weights_info = build_model(config.weights, seed=config.seed)
     prepared = prepare_data(config)
     if saved is not None and saved.get("data_fingerprint") != prepared.fingerprint:
-        raise CheckpointError(f"the training data changed since {run_dir} started (fingerprint {prepared.fingerprint}, the run "
-                              f"recorded {saved.get('data_fingerprint')}): files were added, removed or modified. Resuming "
-                              "would mix two datasets in one model; start a new run instead")
+        raise CheckpointError(
+            f"the training data changed since {run_dir} started (fingerprint {prepared.fingerprint}, the run "
+            f"recorded {saved.get('data_fingerprint')}): files were added, removed or modified. Resuming "
+            "would mix two datasets in one model; start a new run instead"
+        )
     seen = {"training": seen_record(prepared.train.samples), "selection": seen_record(prepared.val.samples)}
     if not resume:
         run_dir = Path(run_dir) if run_dir else new_run_folder(runs_dir, prefix="train")
@@ -309,8 +399,17 @@ def fit(config: TrainConfig | None, runs_dir: str | Path | None = None, run_dir:
     params = apply_mode(model, config.mode)
     model = model.to(device).to(memory_format=torch.channels_last)
     if not resume:
-        write_json(run_dir / "config.json", {"train": config.to_dict(), "weights": weights_info, "data_fingerprint": prepared.fingerprint,
-                                             "validation": prepared.validation_plan, "versions": library_versions(), "environment": environment()})
+        write_json(
+            run_dir / "config.json",
+            {
+                "train": config.to_dict(),
+                "weights": weights_info,
+                "data_fingerprint": prepared.fingerprint,
+                "validation": prepared.validation_plan,
+                "versions": library_versions(),
+                "environment": environment(),
+            },
+        )
         write_skipped(run_dir / "skipped.csv", prepared.skipped)
     use_features = config.mode == "frozen" and not config.augment
     timings = {"feature_pass_s": None, "epochs_s": 0.0}
@@ -325,8 +424,11 @@ def fit(config: TrainConfig | None, runs_dir: str | Path | None = None, run_dir:
     class_weights = class_weight_vector(labels, config.class_weights)
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     steps = config.epochs * -(-len(labels) // config.batch_size)
-    scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps) if config.schedule == "cosine"
-                 else torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0))
+    scheduler = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+        if config.schedule == "cosine"
+        else torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    )
     history, best, start = [], {"epoch": None, "score": None}, 0
     if state is not None:
         model.load_state_dict(state["model"], strict=False)
@@ -337,8 +439,9 @@ def fit(config: TrainConfig | None, runs_dir: str | Path | None = None, run_dir:
     (run_dir / "checkpoints").mkdir(exist_ok=True)
     for epoch in range(start, config.epochs):
         began = time.perf_counter()
-        row = {"epoch": epoch + 1} | train_one_epoch(model, optimizer, scheduler, train_data, labels, config, epoch,
-                                                     class_weights, device, use_features)
+        row = {"epoch": epoch + 1} | train_one_epoch(
+            model, optimizer, scheduler, train_data, labels, config, epoch, class_weights, device, use_features
+        )
         val_metrics, val_probs = validate(model, prepared.val, val_features, config, device, class_weights)
         row |= val_metrics | {"seconds": time.perf_counter() - began}
         timings["epochs_s"] += row["seconds"]
@@ -349,16 +452,31 @@ def fit(config: TrainConfig | None, runs_dir: str | Path | None = None, run_dir:
             threshold = youden_threshold(prepared.val.labels, val_probs)
             if threshold.note:
                 console.print(f"[yellow]{threshold.note}[/]")
-            save_checkpoint(run_dir / "model.pt", model,
-                            checkpoint_metadata(config, weights_info, prepared, epoch, val_metrics, threshold, seen))
-        _save_train_state(run_dir / "checkpoints" / "last.pt", model, optimizer, scheduler, epoch, history, best, config)
+            save_checkpoint(
+                run_dir / "model.pt",
+                model,
+                checkpoint_metadata(config, weights_info, prepared, epoch, val_metrics, threshold, seen),
+            )
+        _save_train_state(
+            run_dir / "checkpoints" / "last.pt", model, optimizer, scheduler, epoch, history, best, config
+        )
         write_json(run_dir / "history.json", history)
-        console.print(f"epoch {epoch + 1}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.3f} | "
-                      f"val loss {row['val_loss']:.4f} auc {row['val_auc']:.3f} acc {row['val_acc']:.3f} ({row['seconds']:.1f}s)")
+        console.print(
+            f"epoch {epoch + 1}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.3f} | "
+            f"val loss {row['val_loss']:.4f} auc {row['val_auc']:.3f} acc {row['val_acc']:.3f} ({row['seconds']:.1f}s)"
+        )
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < config.epochs:
             return run_dir
-    write_json(run_dir / "train_summary.json", {"best_epoch": best["epoch"], "select_by": config.select_by, "history": history,
-                                                "weights": weights_info, "validation": prepared.validation_plan,
-                                                "timings_this_session": timings})
+    write_json(
+        run_dir / "train_summary.json",
+        {
+            "best_epoch": best["epoch"],
+            "select_by": config.select_by,
+            "history": history,
+            "weights": weights_info,
+            "validation": prepared.validation_plan,
+            "timings_this_session": timings,
+        },
+    )
     mark_complete(run_dir)
     return run_dir

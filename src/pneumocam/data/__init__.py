@@ -3,12 +3,36 @@
 from .cache import LoadedImages, load_images
 from .discover import DatasetIndex, Sample, Skipped, discover, fingerprint, read_manifest
 from .readers import UnreadableImage, read_grayscale, read_resized
-from .split import ValidationPlan, balanced_indices, carve_validation, choose_validation, patient_id_from_name, split_holdout
+from .split import (
+    ValidationPlan,
+    balanced_indices,
+    carve_validation,
+    choose_validation,
+    patient_id_from_name,
+    split_holdout,
+)
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, Augmentation, to_model_input
 
 __all__ = [
-    "Augmentation", "DatasetIndex", "IMAGENET_MEAN", "IMAGENET_STD", "LoadedImages", "Sample", "Skipped",
-    "UnreadableImage", "ValidationPlan", "balanced_indices", "carve_validation", "choose_validation", "discover",
-    "fingerprint", "load_images", "patient_id_from_name", "split_holdout", "read_grayscale", "read_manifest", "read_resized",
+    "Augmentation",
+    "DatasetIndex",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "LoadedImages",
+    "Sample",
+    "Skipped",
+    "UnreadableImage",
+    "ValidationPlan",
+    "balanced_indices",
+    "carve_validation",
+    "choose_validation",
+    "discover",
+    "fingerprint",
+    "load_images",
+    "patient_id_from_name",
+    "split_holdout",
+    "read_grayscale",
+    "read_manifest",
+    "read_resized",
     "to_model_input",
 ]

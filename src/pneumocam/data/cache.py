@@ -80,7 +80,10 @@ def _decode_all(samples: list[Sample], size: int, description: str) -> tuple[np.
 
 
 def load_images(
-    samples: list[Sample], size: int, cache_dir: str | os.PathLike | None = None, use_cache: bool = True,
+    samples: list[Sample],
+    size: int,
+    cache_dir: str | os.PathLike | None = None,
+    use_cache: bool = True,
     description: str = "Reading images",
 ) -> LoadedImages:
     """Read the samples into one (N, size, size) uint8 array; unreadable files go to `skipped`."""
@@ -99,7 +102,12 @@ def load_images(
             pass  # a damaged cache entry is rebuilt below
     images, kept, skipped = _decode_all(samples, size, description)
     skipped_index = {s.path: i for i, s in enumerate(samples)}
-    meta = {"kept": kept, "skipped": [skipped_index[s.path] for s in skipped], "reasons": [s.reason for s in skipped], "size": size}
+    meta = {
+        "kept": kept,
+        "skipped": [skipped_index[s.path] for s in skipped],
+        "reasons": [s.reason for s in skipped],
+        "size": size,
+    }
     try:
         folder.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=folder, prefix=".tmp-"))

@@ -132,9 +132,7 @@ def discover(root: str | os.PathLike) -> DatasetIndex:
                 )
             samples = _list_class_folder(class_dirs[label], split, label, index)
             if not samples:
-                raise DataError(
-                    f"{class_dirs[label]} holds no images: expected .jpeg, .png, .tif, .bmp or .dcm files"
-                )
+                raise DataError(f"{class_dirs[label]} holds no images: expected .jpeg, .png, .tif, .bmp or .dcm files")
             index.samples.extend(samples)
     return index
 
@@ -179,7 +177,11 @@ def fingerprint(samples: list[Sample]) -> str:
     for sample in sorted(samples, key=lambda s: s.path):
         try:
             stat = os.stat(sample.path)
-            digest.update(f"{sample.path}\0{sample.label}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
+            digest.update(
+                f"{sample.path}\0{sample.label}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode(
+                    "utf-8", "surrogateescape"
+                )
+            )
         except OSError:
             digest.update(f"{sample.path}\0{sample.label}\0missing\n".encode("utf-8", "surrogateescape"))
     return digest.hexdigest()[:16]

@@ -39,7 +39,9 @@ def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
 def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
     """Low-frequency noise in about [-1, 1]: random cells upsampled bilinearly."""
     coarse = rng.standard_normal((cells, cells)).astype(np.float32)
-    return np.asarray(Image.fromarray(coarse, mode="F").resize((size, size), Image.Resampling.BICUBIC)).clip(-2.5, 2.5) / 2
+    return (
+        np.asarray(Image.fromarray(coarse, mode="F").resize((size, size), Image.Resampling.BICUBIC)).clip(-2.5, 2.5) / 2
+    )
 
 
 def make_phantom(rng: np.random.Generator, label: int, size: int = 224, marker: bool = False) -> Phantom:
@@ -75,7 +77,13 @@ def make_phantom(rng: np.random.Generator, label: int, size: int = 224, marker: 
     # Ribs: curved bright bands every ~7% of the height, more visible over the dark lungs.
     spacing = rng.uniform(0.066, 0.074)
     rib_phase = (y - 0.9 * (np.abs(x - cx) - 0.12) ** 2 - rng.uniform(0.0, spacing)) / spacing
-    ribs = (np.abs(rib_phase - np.round(rib_phase)) * spacing < 0.011) & (np.abs(x - cx) > 0.05) & (y > 0.15) & (y < 0.72) & body
+    ribs = (
+        (np.abs(rib_phase - np.round(rib_phase)) * spacing < 0.011)
+        & (np.abs(x - cx) > 0.05)
+        & (y > 0.15)
+        & (y < 0.72)
+        & body
+    )
     image += ribs * np.where(lungs, 0.09, 0.04).astype(np.float32)
 
     lesion = np.zeros((size, size), dtype=bool)
@@ -143,5 +151,7 @@ def write_phantom_dataset(
                 Image.fromarray(phantom.image).save(folders["images"] / split / name / f"{stem}.png", compress_level=1)
                 for key, mask in (("lungs", phantom.lungs), ("lesion", phantom.lesion), ("marker", phantom.marker)):
                     if key in folders:
-                        Image.fromarray(mask.astype(np.uint8) * 255).save(folders[key] / split / name / f"{stem}.png", compress_level=1)
+                        Image.fromarray(mask.astype(np.uint8) * 255).save(
+                            folders[key] / split / name / f"{stem}.png", compress_level=1
+                        )
     return PhantomDataset(folders["images"], folders["lungs"], folders["lesion"], folders.get("marker"))

@@ -52,11 +52,15 @@ class ValidationPlan:
 def _groups(samples: list[Sample]) -> tuple[np.ndarray, str]:
     ids = [s.patient_id for s in samples]
     missing = sum(1 for i in ids if i is None)
-    grouping = "patient" if missing == 0 else f"file for {missing} of {len(ids)} images without a patient id in their name"
+    grouping = (
+        "patient" if missing == 0 else f"file for {missing} of {len(ids)} images without a patient id in their name"
+    )
     return np.array([i if i is not None else f"file:{s.path}" for i, s in zip(ids, samples)]), grouping
 
 
-def carve_validation(samples: list[Sample], fraction: float = 0.2, seed: int = 0) -> tuple[list[Sample], list[Sample], str]:
+def carve_validation(
+    samples: list[Sample], fraction: float = 0.2, seed: int = 0
+) -> tuple[list[Sample], list[Sample], str]:
     """Split train into (train, val), stratified by class, no patient on both sides, deterministic by seed.
 
     Per class, patients are shuffled by the seed and taken in that order while the running image count gets
@@ -105,7 +109,11 @@ def split_holdout(index: DatasetIndex, fraction: float, seed: int) -> tuple[list
 
 
 def choose_validation(
-    index: DatasetIndex, source: str = "auto", fraction: float = 0.2, seed: int = 0, min_dataset_val: int = 100,
+    index: DatasetIndex,
+    source: str = "auto",
+    fraction: float = 0.2,
+    seed: int = 0,
+    min_dataset_val: int = 100,
     holdout_fraction: float = 0.0,
 ) -> tuple[list[Sample], list[Sample], ValidationPlan]:
     """Pick the validation images: the dataset's own val when it is large enough, else carved from train
@@ -120,19 +128,34 @@ def choose_validation(
     if use_dataset:
         train_part, val_part = train, own_val
         groups_train, grouping = _groups(train_part)
-        reason = "requested" if source == "dataset" else f"the dataset's val holds {len(own_val)} >= {min_dataset_val} images"
+        reason = (
+            "requested"
+            if source == "dataset"
+            else f"the dataset's val holds {len(own_val)} >= {min_dataset_val} images"
+        )
     else:
         train_part, val_part, grouping = carve_validation(train, fraction, seed)
-        reason = "requested" if source == "carved" else (
-            f"the dataset's val holds {len(own_val)} images (< {min_dataset_val}); "
-            f"carved {fraction:.0%} of train's patients instead"
+        reason = (
+            "requested"
+            if source == "carved"
+            else (
+                f"the dataset's val holds {len(own_val)} images (< {min_dataset_val}); "
+                f"carved {fraction:.0%} of train's patients instead"
+            )
         )
     train_ids = {g for g in _groups(train_part)[0]}
     val_ids = {g for g in _groups(val_part)[0]}
     plan = ValidationPlan(
-        source="dataset" if use_dataset else "carved", reason=reason, grouping=grouping, seed=seed,
-        fraction=fraction, n_train=len(train_part), n_val=len(val_part), patients_train=len(train_ids),
-        patients_val=len(val_ids), shared_patients=len(train_ids & val_ids),
+        source="dataset" if use_dataset else "carved",
+        reason=reason,
+        grouping=grouping,
+        seed=seed,
+        fraction=fraction,
+        n_train=len(train_part),
+        n_val=len(val_part),
+        patients_train=len(train_ids),
+        patients_val=len(val_ids),
+        shared_patients=len(train_ids & val_ids),
         actual_fraction=len(val_part) / max(1, len(train_part) + len(val_part)),
     )
     return train_part, val_part, plan
@@ -146,6 +169,8 @@ def balanced_indices(labels: np.ndarray | list[int], n_per_class: int, seed: int
     for label in (0, 1):
         members = np.flatnonzero(labels == label)
         if len(members) < n_per_class:
-            raise DataError(f"class {label} has {len(members)} images, fewer than the {n_per_class} requested per class")
+            raise DataError(
+                f"class {label} has {len(members)} images, fewer than the {n_per_class} requested per class"
+            )
         chosen.append(rng.choice(members, size=n_per_class, replace=False))
     return np.sort(np.concatenate(chosen))

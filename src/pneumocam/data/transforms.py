@@ -25,8 +25,13 @@ class Augmentation:
     Random draws come from the torch generator given to __call__, so resumed runs repeat them.
     """
 
-    def __init__(self, degrees: float = 7.0, translate: float = 0.06, scale: tuple[float, float] = (0.93, 1.07),
-                 contrast: float = 0.15):
+    def __init__(
+        self,
+        degrees: float = 7.0,
+        translate: float = 0.06,
+        scale: tuple[float, float] = (0.93, 1.07),
+        contrast: float = 0.15,
+    ):
         self.degrees, self.translate, self.scale, self.contrast = degrees, translate, scale, contrast
 
     def __call__(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -37,7 +42,10 @@ class Augmentation:
         for i, image in enumerate(batch):
             u = torch.rand(5, generator=generator)
             angle = float((u[0] * 2 - 1) * self.degrees)
-            shift = [int(round(float((u[1] * 2 - 1) * self.translate * size))), int(round(float((u[2] * 2 - 1) * self.translate * size)))]
+            shift = [
+                int(round(float((u[1] * 2 - 1) * self.translate * size))),
+                int(round(float((u[2] * 2 - 1) * self.translate * size))),
+            ]
             scale = float(self.scale[0] + u[3] * (self.scale[1] - self.scale[0]))
             moved = F.affine(image.unsqueeze(0), angle=angle, translate=shift, scale=scale, shear=[0.0, 0.0])
             factor = float(1 + (u[4] * 2 - 1) * self.contrast)

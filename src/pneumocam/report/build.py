@@ -44,7 +44,12 @@ def make_figures(run_dir: Path, results: dict, out_dir: Path) -> dict[str, Path]
         from ..cam import load_heatmaps
 
         maps = load_heatmaps(run_dir / "heatmaps.npz")
-        figure("roc", lambda p: fg.roc_figure(p, maps["labels"], maps["probs"].astype(np.float64), m05["roc_auc"], m05["roc_auc_ci95"]))
+        figure(
+            "roc",
+            lambda p: fg.roc_figure(
+                p, maps["labels"], maps["probs"].astype(np.float64), m05["roc_auc"], m05["roc_auc_ci95"]
+            ),
+        )
     figure("confusion", lambda p: fg.confusion_figure(p, m05["confusion_matrix"]["rows_true_cols_pred"], 0.5))
     if results.get("training"):
         figure("training", lambda p: fg.training_curves(p, results["training"]["history"]))
@@ -61,12 +66,17 @@ def make_figures(run_dir: Path, results: dict, out_dir: Path) -> dict[str, Path]
 
         def scores(path, name=name, entry=entry, draw=draw):
             normal, pneumonia = _finite_by_class(run_dir, name)
-            return fg.score_comparison(path, normal[draw["indices"]["NORMAL"]], pneumonia[draw["indices"]["PNEUMONIA"]], name,
-                                       entry["sample"])
+            return fg.score_comparison(
+                path, normal[draw["indices"]["NORMAL"]], pneumonia[draw["indices"]["PNEUMONIA"]], name, entry["sample"]
+            )
+
         figure(f"scores_{name}", scores if (run_dir / "importance.csv").is_file() else None)
         if entry.get("resampled") and "p_values" in entry["resampled"] and name in (ORIGINAL_SCORE, "mean_raw"):
             r = entry["resampled"]
-            figure(f"pvalues_{name}", lambda p, r=r, name=name: fg.p_histogram(p, r["p_values"], r["alpha"], name, r["n_per_class"]))
+            figure(
+                f"pvalues_{name}",
+                lambda p, r=r, name=name: fg.p_histogram(p, r["p_values"], r["alpha"], name, r["n_per_class"]),
+            )
     return found
 
 

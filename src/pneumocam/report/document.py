@@ -55,7 +55,8 @@ class Section:
 
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:.6em 0;font-size:.9em}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
+table{border-collapse:collapse;margin:.6em 0;font-size:.9em}
+td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
 td:first-child,th:first-child{text-align:left}caption{text-align:left;font-weight:600;padding:.3em 0}
 .banner{padding:.8em 1em;margin:.8em 0;border-radius:4px;font-weight:600}.danger{background:#c62828;color:#fff}
 .warning{background:#fff3cd;border:1px solid #e0b400}.info{background:#e3f2fd}
@@ -66,14 +67,20 @@ nav ol{columns:2}code{background:#f4f4f4;padding:0 .2em}"""
 
 def _html_figure(figure: Figure) -> str:
     data = base64.b64encode(Path(figure.path).read_bytes()).decode("ascii")
-    return (f"<figure><img alt='{html.escape(figure.caption)}' src='data:image/png;base64,{data}'>"
-            f"<figcaption>{html.escape(figure.caption)}</figcaption></figure>")
+    return (
+        f"<figure><img alt='{html.escape(figure.caption)}' src='data:image/png;base64,{data}'>"
+        f"<figcaption>{html.escape(figure.caption)}</figcaption></figure>"
+    )
 
 
 def render_html(title: str, sections: list[Section]) -> str:
     """Self-contained HTML: images embedded as data URIs; every text from data or users is escaped."""
-    out = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
-           f"<h1>{html.escape(title)}</h1>", "<nav><strong>Contents</strong><ol>"]
+    out = [
+        "<!DOCTYPE html><html><head><meta "
+        f"charset='utf-8'><title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        "<nav><strong>Contents</strong><ol>",
+    ]
     out += [f"<li><a href='#{s.anchor}'>{html.escape(s.title)}</a></li>" for s in sections]
     out.append("</ol></nav>")
     for section in sections:

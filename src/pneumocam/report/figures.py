@@ -13,8 +13,8 @@ import numpy as np  # noqa: E402
 from .. import CLASS_NAMES  # noqa: E402
 from ..stats import format_p  # noqa: E402
 
-
 # ----------------------------------------------------------------------------------------------- figures
+
 
 def _save(fig, path: Path) -> Path:
     import io
@@ -27,8 +27,16 @@ def _save(fig, path: Path) -> Path:
     return atomic_write_bytes(path, buffer.getvalue())
 
 
-def heatmap_grid(path: Path, images: np.ndarray, maps: np.ndarray, labels, preds, probs, names: list[str],
-                 contours: np.ndarray | None = None) -> Path:
+def heatmap_grid(
+    path: Path,
+    images: np.ndarray,
+    maps: np.ndarray,
+    labels,
+    preds,
+    probs,
+    names: list[str],
+    contours: np.ndarray | None = None,
+) -> Path:
     """Each example twice: the film, then the Grad-CAM overlay; titled with truth, prediction, probability."""
     n = len(images)
     cols = 4
@@ -58,9 +66,12 @@ def score_comparison(path: Path, normal: np.ndarray, pneumonia: np.ndarray, scor
     for i, values in enumerate((normal, pneumonia), start=1):
         ax.scatter(i + jitter.uniform(-0.12, 0.12, len(values)), values, s=8, alpha=0.6)
     ax.set_ylabel(score)
-    ax.set_title(f"{score}: Welch p = {format_p(result['welch']['p'])}\nCohen's d = {result['cohens_d']:.2f} "
-                 f"({result['effect_size_label']}), n = {result['groups']['NORMAL']['n']} + {result['groups']['PNEUMONIA']['n']}",
-                 fontsize=8)
+    ax.set_title(
+        f"{score}: Welch p = {format_p(result['welch']['p'])}\nCohen's d = {result['cohens_d']:.2f} "
+        f"({result['effect_size_label']}), "
+        f"n = {result['groups']['NORMAL']['n']} + {result['groups']['PNEUMONIA']['n']}",
+        fontsize=8,
+    )
     return _save(fig, path)
 
 
@@ -96,8 +107,11 @@ def p_histogram(path: Path, p_values, alpha: float, score: str, n_per_class: int
     ax.hist(p_values, bins=np.linspace(0, 1, 41), color="steelblue")
     ax.axvline(alpha, color="red", ls="--", label=f"alpha = {alpha}")
     share = float(np.mean(np.asarray(p_values) < alpha))
-    ax.set_title(f"{score}: p over {len(p_values)} random {n_per_class} vs {n_per_class} draws\n"
-                 f"{share:.0%} of draws have p < {alpha}", fontsize=8)
+    ax.set_title(
+        f"{score}: p over {len(p_values)} random {n_per_class} vs {n_per_class} draws\n"
+        f"{share:.0%} of draws have p < {alpha}",
+        fontsize=8,
+    )
     ax.set_xlabel("Student's t-test p")
     ax.legend(fontsize=7)
     return _save(fig, path)
@@ -125,7 +139,9 @@ def region_bars(path: Path, shares: dict, areas: dict) -> Path:
     for row, cls in enumerate(CLASS_NAMES):
         left_mass = left_area = 0.0
         for r, colour in zip(REGIONS, colours):
-            ax.barh(row + 0.18, shares[cls][r], left=left_mass, color=colour, height=0.34, label=r if row == 0 else None)
+            ax.barh(
+                row + 0.18, shares[cls][r], left=left_mass, color=colour, height=0.34, label=r if row == 0 else None
+            )
             ax.barh(row - 0.18, areas[cls][r], left=left_area, color=colour, height=0.34, hatch="//", alpha=0.5)
             left_mass += shares[cls][r]
             left_area += areas[cls][r]
@@ -140,7 +156,12 @@ def trust_figure(path: Path, trust: dict) -> Path:
     rand, faith = trust["randomisation"], trust["faithfulness"]
     fig, (a, b) = plt.subplots(1, 2, figsize=(8, 3.2))
     stages = ["trained"] + [r["randomised_up_to"] for r in rand["cascade"]]
-    a.plot(stages, [1.0] + [np.nan if r["spearman_mean"] is None else r["spearman_mean"] for r in rand["cascade"]], marker="o", label="Spearman")
+    a.plot(
+        stages,
+        [1.0] + [np.nan if r["spearman_mean"] is None else r["spearman_mean"] for r in rand["cascade"]],
+        marker="o",
+        label="Spearman",
+    )
     a.plot(stages, [1.0] + [r["ssim_mean"] for r in rand["cascade"]], marker="s", label="SSIM")
     a.set_ylim(-0.2, 1.05)
     a.set_title("similarity to the trained model's maps", fontsize=8)
