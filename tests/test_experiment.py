@@ -317,7 +317,7 @@ def test_stats_command_reads_a_runs_importance_csv_with_nan_rows(run, tmp_path):
 
 
 def test_stats_command_reproduces_the_runs_stats_json(run, tmp_path):
-    """One statistics layout: `pneumocam stats` on a run's importance.csv gives the run's stats.json entry, seed for seed."""
+    """One layout: `pneumocam stats` on a run's importance.csv gives the run's stats.json entry, seed for seed."""
     from typer.testing import CliRunner
 
     from pneumocam.cli import app

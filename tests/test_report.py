@@ -9,7 +9,9 @@ from typer.testing import CliRunner
 from pneumocam.cli import app
 from pneumocam.report import render
 from pneumocam.report.document import Banner, Figure, FigureRow, Section, Table, render_html, render_markdown
-from pneumocam.report.sections import build_sections, conclusion_section, summary_section, threshold_sentence
+from pneumocam.report.findings import conclusion_section
+from pneumocam.report.sections import build_sections, summary_section
+from pneumocam.report.text import threshold_sentence
 
 
 def small_results(**changes) -> dict:

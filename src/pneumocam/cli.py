@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from . import CLASS_NAMES
+from .cli_data import data, phantoms, print_metrics
 from .cli_errors import clean_errors
 from .cli_lungs import lungs_app
 from .cli_options import (
@@ -27,7 +27,6 @@ from .cli_options import (
     Device,
     EvalSplit,
     Split,
-    ValSource,
     given_on_command_line,
     options,
     plain,
@@ -42,81 +41,9 @@ app = typer.Typer(
     help="Explainable pneumonia detection on chest X-rays: train, evaluate, explain, test, report.",
 )
 app.add_typer(lungs_app, name="lungs")
+app.command()(data)
+app.command()(phantoms)
 console = Console(highlight=False, soft_wrap=True)
-
-
-@app.command()
-@clean_errors
-def data(
-    root: Path = typer.Argument(..., help="Dataset folder ({train,val,test}/{NORMAL,PNEUMONIA}/) or a CSV manifest."),
-    image_size: int = typer.Option(224, help="Side of the square model input, in pixels."),
-    val_source: ValSource = typer.Option(ValSource.auto, help="Where validation images come from."),
-    val_fraction: float = typer.Option(0.2, help="Share of train's images carved for validation, by whole patients."),
-    seed: int = typer.Option(0, help="Seed of the validation split."),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Decode every image again instead of using the cache."),
-    skipped_csv: Optional[Path] = typer.Option(None, help="Also write the skipped files (path, reason) here."),
-):
-    """Check a dataset before a long run: counts, unreadable files, the validation split."""
-    from .data import choose_validation, discover, load_images
-    from .outputs import write_skipped
-
-    index = discover(root)
-    table = Table(title=f"{escape(str(index.root))} ({index.source})")
-    for column in ("split", *CLASS_NAMES, "total", "readable", "skipped"):
-        table.add_column(column, justify="left" if column == "split" else "right")
-    skipped = []
-    for split in index.splits:
-        samples = index.split(split)
-        loaded = load_images(samples, image_size, use_cache=not no_cache, description=f"Reading {split}")
-        skipped.extend(loaded.skipped)
-        counts = index.counts()[split]
-        table.add_row(
-            split,
-            *(str(counts[c]) for c in CLASS_NAMES),
-            str(len(samples)),
-            str(len(loaded.samples)),
-            str(len(loaded.skipped)),
-        )
-    console.print(table)
-    console.print(f"ignored: {index.ignored_hidden} hidden files, {index.ignored_non_image} non-image files")
-    for folder in index.unknown_folders:
-        console.print(f"[yellow]ignored unknown folder:[/] {escape(folder)}")
-    for item in skipped:
-        console.print(f"[yellow]skipped[/] {escape(item.path)}: {escape(item.reason)}")
-    if skipped_csv:
-        write_skipped(skipped_csv, skipped)
-    if "train" in index.splits:
-        _, _, plan = choose_validation(index, source=val_source.value, fraction=val_fraction, seed=seed)
-        console.print(
-            f"validation: {plan.source} ({plan.reason}); grouped by {plan.grouping}; "
-            f"train {plan.n_train} images / {plan.patients_train} patients, val {plan.n_val} images / "
-            f"{plan.patients_val} patients ({plan.actual_fraction:.1%}), shared patients: {plan.shared_patients}"
-        )
-
-
-@app.command()
-@clean_errors
-def phantoms(
-    out: Path = typer.Argument(..., help="Folder to create; images go to OUT/images, masks beside them."),
-    train: int = typer.Option(200, help="Phantoms per class in train."),
-    val: int = typer.Option(0, help="Phantoms per class in val."),
-    test: int = typer.Option(50, help="Phantoms per class in test."),
-    image_size: int = typer.Option(224, help="Side of the square images."),
-    seed: int = typer.Option(0, help="Seed of the phantoms."),
-    shortcut: float = typer.Option(
-        0.0, help="0: none; p in (0.5, 1]: corner marker on PNEUMONIA with prob. p, on NORMAL with 1-p."
-    ),
-):
-    """Write synthetic chest X-ray phantoms with lung and lesion masks (Kermany layout)."""
-    from .data.phantoms import write_phantom_dataset
-
-    if out.exists() and any(out.iterdir()):
-        raise PneumocamError(f"{out} exists and is not empty: choose a new folder (nothing is overwritten)")
-    counts = {k: v for k, v in (("train", train), ("val", val), ("test", test)) if v > 0}
-    written = write_phantom_dataset(out, counts, size=image_size, seed=seed, shortcut=shortcut)
-    console.print(
-        f"phantoms written to {escape(str(written.images))}; masks in {escape(str(written.lung_masks.parent))}"
-    )
 
 
 def _interruptible(started: list[Path], action, command: str):
@@ -236,55 +163,6 @@ def _warn(text: str) -> None:
     Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold yellow]warning:[/] {escape(text)}")
 
 
-def print_metrics(result: dict) -> None:
-    """metrics.json on the terminal: per-class tables at each threshold, AUC with its interval, the leakage verdict."""
-    weights = result.get("weights") or {}
-    if weights.get("source") == "none":
-        console.print(f"[bold red]{escape(weights.get('description', 'random initialisation'))}[/]")
-    for name, m in result["metrics"].items():
-        table = Table(title=f"{result['split']} split, {name} = {m['threshold']:.3f} (n = {m['n']})")
-        for column in ("class", "precision", "recall", "f1", "support"):
-            table.add_column(column, justify="left" if column == "class" else "right")
-        for cls, row in (*m["per_class"].items(), ("macro avg", m["macro_avg"]), ("weighted avg", m["weighted_avg"])):
-            table.add_row(
-                cls, f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(row["support"])
-            )
-        console.print(table)
-        auc = "n/a" if m["roc_auc"] is None else f"{m['roc_auc']:.3f}"
-        ci = (
-            ""
-            if not m["roc_auc_ci95"]
-            else f" (95% CI {m['roc_auc_ci95'][0]:.3f}-{m['roc_auc_ci95'][1]:.3f}, by {m['roc_auc_ci_unit']})"
-        )
-        console.print(
-            f"accuracy {m['accuracy']:.3f}, ROC-AUC {auc}{ci}, sensitivity {m['sensitivity']}, specificity "
-            f"{m['specificity']}"
-        )
-    leakage = result.get("leakage") or {}
-    counts = [
-        leakage.get(k)
-        for k in (
-            "n_images_seen_in_training",
-            "n_images_seen_in_selection",
-            "n_patients_shared_with_training",
-            "n_patients_shared_with_selection",
-        )
-    ]
-    if not leakage.get("recorded", True):
-        console.print("[yellow]leakage not checked: the checkpoint does not record what it was trained on[/]")
-    elif any(counts):
-        console.print(
-            f"[bold red]LEAKAGE:[/] images seen in training {counts[0]}, in selection {counts[1]}; patients shared "
-            "with "
-            f"training {counts[2]}, with selection {counts[3]} (list in leakage.csv)"
-        )
-    else:
-        console.print(
-            f"leakage check: no evaluated image or patient was used in training or selection "
-            f"({leakage.get('n_images_evaluated')} images)"
-        )
-
-
 def n_per_class_value(value) -> int | None:
     if str(value).lower() == "all":
         return None
@@ -372,7 +250,7 @@ def demo(
     ),
 ):
     """The whole experiment on synthetic phantoms generated on the fly (no data, no downloads, a few minutes)."""
-    from .experiment import run_demo
+    from .demo import run_demo
 
     folder = run_demo(out, seed=seed, shortcut=shortcut)
     console.print(f"[green]report:[/] {escape(str(folder / 'report.html'))}")

@@ -1,4 +1,5 @@
-"""An experiment's settings (ExperimentConfig, beside train.TrainConfig) and the checks run before anything is written.
+"""Settings: TrainConfig (a training run) and ExperimentConfig (a whole run), with the checks run before anything
+is written.
 
 Also which images an experiment evaluates: a named split, or the held-out patients a checkpoint recorded.
 """
@@ -13,7 +14,61 @@ from .cam import METHODS
 from .data import choose_validation, discover, split_holdout
 from .errors import PneumocamError
 from .model import build_model
-from .train import TrainConfig
+
+DEFAULT_LR = {"frozen": 1e-3, "partial": 3e-4, "full": 1e-4}
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    mode: str = "frozen"
+    weights: str = "none"
+    epochs: int = 10
+    batch_size: int = 32
+    image_size: int = 224
+    lr: float | None = None  # None: 1e-3 frozen, 3e-4 partial, 1e-4 full
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"  # cosine | constant
+    class_weights: str = "auto"  # auto (balanced, or none with the weighted sampler) | balanced | none
+    weighted_sampler: bool = False
+    augment: bool = False
+    val_source: str = "auto"
+    val_fraction: float = 0.2
+    seed: int = 0
+    device: str = "auto"
+    select_by: str = "auc"  # auc | loss
+    max_per_class: int | None = None  # deterministic subsample of train and val per class (quick runs)
+    use_cache: bool = True
+    holdout_fraction: float = 0.0  # patients of train set aside (never trained or selected on) for --eval-split heldout
+
+    def __post_init__(self):
+        checks = [
+            (self.mode in ("frozen", "partial", "full"), f"--mode must be frozen, partial or full, got '{self.mode}'"),
+            (self.schedule in ("cosine", "constant"), f"--schedule must be cosine or constant, got '{self.schedule}'"),
+            (
+                self.class_weights in ("auto", "balanced", "none"),
+                f"--class-weights must be auto, balanced or none, got '{self.class_weights}'",
+            ),
+            (
+                not (self.weighted_sampler and self.class_weights == "balanced"),
+                "the weighted sampler already balances the classes; balanced loss weights on top would correct the "
+                "imbalance "
+                "twice: drop --class-weights balanced (the sampler implies none)",
+            ),
+            (self.select_by in ("auc", "loss"), f"--select-by must be auc or loss, got '{self.select_by}'"),
+            (self.epochs >= 1 and self.batch_size >= 1, "--epochs and --batch-size must be at least 1"),
+            (self.image_size >= 32, f"--image-size must be at least 32 px, got {self.image_size}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise PneumocamError(message)
+        if self.lr is None:
+            self.lr = DEFAULT_LR[self.mode]
+        if self.class_weights == "auto":
+            self.class_weights = "none" if self.weighted_sampler else "balanced"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 @dataclass

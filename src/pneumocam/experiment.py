@@ -29,7 +29,7 @@ from .runfolder import write_run
 from .stats import group_statistics
 from .train import TrainConfig, fit
 
-__all__ = ["ExperimentConfig", "resume_experiment", "run_demo", "run_experiment"]
+__all__ = ["ExperimentConfig", "resume_experiment", "run_experiment"]
 
 
 @dataclass
@@ -79,19 +79,18 @@ def run_experiment(
     trained = train_or_load(cfg, run_dir, resume, preloaded, device)
     explained = explain_split(cfg, trained, run_dir, device)
     scored = score_maps(cfg, trained, explained, device)
-    statistics, notes = group_statistics(
-        compared_scores(scored.scores, explained.loaded.labels),
-        explained.loaded.labels,
-        cfg.n_per_class,
-        cfg.n_draws,
-        cfg.alpha,
-        cfg.train.seed,
-        SCORES,
-    )
+    statistics, notes = compare_classes(cfg, explained, scored)
     write_run(cfg, run_dir, trained, explained, scored, statistics, notes)
     render(run_dir)
     mark_complete(run_dir)
     return run_dir
+
+
+def compare_classes(cfg: ExperimentConfig, explained: Explained, scored: Scored) -> tuple[dict, dict]:
+    """stats.json: every compared score, NORMAL vs PNEUMONIA, in the `stats` command's layout."""
+    labels = explained.loaded.labels
+    scores = compared_scores(scored.scores, labels)
+    return group_statistics(scores, labels, cfg.n_per_class, cfg.n_draws, cfg.alpha, cfg.train.seed, SCORES)
 
 
 def prepare(cfg: ExperimentConfig):
@@ -194,42 +193,3 @@ def resume_experiment(run_dir: str | Path, on_start=None) -> Path:
         raise PneumocamError(f"{run_dir} is already complete: nothing to resume")
     cfg = ExperimentConfig(train=TrainConfig(**values.pop("train")), **values)
     return run_experiment(cfg, run_dir=folder.path, resume=True, on_start=on_start)
-
-
-def run_demo(
-    out: str | Path,
-    seed: int = 0,
-    shortcut: float = 0.0,
-    image_size: int = 96,
-    counts: dict[str, int] | None = None,
-    epochs: int = 8,
-) -> Path:
-    """The experiment on phantoms generated into the run folder, with ground-truth lesion and lung masks."""
-    from .data.phantoms import write_phantom_dataset
-
-    run_dir = new_run_folder(out, prefix="demo")
-    # Sized to finish in a few minutes on 2 CPU cores: full fine-tuning from random weights at 96 px.
-    counts = counts or {"train": 250, "val": 40, "test": 60}
-    data = write_phantom_dataset(run_dir / "phantoms", counts, size=image_size, seed=seed, shortcut=shortcut)
-    masks = {"lesion": str(data.lesion_masks), "lungs": str(data.lung_masks)}
-    if data.marker_masks is not None:
-        masks["marker"] = str(data.marker_masks)
-    config = ExperimentConfig(
-        train=TrainConfig(
-            data=str(data.images),
-            mode="full",
-            weights="none",
-            epochs=epochs,
-            batch_size=32,
-            image_size=image_size,
-            lr=1e-3,
-            val_source="dataset",
-            seed=seed,
-            use_cache=False,
-        ),
-        eval_split="test",
-        synthetic=True,
-        masks=masks,
-        n_draws=1000,
-    )
-    return run_experiment(config, run_dir=run_dir)

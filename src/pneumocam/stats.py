@@ -63,7 +63,13 @@ def validate_groups(normal, pneumonia) -> tuple[np.ndarray, np.ndarray]:
 def compare_groups(
     normal, pneumonia, alpha: float = 0.05, n_permutations: int = 9999, n_bootstrap: int = 2000, seed: int = 0
 ) -> dict:
-    """Every test of stats.json on two groups; all differences are PNEUMONIA minus NORMAL."""
+    """Every two-group test on the NORMAL and PNEUMONIA values (each at least 2 finite numbers); differences are
+    PNEUMONIA minus NORMAL.
+
+    Returns a dict: groups (n, mean, sd), student / welch (t, df, p), mannwhitney (u, p), permutation (p,
+    n_resamples; exact when there are fewer distinct relabellings), cohens_d, hedges_g with its percentile
+    bootstrap CI, shapiro and levene p, alpha, reject_null (Welch p < alpha) and effect_size_label.
+    """
     normal, pneumonia = validate_groups(normal, pneumonia)
     if not 0 < alpha < 1:
         raise StatsInputError(f"alpha must be between 0 and 1, got {alpha}")
@@ -235,9 +241,10 @@ def draw_sample(normal: np.ndarray, pneumonia: np.ndarray, n_per_class: int | No
             raise StatsInputError(
                 f"the {name} group has {len(x)} values, fewer than --n-per-class {n_per_class}; use --n-per-class all"
             )
+    # sorted: the sample keeps the rows' order, so resampling tests on it see the values in file order
     return {
-        "NORMAL": rng.choice(len(normal), n_per_class, replace=False),
-        "PNEUMONIA": rng.choice(len(pneumonia), n_per_class, replace=False),
+        "NORMAL": np.sort(rng.choice(len(normal), n_per_class, replace=False)),
+        "PNEUMONIA": np.sort(rng.choice(len(pneumonia), n_per_class, replace=False)),
     }
 
 

@@ -8,10 +8,8 @@ split (AUC or loss) becomes model.pt. The same seed gives the same weights, resu
 
 from __future__ import annotations
 
-import io
-import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +18,8 @@ import torch.nn.functional as F
 from rich.console import Console
 from torch import nn
 
-from . import CLASS_NAMES
+from .config import TrainConfig
 from .data import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     Augmentation,
     LoadedImages,
     choose_validation,
@@ -38,8 +34,6 @@ from .evaluate import predict_logits
 from .leakage import seen_record
 from .metrics import youden_threshold
 from .model import (
-    ARCH,
-    HEAD,
     apply_mode,
     backbone_features,
     build_model,
@@ -47,68 +41,13 @@ from .model import (
     resolve_device,
     save_checkpoint,
     set_train_mode,
-    trainable_state,
 )
-from .outputs import atomic_write_bytes, mark_complete, new_run_folder, write_json, write_skipped
+from .outputs import mark_complete, new_run_folder, write_json, write_skipped
 from .progress import new_progress
 from .provenance import environment, library_versions
+from .train_state import checkpoint_metadata, load_train_state, resumable_config, save_train_state
 
-DEFAULT_LR = {"frozen": 1e-3, "partial": 3e-4, "full": 1e-4}
-TRAIN_STATE_FORMAT = "pneumocam-train-state"
 console = Console(highlight=False)
-
-
-@dataclass
-class TrainConfig:
-    data: str
-    mode: str = "frozen"
-    weights: str = "none"
-    epochs: int = 10
-    batch_size: int = 32
-    image_size: int = 224
-    lr: float | None = None  # None: 1e-3 frozen, 3e-4 partial, 1e-4 full
-    weight_decay: float = 1e-4
-    schedule: str = "cosine"  # cosine | constant
-    class_weights: str = "auto"  # auto (balanced, or none with the weighted sampler) | balanced | none
-    weighted_sampler: bool = False
-    augment: bool = False
-    val_source: str = "auto"
-    val_fraction: float = 0.2
-    seed: int = 0
-    device: str = "auto"
-    select_by: str = "auc"  # auc | loss
-    max_per_class: int | None = None  # deterministic subsample of train and val per class (quick runs)
-    use_cache: bool = True
-    holdout_fraction: float = 0.0  # patients of train set aside (never trained or selected on) for --eval-split heldout
-
-    def __post_init__(self):
-        checks = [
-            (self.mode in ("frozen", "partial", "full"), f"--mode must be frozen, partial or full, got '{self.mode}'"),
-            (self.schedule in ("cosine", "constant"), f"--schedule must be cosine or constant, got '{self.schedule}'"),
-            (
-                self.class_weights in ("auto", "balanced", "none"),
-                f"--class-weights must be auto, balanced or none, got '{self.class_weights}'",
-            ),
-            (
-                not (self.weighted_sampler and self.class_weights == "balanced"),
-                "the weighted sampler already balances the classes; balanced loss weights on top would correct the "
-                "imbalance "
-                "twice: drop --class-weights balanced (the sampler implies none)",
-            ),
-            (self.select_by in ("auc", "loss"), f"--select-by must be auc or loss, got '{self.select_by}'"),
-            (self.epochs >= 1 and self.batch_size >= 1, "--epochs and --batch-size must be at least 1"),
-            (self.image_size >= 32, f"--image-size must be at least 32 px, got {self.image_size}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise PneumocamError(message)
-        if self.lr is None:
-            self.lr = DEFAULT_LR[self.mode]
-        if self.class_weights == "auto":
-            self.class_weights = "none" if self.weighted_sampler else "balanced"
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass
@@ -273,90 +212,6 @@ def validate(
     }, probs
 
 
-def _save_train_state(
-    path: Path, model, optimizer, scheduler, epoch: int, history: list, best: dict, config: TrainConfig
-) -> None:
-    buffer = io.BytesIO()
-    torch.save(
-        {
-            "format": TRAIN_STATE_FORMAT,
-            "format_version": 1,
-            "epoch": epoch,
-            "model": trainable_state(model, config.mode),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "history": history,
-            "best": best,
-        },
-        buffer,
-    )
-    atomic_write_bytes(path, buffer.getvalue())
-
-
-def _load_train_state(path: Path) -> dict:
-    if not path.is_file():
-        raise CheckpointError(
-            f"nothing to resume: {path} does not exist (the run stopped before its first epoch ended)"
-        )
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or state.get("format") != TRAIN_STATE_FORMAT or state.get("format_version") != 1:
-        raise CheckpointError(f"{path} is not a pneumocam training state of a known version")
-    return state
-
-
-def checkpoint_metadata(
-    config: TrainConfig, weights_info, prepared: PreparedData, epoch: int, val_metrics: dict, threshold, seen: dict
-) -> dict:
-    return {
-        "arch": ARCH,
-        "head": HEAD,
-        "mode": config.mode,
-        "weights": weights_info.to_dict(),
-        "image_size": config.image_size,
-        "normalisation": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "channels": "grey copied to RGB"},
-        "class_names": list(CLASS_NAMES),
-        "thresholds": {
-            "default": 0.5,
-            "youden_val": threshold.value,
-            "youden_rule": threshold.rule,
-            "youden_note": threshold.note,
-        },
-        "seed": config.seed,
-        "epoch": epoch + 1,
-        "val_metrics": val_metrics,
-        "versions": library_versions(),
-        "data": {"root": str(config.data), "fingerprint": prepared.fingerprint, "validation": prepared.validation_plan},
-        "config": config.to_dict(),
-        "seen": seen,  # content hashes and patient ids of what trained and selected this model (leakage checks)
-    }
-
-
-def resumable_config(run_dir: str | Path, overrides: dict | None = None) -> tuple[Path, dict, TrainConfig]:
-    """(training folder, its saved config.json, its TrainConfig) for a run to resume; settings given again must match.
-
-    A `pneumocam run` folder is accepted too (its training lives in RUN/train). Silently ignoring a changed
-    setting would make the resumed run differ from what the user asked for, so any difference is an error.
-    """
-    run_dir = Path(run_dir)
-    if (run_dir / "train" / "config.json").is_file():
-        run_dir = run_dir / "train"  # a `pneumocam run` folder
-    if not (run_dir / "config.json").is_file() or "train" not in json.loads((run_dir / "config.json").read_text()):
-        raise CheckpointError(
-            f"{run_dir} is not a pneumocam training folder (no config.json): pass the folder "
-            "`pneumocam train` printed, or a `pneumocam run` folder"
-        )
-    saved = json.loads((run_dir / "config.json").read_text())
-    values = saved["train"]
-    different = {k: (v, values.get(k)) for k, v in (overrides or {}).items() if values.get(k) != v}
-    if different:
-        listed = "; ".join(f"{k}: given {a!r}, the run has {b!r}" for k, (a, b) in sorted(different.items()))
-        raise CheckpointError(
-            f"settings given with resume differ from the run being resumed ({listed}): a resumed run keeps "
-            "its own settings; start a new run to change them"
-        )
-    return run_dir, saved, TrainConfig(**values)
-
-
 def fit(
     config: TrainConfig | None,
     runs_dir: str | Path | None = None,
@@ -369,6 +224,8 @@ def fit(
     """Train into a fresh run folder under runs_dir (or continue run_dir with resume=True); return the folder.
 
     overrides (resume only): settings given again; any that differ from the saved run's are refused.
+    The folder then holds config.json, skipped.csv, history.json, checkpoints/last.pt (resumable), model.pt (the
+    best epoch on validation, with the metadata of train_state.checkpoint_metadata) and train_summary.json.
 
     stop_after_epoch simulates an interruption (tests): the run stops, resumable, after that many epochs.
     on_start(run_dir) is called once the run folder exists (the CLI names it if the run is interrupted).
@@ -376,7 +233,7 @@ def fit(
     saved = None
     if resume:
         run_dir, saved, config = resumable_config(run_dir, overrides)
-        state = _load_train_state(run_dir / "checkpoints" / "last.pt")
+        state = load_train_state(run_dir / "checkpoints" / "last.pt")
     else:
         state = None
     device = resolve_device(config.device)
@@ -457,9 +314,7 @@ def fit(
                 model,
                 checkpoint_metadata(config, weights_info, prepared, epoch, val_metrics, threshold, seen),
             )
-        _save_train_state(
-            run_dir / "checkpoints" / "last.pt", model, optimizer, scheduler, epoch, history, best, config
-        )
+        save_train_state(run_dir / "checkpoints" / "last.pt", model, optimizer, scheduler, epoch, history, best, config)
         write_json(run_dir / "history.json", history)
         console.print(
             f"epoch {epoch + 1}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.3f} | "

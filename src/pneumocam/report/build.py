@@ -16,7 +16,8 @@ from ..errors import PneumocamError
 from ..outputs import atomic_write_text
 from . import figures as fg
 from .document import render_html, render_markdown
-from .sections import ORIGINAL_SCORE, build_sections
+from .sections import build_sections
+from .text import ORIGINAL_SCORE
 
 
 def _finite_by_class(run_dir: Path, score: str) -> tuple[np.ndarray, np.ndarray]:

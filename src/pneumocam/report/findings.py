@@ -1,0 +1,267 @@
+"""The report's sections about the maps and the statistics: importance scores, ground-truth masks, where the
+model looks, trust, and the conclusion. One pure function per section, from results.json."""
+
+from __future__ import annotations
+
+from .. import CLASS_NAMES
+from ..stats import format_p
+from .document import Banner, Figure, FigureRow, Section, Table
+from .text import ORIGINAL_SCORE, figure, fmt, leakage_found, lung_verdict
+
+
+def statistics_section(results: dict, figures: dict | None = None) -> Section:
+    figures, statistics = figures or {}, results["statistics"]
+    sec = Section("Importance scores and statistics")
+    sec.add(
+        "Each map becomes one number per image. The original write-up used the mean of the map after dividing it by "
+        "its own "
+        "maximum (mean_maxnorm). After that division every map peaks at 1, so the score measures how spread out the "
+        "map is, "
+        "not how strongly the model relies on a region; mean_raw keeps the strength and top10_mass measures "
+        "concentration. "
+        "All differences are PNEUMONIA minus NORMAL."
+    )
+    notes = results.get("statistics_notes", {})
+    if "n_per_class" in notes:
+        sec.add(Banner(notes["n_per_class"], "warning"))
+    empty = results.get("empty_maps") or {}
+    if empty.get("n"):
+        sec.add(
+            Banner(
+                f"Empty maps: {empty['n']} (NORMAL {empty['by_class']['NORMAL']}, PNEUMONIA "
+                f"{empty['by_class']['PNEUMONIA']}): "
+                "no positive value survived the ReLU. They are not scored 0 and not counted as pointing-game misses; "
+                "they are left out of every statistic below.",
+                "warning",
+            )
+        )
+    else:
+        sec.add("Empty maps (no positive value after the ReLU): 0.")
+    if results["cam"].get("normalised_by_library"):
+        sec.add(
+            Banner(
+                f"The {results['cam']['method']} maps come from pytorch-grad-cam already normalised per image, so no "
+                "raw "
+                "score exists for them: mean_raw is left out (n/a).",
+                "warning",
+            )
+        )
+    rows = []
+    for name, entry in statistics.items():
+        if "error" in entry:
+            rows.append([name, entry["error"], "", "", "", "", "", ""])
+            continue
+        s, a = entry["sample"], entry["all_images"]
+        share = (entry.get("resampled") or {}).get("share_p_below_alpha")
+        rows.append(
+            [
+                name,
+                f"{s['groups']['NORMAL']['mean']:.4g} / {s['groups']['PNEUMONIA']['mean']:.4g}",
+                format_p(s["student"]["p"]),
+                format_p(s["welch"]["p"]),
+                format_p(s["mannwhitney"]["p"]),
+                f"{s['cohens_d']:.2f} ({s['effect_size_label']})",
+                f"{format_p(a['welch']['p'])}, d {a['cohens_d']:.2f}",
+                "n/a" if share is None else f"{share:.0%}",
+            ]
+        )
+    sec.add(
+        Table(
+            [
+                "score",
+                "mean N / P (sample)",
+                "Student p",
+                "Welch p",
+                "Mann-Whitney p",
+                "Cohen's d",
+                "all images: Welch p, d",
+                "draws with p < alpha",
+            ],
+            rows,
+            "Random-sample tests (the original protocol), every image, and resampled draws",
+        )
+    )
+    for prefix in ("scores_", "pvalues_"):
+        row = [Figure(figures[k], k.replace("_", " ", 1)) for k in sorted(figures) if k.startswith(prefix)]
+        sec.add(FigureRow(row) if row else None)
+    return sec
+
+
+def ground_truth_section(results: dict, figures: dict | None = None) -> Section | None:
+    if not results.get("ground_truth"):
+        return None
+    sec = Section("Where the maps fall (ground-truth masks)")
+    sec.add(
+        Table(
+            ["region", "images", "mean share of map mass", "mean share of image area", "pointing-game hit rate"],
+            [
+                [
+                    k,
+                    v["images_with_mask"],
+                    fmt(v["mean_mass_share"]),
+                    fmt(v["mean_area_share"]),
+                    fmt(v["pointing_game_hit_rate"]),
+                ]
+                for k, v in results["ground_truth"].items()
+            ],
+        )
+    )
+    return sec.add(
+        "A map that ignored the region would put about its area share of mass inside it; more means the map "
+        "concentrates there."
+    )
+
+
+def attention_section(results: dict, figures: dict | None = None) -> Section | None:
+    from ..regions import REGION_TEXT, REGIONS
+
+    att = results.get("attention")
+    if not att:
+        return None
+    sec = Section("Where does the model look?")
+    if att["estimated"]:
+        sec.add(
+            Banner(
+                f"Lung fields ESTIMATED for some images (no mask given): {att['lung_sources']}. Shares that use them "
+                "are "
+                "estimates too.",
+                "warning",
+            )
+        )
+    sec.add(
+        "Each map's mass is split over four disjoint regions: "
+        + "; ".join(f"{r}: {REGION_TEXT[r]}" for r in REGIONS)
+        + ". The ratio divides a region's share of the mass by its share of the image area: a uniform map scores 1.0 "
+        "everywhere, "
+        "more than 1 means the map concentrates there."
+    )
+    rows = [
+        [
+            cls,
+            r,
+            f"{att['mean_share_by_class'][cls][r]:.1%}",
+            f"{att['mean_area_by_class'][cls][r]:.1%}",
+            f"{att['mean_ratio_by_class'][cls][r]:.2f}",
+        ]
+        for cls in CLASS_NAMES
+        for r in REGIONS
+    ]
+    sec.add(Table(["class", "region", "mean share of map mass", "mean share of area", "mean ratio"], rows))
+    sec.add(
+        "Pointing game (map maximum inside the lungs; empty maps left out): NORMAL "
+        f"{att['pointing_lungs_by_class']['NORMAL']:.0%}, "
+        f"PNEUMONIA {att['pointing_lungs_by_class']['PNEUMONIA']:.0%}."
+    )
+    cells = results["cam"]["map_shape"]
+    if min(cells) < 7:
+        sec.add(
+            Banner(
+                f"The maps have only {cells[0]}x{cells[1]} cells at this image size: their maximum can only fall on a "
+                "cell "
+                "centre or the border, so the pointing game says little here. Use 224 px inputs (7x7 maps) for it.",
+                "warning",
+            )
+        )
+    sec.add(
+        figure(figures or {}, "regions", "Mean share of map mass per region and class (hatched: share of image area)")
+    )
+    return sec.add(lung_verdict(att))
+
+
+def trust_section(results: dict, figures: dict | None = None) -> Section | None:
+    trust = results.get("trust")
+    if not trust:
+        return None
+    sec = Section("Is the explanation trustworthy?")
+    rand = trust["randomisation"]
+    sec.add(Banner(rand["verdict"], "danger" if rand["flagged"] else "info"))
+    sec.add(
+        Table(
+            ["weights randomised up to", "Spearman (raw maps)", "SSIM (normalised maps)"],
+            [[r["randomised_up_to"], fmt(r["spearman_mean"]), fmt(r["ssim_mean"])] for r in rand["cascade"]],
+            f"Model-parameter randomisation ({rand['method']}, {rand['n_images']} images, seed {rand['seed']})",
+        )
+    )
+    faith = trust["faithfulness"]
+    sec.add(
+        Table(
+            ["maps", "deletion AUC (lower is better)", "insertion AUC (higher is better)"],
+            [[k, fmt(faith[k]["deletion_auc"]), fmt(faith[k]["insertion_auc"])] for k in ("maps", "random")],
+            f"Faithfulness on {faith['n_images']} images, {faith['steps']} steps, baseline {faith['baseline']}",
+        )
+    )
+    beat = faith["maps_beat_random"]
+    sec.add(
+        f"The maps beat random maps on deletion: {'yes' if beat['deletion'] else 'no'}; on insertion: "
+        f"{'yes' if beat['insertion'] else 'no'}."
+    )
+    return sec.add(
+        figure(figures or {}, "trust", "Randomisation cascade (left) and deletion / insertion curves (right)")
+    )
+
+
+def conclusion_section(results: dict, figures: dict | None = None) -> Section:
+    prov, m = results["provenance"], results["metrics"]["threshold_0.5"]
+    statistics = results.get("statistics") or {}
+    sec = Section("Conclusion and its limits")
+    sec.add(
+        f"On the '{prov['eval_split']}' split ({m['n']} images) the classifier reached ROC-AUC {fmt(m['roc_auc'])} "
+        "and accuracy "
+        f"{fmt(m['accuracy'])} at threshold 0.5."
+    )
+    for name in (ORIGINAL_SCORE, "mean_raw"):
+        entry = statistics.get(name, {})
+        if "sample" not in entry:
+            continue
+        s = entry["sample"]
+        direction = "higher" if s["cohens_d"] > 0 else "lower"
+        verdict = "a difference" if s["reject_null"] else "no significant difference"
+        text = (
+            f"{name}: in the random {s['groups']['NORMAL']['n']} vs {s['groups']['PNEUMONIA']['n']} sample, PNEUMONIA "
+            "images scored "
+            f"{direction} than NORMAL (Cohen's d {s['cohens_d']:.2f}, {s['effect_size_label']}); Welch's test finds "
+            f"{verdict} "
+            f"at alpha {s['alpha']} (p = {format_p(s['welch']['p'])})."
+        )
+        if entry.get("resampled"):
+            text += (
+                f" Over {entry['resampled']['n_draws']} other random draws of the same size, "
+                f"{entry['resampled']['share_p_below_alpha']:.0%} reach p < {s['alpha']}: one draw alone is not a "
+                "reliable answer."
+            )
+        sec.add(text)
+    limits = [
+        "Limits: a Grad-CAM map on layer4 is coarse (one value per 32x32 pixel block) and shows where the "
+        "gradient-weighted "
+        "features are, not why; a difference in scores between classes is an association, not evidence that the model "
+        "uses pathology."
+    ]
+    if (prov.get("weights") or {}).get("source") == "none":
+        limits.append(
+            "The model was trained from random weights, so its maps do not speak for an ImageNet-pretrained model."
+        )
+    if prov.get("synthetic_data"):
+        limits.append("The data are synthetic phantoms: the result shows the pipeline works, nothing about patients.")
+    if leakage_found(results.get("leakage")):
+        limits.append(
+            "Some evaluated images (or their patients) were seen in training or selection: these are not held-out "
+            "results."
+        )
+    if results.get("attention"):
+        sec.add(lung_verdict(results["attention"]))
+        if results["attention"]["estimated"]:
+            limits.append(
+                "Some lung fields were estimated, not drawn: region shares on those images carry the estimate's error."
+            )
+    for name, gt in results.get("ground_truth", {}).items():
+        if name == "marker" and gt["mean_mass_share"] is not None and gt["mean_area_share"]:
+            ratio = gt["mean_mass_share"] / gt["mean_area_share"]
+            sec.add(
+                f"Shortcut check: the maps put {gt['mean_mass_share']:.1%} of their mass on the corner marker, which "
+                "covers "
+                f"{gt['mean_area_share']:.1%} of the image ({ratio:.1f} times a uniform share)"
+                + (": the model is using the marker." if ratio > 2 else ".")
+            )
+    if (results.get("trust") or {}).get("randomisation", {}).get("flagged"):
+        limits.append("The randomisation test flagged these maps: they barely depend on the trained weights.")
+    return sec.add(" ".join(limits))

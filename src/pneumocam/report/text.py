@@ -1,0 +1,115 @@
+"""Sentences and small helpers the report's sections share: number formatting, the leakage box, the threshold
+sentence and the plain-words verdicts. Pure functions of results.json entries."""
+
+from __future__ import annotations
+
+from .. import CLASS_NAMES
+from ..stats import format_p
+from .document import Banner, Figure
+
+ORIGINAL_SCORE = "mean_maxnorm"
+
+
+def fmt(x, digits=3) -> str:
+    if x is None or (isinstance(x, float) and x != x):
+        return "n/a"
+    return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
+
+
+def figure(figures: dict, key: str, caption: str) -> Figure | None:
+    return Figure(figures[key], caption) if key in figures else None
+
+
+def headline_threshold(results: dict) -> str:
+    """The threshold a decision uses: the validation-chosen one when recorded, else 0.5."""
+    return "threshold_youden_val" if "threshold_youden_val" in results["metrics"] else "threshold_0.5"
+
+
+def leakage_box(leakage: dict | None) -> Banner:
+    """Always visible: whether any evaluated image (or its patient) was used to train or select the model."""
+    if not leakage or not leakage.get("recorded", True):
+        return Banner(
+            "Leakage not checked: this checkpoint does not record which images trained and selected it.", "warning"
+        )
+    counts = (
+        f"images seen in training: {leakage['n_images_seen_in_training']}; in selection (epoch / threshold): "
+        f"{leakage['n_images_seen_in_selection']}; patients shared with training: "
+        f"{leakage['n_patients_shared_with_training']}; "
+        f"with selection: {leakage['n_patients_shared_with_selection']}"
+    )
+    if leakage_found(leakage):
+        return Banner(
+            f"LEAKAGE: the evaluated split overlaps what the model saw ({counts}). The scores below are NOT held-out. "
+            f"Examples: {', '.join(leakage['examples'])}. Full list in leakage.csv.",
+            "danger",
+        )
+    return Banner(
+        f"Leakage check passed on {leakage['n_images_evaluated']} evaluated images (content hash and patient id): "
+        f"{counts}.",
+        "info",
+    )
+
+
+def leakage_found(leakage: dict | None) -> bool:
+    keys = (
+        "n_images_seen_in_training",
+        "n_images_seen_in_selection",
+        "n_patients_shared_with_training",
+        "n_patients_shared_with_selection",
+    )
+    return bool(leakage) and any(leakage.get(k) for k in keys)
+
+
+def threshold_sentence(results: dict) -> str:
+    """What the thresholds are and, truthfully, whether the validation one saw the evaluated images."""
+    if "threshold_youden_val" not in results["metrics"]:
+        return "One threshold: 0.5 (the checkpoint records no validation-chosen threshold)."
+    described = (results.get("thresholds") or {}).get("threshold_youden_val", "Youden's J on the validation split")
+    text = f"Two thresholds: 0.5, and threshold_youden_val ({described})"
+    leakage = results.get("leakage") or {}
+    if not leakage.get("recorded", True) or leakage.get("n_images_seen_in_selection") is None:
+        return text + "; whether the validation split overlaps the evaluated one is unknown for this checkpoint."
+    overlap = leakage["n_images_seen_in_selection"]
+    if overlap:
+        return text + (
+            f"; the validation split shares {overlap} of its images with the evaluated split, so the threshold "
+            "WAS chosen on evaluated images and its results are optimistic."
+        )
+    return text + ", never chosen on the evaluated split (no evaluated image was used for selection)."
+
+
+def lung_verdict(att: dict) -> str:
+    """Per class: does the map prefer the lungs, and how much of it lies outside the body?"""
+    parts = []
+    for cls in CLASS_NAMES:
+        lungs = att["mean_ratio_by_class"][cls]["lungs"]
+        outside = att["mean_ratio_by_class"][cls]["outside_body"]
+        share_out = att["mean_share_by_class"][cls]["outside_body"]
+        if lungs >= 1.2:
+            text = f"for {cls} images the maps concentrate on the lungs ({lungs:.2f} times a uniform map's share)"
+        elif lungs > 0.8:
+            text = f"for {cls} images the maps show no preference for the lungs (ratio {lungs:.2f})"
+        else:
+            text = f"for {cls} images the maps avoid the lungs (only {lungs:.2f} times a uniform map's share)"
+        if outside >= 1.0:
+            text += (
+                f" and put {share_out:.0%} of their mass outside the body, on the blank border, text and markers "
+                f"({outside:.2f} times a uniform share): a sign of shortcut learning"
+            )
+        parts.append(text)
+    return "In plain words: " + "; ".join(parts) + "."
+
+
+def statistics_verdict(statistics: dict) -> str | None:
+    parts = []
+    for name in (ORIGINAL_SCORE, "mean_raw"):
+        entry = statistics.get(name, {})
+        if "sample" not in entry:
+            continue
+        s = entry["sample"]
+        found = "differs" if s["reject_null"] else "does not differ significantly"
+        text = f"{name} {found} between the classes (Welch p = {format_p(s['welch']['p'])}, d = {s['cohens_d']:.2f})"
+        if entry.get("resampled"):
+            text += f"; {entry['resampled']['share_p_below_alpha']:.0%} of resampled draws reach p < {s['alpha']}"
+        parts.append(text)
+    return "; ".join(parts) + "." if parts else None
