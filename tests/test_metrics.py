@@ -125,3 +125,28 @@ def test_youden_on_a_worse_than_chance_model_falls_back_to_half_and_says_so():
     choice = youden_threshold(labels, probs)
     assert choice.value == 0.5 and "no better than chance" in choice.note and choice.rule == "fixed 0.5"
     assert youden_threshold(np.array([1, 1]), np.array([0.2, 0.3])).value == 0.5
+
+
+def test_operating_points_by_hand():
+    """Sensitivity at specificity >= 0.85 and specificity at sensitivity >= 0.95, counted by sweeping thresholds."""
+    from pneumocam.metrics import operating_points
+
+    rng = np.random.default_rng(3)
+    labels = (rng.random(200) < 0.5).astype(int)
+    probs = np.clip(0.3 * labels + rng.random(200) * 0.7, 0, 1)
+    sens_at, spec_at = 0.0, 0.0
+    for t in np.concatenate([np.unique(probs), [np.inf]]):
+        pred = probs >= t
+        sens, spec = pred[labels == 1].mean(), (~pred[labels == 0]).mean()
+        if spec >= 0.85:
+            sens_at = max(sens_at, sens)
+        if sens >= 0.95:
+            spec_at = max(spec_at, spec)
+    points = operating_points(labels, probs)
+    assert points["sensitivity_at_specificity"] == pytest.approx(sens_at)
+    assert points["specificity_at_sensitivity"] == pytest.approx(spec_at)
+    metrics = BinaryMetrics(bootstrap_resamples=50)
+    metrics.update([f"/x/{i}" for i in range(200)], labels, probs)
+    s = metrics.summary()
+    assert s["sensitivity_at_specificity_0.85"]["value"] == pytest.approx(sens_at)
+    assert s["specificity_at_sensitivity_0.95"]["value"] == pytest.approx(spec_at)

@@ -131,9 +131,9 @@ def test_validation_loss_is_the_class_weighted_objective(phantom_data):
         model.fc.bias.copy_((model.fc.bias - float(logits.mean())) / (float(logits.std()) / 2))
     config = TrainConfig(data=str(phantom_data.images), image_size=32, batch_size=8)
     weights = torch.tensor([3.0, 0.6])
-    metrics, probs = validate(model, val, None, config, torch.device("cpu"), weights)
+    metrics, logits = validate(model, val, None, config, torch.device("cpu"), weights)
     y = val.labels
-    p = probs
+    p = 1 / (1 + np.exp(-logits))
     assert 1e-6 < p.min() and p.max() < 1 - 1e-6 and p.std() > 1e-3
     expected = np.mean(np.where(y == 1, 0.6, 3.0) * -(y * np.log(p) + (1 - y) * np.log(1 - p)))
     assert metrics["val_loss"] == pytest.approx(expected, rel=1e-5)

@@ -53,6 +53,18 @@ class ValSource(str, Enum):
 class SelectBy(str, Enum):
     auc = "auc"
     loss = "loss"
+    auc_acc = "auc_acc"
+
+
+class Calibration(str, Enum):
+    temperature = "temperature"
+    none = "none"
+
+
+class Recipe(str, Enum):
+    original = "original"
+    finetune = "finetune"
+    scratch = "scratch"
 
 
 class Schedule(str, Enum):
@@ -116,6 +128,17 @@ TRAINING = {
         SelectBy, SelectBy.auc, "How the best epoch is chosen on validation (loss: the class-weighted training loss)."
     ),
     "max_per_class": _option(Optional[int], None, "Use at most this many images per class (quick runs)."),
+    "size_schedule": _option(
+        Optional[str], None, "Progressive resizing: size:epochs,... ending at --image-size (e.g. 128:5,224:1)."
+    ),
+    "calibration": _option(
+        Calibration, Calibration.temperature, "Temperature scaling of the probabilities, fitted on validation."
+    ),
+    "recipe": _option(
+        Optional[Recipe],
+        None,
+        "A named recipe (original, finetune, scratch: see the README) whose settings are the defaults.",
+    ),
 }
 
 EXPLAINING = {
@@ -224,11 +247,15 @@ def _yaml(text: str):
 
 
 def with_config(ctx: typer.Context, values: dict[str, Any], config: Path | None) -> dict[str, Any]:
-    """values with every option not typed on the command line taken from the config file, where it has one."""
-    if config is None:
-        return values
-    from_file = read_config_file(config)
+    """The settings in force: typed on the command line, else from the config file, else from the recipe (named on
+    the command line or in the file), else the option's default."""
+    from .recipes import recipe_defaults
+
+    from_file = read_config_file(config) if config is not None else {}
     typed = given_on_command_line(ctx, values)
+    recipe = values.get("recipe") if "recipe" in typed else from_file.get("recipe", values.get("recipe"))
+    recipe = recipe.value if isinstance(recipe, Enum) else recipe
+    from_file = recipe_defaults(recipe) | from_file | ({"recipe": recipe} if "recipe" in values else {})
     out = dict(values)
     for name in values:
         if name not in typed and name in from_file:

@@ -40,6 +40,9 @@ class TrainConfig:
     max_per_class: int | None = None  # deterministic subsample of train and val per class (quick runs)
     use_cache: bool = True
     holdout_fraction: float = 0.0  # patients of train set aside (never trained or selected on) for --eval-split heldout
+    size_schedule: str | None = None  # "128:5,224:1": epochs per input size in order; the last size is image_size
+    calibration: str = "temperature"  # temperature | none: how validation calibrates the probabilities
+    recipe: str | None = None  # the named recipe these settings started from (recipes.py), recorded for the report
 
     def __post_init__(self):
         checks = [
@@ -55,20 +58,50 @@ class TrainConfig:
                 "imbalance "
                 "twice: drop --class-weights balanced (the sampler implies none)",
             ),
-            (self.select_by in ("auc", "loss"), f"--select-by must be auc or loss, got '{self.select_by}'"),
+            (
+                self.select_by in ("auc", "loss", "auc_acc"),
+                f"select_by must be auc, loss or auc_acc, got '{self.select_by}'",
+            ),
+            (
+                self.calibration in ("temperature", "none"),
+                f"calibration must be temperature or none, got '{self.calibration}'",
+            ),
             (self.epochs >= 1 and self.batch_size >= 1, "--epochs and --batch-size must be at least 1"),
             (self.image_size >= 32, f"--image-size must be at least 32 px, got {self.image_size}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise PneumocamError(message)
+        self.sizes = self._epoch_sizes()
         if self.lr is None:
             self.lr = DEFAULT_LR[self.mode]
         if self.class_weights == "auto":
             self.class_weights = "none" if self.weighted_sampler else "balanced"
 
+    def _epoch_sizes(self) -> list[int]:
+        """The input size of each epoch (progressive resizing), checked: >= 32 px, epochs adding up, image_size last."""
+        if not self.size_schedule:
+            return [self.image_size] * self.epochs
+        sizes = []
+        try:
+            for part in self.size_schedule.split(","):
+                size, count = (int(v) for v in part.split(":"))
+                sizes += [size] * count
+        except ValueError:
+            raise PneumocamError(
+                f"size_schedule must look like 128:5,224:1 (size:epochs, ...), got '{self.size_schedule}'"
+            ) from None
+        if len(sizes) != self.epochs or sizes[-1] != self.image_size or min(sizes) < 32:
+            raise PneumocamError(
+                f"size_schedule '{self.size_schedule}' must cover exactly {self.epochs} epochs, use sizes of at "
+                f"least 32 px and end at the image size {self.image_size}"
+            )
+        if self.mode == "frozen" and len(set(sizes)) > 1:
+            raise PneumocamError("progressive resizing trains the backbone: use mode partial or full, not frozen")
+        return sizes
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items()}
 
 
 @dataclass

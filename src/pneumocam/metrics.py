@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import CLASS_NAMES
+from .calibration import expected_calibration_error
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,49 @@ def _cluster_members(groups: np.ndarray) -> list[np.ndarray]:
     return np.split(order, bounds)
 
 
+SPECIFICITY_FIXED = 0.85
+SENSITIVITY_FIXED = 0.95
+
+
+def operating_points(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    """ROC-AUC, the best sensitivity with specificity >= 0.85, and the best specificity with sensitivity >= 0.95."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    fpr, tpr, _ = roc_curve(labels, probs)
+    return {
+        "roc_auc": float(roc_auc_score(labels, probs)),
+        "sensitivity_at_specificity": float(tpr[fpr <= 1 - SPECIFICITY_FIXED + 1e-12].max()),
+        "specificity_at_sensitivity": float((1 - fpr[tpr >= SENSITIVITY_FIXED - 1e-12]).max()),
+    }
+
+
+def bootstrap_cis(
+    labels: np.ndarray,
+    probs: np.ndarray,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    groups: np.ndarray | None = None,
+) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap CIs of operating_points' figures, on the same draws; draws with one class are redrawn.
+
+    Without groups, images are resampled. With groups (patient ids), whole patients are resampled with
+    replacement (a cluster bootstrap): films of one child are not independent, so resampling films alone
+    would understate the uncertainty.
+    """
+    labels, probs = np.asarray(labels), np.asarray(probs)
+    rng = np.random.default_rng(seed)
+    members = _cluster_members(np.asarray(groups)) if groups is not None else None
+    n, draws = (len(members) if members is not None else len(labels)), []
+    while len(draws) < n_resamples:
+        draw = rng.integers(0, n, n)
+        idx = np.concatenate([members[i] for i in draw]) if members is not None else draw
+        if labels[idx].min() != labels[idx].max():
+            draws.append(operating_points(labels[idx], probs[idx]))
+    quantiles = ((1 - level) / 2, (1 + level) / 2)
+    return {k: tuple(float(q) for q in np.quantile([d[k] for d in draws], quantiles)) for k in draws[0]}
+
+
 def bootstrap_auc_ci(
     labels: np.ndarray,
     probs: np.ndarray,
@@ -65,25 +109,8 @@ def bootstrap_auc_ci(
     level: float = 0.95,
     groups: np.ndarray | None = None,
 ) -> tuple[float, float]:
-    """Percentile bootstrap CI of ROC-AUC; draws with one class only are redrawn.
-
-    Without groups, images are resampled. With groups (patient ids), whole patients are resampled with
-    replacement (a cluster bootstrap): films of one child are not independent, so resampling films alone
-    would understate the uncertainty.
-    """
-    from sklearn.metrics import roc_auc_score
-
-    labels, probs = np.asarray(labels), np.asarray(probs)
-    rng = np.random.default_rng(seed)
-    members = _cluster_members(np.asarray(groups)) if groups is not None else None
-    n, aucs = (len(members) if members is not None else len(labels)), []
-    while len(aucs) < n_resamples:
-        draw = rng.integers(0, n, n)
-        idx = np.concatenate([members[i] for i in draw]) if members is not None else draw
-        if labels[idx].min() != labels[idx].max():
-            aucs.append(roc_auc_score(labels[idx], probs[idx]))
-    low, high = np.quantile(aucs, [(1 - level) / 2, (1 + level) / 2])
-    return float(low), float(high)
+    """Percentile bootstrap CI of ROC-AUC (see bootstrap_cis)."""
+    return bootstrap_cis(labels, probs, n_resamples, seed, level, groups)["roc_auc"]
 
 
 @dataclass
@@ -128,6 +155,9 @@ class BinaryMetrics:
         return unit, groups
 
     def summary(self, threshold: float = 0.5) -> dict:
+        """The metrics at one threshold (p >= threshold is PNEUMONIA), all from scikit-learn: threshold, n, accuracy,
+        mean_loss, per_class / macro_avg / weighted_avg (precision, recall, f1, support), confusion_matrix, roc_auc,
+        roc_auc_ci95 with roc_auc_ci_unit (patient or image), n_patients, sensitivity, specificity."""
         from sklearn.metrics import (
             accuracy_score,
             confusion_matrix,
@@ -159,11 +189,13 @@ class BinaryMetrics:
         both = labels.min() != labels.max()
         auc = float(roc_auc_score(labels, probs)) if both else None
         unit, groups = self.resampling_unit()
-        ci = (
-            bootstrap_auc_ci(labels, probs, self.bootstrap_resamples, self.seed, groups=groups)
+        cis = (
+            bootstrap_cis(labels, probs, self.bootstrap_resamples, self.seed, groups=groups)
             if both and self.bootstrap_resamples
-            else None
+            else {}
         )
+        ci = cis.get("roc_auc")
+        points = operating_points(labels, probs) if both else {}
         return {
             "threshold": float(threshold),
             "n": int(len(labels)),
@@ -177,6 +209,15 @@ class BinaryMetrics:
             "roc_auc_ci95": list(ci) if ci else None,
             "roc_auc_ci_unit": unit if ci else None,
             "n_patients": int(len(np.unique(groups))) if groups is not None else None,
+            f"sensitivity_at_specificity_{SPECIFICITY_FIXED}": {
+                "value": points.get("sensitivity_at_specificity"),
+                "ci95": list(cis["sensitivity_at_specificity"]) if cis else None,
+            },
+            f"specificity_at_sensitivity_{SENSITIVITY_FIXED}": {
+                "value": points.get("specificity_at_sensitivity"),
+                "ci95": list(cis["specificity_at_sensitivity"]) if cis else None,
+            },
+            "ece": expected_calibration_error(labels, probs),
             "sensitivity": tp / (tp + fn) if tp + fn else None,
             "specificity": tn / (tn + fp) if tn + fp else None,
         }

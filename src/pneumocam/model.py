@@ -242,7 +242,11 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, metadata: dict) -
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """(model in eval mode, metadata) from a pneumocam model.pt, loaded with weights_only=True."""
+    """(model in eval mode, metadata) from a pneumocam model.pt, loaded with weights_only=True.
+
+    The model's logit is the calibrated one: a temperature recorded in metadata["calibration"] is folded into the
+    head, so every consumer (evaluate, predict, run, Grad-CAM) gets calibrated probabilities.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
@@ -265,7 +269,13 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
         model.load_state_dict(obj["state_dict"])
     except (RuntimeError, KeyError) as exc:
         raise CheckpointError(f"{path} does not match the ResNet50 architecture: {str(exc).splitlines()[0]}") from exc
-    return model.to(device).eval(), dict(obj.get("metadata", {}))
+    metadata = dict(obj.get("metadata", {}))
+    temperature = float((metadata.get("calibration") or {}).get("temperature", 1.0))
+    if temperature != 1.0:  # calibrated probabilities everywhere: the head's logit is divided by T once, here
+        with torch.no_grad():
+            model.fc.weight.div_(temperature)
+            model.fc.bias.div_(temperature)
+    return model.to(device).eval(), metadata
 
 
 def resolve_device(device: str = "auto") -> torch.device:

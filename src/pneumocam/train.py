@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from rich.console import Console
 from torch import nn
 
+from .calibration import calibrate
 from .config import TrainConfig
 from .data import (
     Augmentation,
@@ -193,7 +194,8 @@ def validate(
     device: torch.device,
     class_weights: torch.Tensor,
 ) -> tuple[dict, np.ndarray]:
-    """val_loss is the objective training minimises (class-weighted BCE), so --select-by loss selects on it."""
+    """(val_loss, val_auc, val_acc at 0.5; the logits). val_loss is the objective training minimises (class-weighted
+    BCE), so select_by loss selects on it. `val` holds the images at the size the model is evaluated at."""
     from sklearn.metrics import roc_auc_score
 
     model.eval()
@@ -209,7 +211,44 @@ def validate(
         "val_loss": loss,
         "val_auc": float(roc_auc_score(labels, probs)),
         "val_acc": float(np.mean((probs >= 0.5) == labels)),
-    }, probs
+    }, logits
+
+
+def selection_score(val_metrics: dict, select_by: str) -> float:
+    """The best epoch maximises this on validation. auc: ROC-AUC; loss: minus the training loss; auc_acc: ROC-AUC plus
+    accuracy at 0.5, so an epoch that ranks well but decides badly (temperature scaling never moves the 0.5
+    boundary of a one-logit model, so this is also its calibrated accuracy) is not chosen."""
+    if select_by == "auc":
+        return val_metrics["val_auc"]
+    if select_by == "auc_acc":
+        return val_metrics["val_auc"] + val_metrics["val_acc"]
+    return -val_metrics["val_loss"]
+
+
+_RESIZED: dict[tuple[int, int], LoadedImages] = {}
+
+
+def at_size(loaded: LoadedImages, size: int) -> LoadedImages:
+    """The same images at another square size (antialiased bilinear), computed once per size: progressive resizing."""
+    if loaded.images.shape[-1] == size:
+        return loaded
+    key = (id(loaded), size)
+    if key not in _RESIZED:
+        import torch.nn.functional as F
+
+        out = np.empty((len(loaded.images), size, size), dtype=np.uint8)
+        for start in range(0, len(out), 256):
+            chunk = torch.from_numpy(np.array(loaded.images[start : start + 256])).float().unsqueeze(1)
+            small = F.interpolate(chunk, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+            out[start : start + len(chunk)] = small.squeeze(1).round().clamp(0, 255).to(torch.uint8).numpy()
+        _RESIZED.clear()  # one other size at a time is enough for a schedule, and bounds the memory
+        _RESIZED[key] = LoadedImages(loaded.samples, out, loaded.skipped, loaded.from_cache)
+    return _RESIZED[key]
+
+
+def estimate_remaining(sizes: list[int], epoch: int, seconds: float) -> float:
+    """Seconds for the epochs after `epoch`, scaling its time by the pixel count of each later epoch's size."""
+    return sum(seconds * (s / sizes[epoch]) ** 2 for s in sizes[epoch + 1 :])
 
 
 def fit(
@@ -296,26 +335,37 @@ def fit(
     (run_dir / "checkpoints").mkdir(exist_ok=True)
     for epoch in range(start, config.epochs):
         began = time.perf_counter()
-        row = {"epoch": epoch + 1} | train_one_epoch(
-            model, optimizer, scheduler, train_data, labels, config, epoch, class_weights, device, use_features
+        epoch_data = train_data if use_features else at_size(prepared.train, config.sizes[epoch]).images
+        row = {"epoch": epoch + 1, "image_size": config.sizes[epoch]} | train_one_epoch(
+            model, optimizer, scheduler, epoch_data, labels, config, epoch, class_weights, device, use_features
         )
-        val_metrics, val_probs = validate(model, prepared.val, val_features, config, device, class_weights)
+        size = config.sizes[epoch]
+        val_metrics, val_logits = validate(
+            model, at_size(prepared.val, size), val_features, config, device, class_weights
+        )
         row |= val_metrics | {"seconds": time.perf_counter() - began}
         timings["epochs_s"] += row["seconds"]
         history.append(row)
-        score = val_metrics["val_auc"] if config.select_by == "auc" else -val_metrics["val_loss"]
-        if best["score"] is None or score > best["score"]:
+        score = selection_score(val_metrics, config.select_by)
+        eligible = size == config.image_size  # model.pt must work at the size it will be explained at
+        if eligible and (best["score"] is None or score > best["score"]):
             best = {"epoch": epoch + 1, "score": score}
-            threshold = youden_threshold(prepared.val.labels, val_probs)
+            calibration = calibrate(val_logits, prepared.val.labels, config.calibration)
+            threshold = youden_threshold(prepared.val.labels, probability(val_logits / calibration.temperature))
             if threshold.note:
                 console.print(f"[yellow]{threshold.note}[/]")
             save_checkpoint(
                 run_dir / "model.pt",
                 model,
-                checkpoint_metadata(config, weights_info, prepared, epoch, val_metrics, threshold, seen),
+                checkpoint_metadata(config, weights_info, prepared, epoch, val_metrics, threshold, seen, calibration),
             )
         save_train_state(run_dir / "checkpoints" / "last.pt", model, optimizer, scheduler, epoch, history, best, config)
         write_json(run_dir / "history.json", history)
+        if epoch == start and config.epochs > start + 1:
+            console.print(
+                f"estimated time for the remaining {config.epochs - epoch - 1} epochs: "
+                f"{estimate_remaining(config.sizes, epoch, row['seconds']) / 60:.1f} min"
+            )
         console.print(
             f"epoch {epoch + 1}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.3f} | "
             f"val loss {row['val_loss']:.4f} auc {row['val_auc']:.3f} acc {row['val_acc']:.3f} ({row['seconds']:.1f}s)"

@@ -56,7 +56,14 @@ def load_train_state(path: Path) -> dict:
 
 
 def checkpoint_metadata(
-    config: TrainConfig, weights_info, prepared: PreparedData, epoch: int, val_metrics: dict, threshold, seen: dict
+    config: TrainConfig,
+    weights_info,
+    prepared: PreparedData,
+    epoch: int,
+    val_metrics: dict,
+    threshold,
+    seen: dict,
+    calibration=None,
 ) -> dict:
     return {
         "arch": ARCH,
@@ -79,6 +86,7 @@ def checkpoint_metadata(
         "data": {"root": str(config.data), "fingerprint": prepared.fingerprint, "validation": prepared.validation_plan},
         "config": config.to_dict(),
         "seen": seen,  # content hashes and patient ids of what trained and selected this model (leakage checks)
+        "calibration": calibration.to_dict() if calibration is not None else None,  # load_checkpoint applies it
     }
 
 

@@ -51,6 +51,13 @@ def make_figures(run_dir: Path, results: dict, out_dir: Path) -> dict[str, Path]
                 p, maps["labels"], maps["probs"].astype(np.float64), m05["roc_auc"], m05["roc_auc_ci95"]
             ),
         )
+        temperature = float((results.get("calibration") or {}).get("temperature") or 1.0)
+        if temperature != 1.0:
+            from scipy.special import expit, logit
+
+            after = np.clip(maps["probs"].astype(np.float64), 1e-12, 1 - 1e-12)
+            before = expit(logit(after) * temperature)  # the logit before the head was divided by T
+            figure("calibration", lambda p: fg.reliability_figure(p, maps["labels"], before, after))
     figure("confusion", lambda p: fg.confusion_figure(p, m05["confusion_matrix"]["rows_true_cols_pred"], 0.5))
     if results.get("training"):
         figure("training", lambda p: fg.training_curves(p, results["training"]["history"]))

@@ -175,3 +175,22 @@ def trust_figure(path: Path, trust: dict) -> Path:
     b.set_ylabel("p(target class)")
     b.legend(fontsize=6)
     return _save(fig, path)
+
+
+def reliability_figure(path: Path, labels, probs_before, probs_after) -> Path:
+    """Top-label reliability diagram (15 bins): accuracy against confidence, before and after calibration."""
+    from ..calibration import expected_calibration_error, reliability_bins
+
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ax.plot([0.5, 1], [0.5, 1], ls="--", color="grey", label="perfect")
+    for probs, name, style in ((probs_before, "before", "o-"), (probs_after, "after", "s-")):
+        bins = [b for b in reliability_bins(labels, probs) if b["count"]]
+        ece = expected_calibration_error(labels, probs)
+        ax.plot(
+            [b["confidence"] for b in bins], [b["accuracy"] for b in bins], style, ms=4, label=f"{name} (ECE {ece:.3f})"
+        )
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("accuracy")
+    ax.legend(fontsize=7)
+    ax.set_title("Reliability", fontsize=9)
+    return _save(fig, path)

@@ -135,6 +135,22 @@ def training_section(results: dict, figures: dict | None = None) -> Section | No
         return None
     cfg = results["config"]["train"]
     sec = Section("Training")
+    if cfg.get("recipe") or cfg.get("size_schedule"):
+        sec.add(
+            f"Recipe: {cfg.get('recipe') or 'none (explicit options)'}; input size per epoch: "
+            f"{cfg.get('size_schedule') or str(cfg['image_size']) + ' px throughout'}; calibration: "
+            f"{cfg.get('calibration', 'none')}."
+        )
+    control = tr.get("control")
+    if control:
+        sec.add(
+            control
+            if isinstance(control, str)
+            else "What pretraining buys: the same head trained on a random-init ResNet50's features (same data, seed, "
+            "epochs) "
+            f"reaches validation AUC {fmt(control['val_auc'])} and accuracy {fmt(control['val_acc'])}, against "
+            f"{fmt(control['model_val_auc'])} and {fmt(control['model_val_acc'])} for this model."
+        )
     sec.add(
         f"Mode {cfg['mode']}, {cfg['epochs']} epochs, batch {cfg['batch_size']}, AdamW lr {cfg['lr']}, schedule "
         f"{cfg['schedule']}, "
@@ -182,15 +198,47 @@ def metrics_section(results: dict, figures: dict | None = None) -> Section:
             + (f" (95% bootstrap CI {ci[0]:.3f}-{ci[1]:.3f}, resampling by {unit})" if ci else "")
             + f", mean loss {fmt(m['mean_loss'], 4)}."
         )
+    sec.add(operating_points_sentence(results["metrics"]["threshold_0.5"]))
+    sec.add(calibration_sentence(results))
     row = [
         f
         for f in (
             figure(figures, "roc", "ROC curve on the evaluated split"),
             figure(figures, "confusion", "Confusion matrix at threshold 0.5"),
+            figure(figures, "calibration", "Reliability on the evaluated split, before and after temperature scaling"),
         )
         if f
     ]
     return sec.add(FigureRow(row) if row else None)
+
+
+def operating_points_sentence(m: dict) -> str | None:
+    """Threshold-free operating points with their bootstrap intervals."""
+    parts = []
+    for key, text in (
+        ("sensitivity_at_specificity_0.85", "sensitivity at specificity >= 0.85"),
+        ("specificity_at_sensitivity_0.95", "specificity at sensitivity >= 0.95"),
+    ):
+        point = m.get(key)
+        if point and point.get("value") is not None:
+            ci = point.get("ci95")
+            parts.append(f"{text}: {point['value']:.3f}" + (f" (95% CI {ci[0]:.3f}-{ci[1]:.3f})" if ci else ""))
+    return ("Operating points (any threshold): " + "; ".join(parts) + ".") if parts else None
+
+
+def calibration_sentence(results: dict) -> str:
+    cal = results.get("calibration")
+    ece = results["metrics"]["threshold_0.5"].get("ece")
+    here = f" Expected calibration error (15 bins) on the evaluated split: {fmt(ece)}." if ece is not None else ""
+    if not cal:
+        return "This checkpoint records no calibration: probabilities are the raw sigmoid of the logit." + here
+    if cal["method"] == "none":
+        return f"Calibration off: raw probabilities (validation ECE {fmt(cal['ece_before'])})." + here
+    return (
+        f"Probabilities are temperature-scaled (T = {cal['temperature']:.3f}, fitted on {cal['fitted_on']}): "
+        "validation "
+        f"ECE {fmt(cal['ece_before'])} before, {fmt(cal['ece_after'])} after." + here
+    )
 
 
 def heatmaps_section(results: dict, figures: dict | None = None) -> Section:

@@ -1,0 +1,60 @@
+"""Named training recipes: settings that belong together, kept apart from the library (as torchvision's references do).
+
+A recipe only supplies defaults: options given explicitly (command line, --config file) override its values,
+and config.json records the recipe's name beside every resolved setting.
+"""
+
+from __future__ import annotations
+
+from .errors import PneumocamError
+
+RECIPES: dict[str, dict] = {
+    # The original write-up: ImageNet ResNet50, frozen base, GAP + dense head, batch 32, 10 epochs, 224 px, no augment.
+    "original": {
+        "weights": "imagenet",
+        "mode": "frozen",
+        "epochs": 10,
+        "batch_size": 32,
+        "image_size": 224,
+        "augment": False,
+        "lr": 1e-3,
+        "schedule": "cosine",
+        "select_by": "auc",
+        "calibration": "temperature",
+    },
+    # For users with ImageNet weights (ideally a GPU): every layer fine-tuned, with augmentation.
+    "finetune": {
+        "weights": "imagenet",
+        "mode": "full",
+        "epochs": 8,
+        "batch_size": 32,
+        "image_size": 224,
+        "augment": True,
+        "lr": 1e-4,
+        "schedule": "cosine",
+        "select_by": "auc_acc",
+        "calibration": "temperature",
+    },
+    # Random initialisation on a CPU: full training, mostly at 128 px, the last epoch at 224 px (7x7 layer4 maps).
+    "scratch": {
+        "weights": "none",
+        "mode": "full",
+        "epochs": 6,
+        "size_schedule": "128:5,224:1",
+        "batch_size": 32,
+        "image_size": 224,
+        "augment": True,
+        "lr": 1e-3,
+        "schedule": "cosine",
+        "select_by": "auc_acc",
+        "calibration": "temperature",
+    },
+}
+
+
+def recipe_defaults(name: str | None) -> dict:
+    if name is None:
+        return {}
+    if name not in RECIPES:
+        raise PneumocamError(f"unknown recipe '{name}': choose one of {', '.join(RECIPES)}")
+    return dict(RECIPES[name])
