@@ -92,7 +92,7 @@ def test_targets_follow_the_prediction_or_the_fixed_class(model, images):
     labels = np.array([0, 1, 0, 1, 0, 1])
     assert np.array_equal(GradCAM(model)(images, target="true", labels=labels).targets, labels)
     assert GradCAM(model)(images, target="NORMAL").targets.tolist() == [0] * 6
-    with pytest.raises(ValueError, match="--target must be one of"):
+    with pytest.raises(ValueError, match="target must be one of"):
         resolve_targets("COVID", np.zeros(2), None)
 
 

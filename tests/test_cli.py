@@ -146,3 +146,26 @@ def test_options_are_declared_once_and_choices_are_validated():
         params = {p.name: p for p in commands[command].params}
         assert set(TRAINING) <= set(params), command
     assert commands["run"].params != [] and "lung_masks" in {p.name for p in commands["explain"].params}
+
+
+def test_library_errors_name_settings_and_the_cli_shows_options(phantom_data, tmp_path):
+    from pneumocam.errors import SettingError
+    from pneumocam.train import TrainConfig
+
+    with pytest.raises(SettingError) as caught:
+        TrainConfig(data="x", weighted_sampler=True, class_weights="balanced")
+    assert str(caught.value).startswith("class_weights balanced together with the weighted sampler")
+    assert "--" not in str(caught.value)
+    result = invoke(
+        "train",
+        "--data",
+        phantom_data.images,
+        "--out",
+        tmp_path,
+        "--weights",
+        "none",
+        "--weighted-sampler",
+        "--class-weights",
+        "balanced",
+    )
+    assert result.exit_code == 2 and "--class-weights balanced together with the weighted sampler" in result.output

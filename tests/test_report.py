@@ -216,3 +216,28 @@ def test_render_refuses_a_folder_without_results(tmp_path):
 
     with pytest.raises(PneumocamError, match="not a finished"):
         render(tmp_path)
+
+
+def test_calibration_and_operating_points_are_reported():
+    from pneumocam.report.sections import calibration_sentence, operating_points_sentence
+
+    results = small_results()
+    assert "records no calibration" in calibration_sentence(results)
+    results["calibration"] = {
+        "method": "temperature",
+        "temperature": 1.7,
+        "ece_before": 0.12,
+        "ece_after": 0.02,
+        "fitted_on": "validation split (the one that selected the epoch)",
+    }
+    results["metrics"]["threshold_0.5"]["ece"] = 0.031
+    text = calibration_sentence(results)
+    assert "T = 1.700" in text and "ECE 0.120 before, 0.020 after" in text and "evaluated split: 0.031" in text
+    m = {
+        "sensitivity_at_specificity_0.85": {"value": 0.9, "ci95": [0.8, 0.95]},
+        "specificity_at_sensitivity_0.95": {"value": 0.7, "ci95": None},
+    }
+    assert operating_points_sentence(m) == (
+        "Operating points (any threshold): sensitivity at specificity >= 0.85: 0.900 "
+        "(95% CI 0.800-0.950); specificity at sensitivity >= 0.95: 0.700."
+    )

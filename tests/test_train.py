@@ -191,3 +191,102 @@ def test_resume_refuses_settings_that_differ_from_the_run(tmp_path, phantom_data
     same = runner.invoke(app, ["train", "--resume", str(run), "--epochs", "3", "--seed", "5"])
     assert same.exit_code == 0, same.output
     assert is_complete(run)
+
+
+def test_frozen_runs_report_the_random_feature_control(tmp_path, phantom_data):
+    """A 'pretrained' file (here: another seed's weights) gets the same head trained on random features beside it;
+    with random weights the summary says the model is that control."""
+    from torchvision.models import resnet50
+
+    torch.manual_seed(11)
+    torch.save(resnet50(weights=None).state_dict(), tmp_path / "weights.pth")
+    config = TrainConfig(
+        data=str(phantom_data.images),
+        mode="frozen",
+        weights=str(tmp_path / "weights.pth"),
+        image_size=32,
+        epochs=2,
+        batch_size=16,
+        val_source="dataset",
+        seed=3,
+        use_cache=False,
+    )
+    run = fit(config, runs_dir=tmp_path / "a")
+    summary = json.loads((run / "train_summary.json").read_text())
+    control = summary["control"]
+    assert (
+        control["epochs"] == 2 and control["model_val_auc"] == summary["history"][summary["best_epoch"] - 1]["val_auc"]
+    )
+    # The control is the same head on seed-3 random features: recompute it with a plain frozen run of random weights.
+    random_run = fit(TrainConfig(**(config.to_dict() | {"weights": "none"})), runs_dir=tmp_path / "b")
+    history = json.loads((random_run / "train_summary.json").read_text())["history"]
+    assert control["val_auc"] in [h["val_auc"] for h in history]
+    assert (
+        "is itself the random-feature control" in json.loads((random_run / "train_summary.json").read_text())["control"]
+    )
+
+
+def test_progressive_resizing_schedule_is_checked_and_only_final_size_epochs_are_kept(tmp_path, phantom_data):
+    from pneumocam.errors import PneumocamError
+    from pneumocam.model import load_checkpoint
+
+    for bad in ("64:3", "32:1,64:2", "x:1,64:1", "16:1,64:1", "64:1,32:1"):
+        with pytest.raises(PneumocamError, match="size_schedule"):
+            TrainConfig(data="x", mode="full", epochs=2, image_size=64, size_schedule=bad)
+    with pytest.raises(PneumocamError, match="not frozen"):
+        TrainConfig(data="x", mode="frozen", epochs=2, image_size=64, size_schedule="32:1,64:1")
+    config = TrainConfig(
+        data=str(phantom_data.images),
+        mode="full",
+        weights="none",
+        image_size=64,
+        epochs=3,
+        batch_size=16,
+        size_schedule="32:2,64:1",
+        val_source="dataset",
+        seed=1,
+        max_per_class=8,
+        use_cache=False,
+    )
+    assert config.sizes == [32, 32, 64]
+    run = fit(config, runs_dir=tmp_path)
+    history = json.loads((run / "history.json").read_text())
+    assert [h["image_size"] for h in history] == [32, 32, 64]
+    _, meta = load_checkpoint(run / "model.pt")
+    assert meta["epoch"] == 3 and meta["image_size"] == 64
+
+
+def test_resized_images_equal_torch_antialiased_bilinear(phantom_data):
+    import torch.nn.functional as F
+
+    from pneumocam.data import resized
+
+    loaded = load_images(discover(phantom_data.images).split("test"), 64, use_cache=False)
+    small = resized(loaded, 40)
+    reference = (
+        F.interpolate(
+            torch.from_numpy(np.array(loaded.images)).float().unsqueeze(1),
+            size=(40, 40),
+            mode="bilinear",
+            antialias=True,
+            align_corners=False,
+        )
+        .squeeze(1)
+        .round()
+        .clamp(0, 255)
+        .to(torch.uint8)
+        .numpy()
+    )
+    assert small.images.shape == (16, 40, 40) and np.array_equal(small.images, reference)
+    assert [s.path for s in small.samples] == [s.path for s in loaded.samples] and resized(loaded, 64) is loaded
+
+
+def test_checkpoint_temperature_is_applied_on_load(tmp_path):
+    from pneumocam.model import build_model, load_checkpoint, save_checkpoint
+
+    model, _ = build_model("none", seed=2)
+    save_checkpoint(tmp_path / "m.pt", model, {"calibration": {"method": "temperature", "temperature": 2.5}})
+    loaded, _ = load_checkpoint(tmp_path / "m.pt")
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        assert torch.allclose(loaded(x), model.eval()(x) / 2.5, atol=1e-5)

@@ -23,6 +23,7 @@ from torch import nn
 
 from . import CLASS_NAMES
 from .data import to_model_input
+from .errors import SettingError
 from .progress import track
 
 TARGETS = ("pred", "true", "PNEUMONIA", "NORMAL")
@@ -49,11 +50,11 @@ def resolve_targets(target: str, logits: np.ndarray, labels: np.ndarray | None) 
         return (logits > 0).astype(np.int8)
     if target == "true":
         if labels is None:
-            raise ValueError("--target true needs the images' labels")
+            raise SettingError("target", "true needs the images' labels")
         return np.asarray(labels, dtype=np.int8)
     if target in CLASS_NAMES:
         return np.full(len(logits), CLASS_NAMES.index(target), dtype=np.int8)
-    raise ValueError(f"--target must be one of {', '.join(TARGETS)}, got '{target}'")
+    raise SettingError("target", f"must be one of {', '.join(TARGETS)}, got '{target}'")
 
 
 @contextmanager
@@ -229,7 +230,7 @@ def make_cam(model: nn.Module, method: str = "gradcam", layer: str = "layer4", b
         return NATIVE[method](model, layer, batch_size, device)
     if method in LibraryCAM.NAMES:
         return LibraryCAM(model, method, layer, batch_size, device)
-    raise ValueError(f"--method must be one of {', '.join(METHODS)}, got '{method}'")
+    raise SettingError("method", f"must be one of {', '.join(METHODS)}, got '{method}'")
 
 
 def upsample(maps: np.ndarray, size: int) -> np.ndarray:

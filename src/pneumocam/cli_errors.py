@@ -1,4 +1,5 @@
-"""How every command ends on bad input: one clear message and exit status 2, never a traceback."""
+"""How every command ends on bad input: one clear message and exit status 2, never a traceback. Library errors
+name settings as the code does; here a SettingError is shown with the option's spelling (--class-weights)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from .errors import PneumocamError
+from .errors import PneumocamError, SettingError
 
 
 def clean_errors(command):
@@ -17,7 +18,8 @@ def clean_errors(command):
         try:
             return command(*args, **kwargs)
         except PneumocamError as exc:
-            Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {escape(str(exc))}")
+            message = exc.as_option() if isinstance(exc, SettingError) else str(exc)  # settings shown as their options
+            Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {escape(message)}")
             raise typer.Exit(2) from None
 
     return wrapper

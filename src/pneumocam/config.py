@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from . import CLASS_NAMES
 from .cam import METHODS
 from .data import choose_validation, discover, split_holdout
-from .errors import PneumocamError
+from .errors import PneumocamError, SettingError
 from .model import build_model
 
 DEFAULT_LR = {"frozen": 1e-3, "partial": 3e-4, "full": 1e-4}
@@ -46,32 +46,36 @@ class TrainConfig:
 
     def __post_init__(self):
         checks = [
-            (self.mode in ("frozen", "partial", "full"), f"--mode must be frozen, partial or full, got '{self.mode}'"),
-            (self.schedule in ("cosine", "constant"), f"--schedule must be cosine or constant, got '{self.schedule}'"),
+            (self.mode in ("frozen", "partial", "full"), "mode", f"must be frozen, partial or full, got '{self.mode}'"),
+            (self.schedule in ("cosine", "constant"), "schedule", f"must be cosine or constant, got '{self.schedule}'"),
             (
                 self.class_weights in ("auto", "balanced", "none"),
-                f"--class-weights must be auto, balanced or none, got '{self.class_weights}'",
+                "class_weights",
+                f"must be auto, balanced or none, got '{self.class_weights}'",
             ),
             (
                 not (self.weighted_sampler and self.class_weights == "balanced"),
-                "the weighted sampler already balances the classes; balanced loss weights on top would correct the "
-                "imbalance "
-                "twice: drop --class-weights balanced (the sampler implies none)",
+                "class_weights",
+                "balanced together with the weighted sampler would correct the imbalance twice: the sampler already "
+                "balances the classes (it implies none)",
             ),
             (
                 self.select_by in ("auc", "loss", "auc_acc"),
-                f"select_by must be auc, loss or auc_acc, got '{self.select_by}'",
+                "select_by",
+                f"must be auc, loss or auc_acc, got '{self.select_by}'",
             ),
             (
                 self.calibration in ("temperature", "none"),
-                f"calibration must be temperature or none, got '{self.calibration}'",
+                "calibration",
+                f"must be temperature or none, got '{self.calibration}'",
             ),
-            (self.epochs >= 1 and self.batch_size >= 1, "--epochs and --batch-size must be at least 1"),
-            (self.image_size >= 32, f"--image-size must be at least 32 px, got {self.image_size}"),
+            (self.epochs >= 1, "epochs", f"must be at least 1, got {self.epochs}"),
+            (self.batch_size >= 1, "batch_size", f"must be at least 1, got {self.batch_size}"),
+            (self.image_size >= 32, "image_size", f"must be at least 32 px, got {self.image_size}"),
         ]
-        for ok, message in checks:
+        for ok, setting, problem in checks:
             if not ok:
-                raise PneumocamError(message)
+                raise SettingError(setting, problem)
         self.sizes = self._epoch_sizes()
         if self.lr is None:
             self.lr = DEFAULT_LR[self.mode]
@@ -132,11 +136,11 @@ class ExperimentConfig:
 def validate_experiment(cfg: ExperimentConfig) -> None:
     """Every check that can fail before training: settings, the evaluated split, the weights, a leaking val."""
     if cfg.method not in METHODS:
-        raise PneumocamError(f"--method must be one of {', '.join(METHODS)}, got '{cfg.method}'")
+        raise SettingError("method", f"must be one of {', '.join(METHODS)}, got '{cfg.method}'")
     if cfg.target not in ("pred", "true", *CLASS_NAMES):
-        raise PneumocamError(f"--target must be pred, true, NORMAL or PNEUMONIA, got '{cfg.target}'")
+        raise SettingError("target", f"must be pred, true, NORMAL or PNEUMONIA, got '{cfg.target}'")
     if cfg.n_per_class is not None and cfg.n_per_class < 2:
-        raise PneumocamError("--n-per-class must be at least 2 (or 'all')")
+        raise SettingError("n_per_class", "must be at least 2 (or 'all')")
     index = discover(cfg.train.data)
     if cfg.eval_split == "heldout":
         if cfg.checkpoint is None and cfg.train.holdout_fraction <= 0:

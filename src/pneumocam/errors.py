@@ -19,3 +19,15 @@ class CheckpointError(PneumocamError):
 
 class StatsInputError(PneumocamError):
     """A scores table cannot be tested as given."""
+
+
+class SettingError(PneumocamError, ValueError):
+    """A setting holds a value the library cannot use. The library names the setting as its code does
+    ("class_weights must be ..."); the command line shows the option instead ("--class-weights must be ...")."""
+
+    def __init__(self, setting: str, problem: str):
+        self.setting, self.problem = setting, problem
+        super().__init__(f"{setting} {problem}")
+
+    def as_option(self) -> str:
+        return f"--{self.setting.replace('_', '-')} {self.problem}"

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import CheckpointError, PneumocamError, WeightsError
+from .errors import CheckpointError, SettingError, WeightsError
 
 ARCH = "resnet50"
 HEAD = "global average pooling + Linear(2048, 1); p(PNEUMONIA) = sigmoid(logit)"
@@ -282,7 +282,7 @@ def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
-        raise PneumocamError("--device cuda, but no CUDA device is available here; use --device cpu or auto")
+        raise SettingError("device", "is cuda, but no CUDA device is available here: use cpu or auto")
     if device not in ("cpu", "cuda"):
-        raise PneumocamError(f"--device must be auto, cpu or cuda, got '{device}'")
+        raise SettingError("device", f"must be auto, cpu or cuda, got '{device}'")
     return torch.device(device)

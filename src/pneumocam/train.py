@@ -9,7 +9,6 @@ split (AUC or loss) becomes model.pt. The same seed gives the same weights, resu
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,17 +19,8 @@ from torch import nn
 
 from .calibration import calibrate
 from .config import TrainConfig
-from .data import (
-    Augmentation,
-    LoadedImages,
-    choose_validation,
-    discover,
-    fingerprint,
-    load_images,
-    split_holdout,
-    to_model_input,
-)
-from .errors import CheckpointError, PneumocamError
+from .data import Augmentation, LoadedImages, PreparedData, prepare_data, resized, to_model_input
+from .errors import CheckpointError
 from .evaluate import predict_logits
 from .leakage import seen_record
 from .metrics import youden_threshold
@@ -49,53 +39,6 @@ from .provenance import environment, library_versions
 from .train_state import checkpoint_metadata, load_train_state, resumable_config, save_train_state
 
 console = Console(highlight=False)
-
-
-@dataclass
-class PreparedData:
-    train: LoadedImages
-    val: LoadedImages
-    validation_plan: dict
-    fingerprint: str
-    skipped: list = field(default_factory=list)
-
-
-def _subsample(samples, max_per_class: int | None, seed: int):
-    if not max_per_class:
-        return samples
-    rng = np.random.default_rng(seed)
-    keep = []
-    for label in (0, 1):
-        members = [s for s in samples if s.label == label]
-        chosen = rng.choice(len(members), size=min(max_per_class, len(members)), replace=False)
-        keep.extend(members[i] for i in sorted(chosen))
-    return keep
-
-
-def prepare_data(config: TrainConfig) -> PreparedData:
-    index = discover(config.data)
-    train_samples, val_samples, plan = choose_validation(
-        index, config.val_source, config.val_fraction, config.seed, holdout_fraction=config.holdout_fraction
-    )
-    train_samples = _subsample(train_samples, config.max_per_class, config.seed)
-    val_samples = _subsample(val_samples, config.max_per_class, config.seed + 1)
-    train = load_images(train_samples, config.image_size, use_cache=config.use_cache, description="Reading train")
-    val = load_images(val_samples, config.image_size, use_cache=config.use_cache, description="Reading val")
-    for part, name in ((train, "train"), (val, "validation")):
-        if len(set(part.labels.tolist())) < 2:
-            raise PneumocamError(f"the {name} images hold only one class after skipping unreadable files")
-    plan_dict = plan.to_dict() | {
-        "n_train_used": len(train.samples),
-        "n_val_used": len(val.samples),
-        "max_per_class": config.max_per_class,
-        "holdout_fraction": config.holdout_fraction,
-        "holdout_seed": config.seed,
-    }
-    if config.holdout_fraction > 0:
-        _, held_out = split_holdout(index, config.holdout_fraction, config.seed)
-        plan_dict["holdout_actual_fraction"] = len(held_out) / max(1, len(index.split("train")))
-        plan_dict["n_heldout"] = len(held_out)
-    return PreparedData(train, val, plan_dict, fingerprint(train.samples + val.samples), train.skipped + val.skipped)
 
 
 def class_weight_vector(labels: np.ndarray, policy: str) -> torch.Tensor:
@@ -225,30 +168,51 @@ def selection_score(val_metrics: dict, select_by: str) -> float:
     return -val_metrics["val_loss"]
 
 
-_RESIZED: dict[tuple[int, int], LoadedImages] = {}
-
-
-def at_size(loaded: LoadedImages, size: int) -> LoadedImages:
-    """The same images at another square size (antialiased bilinear), computed once per size: progressive resizing."""
-    if loaded.images.shape[-1] == size:
-        return loaded
-    key = (id(loaded), size)
-    if key not in _RESIZED:
-        import torch.nn.functional as F
-
-        out = np.empty((len(loaded.images), size, size), dtype=np.uint8)
-        for start in range(0, len(out), 256):
-            chunk = torch.from_numpy(np.array(loaded.images[start : start + 256])).float().unsqueeze(1)
-            small = F.interpolate(chunk, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-            out[start : start + len(chunk)] = small.squeeze(1).round().clamp(0, 255).to(torch.uint8).numpy()
-        _RESIZED.clear()  # one other size at a time is enough for a schedule, and bounds the memory
-        _RESIZED[key] = LoadedImages(loaded.samples, out, loaded.skipped, loaded.from_cache)
-    return _RESIZED[key]
-
-
 def estimate_remaining(sizes: list[int], epoch: int, seconds: float) -> float:
     """Seconds for the epochs after `epoch`, scaling its time by the pixel count of each later epoch's size."""
     return sum(seconds * (s / sizes[epoch]) ** 2 for s in sizes[epoch + 1 :])
+
+
+def random_feature_control(
+    config: TrainConfig, weights_info, prepared: PreparedData, history: list, best: dict, device
+):
+    """What pretraining buys: the same head, data, seed, epochs and optimiser on a random-init ResNet50's features.
+
+    With random weights the model already is that control, and a sentence says so instead of training it twice."""
+    if weights_info.is_random:
+        return (
+            "This model started from random weights, so it is itself the random-feature control: what a dense head "
+            "learns on an untrained ResNet50's features (the original write-up's 77% is this kind of number)."
+        )
+    control, _ = build_model("none", seed=config.seed)
+    control = control.to(device)
+    params = apply_mode(control, "frozen")
+    train_features = extract_features(
+        control, prepared.train.images, config.batch_size, device, "Control features (train)"
+    )
+    val_features = extract_features(control, prepared.val.images, config.batch_size, device, "Control features (val)")
+    labels = prepared.train.labels
+    class_weights = class_weight_vector(labels, config.class_weights)
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=config.epochs * -(-len(labels) // config.batch_size)
+    )
+    rows = []
+    for epoch in range(config.epochs):
+        train_one_epoch(
+            control, optimizer, scheduler, train_features, labels, config, epoch, class_weights, device, True
+        )
+        rows.append(validate(control, prepared.val, val_features, config, device, class_weights)[0])
+    chosen = max(rows, key=lambda r: selection_score(r, config.select_by))
+    model_row = history[best["epoch"] - 1]
+    return {
+        "weights": "random initialisation (same seed)",
+        "val_auc": chosen["val_auc"],
+        "val_acc": chosen["val_acc"],
+        "model_val_auc": model_row["val_auc"],
+        "model_val_acc": model_row["val_acc"],
+        "epochs": config.epochs,
+    }
 
 
 def fit(
@@ -335,13 +299,13 @@ def fit(
     (run_dir / "checkpoints").mkdir(exist_ok=True)
     for epoch in range(start, config.epochs):
         began = time.perf_counter()
-        epoch_data = train_data if use_features else at_size(prepared.train, config.sizes[epoch]).images
+        epoch_data = train_data if use_features else resized(prepared.train, config.sizes[epoch]).images
         row = {"epoch": epoch + 1, "image_size": config.sizes[epoch]} | train_one_epoch(
             model, optimizer, scheduler, epoch_data, labels, config, epoch, class_weights, device, use_features
         )
         size = config.sizes[epoch]
         val_metrics, val_logits = validate(
-            model, at_size(prepared.val, size), val_features, config, device, class_weights
+            model, resized(prepared.val, size), val_features, config, device, class_weights
         )
         row |= val_metrics | {"seconds": time.perf_counter() - began}
         timings["epochs_s"] += row["seconds"]
@@ -381,6 +345,9 @@ def fit(
             "weights": weights_info,
             "validation": prepared.validation_plan,
             "timings_this_session": timings,
+            "control": random_feature_control(config, weights_info, prepared, history, best, device)
+            if use_features
+            else None,
         },
     )
     mark_complete(run_dir)

@@ -19,7 +19,7 @@ from .outputs import atomic_write_bytes
 from .provenance import library_versions
 
 if TYPE_CHECKING:
-    from .train import PreparedData
+    from .data import PreparedData
 
 TRAIN_STATE_FORMAT = "pneumocam-train-state"
 

@@ -1,7 +1,8 @@
 """Data layer: discover, read (incl. DICOM), split, cache, transform, synthetic phantoms."""
 
-from .cache import LoadedImages, load_images
+from .cache import LoadedImages, load_images, resized
 from .discover import DatasetIndex, Sample, Skipped, discover, fingerprint, read_manifest
+from .prepare import PreparedData, prepare_data
 from .readers import UnreadableImage, read_grayscale, read_resized
 from .split import (
     ValidationPlan,
@@ -19,6 +20,7 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "LoadedImages",
+    "PreparedData",
     "Sample",
     "Skipped",
     "UnreadableImage",
@@ -30,6 +32,8 @@ __all__ = [
     "fingerprint",
     "load_images",
     "patient_id_from_name",
+    "prepare_data",
+    "resized",
     "split_holdout",
     "read_grayscale",
     "read_manifest",

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, SettingError
 
 if TYPE_CHECKING:
     from .discover import DatasetIndex, Sample
@@ -121,7 +121,7 @@ def choose_validation(
     train, _ = split_holdout(index, holdout_fraction, seed)
     own_val = [s for s in index.samples if s.split == "val"]
     if source not in {"auto", "carved", "dataset"}:
-        raise DataError(f"--val-source must be auto, carved or dataset, got '{source}'")
+        raise SettingError("val_source", f"must be auto, carved or dataset, got '{source}'")
     if source == "dataset" and not own_val:
         raise DataError(f"--val-source dataset, but {index.root} has no val split; use --val-source carved")
     use_dataset = source == "dataset" or (source == "auto" and len(own_val) >= min_dataset_val)

@@ -52,6 +52,19 @@ def summary_section(results: dict, figures: dict | None = None) -> Section:
         ],
         ["evaluated", f"split '{prov['eval_split']}', {m['n']} images"],
     ]
+    if m.get("ece") is not None:
+        cal = results.get("calibration") or {}
+        rows.append(
+            [
+                "calibration",
+                f"ECE {fmt(m['ece'])} on the evaluated split"
+                + (
+                    f" (temperature {cal['temperature']:.3f} fitted on validation)"
+                    if cal.get("method") == "temperature"
+                    else ""
+                ),
+            ]
+        )
     if results.get("attention"):
         rows.append(["where it looks", lung_verdict(results["attention"]).removeprefix("In plain words: ")])
     trust = results.get("trust")
