@@ -116,3 +116,22 @@ def tiny_run(tiny_config, tmp_path_factory):
     from pneumocam.experiment import run_experiment
 
     return run_experiment(tiny_config(), runs_dir=tmp_path_factory.mktemp("runs"))
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(phantom_data, tmp_path_factory):
+    """A training folder: frozen head on random features, 32 px, one epoch, selected on the phantom val split."""
+    from pneumocam.train import TrainConfig, fit
+
+    config = TrainConfig(
+        data=str(phantom_data.images),
+        mode="frozen",
+        weights="none",
+        image_size=32,
+        epochs=1,
+        batch_size=16,
+        val_source="dataset",
+        seed=1,
+        use_cache=False,
+    )
+    return fit(config, runs_dir=tmp_path_factory.mktemp("runs"))

@@ -347,3 +347,22 @@ def test_stats_command_reproduces_the_runs_stats_json(run, tmp_path):
         ours = {k: v for k, v in written.items() if k != "source"}
         theirs = {k: v for k, v in run_stats[score].items() if k != "description"}
         assert ours == theirs, score
+
+
+def test_explain_reads_everything_from_a_run_folder(run, tmp_path):
+    """explain --run: the model, data, split and lung masks come from the run folder (RunFolder)."""
+    from typer.testing import CliRunner
+
+    from pneumocam.cli import app
+
+    result = CliRunner().invoke(app, ["explain", "--run", str(run), "--out", str(tmp_path), "--trust-images", "0"])
+    assert result.exit_code == 0, result.output
+    explained = next(tmp_path.glob("run-*"))
+    config = json.loads((explained / "config.json").read_text())["experiment"]
+    original = json.loads((run / "config.json").read_text())["experiment"]
+    assert config["checkpoint"] == str(run / "train" / "model.pt") and config["eval_split"] == original["eval_split"]
+    assert (
+        config["masks"]["lungs"] == original["masks"]["lungs"] and config["train"]["seed"] == original["train"]["seed"]
+    )
+    with open(explained / "predictions.csv") as a, open(run / "predictions.csv") as b:
+        assert a.read() == b.read()  # the same model on the same films

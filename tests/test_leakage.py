@@ -10,25 +10,13 @@ from pneumocam.cli import app
 from pneumocam.data import Sample, discover
 from pneumocam.leakage import check_leakage, file_sha1, seen_record
 from pneumocam.model import load_checkpoint
-from pneumocam.train import TrainConfig, fit
 
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module")
-def trained(phantom_data, tmp_path_factory):
-    config = TrainConfig(
-        data=str(phantom_data.images),
-        mode="frozen",
-        weights="none",
-        image_size=32,
-        epochs=1,
-        batch_size=16,
-        val_source="dataset",
-        seed=1,
-        use_cache=False,
-    )
-    return fit(config, runs_dir=tmp_path_factory.mktemp("runs"))
+@pytest.fixture
+def trained(tiny_checkpoint):
+    return tiny_checkpoint
 
 
 def test_checkpoint_records_content_hashes_and_patients_of_train_and_val(trained, phantom_data):

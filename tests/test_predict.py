@@ -10,26 +10,12 @@ from typer.testing import CliRunner
 from pneumocam.cli import app
 from pneumocam.data import discover
 from pneumocam.model import load_checkpoint
-from pneumocam.train import TrainConfig, fit
 
 runner = CliRunner()
 
 
-def test_predict_uses_the_recorded_threshold_and_equals_evaluate(phantom_data, tmp_path):
-    trained = fit(
-        TrainConfig(
-            data=str(phantom_data.images),
-            mode="frozen",
-            weights="none",
-            image_size=32,
-            epochs=1,
-            batch_size=16,
-            val_source="dataset",
-            seed=1,
-            use_cache=False,
-        ),
-        runs_dir=tmp_path / "runs",
-    )
+def test_predict_uses_the_recorded_threshold_and_equals_evaluate(phantom_data, tmp_path, tiny_checkpoint):
+    trained = tiny_checkpoint
     _, meta = load_checkpoint(trained / "model.pt")
     files = sorted(s.path for s in discover(phantom_data.images).split("test"))
     evaluated = runner.invoke(

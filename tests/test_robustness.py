@@ -104,6 +104,17 @@ def test_a_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"]  # no temporary file left behind
 
 
+def first_epoch_done(runs, pattern: str, state: str, timeout: float = 120):
+    """The run folder, once a background command has saved its first epoch's state there."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        folders = list(runs.glob(pattern))
+        if folders and (folders[0] / state).exists():
+            return folders[0]
+        time.sleep(0.2)
+    raise AssertionError("training never finished an epoch")
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_during_training_leaves_a_resumable_incomplete_run(phantom_data, tmp_path, signum):
     env = os.environ | {"PNEUMOCAM_NO_PROGRESS": "1"}
@@ -132,15 +143,7 @@ def test_a_signal_during_training_leaves_a_resumable_incomplete_run(phantom_data
         "8",
     ]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    deadline = time.time() + 120
-    run = None
-    while time.time() < deadline:
-        folders = list((tmp_path / "runs").glob("train-*"))
-        if folders and (folders[0] / "checkpoints" / "last.pt").exists():
-            run = folders[0]
-            break
-        time.sleep(0.2)
-    assert run is not None, "training never finished an epoch"
+    run = first_epoch_done(tmp_path / "runs", "train-*", "checkpoints/last.pt")
     proc.send_signal(signum)
     output, _ = proc.communicate(timeout=60)
     assert (
@@ -256,15 +259,7 @@ def test_an_interrupted_run_exits_130_and_resumes_in_one_command(phantom_data, t
         "0",
     ]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    deadline = time.time() + 120
-    run = None
-    while time.time() < deadline:
-        folders = list((tmp_path / "runs").glob("run-*"))
-        if folders and (folders[0] / "train" / "checkpoints" / "last.pt").exists():
-            run = folders[0]
-            break
-        time.sleep(0.2)
-    assert run is not None, "training never finished an epoch"
+    run = first_epoch_done(tmp_path / "runs", "run-*", "train/checkpoints/last.pt")
     proc.send_signal(signum)
     output, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "marked incomplete" in output and "Traceback" not in output

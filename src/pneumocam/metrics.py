@@ -101,18 +101,6 @@ def bootstrap_cis(
     return {k: tuple(float(q) for q in np.quantile([d[k] for d in draws], quantiles)) for k in draws[0]}
 
 
-def bootstrap_auc_ci(
-    labels: np.ndarray,
-    probs: np.ndarray,
-    n_resamples: int = 1000,
-    seed: int = 0,
-    level: float = 0.95,
-    groups: np.ndarray | None = None,
-) -> tuple[float, float]:
-    """Percentile bootstrap CI of ROC-AUC (see bootstrap_cis)."""
-    return bootstrap_cis(labels, probs, n_resamples, seed, level, groups)["roc_auc"]
-
-
 @dataclass
 class BinaryMetrics:
     """Collects (path, label, probability[, patient]) rows; summary() returns the metrics at a threshold.
