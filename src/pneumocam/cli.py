@@ -32,6 +32,7 @@ from .cli_options import (
     plain,
     with_config,
 )
+from .cli_runs import compare, report
 from .errors import PneumocamError
 
 app = typer.Typer(
@@ -43,6 +44,8 @@ app = typer.Typer(
 app.add_typer(lungs_app, name="lungs")
 app.command()(data)
 app.command()(phantoms)
+app.command()(report)
+app.command()(compare)
 console = Console(highlight=False, soft_wrap=True)
 
 
@@ -359,21 +362,6 @@ def explain(
     )
     folder = run_experiment(config, runs_dir=out)
     console.print(f"[green]report:[/] {escape(str(folder / 'report.html'))}")
-
-
-@app.command()
-@clean_errors
-def report(
-    run_dir: Path = typer.Argument(..., help="A finished `pneumocam run` folder (it may come from another machine)."),
-    out: Optional[Path] = typer.Option(
-        None, help="Write report.html and report.md here instead of into the run folder."
-    ),
-):
-    """Render report.html and report.md again from a run folder alone: no model, no data needed."""
-    from .report import render
-
-    html_path, md_path = render(run_dir, out)
-    console.print(f"[green]report:[/] {escape(str(html_path))} and {escape(str(md_path))}")
 
 
 def main() -> None:  # pragma: no cover - console-script entry
