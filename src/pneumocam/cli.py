@@ -56,7 +56,9 @@ def _interruptible(started: list[Path], action, command: str):
     def terminate(signum, frame):
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, terminate)
+    # Both signals are handled here, explicitly: a process started in the background by a non-interactive shell
+    # inherits SIGINT as ignored, and `kill -INT` would then be lost instead of stopping the run cleanly.
+    previous = {sig: signal.signal(sig, terminate) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         return action()
     except KeyboardInterrupt:
@@ -70,7 +72,8 @@ def _interruptible(started: list[Path], action, command: str):
             err.print("[bold yellow]interrupted[/] before the run folder was created; nothing was written")
         raise typer.Exit(130) from None
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _announcer(started: list[Path]):
