@@ -169,3 +169,39 @@ def test_library_errors_name_settings_and_the_cli_shows_options(phantom_data, tm
         "balanced",
     )
     assert result.exit_code == 2 and "--class-weights balanced together with the weighted sampler" in result.output
+
+
+def test_a_recipe_sets_defaults_that_typed_options_override(phantom_data, tmp_path):
+    result = invoke(
+        "train",
+        "--data",
+        phantom_data.images,
+        "--out",
+        tmp_path,
+        "--recipe",
+        "scratch",
+        "--epochs",
+        2,
+        "--size-schedule",
+        "32:1,64:1",
+        "--image-size",
+        64,
+        "--val-source",
+        "dataset",
+        "--max-per-class",
+        6,
+    )
+    assert result.exit_code == 0, result.output
+    train = json.loads(next(tmp_path.glob("train-*/config.json")).read_text())["train"]
+    from pneumocam.recipes import RECIPES
+
+    for key in ("weights", "mode", "augment", "lr", "select_by", "calibration", "batch_size"):
+        assert train[key] == RECIPES["scratch"][key], key  # from the recipe
+    assert (train["recipe"], train["epochs"], train["size_schedule"], train["image_size"]) == (
+        "scratch",
+        2,
+        "32:1,64:1",
+        64,
+    )
+    unknown = invoke("train", "--data", phantom_data.images, "--recipe", "fancy")
+    assert unknown.exit_code == 2 and "fancy" in unknown.output
