@@ -230,6 +230,7 @@ def test_checkpoint_evaluated_on_its_own_validation_split_says_the_threshold_saw
     config.strict = True
     with pytest.raises(PneumocamError, match="LEAKAGE"):
         run_experiment(config, runs_dir=tmp_path / "strict")
+    assert not (tmp_path / "strict").exists()
 
 
 def test_heldout_with_a_checkpoint_follows_the_checkpoints_plan(phantom_data, tmp_path, tiny_config):

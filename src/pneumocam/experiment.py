@@ -99,7 +99,9 @@ def prepare(cfg: ExperimentConfig):
     if cfg.checkpoint is None:
         return None
     preloaded = load_checkpoint(cfg.checkpoint, resolve_device(cfg.train.device))
-    evaluated_samples(discover(cfg.train.data), cfg.eval_split, preloaded[1], cfg.checkpoint)
+    samples = evaluated_samples(discover(cfg.train.data), cfg.eval_split, preloaded[1], cfg.checkpoint)
+    if cfg.strict:  # a leaking split stops before any folder is made
+        enforce(check_leakage(preloaded[1], samples), True, print)
     return preloaded
 
 
