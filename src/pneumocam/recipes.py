@@ -35,12 +35,12 @@ RECIPES: dict[str, dict] = {
         "select_by": "auc_acc",
         "calibration": "temperature",
     },
-    # Random initialisation on a CPU: full training, mostly at 128 px, the last epoch at 224 px (7x7 layer4 maps).
+    # Random initialisation on a CPU: full training, 4 epochs at 128 px, the last 2 at 224 px (7x7 layer4 maps).
     "scratch": {
         "weights": "none",
         "mode": "full",
         "epochs": 6,
-        "size_schedule": "128:5,224:1",
+        "size_schedule": "128:4,224:2",  # chosen on validation AUC over 128:5,224:1 (0.993 vs 0.988)
         "batch_size": 32,
         "image_size": 224,
         "augment": True,
