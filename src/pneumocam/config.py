@@ -105,7 +105,7 @@ class TrainConfig:
         return sizes
 
     def to_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items()}
+        return asdict(self)
 
 
 @dataclass

@@ -8,6 +8,7 @@ patient the model trained on is caught by the patient id. Non-zero counts mean t
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,6 +23,13 @@ class LeakageError(PneumocamError):
 
 
 def file_sha1(path: str | Path) -> str:
+    """SHA-1 of the file's bytes; remembered per (path, size, mtime), so a --strict pre-check costs no second read."""
+    stat = Path(path).stat()
+    return _sha1(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=100_000)
+def _sha1(path: str, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha1()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

@@ -117,6 +117,19 @@ class BinaryMetrics:
         self._probs: dict[str, float] = {}
         self._patients: dict[str, str | None] = {}
 
+    def _threshold_free(self, labels, probs, both: bool):
+        """Resampling unit, bootstrap CIs and operating points: the same at every threshold, so computed once."""
+        key = len(self._probs)
+        if getattr(self, "_cached", (None,))[0] != key:
+            unit, groups = self.resampling_unit()
+            cis = (
+                bootstrap_cis(labels, probs, self.bootstrap_resamples, self.seed, groups=groups)
+                if both and self.bootstrap_resamples
+                else {}
+            )
+            self._cached = (key, (unit, groups, cis, operating_points(labels, probs) if both else {}))
+        return self._cached[1]
+
     def update(self, paths, labels, probs, patients=None) -> None:
         patients = [None] * len(paths) if patients is None else patients
         for path, label, prob, patient in zip(paths, labels, probs, patients, strict=True):
@@ -176,14 +189,8 @@ class BinaryMetrics:
         tn, fp, fn, tp = (int(v) for v in matrix.ravel())
         both = labels.min() != labels.max()
         auc = float(roc_auc_score(labels, probs)) if both else None
-        unit, groups = self.resampling_unit()
-        cis = (
-            bootstrap_cis(labels, probs, self.bootstrap_resamples, self.seed, groups=groups)
-            if both and self.bootstrap_resamples
-            else {}
-        )
+        unit, groups, cis, points = self._threshold_free(labels, probs, both)
         ci = cis.get("roc_auc")
-        points = operating_points(labels, probs) if both else {}
         return {
             "threshold": float(threshold),
             "n": int(len(labels)),

@@ -297,16 +297,24 @@ def fit(
         history, best, start = state["history"], state["best"], state["epoch"] + 1
         console.print(f"resuming {run_dir} after epoch {start}")
     (run_dir / "checkpoints").mkdir(exist_ok=True)
+    scaled: dict[int, tuple] = {}
+
+    def phase(size: int):
+        """Train and validation images at this epoch's size, resized once per phase of the schedule."""
+        if size not in scaled:
+            scaled.clear()
+            scaled[size] = (resized(prepared.train, size), resized(prepared.val, size))
+        return scaled[size]
+
     for epoch in range(start, config.epochs):
         began = time.perf_counter()
-        epoch_data = train_data if use_features else resized(prepared.train, config.sizes[epoch]).images
+        size = config.sizes[epoch]
+        train_at, val_at = phase(size)
+        epoch_data = train_data if use_features else train_at.images
         row = {"epoch": epoch + 1, "image_size": config.sizes[epoch]} | train_one_epoch(
             model, optimizer, scheduler, epoch_data, labels, config, epoch, class_weights, device, use_features
         )
-        size = config.sizes[epoch]
-        val_metrics, val_logits = validate(
-            model, resized(prepared.val, size), val_features, config, device, class_weights
-        )
+        val_metrics, val_logits = validate(model, val_at, val_features, config, device, class_weights)
         row |= val_metrics | {"seconds": time.perf_counter() - began}
         timings["epochs_s"] += row["seconds"]
         history.append(row)

@@ -122,23 +122,16 @@ def load_images(
     return LoadedImages([samples[i] for i in kept], images, skipped, from_cache=False)
 
 
-_RESIZED: dict[tuple[int, int], LoadedImages] = {}
-
-
 def resized(loaded: LoadedImages, size: int) -> LoadedImages:
-    """The same images at another square size (antialiased bilinear), computed once per size: progressive resizing."""
+    """The same images at another square size (antialiased bilinear); the same object when the size already matches."""
     if loaded.images.shape[-1] == size:
         return loaded
-    key = (id(loaded), size)
-    if key not in _RESIZED:
-        import torch
-        import torch.nn.functional as F
+    import torch
+    import torch.nn.functional as F
 
-        out = np.empty((len(loaded.images), size, size), dtype=np.uint8)
-        for start in range(0, len(out), 256):
-            chunk = torch.from_numpy(np.array(loaded.images[start : start + 256])).float().unsqueeze(1)
-            small = F.interpolate(chunk, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-            out[start : start + len(chunk)] = small.squeeze(1).round().clamp(0, 255).to(torch.uint8).numpy()
-        _RESIZED.clear()  # one other size at a time is enough for a schedule, and bounds the memory
-        _RESIZED[key] = LoadedImages(loaded.samples, out, loaded.skipped, loaded.from_cache)
-    return _RESIZED[key]
+    out = np.empty((len(loaded.images), size, size), dtype=np.uint8)
+    for start in range(0, len(out), 256):
+        chunk = torch.from_numpy(np.array(loaded.images[start : start + 256])).float().unsqueeze(1)
+        small = F.interpolate(chunk, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        out[start : start + len(chunk)] = small.squeeze(1).round().clamp(0, 255).to(torch.uint8).numpy()
+    return LoadedImages(loaded.samples, out, loaded.skipped, loaded.from_cache)
