@@ -36,8 +36,8 @@ def _train_state(run):
     return torch.load(run / "checkpoints" / "last.pt", weights_only=True)["model"]
 
 
-@pytest.mark.parametrize("mode", ["frozen", "full"])
-def test_interrupt_and_resume_gives_the_same_weights(tmp_path, phantom_data, mode):
+@pytest.mark.parametrize(("mode", "ema"), [("frozen", 0.0), ("full", 0.0), ("full", 0.8)])
+def test_interrupt_and_resume_gives_the_same_weights(tmp_path, phantom_data, mode, ema):
     config = TrainConfig(
         data=str(phantom_data.images),
         mode=mode,
@@ -49,6 +49,7 @@ def test_interrupt_and_resume_gives_the_same_weights(tmp_path, phantom_data, mod
         augment=(mode == "full"),
         val_source="dataset",
         seed=5,
+        ema=ema,
     )
     straight = fit(config, runs_dir=tmp_path / "a")
     interrupted = fit(config, runs_dir=tmp_path / "b", stop_after_epoch=1)
@@ -57,9 +58,16 @@ def test_interrupt_and_resume_gives_the_same_weights(tmp_path, phantom_data, mod
     assert resumed == interrupted and is_complete(resumed)
     a, b = _train_state(straight), _train_state(resumed)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    averages = [torch.load(r / "checkpoints" / "last.pt", weights_only=True)["ema"] for r in (straight, resumed)]
+    assert (averages[0] is None) == (ema == 0.0)
+    if ema:
+        assert all(torch.equal(averages[0][k], averages[1][k]) for k in averages[0])
 
     def history(run):
-        return [(r["train_loss"], r["val_auc"]) for r in json.loads((run / "history.json").read_text())]
+        return [
+            (r["train_loss"], r["val_auc"], r.get("ema_val_auc"))
+            for r in json.loads((run / "history.json").read_text())
+        ]
 
     assert history(straight) == history(resumed)
 
@@ -290,3 +298,18 @@ def test_checkpoint_temperature_is_applied_on_load(tmp_path):
     x = torch.randn(2, 3, 64, 64)
     with torch.inference_mode():
         assert torch.allclose(loaded(x), model.eval()(x) / 2.5, atol=1e-5)
+
+
+def test_weight_average_follows_the_ema_formula():
+    """The average starts at the first step's weights: after steps to w1, w2 it is d * w1 + (1 - d) * w2."""
+    from pneumocam.train import weight_average
+
+    layer = torch.nn.Linear(2, 1)
+    averaged = weight_average(layer, 0.9)
+    steps = [torch.tensor([[1.0, -2.0]]), torch.tensor([[3.0, 0.5]])]
+    for w in steps:
+        with torch.no_grad():
+            layer.weight.copy_(w)
+        averaged.update_parameters(layer)
+    expected = 0.9 * steps[0] + 0.1 * steps[1]
+    torch.testing.assert_close(averaged.module.weight, expected)

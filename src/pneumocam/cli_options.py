@@ -131,6 +131,12 @@ TRAINING = {
     "size_schedule": _option(
         Optional[str], None, "Progressive resizing: size:epochs,... ending at --image-size (e.g. 128:5,224:1)."
     ),
+    "ema": _option(
+        float,
+        0.0,
+        "Also validate an exponential moving average of the weights with this decay per step (0: off); "
+        "model.pt is the better of the two on validation.",
+    ),
     "calibration": _option(
         Calibration, Calibration.temperature, "Temperature scaling of the probabilities, fitted on validation."
     ),

@@ -42,6 +42,7 @@ class TrainConfig:
     holdout_fraction: float = 0.0  # patients of train set aside (never trained or selected on) for --eval-split heldout
     size_schedule: str | None = None  # "128:5,224:1": epochs per input size in order; the last size is image_size
     calibration: str = "temperature"  # temperature | none: how validation calibrates the probabilities
+    ema: float = 0.0  # decay per step of an exponential moving average of the weights (0: off), restarted per size
     recipe: str | None = None  # the named recipe these settings started from (recipes.py), recorded for the report
 
     def __post_init__(self):
@@ -69,6 +70,7 @@ class TrainConfig:
                 "calibration",
                 f"must be temperature or none, got '{self.calibration}'",
             ),
+            (0.0 <= self.ema < 1.0, "ema", f"must be a decay in [0, 1) (0: off), got {self.ema}"),
             (self.epochs >= 1, "epochs", f"must be at least 1, got {self.epochs}"),
             (self.batch_size >= 1, "batch_size", f"must be at least 1, got {self.batch_size}"),
             (self.image_size >= 32, "image_size", f"must be at least 32 px, got {self.image_size}"),

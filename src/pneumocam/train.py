@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from rich.console import Console
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .calibration import calibrate
 from .config import TrainConfig
@@ -95,8 +96,10 @@ def train_one_epoch(
     class_weights: torch.Tensor,
     device: torch.device,
     features: bool,
+    after_step=None,
 ) -> dict:
-    """One pass over the training data; `features` means data holds pooled features and only the head trains."""
+    """One pass over the training data; `features` means data holds pooled features and only the head trains.
+    after_step(model) runs after every optimiser step (the weight average)."""
     order, generator = epoch_order(len(labels), labels, config.seed, epoch, config.weighted_sampler)
     augment = Augmentation() if config.augment and not features else None
     head = model.fc
@@ -122,6 +125,8 @@ def train_one_epoch(
             loss.backward()
             optimizer.step()
             scheduler.step()
+            if after_step is not None:
+                after_step(model)
             total_loss += loss.item() * len(targets)
             correct += int(((logits.detach() > 0).long() == targets).sum())
             seen += len(targets)
@@ -166,6 +171,11 @@ def selection_score(val_metrics: dict, select_by: str) -> float:
     if select_by == "auc_acc":
         return val_metrics["val_auc"] + val_metrics["val_acc"]
     return -val_metrics["val_loss"]
+
+
+def weight_average(model: nn.Module, decay: float) -> AveragedModel:
+    """An exponential moving average of the weights and BatchNorm statistics; it starts at the first step's weights."""
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def estimate_remaining(sizes: list[int], epoch: int, seconds: float) -> float:
@@ -290,11 +300,15 @@ def fit(
         else torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     )
     history, best, start = [], {"epoch": None, "score": None}, 0
+    averaged, averaged_size = None, None  # the weight average of the current size phase (config.ema > 0)
     if state is not None:
         model.load_state_dict(state["model"], strict=False)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         history, best, start = state["history"], state["best"], state["epoch"] + 1
+        if state.get("ema") is not None:
+            averaged, averaged_size = weight_average(model, config.ema), config.sizes[state["epoch"]]
+            averaged.load_state_dict(state["ema"])
         console.print(f"resuming {run_dir} after epoch {start}")
     (run_dir / "checkpoints").mkdir(exist_ok=True)
     scaled: dict[int, tuple] = {}
@@ -310,37 +324,74 @@ def fit(
         began = time.perf_counter()
         size = config.sizes[epoch]
         train_at, val_at = phase(size)
+        if config.ema and averaged_size != size:
+            # BatchNorm statistics and weights at another input size would blur the average: restart it per size.
+            averaged, averaged_size = weight_average(model, config.ema), size
         epoch_data = train_data if use_features else train_at.images
         row = {"epoch": epoch + 1, "image_size": config.sizes[epoch]} | train_one_epoch(
-            model, optimizer, scheduler, epoch_data, labels, config, epoch, class_weights, device, use_features
+            model,
+            optimizer,
+            scheduler,
+            epoch_data,
+            labels,
+            config,
+            epoch,
+            class_weights,
+            device,
+            use_features,
+            after_step=averaged.update_parameters if averaged is not None else None,
         )
-        val_metrics, val_logits = validate(model, val_at, val_features, config, device, class_weights)
-        row |= val_metrics | {"seconds": time.perf_counter() - began}
+        candidates = {"trained": model} | ({"ema": averaged.module} if averaged is not None else {})
+        validated = {
+            name: validate(candidate, val_at, val_features, config, device, class_weights)
+            for name, candidate in candidates.items()
+        }
+        row |= validated["trained"][0] | {
+            f"ema_{k}": v for k, v in (validated["ema"][0] if "ema" in validated else {}).items()
+        }
+        row["seconds"] = time.perf_counter() - began
         timings["epochs_s"] += row["seconds"]
         history.append(row)
-        score = selection_score(val_metrics, config.select_by)
         eligible = size == config.image_size  # model.pt must work at the size it will be explained at
-        if eligible and (best["score"] is None or score > best["score"]):
-            best = {"epoch": epoch + 1, "score": score}
+        for name, (val_metrics, val_logits) in validated.items():
+            score = selection_score(val_metrics, config.select_by)
+            if not eligible or (best["score"] is not None and score <= best["score"]):
+                continue
+            best = {"epoch": epoch + 1, "score": score, "parameters": name}
             calibration = calibrate(val_logits, prepared.val.labels, config.calibration)
             threshold = youden_threshold(prepared.val.labels, probability(val_logits / calibration.temperature))
             if threshold.note:
                 console.print(f"[yellow]{threshold.note}[/]")
             save_checkpoint(
                 run_dir / "model.pt",
-                model,
-                checkpoint_metadata(config, weights_info, prepared, epoch, val_metrics, threshold, seen, calibration),
+                candidates[name],
+                checkpoint_metadata(
+                    config,
+                    weights_info,
+                    prepared,
+                    epoch,
+                    val_metrics | {"parameters": name},
+                    threshold,
+                    seen,
+                    calibration,
+                ),
             )
-        save_train_state(run_dir / "checkpoints" / "last.pt", model, optimizer, scheduler, epoch, history, best, config)
+        save_train_state(
+            run_dir / "checkpoints" / "last.pt", model, optimizer, scheduler, epoch, history, best, config, averaged
+        )
         write_json(run_dir / "history.json", history)
         if epoch == start and config.epochs > start + 1:
             console.print(
                 f"estimated time for the remaining {config.epochs - epoch - 1} epochs: "
                 f"{estimate_remaining(config.sizes, epoch, row['seconds']) / 60:.1f} min"
             )
+        averaged_text = (
+            f" | ema auc {row['ema_val_auc']:.3f} acc {row['ema_val_acc']:.3f}" if "ema_val_auc" in row else ""
+        )
         console.print(
             f"epoch {epoch + 1}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.3f} | "
-            f"val loss {row['val_loss']:.4f} auc {row['val_auc']:.3f} acc {row['val_acc']:.3f} ({row['seconds']:.1f}s)"
+            f"val loss {row['val_loss']:.4f} auc {row['val_auc']:.3f} acc {row['val_acc']:.3f}{averaged_text} "
+            f"({row['seconds']:.1f}s)"
         )
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < config.epochs:
             return run_dir
@@ -348,6 +399,7 @@ def fit(
         run_dir / "train_summary.json",
         {
             "best_epoch": best["epoch"],
+            "best_parameters": best.get("parameters", "trained"),
             "select_by": config.select_by,
             "history": history,
             "weights": weights_info,

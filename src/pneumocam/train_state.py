@@ -25,7 +25,7 @@ TRAIN_STATE_FORMAT = "pneumocam-train-state"
 
 
 def save_train_state(
-    path: Path, model, optimizer, scheduler, epoch: int, history: list, best: dict, config: TrainConfig
+    path: Path, model, optimizer, scheduler, epoch: int, history: list, best: dict, config: TrainConfig, averaged=None
 ) -> None:
     buffer = io.BytesIO()
     torch.save(
@@ -38,6 +38,7 @@ def save_train_state(
             "scheduler": scheduler.state_dict(),
             "history": history,
             "best": best,
+            "ema": averaged.state_dict() if averaged is not None else None,  # the weight average, if --ema
         },
         buffer,
     )
