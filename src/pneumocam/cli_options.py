@@ -61,6 +61,12 @@ class Calibration(str, Enum):
     none = "none"
 
 
+class Focus(str, Enum):
+    none = "none"
+    body = "body"
+    lungs = "lungs"
+
+
 class Recipe(str, Enum):
     original = "original"
     finetune = "finetune"
@@ -130,6 +136,18 @@ TRAINING = {
     "max_per_class": _option(Optional[int], None, "Use at most this many images per class (quick runs)."),
     "size_schedule": _option(
         Optional[str], None, "Progressive resizing: size:epochs,... ending at --image-size (e.g. 128:5,224:1)."
+    ),
+    "focus": _option(
+        Focus,
+        Focus.none,
+        "What the model is shown: the whole film, or cropped to the body / the lungs with the outside of the body "
+        "neutral grey (stored in model.pt; maps are put back on the whole film).",
+    ),
+    "focus_masks": _option(
+        Optional[Path],
+        None,
+        "Lung masks for --focus lungs, laid out like --lung-masks (run: --lung-masks by default); "
+        "films without one use the estimate.",
     ),
     "ema": _option(
         float,

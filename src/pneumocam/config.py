@@ -42,6 +42,8 @@ class TrainConfig:
     holdout_fraction: float = 0.0  # patients of train set aside (never trained or selected on) for --eval-split heldout
     size_schedule: str | None = None  # "128:5,224:1": epochs per input size in order; the last size is image_size
     calibration: str = "temperature"  # temperature | none: how validation calibrates the probabilities
+    focus: str = "none"  # none | body | lungs: what the model is shown (focus.py); stored in model.pt
+    focus_masks: str | None = None  # lung masks for --focus lungs (films without one use the estimate)
     ema: float = 0.0  # decay per step of an exponential moving average of the weights (0: off), restarted per size
     recipe: str | None = None  # the named recipe these settings started from (recipes.py), recorded for the report
 
@@ -70,6 +72,7 @@ class TrainConfig:
                 "calibration",
                 f"must be temperature or none, got '{self.calibration}'",
             ),
+            (self.focus in ("none", "body", "lungs"), "focus", f"must be none, body or lungs, got '{self.focus}'"),
             (0.0 <= self.ema < 1.0, "ema", f"must be a decay in [0, 1) (0: off), got {self.ema}"),
             (self.epochs >= 1, "epochs", f"must be at least 1, got {self.epochs}"),
             (self.batch_size >= 1, "batch_size", f"must be at least 1, got {self.batch_size}"),

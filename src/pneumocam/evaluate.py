@@ -156,6 +156,12 @@ def evaluate_split(
     loaded = load_images(samples, int(metadata.get("image_size", 224)), description=f"Reading {split}")
     leakage = check_leakage(metadata, loaded.samples)
     enforce(leakage, strict, warn)
+    focus = metadata.get("focus", "none")
+    if focus != "none":  # the model reads what it was trained on; lungs from its training's masks where present
+        from .focus import focus_images
+
+        lung_root = (metadata.get("config") or {}).get("focus_masks")
+        loaded = focus_images(loaded, focus, lung_root).inputs(loaded)
     predictions = predict(model, loaded, batch_size, device)
     thresholds, described = checkpoint_thresholds(metadata)
     metrics = metrics_at_thresholds(predictions, thresholds, bootstrap_resamples, seed)

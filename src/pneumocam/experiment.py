@@ -42,11 +42,14 @@ class Trained:
 
 @dataclass
 class Explained:
-    loaded: LoadedImages
-    cam: CamResult
+    loaded: LoadedImages  # the films
+    cam: CamResult  # maps on the films' grid (put back from the focused crop with --focus)
     metrics: dict
     thresholds: dict
     leakage: Leakage
+    inputs: LoadedImages  # what the model read: the films, or their focused crops
+    input_cam: CamResult  # maps on the inputs' grid (the trust checks perturb the inputs)
+    focus: dict
 
 
 @dataclass
@@ -147,13 +150,40 @@ def explain_split(cfg: ExperimentConfig, trained: Trained, run_dir: Path, device
         raise PneumocamError(f"the {cfg.eval_split} split holds one class only after skipping unreadable files")
     leakage = check_leakage(trained.meta, loaded.samples)
     enforce(leakage, cfg.strict, lambda text: print(f"WARNING: {text}", file=sys.stderr))
+    inputs, film, focus = focus_inputs(cfg, trained.meta, loaded)
     cam = make_cam(trained.model, cfg.method, batch_size=cfg.train.batch_size, device=device)
-    result = cam(loaded.images, target=cfg.target, labels=loaded.labels, description=f"{cfg.method} ({cfg.eval_split})")
+    result = cam(inputs.images, target=cfg.target, labels=loaded.labels, description=f"{cfg.method} ({cfg.eval_split})")
     predictions = Predictions(loaded.paths, loaded.labels, result.probs, [s.patient_id for s in loaded.samples])
     thresholds, described = checkpoint_thresholds(trained.meta)
     metrics = metrics_at_thresholds(predictions, thresholds, cfg.bootstrap, cfg.train.seed)
     write_csv(run_dir / "predictions.csv", ["path", "label", "prob_pneumonia", "pred"], predictions.rows(0.5))
-    return Explained(loaded, result, metrics, described, leakage)
+    return Explained(loaded, film(result), metrics, described, leakage, inputs, result, focus)
+
+
+def focus_inputs(cfg: ExperimentConfig, meta: dict, loaded: LoadedImages):
+    """(what the model reads, a function putting its maps back on the films, the focus record for results.json):
+    the checkpoint's --focus, with lungs from this run's masks, else its lung model, else the estimate."""
+    from dataclasses import replace
+
+    from .focus import film_maps, focus_images
+
+    mode = meta.get("focus", "none")
+    if mode == "none":
+        return loaded, lambda result: result, {"mode": "none"}
+    lung_root = cfg.masks.get("lungs") or (meta.get("config") or {}).get("focus_masks")
+    focused = focus_images(loaded, mode, lung_root, cfg.lung_model)
+    size = loaded.images.shape[-1]
+    box_area = (focused.boxes[:, 1] - focused.boxes[:, 0]) * (focused.boxes[:, 3] - focused.boxes[:, 2]) / size**2
+    record = {
+        "mode": mode,
+        "mean_box_area_share": float(box_area.mean()),
+        "lung_sources": {s: focused.lung_sources.count(s) for s in sorted(set(focused.lung_sources))},
+    }
+    return (
+        focused.inputs(loaded),
+        lambda result: replace(result, maps=film_maps(result.maps, focused.boxes, size)),
+        record,
+    )
 
 
 def score_maps(cfg: ExperimentConfig, trained: Trained, explained: Explained, device) -> Scored:
@@ -178,7 +208,16 @@ def score_maps(cfg: ExperimentConfig, trained: Trained, explained: Explained, de
         )
         scores.update(columns)
     trust = (
-        trust_checks(trained.model, loaded, result, labels, cfg.trust_images, cfg.trust_steps, cfg.train.seed, device)
+        trust_checks(
+            trained.model,
+            explained.inputs,
+            explained.input_cam,
+            labels,
+            cfg.trust_images,
+            cfg.trust_steps,
+            cfg.train.seed,
+            device,
+        )
         if cfg.trust_images > 0
         else None
     )

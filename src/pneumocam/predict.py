@@ -9,9 +9,10 @@ import numpy as np
 
 from . import CLASS_NAMES
 from .cam import make_cam, upsample
-from .data import Sample, patient_id_from_name
+from .data import LoadedImages, Sample, patient_id_from_name
 from .data.readers import UnreadableImage, read_grayscale, read_resized
 from .evaluate import checkpoint_thresholds
+from .focus import film_maps, focus_images
 from .leakage import check_leakage, enforce
 from .model import load_checkpoint, resolve_device
 from .outputs import atomic_write_bytes, mark_complete, new_run_folder, write_csv, write_json
@@ -68,9 +69,12 @@ def predict_files(
     enforce(leakage, strict, warn)
     folder = new_run_folder(out, prefix="predict")
     if readable:
-        result = make_cam(model, method, device=target)(np.stack(inputs), target="pred", description="Explaining")
+        # --focus models read the focused crop (lungs estimated: new films come without masks); maps go back to the film
+        focused = focus_images(LoadedImages(samples, np.stack(inputs), [], False), meta.get("focus", "none"))
+        result = make_cam(model, method, device=target)(focused.images, target="pred", description="Explaining")
+        maps = result.maps if meta.get("focus", "none") == "none" else film_maps(result.maps, focused.boxes, size, size)
         for i, (path, gray) in enumerate(zip(readable, originals)):
-            heat = upsample(result.maps[i : i + 1], max(gray.shape))[0]
+            heat = upsample(maps[i : i + 1], max(gray.shape))[0]
             if gray.shape[0] != gray.shape[1]:  # the model saw a squashed square: stretch the map back
                 from PIL import Image
 
@@ -90,6 +94,7 @@ def predict_files(
         {
             "checkpoint": str(checkpoint),
             "weights": meta.get("weights"),
+            "focus": meta.get("focus", "none"),
             "threshold": threshold,
             "threshold_source": source,
             "leakage": leakage.to_dict(),

@@ -173,6 +173,18 @@ def selection_score(val_metrics: dict, select_by: str) -> float:
     return -val_metrics["val_loss"]
 
 
+def focused_data(prepared: PreparedData, config: TrainConfig) -> PreparedData:
+    """The training and validation images as the model will see them (--focus); unchanged for focus none."""
+    if config.focus == "none":
+        return prepared
+    from dataclasses import replace
+
+    from .focus import focus_images
+
+    train, val = (focus_images(part, config.focus, config.focus_masks) for part in (prepared.train, prepared.val))
+    return replace(prepared, train=train.inputs(prepared.train), val=val.inputs(prepared.val))
+
+
 def weight_average(model: nn.Module, decay: float) -> AveragedModel:
     """An exponential moving average of the weights and BatchNorm statistics; it starts at the first step's weights."""
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
@@ -252,7 +264,7 @@ def fit(
     device = resolve_device(config.device)
     # Weights first: a missing or bad weights file stops the run before any folder is made or image read.
     model, weights_info = build_model(config.weights, seed=config.seed)
-    prepared = prepare_data(config)
+    prepared = focused_data(prepare_data(config), config)
     if saved is not None and saved.get("data_fingerprint") != prepared.fingerprint:
         raise CheckpointError(
             f"the training data changed since {run_dir} started (fingerprint {prepared.fingerprint}, the run "

@@ -72,6 +72,7 @@ def checkpoint_metadata(
         "mode": config.mode,
         "weights": weights_info.to_dict(),
         "image_size": config.image_size,
+        "focus": config.focus,  # every consumer shows the model its films the same way (focus.py)
         "normalisation": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "channels": "grey copied to RGB"},
         "class_names": list(CLASS_NAMES),
         "thresholds": {

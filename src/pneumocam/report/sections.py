@@ -152,7 +152,8 @@ def training_section(results: dict, figures: dict | None = None) -> Section | No
         sec.add(
             f"Recipe: {cfg.get('recipe') or 'none (explicit options)'}; input size per epoch: "
             f"{cfg.get('size_schedule') or str(cfg['image_size']) + ' px throughout'}; calibration: "
-            f"{cfg.get('calibration', 'none')}."
+            f"{cfg.get('calibration', 'none')}; input focus: {cfg.get('focus', 'none')}; weight average: "
+            f"{'EMA, decay ' + str(cfg['ema']) if cfg.get('ema') else 'none'}."
         )
     control = tr.get("control")
     if control:
