@@ -2,6 +2,7 @@
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -46,8 +47,7 @@ def test_predict_uses_the_recorded_threshold_and_equals_evaluate(phantom_data, t
     assert [r["path"] for r in rows] == files
     probs = np.array([float(r["prob_pneumonia"]) for r in rows])
     assert np.allclose(probs, [from_evaluate[p] for p in files], atol=2e-6)
-    decision = rows[0].keys() - {"path", "prob_pneumonia", "pred_at_0.5", "overlay_or_reason"}
-    column = decision.pop()
+    (column,) = [k for k in rows[0] if k.startswith("pred_at_") and k != "pred_at_0.5"]
     assert [r[column] for r in rows] == ["PNEUMONIA" if p >= threshold else "NORMAL" for p in probs]
     assert [r["pred_at_0.5"] for r in rows] == ["PNEUMONIA" if p >= 0.5 else "NORMAL" for p in probs]
     meta_out = json.loads(next((tmp_path / "p").glob("*/predict.json")).read_text())
@@ -87,7 +87,12 @@ def test_predict_writes_overlays_and_lists_skips(phantom_data, tmp_path, write_d
     assert result.exit_code == 0, result.output
     folder = next((tmp_path / "pred").glob("predict-*"))
     overlays = sorted(folder.glob("*.png"))
-    assert len(overlays) == 3 and Image.open(folder / "001_wide_gradcam.png").size == (120, 80)
-    assert Image.open(folder / "002_film_gradcam.png").size == (80, 60)  # DICOM overlay at its own resolution
+    strip = int(12 * 1.8)  # the caption strip above each overlay: a 12 px font (the smallest) and its margins
+    assert len(overlays) == 3 and Image.open(folder / "001_wide_gradcam.png").size == (120, 80 + strip)
+    assert Image.open(folder / "002_film_gradcam.png").size == (80, 60 + strip)  # DICOM overlay at its resolution
+    with open(folder / "predictions.csv", newline="") as f:
+        verdicts = {Path(r["path"]).name: (r["in_distribution"], r["ood_reason"]) for r in csv.DictReader(f)}
+    assert verdicts["film.dcm"] == ("0", "very small image (80x60 px)")  # 60 px < the guard's 64
+    assert verdicts["wide.png"][0] == "1"  # 120x80 px, aspect 1.5: passes the input checks (no guard fitted)
     text = (folder / "predictions.csv").read_text()
     assert "broken.jpeg,,skipped,,not a readable image" in text

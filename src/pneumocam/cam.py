@@ -37,6 +37,7 @@ class CamResult:
     method: str
     layer: str
     normalised: bool = False
+    features: np.ndarray | None = None  # float32 (N, 2048): pooled layer4 activations (the guard's input)
 
     @property
     def probs(self) -> np.ndarray:
@@ -113,6 +114,8 @@ class BaseCAM:
             handle.remove()
         with torch.no_grad():
             maps = F.relu(self.weigh(activations.detach().float(), grads.float()))
+            pooled = activations.detach().float().mean(dim=(2, 3)) if self.layer_name == "layer4" else None
+        self._features.append(None if pooled is None else pooled.cpu().numpy())
         return maps.cpu().numpy().astype(np.float32), logits.detach().double().cpu().numpy(), targets
 
     def __call__(
@@ -125,6 +128,7 @@ class BaseCAM:
         """images: (N, H, W) uint8 grayscale. Returns raw maps at feature resolution."""
         n = len(images)
         maps, logits, targets = [], [], []
+        self._features: list = []
         starts = range(0, n, self.batch_size)
         with _explaining(self.model):
             for start in track(starts, description, total=len(starts)):
@@ -134,8 +138,14 @@ class BaseCAM:
                 part_labels = None if labels is None else np.asarray(labels)[start : start + self.batch_size]
                 m, lg, t = self._explain_batch(x, target, part_labels)
                 maps.append(m), logits.append(lg), targets.append(t)
+        features = None if any(f is None for f in self._features) else np.concatenate(self._features)
         return CamResult(
-            np.concatenate(maps), np.concatenate(logits), np.concatenate(targets), self.method, self.layer_name
+            np.concatenate(maps),
+            np.concatenate(logits),
+            np.concatenate(targets),
+            self.method,
+            self.layer_name,
+            features=features,
         )
 
 
@@ -196,7 +206,9 @@ class LibraryCAM:
     def __call__(self, images, target: str = "pred", labels=None, description: str = "CAM") -> CamResult:
         from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
 
-        maps, logits, targets = [], [], []
+        from .model import backbone_features
+
+        maps, logits, targets, features = [], [], [], []
         starts = range(0, len(images), self.batch_size)
         with _explaining(self.model, weight_grads=True):
             cam = self.cam_class(model=self.model, target_layers=[self.model.get_submodule(self.layer_name)])
@@ -206,7 +218,9 @@ class LibraryCAM:
                 batch = torch.from_numpy(np.array(images[start : start + self.batch_size])).to(self.device)
                 x = to_model_input(batch, channels_last=False)
                 with torch.no_grad():
-                    lg = self.model(x).flatten().double().cpu().numpy()
+                    pooled = backbone_features(self.model, x)
+                    lg = self.model.fc(pooled).flatten().double().cpu().numpy()
+                    features.append(pooled.float().cpu().numpy())
                 part_labels = None if labels is None else np.asarray(labels)[start : start + self.batch_size]
                 t = resolve_targets(target, lg, part_labels)
                 maps.append(cam(input_tensor=x, targets=[BinaryClassifierOutputTarget(int(c)) for c in t]))
@@ -218,6 +232,7 @@ class LibraryCAM:
             self.method,
             self.layer_name,
             normalised=True,
+            features=np.concatenate(features),
         )
 
 

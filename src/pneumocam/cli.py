@@ -17,6 +17,7 @@ from rich.table import Table
 
 from .cli_data import data, phantoms, print_metrics
 from .cli_errors import clean_errors
+from .cli_guard import guard_app
 from .cli_lungs import lungs_app
 from .cli_options import (
     BOOTSTRAP,
@@ -26,6 +27,7 @@ from .cli_options import (
     TRAINING,
     Device,
     EvalSplit,
+    Focus,
     Split,
     given_on_command_line,
     options,
@@ -42,6 +44,7 @@ app = typer.Typer(
     help="Explainable pneumonia detection on chest X-rays: train, evaluate, explain, test, report.",
 )
 app.add_typer(lungs_app, name="lungs")
+app.add_typer(guard_app, name="guard")
 app.command()(data)
 app.command()(phantoms)
 app.command()(report)
@@ -188,6 +191,7 @@ def _experiment_settings(values: dict) -> dict:
         alpha=values["alpha"],
         trust_images=values["trust_images"],
         strict=values["strict"],
+        include_ood=values.get("include_ood", False),
         masks={"lungs": str(values["lung_masks"])} if values["lung_masks"] else {},
         lung_model=str(values["lung_model"]) if values["lung_model"] else None,
         bootstrap=values.get("bootstrap", 1000),
@@ -256,11 +260,12 @@ def demo(
     shortcut: float = typer.Option(
         0.0, help="Add the label-correlated corner marker (e.g. 0.9) to watch a model cheat."
     ),
+    focus: Focus = typer.Option(Focus.none, help="Train on focused films (body: the marker is hidden from the model)."),
 ):
     """The whole experiment on synthetic phantoms generated on the fly (no data, no downloads, a few minutes)."""
     from .demo import run_demo
 
-    folder = run_demo(out, seed=seed, shortcut=shortcut)
+    folder = run_demo(out, seed=seed, shortcut=shortcut, focus=focus.value)
     console.print(f"[green]report:[/] {escape(str(folder / 'report.html'))}")
 
 

@@ -138,3 +138,17 @@ def print_metrics(result: dict) -> None:
             f"leakage check: no evaluated image or patient was used in training or selection "
             f"({leakage.get('n_images_evaluated')} images)"
         )
+    guard = result.get("guard")
+    if guard:
+        fitted = "" if guard["fitted"] else " (input checks only: this model has no fitted guard, see `guard fit`)"
+        kept = (guard.get("metrics_in_distribution") or {}).get("threshold_0.5")
+        on_kept = (
+            f"; on the {kept['n']} in-distribution films: accuracy {kept['accuracy']:.3f}, "
+            f"ROC-AUC {kept['roc_auc']:.3f}"
+            if kept and kept.get("roc_auc") is not None
+            else ""
+        )
+        console.print(
+            f"domain-shift guard{fitted}: {guard['n_flagged']} films flagged ({guard['share_flagged']:.1%}) "
+            f"{guard['reasons']}{on_kept}"
+        )

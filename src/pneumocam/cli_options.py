@@ -178,6 +178,9 @@ EXPLAINING = {
     ),
     "lung_model": _option(Optional[Path], None, "A lung model from `pneumocam lungs fit`, for images without a mask."),
     "trust_images": _option(int, 16, "Images for the randomisation and deletion / insertion checks (0: skip them)."),
+    "include_ood": _option(
+        bool, False, "Keep films the domain-shift guard flags in the group statistics (they are left out by default)."
+    ),
     "strict": _option(
         bool, False, "Stop (exit 2) if any evaluated image or its patient was used to train or select the model."
     ),

@@ -131,6 +131,7 @@ class ExperimentConfig:
     regions: bool = True  # lung / diaphragm / body / outside-body attention measures
     trust_images: int = 16  # images per trust check (randomisation, deletion / insertion); 0 skips them
     trust_steps: int = 10
+    include_ood: bool = False  # keep films the domain-shift guard flagged in the group statistics
     strict: bool = False  # any overlap between evaluated images and what the model saw is an error
     command: str = field(default_factory=lambda: " ".join(sys.argv))
 

@@ -17,6 +17,7 @@ def run_demo(
     image_size: int = 96,
     counts: dict[str, int] | None = None,
     epochs: int = 8,
+    focus: str = "none",
 ) -> Path:
     """Generate phantoms (with a label-correlated corner marker when shortcut > 0), then run every stage on them."""
     from .data.phantoms import write_phantom_dataset
@@ -40,6 +41,8 @@ def run_demo(
             val_source="dataset",
             seed=seed,
             use_cache=False,
+            focus=focus,
+            focus_masks=str(data.lung_masks),
         ),
         eval_split="test",
         synthetic=True,

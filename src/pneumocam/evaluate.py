@@ -26,16 +26,25 @@ def predict_logits(
     device: torch.device | str = "cpu",
     order: np.ndarray | None = None,
     description: str = "Predicting",
+    features: np.ndarray | None = None,
 ) -> np.ndarray:
-    """One logit per image, returned in the images' own order whatever order they were run in."""
+    """One logit per image, returned in the images' own order whatever order they were run in.
+    features: an (N, 2048) array to fill with the pooled features the head read (the guard's input)."""
+    from .model import backbone_features
+
     model.eval()
     device = torch.device(device)
     order = np.arange(len(images)) if order is None else np.asarray(order)
     logits = np.empty(len(images), dtype=np.float64)
     for idx in track(_batches(order, batch_size), description):
         idx = np.sort(idx)  # ascending indices read a memory-mapped cache sequentially
-        batch = torch.from_numpy(np.array(images[idx])).to(device)
-        logits[idx] = model(to_model_input(batch, channels_last=True)).float().flatten().cpu().numpy()
+        x = to_model_input(torch.from_numpy(np.array(images[idx])).to(device), channels_last=True)
+        if features is None:
+            logits[idx] = model(x).float().flatten().cpu().numpy()
+        else:
+            pooled = backbone_features(model, x)
+            logits[idx] = model.fc(pooled).float().flatten().cpu().numpy()
+            features[idx] = pooled.float().cpu().numpy()
     return logits
 
 
@@ -57,10 +66,32 @@ class Predictions:
     labels: np.ndarray
     probs: np.ndarray
     patients: list[str | None] | None = None  # per path; the AUC interval resamples patients when known
+    verdicts: list | None = None  # per path: the domain-shift guard's guard.Verdict
+
+    HEADER = ("path", "label", "prob_pneumonia", "pred", "in_distribution", "ood_score", "ood_reason")
 
     def rows(self, threshold: float):
-        for path, label, prob in zip(self.paths, self.labels, self.probs):
-            yield path, int(label), f"{prob:.6f}", int(prob >= threshold)
+        verdicts = self.verdicts or [None] * len(self.paths)
+        for path, label, prob, verdict in zip(self.paths, self.labels, self.probs, verdicts):
+            guard = (
+                ("", "", "")
+                if verdict is None
+                else (int(verdict.in_distribution), f"{verdict.ood_score:.3f}", verdict.ood_reason)
+            )
+            yield path, int(label), f"{prob:.6f}", int(prob >= threshold), *guard
+
+    def in_distribution(self) -> "Predictions":
+        """The films the guard let through (all of them without verdicts)."""
+        if self.verdicts is None:
+            return self
+        keep = np.array([v.in_distribution for v in self.verdicts], dtype=bool)
+        return Predictions(
+            [p for p, k in zip(self.paths, keep) if k],
+            self.labels[keep],
+            self.probs[keep],
+            None if self.patients is None else [p for p, k in zip(self.patients, keep) if k],
+            [v for v, k in zip(self.verdicts, keep) if k],
+        )
 
 
 def predict(
@@ -70,20 +101,28 @@ def predict(
     device: torch.device | str = "cpu",
     shuffle_seed: int | None = None,
     description: str = "Predicting",
+    guard=None,
+    assess: bool = False,
 ) -> Predictions:
-    """Predictions keyed by file; shuffle_seed runs the images in a random order (the result must not change)."""
+    """Predictions keyed by file; shuffle_seed runs the images in a random order (the result must not change).
+    assess: give every file the guard's verdict (input checks alone when guard is None)."""
+    from .guard import verdicts
+
     order = None
     if shuffle_seed is not None:
         order = np.random.default_rng(shuffle_seed).permutation(len(loaded.samples))
-    probs = probability(predict_logits(model, loaded.images, batch_size, device, order, description))
-    by_path = dict(zip(loaded.paths, probs))
+    features = np.empty((len(loaded.samples), model.fc.in_features), dtype=np.float32) if assess else None
+    probs = probability(predict_logits(model, loaded.images, batch_size, device, order, description, features))
+    found = verdicts(guard, features, loaded.paths, loaded.images) if assess else [None] * len(probs)
+    by_path = dict(zip(loaded.paths, zip(probs, found)))
     sample_by_path = {s.path: s for s in loaded.samples}
     paths = sorted(by_path)
     return Predictions(
         paths,
         np.array([sample_by_path[p].label for p in paths]),
-        np.array([by_path[p] for p in paths]),
+        np.array([by_path[p][0] for p in paths]),
         [sample_by_path[p].patient_id for p in paths],
+        [by_path[p][1] for p in paths] if assess else None,
     )
 
 
@@ -93,6 +132,21 @@ def metrics_at_thresholds(
     metrics = BinaryMetrics(bootstrap_resamples=bootstrap_resamples, seed=seed)
     metrics.update(predictions.paths, predictions.labels, predictions.probs, predictions.patients)
     return {name: metrics.summary(t) for name, t in thresholds.items()}
+
+
+def guard_record(
+    predictions: Predictions, thresholds: dict[str, float], guard, bootstrap_resamples: int = 1000, seed: int = 0
+) -> dict:
+    """metrics.json's "guard": the share flagged (per class and reason) and the metrics on the films that passed."""
+    from .guard import guard_summary
+
+    record = guard_summary(predictions.verdicts, predictions.labels, guard)
+    kept = predictions.in_distribution()
+    both = len(set(kept.labels.tolist())) == 2
+    record["metrics_in_distribution"] = (
+        metrics_at_thresholds(kept, thresholds, bootstrap_resamples, seed) if both else None
+    )
+    return record
 
 
 def metrics_record(
@@ -105,6 +159,7 @@ def metrics_record(
     described: dict,
     metrics: dict,
     leakage,
+    guard: dict | None = None,
 ) -> dict:
     """metrics.json: the same layout whether `evaluate` or `run` wrote it."""
     from .data import fingerprint
@@ -124,6 +179,7 @@ def metrics_record(
         "thresholds": described,
         "metrics": metrics,
         "leakage": leakage.to_dict(),
+        "guard": guard,
     }
 
 
@@ -162,13 +218,17 @@ def evaluate_split(
 
         lung_root = (metadata.get("config") or {}).get("focus_masks")
         loaded = focus_images(loaded, focus, lung_root).inputs(loaded)
-    predictions = predict(model, loaded, batch_size, device)
+    from .guard import load_guard
+
+    guard = load_guard(checkpoint) if checkpoint else None
+    predictions = predict(model, loaded, batch_size, device, guard=guard, assess=True)
     thresholds, described = checkpoint_thresholds(metadata)
     metrics = metrics_at_thresholds(predictions, thresholds, bootstrap_resamples, seed)
-    result = metrics_record(split, data_root, loaded, checkpoint, metadata, seed, described, metrics, leakage)
+    guarded = guard_record(predictions, thresholds, guard, bootstrap_resamples, seed)
+    result = metrics_record(split, data_root, loaded, checkpoint, metadata, seed, described, metrics, leakage, guarded)
     out_dir = Path(out_dir)
     write_json(out_dir / "metrics.json", result)
-    write_csv(out_dir / "predictions.csv", ["path", "label", "prob_pneumonia", "pred"], predictions.rows(0.5))
+    write_csv(out_dir / "predictions.csv", Predictions.HEADER, predictions.rows(0.5))
     write_skipped(out_dir / "skipped.csv", loaded.skipped)
     leakage.write_csv(out_dir / "leakage.csv")
     return result

@@ -19,7 +19,8 @@ from .cam import CamResult, make_cam
 from .config import ExperimentConfig, evaluated_samples, validate_experiment
 from .data import LoadedImages, discover, load_images
 from .errors import PneumocamError
-from .evaluate import Predictions, checkpoint_thresholds, metrics_at_thresholds
+from .evaluate import Predictions, checkpoint_thresholds, guard_record, metrics_at_thresholds
+from .guard import load_guard, verdicts
 from .importance import SCORES, compared_scores, empty_summary, importance_scores
 from .leakage import Leakage, check_leakage, enforce
 from .model import load_checkpoint, resolve_device
@@ -50,6 +51,9 @@ class Explained:
     inputs: LoadedImages  # what the model read: the films, or their focused crops
     input_cam: CamResult  # maps on the inputs' grid (the trust checks perturb the inputs)
     focus: dict
+    in_distribution: np.ndarray  # bool per image: the domain-shift guard's verdict
+    guard: dict  # metrics.json's "guard"
+    verdicts: list  # guard.Verdict per image
 
 
 @dataclass
@@ -90,10 +94,16 @@ def run_experiment(
 
 
 def compare_classes(cfg: ExperimentConfig, explained: Explained, scored: Scored) -> tuple[dict, dict]:
-    """stats.json: every compared score, NORMAL vs PNEUMONIA, in the `stats` command's layout."""
-    labels = explained.loaded.labels
-    scores = compared_scores(scored.scores, labels)
-    return group_statistics(scores, labels, cfg.n_per_class, cfg.n_draws, cfg.alpha, cfg.train.seed, SCORES)
+    """stats.json: every compared score, NORMAL vs PNEUMONIA, in the `stats` command's layout. Films the guard
+    flagged are left out (their scores describe another population) unless cfg.include_ood."""
+    keep = np.ones(len(explained.loaded.labels), dtype=bool) if cfg.include_ood else explained.in_distribution
+    labels = explained.loaded.labels[keep]
+    scores = compared_scores({k: np.asarray(v)[keep] for k, v in scored.scores.items()}, labels)
+    statistics, notes = group_statistics(
+        scores, labels, cfg.n_per_class, cfg.n_draws, cfg.alpha, cfg.train.seed, SCORES
+    )
+    notes = dict(notes) | {"out_of_distribution_left_out": int((~keep).sum())}
+    return statistics, notes
 
 
 def prepare(cfg: ExperimentConfig):
@@ -153,11 +163,18 @@ def explain_split(cfg: ExperimentConfig, trained: Trained, run_dir: Path, device
     inputs, film, focus = focus_inputs(cfg, trained.meta, loaded)
     cam = make_cam(trained.model, cfg.method, batch_size=cfg.train.batch_size, device=device)
     result = cam(inputs.images, target=cfg.target, labels=loaded.labels, description=f"{cfg.method} ({cfg.eval_split})")
-    predictions = Predictions(loaded.paths, loaded.labels, result.probs, [s.patient_id for s in loaded.samples])
+    guard = load_guard(trained.checkpoint)
+    found = verdicts(guard, result.features, loaded.paths, loaded.images)
+    patients = [s.patient_id for s in loaded.samples]
+    predictions = Predictions(loaded.paths, loaded.labels, result.probs, patients, found)
     thresholds, described = checkpoint_thresholds(trained.meta)
     metrics = metrics_at_thresholds(predictions, thresholds, cfg.bootstrap, cfg.train.seed)
-    write_csv(run_dir / "predictions.csv", ["path", "label", "prob_pneumonia", "pred"], predictions.rows(0.5))
-    return Explained(loaded, film(result), metrics, described, leakage, inputs, result, focus)
+    guarded = guard_record(predictions, thresholds, guard, cfg.bootstrap, cfg.train.seed)
+    if guarded["n_flagged"]:
+        print(f"domain-shift guard: {guarded['n_flagged']} films flagged {guarded['reasons']}", file=sys.stderr)
+    write_csv(run_dir / "predictions.csv", Predictions.HEADER, predictions.rows(0.5))
+    kept = np.array([v.in_distribution for v in found], dtype=bool)
+    return Explained(loaded, film(result), metrics, described, leakage, inputs, result, focus, kept, guarded, found)
 
 
 def focus_inputs(cfg: ExperimentConfig, meta: dict, loaded: LoadedImages):

@@ -286,3 +286,24 @@ def resolve_device(device: str = "auto") -> torch.device:
     if device not in ("cpu", "cuda"):
         raise SettingError("device", f"must be auto, cpu or cuda, got '{device}'")
     return torch.device(device)
+
+
+def checkpoint_part(path: str | os.PathLike, key: str):
+    """A part stored beside the weights in model.pt (e.g. the domain-shift guard); None when absent."""
+    obj = torch.load(Path(path), map_location="cpu", weights_only=True)
+    return obj.get(key) if isinstance(obj, Mapping) else None
+
+
+def store_checkpoint_part(path: str | os.PathLike, key: str, value) -> None:
+    """Add or replace one part of model.pt (weights and metadata untouched), written atomically."""
+    import io
+
+    from .outputs import atomic_write_bytes
+
+    obj = torch.load(Path(path), map_location="cpu", weights_only=True)
+    if not isinstance(obj, Mapping) or obj.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a pneumocam checkpoint")
+    obj = dict(obj) | {key: value}
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())

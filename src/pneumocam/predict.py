@@ -13,13 +13,15 @@ from .data import LoadedImages, Sample, patient_id_from_name
 from .data.readers import UnreadableImage, read_grayscale, read_resized
 from .evaluate import checkpoint_thresholds
 from .focus import film_maps, focus_images
+from .guard import load_guard, verdicts
 from .leakage import check_leakage, enforce
 from .model import load_checkpoint, resolve_device
 from .outputs import atomic_write_bytes, mark_complete, new_run_folder, write_csv, write_json
 
 
-def overlay_png(gray: np.ndarray, heat: np.ndarray) -> bytes:
-    """The film in grey with the map (scaled to its maximum) blended on top in the jet colour map."""
+def overlay_png(gray: np.ndarray, heat: np.ndarray, caption: str = "") -> bytes:
+    """The film in grey with the map (scaled to its maximum) blended on top in the jet colour map; caption (the
+    probability and the guard's verdict) on a dark strip above it."""
     import io
 
     from matplotlib import colormaps
@@ -29,8 +31,18 @@ def overlay_png(gray: np.ndarray, heat: np.ndarray) -> bytes:
     colour = colormaps["jet"](scaled)[..., :3]
     base = np.repeat(gray[..., None] / 255.0, 3, axis=2)
     blended = (0.6 * base + 0.4 * colour) * 255
+    picture = Image.fromarray(blended.clip(0, 255).astype(np.uint8))
+    if caption:
+        from PIL import ImageDraw, ImageFont
+
+        font = ImageFont.load_default(size=max(12, picture.width // 45))
+        strip = int(font.size * 1.8)
+        framed = Image.new("RGB", (picture.width, picture.height + strip), (20, 20, 20))
+        framed.paste(picture, (0, strip))
+        ImageDraw.Draw(framed).text((6, strip // 5), caption, fill=(255, 255, 255), font=font)
+        picture = framed
     buffer = io.BytesIO()
-    Image.fromarray(blended.clip(0, 255).astype(np.uint8)).save(buffer, format="PNG")
+    picture.save(buffer, format="PNG")
     return buffer.getvalue()
 
 
@@ -56,6 +68,7 @@ def predict_files(
     thresholds, described = checkpoint_thresholds(meta)
     key = "threshold_youden_val" if "threshold_youden_val" in thresholds else "threshold_0.5"
     threshold, source = thresholds[key], described[key]
+    guard = load_guard(checkpoint)
     readable, inputs, originals, rows = [], [], [], []
     for path in images:
         try:
@@ -63,7 +76,7 @@ def predict_files(
             originals.append(read_grayscale(path))
             readable.append(path)
         except UnreadableImage as exc:
-            rows.append((str(path), "", "skipped", "", str(exc)))
+            rows.append((str(path), "", "skipped", "", str(exc), "", "", ""))
     samples = [Sample(str(p), -1, "predict", patient_id_from_name(Path(p).name)) for p in readable]
     leakage = check_leakage(meta, samples)
     enforce(leakage, strict, warn)
@@ -73,6 +86,7 @@ def predict_files(
         focused = focus_images(LoadedImages(samples, np.stack(inputs), [], False), meta.get("focus", "none"))
         result = make_cam(model, method, device=target)(focused.images, target="pred", description="Explaining")
         maps = result.maps if meta.get("focus", "none") == "none" else film_maps(result.maps, focused.boxes, size, size)
+        found = verdicts(guard, result.features, [str(p) for p in readable], np.stack(inputs))
         for i, (path, gray) in enumerate(zip(readable, originals)):
             heat = upsample(maps[i : i + 1], max(gray.shape))[0]
             if gray.shape[0] != gray.shape[1]:  # the model saw a squashed square: stretch the map back
@@ -82,12 +96,33 @@ def predict_files(
                     Image.fromarray(heat).resize((gray.shape[1], gray.shape[0]), Image.Resampling.BILINEAR)
                 )
             name = f"{i:03d}_{Path(path).stem}_{method}.png"
-            atomic_write_bytes(folder / name, overlay_png(gray, heat))
-            prob = float(result.probs[i])
+            prob, verdict = float(result.probs[i]), found[i]
+            decision = CLASS_NAMES[int(prob >= threshold)]
+            shift = "in distribution" if verdict.in_distribution else f"OUT OF DISTRIBUTION: {verdict.ood_reason}"
+            caption = f"p(PNEUMONIA) {prob:.3f} -> {decision} | {shift}"
+            atomic_write_bytes(folder / name, overlay_png(gray, heat, caption))
             rows.append(
-                (str(path), f"{prob:.6f}", CLASS_NAMES[int(prob >= threshold)], CLASS_NAMES[int(prob >= 0.5)], name)
+                (
+                    str(path),
+                    f"{prob:.6f}",
+                    decision,
+                    CLASS_NAMES[int(prob >= 0.5)],
+                    name,
+                    int(verdict.in_distribution),
+                    f"{verdict.ood_score:.3f}",
+                    verdict.ood_reason,
+                )
             )
-    header = ["path", "prob_pneumonia", f"pred_at_{threshold:.4f}", "pred_at_0.5", "overlay_or_reason"]
+    header = [
+        "path",
+        "prob_pneumonia",
+        f"pred_at_{threshold:.4f}",
+        "pred_at_0.5",
+        "overlay_or_reason",
+        "in_distribution",
+        "ood_score",
+        "ood_reason",
+    ]
     write_csv(folder / "predictions.csv", header, rows)
     write_json(
         folder / "predict.json",
@@ -95,6 +130,7 @@ def predict_files(
             "checkpoint": str(checkpoint),
             "weights": meta.get("weights"),
             "focus": meta.get("focus", "none"),
+            "guard": guard.fitted_on | {"threshold": guard.threshold} if guard is not None else None,
             "threshold": threshold,
             "threshold_source": source,
             "leakage": leakage.to_dict(),

@@ -70,9 +70,18 @@ class RunFolder:
 
 
 def write_importance(
-    path: Path, loaded, labels, preds, probs, targets, scores: dict, lung_sources: list[str] | None
+    path: Path,
+    loaded,
+    labels,
+    preds,
+    probs,
+    targets,
+    scores: dict,
+    lung_sources: list[str] | None,
+    in_distribution: np.ndarray | None = None,
 ) -> None:
-    """importance.csv: one row per image, every score named by its normalisation; NaN where a score does not exist."""
+    """importance.csv: one row per image, every score named by its normalisation; NaN where a score does not exist;
+    in_distribution (1 / 0): the guard's verdict, which decides whether the statistics used the row."""
     header = ["path", "label", "pred", "prob_pneumonia", "cam_target", *scores]
     rows = (
         [p, CLASS_NAMES[lab], CLASS_NAMES[q], f"{pr:.6f}", CLASS_NAMES[t], *(repr(float(scores[s][i])) for s in scores)]
@@ -81,6 +90,9 @@ def write_importance(
     if lung_sources is not None:
         header.append("lung_source")
         rows = (row + [source] for row, source in zip(rows, lung_sources))
+    if in_distribution is not None:
+        header.append("in_distribution")
+        rows = (row + [int(flag)] for row, flag in zip(rows, in_distribution))
     write_csv(path, header, rows)
 
 
@@ -135,6 +147,7 @@ def write_run(cfg, run_dir: Path, trained, explained, scored, statistics: dict, 
             explained.thresholds,
             explained.metrics,
             explained.leakage,
+            explained.guard,
         ),
     )
     explained.leakage.write_csv(run_dir / "leakage.csv")
@@ -148,6 +161,7 @@ def write_run(cfg, run_dir: Path, trained, explained, scored, statistics: dict, 
         result.targets,
         scored.scores,
         scored.lung_sources,
+        explained.in_distribution,
     )
     write_json(run_dir / "stats.json", statistics)
     for name in ("mean_maxnorm", "mean_raw"):
@@ -166,6 +180,19 @@ def write_run(cfg, run_dir: Path, trained, explained, scored, statistics: dict, 
         [Path(loaded.paths[i]).name for i in pick],
         contours,
     )
+    if explained.guard["fitted"] or explained.guard["n_flagged"]:
+        from .report.figures import ood_grid
+
+        found = explained.verdicts
+        order = np.argsort([-(v.ood_score if np.isfinite(v.ood_score) else np.inf) for v in found], kind="stable")
+        order = sorted(order[:8], key=lambda i: found[i].in_distribution)  # flagged first
+        ood_grid(
+            run_dir / "figures" / "ood.png",
+            np.stack([np.asarray(loaded.images[i]) for i in order]),
+            [Path(loaded.paths[i]).name for i in order],
+            [found[i].ood_reason for i in order],
+            np.array([found[i].ood_score for i in order]),
+        )
     skipped = write_all_skipped(run_dir, loaded.skipped)
     provenance = {
         "data": str(cfg.train.data),
@@ -189,6 +216,7 @@ def write_run(cfg, run_dir: Path, trained, explained, scored, statistics: dict, 
             "metrics": explained.metrics,
             "calibration": trained.meta.get("calibration"),
             "focus": explained.focus,
+            "guard": explained.guard,
             "thresholds": explained.thresholds,
             "leakage": explained.leakage.to_dict(),
             "empty_maps": scored.empty,

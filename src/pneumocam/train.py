@@ -185,6 +185,23 @@ def focused_data(prepared: PreparedData, config: TrainConfig) -> PreparedData:
     return replace(prepared, train=train.inputs(prepared.train), val=val.inputs(prepared.val))
 
 
+def fit_model_guard(checkpoint: Path, prepared: PreparedData, config: TrainConfig, device, features=None) -> dict:
+    """Fit the domain-shift guard on the selected model's features of the training and validation films and store
+    it in model.pt. features: (train, val) pooled features already computed (frozen mode)."""
+    from .guard import fit_guard, save_guard
+    from .model import load_checkpoint
+
+    if features is None:
+        model, _ = load_checkpoint(checkpoint, device)
+        features = [
+            extract_features(model, part.images, config.batch_size, device, f"Guard features ({name})")
+            for name, part in (("train", prepared.train), ("val", prepared.val))
+        ]
+    guard = fit_guard(np.asarray(features[0]), prepared.train.labels, np.asarray(features[1]))
+    save_guard(checkpoint, guard)
+    return guard.fitted_on | {"threshold": guard.threshold}
+
+
 def weight_average(model: nn.Module, decay: float) -> AveragedModel:
     """An exponential moving average of the weights and BatchNorm statistics; it starts at the first step's weights."""
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
@@ -407,9 +424,15 @@ def fit(
         )
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < config.epochs:
             return run_dir
+    began = time.perf_counter()
+    guard = fit_model_guard(
+        run_dir / "model.pt", prepared, config, device, (train_data, val_features) if use_features else None
+    )
+    timings["guard_fit_s"] = time.perf_counter() - began
     write_json(
         run_dir / "train_summary.json",
         {
+            "guard": guard,
             "best_epoch": best["epoch"],
             "best_parameters": best.get("parameters", "trained"),
             "select_by": config.select_by,

@@ -20,10 +20,15 @@ from .sections import build_sections
 from .text import ORIGINAL_SCORE
 
 
-def _finite_by_class(run_dir: Path, score: str) -> tuple[np.ndarray, np.ndarray]:
-    """A score's finite values per class, in importance.csv's row order (the order the statistics drew from)."""
+def _finite_by_class(run_dir: Path, score: str, include_ood: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """A score's finite values per class, in importance.csv's row order (the order the statistics drew from);
+    without include_ood, the rows the guard flagged are left out as the statistics left them out."""
     with open(run_dir / "importance.csv", newline="") as f:
-        rows = [(r["label"], float(r[score])) for r in csv.DictReader(f) if r.get(score) not in (None, "")]
+        rows = [
+            (r["label"], float(r[score]))
+            for r in csv.DictReader(f)
+            if r.get(score) not in (None, "") and (include_ood or r.get("in_distribution", "1") != "0")
+        ]
     values = {c: np.array([v for label, v in rows if label == c and np.isfinite(v)]) for c in ("NORMAL", "PNEUMONIA")}
     return values["NORMAL"], values["PNEUMONIA"]
 
@@ -40,6 +45,7 @@ def make_figures(run_dir: Path, results: dict, out_dir: Path) -> dict[str, Path]
             found[key] = draw(out_dir / "figures" / f"{key}.png")
 
     figure("heatmaps", None)
+    figure("ood", None)  # drawn from the films at run time
     m05 = results["metrics"]["threshold_0.5"]
     if (run_dir / "heatmaps.npz").is_file():
         from ..cam import load_heatmaps
@@ -73,7 +79,7 @@ def make_figures(run_dir: Path, results: dict, out_dir: Path) -> dict[str, Path]
         draw = entry["sample"]["draw"]
 
         def scores(path, name=name, entry=entry, draw=draw):
-            normal, pneumonia = _finite_by_class(run_dir, name)
+            normal, pneumonia = _finite_by_class(run_dir, name, results["config"].get("include_ood", True))
             return fg.score_comparison(
                 path, normal[draw["indices"]["NORMAL"]], pneumonia[draw["indices"]["PNEUMONIA"]], name, entry["sample"]
             )

@@ -194,3 +194,19 @@ def reliability_figure(path: Path, labels, probs_before, probs_after) -> Path:
     ax.legend(fontsize=7)
     ax.set_title("Reliability", fontsize=9)
     return _save(fig, path)
+
+
+def ood_grid(path: Path, images: np.ndarray, names: list[str], reasons: list[str], scores: np.ndarray) -> Path:
+    """The films the domain-shift guard found least like the training films, with its reason."""
+    cols = min(4, len(images))
+    rows = int(np.ceil(len(images) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.4, rows * 2.8), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for i, image in enumerate(images):
+        ax = axes[divmod(i, cols)]
+        ax.imshow(image, cmap="gray", vmin=0, vmax=255)
+        reason = reasons[i] if reasons[i] else "passed"
+        ax.set_title(f"{names[i][:22]}\n{reason[:38]}\ndistance {scores[i]:.1f}", fontsize=6.5)
+    fig.suptitle("Least like the training films (domain-shift guard)", fontsize=9)
+    return _save(fig, path)

@@ -177,6 +177,49 @@ def attention_section(results: dict, figures: dict | None = None) -> Section | N
     return sec.add(lung_verdict(att))
 
 
+def guard_section(results: dict, figures: dict | None = None) -> Section | None:
+    guard = results.get("guard")
+    if not guard:
+        return None
+    sec = Section("Does each film look like the training films?")
+    if not guard["fitted"]:
+        sec.add(
+            Banner(
+                "This model carries no fitted domain-shift guard (trained before it existed): only the input checks "
+                "ran. Fit one with `pneumocam guard fit --checkpoint MODEL --data DATA`.",
+                "warning",
+            )
+        )
+    else:
+        fitted = guard["fitted_on"]
+        sec.add(
+            "The guard measures the Mahalanobis distance of each film's pooled layer4 features to the nearest class "
+            f"mean of the {fitted['n_train']} training films (shared Ledoit-Wolf covariance, shrinkage "
+            f"{fitted['shrinkage']:.2f}); the threshold {guard['threshold']:.1f} lets {fitted['coverage']:.0%} of the "
+            f"{fitted['n_val']} validation films through. Input checks come first: colour picture, aspect ratio, "
+            "very small or near-blank image. A film from another population that looks alike can still pass."
+        )
+    by_class = guard["share_flagged_by_class"]
+    sec.add(
+        f"Flagged: {guard['n_flagged']} films ({guard['share_flagged']:.1%}); NORMAL {fmt(by_class['NORMAL'])}, "
+        f"PNEUMONIA {fmt(by_class['PNEUMONIA'])}. Reasons: {guard['reasons'] or 'none'}. Flagged films keep their "
+        "probability in predictions.csv; "
+        + (
+            "they are included in the group statistics (--include-ood)."
+            if results["config"].get("include_ood")
+            else "they are left out of the group statistics (--include-ood keeps them)."
+        )
+    )
+    kept = (guard.get("metrics_in_distribution") or {}).get("threshold_0.5")
+    if kept and kept.get("roc_auc") is not None:
+        sec.add(
+            f"On the {kept['n']} films that passed: accuracy at 0.5 {fmt(kept['accuracy'])}, ROC-AUC "
+            f"{fmt(kept['roc_auc'])} (all films: {fmt(results['metrics']['threshold_0.5']['accuracy'])}, "
+            f"{fmt(results['metrics']['threshold_0.5']['roc_auc'])})."
+        )
+    return sec.add(figure(figures or {}, "ood", "The films least like the training films, with the guard's reason"))
+
+
 def trust_section(results: dict, figures: dict | None = None) -> Section | None:
     trust = results.get("trust")
     if not trust:

@@ -7,7 +7,14 @@ or the data, so a run folder copied to another machine renders the same report.
 from __future__ import annotations
 
 from .document import Banner, FigureRow, Section, Table
-from .findings import attention_section, conclusion_section, ground_truth_section, statistics_section, trust_section
+from .findings import (
+    attention_section,
+    conclusion_section,
+    ground_truth_section,
+    guard_section,
+    statistics_section,
+    trust_section,
+)
 from .text import figure, fmt, headline_threshold, leakage_box, lung_verdict, statistics_verdict, threshold_sentence
 
 
@@ -280,6 +287,7 @@ SECTIONS = (
     data_section,
     training_section,
     metrics_section,
+    guard_section,
     heatmaps_section,
     statistics_section,
     ground_truth_section,

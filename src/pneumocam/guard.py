@@ -1,0 +1,223 @@
+"""The domain-shift guard: does a film look like the films the model was trained on?
+
+Two layers, cheapest first:
+- input checks on the file itself: a colour picture, an aspect ratio no chest film has, a very small image, a
+  near-blank image;
+- the Mahalanobis distance of the model's pooled 2048-d layer4 features to the nearest class mean of the training
+  films, with one shared covariance (Lee et al. 2018) estimated with Ledoit-Wolf shrinkage (scikit-learn): 2048
+  dimensions from a few thousand films need the shrinkage to be invertible and stable.
+
+The distance threshold is the validation split's 95th percentile, so 95% of in-distribution films pass. The
+features are the ones Grad-CAM's forward pass computes anyway, so the guard costs one small matrix product.
+A flagged film keeps its probability: the verdict is reported beside it, never instead of it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+GUARD_FORMAT_VERSION = 1
+COVERAGE = 0.95
+MAX_CHROMA = 12.0  # mean largest channel difference (grey levels) above which a picture is in colour
+ASPECT_RANGE = (0.5, 2.0)  # width / height of chest films in practice
+MIN_SIDE = 64  # px: smaller files are thumbnails, not films (phantoms and tests use 64 px)
+MIN_STD = 6.0  # grey levels: below this the image is near-blank
+
+
+@dataclass
+class Verdict:
+    in_distribution: bool
+    ood_score: float  # Mahalanobis distance to the nearest training class mean (NaN without a guard)
+    ood_reason: str  # "" when in distribution
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Guard:
+    class_means: np.ndarray  # (2, D)
+    precision: np.ndarray  # (D, D): inverse of the shrunk shared covariance
+    threshold: float
+    fitted_on: dict
+
+    def distances(self, features: np.ndarray) -> np.ndarray:
+        """Mahalanobis distance of each feature row to the nearest class mean."""
+        features = np.asarray(features, dtype=np.float64)
+        out = np.full(len(features), np.inf)
+        for mean in self.class_means:
+            centred = features - mean
+            out = np.minimum(out, np.einsum("nd,de,ne->n", centred, self.precision, centred))
+        return np.sqrt(np.maximum(out, 0.0))
+
+    def assess(self, features: np.ndarray, input_reasons: list[str] | None = None) -> list[Verdict]:
+        scores = self.distances(features)
+        reasons = input_reasons or [""] * len(scores)
+        verdicts = []
+        for score, reason in zip(scores, reasons):
+            if not reason and score > self.threshold:
+                reason = f"features unlike the training films (distance {score:.1f} > {self.threshold:.1f})"
+            verdicts.append(Verdict(not reason, float(score), reason))
+        return verdicts
+
+    def to_state(self) -> dict:
+        """Plain tensors and numbers for model.pt (loadable with weights_only=True)."""
+        import torch
+
+        return {
+            "format_version": GUARD_FORMAT_VERSION,
+            "class_means": torch.from_numpy(self.class_means.astype(np.float32)),
+            "precision": torch.from_numpy(self.precision.astype(np.float32)),
+            "threshold": float(self.threshold),
+            "fitted_on": self.fitted_on,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict | None) -> Guard | None:
+        if not state or state.get("format_version") != GUARD_FORMAT_VERSION:
+            return None
+        return cls(
+            state["class_means"].double().numpy(),
+            state["precision"].double().numpy(),
+            float(state["threshold"]),
+            dict(state.get("fitted_on", {})),
+        )
+
+
+def fit_guard(
+    train_features: np.ndarray, train_labels: np.ndarray, val_features: np.ndarray, coverage: float = COVERAGE
+) -> Guard:
+    """Class means and a Ledoit-Wolf shared covariance on training features; the threshold passes `coverage` of
+    the validation films."""
+    from sklearn.covariance import LedoitWolf
+
+    train_features = np.asarray(train_features, dtype=np.float64)
+    train_labels = np.asarray(train_labels)
+    means = np.stack([train_features[train_labels == c].mean(axis=0) for c in (0, 1)])
+    centred = train_features - means[train_labels]
+    shrunk = LedoitWolf(assume_centered=True).fit(centred)
+    guard = Guard(means, shrunk.precision_, np.inf, {})
+    val_scores = guard.distances(val_features)
+    guard.threshold = float(np.quantile(val_scores, coverage))
+    guard.fitted_on = {
+        "n_train": int(len(train_features)),
+        "n_val": int(len(val_features)),
+        "coverage": coverage,
+        "shrinkage": float(shrunk.shrinkage_),
+        "val_pass_rate": float(np.mean(val_scores <= guard.threshold)),
+        "features": "pooled layer4 (2048-d)",
+    }
+    return guard
+
+
+def image_reason(gray: np.ndarray) -> str:
+    """Checks on the decoded grey film at the model's size."""
+    if float(np.asarray(gray, dtype=np.float32).std()) < MIN_STD:
+        return "near-blank image"
+    return ""
+
+
+def file_reason(path: str | os.PathLike) -> str:
+    """Checks on the file as stored: colour, aspect ratio, size. DICOM files are monochrome by definition here."""
+    from PIL import Image
+
+    from .data.readers import _looks_like_dicom
+
+    path = os.fspath(path)
+    try:
+        if _looks_like_dicom(path):
+            import pydicom
+
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            width, height, colour = int(ds.get("Columns", 0)), int(ds.get("Rows", 0)), 0.0
+        else:
+            with Image.open(path) as image:
+                width, height = image.size
+                colour = 0.0
+                if image.mode not in ("L", "I;16", "I;16B", "I;16L", "I", "F", "1", "LA"):
+                    image.draft("RGB", (64, 64))
+                    rgb = np.asarray(image.convert("RGB").resize((64, 64)), dtype=np.int16)
+                    colour = float((rgb.max(axis=2) - rgb.min(axis=2)).mean())
+    except Exception:  # unreadable files are the readers' business: they are skipped with their reason
+        return ""
+    if colour > MAX_CHROMA:
+        return "colour image"
+    if height and not ASPECT_RANGE[0] <= width / height <= ASPECT_RANGE[1]:
+        return f"aspect ratio {width}:{height} unlike a chest film"
+    if min(width, height) < MIN_SIDE:
+        return f"very small image ({width}x{height} px)"
+    return ""
+
+
+def input_reasons(paths: list[str], grays: np.ndarray) -> list[str]:
+    """The first failing input check per image ("" when all pass)."""
+    return [file_reason(p) or image_reason(np.asarray(g)) for p, g in zip(paths, grays)]
+
+
+def verdicts(guard: Guard | None, features: np.ndarray | None, paths: list[str], grays) -> list[Verdict]:
+    """Every image's verdict: input checks first, then (with a guard and features) the feature distance."""
+    reasons = input_reasons(paths, grays)
+    if guard is None or features is None:
+        return [Verdict(not reason, float("nan"), reason) for reason in reasons]
+    return guard.assess(features, reasons)
+
+
+def guard_summary(found: list[Verdict], labels: np.ndarray, guard: Guard | None) -> dict:
+    """metrics.json / results.json: how many films were flagged, per class and per reason."""
+    from . import CLASS_NAMES
+
+    flagged = np.array([not v.in_distribution for v in found], dtype=bool)
+    reasons: dict[str, int] = {}
+    for v in found:
+        if not v.in_distribution:
+            key = "features unlike the training films" if v.ood_reason.startswith("features") else v.ood_reason
+            reasons[key] = reasons.get(key, 0) + 1
+    return {
+        "fitted": guard is not None,
+        "threshold": guard.threshold if guard is not None else None,
+        "fitted_on": guard.fitted_on if guard is not None else None,
+        "n_flagged": int(flagged.sum()),
+        "share_flagged": float(flagged.mean()) if len(flagged) else 0.0,
+        "share_flagged_by_class": {
+            CLASS_NAMES[c]: float(flagged[labels == c].mean()) if (labels == c).any() else None for c in (0, 1)
+        },
+        "reasons": reasons,
+    }
+
+
+def load_guard(checkpoint) -> Guard | None:
+    from .model import checkpoint_part
+
+    return Guard.from_state(checkpoint_part(checkpoint, "guard"))
+
+
+def save_guard(checkpoint, guard: Guard) -> None:
+    from .model import store_checkpoint_part
+
+    store_checkpoint_part(checkpoint, "guard", guard.to_state())
+
+
+def fit_checkpoint_guard(checkpoint, data: str | None = None, batch_size: int = 32, device="cpu") -> Guard:
+    """Fit the guard of a model.pt on the training and validation films its own plan names (same split, seed,
+    held-out part and focus), and store it in the checkpoint. data: the dataset, if it moved since training."""
+    from .config import TrainConfig
+    from .data import prepare_data
+    from .model import load_checkpoint
+    from .train import extract_features, focused_data
+
+    model, meta = load_checkpoint(checkpoint, device)
+    values = dict(meta["config"])
+    if data is not None:
+        values["data"] = str(data)
+    config = TrainConfig(**values)
+    prepared = focused_data(prepare_data(config), config)
+    features = [
+        extract_features(model, part.images, batch_size, device, f"Guard features ({name})").numpy()
+        for name, part in (("train", prepared.train), ("val", prepared.val))
+    ]
+    guard = fit_guard(features[0], prepared.train.labels, features[1])
+    save_guard(checkpoint, guard)
+    return guard

@@ -1,0 +1,136 @@
+"""The domain-shift guard: its distance against scipy, its input checks by hand, and the known answers on a model
+trained on the shared Kermany data."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pneumocam.guard import Guard, file_reason, fit_guard, image_reason
+
+from .conftest import KERMANY
+
+
+def test_distance_is_scipys_mahalanobis_to_the_nearest_class_mean_with_ledoit_wolf_covariance():
+    from scipy.spatial.distance import mahalanobis
+    from sklearn.covariance import LedoitWolf
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 60)
+    train = rng.normal(size=(120, 5)) + labels[:, None] * 3.0
+    val = rng.normal(size=(40, 5)) + np.repeat([0, 1], 20)[:, None] * 3.0
+    guard = fit_guard(train, labels, val)
+    means = [train[labels == c].mean(axis=0) for c in (0, 1)]
+    precision = LedoitWolf(assume_centered=True).fit(train - np.stack(means)[labels]).precision_
+    probe = rng.normal(size=(7, 5)) * 4
+    expected = [min(mahalanobis(x, m, precision) for m in means) for x in probe]
+    np.testing.assert_allclose(guard.distances(probe), expected, rtol=1e-9)
+    val_expected = [min(mahalanobis(x, m, precision) for m in means) for x in val]
+    assert guard.threshold == pytest.approx(np.quantile(val_expected, 0.95))
+    assert sum(d <= guard.threshold for d in val_expected) == 38  # 95% of 40 validation rows pass
+
+
+def test_assess_keeps_the_first_input_reason_and_otherwise_flags_far_features():
+    guard = Guard(np.zeros((2, 2)), np.eye(2), threshold=2.0, fitted_on={})
+    found = guard.assess(np.array([[1.0, 1.0], [3.0, 0.0], [0.0, 0.0]]), ["", "", "colour image"])
+    assert [v.in_distribution for v in found] == [True, False, False]
+    assert found[0].ood_score == pytest.approx(np.sqrt(2))
+    assert found[1].ood_reason.startswith("features unlike the training films")
+    assert found[2].ood_reason == "colour image"
+
+
+def test_input_checks_by_hand(tmp_path):
+    rng = np.random.default_rng(1)
+    film = rng.integers(0, 255, (300, 250), dtype=np.uint8)
+    cases = {
+        "grey.png": (Image.fromarray(film), ""),
+        "grey_as_rgb.jpeg": (Image.fromarray(film).convert("RGB"), ""),  # Kermany's JPEGs: RGB holding grey
+        "colour.png": (Image.fromarray(rng.integers(0, 255, (300, 250, 3), dtype=np.uint8)), "colour image"),
+        "strip.png": (Image.fromarray(film[:100]), "aspect ratio 250:100 unlike a chest film"),
+        "thumb.png": (Image.fromarray(film[:50, :60]), "very small image (60x50 px)"),
+    }
+    for name, (image, reason) in cases.items():
+        image.save(tmp_path / name)
+        assert file_reason(tmp_path / name) == reason, name
+    assert image_reason(np.full((64, 64), 90, np.uint8)) == "near-blank image"
+    assert image_reason(film[:64, :64]) == ""
+
+
+def test_guard_fit_refits_the_guard_training_stored(tiny_checkpoint, tmp_path):
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from pneumocam.cli import app
+    from pneumocam.guard import load_guard
+
+    copy = tmp_path / "model.pt"
+    shutil.copy(tiny_checkpoint / "model.pt", copy)
+    stored = load_guard(copy)
+    assert stored is not None
+    result = CliRunner().invoke(app, ["guard", "fit", "--checkpoint", str(copy)])
+    assert result.exit_code == 0, result.output
+    refitted = load_guard(copy)
+    assert refitted.threshold == pytest.approx(stored.threshold, rel=1e-4)
+    np.testing.assert_allclose(refitted.class_means, stored.class_means, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.shared_data
+def test_known_answers_on_a_model_trained_on_kermany(tmp_path):
+    """Colour pictures, rotated and inverted films, near-blank images and phantoms are flagged (>= 95% each);
+    at most 7% of the held-out patients' films are."""
+    import skimage.data
+
+    from pneumocam.config import TrainConfig
+    from pneumocam.data import Sample, discover, load_images, split_holdout
+    from pneumocam.data.phantoms import make_phantom
+    from pneumocam.evaluate import predict
+    from pneumocam.guard import load_guard
+    from pneumocam.model import load_checkpoint
+    from pneumocam.train import fit
+
+    config = TrainConfig(
+        data=str(KERMANY),
+        mode="frozen",
+        weights="none",
+        image_size=128,
+        epochs=1,
+        max_per_class=150,
+        holdout_fraction=0.15,
+        val_source="carved",
+        seed=0,
+        use_cache=False,
+    )
+    run = fit(config, runs_dir=tmp_path / "runs")
+    model, _ = load_checkpoint(run / "model.pt")
+    guard = load_guard(run / "model.pt")
+    held = split_holdout(discover(KERMANY), 0.15, 0)[1]
+    held = [held[i] for i in sorted(np.random.default_rng(0).choice(len(held), 300, replace=False))]
+
+    def flagged(samples):
+        loaded = load_images(samples, 128, use_cache=False)
+        assert len(loaded.samples) == len(samples)
+        return np.array([not v.in_distribution for v in predict(model, loaded, guard=guard, assess=True).verdicts])
+
+    def written(name, arrays):
+        folder = tmp_path / name
+        folder.mkdir()
+        for i, array in enumerate(arrays):
+            Image.fromarray(np.ascontiguousarray(array)).save(folder / f"{i}.png")
+        return [Sample(str(folder / f"{i}.png"), 0, "probe", None) for i in range(len(arrays))]
+
+    rng = np.random.default_rng(0)
+    films = [np.asarray(Image.open(s.path).convert("L")) for s in held[:40]]
+    colour = ["astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "retina", "cat"]
+    probes = {
+        "colour pictures": written("colour", [getattr(skimage.data, n)() for n in colour]),
+        "films rotated 90 degrees": written("rotated", [np.rot90(f) for f in films]),
+        "inverted films": written("inverted", [255 - f for f in films]),
+        "near-blank images": written(
+            "blank",
+            [np.clip(rng.normal(rng.uniform(0, 255), 2, (224, 224)), 0, 255).astype(np.uint8) for _ in range(20)],
+        ),
+        "phantoms": written("phantoms", [make_phantom(rng, i % 2, 224).image for i in range(40)]),
+    }
+    for name, samples in probes.items():
+        assert flagged(samples).mean() >= 0.95, name
+    assert flagged(held).mean() <= 0.07
