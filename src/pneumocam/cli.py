@@ -35,6 +35,7 @@ from .cli_options import (
     with_config,
 )
 from .cli_runs import compare, report
+from .cli_serve import serve
 from .errors import PneumocamError
 
 app = typer.Typer(
@@ -45,6 +46,7 @@ app = typer.Typer(
 )
 app.add_typer(lungs_app, name="lungs")
 app.add_typer(guard_app, name="guard")
+app.command()(serve)
 app.command()(data)
 app.command()(phantoms)
 app.command()(report)

@@ -1,0 +1,203 @@
+"""The model behind `pneumocam serve`: loaded once, requests micro-batched into one Grad-CAM pass.
+
+Each request is decoded by the same reader as every other command, focused the way the checkpoint records,
+explained, checked by the domain-shift guard and measured on the film's regions (lungs estimated: an upload
+comes without a mask). Requests that arrive within a few milliseconds of each other run as one batch, so eight
+concurrent clients cost little more than one batch-8 pass; each answer goes back to the request it came from.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import queue
+import tempfile
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import CLASS_NAMES
+from ..cam import METHODS, make_cam, upsample
+from ..data import LoadedImages, Sample
+from ..data.readers import read_grayscale, resize_square
+from ..evaluate import checkpoint_thresholds
+from ..focus import film_maps, focus_images
+from ..guard import file_reason, image_reason, load_guard
+from ..model import load_checkpoint, resolve_device
+
+
+def png_base64(rgb_or_rgba: np.ndarray) -> str:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(rgb_or_rgba).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def heat_rgba(heat: np.ndarray) -> np.ndarray:
+    """The map in the jet colour map, opaque where it is strong and transparent where it is zero."""
+    from matplotlib import colormaps
+
+    scaled = heat / heat.max() if heat.max() > 0 else heat
+    rgba = colormaps["jet"](scaled)
+    rgba[..., 3] = np.clip(scaled * 1.5, 0, 1)
+    return (rgba * 255).astype(np.uint8)
+
+
+def contour_rgba(masks: dict[str, np.ndarray], colours: dict[str, tuple]) -> np.ndarray:
+    """Outlines of each mask on a transparent layer."""
+    import cv2
+
+    side = next(iter(masks.values())).shape
+    layer = np.zeros((*side, 4), dtype=np.uint8)
+    for name, mask in masks.items():
+        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(layer, contours, -1, (*colours[name], 255), max(1, side[0] // 160))
+    return layer
+
+
+@dataclass
+class Job:
+    gray: np.ndarray  # the model-size film
+    reason: str  # the input checks' verdict on the uploaded file ("" when it passed)
+    method: str
+    future: Future = field(default_factory=Future)
+
+
+class ModelService:
+    """The checkpoint, its guard and thresholds, and a worker thread that explains queued films in batches."""
+
+    def __init__(self, checkpoint, device: str = "auto", window_ms: float = 15.0, max_batch: int = 32):
+        self.checkpoint = str(checkpoint)
+        self.device = resolve_device(device)
+        self.model, self.meta = load_checkpoint(checkpoint, self.device)
+        self.guard = load_guard(checkpoint)
+        self.size = int(self.meta.get("image_size", 224))
+        self.focus = self.meta.get("focus", "none")
+        thresholds, described = checkpoint_thresholds(self.meta)
+        key = "threshold_youden_val" if "threshold_youden_val" in thresholds else "threshold_0.5"
+        self.threshold, self.threshold_source = thresholds[key], described[key]
+        self.window_s, self.max_batch = window_ms / 1000.0, max_batch
+        self.jobs: queue.Queue[Job] = queue.Queue()
+        self.batches_run = 0
+        threading.Thread(target=self._work, daemon=True, name="pneumocam-batcher").start()
+
+    # ------------------------------------------------------------------------------------------- provenance
+
+    def provenance(self) -> dict:
+        weights = self.meta.get("weights") or {}
+        config = self.meta.get("config") or {}
+        return {
+            "checkpoint": os.path.basename(self.checkpoint),
+            "weights": weights.get("description"),
+            "random_init": weights.get("source") == "none",
+            "recipe": config.get("recipe"),
+            "image_size": self.size,
+            "focus": self.focus,
+            "data_fingerprint": (self.meta.get("data") or {}).get("fingerprint"),
+            "threshold": self.threshold,
+            "threshold_source": self.threshold_source,
+            "calibration": (self.meta.get("calibration") or {}).get("method"),
+            "guard": self.guard is not None,
+            "methods": list(METHODS),
+        }
+
+    # ------------------------------------------------------------------------------------------- requests
+
+    def decode(self, content: bytes, filename: str) -> tuple[np.ndarray, str]:
+        """(the film as read by every other command, the file checks' reason); UnreadableImage on a bad upload."""
+        suffix = os.path.splitext(filename or "")[1][:10] or ".img"
+        with tempfile.NamedTemporaryFile(suffix=suffix) as handle:
+            handle.write(content)
+            handle.flush()
+            gray = read_grayscale(handle.name)
+            reason = file_reason(handle.name)
+        return gray, reason
+
+    def explain(self, original: np.ndarray, reason: str, method: str = "gradcam", timeout: float = 120.0) -> dict:
+        """The full answer for one decoded film; waits for its batch."""
+        job = Job(resize_square(original, self.size), reason, method)
+        self.jobs.put(job)
+        probability, maps_row, verdict = job.future.result(timeout=timeout)
+        return self._answer(original, job.gray, probability, maps_row, verdict, method)
+
+    def _work(self) -> None:
+        while True:
+            batch = [self.jobs.get()]
+            deadline = threading.Event()
+            timer = threading.Timer(self.window_s, deadline.set)
+            timer.start()
+            while len(batch) < self.max_batch and not deadline.is_set():
+                try:
+                    batch.append(self.jobs.get(timeout=max(0.0005, self.window_s / 10)))
+                except queue.Empty:
+                    continue
+            timer.cancel()
+            for method in {job.method for job in batch}:
+                group = [job for job in batch if job.method == method]
+                try:
+                    self._run(group, method)
+                except Exception as exc:  # one bad batch fails its requests, never the worker
+                    for job in group:
+                        if not job.future.done():
+                            job.future.set_exception(exc)
+
+    def _run(self, jobs: list[Job], method: str) -> None:
+        grays = np.stack([job.gray for job in jobs])
+        samples = [Sample(f"upload-{i}", -1, "serve", None) for i in range(len(jobs))]
+        focused = focus_images(LoadedImages(samples, grays, [], False), self.focus)
+        result = make_cam(self.model, method, batch_size=self.max_batch, device=self.device)(
+            focused.images, target="pred", description="Serving"
+        )
+        maps = result.maps if self.focus == "none" else film_maps(result.maps, focused.boxes, self.size, self.size)
+        reasons = [job.reason or image_reason(job.gray) for job in jobs]
+        if self.guard is not None and result.features is not None:
+            found = self.guard.assess(result.features, reasons)
+        else:
+            from ..guard import Verdict
+
+            found = [Verdict(not r, float("nan"), r) for r in reasons]
+        self.batches_run += 1
+        for i, job in enumerate(jobs):
+            job.future.set_result((float(result.probs[i]), maps[i], found[i]))
+
+    def _answer(self, original, gray, probability, maps_row, verdict, method) -> dict:
+        from ..lungs import body_mask, classical_lungs
+        from ..predict import overlay_png
+        from ..regions import REGIONS, attention_measures
+
+        heat = upsample(maps_row[None], self.size)
+        measures = attention_measures(heat, gray[None], np.zeros((1, self.size, self.size), bool), np.zeros(1, bool))
+        body = body_mask(gray)
+        lungs = classical_lungs(gray, body=body)
+        decision = CLASS_NAMES[int(probability >= self.threshold)]
+        return {
+            "probability": probability,
+            "prediction": decision,
+            "threshold": self.threshold,
+            "in_distribution": bool(verdict.in_distribution),
+            "ood_score": None if not np.isfinite(verdict.ood_score) else float(verdict.ood_score),
+            "ood_reason": verdict.ood_reason,
+            "method": method,
+            "regions": {
+                "shares": {r: _finite(measures.shares[r][0]) for r in REGIONS},
+                "ratios": {r: _finite(measures.ratios[r][0]) for r in REGIONS},
+                "pointing_lungs": _finite(measures.pointing_lungs[0]),
+                "lung_source": measures.lung_source[0],
+            },
+            "overlay_png_base64": base64.b64encode(overlay_png(gray, heat[0])).decode("ascii"),
+            "film_png_base64": png_base64(gray),
+            "heatmap_png_base64": png_base64(heat_rgba(heat[0])),
+            "contours_png_base64": png_base64(
+                contour_rgba({"lungs": lungs, "body": body}, {"lungs": (0, 255, 120), "body": (255, 255, 255)})
+            ),
+            "model": self.provenance(),
+        }
+
+
+def _finite(value) -> float | None:
+    value = float(value)
+    return value if np.isfinite(value) else None

@@ -1,0 +1,153 @@
+"""pneumocam serve: every endpoint and error status with FastAPI's test client, concurrent answers, path checks."""
+
+import io
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+fastapi = pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from pneumocam.serve.app import create_app  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def served(tiny_run):
+    """(client, run folder): the tiny run's model served with its runs folder."""
+    app = create_app(tiny_run / "train" / "model.pt", runs=tiny_run.parent, device="cpu", max_upload_mb=1)
+    with TestClient(app) as client:
+        yield client, tiny_run
+
+
+def _png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _films(phantom_data, n):
+    return sorted((phantom_data.images / "test").rglob("*.png"))[:n]
+
+
+def test_health_and_openapi(served):
+    client, _ = served
+    health = client.get("/api/health").json()
+    assert health["status"] == "ok" and health["model"]["random_init"] is True
+    spec = client.get("/openapi.json").json()
+    assert {"/api/predict", "/api/health", "/api/runs", "/api/runs/{run}/predictions"} <= set(spec["paths"])
+
+
+def test_predict_equals_the_predict_command(served, phantom_data, tmp_path):
+    """The API's probability for a film is the one `pneumocam predict` writes for the same file."""
+    import csv
+
+    from typer.testing import CliRunner
+
+    from pneumocam.cli import app
+
+    client, run = served
+    film = _films(phantom_data, 1)[0]
+    answer = client.post("/api/predict", files={"file": (film.name, film.read_bytes(), "image/png")}).json()
+    result = CliRunner().invoke(
+        app, ["predict", "--checkpoint", str(run / "train" / "model.pt"), "--out", str(tmp_path), str(film)]
+    )
+    assert result.exit_code == 0, result.output
+    with open(next(tmp_path.glob("*/predictions.csv")), newline="") as f:
+        row = next(csv.DictReader(f))
+    assert answer["probability"] == pytest.approx(float(row["prob_pneumonia"]), abs=2e-6)
+    assert answer["prediction"] == ("PNEUMONIA" if answer["probability"] >= answer["threshold"] else "NORMAL")
+    assert set(answer["regions"]["shares"]) == {"lungs", "diaphragm", "body_other", "outside_body"}
+    assert sum(answer["regions"]["shares"].values()) == pytest.approx(1.0, abs=1e-6)  # a partition of the film
+    for key in ("overlay_png_base64", "film_png_base64", "heatmap_png_base64", "contours_png_base64"):
+        import base64
+
+        assert Image.open(io.BytesIO(base64.b64decode(answer[key]))).size[0] > 0
+
+
+def test_error_statuses(served):
+    client, _ = served
+    bad = client.post("/api/predict", files={"file": ("x.png", b"not an image", "image/png")})
+    assert bad.status_code == 422 and "unreadable image" in bad.json()["detail"]
+    big = client.post("/api/predict", files={"file": ("big.png", b"0" * (2 * 1024 * 1024), "image/png")})
+    assert big.status_code == 413 and "limit" in big.json()["detail"]
+    method = client.post(
+        "/api/predict", files={"file": ("a.png", _png(np.zeros((80, 80), np.uint8)), "image/png")}, data={"method": "x"}
+    )
+    assert method.status_code == 422
+    assert client.get("/api/runs/no-such-run/predictions").status_code == 404
+    ok = client.post("/api/predict", files={"file": ("a.png", _png(np.full((80, 80), 7, np.uint8)), "image/png")})
+    assert ok.status_code == 200 and ok.json()["ood_reason"] == "near-blank image"  # the server is still up
+
+
+def test_runs_and_their_table(served):
+    client, run = served
+    runs = client.get("/api/runs").json()
+    assert [r["name"] for r in runs] == [run.name]
+    rows = client.get(f"/api/runs/{run.name}/predictions").json()
+    with open(run / "predictions.csv") as f:
+        assert len(rows) == sum(1 for _ in f) - 1
+    row = rows[0]
+    assert row["correct"] == (row["label"] == row["prediction"])
+    film = client.get(f"/api/runs/{run.name}/film", params={"path": row["path"]})
+    assert film.status_code == 200 and film.json()["film_png_base64"]
+    assert client.get(f"/runs/{run.name}/report.html").status_code == 200
+
+
+def test_paths_outside_a_run_are_404(served, tmp_path):
+    client, run = served
+    outside = tmp_path / "secret.png"
+    outside.write_bytes(_png(np.zeros((80, 80), np.uint8)))
+    link = run / "link-out.png"
+    os.symlink(outside, link)
+    try:
+        for path in (
+            "../../etc/passwd",
+            "/etc/passwd",
+            str(outside),
+            str(link),
+            str(run / "results.json"),
+            "%2e%2e/%2e%2e/etc/passwd",
+        ):
+            assert client.get(f"/api/runs/{run.name}/film", params={"path": path}).status_code == 404, path
+        for name in ("..", "%2e%2e", "..%2F..%2Fetc", run.name + "/../x"):
+            assert client.get(f"/api/runs/{name}/predictions").status_code == 404, name
+    finally:
+        link.unlink()
+
+
+def test_concurrent_requests_get_their_own_answers(served, phantom_data):
+    """8 threads x 5 requests give each film the answer it gets alone."""
+    client, _ = served
+    films = _films(phantom_data, 8)
+
+    def ask(film: Path) -> float:
+        reply = client.post("/api/predict", files={"file": (film.name, film.read_bytes(), "image/png")})
+        assert reply.status_code == 200, reply.text
+        return reply.json()["probability"]
+
+    alone = {film: ask(film) for film in films}
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(ask, films * 5))
+    assert together == pytest.approx([alone[f] for f in films * 5], abs=1e-6)
+    assert client.app.state.service.batches_run < len(films) + 40  # some requests shared a batch
+
+
+def test_fuzzed_requests_never_get_a_500(served):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    client, run = served
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.binary(max_size=2048), st.text(max_size=40), st.text(max_size=40))
+    def check(content, name, path):
+        assert client.post("/api/predict", files={"file": (name or "f", content, "image/png")}).status_code < 500
+        assert client.get(f"/api/runs/{run.name}/film", params={"path": path}).status_code < 500
+        assert client.get("/api/runs/" + json.dumps(name)[1:-1] + "/predictions").status_code < 500
+
+    check()
