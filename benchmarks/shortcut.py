@@ -2,10 +2,12 @@
 
 Phantoms whose corner marker follows the label (on 95% of PNEUMONIA films and 5% of NORMAL ones) train two models
 that differ only in --focus (none, body). Both are evaluated on fresh phantoms with the same marker rule and on
-phantoms whose marker is flipped against the label (on 5% of PNEUMONIA, 95% of NORMAL). A model that reads the
-marker loses its AUC on the flipped set; one that cannot see it keeps it.
+the same phantoms with the marker flipped against the label (on 5% of PNEUMONIA, 95% of NORMAL: drawn from the same
+seed, so each flipped film equals its unflipped twin except for the marker). A model that reads the marker loses
+its AUC on the flipped set; one that cannot see it keeps it.
 
     python benchmarks/shortcut.py [--size 96] [--epochs 8] [--per-class 250] [--out bench-results]
+    python benchmarks/shortcut.py --checkpoints A/model.pt B/model.pt   # evaluate models it trained before
 """
 
 from __future__ import annotations
@@ -17,14 +19,26 @@ import time
 from pathlib import Path
 
 
-def main() -> None:
+def evaluate_both(model, focus: str, row: dict, marked, flipped, size: int) -> None:
+    """Test AUC with the marker following the label and flipped against it, on the same films."""
     from sklearn.metrics import roc_auc_score
 
-    from pneumocam.config import TrainConfig
     from pneumocam.data import discover, load_images
-    from pneumocam.data.phantoms import write_phantom_dataset
     from pneumocam.evaluate import predict
     from pneumocam.focus import focus_images
+
+    for name, data in (("marker_follows_label", marked), ("marker_flipped", flipped)):
+        loaded = load_images(discover(data.images).split("test"), size, use_cache=False)
+        if focus != "none":
+            loaded = focus_images(loaded, focus).inputs(loaded)
+        predictions = predict(model, loaded)
+        row[f"test_auc_{name}"] = float(roc_auc_score(predictions.labels, predictions.probs))
+    row["auc_drop_when_flipped"] = row["test_auc_marker_follows_label"] - row["test_auc_marker_flipped"]
+
+
+def main() -> None:
+    from pneumocam.config import TrainConfig
+    from pneumocam.data.phantoms import write_phantom_dataset
     from pneumocam.model import load_checkpoint
     from pneumocam.provenance import library_versions
     from pneumocam.train import fit
@@ -36,19 +50,29 @@ def main() -> None:
     parser.add_argument("--shortcut", type=float, default=0.95)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
+    parser.add_argument("--checkpoints", nargs="*", help="Evaluate these (trained by this script) instead of training.")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="pneumocam-shortcut-"))
     counts = {"train": args.per_class, "val": max(20, args.per_class // 5), "test": 100}
     marked = write_phantom_dataset(work / "marked", counts, args.size, args.seed, args.shortcut)
-    flipped = write_phantom_dataset(work / "flipped", {"test": 100}, args.size, args.seed + 1, 1.0 - args.shortcut)
+    flipped = write_phantom_dataset(work / "flipped", counts, args.size, args.seed, 1.0 - args.shortcut)
     results = {
         "settings": vars(args) | {"out": str(args.out), "counts": counts},
         "versions": library_versions(),
         "models": {},
     }
-    for focus in ("none", "body"):
+    for focus in ("none", "body") if not args.checkpoints else [None] * len(args.checkpoints):
         began = time.perf_counter()
+        if focus is None:
+            checkpoint = Path(args.checkpoints[len(results["models"])])
+            model, meta = load_checkpoint(checkpoint)
+            focus = meta.get("focus", "none")
+            row = {"checkpoint": str(checkpoint), "val_auc": meta["val_metrics"]["val_auc"]}
+            evaluate_both(model, focus, row, marked, flipped, args.size)
+            results["models"][f"focus_{focus}"] = row
+            print(focus, json.dumps(row), flush=True)
+            continue
         config = TrainConfig(
             data=str(marked.images),
             mode="full",
@@ -64,13 +88,8 @@ def main() -> None:
         run = fit(config, runs_dir=work / "runs")
         model, meta = load_checkpoint(run / "model.pt")
         row = {"train_seconds": round(time.perf_counter() - began, 1), "val_auc": meta["val_metrics"]["val_auc"]}
-        for name, data in (("marker_follows_label", marked), ("marker_flipped", flipped)):
-            loaded = load_images(discover(data.images).split("test"), args.size, use_cache=False)
-            if focus != "none":
-                loaded = focus_images(loaded, focus).inputs(loaded)
-            predictions = predict(model, loaded)
-            row[f"test_auc_{name}"] = float(roc_auc_score(predictions.labels, predictions.probs))
-        row["auc_drop_when_flipped"] = row["test_auc_marker_follows_label"] - row["test_auc_marker_flipped"]
+        row["checkpoint"] = str(run / "model.pt")
+        evaluate_both(model, focus, row, marked, flipped, args.size)
         results["models"][f"focus_{focus}"] = row
         print(focus, json.dumps(row), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
