@@ -6,6 +6,7 @@ status 2 (cli_errors); `pneumocam lungs ...` lives in cli_lungs.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -238,6 +239,11 @@ def run(
     )
     if values["data"] is None:
         raise PneumocamError("--data is required (a dataset folder or CSV manifest), unless --resume is given")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise PneumocamError(
+            "`run` is one process: under torchrun, train with `torchrun ... -m pneumocam train`, then explain "
+            "the model with `pneumocam run --checkpoint` (docs/scale.md)"
+        )
     if values["eval_split"] not in ("test", "val", "heldout"):
         raise PneumocamError(f"--eval-split must be test, val or heldout, got '{values['eval_split']}'")
     train_fields = {k: values[k] for k in ("data", *TRAINING)}

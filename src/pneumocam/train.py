@@ -21,6 +21,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from .calibration import calibrate
 from .config import TrainConfig
 from .data import Augmentation, LoadedImages, PreparedData, prepare_data, resized, to_model_input
+from .distributed import SINGLE, Distributed, init_distributed
 from .errors import CheckpointError
 from .evaluate import predict_logits
 from .leakage import seen_record
@@ -50,9 +51,16 @@ def class_weight_vector(labels: np.ndarray, policy: str) -> torch.Tensor:
     return torch.tensor(len(labels) / (2.0 * counts), dtype=torch.float32)
 
 
-def weighted_loss(logits: torch.Tensor, targets: torch.Tensor, class_weights: torch.Tensor) -> torch.Tensor:
+def weighted_loss(
+    logits: torch.Tensor, targets: torch.Tensor, class_weights: torch.Tensor, share: float = 1.0
+) -> torch.Tensor:
+    """Class-weighted BCE, the mean over the batch. share: this process's rows are part of a global batch of
+    len(logits) / share rows (DDP); the sum is scaled so that DDP's gradient average is the global batch mean."""
     weights = class_weights.to(logits.device)[targets.long()]
-    return F.binary_cross_entropy_with_logits(logits, targets.float(), weight=weights)
+    if share == 1.0:
+        return F.binary_cross_entropy_with_logits(logits, targets.float(), weight=weights)
+    total = F.binary_cross_entropy_with_logits(logits, targets.float(), weight=weights, reduction="sum")
+    return total * share / max(1, len(logits))
 
 
 def epoch_order(
@@ -70,19 +78,26 @@ def epoch_order(
 
 @torch.inference_mode()
 def extract_features(
-    model: nn.Module, images: np.ndarray, batch_size: int, device: torch.device, description: str
+    model: nn.Module,
+    images: np.ndarray,
+    batch_size: int,
+    device: torch.device,
+    description: str,
+    dist: Distributed = SINGLE,
 ) -> torch.Tensor:
-    """Pooled backbone features for every image (BatchNorm in eval): the frozen mode's one backbone pass."""
+    """Pooled backbone features for every image (BatchNorm in eval): the frozen mode's one backbone pass.
+    Under torchrun each process computes its part and all receive the whole."""
     model.eval()
-    out = torch.empty(len(images), model.fc.in_features)
+    mine = dist.part(len(images))
+    out = torch.empty(len(mine), model.fc.in_features)
     progress = new_progress()
     with progress:
-        task = progress.add_task(description, total=len(images), info="")
-        for start in range(0, len(images), batch_size):
-            batch = torch.from_numpy(np.array(images[start : start + batch_size])).to(device)
+        task = progress.add_task(description, total=len(mine), info="")
+        for start in range(0, len(mine), batch_size):
+            batch = torch.from_numpy(np.array(images[mine[start : start + batch_size]])).to(device)
             out[start : start + len(batch)] = backbone_features(model, to_model_input(batch)).float().cpu()
             progress.advance(task, len(batch))
-    return out
+    return torch.from_numpy(dist.gather(out.numpy()))
 
 
 def train_one_epoch(
@@ -97,37 +112,46 @@ def train_one_epoch(
     device: torch.device,
     features: bool,
     after_step=None,
+    net: nn.Module | None = None,
+    dist: Distributed = SINGLE,
 ) -> dict:
     """One pass over the training data; `features` means data holds pooled features and only the head trains.
-    after_step(model) runs after every optimiser step (the weight average)."""
+    after_step(model) runs after every optimiser step (the weight average). net: what computes the logits (the
+    model or its head, wrapped in DDP under torchrun). Every process walks the same global order in global batches
+    of batch_size x world size and trains on its part of each, so N processes see what one process with the global
+    batch sees; augmentation draws stay those of the global batch."""
     order, generator = epoch_order(len(labels), labels, config.seed, epoch, config.weighted_sampler)
     augment = Augmentation() if config.augment and not features else None
-    head = model.fc
+    net = net if net is not None else (model.fc if features else model)
     if not features:
         set_train_mode(model, config.mode)
     total_loss, correct, seen = 0.0, 0, 0
+    global_batch = config.batch_size * dist.world
     progress = new_progress()
     with progress:
         task = progress.add_task(f"Epoch {epoch + 1}/{config.epochs}", total=len(order), info="")
-        for start in range(0, len(order), config.batch_size):
-            idx = order[start : start + config.batch_size]
-            targets = torch.from_numpy(labels[idx.numpy()]).to(device)
+        for start in range(0, len(order), global_batch):
+            whole = order[start : start + global_batch]
             if features:
-                logits = head(data[idx].to(device)).flatten()
+                idx = np.array_split(whole.numpy(), dist.world)[dist.rank]
+                targets = torch.from_numpy(labels[idx]).to(device)
+                logits = net(data[torch.from_numpy(idx)].to(device)).flatten()
             else:
-                batch = torch.from_numpy(np.array(data[np.sort(idx.numpy())]))
-                targets = torch.from_numpy(labels[np.sort(idx.numpy())]).to(device)
+                whole = np.sort(whole.numpy())
+                batch = torch.from_numpy(np.array(data[whole]))
                 if augment is not None:
-                    batch = augment(batch, generator)
-                logits = model(to_model_input(batch.to(device))).flatten()
-            loss = weighted_loss(logits, targets, class_weights)
+                    batch = augment(batch, generator)  # drawn for the global batch: the same on every process
+                part = np.array_split(np.arange(len(whole)), dist.world)[dist.rank]
+                targets = torch.from_numpy(labels[whole[part]]).to(device)
+                logits = net(to_model_input(batch[torch.from_numpy(part)].to(device))).flatten()
+            loss = weighted_loss(logits, targets, class_weights, len(targets) * dist.world / len(whole))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
             if after_step is not None:
                 after_step(model)
-            total_loss += loss.item() * len(targets)
+            total_loss += loss.item() * len(targets) * len(whole) / max(1, len(targets) * dist.world)
             correct += int(((logits.detach() > 0).long() == targets).sum())
             seen += len(targets)
             progress.update(task, advance=len(targets), info=f"loss {total_loss / seen:.4f} acc {correct / seen:.3f}")
@@ -141,6 +165,7 @@ def validate(
     config: TrainConfig,
     device: torch.device,
     class_weights: torch.Tensor,
+    dist: Distributed = SINGLE,
 ) -> tuple[dict, np.ndarray]:
     """(val_loss, val_auc, val_acc at 0.5; the logits). val_loss is the objective training minimises (class-weighted
     BCE), so select_by loss selects on it. `val` holds the images at the size the model is evaluated at."""
@@ -151,7 +176,9 @@ def validate(
         with torch.inference_mode():
             logits = model.fc(val_features.to(device)).flatten().double().cpu().numpy()
     else:
-        logits = predict_logits(model, val.images, config.batch_size, device, description="Validating")
+        mine = dist.part(len(val.images))
+        images = val.images if not dist.active else np.asarray(val.images[mine])
+        logits = dist.gather(predict_logits(model, images, config.batch_size, device, description="Validating"))
     labels = val.labels
     loss = float(weighted_loss(torch.from_numpy(logits), torch.from_numpy(labels), class_weights.double()))
     probs = probability(logits)
@@ -279,6 +306,9 @@ def fit(
     else:
         state = None
     device = resolve_device(config.device)
+    dist = init_distributed(device)  # torchrun: every process trains, rank 0 alone writes
+    main = dist.main
+    say = console.print if main else (lambda *a, **k: None)
     # Weights first: a missing or bad weights file stops the run before any folder is made or image read.
     model, weights_info = build_model(config.weights, seed=config.seed)
     prepared = focused_data(prepare_data(config), config)
@@ -290,14 +320,15 @@ def fit(
         )
     seen = {"training": seen_record(prepared.train.samples), "selection": seen_record(prepared.val.samples)}
     if not resume:
-        run_dir = Path(run_dir) if run_dir else new_run_folder(runs_dir, prefix="train")
-    if on_start is not None:
+        run_dir = Path(run_dir) if run_dir else (new_run_folder(runs_dir, prefix="train") if main else None)
+        run_dir = Path(dist.broadcast(str(run_dir)))
+    if on_start is not None and main:
         on_start(run_dir)
     if weights_info.is_random:
-        console.print(f"[bold red]WARNING: {weights_info.description}[/]")
+        say(f"[bold red]WARNING: {weights_info.description}[/]")
     params = apply_mode(model, config.mode)
     model = model.to(device).to(memory_format=torch.channels_last)
-    if not resume:
+    if not resume and main:
         write_json(
             run_dir / "config.json",
             {
@@ -307,6 +338,8 @@ def fit(
                 "validation": prepared.validation_plan,
                 "versions": library_versions(),
                 "environment": environment(),
+                "world_size": dist.world,
+                "distributed": dist.to_dict() | {"global_batch": config.batch_size * dist.world},
             },
         )
         write_skipped(run_dir / "skipped.csv", prepared.skipped)
@@ -314,15 +347,16 @@ def fit(
     timings = {"feature_pass_s": None, "epochs_s": 0.0}
     if use_features:
         began = time.perf_counter()
-        train_data = extract_features(model, prepared.train.images, config.batch_size, device, "Features (train)")
-        val_features = extract_features(model, prepared.val.images, config.batch_size, device, "Features (val)")
+        train_data = extract_features(model, prepared.train.images, config.batch_size, device, "Features (train)", dist)
+        val_features = extract_features(model, prepared.val.images, config.batch_size, device, "Features (val)", dist)
         timings["feature_pass_s"] = time.perf_counter() - began
     else:
         train_data, val_features = prepared.train.images, None
     labels = prepared.train.labels
     class_weights = class_weight_vector(labels, config.class_weights)
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    steps = config.epochs * -(-len(labels) // config.batch_size)
+    steps = config.epochs * -(-len(labels) // (config.batch_size * dist.world))
+    net = dist.wrap(model.fc if use_features else model)
     scheduler = (
         torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
         if config.schedule == "cosine"
@@ -338,8 +372,9 @@ def fit(
         if state.get("ema") is not None:
             averaged, averaged_size = weight_average(model, config.ema), config.sizes[state["epoch"]]
             averaged.load_state_dict(state["ema"])
-        console.print(f"resuming {run_dir} after epoch {start}")
-    (run_dir / "checkpoints").mkdir(exist_ok=True)
+        say(f"resuming {run_dir} after epoch {start}")
+    if main:
+        (run_dir / "checkpoints").mkdir(exist_ok=True)
     scaled: dict[int, tuple] = {}
 
     def phase(size: int):
@@ -369,10 +404,12 @@ def fit(
             device,
             use_features,
             after_step=averaged.update_parameters if averaged is not None else None,
+            net=net,
+            dist=dist,
         )
         candidates = {"trained": model} | ({"ema": averaged.module} if averaged is not None else {})
         validated = {
-            name: validate(candidate, val_at, val_features, config, device, class_weights)
+            name: validate(candidate, val_at, val_features, config, device, class_weights, dist)
             for name, candidate in candidates.items()
         }
         row |= validated["trained"][0] | {
@@ -387,10 +424,12 @@ def fit(
             if not eligible or (best["score"] is not None and score <= best["score"]):
                 continue
             best = {"epoch": epoch + 1, "score": score, "parameters": name}
+            if not main:
+                continue
             calibration = calibrate(val_logits, prepared.val.labels, config.calibration)
             threshold = youden_threshold(prepared.val.labels, probability(val_logits / calibration.temperature))
             if threshold.note:
-                console.print(f"[yellow]{threshold.note}[/]")
+                say(f"[yellow]{threshold.note}[/]")
             save_checkpoint(
                 run_dir / "model.pt",
                 candidates[name],
@@ -405,25 +444,29 @@ def fit(
                     calibration,
                 ),
             )
-        save_train_state(
-            run_dir / "checkpoints" / "last.pt", model, optimizer, scheduler, epoch, history, best, config, averaged
-        )
-        write_json(run_dir / "history.json", history)
+        if main:
+            save_train_state(
+                run_dir / "checkpoints" / "last.pt", model, optimizer, scheduler, epoch, history, best, config, averaged
+            )
+            write_json(run_dir / "history.json", history)
+        dist.barrier()  # last.pt is whole before any process could stop or resume
         if epoch == start and config.epochs > start + 1:
-            console.print(
+            say(
                 f"estimated time for the remaining {config.epochs - epoch - 1} epochs: "
                 f"{estimate_remaining(config.sizes, epoch, row['seconds']) / 60:.1f} min"
             )
         averaged_text = (
             f" | ema auc {row['ema_val_auc']:.3f} acc {row['ema_val_acc']:.3f}" if "ema_val_auc" in row else ""
         )
-        console.print(
+        say(
             f"epoch {epoch + 1}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.3f} | "
             f"val loss {row['val_loss']:.4f} auc {row['val_auc']:.3f} acc {row['val_acc']:.3f}{averaged_text} "
             f"({row['seconds']:.1f}s)"
         )
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < config.epochs:
             return run_dir
+    if not main:
+        return run_dir  # rank 0 fits the guard and finishes the folder
     began = time.perf_counter()
     guard = fit_model_guard(
         run_dir / "model.pt", prepared, config, device, (train_data, val_features) if use_features else None
