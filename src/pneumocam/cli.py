@@ -35,7 +35,7 @@ from .cli_options import (
     plain,
     with_config,
 )
-from .cli_runs import compare, report
+from .cli_runs import compare, merge, report
 from .cli_serve import serve
 from .errors import PneumocamError
 
@@ -52,6 +52,7 @@ app.command()(data)
 app.command()(phantoms)
 app.command()(report)
 app.command()(compare)
+app.command()(merge)
 console = Console(highlight=False, soft_wrap=True)
 
 
@@ -220,6 +221,9 @@ def run(
     resume: Optional[Path] = typer.Option(
         None, help="Finish an interrupted run folder: training resumes, then the rest."
     ),
+    shard: Optional[str] = typer.Option(
+        None, help="i/N: with --checkpoint, explain only the i-th of N parts of the split (then `merge` the parts)."
+    ),
     **settings,
 ):
     """Train, evaluate, Grad-CAM, importance scores, statistics and report, in one fresh run folder."""
@@ -254,9 +258,13 @@ def run(
         train=TrainConfig(**train_fields, holdout_fraction=holdout),
         eval_split=values["eval_split"],
         checkpoint=str(checkpoint) if checkpoint else None,
+        shard=shard,
         **_experiment_settings(values),
     )
     folder = _interruptible(started, lambda: run_experiment(config, runs_dir=out, on_start=_announcer(started)), "run")
+    if shard:
+        console.print(f"[green]part {escape(shard)} written:[/] {escape(str(folder))} (merge the parts with `merge`)")
+        return
     console.print(f"[green]report:[/] {escape(str(folder / 'report.html'))}")
 
 

@@ -70,3 +70,15 @@ def compare(
         write_json(folder / "compare.json", result)
         mark_complete(folder)
         console.print(f"[green]written:[/] {escape(str(folder / 'compare.json'))}")
+
+
+@clean_errors
+def merge(
+    parts: list[Path] = typer.Argument(..., help="The part folders of `run --shard i/N`, every shard once."),
+    out: Path = typer.Option(Path("runs"), help="Parent folder for the merged run folder."),
+):
+    """The run folder (metrics, maps, statistics, report) one process would have written, from every shard's part."""
+    from .shards import merge_parts
+
+    folder = merge_parts(parts, out)
+    console.print(f"[green]report:[/] {escape(str(folder / 'report.html'))}")

@@ -131,6 +131,7 @@ class ExperimentConfig:
     regions: bool = True  # lung / diaphragm / body / outside-body attention measures
     trust_images: int = 16  # images per trust check (randomisation, deletion / insertion); 0 skips them
     trust_steps: int = 10
+    shard: str | None = None  # "i/N": explain only that part of the split into a part folder (shards.py)
     include_ood: bool = False  # keep films the domain-shift guard flagged in the group statistics
     strict: bool = False  # any overlap between evaluated images and what the model saw is an error
     command: str = field(default_factory=lambda: " ".join(sys.argv))
@@ -147,6 +148,12 @@ def validate_experiment(cfg: ExperimentConfig) -> None:
         raise SettingError("target", f"must be pred, true, NORMAL or PNEUMONIA, got '{cfg.target}'")
     if cfg.n_per_class is not None and cfg.n_per_class < 2:
         raise SettingError("n_per_class", "must be at least 2 (or 'all')")
+    if cfg.shard:
+        from .shards import parse_shard
+
+        parse_shard(cfg.shard)
+        if cfg.checkpoint is None:
+            raise PneumocamError("--shard explains an existing model: give --checkpoint (train first, then shard)")
     index = discover(cfg.train.data)
     if cfg.eval_split == "heldout":
         if cfg.checkpoint is None and cfg.train.holdout_fraction <= 0:

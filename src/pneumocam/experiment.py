@@ -72,11 +72,14 @@ def run_experiment(
     run_dir: Path | None = None,
     resume: bool = False,
     on_start=None,
+    computed=None,
 ) -> Path:
     """Run every stage into a fresh folder under runs_dir (or run_dir; resume=True continues an interrupted one).
 
     Returns the run folder: config.json, train/, metrics.json, leakage.csv, predictions.csv, heatmaps.npz,
     importance.csv, stats.json, results.json, figures/, report.html, report.md, skipped.csv.
+    With cfg.shard the folder holds that shard's part only (shards.py); computed (the merge) supplies the
+    Grad-CAM results instead of computing them.
     """
     from .report import render
 
@@ -84,7 +87,10 @@ def run_experiment(
     run_dir = open_run_folder(cfg, runs_dir, run_dir, resume, on_start)
     device = resolve_device(cfg.train.device)
     trained = train_or_load(cfg, run_dir, resume, preloaded, device)
-    explained = explain_split(cfg, trained, run_dir, device)
+    explained = explain_split(cfg, trained, run_dir, device, computed)
+    if explained is None:  # a shard: its part is written
+        mark_complete(run_dir)
+        return run_dir
     scored = score_maps(cfg, trained, explained, device)
     statistics, notes = compare_classes(cfg, explained, scored)
     write_run(cfg, run_dir, trained, explained, scored, statistics, notes)
@@ -150,19 +156,32 @@ def train_or_load(cfg: ExperimentConfig, run_dir: Path, resume: bool, preloaded,
     return Trained(model.to(memory_format=torch.channels_last), meta, train_dir / "model.pt", training)
 
 
-def explain_split(cfg: ExperimentConfig, trained: Trained, run_dir: Path, device) -> Explained:
+def explain_split(cfg: ExperimentConfig, trained: Trained, run_dir: Path, device, computed=None) -> Explained | None:
     """Read the evaluated split, check it against what the model saw, and run one Grad-CAM pass: its forward
-    gives the predictions, its backward through the head the maps."""
+    gives the predictions, its backward through the head the maps. A shard writes its part and returns None."""
+    from .shards import save_part, shard_samples
+
     size = int(trained.meta.get("image_size", cfg.train.image_size))
     samples = evaluated_samples(discover(cfg.train.data), cfg.eval_split, trained.meta, trained.checkpoint)
+    if cfg.shard:
+        samples = shard_samples(samples, cfg.shard)
     loaded = load_images(samples, size, use_cache=cfg.train.use_cache, description=f"Reading {cfg.eval_split}")
-    if len(set(loaded.labels.tolist())) < 2:
+    if len(set(loaded.labels.tolist())) < 2 and not cfg.shard:
         raise PneumocamError(f"the {cfg.eval_split} split holds one class only after skipping unreadable files")
     leakage = check_leakage(trained.meta, loaded.samples)
     enforce(leakage, cfg.strict, lambda text: print(f"WARNING: {text}", file=sys.stderr))
     inputs, film, focus = focus_inputs(cfg, trained.meta, loaded)
-    cam = make_cam(trained.model, cfg.method, batch_size=cfg.train.batch_size, device=device)
-    result = cam(inputs.images, target=cfg.target, labels=loaded.labels, description=f"{cfg.method} ({cfg.eval_split})")
+    if computed is not None:
+        on_film, result = computed(loaded.paths)
+    else:
+        cam = make_cam(trained.model, cfg.method, batch_size=cfg.train.batch_size, device=device)
+        result = cam(
+            inputs.images, target=cfg.target, labels=loaded.labels, description=f"{cfg.method} ({cfg.eval_split})"
+        )
+        on_film = film(result)
+    if cfg.shard:
+        save_part(run_dir, loaded.paths, on_film, result)
+        return None
     guard = load_guard(trained.checkpoint)
     found = verdicts(guard, result.features, loaded.paths, loaded.images)
     patients = [s.patient_id for s in loaded.samples]
@@ -174,7 +193,7 @@ def explain_split(cfg: ExperimentConfig, trained: Trained, run_dir: Path, device
         print(f"domain-shift guard: {guarded['n_flagged']} films flagged {guarded['reasons']}", file=sys.stderr)
     write_csv(run_dir / "predictions.csv", Predictions.HEADER, predictions.rows(0.5))
     kept = np.array([v.in_distribution for v in found], dtype=bool)
-    return Explained(loaded, film(result), metrics, described, leakage, inputs, result, focus, kept, guarded, found)
+    return Explained(loaded, on_film, metrics, described, leakage, inputs, result, focus, kept, guarded, found)
 
 
 def focus_inputs(cfg: ExperimentConfig, meta: dict, loaded: LoadedImages):
