@@ -37,6 +37,7 @@ from .cli_options import (
 )
 from .cli_runs import compare, merge, report
 from .cli_serve import serve
+from .cli_webdataset import webdataset_app
 from .errors import PneumocamError
 
 app = typer.Typer(
@@ -47,6 +48,7 @@ app = typer.Typer(
 )
 app.add_typer(lungs_app, name="lungs")
 app.add_typer(guard_app, name="guard")
+app.add_typer(webdataset_app, name="webdataset")
 app.command()(serve)
 app.command()(data)
 app.command()(phantoms)
