@@ -290,7 +290,8 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 def checkpoint_part(path: str | os.PathLike, key: str):
     """A part stored beside the weights in model.pt (e.g. the domain-shift guard); None when absent."""
-    obj = torch.load(Path(path), map_location="cpu", weights_only=True)
+    source = Path(path)
+    obj = torch.load(source, map_location="cpu", weights_only=True)
     return obj.get(key) if isinstance(obj, Mapping) else None
 
 
@@ -300,7 +301,8 @@ def store_checkpoint_part(path: str | os.PathLike, key: str, value) -> None:
 
     from .outputs import atomic_write_bytes
 
-    obj = torch.load(Path(path), map_location="cpu", weights_only=True)
+    source = Path(path)
+    obj = torch.load(source, map_location="cpu", weights_only=True)
     if not isinstance(obj, Mapping) or obj.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a pneumocam checkpoint")
     obj = dict(obj) | {key: value}
