@@ -20,6 +20,7 @@ def main() -> None:
 
     from pneumocam.cam import make_cam
     from pneumocam.data import discover, load_images
+    from pneumocam.focus import focus_images
     from pneumocam.guard import load_guard, verdicts
     from pneumocam.model import load_checkpoint
     from pneumocam.provenance import environment, library_versions
@@ -39,8 +40,9 @@ def main() -> None:
     samples = discover(args.data).split(args.split)
     samples = [samples[i] for i in sorted(np.random.default_rng(0).choice(len(samples), args.n, replace=False))]
     loaded = load_images(samples, int(meta["image_size"]), use_cache=False)
+    inputs = focus_images(loaded, meta.get("focus", "none")).images  # what the model reads (its --focus)
     began = time.perf_counter()
-    result = make_cam(model, "gradcam")(loaded.images, description="Grad-CAM")
+    result = make_cam(model, "gradcam")(inputs, description="Grad-CAM")
     cam_s = time.perf_counter() - began
     began = time.perf_counter()
     found = verdicts(guard, result.features, loaded.paths, loaded.images)
