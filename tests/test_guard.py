@@ -66,7 +66,10 @@ def test_guard_fit_refits_the_guard_training_stored(tiny_checkpoint, tmp_path):
     copy = tmp_path / "model.pt"
     shutil.copy(tiny_checkpoint / "model.pt", copy)
     stored = load_guard(copy)
-    assert stored is not None
+    from pneumocam.model import load_checkpoint
+
+    plan = load_checkpoint(copy)[1]["data"]["validation"]  # the training's own count of the films it used
+    assert (stored.fitted_on["n_train"], stored.fitted_on["n_val"]) == (plan["n_train_used"], plan["n_val_used"])
     result = CliRunner().invoke(app, ["guard", "fit", "--checkpoint", str(copy)])
     assert result.exit_code == 0, result.output
     refitted = load_guard(copy)

@@ -170,9 +170,9 @@ class ModelService:
         from ..regions import REGIONS, attention_measures
 
         heat = upsample(maps_row[None], self.size)
-        measures = attention_measures(heat, gray[None], np.zeros((1, self.size, self.size), bool), np.zeros(1, bool))
         body = body_mask(gray)
-        lungs = classical_lungs(gray, body=body)
+        lungs = classical_lungs(gray, body=body)  # estimated once, for the measures and the contours
+        measures = attention_measures(heat, gray[None], lungs[None], np.ones(1, bool))
         decision = CLASS_NAMES[int(probability >= self.threshold)]
         return {
             "probability": probability,
@@ -186,7 +186,7 @@ class ModelService:
                 "shares": {r: _finite(measures.shares[r][0]) for r in REGIONS},
                 "ratios": {r: _finite(measures.ratios[r][0]) for r in REGIONS},
                 "pointing_lungs": _finite(measures.pointing_lungs[0]),
-                "lung_source": measures.lung_source[0],
+                "lung_source": "estimated (classical)",
             },
             "overlay_png_base64": base64.b64encode(overlay_png(gray, heat[0])).decode("ascii"),
             "film_png_base64": png_base64(gray),
