@@ -151,3 +151,30 @@ def test_fuzzed_requests_never_get_a_500(served):
         assert client.get("/api/runs/" + json.dumps(name)[1:-1] + "/predictions").status_code < 500
 
     check()
+
+
+def test_jet_is_matplotlibs_colour_map():
+    """The table lookup gives the colours matplotlib's jet gives for the same map scaled to its maximum."""
+    from matplotlib import colormaps
+
+    from pneumocam.predict import jet
+
+    heat = np.random.default_rng(0).gamma(2.0, size=(37, 41))
+    heat[3, 5] = heat.max()  # the maximum maps to 1.0, the table's last entry
+    expected = colormaps["jet"](heat / heat.max(), bytes=True)
+    assert np.array_equal(jet(heat), expected)
+
+
+def test_a_lone_request_does_not_wait_for_the_batching_window(tiny_run, phantom_data):
+    """With nobody else uploading, the batcher runs a request at once: a 60 s window is never waited for."""
+    import time
+
+    from pneumocam.serve.service import ModelService
+
+    service = ModelService(tiny_run / "train" / "model.pt", device="cpu", window_ms=60_000)
+    film = _films(phantom_data, 1)[0]
+    service.answer(film.read_bytes(), film.name)  # warm-up
+    began = time.perf_counter()
+    answer = service.answer(film.read_bytes(), film.name)
+    assert time.perf_counter() - began < 20 and service.batches_run == 2
+    assert answer["prediction"] in ("NORMAL", "PNEUMONIA")

@@ -19,18 +19,46 @@ from .model import load_checkpoint, resolve_device
 from .outputs import atomic_write_bytes, mark_complete, new_run_folder, write_csv, write_json
 
 
-def overlay_png(gray: np.ndarray, heat: np.ndarray, caption: str = "") -> bytes:
-    """The film in grey with the map (scaled to its maximum) blended on top in the jet colour map; caption (the
-    probability and the guard's verdict) on a dark strip above it."""
+def jet(heat: np.ndarray) -> np.ndarray:
+    """The map scaled to its maximum in matplotlib's jet colour map, as uint8 RGBA: the 256-entry table indexed
+    the way matplotlib indexes floats (floor(x * 256), 1.0 in the last entry), ~10x faster than calling it."""
+    scaled = heat / heat.max() if heat.max() > 0 else np.zeros_like(heat)
+    index = np.clip((np.asarray(scaled, dtype=np.float64) * 256).astype(np.int64), 0, 255)
+    return _jet_table()[index]
+
+
+def _jet_table() -> np.ndarray:
+    global _JET
+    if _JET is None:
+        from matplotlib import colormaps
+
+        _JET = colormaps["jet"](np.arange(256), bytes=True)
+    return _JET
+
+
+_JET: np.ndarray | None = None
+
+
+def png_bytes(picture, compress_level: int = 6) -> bytes:
+    """PNG bytes of a PIL image or uint8 array; compress_level 1 encodes several times faster (the viewer's choice)."""
     import io
 
-    from matplotlib import colormaps
     from PIL import Image
 
-    scaled = heat / heat.max() if heat.max() > 0 else heat
-    colour = colormaps["jet"](scaled)[..., :3]
-    base = np.repeat(gray[..., None] / 255.0, 3, axis=2)
-    blended = (0.6 * base + 0.4 * colour) * 255
+    if isinstance(picture, np.ndarray):
+        picture = Image.fromarray(picture)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG", compress_level=compress_level)
+    return buffer.getvalue()
+
+
+def overlay_png(gray: np.ndarray, heat: np.ndarray, caption: str = "", compress_level: int = 6) -> bytes:
+    """The film in grey with the map (scaled to its maximum) blended on top in the jet colour map; caption (the
+    probability and the guard's verdict) on a dark strip above it."""
+    from PIL import Image
+
+    colour = jet(heat)[..., :3].astype(np.float32)
+    blended = 0.6 * gray[..., None].astype(np.float32) + 0.4 * colour
     picture = Image.fromarray(blended.clip(0, 255).astype(np.uint8))
     if caption:
         from PIL import ImageDraw, ImageFont
@@ -41,9 +69,7 @@ def overlay_png(gray: np.ndarray, heat: np.ndarray, caption: str = "") -> bytes:
         framed.paste(picture, (0, strip))
         ImageDraw.Draw(framed).text((6, strip // 5), caption, fill=(255, 255, 255), font=font)
         picture = framed
-    buffer = io.BytesIO()
-    picture.save(buffer, format="PNG")
-    return buffer.getvalue()
+    return png_bytes(picture, compress_level)
 
 
 @dataclass

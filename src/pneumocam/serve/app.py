@@ -154,10 +154,9 @@ def create_app(
         if len(content) > limit:
             raise HTTPException(413, f"upload over the limit of {max_upload_mb:g} MB")
         try:
-            gray, reason = service.decode(content, file.filename or "")
+            return service.answer(content, file.filename or "", method)
         except UnreadableImage as exc:
             raise HTTPException(422, f"unreadable image: {exc}") from None
-        return service.explain(gray, reason, method)
 
     @app.get("/api/runs")
     def list_runs() -> list[dict]:
