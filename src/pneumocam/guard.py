@@ -124,17 +124,17 @@ def file_reason(path: str | os.PathLike) -> str:
     """Checks on the file as stored: colour, aspect ratio, size. DICOM files are monochrome by definition here."""
     from PIL import Image
 
-    from .data.readers import _looks_like_dicom
+    from .data.readers import _looks_like_dicom, image_source
 
-    path = os.fspath(path)
     try:
-        if _looks_like_dicom(path):
+        source = image_source(path)  # a file, or a tar shard's member in memory
+        if _looks_like_dicom(source):
             import pydicom
 
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            ds = pydicom.dcmread(source, stop_before_pixels=True)
             width, height, colour = int(ds.get("Columns", 0)), int(ds.get("Rows", 0)), 0.0
         else:
-            with Image.open(path) as image:
+            with Image.open(source) as image:
                 width, height = image.size
                 colour = 0.0
                 if image.mode not in ("L", "I;16", "I;16B", "I;16L", "I", "F", "1", "LA"):

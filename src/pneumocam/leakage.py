@@ -13,6 +13,7 @@ import hashlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .data.readers import file_stamp, read_bytes, tar_member
 from .errors import PneumocamError
 
 N_EXAMPLES = 10
@@ -24,12 +25,13 @@ class LeakageError(PneumocamError):
 
 def file_sha1(path: str | Path) -> str:
     """SHA-1 of the file's bytes; remembered per (path, size, mtime), so a --strict pre-check costs no second read."""
-    stat = Path(path).stat()
-    return _sha1(str(path), stat.st_size, stat.st_mtime_ns)
+    return _sha1(str(path), file_stamp(path))
 
 
 @functools.lru_cache(maxsize=100_000)
-def _sha1(path: str, size: int, mtime_ns: int) -> str:
+def _sha1(path: str, stamp: str) -> str:
+    if tar_member(path):  # a film inside a tar shard: the same hash as the file it was written from
+        return hashlib.sha1(read_bytes(path)).hexdigest()
     digest = hashlib.sha1()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

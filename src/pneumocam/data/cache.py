@@ -20,7 +20,7 @@ import numpy as np
 
 from ..progress import track
 from .discover import Sample, Skipped
-from .readers import UnreadableImage, read_resized
+from .readers import UnreadableImage, file_stamp, read_resized
 
 READER_VERSION = 1
 
@@ -49,8 +49,7 @@ def cache_key(samples: list[Sample], size: int) -> str:
     digest = hashlib.sha256(f"reader{READER_VERSION}\0size{size}\n".encode())
     for sample in samples:
         try:
-            stat = os.stat(sample.path)
-            stamp = f"{stat.st_size}\0{stat.st_mtime_ns}"
+            stamp = file_stamp(sample.path)
         except OSError as exc:
             stamp = f"error {exc.errno}"
         digest.update(f"{sample.path}\0{sample.label}\0{stamp}\n".encode("utf-8", "surrogateescape"))

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import CLASS_NAMES
 from ..errors import DataError
-from .readers import is_hidden, is_image_name
+from .readers import MEMBER_SEPARATOR, file_stamp, is_hidden, is_image_name
 from .split import patient_id_from_name
 
 SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
@@ -39,7 +40,7 @@ class Skipped:
 @dataclass
 class DatasetIndex:
     root: str
-    source: str  # "folders" or "manifest"
+    source: str  # "folders", "manifest" or "webdataset"
     samples: list[Sample]
     ignored_hidden: int = 0
     ignored_non_image: int = 0
@@ -101,7 +102,10 @@ def _match_children(folder: Path, names: dict[str, object]) -> tuple[dict[object
 
 
 def discover(root: str | os.PathLike) -> DatasetIndex:
-    """Index a dataset laid out as ROOT/{train,val,test}/{NORMAL,PNEUMONIA}/ (names case-insensitive)."""
+    """Index a dataset laid out as ROOT/{train,val,test}/{NORMAL,PNEUMONIA}/ (names case-insensitive), a CSV
+    manifest, or WebDataset tar shards (shards/cxr-{000000..000009}.tar)."""
+    if is_shard_spec(root):
+        return index_shards(str(root))
     root_path = Path(root)
     if not root_path.exists():
         raise DataError(f"dataset folder not found: {root_path}")
@@ -171,17 +175,75 @@ def read_manifest(path: str | os.PathLike) -> DatasetIndex:
     return index
 
 
+def is_shard_spec(root: str | os.PathLike) -> bool:
+    return os.fspath(root).lower().endswith(".tar")
+
+
+def index_shards(spec: str) -> DatasetIndex:
+    """Index WebDataset tar shards (a path or a brace pattern): one pass over each shard's headers and its small
+    metadata members, no image decoded. A sample is a key's image member (image.png, image.jpeg, image.dcm, or
+    any image suffix) with its label from `json` ({"label", "split", "patient_id"}) or `cls` (0/1 or the class
+    name); films are named SHARD.tar::MEMBER and read from the shard in place."""
+    import tarfile
+
+    from braceexpand import braceexpand
+
+    index = DatasetIndex(root=spec, source="webdataset", samples=[])
+    for shard in braceexpand(spec):
+        if not os.path.isfile(shard):
+            raise DataError(f"shard not found: {shard} (from {spec})")
+        keys: dict[str, dict] = {}
+        try:
+            with tarfile.open(shard, "r:") as archive:
+                for member in archive:
+                    if not member.isfile():
+                        continue
+                    directory, _, base = member.name.rpartition("/")
+                    stem, _, suffix = base.partition(".")
+                    entry = keys.setdefault(f"{directory}/{stem}", {})
+                    if suffix in ("json", "cls"):
+                        entry[suffix] = archive.extractfile(member).read().decode("utf-8", "replace")
+                    elif is_image_name(base):
+                        entry["image"] = member.name
+        except tarfile.TarError as exc:
+            raise DataError(f"{shard} is not a readable tar shard: {exc}") from exc
+        for key, entry in keys.items():
+            if "image" not in entry:
+                continue
+            meta = _shard_meta(entry, shard, key)
+            label = LABEL_ALIASES.get(str(meta.get("label", "")).strip().lower())
+            if label is None:
+                raise DataError(f"{shard}, sample {key}: label '{meta.get('label')}' is not NORMAL, PNEUMONIA, 0 or 1")
+            split = SPLIT_ALIASES.get(str(meta.get("split") or "train").lower())
+            if split is None:
+                raise DataError(f"{shard}, sample {key}: split '{meta['split']}' is not train, val or test")
+            path = f"{shard}{MEMBER_SEPARATOR}{entry['image']}"
+            patient = meta.get("patient_id") or patient_id_from_name(str(meta.get("source") or entry["image"]))
+            index.samples.append(Sample(path, label, split, patient))
+    if not index.samples:
+        raise DataError(f"no labelled images in the shards {spec}: expected members KEY.image.png and KEY.json")
+    return index
+
+
+def _shard_meta(entry: dict, shard: str, key: str) -> dict:
+    if "json" in entry:
+        try:
+            meta = json.loads(entry["json"])
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{shard}, sample {key}: the json member is not valid JSON: {exc}") from exc
+        if isinstance(meta, dict) and "label" in meta:
+            return meta
+    if "cls" in entry:
+        return {"label": entry["cls"]}
+    raise DataError(f"{shard}, sample {key}: no label (a json member with 'label' or a cls member)")
+
+
 def fingerprint(samples: list[Sample]) -> str:
     """A short hash of the file list, sizes and modification times: identifies the data a run saw."""
     digest = hashlib.sha256()
     for sample in sorted(samples, key=lambda s: s.path):
         try:
-            stat = os.stat(sample.path)
-            digest.update(
-                f"{sample.path}\0{sample.label}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode(
-                    "utf-8", "surrogateescape"
-                )
-            )
+            digest.update(f"{sample.path}\0{sample.label}\0{file_stamp(sample.path)}\n".encode("utf-8", "surrogateescape"))
         except OSError:
             digest.update(f"{sample.path}\0{sample.label}\0missing\n".encode("utf-8", "surrogateescape"))
     return digest.hexdigest()[:16]

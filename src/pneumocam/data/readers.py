@@ -8,7 +8,10 @@ the reason recorded in the skip list.
 
 from __future__ import annotations
 
+import functools
+import io
 import os
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -31,9 +34,69 @@ def is_image_name(name: str) -> bool:
     return Path(name).suffix.lower() in IMAGE_SUFFIXES
 
 
-def _looks_like_dicom(path: str) -> bool:
-    with open(path, "rb") as f:
-        head = f.read(132)
+# A film inside a tar shard is named SHARD.tar::MEMBER, so every command reads it like a file on disk.
+MEMBER_SEPARATOR = "::"
+
+
+def tar_member(path: str | os.PathLike) -> tuple[str, str] | None:
+    """(shard, member name) for a SHARD.tar::MEMBER path, else None."""
+    text = os.fspath(path)
+    shard, found, member = text.partition(MEMBER_SEPARATOR)
+    return (shard, member) if found and shard.lower().endswith(".tar") else None
+
+
+@functools.lru_cache(maxsize=256)
+def _members(shard: str, size: int, mtime_ns: int) -> dict[str, tuple[int, int]]:
+    """Where each regular member's bytes lie in the shard (one pass over its headers, remembered per version)."""
+    with tarfile.open(shard, "r:") as archive:
+        return {m.name: (m.offset_data, m.size) for m in archive if m.isfile()}
+
+
+def shard_members(shard: str) -> dict[str, tuple[int, int]]:
+    stat = os.stat(shard)
+    return _members(shard, stat.st_size, stat.st_mtime_ns)
+
+
+def read_bytes(path: str | os.PathLike) -> bytes:
+    """The bytes of a file, or of a member of a tar shard (seeking straight to it)."""
+    member = tar_member(path)
+    if member is None:
+        with open(path, "rb") as f:
+            return f.read()
+    shard, name = member
+    try:
+        offset, size = shard_members(shard)[name]
+    except tarfile.TarError as exc:
+        raise UnreadableImage(f"not a readable tar shard: {exc}") from exc
+    except KeyError:
+        raise UnreadableImage(f"no member {name} in {shard}") from None
+    with open(shard, "rb") as f:
+        f.seek(offset)
+        return f.read(size)
+
+
+def image_source(path: str | os.PathLike):
+    """What Pillow and pydicom open: the path itself, or an in-memory copy of a shard member."""
+    return io.BytesIO(read_bytes(path)) if tar_member(path) else os.fspath(path)
+
+
+def file_stamp(path: str | os.PathLike) -> str:
+    """Size and modification time: of the file, or of the shard plus the member's place in it."""
+    member = tar_member(path)
+    stat = os.stat(member[0] if member else path)
+    stamp = f"{stat.st_size}\0{stat.st_mtime_ns}"
+    if member:
+        stamp += f"\0{shard_members(member[0]).get(member[1])}"
+    return stamp
+
+
+def _looks_like_dicom(source) -> bool:
+    if isinstance(source, io.BytesIO):
+        head = source.read(132)
+        source.seek(0)
+    else:
+        with open(source, "rb") as f:
+            head = f.read(132)
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
@@ -50,7 +113,7 @@ def _to_uint8(array: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
-def _read_dicom(path: str) -> np.ndarray:
+def _read_dicom(path) -> np.ndarray:
     import pydicom
     from pydicom.errors import InvalidDicomError
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
@@ -100,12 +163,13 @@ def read_grayscale(path: str | os.PathLike, draft_size: int | None = None) -> np
     """
     path = os.fspath(path)
     try:
-        if os.path.getsize(path) == 0:
+        source = image_source(path)
+        if (source.getbuffer().nbytes if isinstance(source, io.BytesIO) else os.path.getsize(source)) == 0:
             raise UnreadableImage("empty file (0 bytes)")
-        if _looks_like_dicom(path):
-            gray = _read_dicom(path)
+        if _looks_like_dicom(source):
+            gray = _read_dicom(source)
         else:
-            with Image.open(path) as image:
+            with Image.open(source) as image:
                 if draft_size and image.format == "JPEG":
                     image.draft("L", (draft_size, draft_size))
                 image.load()
@@ -122,7 +186,7 @@ def read_grayscale(path: str | os.PathLike, draft_size: int | None = None) -> np
         if exc.errno == 40:  # ELOOP
             raise UnreadableImage("symbolic link loop") from exc
         raise UnreadableImage(f"not a readable image: {exc}") from exc
-    except (ValueError, SyntaxError, MemoryError) as exc:
+    except (ValueError, SyntaxError, MemoryError, tarfile.TarError) as exc:
         raise UnreadableImage(f"not a readable image: {exc}") from exc
     if gray.ndim != 2:
         raise UnreadableImage(f"unexpected pixel layout {gray.shape}")

@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import CLASS_NAMES
 from .discover import Sample
-from .readers import read_grayscale
+from .readers import read_bytes, read_grayscale, tar_member
 
 
 def write_shards(samples: list[Sample], pattern: str, max_count: int = 1000) -> list[str]:
@@ -30,11 +30,12 @@ def write_shards(samples: list[Sample], pattern: str, max_count: int = 1000) -> 
     written: list[str] = []
     with wds.ShardWriter(pattern, maxcount=max_count, verbose=0) as sink:
         for i, sample in enumerate(track(samples, "Writing shards", total=len(samples))):
-            suffix = Path(sample.path).suffix.lower().lstrip(".") or "bin"
+            name = tar_member(sample.path)[1] if tar_member(sample.path) else sample.path
+            suffix = Path(name).suffix.lower().lstrip(".") or "bin"
             sink.write(
                 {
                     "__key__": f"{i:08d}",
-                    f"image.{suffix}": Path(sample.path).read_bytes(),
+                    f"image.{suffix}": read_bytes(sample.path),
                     "json": json.dumps(
                         {
                             "label": CLASS_NAMES[sample.label],
