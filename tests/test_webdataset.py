@@ -61,7 +61,14 @@ def test_training_on_shards_equals_training_on_the_folder(phantom_data, tmp_path
 
     def train(data):
         config = TrainConfig(
-            data=data, mode="frozen", weights="none", image_size=32, epochs=2, batch_size=16, val_source="dataset", seed=1
+            data=data,
+            mode="frozen",
+            weights="none",
+            image_size=32,
+            epochs=2,
+            batch_size=16,
+            val_source="dataset",
+            seed=1,
         )
         return torch.load(fit(config, runs_dir=tmp_path / "runs") / "model.pt", weights_only=True)
 

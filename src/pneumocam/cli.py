@@ -98,7 +98,9 @@ def _announcer(started: list[Path]):
 @options(TRAINING, CONFIG)
 def train(
     ctx: typer.Context,
-    data: Optional[Path] = typer.Option(None, help="Dataset folder, CSV manifest or WebDataset shards (shards/cxr-{000000..000009}.tar)."),
+    data: Optional[Path] = typer.Option(
+        None, help="Dataset folder, CSV manifest or WebDataset shards (shards/cxr-{000000..000009}.tar)."
+    ),
     out: Path = typer.Option(Path("runs"), help="Parent folder: each run goes into a fresh timestamped folder."),
     resume: Optional[Path] = typer.Option(
         None, help="Continue an interrupted run folder (settings given again must match it)."
@@ -134,7 +136,9 @@ STRICT = {"strict": EXPLAINING["strict"]}
 @options(BOOTSTRAP, STRICT)
 def evaluate(
     checkpoint: Path = typer.Option(..., help="A pneumocam model.pt."),
-    data: Path = typer.Option(..., help="Dataset folder, CSV manifest or WebDataset shards; only the evaluated split is needed."),
+    data: Path = typer.Option(
+        ..., help="Dataset folder, CSV manifest or WebDataset shards; only the evaluated split is needed."
+    ),
     split: Split = typer.Option(Split.test, help="The split to evaluate."),
     out: Path = typer.Option(Path("runs"), help="Parent folder for a fresh evaluation folder."),
     batch_size: int = typer.Option(32, help="Images per batch."),
@@ -209,7 +213,9 @@ def _experiment_settings(values: dict) -> dict:
 @options(TRAINING, EXPLAINING, STATISTICS, BOOTSTRAP, CONFIG)
 def run(
     ctx: typer.Context,
-    data: Optional[Path] = typer.Option(None, help="Dataset folder, CSV manifest or WebDataset shards (not needed with --resume)."),
+    data: Optional[Path] = typer.Option(
+        None, help="Dataset folder, CSV manifest or WebDataset shards (not needed with --resume)."
+    ),
     out: Path = typer.Option(Path("runs"), help="Parent folder: the run goes into a fresh timestamped folder."),
     checkpoint: Optional[Path] = typer.Option(None, help="Skip training and explain this model.pt."),
     eval_split: EvalSplit = typer.Option(

@@ -243,7 +243,9 @@ def fingerprint(samples: list[Sample]) -> str:
     digest = hashlib.sha256()
     for sample in sorted(samples, key=lambda s: s.path):
         try:
-            digest.update(f"{sample.path}\0{sample.label}\0{file_stamp(sample.path)}\n".encode("utf-8", "surrogateescape"))
+            digest.update(
+                f"{sample.path}\0{sample.label}\0{file_stamp(sample.path)}\n".encode("utf-8", "surrogateescape")
+            )
         except OSError:
             digest.update(f"{sample.path}\0{sample.label}\0missing\n".encode("utf-8", "surrogateescape"))
     return digest.hexdigest()[:16]
