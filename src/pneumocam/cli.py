@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .cli_data import data, phantoms, print_metrics
+from .cli_data import data, manifest, phantoms, print_metrics
 from .cli_errors import clean_errors
 from .cli_guard import guard_app
 from .cli_lungs import lungs_app
@@ -51,6 +51,7 @@ app.add_typer(guard_app, name="guard")
 app.add_typer(webdataset_app, name="webdataset")
 app.command()(serve)
 app.command()(data)
+app.command()(manifest)
 app.command()(phantoms)
 app.command()(report)
 app.command()(compare)

@@ -91,6 +91,44 @@ def phantoms(
     )
 
 
+@clean_errors
+def manifest(
+    layout: str = typer.Argument(..., help="nih, rsna, chexpert or mimic."),
+    images: Path = typer.Option(..., help="The image folder as the set ships it."),
+    out: Path = typer.Option(..., help="The manifest CSV to write (path,label,patient_id,split)."),
+    labels: Optional[Path] = typer.Option(
+        None, help="Label CSV (NIH, RSNA: TorchXRayVision's copy if omitted; CheXpert train.csv; MIMIC …-chexpert.csv)."
+    ),
+    metadata: Optional[Path] = typer.Option(
+        None, help="MIMIC: …-metadata.csv (views); RSNA: stage_2_detailed_class_info.csv (NORMAL = class Normal)."
+    ),
+    views: str = typer.Option("PA,AP", help="Views to keep, comma-separated ('*': all)."),
+):
+    """A NORMAL / PNEUMONIA manifest from a public set's layout (labels read by TorchXRayVision)."""
+    from .data.public import public_manifest
+    from .outputs import write_csv
+
+    if out.exists():
+        raise PneumocamError(f"{out} exists: choose a new file (nothing is overwritten)")
+    found = public_manifest(
+        layout,
+        str(images),
+        str(labels) if labels else None,
+        str(metadata) if metadata else None,
+        [v.strip() for v in views.split(",") if v.strip()],
+    )
+    if not found.rows:
+        raise PneumocamError(f"no NORMAL or PNEUMONIA films found in {images} with {layout}'s labels ({found.rule})")
+    write_csv(out, ["path", "label", "patient_id", "split"], found.rows)
+    counts = found.counts()
+    console.print(
+        f"{escape(str(out))}: {counts.get('NORMAL', 0)} NORMAL, {counts.get('PNEUMONIA', 0)} PNEUMONIA films "
+        f"({escape(found.rule)})"
+    )
+    for reason, n in sorted(found.left_out.items()):
+        console.print(f"left out: {n} films, {escape(reason)}")
+
+
 def print_metrics(result: dict) -> None:
     """metrics.json on the terminal: per-class tables at each threshold, AUC with its interval, the leakage verdict."""
     weights = result.get("weights") or {}
