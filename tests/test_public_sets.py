@@ -43,7 +43,15 @@ def test_nih_maps_pneumonia_and_no_finding(tmp_path):
         _film(images / name)
     labels = _write(
         tmp_path / "Data_Entry_2017.csv",
-        ["Image Index", "Finding Labels", "Follow-up #", "Patient ID", "Patient Age", "Patient Gender", "View Position"],
+        [
+            "Image Index",
+            "Finding Labels",
+            "Follow-up #",
+            "Patient ID",
+            "Patient Age",
+            "Patient Gender",
+            "View Position",
+        ],
         [(n, f, 0, p, 40, "M", v) for n, f, p, v in rows],
     )
     found = public_manifest("nih", str(images), str(labels))
@@ -117,8 +125,7 @@ def test_rsna_normal_from_the_detailed_classes_and_the_cli_writes_a_manifest(tmp
     assert found.left_out == {"other findings": 1}
     out = tmp_path / "rsna.csv"
     result = CliRunner().invoke(
-        app,
-        ["manifest", "rsna", "--images", str(images), "--labels", str(labels), "--views", "*", "--out", str(out)],
+        app, ["manifest", "rsna", "--images", str(images), "--labels", str(labels), "--views", "*", "--out", str(out)]
     )
     assert result.exit_code == 0, result.output
     assert "2 NORMAL, 1 PNEUMONIA" in result.output  # without the detailed classes, Target 0 is NORMAL
