@@ -7,6 +7,7 @@ seed, so each flipped film equals its unflipped twin except for the marker). A m
 its AUC on the flipped set; one that cannot see it keeps it.
 
     python benchmarks/shortcut.py [--size 96] [--epochs 8] [--per-class 250] [--out bench-results]
+    python benchmarks/shortcut.py --variants attention [--penalty 1.0]   # the attention penalty, no focus
     python benchmarks/shortcut.py --checkpoints A/model.pt B/model.pt   # evaluate models it trained before
 """
 
@@ -51,6 +52,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
     parser.add_argument("--checkpoints", nargs="*", help="Evaluate these (trained by this script) instead of training.")
+    parser.add_argument(
+        "--variants",
+        nargs="*",
+        default=["none", "body"],
+        help="Models to train: none, body (--focus), attention (no focus, --attention-penalty with the lung masks).",
+    )
+    parser.add_argument("--penalty", type=float, default=1.0, help="--attention-penalty of the attention variant.")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="pneumocam-shortcut-"))
@@ -62,8 +70,9 @@ def main() -> None:
         "versions": library_versions(),
         "models": {},
     }
-    for focus in ("none", "body") if not args.checkpoints else [None] * len(args.checkpoints):
+    for variant in args.variants if not args.checkpoints else [None] * len(args.checkpoints):
         began = time.perf_counter()
+        focus = None if variant is None else ("none" if variant == "attention" else variant)
         if focus is None:
             checkpoint = Path(args.checkpoints[len(results["models"])])
             model, meta = load_checkpoint(checkpoint)
@@ -84,14 +93,16 @@ def main() -> None:
             seed=args.seed,
             use_cache=False,
             focus=focus,
+            attention_penalty=args.penalty if variant == "attention" else 0.0,
+            attention_masks=str(marked.lung_masks) if variant == "attention" else None,
         )
         run = fit(config, runs_dir=work / "runs")
         model, meta = load_checkpoint(run / "model.pt")
         row = {"train_seconds": round(time.perf_counter() - began, 1), "val_auc": meta["val_metrics"]["val_auc"]}
         row["checkpoint"] = str(run / "model.pt")
         evaluate_both(model, focus, row, marked, flipped, args.size)
-        results["models"][f"focus_{focus}"] = row
-        print(focus, json.dumps(row), flush=True)
+        results["models"]["attention_penalty" if variant == "attention" else f"focus_{focus}"] = row
+        print(variant, json.dumps(row), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out / "shortcut.json"
     out.write_text(json.dumps(results, indent=2))

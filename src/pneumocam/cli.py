@@ -262,6 +262,8 @@ def run(
     train_fields = {k: values[k] for k in ("data", *TRAINING)}
     if train_fields["focus"] == "lungs" and not train_fields["focus_masks"]:
         train_fields["focus_masks"] = values["lung_masks"]
+    if train_fields["attention_penalty"] and not train_fields["attention_masks"]:
+        train_fields["attention_masks"] = values["lung_masks"]
     holdout = values["holdout_fraction"] if values["eval_split"] == "heldout" and checkpoint is None else 0.0
     config = ExperimentConfig(
         train=TrainConfig(**train_fields, holdout_fraction=holdout),

@@ -149,6 +149,15 @@ TRAINING = {
         "Lung masks for --focus lungs, laid out like --lung-masks (run: --lung-masks by default); "
         "films without one use the estimate.",
     ),
+    "attention_penalty": _option(
+        float,
+        0.0,
+        "Right for the right reasons: add this weight x the share of each training film's Grad-CAM mass outside "
+        "its lungs to the loss (films with a mask; 0: off).",
+    ),
+    "attention_masks": _option(
+        Optional[Path], None, "Lung masks for --attention-penalty, laid out like --lung-masks (run: --lung-masks)."
+    ),
     "ema": _option(
         float,
         0.0,

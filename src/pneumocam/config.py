@@ -44,6 +44,8 @@ class TrainConfig:
     calibration: str = "temperature"  # temperature | none: how validation calibrates the probabilities
     focus: str = "none"  # none | body | lungs: what the model is shown (focus.py); stored in model.pt
     focus_masks: str | None = None  # lung masks for --focus lungs (films without one use the estimate)
+    attention_penalty: float = 0.0  # weight of the Grad-CAM mass outside the lungs in the loss (0: off; train.py)
+    attention_masks: str | None = None  # lung masks for the attention penalty (films without one are not penalised)
     ema: float = 0.0  # decay per step of an exponential moving average of the weights (0: off), restarted per size
     recipe: str | None = None  # the named recipe these settings started from (recipes.py), recorded for the report
 
@@ -74,6 +76,17 @@ class TrainConfig:
             ),
             (self.focus in ("none", "body", "lungs"), "focus", f"must be none, body or lungs, got '{self.focus}'"),
             (0.0 <= self.ema < 1.0, "ema", f"must be a decay in [0, 1) (0: off), got {self.ema}"),
+            (self.attention_penalty >= 0, "attention_penalty", f"must be >= 0 (0: off), got {self.attention_penalty}"),
+            (
+                not self.attention_penalty or self.mode != "frozen",
+                "attention_penalty",
+                "moves the maps by training the backbone: use mode partial or full, not frozen",
+            ),
+            (
+                not self.attention_penalty or bool(self.attention_masks),
+                "attention_masks",
+                "the attention penalty needs lung masks (--attention-masks, in run --lung-masks)",
+            ),
             (self.epochs >= 1, "epochs", f"must be at least 1, got {self.epochs}"),
             (self.batch_size >= 1, "batch_size", f"must be at least 1, got {self.batch_size}"),
             (self.image_size >= 32, "image_size", f"must be at least 32 px, got {self.image_size}"),

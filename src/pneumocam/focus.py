@@ -115,6 +115,16 @@ def focus_images(
     return Focused(images, boxes, sources)
 
 
+def crop_masks(masks: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Film-grid masks cut to each focused image's box and resized like the film (nearest), so they lie where the
+    focused image shows the same anatomy."""
+    out = np.zeros_like(masks)
+    for i, (top, bottom, left, right) in enumerate(np.asarray(boxes)):
+        crop = np.ascontiguousarray(masks[i, top:bottom, left:right], dtype=np.uint8)
+        out[i] = cv2.resize(crop, masks.shape[:0:-1], interpolation=cv2.INTER_NEAREST).astype(masks.dtype)
+    return out
+
+
 def film_maps(maps: np.ndarray, boxes: np.ndarray, side: int, grid: int | None = None) -> np.ndarray:
     """Maps computed on focused images, put back where their crop lies on the film: (N, grid, grid), zero outside
     the box. grid defaults to side / 4 (56 for 224 px), fine enough for the 7x7 maps of layer4 at 224 px."""

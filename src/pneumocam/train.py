@@ -9,6 +9,7 @@ split (AUC or loss) becomes model.pt. The same seed gives the same weights, resu
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ from .calibration import calibrate
 from .config import TrainConfig
 from .data import Augmentation, LoadedImages, PreparedData, prepare_data, resized, to_model_input
 from .distributed import SINGLE, Distributed, init_distributed
-from .errors import CheckpointError
+from .errors import CheckpointError, DataError, SettingError
 from .evaluate import predict_logits
 from .leakage import seen_record
 from .metrics import youden_threshold
@@ -114,18 +115,20 @@ def train_one_epoch(
     after_step=None,
     net: nn.Module | None = None,
     dist: Distributed = SINGLE,
+    attention: AttentionTargets | None = None,
 ) -> dict:
     """One pass over the training data; `features` means data holds pooled features and only the head trains.
     after_step(model) runs after every optimiser step (the weight average). net: what computes the logits (the
     model or its head, wrapped in DDP under torchrun). Every process walks the same global order in global batches
     of batch_size x world size and trains on its part of each, so N processes see what one process with the global
-    batch sees; augmentation draws stay those of the global batch."""
+    batch sees; augmentation draws stay those of the global batch. attention: add its weight x the films' Grad-CAM
+    share outside their lungs to the loss (masks moved with the augmentation)."""
     order, generator = epoch_order(len(labels), labels, config.seed, epoch, config.weighted_sampler)
     augment = Augmentation() if config.augment and not features else None
     net = net if net is not None else (model.fc if features else model)
     if not features:
         set_train_mode(model, config.mode)
-    total_loss, correct, seen = 0.0, 0, 0
+    total_loss, correct, seen, outside_sum, outside_n = 0.0, 0, 0, 0.0, 0
     global_batch = config.batch_size * dist.world
     progress = new_progress()
     with progress:
@@ -139,14 +142,37 @@ def train_one_epoch(
             else:
                 whole = np.sort(whole.numpy())
                 batch = torch.from_numpy(np.array(data[whole]))
-                if augment is not None:
-                    batch = augment(batch, generator)  # drawn for the global batch: the same on every process
+                masks = None if attention is None else torch.from_numpy(attention.masks[whole].astype(np.uint8))
+                # augmentation is drawn for the global batch: the same on every process
+                if augment is not None and masks is None:
+                    batch = augment(batch, generator)
+                elif augment is not None:
+                    batch, masks = augment(batch, generator, masks)
                 part = np.array_split(np.arange(len(whole)), dist.world)[dist.rank]
                 targets = torch.from_numpy(labels[whole[part]]).to(device)
-                logits = net(to_model_input(batch[torch.from_numpy(part)].to(device))).flatten()
+                inputs = to_model_input(batch[torch.from_numpy(part)].to(device))
+                if attention is None:
+                    logits = net(inputs).flatten()
+                else:
+                    captured = {}
+                    hook = model.layer4.register_forward_hook(lambda _m, _i, out: captured.__setitem__("a", out))
+                    try:
+                        logits = net(inputs).flatten()
+                    finally:
+                        hook.remove()
+                    mine = masks[torch.from_numpy(part)].to(device)
+                    share = outside_share(model, captured["a"], logits, targets, mine)
+                    present = torch.from_numpy(attention.present[whole[part]]).to(device)
+                    penalty = (share * present).sum() / present.sum().clamp(min=1)
+                    outside_sum += float((share.detach() * present).sum())
+                    outside_n += int(present.sum())
             loss = weighted_loss(logits, targets, class_weights, len(targets) * dist.world / len(whole))
+            if attention is not None and not features:
+                loss_total = loss + attention.weight * penalty
+            else:
+                loss_total = loss
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss_total.backward()
             optimizer.step()
             scheduler.step()
             if after_step is not None:
@@ -155,7 +181,10 @@ def train_one_epoch(
             correct += int(((logits.detach() > 0).long() == targets).sum())
             seen += len(targets)
             progress.update(task, advance=len(targets), info=f"loss {total_loss / seen:.4f} acc {correct / seen:.3f}")
-    return {"train_loss": total_loss / seen, "train_acc": correct / seen, "lr": optimizer.param_groups[0]["lr"]}
+    row = {"train_loss": total_loss / seen, "train_acc": correct / seen, "lr": optimizer.param_groups[0]["lr"]}
+    if attention is not None:  # train_loss stays the classification loss; this is what the penalty pushed down
+        row["train_outside_lungs_share"] = outside_sum / max(1, outside_n)
+    return row
 
 
 def validate(
@@ -200,8 +229,9 @@ def selection_score(val_metrics: dict, select_by: str) -> float:
     return -val_metrics["val_loss"]
 
 
-def focused_data(prepared: PreparedData, config: TrainConfig) -> PreparedData:
-    """The training and validation images as the model will see them (--focus); unchanged for focus none."""
+def focused_data(prepared: PreparedData, config: TrainConfig, boxes: list | None = None) -> PreparedData:
+    """The training and validation images as the model will see them (--focus); unchanged for focus none.
+    boxes: a list that receives the training films' crop boxes (for the attention penalty's masks)."""
     if config.focus == "none":
         return prepared
     from dataclasses import replace
@@ -209,7 +239,49 @@ def focused_data(prepared: PreparedData, config: TrainConfig) -> PreparedData:
     from .focus import focus_images
 
     train, val = (focus_images(part, config.focus, config.focus_masks) for part in (prepared.train, prepared.val))
+    if boxes is not None:
+        boxes.append(train.boxes)
     return replace(prepared, train=train.inputs(prepared.train), val=val.inputs(prepared.val))
+
+
+@dataclass
+class AttentionTargets:
+    """The attention penalty's lung masks for the training films (aligned with them, as the model sees them) and
+    its weight; films without a mask are not penalised."""
+
+    masks: np.ndarray  # bool (N, S, S)
+    present: np.ndarray  # bool (N,)
+    weight: float
+
+
+def attention_targets(prepared: PreparedData, config: TrainConfig, boxes: list) -> AttentionTargets | None:
+    if not config.attention_penalty:
+        return None
+    from .focus import crop_masks
+    from .regions import load_masks
+
+    side = prepared.train.images.shape[-1]
+    masks, present = load_masks(config.attention_masks, prepared.train.samples, side)
+    if boxes:
+        masks = crop_masks(masks, boxes[0])
+    if not present.any():
+        raise DataError(
+            f"no training film has a lung mask under {config.attention_masks}: the penalty would do nothing"
+        )
+    return AttentionTargets(masks, present, config.attention_penalty)
+
+
+def outside_share(model: nn.Module, activations: torch.Tensor, logits: torch.Tensor, targets, masks) -> torch.Tensor:
+    """Differentiable Grad-CAM of each film's true class on layer4, and the share of its mass outside the lung mask
+    (mask pooled to the map's grid: each cell counts by the lung fraction it holds)."""
+    sign = targets.float() * 2 - 1  # a one-logit model: the NORMAL map is the one of minus the logit
+    (gradients,) = torch.autograd.grad((logits * sign).sum(), activations, create_graph=True)
+    cam = F.relu((gradients.mean(dim=(2, 3), keepdim=True) * activations).sum(dim=1))
+    inside = F.adaptive_avg_pool2d(masks.float().unsqueeze(1), cam.shape[-2:]).squeeze(1)
+    total = cam.sum(dim=(1, 2))
+    outside = (cam * (1 - inside)).sum(dim=(1, 2))
+    # An empty map counts as all outside: otherwise erasing the map would be the cheapest way to zero the penalty.
+    return torch.where(total > 1e-8, outside / total.clamp(min=1e-8), torch.ones_like(total))
 
 
 def fit_model_guard(checkpoint: Path, prepared: PreparedData, config: TrainConfig, device, features=None) -> dict:
@@ -311,7 +383,11 @@ def fit(
     say = console.print if main else (lambda *a, **k: None)
     # Weights first: a missing or bad weights file stops the run before any folder is made or image read.
     model, weights_info = build_model(config.weights, seed=config.seed)
-    prepared = focused_data(prepare_data(config), config)
+    boxes: list = []
+    prepared = focused_data(prepare_data(config), config, boxes)
+    attention = attention_targets(prepared, config, boxes)
+    if attention is not None and dist.active:
+        raise SettingError("attention_penalty", "needs double backward, which DistributedDataParallel does not support")
     if saved is not None and saved.get("data_fingerprint") != prepared.fingerprint:
         raise CheckpointError(
             f"the training data changed since {run_dir} started (fingerprint {prepared.fingerprint}, the run "
@@ -406,6 +482,7 @@ def fit(
             after_step=averaged.update_parameters if averaged is not None else None,
             net=net,
             dist=dist,
+            attention=attention,
         )
         candidates = {"trained": model} | ({"ema": averaged.module} if averaged is not None else {})
         validated = {

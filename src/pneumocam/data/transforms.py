@@ -34,10 +34,12 @@ class Augmentation:
     ):
         self.degrees, self.translate, self.scale, self.contrast = degrees, translate, scale, contrast
 
-    def __call__(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def __call__(self, batch: torch.Tensor, generator: torch.Generator, masks: torch.Tensor | None = None):
+        """The augmented batch; with uint8 masks (N, S, S) of any side S, also the masks moved by the same draws."""
         import torchvision.transforms.v2.functional as F
 
         out = torch.empty_like(batch)
+        moved_masks = None if masks is None else torch.empty_like(masks)
         size = batch.shape[-1]
         for i, image in enumerate(batch):
             u = torch.rand(5, generator=generator)
@@ -50,4 +52,10 @@ class Augmentation:
             moved = F.affine(image.unsqueeze(0), angle=angle, translate=shift, scale=scale, shear=[0.0, 0.0])
             factor = float(1 + (u[4] * 2 - 1) * self.contrast)
             out[i] = F.adjust_contrast(moved, factor)[0]
-        return out
+            if masks is not None:
+                side = masks.shape[-1]
+                mask_shift = [int(round(float((u[k] * 2 - 1) * self.translate * side))) for k in (1, 2)]
+                moved_masks[i] = F.affine(
+                    masks[i].unsqueeze(0), angle=angle, translate=mask_shift, scale=scale, shear=[0.0, 0.0]
+                )[0]
+        return out if masks is None else (out, moved_masks)
