@@ -154,14 +154,8 @@ def train_one_epoch(
                 if attention is None:
                     logits = net(inputs).flatten()
                 else:
-                    captured = {}
-                    hook = model.layer4.register_forward_hook(lambda _m, _i, out: captured.__setitem__("a", out))
-                    try:
-                        logits = net(inputs).flatten()
-                    finally:
-                        hook.remove()
-                    mine = masks[torch.from_numpy(part)].to(device)
-                    share = outside_share(model, captured["a"], logits, targets, mine)
+                    logits, activations = forward_keeping_layer4(net, model, inputs)
+                    share = outside_share(model, activations, logits, targets, masks[torch.from_numpy(part)].to(device))
                     present = torch.from_numpy(attention.present[whole[part]]).to(device)
                     penalty = (share * present).sum() / present.sum().clamp(min=1)
                     outside_sum += float((share.detach() * present).sum())
@@ -269,6 +263,17 @@ def attention_targets(prepared: PreparedData, config: TrainConfig, boxes: list) 
             f"no training film has a lung mask under {config.attention_masks}: the penalty would do nothing"
         )
     return AttentionTargets(masks, present, config.attention_penalty)
+
+
+def forward_keeping_layer4(net: nn.Module, model: nn.Module, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, layer4's output, still in the graph) of one forward pass."""
+    captured = {}
+    hook = model.layer4.register_forward_hook(lambda _m, _i, out: captured.__setitem__("a", out))
+    try:
+        logits = net(inputs).flatten()
+    finally:
+        hook.remove()
+    return logits, captured["a"]
 
 
 def outside_share(model: nn.Module, activations: torch.Tensor, logits: torch.Tensor, targets, masks) -> torch.Tensor:
