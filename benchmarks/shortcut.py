@@ -7,7 +7,7 @@ seed, so each flipped film equals its unflipped twin except for the marker). A m
 its AUC on the flipped set; one that cannot see it keeps it.
 
     python benchmarks/shortcut.py [--size 96] [--epochs 8] [--per-class 250] [--out bench-results]
-    python benchmarks/shortcut.py --variants attention [--penalty 1.0]   # the attention penalty, no focus
+    python benchmarks/shortcut.py --variants attention attention-input [--penalty 1.0]   # the attention penalty
     python benchmarks/shortcut.py --checkpoints A/model.pt B/model.pt   # evaluate models it trained before
 """
 
@@ -56,7 +56,8 @@ def main() -> None:
         "--variants",
         nargs="*",
         default=["none", "body"],
-        help="Models to train: none, body (--focus), attention (no focus, --attention-penalty with the lung masks).",
+        help="Models to train: none, body (--focus), attention / attention-input (no focus, --attention-penalty on "
+        "the Grad-CAM map / on the input gradient, with the lung masks).",
     )
     parser.add_argument("--penalty", type=float, default=1.0, help="--attention-penalty of the attention variant.")
     args = parser.parse_args()
@@ -72,7 +73,8 @@ def main() -> None:
     }
     for variant in args.variants if not args.checkpoints else [None] * len(args.checkpoints):
         began = time.perf_counter()
-        focus = None if variant is None else ("none" if variant == "attention" else variant)
+        penalised = variant in ("attention", "attention-input")
+        focus = None if variant is None else ("none" if penalised else variant)
         if focus is None:
             checkpoint = Path(args.checkpoints[len(results["models"])])
             model, meta = load_checkpoint(checkpoint)
@@ -93,15 +95,20 @@ def main() -> None:
             seed=args.seed,
             use_cache=False,
             focus=focus,
-            attention_penalty=args.penalty if variant == "attention" else 0.0,
-            attention_masks=str(marked.lung_masks) if variant == "attention" else None,
+            attention_penalty=args.penalty if penalised else 0.0,
+            attention_masks=str(marked.lung_masks) if penalised else None,
+            attention_on="input" if variant == "attention-input" else "gradcam",
         )
         run = fit(config, runs_dir=work / "runs")
         model, meta = load_checkpoint(run / "model.pt")
         row = {"train_seconds": round(time.perf_counter() - began, 1), "val_auc": meta["val_metrics"]["val_auc"]}
         row["checkpoint"] = str(run / "model.pt")
         evaluate_both(model, focus, row, marked, flipped, args.size)
-        results["models"]["attention_penalty" if variant == "attention" else f"focus_{focus}"] = row
+        if penalised:
+            row["train_outside_lungs_share_by_epoch"] = [
+                round(r["train_outside_lungs_share"], 3) for r in json.loads((run / "history.json").read_text())
+            ]
+        results["models"][variant.replace("-", "_") if penalised else f"focus_{focus}"] = row
         print(variant, json.dumps(row), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out / "shortcut.json"

@@ -108,3 +108,24 @@ def test_penalty_settings_are_checked():
         TrainConfig(data="x", mode="full", attention_penalty=1.0)
     with pytest.raises(SettingError, match=">= 0"):
         TrainConfig(data="x", mode="full", attention_penalty=-1.0, attention_masks="m")
+
+
+def test_input_gradient_share_is_the_squared_gradient_mass_outside_the_lungs(model, films):
+    """Against a plain autograd input gradient, measured with numpy (masks pooled to the input by hand: same size)."""
+    from pneumocam.train import input_gradient_outside_share
+
+    images, lungs = films
+    labels = torch.tensor([0, 1, 0, 1])
+    x = to_model_input(torch.from_numpy(images), channels_last=False).requires_grad_(True)
+    logits = model(x).flatten()
+    ours = input_gradient_outside_share(x, logits, labels, torch.from_numpy(lungs)).detach().numpy()
+    y = to_model_input(torch.from_numpy(images), channels_last=False).requires_grad_(True)
+    score = (model(y).flatten() * torch.tensor([-1.0, 1.0, -1.0, 1.0])).sum()
+    (g,) = torch.autograd.grad(score, y)
+    energy = (g.numpy() ** 2).sum(axis=1)
+    expected = (energy * ~lungs).sum(axis=(1, 2)) / energy.sum(axis=(1, 2))
+    assert 0.05 < expected.min() and expected.max() < 0.95
+    assert ours == pytest.approx(expected, rel=1e-4)
+    ours_tensor = input_gradient_outside_share(x, model(x).flatten(), labels, torch.from_numpy(lungs))
+    (second,) = torch.autograd.grad(ours_tensor.sum(), model.fc.weight)  # differentiable: it can train the model
+    assert float(second.abs().sum()) > 0

@@ -67,6 +67,11 @@ class Focus(str, Enum):
     lungs = "lungs"
 
 
+class AttentionOn(str, Enum):
+    gradcam = "gradcam"
+    input = "input"
+
+
 class Recipe(str, Enum):
     original = "original"
     finetune = "finetune"
@@ -154,6 +159,11 @@ TRAINING = {
         0.0,
         "Right for the right reasons: add this weight x the share of each training film's Grad-CAM mass outside "
         "its lungs to the loss (films with a mask; 0: off).",
+    ),
+    "attention_on": _option(
+        AttentionOn,
+        AttentionOn.gradcam,
+        "What the attention penalty measures: the layer4 Grad-CAM map, or the squared input gradient (Ross et al.).",
     ),
     "attention_masks": _option(
         Optional[Path], None, "Lung masks for --attention-penalty, laid out like --lung-masks (run: --lung-masks)."

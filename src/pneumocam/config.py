@@ -46,6 +46,7 @@ class TrainConfig:
     focus_masks: str | None = None  # lung masks for --focus lungs (films without one use the estimate)
     attention_penalty: float = 0.0  # weight of the Grad-CAM mass outside the lungs in the loss (0: off; train.py)
     attention_masks: str | None = None  # lung masks for the attention penalty (films without one are not penalised)
+    attention_on: str = "gradcam"  # gradcam (layer4 map) | input (squared input gradients): what the penalty measures
     ema: float = 0.0  # decay per step of an exponential moving average of the weights (0: off), restarted per size
     recipe: str | None = None  # the named recipe these settings started from (recipes.py), recorded for the report
 
@@ -76,6 +77,11 @@ class TrainConfig:
             ),
             (self.focus in ("none", "body", "lungs"), "focus", f"must be none, body or lungs, got '{self.focus}'"),
             (0.0 <= self.ema < 1.0, "ema", f"must be a decay in [0, 1) (0: off), got {self.ema}"),
+            (
+                self.attention_on in ("gradcam", "input"),
+                "attention_on",
+                f"must be gradcam or input, got '{self.attention_on}'",
+            ),
             (self.attention_penalty >= 0, "attention_penalty", f"must be >= 0 (0: off), got {self.attention_penalty}"),
             (
                 not self.attention_penalty or self.mode != "frozen",

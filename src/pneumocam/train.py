@@ -154,8 +154,8 @@ def train_one_epoch(
                 if attention is None:
                     logits = net(inputs).flatten()
                 else:
-                    logits, activations = forward_keeping_layer4(net, model, inputs)
-                    share = outside_share(model, activations, logits, targets, masks[torch.from_numpy(part)].to(device))
+                    mine = masks[torch.from_numpy(part)].to(device)
+                    logits, share = attention.shares(net, model, inputs, targets, mine)
                     present = torch.from_numpy(attention.present[whole[part]]).to(device)
                     penalty = (share * present).sum() / present.sum().clamp(min=1)
                     outside_sum += float((share.detach() * present).sum())
@@ -246,6 +246,16 @@ class AttentionTargets:
     masks: np.ndarray  # bool (N, S, S)
     present: np.ndarray  # bool (N,)
     weight: float
+    on: str = "gradcam"  # gradcam: the layer4 Grad-CAM map; input: the squared input gradient (Ross et al. 2017)
+
+    def shares(self, net, model, inputs, targets, masks) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, each film's share outside its lungs) from one forward pass kept in the graph."""
+        if self.on == "input":
+            inputs = inputs.detach().requires_grad_(True)
+            logits = net(inputs).flatten()
+            return logits, input_gradient_outside_share(inputs, logits, targets, masks)
+        logits, activations = forward_keeping_layer4(net, model, inputs)
+        return logits, outside_share(model, activations, logits, targets, masks)
 
 
 def attention_targets(prepared: PreparedData, config: TrainConfig, boxes: list) -> AttentionTargets | None:
@@ -262,7 +272,7 @@ def attention_targets(prepared: PreparedData, config: TrainConfig, boxes: list) 
         raise DataError(
             f"no training film has a lung mask under {config.attention_masks}: the penalty would do nothing"
         )
-    return AttentionTargets(masks, present, config.attention_penalty)
+    return AttentionTargets(masks, present, config.attention_penalty, config.attention_on)
 
 
 def forward_keeping_layer4(net: nn.Module, model: nn.Module, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -287,6 +297,19 @@ def outside_share(model: nn.Module, activations: torch.Tensor, logits: torch.Ten
     outside = (cam * (1 - inside)).sum(dim=(1, 2))
     # An empty map counts as all outside: otherwise erasing the map would be the cheapest way to zero the penalty.
     return torch.where(total > 1e-8, outside / total.clamp(min=1e-8), torch.ones_like(total))
+
+
+def input_gradient_outside_share(inputs: torch.Tensor, logits: torch.Tensor, targets, masks) -> torch.Tensor:
+    """The share of each film's squared input gradient (of its true class's score, summed over channels) that lies
+    outside its lungs (mask resized to the input by area): "right for the right reasons" on the pixels themselves,
+    which a deep map cannot give (a layer4 cell sees the whole film)."""
+    sign = targets.float() * 2 - 1
+    (gradients,) = torch.autograd.grad((logits * sign).sum(), inputs, create_graph=True)
+    energy = gradients.pow(2).sum(dim=1)
+    inside = F.interpolate(masks.float().unsqueeze(1), size=energy.shape[-2:], mode="area").squeeze(1)
+    total = energy.sum(dim=(1, 2))
+    outside = (energy * (1 - inside)).sum(dim=(1, 2))
+    return torch.where(total > 0, outside / total.clamp(min=1e-30), torch.ones_like(total))
 
 
 def fit_model_guard(checkpoint: Path, prepared: PreparedData, config: TrainConfig, device, features=None) -> dict:
