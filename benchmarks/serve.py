@@ -14,6 +14,8 @@ import io
 import json
 import socket
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -39,6 +41,12 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
+    parser.add_argument(
+        "--server",
+        choices=["process", "thread"],
+        default="process",
+        help="`pneumocam serve` apart, or in this process.",
+    )
     args = parser.parse_args()
 
     model, meta = load_checkpoint(args.checkpoint)
@@ -66,10 +74,27 @@ def main() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(args.checkpoint), host="127.0.0.1", port=port, log_level="error"))
-    threading.Thread(target=server.run, daemon=True).start()
-    while not server.started:
-        time.sleep(0.05)
+    if args.server == "process":  # as users run it: `pneumocam serve` in its own process
+        command = [sys.executable, "-m", "pneumocam", "serve", "--checkpoint", args.checkpoint, "--port", str(port)]
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(1200):
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        stop = process.terminate
+    else:  # in this process: client and server threads share one interpreter lock
+        server = uvicorn.Server(
+            uvicorn.Config(create_app(args.checkpoint), host="127.0.0.1", port=port, log_level="error")
+        )
+        threading.Thread(target=server.run, daemon=True).start()
+        while not server.started:
+            time.sleep(0.05)
+
+        def stop():
+            server.should_exit = True
+
     url = f"http://127.0.0.1:{port}/api/predict"
 
     def ask(index: int) -> tuple[int, float, float]:
@@ -85,7 +110,7 @@ def main() -> None:
     with ThreadPoolExecutor(args.clients) as pool:
         together = list(pool.map(ask, [i % len(jpegs) for i in range(args.clients * 8)]))
     concurrent_throughput = len(together) / (time.perf_counter() - began)
-    server.should_exit = True
+    stop()
 
     row = {
         "image_size": size,
@@ -96,6 +121,7 @@ def main() -> None:
         "server_images_per_s_with_clients": concurrent_throughput,
         "throughput_ratio": concurrent_throughput / batch_throughput,
         "clients": args.clients,
+        "server": args.server,
         "answers_match_sequential": all(abs(alone[i] - p) < 1e-6 for i, p, _ in together),
         "checkpoint": args.checkpoint,
         "versions": library_versions(),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
@@ -11,8 +12,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 T = TypeVar("T")
 
 
+_thread = threading.local()
+
+
+def silence_this_thread() -> None:
+    """No bars from this thread (a server's worker: bars per request would cost time and flood its log)."""
+    _thread.silent = True
+
+
 def enabled() -> bool:
-    return os.environ.get("PNEUMOCAM_NO_PROGRESS", "") in ("", "0")
+    return os.environ.get("PNEUMOCAM_NO_PROGRESS", "") in ("", "0") and not getattr(_thread, "silent", False)
 
 
 def new_progress() -> Progress:

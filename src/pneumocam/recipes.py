@@ -39,8 +39,9 @@ RECIPES: dict[str, dict] = {
     "scratch": {
         "weights": "none",
         "mode": "full",
-        "epochs": 6,
-        "size_schedule": "128:4,224:2",  # chosen on validation AUC over 128:5,224:1 (0.993 vs 0.988)
+        "epochs": 9,
+        # chosen on validation AUC at 224 px: 0.994 over 128:4,224:2 (0.993) and 128:5,224:1 (0.988); README, Recipes
+        "size_schedule": "128:6,224:3",
         "batch_size": 32,
         "image_size": 224,
         "augment": True,
