@@ -1,10 +1,10 @@
 """The shortcut phantom as a known-answer check of --focus and --attention-penalty (a benchmark, not a test).
 
 Phantoms whose corner marker follows the label (on 95% of PNEUMONIA films and 5% of NORMAL ones) train models that
-differ only in --focus (none, body) or in the attention penalty (--variants). Each is evaluated on fresh phantoms with the same marker rule and on
-the same phantoms with the marker flipped against the label (on 5% of PNEUMONIA, 95% of NORMAL: drawn from the same
-seed, so each flipped film equals its unflipped twin except for the marker). A model that reads the marker loses
-its AUC on the flipped set; one that cannot see it keeps it.
+differ only in --focus (none, body) or in the attention penalty (--variants). Each is evaluated on fresh phantoms
+with the same marker rule and on the same phantoms with the marker flipped against the label (on 5% of PNEUMONIA,
+95% of NORMAL: drawn from the same seed, so each flipped film equals its unflipped twin except for the marker). A
+model that reads the marker loses its AUC on the flipped set; one that cannot see it keeps it.
 
     python benchmarks/shortcut.py [--size 96] [--epochs 8] [--per-class 250] [--out bench-results]
     python benchmarks/shortcut.py --variants attention attention-input [--penalty 1.0]   # the attention penalty
