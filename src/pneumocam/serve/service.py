@@ -25,7 +25,7 @@ from ..cam import METHODS, make_cam, upsample
 from ..data import LoadedImages, Sample
 from ..data.readers import read_grayscale, resize_square
 from ..evaluate import checkpoint_thresholds
-from ..focus import film_maps, focus_images
+from ..focus import Focused, film_maps, focus_image, focus_images
 from ..guard import file_reason, image_reason, load_guard
 from ..model import load_checkpoint, resolve_device
 from ..predict import jet, png_bytes
@@ -61,6 +61,7 @@ class Job:
     gray: np.ndarray  # the model-size film
     reason: str  # the input checks' verdict on the uploaded file ("" when it passed)
     method: str
+    lungs: np.ndarray | None = None  # estimated once: for --focus lungs, the measures and the contours
     future: Future = field(default_factory=Future)
 
 
@@ -122,18 +123,20 @@ class ModelService:
             self._arriving += 1
         try:
             original, reason = self.decode(content, filename)
-            job = Job(resize_square(original, self.size), reason, method)
+            gray = resize_square(original, self.size)
+            regions = self._regions(gray)
+            job = Job(gray, reason, method, lungs=regions[1])
             self.jobs.put(job)
         finally:
             with self._lock:
                 self._arriving -= 1
         probability, maps_row, verdict = job.future.result(timeout=timeout)
-        return self._answer(job.gray, self._regions(job.gray), probability, maps_row, verdict, method)
+        return self._answer(job.gray, regions, probability, maps_row, verdict, method)
 
     @staticmethod
     def _regions(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
-        """(body, lungs, the film as PNG base64): the answer's parts that do not depend on the model. (Computing
-        them while the batch runs was measured slower on 2 cores: they take the cores from the model.)"""
+        """(body, lungs, the film as PNG base64): the answer's parts that do not depend on the model, computed before
+        the film is queued (its lungs also serve --focus lungs)."""
         from ..lungs import body_mask, classical_lungs
 
         body = body_mask(gray)
@@ -171,7 +174,11 @@ class ModelService:
     def _run(self, jobs: list[Job], method: str) -> None:
         grays = np.stack([job.gray for job in jobs])
         samples = [Sample(f"upload-{i}", -1, "serve", None) for i in range(len(jobs))]
-        focused = focus_images(LoadedImages(samples, grays, [], False), self.focus)
+        if self.focus == "lungs":  # the lungs each request estimated, not a second estimate
+            focused = [focus_image(job.gray, "lungs", job.lungs) for job in jobs]
+            focused = Focused(np.stack([f[0] for f in focused]), np.array([f[1] for f in focused]), [])
+        else:
+            focused = focus_images(LoadedImages(samples, grays, [], False), self.focus)
         result = make_cam(self.model, method, batch_size=self.max_batch, device=self.device)(
             focused.images, target="pred", description="Serving"
         )
