@@ -37,7 +37,7 @@ def _share(model, images, masks, labels):
         logits = model(to_model_input(torch.from_numpy(images), channels_last=False)).flatten()
     finally:
         hook.remove()
-    return outside_share(model, captured["a"], logits, torch.tensor(labels), torch.from_numpy(masks))
+    return outside_share(captured["a"], logits, torch.tensor(labels), torch.from_numpy(masks))
 
 
 def test_outside_share_is_pytorch_grad_cams_mass_outside_the_lungs(model, films):

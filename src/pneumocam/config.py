@@ -44,7 +44,7 @@ class TrainConfig:
     calibration: str = "temperature"  # temperature | none: how validation calibrates the probabilities
     focus: str = "none"  # none | body | lungs: what the model is shown (focus.py); stored in model.pt
     focus_masks: str | None = None  # lung masks for --focus lungs (films without one use the estimate)
-    attention_penalty: float = 0.0  # weight of the Grad-CAM mass outside the lungs in the loss (0: off; train.py)
+    attention_penalty: float = 0.0  # weight in the loss of the explanation's share outside the lungs (0: off)
     attention_masks: str | None = None  # lung masks for the attention penalty (films without one are not penalised)
     attention_on: str = "gradcam"  # gradcam (layer4 map) | input (squared input gradients): what the penalty measures
     ema: float = 0.0  # decay per step of an exponential moving average of the weights (0: off), restarted per size

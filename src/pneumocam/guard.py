@@ -218,7 +218,7 @@ def fit_checkpoint_guard(checkpoint, data: str | None = None, batch_size: int = 
     if data is not None:
         values["data"] = str(data)
     config = TrainConfig(**values)
-    prepared = focused_data(prepare_data(config), config)
+    prepared, _ = focused_data(prepare_data(config), config)
     features = [
         extract_features(model, part.images, batch_size, device, f"Guard features ({name})").numpy()
         for name, part in (("train", prepared.train), ("val", prepared.val))

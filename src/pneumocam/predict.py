@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,16 +28,11 @@ def jet(heat: np.ndarray) -> np.ndarray:
     return _jet_table()[index]
 
 
+@functools.cache
 def _jet_table() -> np.ndarray:
-    global _JET
-    if _JET is None:
-        from matplotlib import colormaps
+    from matplotlib import colormaps
 
-        _JET = colormaps["jet"](np.arange(256), bytes=True)
-    return _JET
-
-
-_JET: np.ndarray | None = None
+    return colormaps["jet"](np.arange(256), bytes=True)
 
 
 def png_bytes(picture, compress_level: int = 6) -> bytes:

@@ -121,8 +121,8 @@ def train_one_epoch(
     after_step(model) runs after every optimiser step (the weight average). net: what computes the logits (the
     model or its head, wrapped in DDP under torchrun). Every process walks the same global order in global batches
     of batch_size x world size and trains on its part of each, so N processes see what one process with the global
-    batch sees; augmentation draws stay those of the global batch. attention: add its weight x the films' Grad-CAM
-    share outside their lungs to the loss (masks moved with the augmentation)."""
+    batch sees; augmentation draws stay those of the global batch. attention: add its weight x the films'
+    explanation share outside their lungs to the loss (masks moved with the augmentation)."""
     order, generator = epoch_order(len(labels), labels, config.seed, epoch, config.weighted_sampler)
     augment = Augmentation() if config.augment and not features else None
     net = net if net is not None else (model.fc if features else model)
@@ -161,10 +161,7 @@ def train_one_epoch(
                     outside_sum += float((share.detach() * present).sum())
                     outside_n += int(present.sum())
             loss = weighted_loss(logits, targets, class_weights, len(targets) * dist.world / len(whole))
-            if attention is not None and not features:
-                loss_total = loss + attention.weight * penalty
-            else:
-                loss_total = loss
+            loss_total = loss if attention is None else loss + attention.weight * penalty
             optimizer.zero_grad(set_to_none=True)
             loss_total.backward()
             optimizer.step()
@@ -223,19 +220,17 @@ def selection_score(val_metrics: dict, select_by: str) -> float:
     return -val_metrics["val_loss"]
 
 
-def focused_data(prepared: PreparedData, config: TrainConfig, boxes: list | None = None) -> PreparedData:
-    """The training and validation images as the model will see them (--focus); unchanged for focus none.
-    boxes: a list that receives the training films' crop boxes (for the attention penalty's masks)."""
+def focused_data(prepared: PreparedData, config: TrainConfig) -> tuple[PreparedData, np.ndarray | None]:
+    """The training and validation images as the model will see them (--focus), and the training films' crop boxes
+    (None for focus none, where nothing changes)."""
     if config.focus == "none":
-        return prepared
+        return prepared, None
     from dataclasses import replace
 
     from .focus import focus_images
 
     train, val = (focus_images(part, config.focus, config.focus_masks) for part in (prepared.train, prepared.val))
-    if boxes is not None:
-        boxes.append(train.boxes)
-    return replace(prepared, train=train.inputs(prepared.train), val=val.inputs(prepared.val))
+    return replace(prepared, train=train.inputs(prepared.train), val=val.inputs(prepared.val)), train.boxes
 
 
 @dataclass
@@ -255,10 +250,11 @@ class AttentionTargets:
             logits = net(inputs).flatten()
             return logits, input_gradient_outside_share(inputs, logits, targets, masks)
         logits, activations = forward_keeping_layer4(net, model, inputs)
-        return logits, outside_share(model, activations, logits, targets, masks)
+        return logits, outside_share(activations, logits, targets, masks)
 
 
-def attention_targets(prepared: PreparedData, config: TrainConfig, boxes: list) -> AttentionTargets | None:
+def attention_targets(prepared: PreparedData, config: TrainConfig, boxes: np.ndarray | None) -> AttentionTargets | None:
+    """The lung masks of the (focused) training films, cut like them when boxes are given."""
     if not config.attention_penalty:
         return None
     from .focus import crop_masks
@@ -266,8 +262,8 @@ def attention_targets(prepared: PreparedData, config: TrainConfig, boxes: list) 
 
     side = prepared.train.images.shape[-1]
     masks, present = load_masks(config.attention_masks, prepared.train.samples, side)
-    if boxes:
-        masks = crop_masks(masks, boxes[0])
+    if boxes is not None:
+        masks = crop_masks(masks, boxes)
     if not present.any():
         raise DataError(
             f"no training film has a lung mask under {config.attention_masks}: the penalty would do nothing"
@@ -286,7 +282,7 @@ def forward_keeping_layer4(net: nn.Module, model: nn.Module, inputs: torch.Tenso
     return logits, captured["a"]
 
 
-def outside_share(model: nn.Module, activations: torch.Tensor, logits: torch.Tensor, targets, masks) -> torch.Tensor:
+def outside_share(activations: torch.Tensor, logits: torch.Tensor, targets, masks) -> torch.Tensor:
     """Differentiable Grad-CAM of each film's true class on layer4, and the share of its mass outside the lung mask
     (mask pooled to the map's grid: each cell counts by the lung fraction it holds)."""
     sign = targets.float() * 2 - 1  # a one-logit model: the NORMAL map is the one of minus the logit
@@ -411,11 +407,10 @@ def fit(
     say = console.print if main else (lambda *a, **k: None)
     # Weights first: a missing or bad weights file stops the run before any folder is made or image read.
     model, weights_info = build_model(config.weights, seed=config.seed)
-    boxes: list = []
-    prepared = focused_data(prepare_data(config), config, boxes)
-    attention = attention_targets(prepared, config, boxes)
-    if attention is not None and dist.active:
+    if config.attention_penalty and dist.active:
         raise SettingError("attention_penalty", "needs double backward, which DistributedDataParallel does not support")
+    prepared, boxes = focused_data(prepare_data(config), config)
+    attention = attention_targets(prepared, config, boxes)
     if saved is not None and saved.get("data_fingerprint") != prepared.fingerprint:
         raise CheckpointError(
             f"the training data changed since {run_dir} started (fingerprint {prepared.fingerprint}, the run "

@@ -30,7 +30,7 @@ def write_shards(samples: list[Sample], pattern: str, max_count: int = 1000) -> 
     written: list[str] = []
     with wds.ShardWriter(pattern, maxcount=max_count, verbose=0) as sink:
         for i, sample in enumerate(track(samples, "Writing shards", total=len(samples))):
-            name = tar_member(sample.path)[1] if tar_member(sample.path) else sample.path
+            name = (tar_member(sample.path) or ("", sample.path))[1]  # a film already in a shard: its member name
             suffix = Path(name).suffix.lower().lstrip(".") or "bin"
             sink.write(
                 {

@@ -124,17 +124,17 @@ class ModelService:
         try:
             original, reason = self.decode(content, filename)
             gray = resize_square(original, self.size)
-            regions = self._regions(gray)
-            job = Job(gray, reason, method, lungs=regions[1])
+            parts = self._film_parts(gray)
+            job = Job(gray, reason, method, lungs=parts[1])
             self.jobs.put(job)
         finally:
             with self._lock:
                 self._arriving -= 1
         probability, maps_row, verdict = job.future.result(timeout=timeout)
-        return self._answer(job.gray, regions, probability, maps_row, verdict, method)
+        return self._answer(job.gray, parts, probability, maps_row, verdict, method)
 
     @staticmethod
-    def _regions(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
+    def _film_parts(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
         """(body, lungs, the film as PNG base64): the answer's parts that do not depend on the model, computed before
         the film is queued (its lungs also serve --focus lungs)."""
         from ..lungs import body_mask, classical_lungs
@@ -172,12 +172,12 @@ class ModelService:
                             job.future.set_exception(exc)
 
     def _run(self, jobs: list[Job], method: str) -> None:
-        grays = np.stack([job.gray for job in jobs])
-        samples = [Sample(f"upload-{i}", -1, "serve", None) for i in range(len(jobs))]
-        if self.focus == "lungs":  # the lungs each request estimated, not a second estimate
-            focused = [focus_image(job.gray, "lungs", job.lungs) for job in jobs]
-            focused = Focused(np.stack([f[0] for f in focused]), np.array([f[1] for f in focused]), [])
+        if self.focus == "lungs":  # cropped to the lungs each request estimated, not to a second estimate
+            images, boxes = zip(*(focus_image(job.gray, "lungs", job.lungs) for job in jobs))
+            focused = Focused(np.stack(images), np.array(boxes), [])
         else:
+            samples = [Sample(f"upload-{i}", -1, "serve", None) for i in range(len(jobs))]
+            grays = np.stack([job.gray for job in jobs])
             focused = focus_images(LoadedImages(samples, grays, [], False), self.focus)
         result = make_cam(self.model, method, batch_size=self.max_batch, device=self.device)(
             focused.images, target="pred", description="Serving"
@@ -194,12 +194,12 @@ class ModelService:
         for i, job in enumerate(jobs):
             job.future.set_result((float(result.probs[i]), maps[i], found[i]))
 
-    def _answer(self, gray, masks, probability, maps_row, verdict, method) -> dict:
+    def _answer(self, gray, parts, probability, maps_row, verdict, method) -> dict:
         from ..predict import overlay_png
         from ..regions import REGIONS, attention_measures
 
         heat = upsample(maps_row[None], self.size)
-        body, lungs, film_png = masks
+        body, lungs, film_png = parts
         measures = attention_measures(heat, gray[None], lungs[None], np.ones(1, bool))
         decision = CLASS_NAMES[int(probability >= self.threshold)]
         return {
