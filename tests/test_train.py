@@ -313,3 +313,34 @@ def test_weight_average_follows_the_ema_formula():
         averaged.update_parameters(layer)
     expected = 0.9 * steps[0] + 0.1 * steps[1]
     torch.testing.assert_close(averaged.module.weight, expected)
+
+
+def test_the_start_estimate_leaves_the_model_and_the_random_draws_untouched(phantom_data):
+    """It times a step on a copy: the model's weights and BatchNorm statistics and torch's random state stay as
+    they were (a step in train mode on the model itself would move the BatchNorm running means)."""
+    import torch
+
+    from pneumocam.config import TrainConfig
+    from pneumocam.data import discover, load_images
+    from pneumocam.model import apply_mode, build_model
+    from pneumocam.train import estimate_at_start
+
+    config = TrainConfig(
+        data=str(phantom_data.images),
+        mode="full",
+        weights="none",
+        image_size=64,
+        epochs=2,
+        batch_size=8,
+        size_schedule="32:1,64:1",
+    )
+    model, _ = build_model("none", seed=0)
+    apply_mode(model, "full")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    images = load_images(discover(phantom_data.images).split("train")[:8], 64, use_cache=False).images
+    seconds = estimate_at_start(model, config, images, n_val=4, first=0, device=torch.device("cpu"))
+    assert seconds > 0 and torch.equal(rng, torch.get_rng_state())
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, before[name]), name
+    assert all(p.grad is None for p in model.parameters())

@@ -330,6 +330,26 @@ def weight_average(model: nn.Module, decay: float) -> AveragedModel:
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
+def estimate_at_start(model: nn.Module, config: TrainConfig, images, n_val: int, first: int, device) -> float:
+    """Seconds for epochs first.. of the training, from one timed step on a copy of the model (the model, its
+    optimiser and the random draws are untouched): training steps scale with the pixel count of each epoch's size,
+    validation passes are counted as a third of a step per film."""
+    import copy
+
+    probe = copy.deepcopy(model)
+    set_train_mode(probe, config.mode)
+    size = config.sizes[first]
+    batch = torch.from_numpy(np.array(images[: config.batch_size])).float().unsqueeze(1)
+    batch = F.interpolate(batch, size=(size, size), mode="bilinear").squeeze(1).round().clamp(0, 255).to(torch.uint8)
+    inputs = to_model_input(batch.to(device))
+    for _ in range(2):  # the first step pays for allocation: time the second
+        began = time.perf_counter()
+        probe(inputs).sum().backward()
+    per_film = (time.perf_counter() - began) / len(inputs)
+    films = len(images) + n_val / 3
+    return sum(films * per_film * (s / size) ** 2 for s in config.sizes[first:])
+
+
 def estimate_remaining(sizes: list[int], epoch: int, seconds: float) -> float:
     """Seconds for the epochs after `epoch`, scaling its time by the pixel count of each later epoch's size."""
     return sum(seconds * (s / sizes[epoch]) ** 2 for s in sizes[epoch + 1 :])
@@ -483,6 +503,12 @@ def fit(
             scaled[size] = (resized(prepared.train, size), resized(prepared.val, size))
         return scaled[size]
 
+    if not use_features and start < config.epochs:
+        estimate = estimate_at_start(model, config, prepared.train.images, len(prepared.val.images), start, device)
+        say(
+            f"estimated training time: ~{estimate / 60:.1f} min for {config.epochs - start} epochs (one timed batch; "
+            "measured again after the first epoch)"
+        )
     for epoch in range(start, config.epochs):
         began = time.perf_counter()
         size = config.sizes[epoch]
