@@ -63,3 +63,21 @@ def test_torchrun_two_processes_equal_one_process_with_the_global_batch(phantom_
     assert meta_a["epoch"] == meta_b["epoch"]
     history = [json.loads((run / "history.json").read_text()) for run in (two, one)]
     assert [round(r["val_auc"], 6) for r in history[0]] == [round(r["val_auc"], 6) for r in history[1]]
+
+
+def test_more_processes_than_gpus_is_refused_before_joining_the_group(monkeypatch):
+    """torchrun --nproc-per-node 2 on a one-GPU machine: a clear SettingError, not CUDA's 'invalid device ordinal'
+    (seen on an H200 machine by scripts/gpu_check.py) or NCCL's duplicate-GPU failure."""
+    import pytest
+
+    from pneumocam.distributed import init_distributed
+    from pneumocam.errors import SettingError
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    joined = []
+    monkeypatch.setattr(torch.distributed, "init_process_group", lambda **kw: joined.append(kw))
+    with pytest.raises(SettingError, match=r"local rank 1.*1 GPU\(s\).*--nproc-per-node 1"):
+        init_distributed(torch.device("cuda"))
+    assert joined == []

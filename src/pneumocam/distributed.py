@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .errors import SettingError
+
 
 @dataclass
 class Distributed:
@@ -72,8 +74,17 @@ def init_distributed(device: torch.device) -> Distributed:
     if world <= 1:
         return SINGLE
     backend = "nccl" if device.type == "cuda" else "gloo"
+    if device.type == "cuda":
+        # One GPU per process: NCCL refuses two ranks on one device, and an ordinal past the last GPU fails deep
+        # inside CUDA; say so before joining the group.
+        local_rank, gpus = int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count()
+        if local_rank >= gpus:
+            raise SettingError(
+                "device",
+                f"is cuda under torchrun with local rank {local_rank}, but this machine has {gpus} GPU(s): start "
+                f"at most {gpus} process(es) per node (--nproc-per-node {gpus}), or train on the CPU (--device cpu)",
+            )
+        torch.cuda.set_device(local_rank)
     if not torch.distributed.is_initialized():
         torch.distributed.init_process_group(backend=backend)
-    if device.type == "cuda":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     return Distributed(torch.distributed.get_rank(), torch.distributed.get_world_size(), backend)
