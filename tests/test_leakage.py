@@ -140,3 +140,33 @@ def test_file_sha1_equals_hashlib(tmp_path):
     path = tmp_path / "x.bin"
     path.write_bytes(bytes(range(256)) * 5000)
     assert file_sha1(path) == hashlib.sha1(path.read_bytes()).hexdigest()
+
+
+def test_training_from_a_checkpoint_inherits_the_films_it_has_seen(trained, phantom_data, tmp_path):
+    """--weights model.pt: the films that trained and selected the starting model count as seen by the new one, so
+    a later evaluation on them reports leakage although the new run's own split never held them."""
+    from pneumocam import started_random
+    from pneumocam.data.phantoms import write_phantom_dataset
+    from pneumocam.train import TrainConfig, fit
+
+    other = write_phantom_dataset(tmp_path / "other", {"train": 10, "val": 4}, size=64, seed=11)
+    config = TrainConfig(
+        data=str(other.images),
+        mode="frozen",
+        weights=str(trained / "model.pt"),
+        image_size=32,
+        epochs=1,
+        batch_size=16,
+        val_source="dataset",
+        seed=2,
+        use_cache=False,
+    )
+    _, meta = load_checkpoint(fit(config, runs_dir=tmp_path / "runs") / "model.pt")
+    first = discover(phantom_data.images)
+    # The fixture writes 24 train and 6 val phantoms per class; the new run trained on 10 + 10 and selected on 4 + 4.
+    leakage = check_leakage(meta, first.split("train") + first.split("val"))
+    assert (leakage.n_images_seen_in_training, leakage.n_images_seen_in_selection) == (48, 12)
+    assert meta["seen"]["training"]["n_images"] == 48 + 20 and meta["seen"]["selection"]["n_images"] == 12 + 8
+    assert meta["seen"]["inherited_from"] == str((trained / "model.pt").resolve())
+    assert started_random(meta["weights"]) and meta["weights"]["source"] == "file"
+    assert any("RANDOM INITIALISATION" in note for note in meta["weights"]["notes"])

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from . import CLASS_NAMES
+from . import CLASS_NAMES, started_random
 from .cli_errors import clean_errors
 from .cli_options import ValSource
 from .errors import PneumocamError
@@ -132,7 +132,7 @@ def manifest(
 def print_metrics(result: dict) -> None:
     """metrics.json on the terminal: per-class tables at each threshold, AUC with its interval, the leakage verdict."""
     weights = result.get("weights") or {}
-    if weights.get("source") == "none":
+    if started_random(weights):
         console.print(f"[bold red]{escape(weights.get('description', 'random initialisation'))}[/]")
     for name, m in result["metrics"].items():
         table = Table(title=f"{result['split']} split, {name} = {m['threshold']:.3f} (n = {m['n']})")

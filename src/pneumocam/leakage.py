@@ -48,6 +48,19 @@ def seen_record(samples) -> dict:
     }
 
 
+def inherit_seen(own: dict, earlier: dict | None, origin: str) -> dict:
+    """This training's seen record joined with the one of the checkpoint it started from (--weights model.pt): films
+    that trained or selected the starting weights were seen by the new model too, whatever its own split says."""
+    if not earlier:
+        return own
+    joined = {}
+    for part in ("training", "selection"):
+        hashes = sorted(set(own[part]["sha1"]) | set(earlier[part]["sha1"]))
+        patients = sorted(set(own[part]["patients"]) | set(earlier[part]["patients"]))
+        joined[part] = {"sha1": hashes, "patients": patients, "n_images": len(hashes)}
+    return joined | {"inherited_from": origin}
+
+
 @dataclass
 class Leakage:
     n_images_evaluated: int

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from . import started_random
 from .errors import CheckpointError, SettingError, WeightsError
 
 ARCH = "resnet50"
@@ -37,10 +38,11 @@ class WeightsInfo:
     path: str | None = None
     sha256: str | None = None
     notes: list[str] = field(default_factory=list)
+    from_random: bool = False  # a pneumocam checkpoint whose own training started from random weights
 
     @property
     def is_random(self) -> bool:
-        return self.source == "none"
+        return started_random(self.to_dict())
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -87,6 +89,15 @@ def read_weights_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor],
     ):
         raise WeightsError(f"{path} does not hold a state_dict (a mapping of parameter names to tensors)")
     return dict(obj), digest
+
+
+def checkpoint_lineage(path: str | os.PathLike) -> tuple[dict | None, dict | None]:
+    """(seen record, weights record) of a pneumocam checkpoint used as --weights; (None, None) for plain weights."""
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(obj, Mapping) or obj.get("format") != CHECKPOINT_FORMAT:
+        return None, None
+    metadata = obj.get("metadata") or {}
+    return metadata.get("seen"), metadata.get("weights")
 
 
 def _load_into(model: nn.Module, state: dict[str, torch.Tensor], origin: str) -> list[str]:

@@ -19,18 +19,20 @@ from rich.console import Console
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from . import started_random
 from .calibration import calibrate
 from .config import TrainConfig
 from .data import Augmentation, LoadedImages, PreparedData, prepare_data, resized, to_model_input
 from .distributed import SINGLE, Distributed, init_distributed
 from .errors import CheckpointError, DataError, SettingError
 from .evaluate import predict_logits
-from .leakage import seen_record
+from .leakage import inherit_seen, seen_record
 from .metrics import youden_threshold
 from .model import (
     apply_mode,
     backbone_features,
     build_model,
+    checkpoint_lineage,
     probability,
     resolve_device,
     save_checkpoint,
@@ -308,6 +310,20 @@ def input_gradient_outside_share(inputs: torch.Tensor, logits: torch.Tensor, tar
     return torch.where(total > 0, outside / total.clamp(min=1e-30), torch.ones_like(total))
 
 
+def inherit_from_checkpoint(weights_info, seen: dict) -> dict:
+    """Starting from a pneumocam model.pt: its seen films join this model's (leakage checks stay honest), and the
+    weights record says what that checkpoint itself started from (random initialisation, ImageNet ...)."""
+    earlier, earlier_weights = checkpoint_lineage(weights_info.path)
+    if earlier_weights is not None:
+        weights_info.from_random = started_random(earlier_weights)
+        weights_info.notes.append(
+            f"a pneumocam checkpoint, itself trained from: {earlier_weights.get('description', '?')}"
+        )
+    if earlier is not None:
+        weights_info.notes.append("the films that trained and selected it count as seen by this model (leakage)")
+    return inherit_seen(seen, earlier, weights_info.path)
+
+
 def fit_model_guard(checkpoint: Path, prepared: PreparedData, config: TrainConfig, device, features=None) -> dict:
     """Fit the domain-shift guard on the selected model's features of the training and validation films and store
     it in model.pt. features: (train, val) pooled features already computed (frozen mode)."""
@@ -361,7 +377,7 @@ def random_feature_control(
     """What pretraining buys: the same head, data, seed, epochs and optimiser on a random-init ResNet50's features.
 
     With random weights the model already is that control, and a sentence says so instead of training it twice."""
-    if weights_info.is_random:
+    if weights_info.source == "none":  # a checkpoint that started random has trained features: not the control
         return (
             "This model started from random weights, so it is itself the random-feature control: what a dense head "
             "learns on an untrained ResNet50's features (the original write-up's 77% is this kind of number)."
@@ -438,13 +454,15 @@ def fit(
             "would mix two datasets in one model; start a new run instead"
         )
     seen = {"training": seen_record(prepared.train.samples), "selection": seen_record(prepared.val.samples)}
+    if weights_info.source == "file":
+        seen = inherit_from_checkpoint(weights_info, seen)
     if not resume:
         run_dir = Path(run_dir) if run_dir else (new_run_folder(runs_dir, prefix="train") if main else None)
         run_dir = Path(dist.broadcast(str(run_dir)))
     if on_start is not None and main:
         on_start(run_dir)
     if weights_info.is_random:
-        say(f"[bold red]WARNING: {weights_info.description}[/]")
+        say(f"[bold red]WARNING: {'; '.join([weights_info.description, *weights_info.notes])}[/]")
     params = apply_mode(model, config.mode)
     model = model.to(device).to(memory_format=torch.channels_last)
     if not resume and main:

@@ -3,7 +3,7 @@ model looks, trust, and the conclusion. One pure function per section, from resu
 
 from __future__ import annotations
 
-from .. import CLASS_NAMES
+from .. import CLASS_NAMES, started_random
 from ..stats import format_p
 from .document import Banner, Figure, FigureRow, Section, Table
 from .text import ORIGINAL_SCORE, figure, fmt, leakage_found, lung_verdict
@@ -288,7 +288,7 @@ def conclusion_section(results: dict, figures: dict | None = None) -> Section:
         "features are, not why; a difference in scores between classes is an association, not evidence that the model "
         "uses pathology."
     ]
-    if (prov.get("weights") or {}).get("source") == "none":
+    if started_random(prov.get("weights") or {}):
         limits.append(
             "The model was trained from random weights, so its maps do not speak for an ImageNet-pretrained model."
         )

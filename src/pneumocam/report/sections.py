@@ -6,6 +6,7 @@ or the data, so a run folder copied to another machine renders the same report.
 
 from __future__ import annotations
 
+from .. import started_random
 from .document import Banner, FigureRow, Section, Table
 from .findings import (
     attention_section,
@@ -31,7 +32,7 @@ def summary_section(results: dict, figures: dict | None = None) -> Section:
                 "danger",
             )
         )
-    if weights.get("source") == "none":
+    if started_random(weights):
         sec.add(
             Banner(
                 "RANDOM INITIALISATION: this model started from random weights, not ImageNet. "

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import CLASS_NAMES
+from .. import CLASS_NAMES, started_random
 from ..cam import METHODS, make_cam, upsample
 from ..data import LoadedImages, Sample
 from ..data.readers import read_grayscale, resize_square
@@ -92,7 +92,7 @@ class ModelService:
         return {
             "checkpoint": os.path.basename(self.checkpoint),
             "weights": weights.get("description"),
-            "random_init": weights.get("source") == "none",
+            "random_init": started_random(weights),
             "recipe": config.get("recipe"),
             "image_size": self.size,
             "focus": self.focus,
