@@ -158,3 +158,12 @@ def test_heatmaps_npz_holds_plain_arrays(tmp_path, model, images):
     assert data["maps"].dtype == np.float32 and data["maps"].shape == (6, 3, 3)
     assert np.array_equal(data["maps"], result.maps) and int(data["image_size"]) == 96
     assert set(data) >= {"labels", "probs", "preds", "targets", "method", "layer"}
+
+
+def test_upsample_equals_torch_bilinear_with_half_pixel_centres(rng):
+    import torch
+    import torch.nn.functional as F
+
+    for maps, size in ((rng.random((3, 7, 7)), 224), (rng.random((2, 14, 14)), 96), (rng.random((1, 4, 4)), 64)):
+        reference = F.interpolate(torch.tensor(maps, dtype=torch.float32)[:, None], size=(size, size), mode="bilinear")
+        np.testing.assert_allclose(upsample(maps, size), reference[:, 0].numpy(), atol=1e-6)

@@ -249,11 +249,17 @@ def make_cam(model: nn.Module, method: str = "gradcam", layer: str = "layer4", b
 
 
 def upsample(maps: np.ndarray, size: int) -> np.ndarray:
-    """(N, h, w) -> (N, size, size), bilinear with half-pixel centres (the same grid as OpenCV's resize)."""
+    """(N, h, w) -> (N, size, size), bilinear with half-pixel centres: OpenCV's resize, equal to torch's
+    interpolate(align_corners=False) within float rounding (tested) and ~10x faster for one map (the viewer)."""
+    import cv2
+
+    maps = np.asarray(maps, dtype=np.float32)
     if maps.shape[-1] == size and maps.shape[-2] == size:
-        return maps.astype(np.float32)
-    t = torch.from_numpy(np.ascontiguousarray(maps, dtype=np.float32)).unsqueeze(1)
-    return F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False).squeeze(1).numpy()
+        return maps.copy()
+    out = np.empty((len(maps), size, size), dtype=np.float32)
+    for i, one in enumerate(maps):
+        out[i] = cv2.resize(one, (size, size), interpolation=cv2.INTER_LINEAR)
+    return out
 
 
 def normalise_per_image(maps: np.ndarray, eps: float = 1e-7) -> np.ndarray:

@@ -120,8 +120,10 @@ def attention_measures(
     lung_found: np.ndarray,
     estimator=None,
     band_fraction: float = 0.06,
+    bodies: np.ndarray | None = None,
 ) -> AttentionMeasures:
-    """maps: (N, S, S) upsampled, non-negative; grays: the films; lungs from masks where found, else estimated."""
+    """maps: (N, S, S) upsampled, non-negative; grays: the films; lungs from masks where found, else estimated;
+    bodies: the films' body masks where the caller already has them (else computed here)."""
     from .lungs import body_mask, classical_lungs
 
     n, side = len(maps), maps.shape[-1]
@@ -132,7 +134,7 @@ def attention_measures(
     sources = []
     for i in range(n):
         gray = np.asarray(grays[i])
-        body = body_mask(gray)
+        body = body_mask(gray) if bodies is None else bodies[i]
         if lung_found[i]:
             lungs, source = lung_masks[i], "mask"
         elif estimator is not None:

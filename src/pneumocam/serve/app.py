@@ -107,6 +107,22 @@ class RunBrowser:
         return real, index
 
 
+class UploadLimit:
+    """413 before the body is read when a predict request announces more than the limit (plain ASGI: Starlette's
+    BaseHTTPMiddleware would add its cost to every request)."""
+
+    def __init__(self, app, limit: int, message: str):
+        self.app, self.limit, self.message = app, limit, message
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"] == "/api/predict":
+            length = dict(scope["headers"]).get(b"content-length", b"")
+            if length.isdigit() and int(length) > self.limit + 65536:
+                await JSONResponse({"detail": self.message}, status_code=413)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def create_app(
     checkpoint, runs: Path | None = None, device: str = "auto", max_upload_mb: float = 50.0, window_ms: float = 15.0
 ) -> FastAPI:
@@ -119,12 +135,7 @@ def create_app(
     )
     app.state.service = service
 
-    @app.middleware("http")
-    async def upload_limit(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if request.url.path == "/api/predict" and length and length.isdigit() and int(length) > limit + 65536:
-            return JSONResponse({"detail": f"upload over the limit of {max_upload_mb:g} MB"}, status_code=413)
-        return await call_next(request)
+    app.add_middleware(UploadLimit, limit=limit, message=f"upload over the limit of {max_upload_mb:g} MB")
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def explain_page():
@@ -154,7 +165,8 @@ def create_app(
         if len(content) > limit:
             raise HTTPException(413, f"upload over the limit of {max_upload_mb:g} MB")
         try:
-            return service.answer(content, file.filename or "", method)
+            # Returned as is: the answer is plain JSON types already, FastAPI's encoder walk would only add time.
+            return JSONResponse(service.answer(content, file.filename or "", method))
         except UnreadableImage as exc:
             raise HTTPException(422, f"unreadable image: {exc}") from None
 

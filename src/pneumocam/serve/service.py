@@ -30,6 +30,8 @@ from ..guard import file_reason, image_reason, load_guard
 from ..model import load_checkpoint, resolve_device
 from ..predict import jet, png_bytes
 
+HEAT_LAYER_SIDE = 56
+
 
 def png_base64(picture: np.ndarray) -> str:
     """Fast PNG (compress level 1: the viewer's images are encoded per request) as base64 text."""
@@ -200,7 +202,10 @@ class ModelService:
 
         heat = upsample(maps_row[None], self.size)
         body, lungs, film_png = parts
-        measures = attention_measures(heat, gray[None], lungs[None], np.ones(1, bool))
+        measures = attention_measures(heat, gray[None], lungs[None], np.ones(1, bool), bodies=body[None])
+        # The viewer's map layer at most 56 px a side: the browser scales it smoothly to the film's size, and a
+        # 224 px RGBA PNG per request costs more than the rest of the answer's pictures.
+        layer = upsample(maps_row[None], max(HEAT_LAYER_SIDE, maps_row.shape[-1]))[0]
         decision = CLASS_NAMES[int(probability >= self.threshold)]
         return {
             "probability": probability,
@@ -218,7 +223,7 @@ class ModelService:
             },
             "overlay_png_base64": base64.b64encode(overlay_png(gray, heat[0], compress_level=1)).decode("ascii"),
             "film_png_base64": film_png,
-            "heatmap_png_base64": png_base64(heat_rgba(heat[0])),
+            "heatmap_png_base64": png_base64(heat_rgba(layer)),
             "contours_png_base64": png_base64(
                 contour_rgba({"lungs": lungs, "body": body}, {"lungs": (0, 255, 120), "body": (255, 255, 255)})
             ),
