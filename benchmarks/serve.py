@@ -1,8 +1,14 @@
 """Latency and throughput of `pneumocam serve` against the model's own Grad-CAM cost (a benchmark, not a test).
 
-In one process: the model's single-image forward + Grad-CAM time and its batch-32 throughput; then a real server
-(uvicorn on a free local port) answering 224 px JPEGs: median latency one request at a time (upload to JSON
-with overlay), and throughput with 8 concurrent clients, each answer checked against the sequential one.
+Three processes, as in use: `pneumocam serve` (uvicorn on a free local port); the reference, a process that holds
+the same model and times its single-image forward + Grad-CAM and its batch-32 Grad-CAM; and this one, the client,
+which imports no torch (a browser does not either: a client with torch's OpenMP threads spinning beside the server
+took its cores and added ~30 ms to every answer).
+
+One request at a time (224 px JPEGs), alternating with the reference on the same film, a pause before each, so
+that both see the same moments of a noisy machine: median latency (upload to JSON with overlay) over the
+reference's median. Then 8 concurrent clients against the batch-32 Grad-CAM throughput (measured before and after),
+each answer checked against the sequential one.
 
     python benchmarks/serve.py --checkpoint RUN/train/model.pt --data ../shared/data/kermany224 [--out bench-results]
 """
@@ -10,93 +16,111 @@ with overlay), and throughput with 8 concurrent clients, each answer checked aga
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+PAUSE_S = 0.2  # before each timed call: the other process's OpenMP threads stop spinning
 
-def main() -> None:
-    import httpx
+
+def reference_worker(checkpoint: str, data: str, films: Path, clients: int) -> None:
+    """The reference process: writes the films as JPEGs, then answers 'single I' / 'batch' with seconds / films per s,
+    and 'about' with the versions and the environment."""
+    import io
+
     import numpy as np
-    import uvicorn
     from PIL import Image
 
     from pneumocam.cam import make_cam
     from pneumocam.data import discover
     from pneumocam.data.readers import read_resized
     from pneumocam.model import load_checkpoint
+    from pneumocam.progress import silence_this_thread
     from pneumocam.provenance import environment, library_versions
-    from pneumocam.serve.app import create_app
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", required=True)
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--requests", type=int, default=20)
-    parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--out", type=Path, default=Path("bench-results"))
-    parser.add_argument(
-        "--server",
-        choices=["process", "thread"],
-        default="process",
-        help="`pneumocam serve` apart, or in this process.",
-    )
-    args = parser.parse_args()
-
-    model, meta = load_checkpoint(args.checkpoint)
+    silence_this_thread()
+    model, meta = load_checkpoint(checkpoint)
     size = int(meta["image_size"])
-    samples = discover(args.data).split("train")
+    samples = discover(data).split("train")
     picks = [samples[i] for i in np.random.default_rng(0).choice(len(samples), 64, replace=False)]
     grays = np.stack([read_resized(s.path, size) for s in picks])
-    jpegs = []
-    for gray in grays[: args.clients]:
+    for i, gray in enumerate(grays[:clients]):
         buffer = io.BytesIO()
         Image.fromarray(gray).save(buffer, format="JPEG", quality=95)
-        jpegs.append(buffer.getvalue())
-
+        (films / f"{i}.jpeg").write_bytes(buffer.getvalue())
     cam = make_cam(model, "gradcam", batch_size=32)
-    cam(grays[:2], description="warm-up")
-    single = []
-    for i in range(args.requests):
+    cam(grays[:2])
+    print(json.dumps({"ready": True, "image_size": size}), flush=True)
+    for line in sys.stdin:
+        command = line.split()
         began = time.perf_counter()
-        cam(grays[i % len(grays)][None], description="single")
-        single.append(time.perf_counter() - began)
-    began = time.perf_counter()
-    cam(grays, description="batch 32")
-    batch_throughput = len(grays) / (time.perf_counter() - began)
+        if command[0] == "single":
+            cam(grays[int(command[1]) % clients][None])
+            answer = {"seconds": time.perf_counter() - began}
+        elif command[0] == "batch":
+            cam(grays[:32])
+            answer = {"images_per_s": 32 / (time.perf_counter() - began)}
+        else:
+            answer = {"versions": library_versions(), "environment": environment()}
+        print(json.dumps(answer), flush=True)
+
+
+def start_server(checkpoint: str) -> tuple[subprocess.Popen, str]:
+    import httpx
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    if args.server == "process":  # as users run it: `pneumocam serve` in its own process
-        command = [sys.executable, "-m", "pneumocam", "serve", "--checkpoint", args.checkpoint, "--port", str(port)]
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for _ in range(1200):
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        stop = process.terminate
-    else:  # in this process: client and server threads share one interpreter lock
-        server = uvicorn.Server(
-            uvicorn.Config(create_app(args.checkpoint), host="127.0.0.1", port=port, log_level="error")
-        )
-        threading.Thread(target=server.run, daemon=True).start()
-        while not server.started:
-            time.sleep(0.05)
+    command = [sys.executable, "-m", "pneumocam", "serve", "--checkpoint", checkpoint, "--port", str(port)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(1200):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    return process, f"http://127.0.0.1:{port}/api/predict"
 
-        def stop():
-            server.should_exit = True
 
-    url = f"http://127.0.0.1:{port}/api/predict"
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--requests", type=int, default=30)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--out", type=Path, default=Path("bench-results"))
+    parser.add_argument("--reference-worker", type=Path, help=argparse.SUPPRESS)  # internal: the reference process
+    args = parser.parse_args()
+    if args.requests < args.clients:
+        parser.error("--requests must be at least --clients: each concurrent answer is checked against a sequential one")
+    if args.reference_worker:
+        reference_worker(args.checkpoint, args.data, args.reference_worker, args.clients)
+        return
 
+    import httpx
+
+    films = Path(tempfile.mkdtemp(prefix="pneumocam-serve-bench-"))
+    reference = subprocess.Popen(
+        [sys.executable, __file__, "--checkpoint", args.checkpoint, "--data", args.data, "--clients",
+         str(args.clients), "--reference-worker", str(films)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+    def ask_reference(command: str) -> dict:
+        reference.stdin.write(command + "\n")
+        reference.stdin.flush()
+        return json.loads(reference.stdout.readline())
+
+    size = json.loads(reference.stdout.readline())["image_size"]
+    jpegs = [(films / f"{i}.jpeg").read_bytes() for i in range(args.clients)]
+    server, url = start_server(args.checkpoint)
     connections = threading.local()
 
     def ask(index: int) -> tuple[int, float, float]:
@@ -109,31 +133,47 @@ def main() -> None:
         reply.raise_for_status()
         return index, reply.json()["probability"], time.perf_counter() - began
 
-    ask(0)
-    sequential = [ask(i % len(jpegs)) for i in range(args.requests)]
-    alone = {i: p for i, p, _ in sequential}
-    began = time.perf_counter()
-    with ThreadPoolExecutor(args.clients) as pool:
-        together = list(pool.map(ask, [i % len(jpegs) for i in range(args.clients * 8)]))
-    concurrent_throughput = len(together) / (time.perf_counter() - began)
-    stop()
+    try:
+        ask(0)
+        single, sequential = [], []
+        for i in range(args.requests):
+            time.sleep(PAUSE_S)
+            single.append(ask_reference(f"single {i}")["seconds"])
+            time.sleep(PAUSE_S)
+            sequential.append(ask(i % len(jpegs)))
+        alone = {i: p for i, p, _ in sequential}
+        time.sleep(PAUSE_S)
+        batch_before = ask_reference("batch")["images_per_s"]
+        time.sleep(PAUSE_S)
+        began = time.perf_counter()
+        with ThreadPoolExecutor(args.clients) as pool:
+            together = list(pool.map(ask, [i % len(jpegs) for i in range(args.clients * 8)]))
+        concurrent_throughput = len(together) / (time.perf_counter() - began)
+        time.sleep(PAUSE_S)
+        batch_throughput = (batch_before + ask_reference("batch")["images_per_s"]) / 2
+        about = ask_reference("about")
+    finally:
+        server.terminate()
+        reference.stdin.close()
+        reference.terminate()
 
+    latencies = [t for _, _, t in sequential]
     row = {
         "image_size": size,
         "model_single_image_gradcam_s": statistics.median(single),
-        "server_median_latency_s": statistics.median(t for _, _, t in sequential),
-        "latency_ratio": statistics.median(t for _, _, t in sequential) / statistics.median(single),
+        "server_median_latency_s": statistics.median(latencies),
+        "latency_ratio": statistics.median(latencies) / statistics.median(single),
+        "latency_ratio_per_pair_median": statistics.median(t / s for t, s in zip(latencies, single)),
         "model_batch32_gradcam_images_per_s": batch_throughput,
         "server_images_per_s_with_clients": concurrent_throughput,
         "throughput_ratio": concurrent_throughput / batch_throughput,
         "clients": args.clients,
-        "server": args.server,
         "answers_match_sequential": all(abs(alone[i] - p) < 1e-6 for i, p, _ in together),
         "checkpoint": args.checkpoint,
-        "versions": library_versions(),
-        "environment": environment(),
+        "pause_s": PAUSE_S,
+        **about,
     }
-    print(json.dumps({k: row[k] for k in list(row)[:9]}, indent=2))
+    print(json.dumps({k: row[k] for k in list(row)[:10]}, indent=2))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "serve.json").write_text(json.dumps(row, indent=2))
 

@@ -205,3 +205,20 @@ def test_a_recipe_sets_defaults_that_typed_options_override(phantom_data, tmp_pa
     )
     unknown = invoke("train", "--data", phantom_data.images, "--recipe", "fancy")
     assert unknown.exit_code == 2 and "fancy" in unknown.output
+
+
+def test_the_focused_recipe_needs_a_trained_model_and_then_continues_it(phantom_data, tiny_checkpoint, tmp_path):
+    bare = invoke("train", "--data", phantom_data.images, "--out", tmp_path / "bare", "--recipe", "focused")
+    assert bare.exit_code == 2 and "--weights RUN/train/model.pt" in bare.output
+    assert not (tmp_path / "bare").exists() or not any((tmp_path / "bare").iterdir())
+    result = invoke(
+        "train", "--data", phantom_data.images, "--out", tmp_path / "runs", "--recipe", "focused",
+        "--weights", tiny_checkpoint / "model.pt", "--epochs", 1, "--image-size", 32, "--batch-size", 16,
+        "--val-source", "dataset", "--attention-masks", phantom_data.lung_masks,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    folder = next((tmp_path / "runs").glob("train-*"))
+    train = json.loads((folder / "config.json").read_text())["train"]
+    assert (train["focus"], train["attention_penalty"], train["mode"], train["lr"]) == ("body", 1.0, "full", 3e-4)
+    history = json.loads((folder / "history.json").read_text())
+    assert 0 < history[0]["train_outside_lungs_share"] < 1  # the penalty ran on the films with masks

@@ -76,6 +76,7 @@ class Recipe(str, Enum):
     original = "original"
     finetune = "finetune"
     scratch = "scratch"
+    focused = "focused"
 
 
 class Schedule(str, Enum):
@@ -180,7 +181,8 @@ TRAINING = {
     "recipe": _option(
         Optional[Recipe],
         None,
-        "A named recipe (original, finetune, scratch: see the README) whose settings are the defaults.",
+        "A named recipe (original, finetune, scratch, focused: see the README) whose settings are the defaults; "
+        "focused continues a scratch model given with --weights.",
     ),
 }
 

@@ -14,6 +14,7 @@ from .cam import METHODS
 from .data import choose_validation, discover, split_holdout
 from .errors import PneumocamError, SettingError
 from .model import build_model
+from .recipes import TRAINED_WEIGHTS_REQUIRED
 
 DEFAULT_LR = {"frozen": 1e-3, "partial": 3e-4, "full": 1e-4}
 
@@ -52,6 +53,11 @@ class TrainConfig:
 
     def __post_init__(self):
         checks = [
+            (
+                self.weights != TRAINED_WEIGHTS_REQUIRED,
+                "weights",
+                "the focused recipe continues a trained model: give --weights RUN/train/model.pt (a scratch run's)",
+            ),
             (self.mode in ("frozen", "partial", "full"), "mode", f"must be frozen, partial or full, got '{self.mode}'"),
             (self.schedule in ("cosine", "constant"), "schedule", f"must be cosine or constant, got '{self.schedule}'"),
             (

@@ -14,6 +14,7 @@ A flagged film keeps its probability: the verdict is reported beside it, never i
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import asdict, dataclass
 
@@ -37,6 +38,15 @@ class Verdict:
         return asdict(self)
 
 
+@functools.cache
+def blas_controller():
+    """threadpoolctl's view of the loaded BLAS libraries, made once: making it (threadpool_limits does each time)
+    inspects every loaded library, ~1 ms, a served film's guard check costs about that."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
 @dataclass
 class Guard:
     class_means: np.ndarray  # (2, D)
@@ -46,13 +56,11 @@ class Guard:
 
     def distances(self, features: np.ndarray) -> np.ndarray:
         """Mahalanobis distance of each feature row to the nearest class mean."""
-        from threadpoolctl import threadpool_limits
-
         features = np.asarray(features, dtype=np.float64)
         out = np.full(len(features), np.inf)
         # One BLAS thread: numpy's OpenBLAS threads keep spinning after a product and take the cores from the next
         # torch pass (measured: a served film's Grad-CAM batch took 148 ms after the guard instead of 76 ms).
-        with threadpool_limits(limits=1, user_api="blas"):
+        with blas_controller().limit(limits=1, user_api="blas"):
             for mean in self.class_means:
                 centred = features - mean
                 out = np.minimum(out, ((centred @ self.precision) * centred).sum(axis=1))  # one BLAS product
