@@ -99,7 +99,7 @@ def main() -> None:
     parser.add_argument("--reference-worker", type=Path, help=argparse.SUPPRESS)  # internal: the reference process
     args = parser.parse_args()
     if args.requests < args.clients:
-        parser.error("--requests must be at least --clients: each concurrent answer is checked against a sequential one")
+        parser.error("--requests must be >= --clients: each concurrent answer is checked against a sequential one")
     if args.reference_worker:
         reference_worker(args.checkpoint, args.data, args.reference_worker, args.clients)
         return
