@@ -178,3 +178,34 @@ def test_a_lone_request_does_not_wait_for_the_batching_window(tiny_run, phantom_
     answer = service.answer(film.read_bytes(), film.name)
     assert time.perf_counter() - began < 20 and service.batches_run == 2
     assert answer["prediction"] in ("NORMAL", "PNEUMONIA")
+
+
+@pytest.mark.parametrize("focus", ["body", "lungs"])
+def test_a_focused_model_is_served_as_the_predict_command_sees_it(phantom_data, tmp_path, focus):
+    """--focus in model.pt: the API focuses each upload with the body and lungs it estimated once, and its
+    probability is the one `pneumocam predict` (which focuses films itself) writes for the same file."""
+    import csv
+
+    from typer.testing import CliRunner
+
+    from pneumocam.cli import app
+    from pneumocam.train import TrainConfig, fit
+
+    config = TrainConfig(
+        data=str(phantom_data.images), mode="frozen", weights="none", image_size=64, epochs=1, batch_size=16,
+        val_source="dataset", seed=1, use_cache=False, focus=focus,
+    )  # fmt: skip
+    checkpoint = fit(config, runs_dir=tmp_path / "runs") / "model.pt"
+    films = _films(phantom_data, 3)
+    with TestClient(create_app(checkpoint, device="cpu")) as client:
+        answers = [
+            client.post("/api/predict", files={"file": (f.name, f.read_bytes(), "image/png")}).json() for f in films
+        ]
+    result = CliRunner().invoke(
+        app, ["predict", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "p"), *map(str, films)]
+    )
+    assert result.exit_code == 0, result.output
+    with open(next((tmp_path / "p").glob("*/predictions.csv")), newline="") as f:
+        written = {Path(r["path"]).name: float(r["prob_pneumonia"]) for r in csv.DictReader(f)}
+    assert [a["probability"] for a in answers] == pytest.approx([written[f.name] for f in films], abs=2e-6)
+    assert all(a["model"]["focus"] == focus for a in answers)

@@ -57,14 +57,17 @@ def bounding_box(mask: np.ndarray, margin: int) -> tuple[int, int, int, int]:
     )
 
 
-def focus_image(gray: np.ndarray, mode: str, lungs: np.ndarray | None = None) -> tuple[np.ndarray, tuple]:
-    """(the focused film at the same size, its box on the film). lungs: the film's lung mask for mode 'lungs'."""
+def focus_image(
+    gray: np.ndarray, mode: str, lungs: np.ndarray | None = None, body: np.ndarray | None = None
+) -> tuple[np.ndarray, tuple]:
+    """(the focused film at the same size, its box on the film). lungs: the film's lung mask for mode 'lungs';
+    body: its body mask where the caller has it already (the viewer), else computed here."""
     from .lungs import body_mask, classical_lungs
 
     side = gray.shape[0]
     if mode == "none":
         return gray, (0, side, 0, gray.shape[1])
-    body = body_mask(gray)
+    body = body_mask(gray) if body is None else body
     if mode == "lungs":
         region = lungs if lungs is not None else classical_lungs(gray, body=body)
         body = body | region

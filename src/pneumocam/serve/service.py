@@ -22,10 +22,9 @@ import numpy as np
 
 from .. import CLASS_NAMES, started_random
 from ..cam import METHODS, make_cam, upsample
-from ..data import LoadedImages, Sample
 from ..data.readers import read_grayscale, resize_square
 from ..evaluate import checkpoint_thresholds
-from ..focus import Focused, film_maps, focus_image, focus_images
+from ..focus import Focused, film_maps, focus_image
 from ..guard import file_reason, image_reason, load_guard
 from ..model import load_checkpoint, resolve_device
 from ..predict import jet, png_bytes
@@ -64,6 +63,7 @@ class Job:
     reason: str  # the input checks' verdict on the uploaded file ("" when it passed)
     method: str
     lungs: np.ndarray | None = None  # estimated once: for --focus lungs, the measures and the contours
+    body: np.ndarray | None = None  # likewise, for --focus body|lungs, the measures and the contours
     future: Future = field(default_factory=Future)
 
 
@@ -127,7 +127,7 @@ class ModelService:
             original, reason = self.decode(content, filename)
             gray = resize_square(original, self.size)
             parts = self._film_parts(gray)
-            job = Job(gray, reason, method, lungs=parts[1])
+            job = Job(gray, reason, method, lungs=parts[1], body=parts[0])
             self.jobs.put(job)
         finally:
             with self._lock:
@@ -174,13 +174,9 @@ class ModelService:
                             job.future.set_exception(exc)
 
     def _run(self, jobs: list[Job], method: str) -> None:
-        if self.focus == "lungs":  # cropped to the lungs each request estimated, not to a second estimate
-            images, boxes = zip(*(focus_image(job.gray, "lungs", job.lungs) for job in jobs))
-            focused = Focused(np.stack(images), np.array(boxes), [])
-        else:
-            samples = [Sample(f"upload-{i}", -1, "serve", None) for i in range(len(jobs))]
-            grays = np.stack([job.gray for job in jobs])
-            focused = focus_images(LoadedImages(samples, grays, [], False), self.focus)
+        # Focused with the body and lungs each request estimated, not a second estimate.
+        images, boxes = zip(*(focus_image(job.gray, self.focus, job.lungs, job.body) for job in jobs))
+        focused = Focused(np.stack(images), np.array(boxes), [])
         result = make_cam(self.model, method, batch_size=self.max_batch, device=self.device)(
             focused.images, target="pred", description="Serving"
         )
