@@ -124,9 +124,15 @@ class UploadLimit:
 
 
 def create_app(
-    checkpoint, runs: Path | None = None, device: str = "auto", max_upload_mb: float = 50.0, window_ms: float = 15.0
+    checkpoint,
+    runs: Path | None = None,
+    device: str = "auto",
+    max_upload_mb: float = 50.0,
+    window_ms: float = 15.0,
+    worker_thread: bool = True,
 ) -> FastAPI:
-    service = ModelService(checkpoint, device=device, window_ms=window_ms)
+    """The app; worker_thread=False leaves app.state.service.work_forever() to the caller's main thread."""
+    service = ModelService(checkpoint, device=device, window_ms=window_ms, worker_thread=worker_thread)
     browser = RunBrowser(runs)
     limit = int(max_upload_mb * 1024 * 1024)
     app = FastAPI(
