@@ -209,3 +209,39 @@ def test_a_focused_model_is_served_as_the_predict_command_sees_it(phantom_data, 
         written = {Path(r["path"]).name: float(r["prob_pneumonia"]) for r in csv.DictReader(f)}
     assert [a["probability"] for a in answers] == pytest.approx([written[f.name] for f in films], abs=2e-6)
     assert all(a["model"]["focus"] == focus for a in answers)
+
+
+def test_the_serve_command_answers_and_stops_on_ctrl_c(tiny_run, phantom_data):
+    """`pneumocam serve` as users start it (HTTP in a second thread, the model in the main one): it answers as the
+    in-process app does, and Ctrl+C (SIGINT) ends it cleanly."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    checkpoint = tiny_run / "train" / "model.pt"
+    command = [sys.executable, "-m", "pneumocam", "serve", "--checkpoint", str(checkpoint), "--port", str(port)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for _ in range(600):
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        film = _films(phantom_data, 1)[0]
+        upload = {"file": (film.name, film.read_bytes(), "image/png")}
+        answer = httpx.post(f"http://127.0.0.1:{port}/api/predict", files=upload, timeout=60).json()
+        with TestClient(create_app(checkpoint, device="cpu")) as client:
+            expected = client.post("/api/predict", files=upload).json()
+        assert answer["probability"] == pytest.approx(expected["probability"], abs=1e-6)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0
+    finally:
+        process.kill()
