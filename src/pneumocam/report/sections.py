@@ -94,10 +94,12 @@ def summary_section(results: dict, figures: dict | None = None) -> Section:
 def provenance_section(results: dict, figures: dict | None = None) -> Section:
     prov = results["provenance"]
     weights = prov.get("weights") or {}
+    lineage = "".join(f"; {note}" for note in weights.get("notes") or [])  # e.g. what a model.pt started from
     sec = Section("What this report is")
     sec.add(
         f"Data: {prov['data']} (evaluated split: {prov['eval_split']}, fingerprint {prov['eval_fingerprint']}). "
-        f"Weights: {weights.get('description', 'unknown')}. Seed: {prov['seed']}. Image size: {prov['image_size']} px. "
+        f"Weights: {weights.get('description', 'unknown')}{lineage}. Seed: {prov['seed']}. "
+        f"Image size: {prov['image_size']} px. "
         f"Checkpoint: {prov['checkpoint']}. Command: {prov['command']}"
     )
     return sec.add(Table(["library", "version"], [[k, v] for k, v in prov["versions"].items()], "Versions"))
