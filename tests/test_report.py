@@ -241,3 +241,18 @@ def test_calibration_and_operating_points_are_reported():
         "Operating points (any threshold): sensitivity at specificity >= 0.85: 0.900 "
         "(95% CI 0.800-0.950); specificity at sensitivity >= 0.95: 0.700."
     )
+
+
+def test_the_weights_line_says_what_a_model_pt_started_from(tmp_path):
+    from pneumocam.report.sections import provenance_section
+
+    results = {
+        "provenance": {
+            "data": "D", "eval_split": "heldout", "eval_fingerprint": "f", "seed": 0, "image_size": 224,
+            "checkpoint": "C", "command": "pneumocam run", "versions": {"torch": "2.14.1"},
+            "weights": {"source": "file", "description": "local file model.pt", "from_random": True,
+                        "notes": ["a pneumocam checkpoint, itself trained from: RANDOM INITIALISATION"]},
+        }
+    }  # fmt: skip
+    text = render_markdown("r", [provenance_section(results)], tmp_path)
+    assert "Weights: local file model.pt; a pneumocam checkpoint, itself trained from: RANDOM INITIALISATION." in text
