@@ -256,3 +256,11 @@ def test_the_weights_line_says_what_a_model_pt_started_from(tmp_path):
     }  # fmt: skip
     text = render_markdown("r", [provenance_section(results)], tmp_path)
     assert "Weights: local file model.pt; a pneumocam checkpoint, itself trained from: RANDOM INITIALISATION." in text
+
+
+def test_the_p_histogram_leaves_out_draws_without_a_p(tmp_path):
+    """Draws whose groups are both constant have no t-test p (saved as null): the figure counts them, not crashes."""
+    from pneumocam.report.figures import p_histogram
+
+    path = p_histogram(tmp_path / "p.png", [0.01, None, 0.5, float("nan"), 0.03], 0.05, "mean_maxnorm", 5)
+    assert path.is_file() and path.stat().st_size > 0

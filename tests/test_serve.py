@@ -227,7 +227,14 @@ def test_the_serve_command_answers_and_stops_on_ctrl_c(tiny_run, phantom_data):
         port = probe.getsockname()[1]
     checkpoint = tiny_run / "train" / "model.pt"
     command = [sys.executable, "-m", "pneumocam", "serve", "--checkpoint", str(checkpoint), "--port", str(port)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # As from a terminal: a job started in the background (CI scripts, nohup) inherits SIGINT ignored.
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         for _ in range(600):
             try:

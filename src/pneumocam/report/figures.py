@@ -103,13 +103,19 @@ def confusion_figure(path: Path, matrix, threshold: float) -> Path:
 
 
 def p_histogram(path: Path, p_values, alpha: float, score: str, n_per_class: int) -> Path:
+    """p over the resampled draws; a draw whose test is undefined (both groups constant: p saved as null) is left out
+    of the histogram and counted in the title."""
+    values = np.array([np.nan if p is None else p for p in p_values], dtype=float)
+    defined = values[np.isfinite(values)]
     fig, ax = plt.subplots(figsize=(4.6, 3.2))
-    ax.hist(p_values, bins=np.linspace(0, 1, 41), color="steelblue")
+    ax.hist(defined, bins=np.linspace(0, 1, 41), color="steelblue")
     ax.axvline(alpha, color="red", ls="--", label=f"alpha = {alpha}")
-    share = float(np.mean(np.asarray(p_values) < alpha))
+    share = float(np.mean(defined < alpha)) if len(defined) else float("nan")
+    missing = len(values) - len(defined)
+    undefined = f"; {missing} draws without a p (constant scores)" if missing else ""
     ax.set_title(
-        f"{score}: p over {len(p_values)} random {n_per_class} vs {n_per_class} draws\n"
-        f"{share:.0%} of draws have p < {alpha}",
+        f"{score}: p over {len(values)} random {n_per_class} vs {n_per_class} draws{undefined}\n"
+        f"{share:.0%} of the draws with a p have p < {alpha}",
         fontsize=8,
     )
     ax.set_xlabel("Student's t-test p")
