@@ -223,3 +223,18 @@ def test_permutation_p_on_small_groups_equals_exact_enumeration():
     assert len(null) == 70
     r = compare_groups(normal, pneumonia, n_permutations=9999, n_bootstrap=100)
     assert r["permutation"]["p"] == pytest.approx(expected, abs=1e-12)
+
+
+def test_resampled_draws_count_the_draws_without_a_p():
+    """Hand-built groups: NORMAL holds six 1.0 and one 5.0, PNEUMONIA is constant 1.0 (a max-normalised score does
+    this). A 3-vs-3 draw has no t-test p (0/0) when its NORMAL part misses the 5.0, i.e. when it avoids row 6."""
+    normal = np.array([1.0] * 6 + [5.0])
+    pneumonia = np.full(8, 1.0)
+    r = resampled_draws(normal, pneumonia, n_per_class=3, n_draws=400, seed=2)
+    draws = np.random.default_rng(2)
+    pick_n = np.argsort(draws.random((400, 7)), axis=1)[:, :3]
+    without = int((~(pick_n == 6).any(axis=1)).sum())
+    assert r["n_draws_without_p"] == without and 0 < without < 400
+    p = np.array(r["p_values"])
+    assert np.isnan(p).sum() == without
+    assert r["share_p_below_alpha"] == pytest.approx(np.mean(p[np.isfinite(p)] < 0.05))

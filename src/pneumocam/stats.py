@@ -138,15 +138,20 @@ def resampled_draws(
     var_a, var_b = a.var(axis=1, ddof=1), b.var(axis=1, ddof=1)
     pooled = np.sqrt(((n_per_class - 1) * var_a + (n_per_class - 1) * var_b) / (2 * n_per_class - 2))
     d = np.divide(b.mean(axis=1) - a.mean(axis=1), pooled, out=np.zeros(n_draws), where=pooled > 0)
-    p = np.asarray(t.pvalue)
+    p = np.asarray(t.pvalue, dtype=float)
+    defined = np.isfinite(p)  # a draw whose two groups are both constant has no t-test p
     return {
         "n_per_class": n_per_class,
         "n_draws": n_draws,
         "seed": seed,
         "alpha": alpha,
         "test": "student",
-        "share_p_below_alpha": float(np.mean(p < alpha)),
-        "p_quantiles": {q: float(np.quantile(p, float(q))) for q in ("0.05", "0.25", "0.5", "0.75", "0.95")},
+        "n_draws_without_p": int((~defined).sum()),
+        "share_p_below_alpha": float(np.mean(p[defined] < alpha)) if defined.any() else float("nan"),
+        "p_quantiles": {
+            q: float(np.quantile(p[defined], float(q))) if defined.any() else float("nan")
+            for q in ("0.05", "0.25", "0.5", "0.75", "0.95")
+        },
         "d_quantiles": {q: float(np.quantile(d, float(q))) for q in ("0.05", "0.25", "0.5", "0.75", "0.95")},
         "p_values": p.tolist(),
         "d_values": d.tolist(),
