@@ -355,9 +355,11 @@ def summary_text(entry: dict, score: str) -> str:
     ]
     if entry.get("resampled"):
         r = entry["resampled"]
+        missing = r.get("n_draws_without_p", 0)
         lines.append(
-            f"  Over {r['n_draws']} random {r['n_per_class']} vs {r['n_per_class']} draws: "
-            f"{r['share_p_below_alpha']:.1%} "
+            f"  Over {r['n_draws']} random {r['n_per_class']} vs {r['n_per_class']} draws"
+            + (f" ({missing} without a p: both groups constant)" if missing else "")
+            + f": {r['share_p_below_alpha']:.1%} "
             f"have p < {r['alpha']}; median p {r['p_quantiles']['0.5']:.3e}, median d {r['d_quantiles']['0.5']:.3f}"
         )
     return "\n".join(lines)
