@@ -40,6 +40,22 @@ def pneumocam(*args: str, launcher: list[str] | None = None, timeout: int = 240)
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
 
 
+def median_seconds(fn, device: str, repeats: int, warmup: int = 1) -> float:
+    """Median wall time of fn after warm-up calls; on CUDA the queue is drained before and after each call."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
 def only_folder(parent: Path) -> Path:
     (folder,) = [p for p in parent.iterdir() if p.is_dir()]
     return folder
@@ -196,18 +212,8 @@ def step_gradcam(device: str, work: Path) -> dict:
     images = torch.randint(0, 256, (32, 224, 224), dtype=torch.uint8)
     ours = GradCAM(model, batch_size=32, device=device)
 
-    def timed(fn, repeats=5 if device == "cuda" else 1):
-        fn()
-        times = []
-        for _ in range(repeats):
-            if device == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            fn()
-            if device == "cuda":
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - start)
-        return float(np.median(times))
+    def timed(fn):
+        return median_seconds(fn, device, 5 if device == "cuda" else 1)
 
     result = {"ours_img_s": 32 / timed(lambda: ours(images))}
     try:
@@ -251,16 +257,11 @@ def step_training_speed(device: str, work: Path) -> dict:
         loss.backward()
         optimizer.step()
 
-    times = []
-    for _ in range(8 if device == "cuda" else 2):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        step()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return {"train_img_s": 32 / float(np.median(times[1:])), "first_step_s": times[0]}
+    first = median_seconds(step, device, 1, warmup=0)
+    return {
+        "train_img_s": 32 / median_seconds(step, device, 7 if device == "cuda" else 1, warmup=0),
+        "first_step_s": first,
+    }
 
 
 STEPS = {

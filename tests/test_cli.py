@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 import typer
 from typer.testing import CliRunner
 
@@ -220,5 +221,16 @@ def test_the_focused_recipe_needs_a_trained_model_and_then_continues_it(phantom_
     folder = next((tmp_path / "runs").glob("train-*"))
     train = json.loads((folder / "config.json").read_text())["train"]
     assert (train["focus"], train["attention_penalty"], train["mode"], train["lr"]) == ("body", 1.0, "full", 3e-4)
-    history = json.loads((folder / "history.json").read_text())
-    assert 0 < history[0]["train_outside_lungs_share"] < 1  # the penalty ran on the films with masks
+    # The penalty ran, on the lung masks run defaults to: the same run without it trains other weights.
+    unpenalised = invoke(
+        "train", "--data", phantom_data.images, "--out", tmp_path / "plain", "--recipe", "focused",
+        "--weights", tiny_checkpoint / "model.pt", "--epochs", 1, "--image-size", 32, "--batch-size", 16,
+        "--val-source", "dataset", "--attention-penalty", 0,
+    )  # fmt: skip
+    assert unpenalised.exit_code == 0, unpenalised.output
+    from pneumocam.model import load_checkpoint
+
+    with_penalty, _ = load_checkpoint(folder / "model.pt")
+    without, _ = load_checkpoint(next((tmp_path / "plain").glob("train-*")) / "model.pt")
+    assert not torch.equal(with_penalty.conv1.weight, without.conv1.weight)
+    assert "train_outside_lungs_share" in json.loads((folder / "history.json").read_text())[0]

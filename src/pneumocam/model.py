@@ -39,13 +39,16 @@ class WeightsInfo:
     sha256: str | None = None
     notes: list[str] = field(default_factory=list)
     from_random: bool = False  # a pneumocam checkpoint whose own training started from random weights
+    # A pneumocam checkpoint's record of the films that trained and selected it (train.py joins it to the new
+    # model's); large, so left out of to_dict.
+    seen: dict | None = field(default=None, repr=False)
 
     @property
     def is_random(self) -> bool:
         return started_random(self.to_dict())
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "seen"}
 
 
 def new_resnet50() -> nn.Module:
@@ -64,8 +67,9 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_weights_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], str]:
-    """Load a state_dict safely (weights_only=True); check the sha256 prefix a torchvision file name carries."""
+def read_weights_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], str, dict | None]:
+    """(state_dict, sha256, a pneumocam checkpoint's metadata or None), loaded safely (weights_only=True); the
+    sha256 prefix a torchvision file name carries is checked."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"weights file not found: {path}")
@@ -82,22 +86,14 @@ def read_weights_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor],
         raise WeightsError(
             f"cannot read {path} as PyTorch weights (corrupt, or not a state_dict): {str(exc).splitlines()[0]}"
         ) from exc
+    metadata = obj.get("metadata") if isinstance(obj, Mapping) and obj.get("format") == CHECKPOINT_FORMAT else None
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]  # a pneumocam checkpoint or a common training-script wrapper
     if not isinstance(obj, Mapping) or not all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
     ):
         raise WeightsError(f"{path} does not hold a state_dict (a mapping of parameter names to tensors)")
-    return dict(obj), digest
-
-
-def checkpoint_lineage(path: str | os.PathLike) -> tuple[dict | None, dict | None]:
-    """(seen record, weights record) of a pneumocam checkpoint used as --weights; (None, None) for plain weights."""
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(obj, Mapping) or obj.get("format") != CHECKPOINT_FORMAT:
-        return None, None
-    metadata = obj.get("metadata") or {}
-    return metadata.get("seen"), metadata.get("weights")
+    return dict(obj), digest, metadata
 
 
 def _load_into(model: nn.Module, state: dict[str, torch.Tensor], origin: str) -> list[str]:
@@ -187,12 +183,20 @@ def build_model(
             if not allow_download:
                 raise WeightsError(message)
             _download(url, path, message)
-        state, digest = read_weights_file(path)
+        state, digest, _ = read_weights_file(path)
         notes = _load_into(model, state, str(path))
         return model, WeightsInfo("imagenet", f"torchvision ResNet50_Weights.{variant}", str(path), digest, notes)
-    state, digest = read_weights_file(spec)
+    state, digest, metadata = read_weights_file(spec)
     notes = _load_into(model, state, spec)
-    return model, WeightsInfo("file", f"local file {os.path.basename(spec)}", str(Path(spec).resolve()), digest, notes)
+    info = WeightsInfo("file", f"local file {os.path.basename(spec)}", str(Path(spec).resolve()), digest, notes)
+    if metadata is not None:  # a pneumocam model.pt: what it started from, and what it has seen
+        earlier = metadata.get("weights") or {}
+        info.from_random = started_random(earlier)
+        info.notes.append(f"a pneumocam checkpoint, itself trained from: {earlier.get('description', '?')}")
+        info.seen = metadata.get("seen")
+        if info.seen:
+            info.notes.append("the films that trained and selected it count as seen by this model (leakage)")
+    return model, info
 
 
 def apply_mode(model: nn.Module, mode: str) -> list[nn.Parameter]:

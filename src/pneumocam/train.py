@@ -19,7 +19,6 @@ from rich.console import Console
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from . import started_random
 from .calibration import calibrate
 from .config import TrainConfig
 from .data import Augmentation, LoadedImages, PreparedData, prepare_data, resized, to_model_input
@@ -32,7 +31,6 @@ from .model import (
     apply_mode,
     backbone_features,
     build_model,
-    checkpoint_lineage,
     probability,
     resolve_device,
     save_checkpoint,
@@ -310,20 +308,6 @@ def input_gradient_outside_share(inputs: torch.Tensor, logits: torch.Tensor, tar
     return torch.where(total > 0, outside / total.clamp(min=1e-30), torch.ones_like(total))
 
 
-def inherit_from_checkpoint(weights_info, seen: dict) -> dict:
-    """Starting from a pneumocam model.pt: its seen films join this model's (leakage checks stay honest), and the
-    weights record says what that checkpoint itself started from (random initialisation, ImageNet ...)."""
-    earlier, earlier_weights = checkpoint_lineage(weights_info.path)
-    if earlier_weights is not None:
-        weights_info.from_random = started_random(earlier_weights)
-        weights_info.notes.append(
-            f"a pneumocam checkpoint, itself trained from: {earlier_weights.get('description', '?')}"
-        )
-    if earlier is not None:
-        weights_info.notes.append("the films that trained and selected it count as seen by this model (leakage)")
-    return inherit_seen(seen, earlier, weights_info.path)
-
-
 def fit_model_guard(checkpoint: Path, prepared: PreparedData, config: TrainConfig, device, features=None) -> dict:
     """Fit the domain-shift guard on the selected model's features of the training and validation films and store
     it in model.pt. features: (train, val) pooled features already computed (frozen mode)."""
@@ -454,8 +438,7 @@ def fit(
             "would mix two datasets in one model; start a new run instead"
         )
     seen = {"training": seen_record(prepared.train.samples), "selection": seen_record(prepared.val.samples)}
-    if weights_info.source == "file":
-        seen = inherit_from_checkpoint(weights_info, seen)
+    seen = inherit_seen(seen, weights_info.seen, weights_info.path)  # a model.pt as weights: what it saw counts
     if not resume:
         run_dir = Path(run_dir) if run_dir else (new_run_folder(runs_dir, prefix="train") if main else None)
         run_dir = Path(dist.broadcast(str(run_dir)))
