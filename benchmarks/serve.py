@@ -11,6 +11,10 @@ reference's median. Then 8 concurrent clients against the batch-32 Grad-CAM thro
 each answer checked against the sequential one.
 
     python benchmarks/serve.py --checkpoint RUN/train/model.pt --data ../shared/data/kermany224 [--out bench-results]
+
+With --abuse RUN (a finished run folder to browse), a bounded soak instead (benchmarks/serve_abuse.py): good
+uploads mixed with every bad input from 8 clients; 5xx count, latency and peak memory, recorded under
+benchmarks/results/serve-abuse.json.
 """
 
 from __future__ import annotations
@@ -72,13 +76,13 @@ def reference_worker(checkpoint: str, data: str, films: Path, clients: int) -> N
         print(json.dumps(answer), flush=True)
 
 
-def start_server(checkpoint: str) -> tuple[subprocess.Popen, str]:
+def start_server(checkpoint: str, extra: list[str] = ()) -> tuple[subprocess.Popen, str]:
     import httpx
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    command = [sys.executable, "-m", "pneumocam", "serve", "--checkpoint", checkpoint, "--port", str(port)]
+    command = [sys.executable, "-m", "pneumocam", "serve", "--checkpoint", checkpoint, "--port", str(port), *extra]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(1200):
         try:
@@ -96,8 +100,17 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=30)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
+    parser.add_argument("--abuse", type=Path, metavar="RUN", help="soak with bad inputs; RUN: a finished run to browse")
+    parser.add_argument("--abuse-seconds", type=float, default=60.0)
+    parser.add_argument("--record-dir", type=Path, default=None, help="where the record goes (benchmarks/results)")
     parser.add_argument("--reference-worker", type=Path, help=argparse.SUPPRESS)  # internal: the reference process
     args = parser.parse_args()
+    if args.abuse:
+        import serve_abuse
+
+        films = sorted(Path(args.data).glob("train/*/*.jp*g"))[::97][:16]
+        serve_abuse.run(args, start_server, [f.read_bytes() for f in films], args.abuse)
+        return
     if args.requests < args.clients:
         parser.error("--requests must be >= --clients: each concurrent answer is checked against a sequential one")
     if args.reference_worker:
@@ -176,6 +189,9 @@ def main() -> None:
     print(json.dumps({k: row[k] for k in list(row)[:10]}, indent=2))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "serve.json").write_text(json.dumps(row, indent=2))
+    from record import write_record
+
+    print(f"record: {write_record('serve-latency', row, out=args.record_dir)}")
 
 
 if __name__ == "__main__":

@@ -39,6 +39,22 @@ def test_bad_input_is_one_clear_error(args, message):
     assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
 
 
+@pytest.mark.parametrize("command", ["predict", "serve", "evaluate", "train"])
+def test_an_empty_checkpoint_is_one_clear_error(command, phantom_data, tmp_path):
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    film = next((phantom_data.images / "test").rglob("*.png"))
+    args = {
+        "predict": ("predict", "--checkpoint", empty, "--out", tmp_path / "p", film),
+        "serve": ("serve", "--checkpoint", empty, "--port", 1),
+        "evaluate": ("evaluate", "--checkpoint", empty, "--data", phantom_data.images, "--out", tmp_path / "e"),
+        "train": ("train", "--data", phantom_data.images, "--weights", empty, "--out", tmp_path / "t"),
+    }[command]
+    result = invoke(*args)
+    assert result.exit_code == 2, result.output
+    assert "the file is empty (0 bytes)" in result.output and "Traceback" not in result.output
+
+
 def test_train_with_unavailable_imagenet_weights_names_the_fix(phantom_data, tmp_path, monkeypatch):
     monkeypatch.setenv("PNEUMOCAM_OFFLINE", "1")
     result = invoke("train", "--data", phantom_data.images, "--out", tmp_path / "runs", "--weights", "imagenet")

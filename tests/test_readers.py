@@ -182,3 +182,38 @@ def test_symlink_loop_is_skipped(tmp_path):
     os.symlink(tmp_path / "loop.png", tmp_path / "loop.png")
     with pytest.raises(UnreadableImage, match="link loop"):
         read_grayscale(tmp_path / "loop.png")
+
+
+def test_a_header_over_the_pixel_budget_is_refused_before_decoding(tmp_path):
+    """12000 x 12000 px declared in a few hundred bytes: inside Pillow's warning band (89-179 MP), so Pillow alone
+    would decode it; the reader refuses it from the header."""
+    path = tmp_path / "huge.png"
+    path.write_bytes(_png_claiming_size(12000, 12000))
+    with pytest.raises(UnreadableImage, match=r"too large: 12000x12000 = 144\.0 MP, over the limit of 64 MP"):
+        read_grayscale(path)
+
+
+def test_the_pixel_budget_can_be_lowered_and_a_bad_value_is_an_error(tmp_path, monkeypatch):
+    from pneumocam.errors import PneumocamError
+
+    path = save(tmp_path / "g.png", Image.fromarray(gradient(40, 50)))
+    assert read_grayscale(path, max_pixels=2000).shape == (40, 50)  # exactly the budget passes
+    with pytest.raises(UnreadableImage, match="50x40 = 0.0 MP"):
+        read_grayscale(path, max_pixels=1999)
+    monkeypatch.setenv("PNEUMOCAM_MAX_PIXELS", "1999")
+    with pytest.raises(UnreadableImage, match="too large"):
+        read_grayscale(path)
+    monkeypatch.setenv("PNEUMOCAM_MAX_PIXELS", "lots")
+    with pytest.raises(PneumocamError, match="PNEUMOCAM_MAX_PIXELS"):
+        read_grayscale(path)
+
+
+def test_a_dicom_over_the_pixel_budget_is_refused_from_rows_columns_and_frames(tmp_path, write_dicom):
+    pixels = np.tile(np.arange(40, dtype=np.uint16) * 50, (30, 1))
+    path = write_dicom(tmp_path / "a.dcm", pixels)
+    assert read_grayscale(path, max_pixels=1200).shape == (30, 40)
+    with pytest.raises(UnreadableImage, match="40x30 = 0.0 MP"):
+        read_grayscale(path, max_pixels=1199)
+    frames = write_dicom(tmp_path / "f.dcm", np.concatenate([pixels, pixels]), NumberOfFrames=2, Rows=30)
+    with pytest.raises(UnreadableImage, match="40x30x2 frames"):
+        read_grayscale(frames, max_pixels=2000)

@@ -8,19 +8,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 from PIL import Image
 
-fastapi = pytest.importorskip("fastapi")
-from fastapi.testclient import TestClient  # noqa: E402
+from pneumocam.serve.app import create_app
 
-from pneumocam.serve.app import create_app  # noqa: E402
+LOOPBACK = "http://127.0.0.1:8000"  # the server answers only requests addressed to its own names
 
 
 @pytest.fixture(scope="module")
 def served(tiny_run):
     """(client, run folder): the tiny run's model served with its runs folder."""
     app = create_app(tiny_run / "train" / "model.pt", runs=tiny_run.parent, device="cpu", max_upload_mb=1)
-    with TestClient(app) as client:
+    with TestClient(app, base_url=LOOPBACK) as client:
         yield client, tiny_run
 
 
@@ -197,7 +197,7 @@ def test_a_focused_model_is_served_as_the_predict_command_sees_it(phantom_data, 
     )  # fmt: skip
     checkpoint = fit(config, runs_dir=tmp_path / "runs") / "model.pt"
     films = _films(phantom_data, 3)
-    with TestClient(create_app(checkpoint, device="cpu")) as client:
+    with TestClient(create_app(checkpoint, device="cpu"), base_url=LOOPBACK) as client:
         answers = [
             client.post("/api/predict", files={"file": (f.name, f.read_bytes(), "image/png")}).json() for f in films
         ]
@@ -245,10 +245,66 @@ def test_the_serve_command_answers_and_stops_on_ctrl_c(tiny_run, phantom_data):
         film = _films(phantom_data, 1)[0]
         upload = {"file": (film.name, film.read_bytes(), "image/png")}
         answer = httpx.post(f"http://127.0.0.1:{port}/api/predict", files=upload, timeout=60).json()
-        with TestClient(create_app(checkpoint, device="cpu")) as client:
+        with TestClient(create_app(checkpoint, device="cpu"), base_url=LOOPBACK) as client:
             expected = client.post("/api/predict", files=upload).json()
         assert answer["probability"] == pytest.approx(expected["probability"], abs=1e-6)
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=30) == 0
     finally:
         process.kill()
+
+
+def test_odd_upload_names_are_read_as_plain_uploads(served):
+    """A NUL byte, a shard-member name ("a.tar::zz"), a path: only a plain suffix of the name is used."""
+    client, _ = served
+    film = _png((np.arange(80 * 80).reshape(80, 80) % 200).astype(np.uint8))
+    for name in ("a\0b.png", "a.tar::zz", "../../etc/passwd", "x.png\0.dcm", "a.tar::a.png"):
+        reply = client.post("/api/predict", files={"file": (name, film, "image/png")})
+        assert reply.status_code == 200, (name, reply.text)
+
+
+def test_error_bodies_name_the_problem_not_the_servers_files(served, tmp_path):
+    import tempfile
+
+    client, run = served
+    for content in (b"not an image", b"\x89PNG\r\n\x1a\n" + b"\0" * 40, b"GIF89a" + b"\0" * 20):
+        reply = client.post("/api/predict", files={"file": ("x.png", content, "image/png")})
+        assert reply.status_code == 422 and reply.json()["detail"].startswith("unreadable image")
+        assert tempfile.gettempdir() not in reply.text and " at 0x" not in reply.text, reply.text
+    invalid = client.post("/api/predict", data={"method": "gradcam"})  # no file at all
+    assert invalid.status_code == 422 and "file" in invalid.json()["detail"] and "0x" not in invalid.text
+
+
+def test_a_film_over_the_pixel_budget_is_refused_before_decoding(tiny_run):
+    """The budget is read from the header: a 300 x 300 PNG against a 10,000-pixel budget."""
+    app = create_app(tiny_run / "train" / "model.pt", device="cpu", max_pixels=10_000)
+    with TestClient(app, base_url=LOOPBACK) as client:
+        big = client.post("/api/predict", files={"file": ("a.png", _png(np.zeros((300, 300), np.uint8)), "image/png")})
+        assert big.status_code == 422 and "too large: 300x300 = 0.1 MP" in big.json()["detail"]
+        small = client.post("/api/predict", files={"file": ("a.png", _png(np.zeros((90, 90), np.uint8)), "image/png")})
+        assert small.status_code == 200
+
+
+def test_slow_methods_are_off_unless_allowed_and_a_late_request_is_cancelled(tiny_run):
+    """scorecam is refused by default; allowed, with a 0.5 s budget, it is answered 503 and its forward passes stop
+    (a full ScoreCAM of layer4's 2048 channels in batches of 16 runs 128 of them), and the next request is served."""
+    checkpoint = tiny_run / "train" / "model.pt"
+    film = _png((np.arange(64 * 64).reshape(64, 64) % 200).astype(np.uint8))
+    with TestClient(create_app(checkpoint, device="cpu"), base_url=LOOPBACK) as client:
+        reply = client.post("/api/predict", files={"file": ("a.png", film, "image/png")}, data={"method": "scorecam"})
+        assert reply.status_code == 422 and "--allow-slow-methods" in reply.json()["detail"]
+        assert "scorecam" not in client.get("/api/health").json()["model"]["methods"]
+    app = create_app(checkpoint, device="cpu", allow_slow_methods=True, request_timeout_s=0.5)
+    forwards = []
+    app.state.service.model.register_forward_hook(lambda *_: forwards.append(1))
+    with TestClient(app, base_url=LOOPBACK) as client:
+        slow = client.post("/api/predict", files={"file": ("a.png", film, "image/png")}, data={"method": "scorecam"})
+        assert slow.status_code == 503 and "time budget" in slow.json()["detail"]
+        import time
+
+        time.sleep(1.0)  # the worker notices at its next forward pass
+        done = len(forwards)
+        time.sleep(0.5)
+        assert len(forwards) == done < 128  # stopped, and not still running
+        fast = client.post("/api/predict", files={"file": ("a.png", film, "image/png")})
+        assert fast.status_code == 200

@@ -28,6 +28,7 @@ def browser():
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # to see content-policy refusals
     for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000"):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(DRIVER), options=options)
@@ -82,6 +83,10 @@ def test_upload_a_film_see_its_overlay_move_the_slider_and_browse_the_run(browse
     )
     assert browser.find_element(By.ID, "opacity-value").text == "0.25"
     assert browser.execute_script("return document.getElementById('heat').style.opacity") == "0.25"
+    # The page works under its strict content policy: the lungs bar was sized through the DOM (no inline style).
+    lungs_share = api.json()["regions"]["shares"]["lungs"]
+    width = browser.execute_script("return document.querySelector('#regions .bar').style.width")
+    assert width == f"{round(200 * lungs_share)}px"
 
     browser.get(url + "/runs")
     wait.until(lambda d: "films" in d.find_element(By.ID, "count").text)
@@ -98,3 +103,5 @@ def test_upload_a_film_see_its_overlay_move_the_slider_and_browse_the_run(browse
     wait.until(
         lambda d: d.execute_script("const i = document.getElementById('run-overlay'); return i.naturalWidth > 0")
     )
+    refused = [e["message"] for e in browser.get_log("browser") if "Content Security Policy" in e["message"]]
+    assert not refused, refused  # nothing the pages load or run was blocked by their own policy

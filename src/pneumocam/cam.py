@@ -24,7 +24,7 @@ from torch import nn
 from . import CLASS_NAMES
 from .data import to_model_input
 from .errors import SettingError
-from .progress import track
+from .progress import enabled, track
 
 TARGETS = ("pred", "true", "PNEUMONIA", "NORMAL")
 
@@ -190,6 +190,22 @@ class LayerCAM(BaseCAM):
         return (F.relu(grads) * activations).sum(dim=1)
 
 
+def _gate_library_progress() -> None:
+    """pytorch-grad-cam's ScoreCAM draws a tqdm bar per call: show it only where pneumocam's own bars show (never
+    from a server's worker thread)."""
+    import pytorch_grad_cam.score_cam as score_cam
+
+    if getattr(score_cam.tqdm, "gated_by_pneumocam", False):
+        return
+    from types import SimpleNamespace
+
+    library_tqdm = score_cam.tqdm.tqdm
+    score_cam.tqdm = SimpleNamespace(
+        tqdm=lambda iterable, *args, **kwargs: library_tqdm(iterable, *args, **kwargs) if enabled() else iterable,
+        gated_by_pneumocam=True,
+    )
+
+
 class LibraryCAM:
     """Methods from pytorch-grad-cam behind the same call; its maps come normalised per image at input size,
     so nothing raw can be computed from them (importance leaves mean_raw out)."""
@@ -202,6 +218,7 @@ class LibraryCAM:
         self.model, self.method, self.layer_name, self.batch_size = model, method, layer, batch_size
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.cam_class = getattr(pytorch_grad_cam, self.NAMES[method])
+        _gate_library_progress()
 
     def __call__(self, images, target: str = "pred", labels=None, description: str = "CAM") -> CamResult:
         from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
@@ -238,6 +255,10 @@ class LibraryCAM:
 
 NATIVE = {cls.method: cls for cls in (GradCAM, HiResCAM, GradCAMPlusPlus, LayerCAM)}  # raw maps
 METHODS = (*NATIVE, *LibraryCAM.NAMES)
+# What one film costs: "fast" methods take one forward pass and a short backward (EigenCAM: one forward and an SVD
+# of layer4's activations), "slow" ones a forward pass per batch of masked inputs (ScoreCAM: one per layer4
+# channel, 2048; 80-146 s for one film on 2 CPU cores). The viewer serves slow methods only when asked to.
+METHOD_COST = {**dict.fromkeys(NATIVE, "fast"), "eigencam": "fast", "scorecam": "slow"}
 
 
 def make_cam(model: nn.Module, method: str = "gradcam", layer: str = "layer4", batch_size: int = 32, device=None):

@@ -11,6 +11,7 @@ from rich.markup import escape
 
 from .cli_errors import clean_errors
 from .cli_options import Device
+from .data.readers import DEFAULT_MAX_PIXELS
 
 console = Console(highlight=False, soft_wrap=True)
 
@@ -21,10 +22,25 @@ def serve(
     runs: Optional[Path] = typer.Option(None, help="A folder of run folders to browse."),
     host: str = typer.Option("127.0.0.1", help="Interface to bind (another than 127.0.0.1 only when you mean it)."),
     port: int = typer.Option(8000, help="Port."),
-    max_upload_mb: float = typer.Option(50.0, help="Largest accepted upload (413 above it)."),
+    max_upload_mb: float = typer.Option(50.0, min=0.001, help="Largest accepted upload (413 above it)."),
+    max_pixels: int = typer.Option(
+        DEFAULT_MAX_PIXELS, min=256, help="Largest film accepted, in pixels, read from its header before decoding."
+    ),
+    allow_slow_methods: bool = typer.Option(
+        False, help="Also compute slow methods (scorecam: minutes a film on a CPU, blocking every other request)."
+    ),
+    request_timeout: float = typer.Option(
+        60.0, min=1.0, help="Seconds one request may wait and compute; past it: 503, and its work is cancelled."
+    ),
+    allowed_host: list[str] = typer.Option(
+        [], help="Another name this server answers to in the Host header (loopback and --host always are)."
+    ),
     device: Device = typer.Option(Device.auto, help="Where to compute."),
 ):
-    """A web page to drop a film and see the answer, its map and where it looks, and to browse runs; JSON API."""
+    """A web page to drop a film and see the answer, its map and where it looks, and to browse runs; JSON API.
+
+    No authentication: it listens on loopback by default, answers only requests addressed to its own names
+    (Host header) and refuses requests sent by other web pages (Origin)."""
     import threading
     import time
 
@@ -37,7 +53,18 @@ def serve(
             f"[bold yellow]warning:[/] serving on {escape(host)}: anyone who can reach this machine can upload films "
             "and read the runs under --runs; there is no authentication"
         )
-    app = create_app(checkpoint, runs, device.value, max_upload_mb, worker_thread=False)
+    app = create_app(
+        checkpoint,
+        runs,
+        device.value,
+        max_upload_mb,
+        worker_thread=False,
+        host=host,
+        extra_hosts=tuple(allowed_host),
+        allow_slow_methods=allow_slow_methods,
+        request_timeout_s=request_timeout,
+        max_pixels=max_pixels,
+    )
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
     # HTTP in a second thread, the model in this main one: PyTorch's CPU kernels ran a served film's Grad-CAM in
     # 70 ms here and in 109 ms from a second thread (benchmarks/serve.py).

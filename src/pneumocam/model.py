@@ -80,12 +80,7 @@ def read_weights_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor],
             f"{path} is damaged or not the file its name claims: sha256 starts with {digest[: len(match.group(1))]}, "
             f"the name says {match.group(1)}; download it again"
         )
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, AttributeError) as exc:
-        raise WeightsError(
-            f"cannot read {path} as PyTorch weights (corrupt, or not a state_dict): {str(exc).splitlines()[0]}"
-        ) from exc
+    obj = read_torch_file(path, WeightsError, "as PyTorch weights (corrupt, or not a state_dict)")
     metadata = obj.get("metadata") if isinstance(obj, Mapping) and obj.get("format") == CHECKPOINT_FORMAT else None
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]  # a pneumocam checkpoint or a common training-script wrapper
@@ -256,6 +251,20 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, metadata: dict) -
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def read_torch_file(path: Path, error: type[Exception], what: str):
+    """torch.load(weights_only=True) of a file, every failure (empty, truncated, not PyTorch's format, a pickle
+    that is not plain tensors) turned into `error` with a one-line reason."""
+    try:
+        if path.stat().st_size == 0:
+            raise error(f"cannot read {path} {what}: the file is empty (0 bytes)")
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except error:
+        raise
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, AttributeError, IndexError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise error(f"cannot read {path} {what}: {reason}") from exc
+
+
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
     """(model in eval mode, metadata) from a pneumocam model.pt, loaded with weights_only=True.
 
@@ -265,12 +274,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, AttributeError) as exc:
-        raise CheckpointError(
-            f"cannot read checkpoint {path} (corrupt or not a pneumocam checkpoint): {str(exc).splitlines()[0]}"
-        ) from exc
+    obj = read_torch_file(path, CheckpointError, "as a checkpoint (corrupt or not a pneumocam checkpoint)")
     if not isinstance(obj, Mapping) or obj.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a pneumocam checkpoint (for plain weights use --weights {path})")
     version = obj.get("format_version")
@@ -305,8 +309,7 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 def checkpoint_part(path: str | os.PathLike, key: str):
     """A part stored beside the weights in model.pt (e.g. the domain-shift guard); None when absent."""
-    source = Path(path)
-    obj = torch.load(source, map_location="cpu", weights_only=True)
+    obj = read_torch_file(Path(path), CheckpointError, "as a checkpoint (corrupt or not a pneumocam checkpoint)")
     return obj.get(key) if isinstance(obj, Mapping) else None
 
 
@@ -316,8 +319,7 @@ def store_checkpoint_part(path: str | os.PathLike, key: str, value) -> None:
 
     from .outputs import atomic_write_bytes
 
-    source = Path(path)
-    obj = torch.load(source, map_location="cpu", weights_only=True)
+    obj = read_torch_file(Path(path), CheckpointError, "as a checkpoint (corrupt or not a pneumocam checkpoint)")
     if not isinstance(obj, Mapping) or obj.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a pneumocam checkpoint")
     obj = dict(obj) | {key: value}

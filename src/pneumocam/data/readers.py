@@ -17,9 +17,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from ..errors import PneumocamError
+
 IMAGE_SUFFIXES = frozenset({".jpeg", ".jpg", ".png", ".tif", ".tiff", ".bmp", ".dcm", ".dicom"})
 IGNORED_NAMES = frozenset({"thumbs.db", "desktop.ini", ".ds_store"})
 MIN_SIDE = 16  # smaller images carry no usable anatomy after resizing
+# The largest film decoded, read from the file's header before any pixel is: a 43 cm detector at 100 um is about
+# 18.5 MP, so 64 MP is beyond any real chest film while a small file declaring 12000 x 12000 px is refused.
+DEFAULT_MAX_PIXELS = 64_000_000
+MAX_PIXELS_ENV = "PNEUMOCAM_MAX_PIXELS"
 
 
 class UnreadableImage(Exception):
@@ -100,20 +106,54 @@ def _looks_like_dicom(source) -> bool:
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
+def max_pixels() -> int:
+    """The pixel budget of every reader: DEFAULT_MAX_PIXELS, or PNEUMOCAM_MAX_PIXELS when set."""
+    text = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_PIXELS
+    if not text.isdigit() or int(text) < MIN_SIDE * MIN_SIDE:
+        raise PneumocamError(
+            f"{MAX_PIXELS_ENV} must be a whole number of pixels >= {MIN_SIDE * MIN_SIDE}, got '{text}'"
+        )
+    return int(text)
+
+
+def check_pixel_budget(width: int, height: int, frames: int = 1, budget: int | None = None) -> None:
+    """UnreadableImage when a header declares more pixels than the budget (checked before decoding)."""
+    budget = max_pixels() if budget is None else int(budget)
+    count = int(width) * int(height) * max(1, int(frames))
+    if count > budget:
+        shape = f"{width}x{height}" + (f"x{frames} frames" if frames > 1 else "")
+        raise UnreadableImage(
+            f"image too large: {shape} = {count / 1e6:.1f} MP, over the limit of {budget / 1e6:g} MP "
+            f"(--max-pixels or {MAX_PIXELS_ENV})"
+        )
+
+
 def _to_uint8(array: np.ndarray) -> np.ndarray:
-    """Linearly map the array's own range onto 0..255 (16-bit and float images)."""
-    array = np.asarray(array, dtype=np.float64)
-    finite = np.isfinite(array)
+    """Linearly map the array's own range onto 0..255 (16-bit and float images), in float32 and in place: one
+    working copy of the film, never several float64 ones."""
+    array = np.asarray(array)
+    work = array.astype(np.float32, copy=True)
+    finite = np.isfinite(work)
     if not finite.any():
         raise UnreadableImage("image holds no finite pixel values")
-    low, high = float(array[finite].min()), float(array[finite].max())
+    all_finite = bool(finite.all())
+    low = float(work.min() if all_finite else work[finite].min())
+    high = float(work.max() if all_finite else work[finite].max())
+    if not all_finite:
+        work[~finite] = low
+    del finite
     if high <= low:
         return np.zeros(array.shape, dtype=np.uint8)
-    scaled = (np.where(finite, array, low) - low) * (255.0 / (high - low))
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    work -= low
+    work *= np.float32(255.0 / (high - low))
+    np.rint(work, out=work)
+    np.clip(work, 0, 255, out=work)
+    return work.astype(np.uint8)
 
 
-def _read_dicom(path) -> np.ndarray:
+def _read_dicom(path, budget: int | None = None) -> np.ndarray:
     import pydicom
     from pydicom.errors import InvalidDicomError
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
@@ -124,6 +164,12 @@ def _read_dicom(path) -> np.ndarray:
         raise UnreadableImage(f"corrupt DICOM: {exc}") from exc
     if "PixelData" not in ds:
         raise UnreadableImage("DICOM file has no pixel data")
+    try:
+        rows, columns = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
+        frames, samples = int(ds.get("NumberOfFrames", 1) or 1), int(ds.get("SamplesPerPixel", 1) or 1)
+    except (TypeError, ValueError) as exc:
+        raise UnreadableImage(f"corrupt DICOM: unreadable image size ({exc})") from exc
+    check_pixel_budget(columns, rows, frames * samples, budget)
     try:
         pixels = ds.pixel_array
     except Exception as exc:  # pydicom raises many types for bad or compressed data
@@ -155,11 +201,12 @@ def _pil_to_gray(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("L"), dtype=np.uint8)
 
 
-def read_grayscale(path: str | os.PathLike, draft_size: int | None = None) -> np.ndarray:
+def read_grayscale(path: str | os.PathLike, draft_size: int | None = None, max_pixels: int | None = None) -> np.ndarray:
     """Read one file into an (H, W) uint8 array, or raise UnreadableImage with the reason.
 
     draft_size lets large JPEGs decode at a reduced scale (still >= draft_size per side),
-    which is much faster when the image will be resized down anyway.
+    which is much faster when the image will be resized down anyway. max_pixels (default: max_pixels()) refuses a
+    file whose header declares more pixels, before it is decoded.
     """
     path = os.fspath(path)
     try:
@@ -167,9 +214,10 @@ def read_grayscale(path: str | os.PathLike, draft_size: int | None = None) -> np
         if (source.getbuffer().nbytes if isinstance(source, io.BytesIO) else os.path.getsize(source)) == 0:
             raise UnreadableImage("empty file (0 bytes)")
         if _looks_like_dicom(source):
-            gray = _read_dicom(source)
+            gray = _read_dicom(source, max_pixels)
         else:
             with Image.open(source) as image:
+                check_pixel_budget(*image.size, budget=max_pixels)  # only the first frame is decoded
                 if draft_size and image.format == "JPEG":
                     image.draft("L", (draft_size, draft_size))
                 image.load()

@@ -1,126 +1,32 @@
 """The web viewer and JSON API (FastAPI): explain an uploaded film; browse the run folders under --runs.
 
-Every path a client names is checked: a run is a direct child of the runs folder (no symlink out of it), and a
-film is served only if that run's predictions.csv lists it and it resolves inside the run folder or the dataset
-the run recorded. Anything else is 404, never a file from elsewhere on the disk.
+What it refuses before any route runs is in protect.py (foreign Host and Origin headers, oversized uploads, and the
+headers every answer carries); how run folders are read without trusting them is in runs.py. Every error is a JSON
+{"detail": ...} that says what is wrong with the request, never where the server keeps its files; an unexpected
+failure is a 500 whose traceback goes to the server's log only.
 """
 
 from __future__ import annotations
 
 import base64
-import csv
-import json
+import logging
 from importlib import resources
 from pathlib import Path
 
-import numpy as np
 from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
-from ..cam import METHODS
-from ..data.readers import UnreadableImage
-from .service import ModelService
+from ..cam import upsample
+from ..data.readers import UnreadableImage, read_resized
+from ..predict import overlay_png
+from .protect import LOOPBACK_HOSTS, PAGE_POLICY, allowed_hosts, protect
+from .runs import HTTPError, RunBrowser
+from .service import DEFAULT_REQUEST_TIMEOUT_S, ModelService, ServiceBusy, png_base64
 
 STATIC = resources.files("pneumocam.serve") / "static"
-
-
-class RunBrowser:
-    """Read-only access to the run folders under one directory."""
-
-    def __init__(self, runs: Path | None):
-        self.root = Path(runs).resolve() if runs else None
-
-    def names(self) -> list[str]:
-        if self.root is None or not self.root.is_dir():
-            return []
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and (p / "results.json").is_file())
-
-    def folder(self, name: str) -> Path:
-        if self.root is None or not name or "/" in name or "\\" in name or name in (".", ".."):
-            raise HTTPException(404, f"unknown run '{name}'")
-        folder = (self.root / name).resolve()
-        if folder.parent != self.root or not (folder / "results.json").is_file():
-            raise HTTPException(404, f"unknown run '{name}'")
-        return folder
-
-    def summary(self, name: str) -> dict:
-        results = json.loads((self.folder(name) / "results.json").read_text())
-        m = results["metrics"]["threshold_0.5"]
-        return {
-            "name": name,
-            "eval_split": results["provenance"]["eval_split"],
-            "n": m["n"],
-            "accuracy": m["accuracy"],
-            "roc_auc": m["roc_auc"],
-            "weights": (results["provenance"].get("weights") or {}).get("description"),
-            "report": f"/runs/{name}/report.html",
-        }
-
-    def rows(self, name: str) -> list[dict]:
-        """predictions.csv joined by path with importance.csv's region shares."""
-        folder = self.folder(name)
-        with open(folder / "predictions.csv", newline="") as f:
-            predictions = list(csv.DictReader(f))
-        shares: dict[str, dict] = {}
-        if (folder / "importance.csv").is_file():
-            with open(folder / "importance.csv", newline="") as f:
-                shares = {r["path"]: r for r in csv.DictReader(f)}
-
-        def number(value):
-            try:
-                value = float(value)
-            except (TypeError, ValueError):
-                return None
-            return value if np.isfinite(value) else None
-
-        out = []
-        for r in predictions:
-            label, pred = int(r["label"]), int(r["pred"])
-            extra = shares.get(r["path"], {})
-            out.append(
-                {
-                    "path": r["path"],
-                    "label": ["NORMAL", "PNEUMONIA"][label],
-                    "probability": float(r["prob_pneumonia"]),
-                    "prediction": ["NORMAL", "PNEUMONIA"][pred],
-                    "correct": label == pred,
-                    "in_distribution": r.get("in_distribution", "1") != "0",
-                    "lung_share": number(extra.get("share_lungs")),
-                    "outside_body_share": number(extra.get("share_outside_body")),
-                }
-            )
-        return out
-
-    def film(self, name: str, path: str) -> tuple[Path, int]:
-        """(the film's real path, its row in heatmaps.npz) for a path the run lists, inside the run or its data."""
-        folder = self.folder(name)
-        listed = {r["path"] for r in self.rows(name)}
-        if path not in listed:
-            raise HTTPException(404, "not a film of this run")
-        results = json.loads((folder / "results.json").read_text())
-        allowed = [folder, Path(results["provenance"]["data"]).resolve()]
-        real = Path(path).resolve()
-        if not any(real.is_relative_to(a) for a in allowed) or not real.is_file():
-            raise HTTPException(404, "not a film of this run")
-        with np.load(folder / "heatmaps.npz", allow_pickle=False) as maps:
-            index = [str(p) for p in maps["paths"]].index(path)
-        return real, index
-
-
-class UploadLimit:
-    """413 before the body is read when a predict request announces more than the limit (plain ASGI: Starlette's
-    BaseHTTPMiddleware would add its cost to every request)."""
-
-    def __init__(self, app, limit: int, message: str):
-        self.app, self.limit, self.message = app, limit, message
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope["path"] == "/api/predict":
-            length = dict(scope["headers"]).get(b"content-length", b"")
-            if length.isdigit() and int(length) > self.limit + 65536:
-                await JSONResponse({"detail": self.message}, status_code=413)(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+STATIC_TYPES = {"js": "text/javascript", "css": "text/css", "html": "text/html"}
+log = logging.getLogger("pneumocam.serve")
 
 
 def create_app(
@@ -130,9 +36,23 @@ def create_app(
     max_upload_mb: float = 50.0,
     window_ms: float = 15.0,
     worker_thread: bool = True,
+    host: str = "127.0.0.1",
+    extra_hosts: tuple[str, ...] = (),
+    allow_slow_methods: bool = False,
+    request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
+    max_pixels: int | None = None,
 ) -> FastAPI:
-    """The app; worker_thread=False leaves app.state.service.work_forever() to the caller's main thread."""
-    service = ModelService(checkpoint, device=device, window_ms=window_ms, worker_thread=worker_thread)
+    """The app; worker_thread=False leaves app.state.service.work_forever() to the caller's main thread. It answers
+    only requests addressed to loopback, `host` or `extra_hosts` (a Host header names one of them)."""
+    service = ModelService(
+        checkpoint,
+        device=device,
+        window_ms=window_ms,
+        worker_thread=worker_thread,
+        allow_slow_methods=allow_slow_methods,
+        request_timeout_s=request_timeout_s,
+        max_pixels=max_pixels,
+    )
     browser = RunBrowser(runs)
     limit = int(max_upload_mb * 1024 * 1024)
     app = FastAPI(
@@ -140,8 +60,8 @@ def create_app(
         description="Explainable pneumonia detection on chest X-rays: predictions, Grad-CAM maps, where they look.",
     )
     app.state.service = service
-
-    app.add_middleware(UploadLimit, limit=limit, message=f"upload over the limit of {max_upload_mb:g} MB")
+    app.state.allowed_hosts = allowed_hosts(host, extra_hosts)
+    protect(app, limit, f"upload over the limit of {max_upload_mb:g} MB", app.state.allowed_hosts)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def explain_page():
@@ -153,10 +73,11 @@ def create_app(
 
     @app.get("/static/{name}", include_in_schema=False)
     def static(name: str):
-        files = {p.name: p for p in STATIC.iterdir()}
+        # Only the package's own files, by exact name: nothing a request names is joined to a path.
+        files = {p.name: p for p in STATIC.iterdir() if p.is_file()}
         if name not in files:
             raise HTTPException(404, "no such file")
-        media = {"js": "text/javascript", "css": "text/css"}.get(name.rsplit(".", 1)[-1], "text/plain")
+        media = STATIC_TYPES.get(name.rsplit(".", 1)[-1], "text/plain")
         return Response(files[name].read_bytes(), media_type=media)
 
     @app.get("/api/health")
@@ -165,8 +86,9 @@ def create_app(
 
     @app.post("/api/predict")
     def predict(file: UploadFile = File(...), method: str = Form("gradcam")) -> dict:
-        if method not in METHODS:
-            raise HTTPException(422, f"unknown method '{method}': one of {', '.join(METHODS)}")
+        refusal = service.method_refusal(method)
+        if refusal:
+            raise HTTPException(422, refusal)
         content = file.file.read(limit + 1)
         if len(content) > limit:
             raise HTTPException(413, f"upload over the limit of {max_upload_mb:g} MB")
@@ -175,6 +97,8 @@ def create_app(
             return JSONResponse(service.answer(content, file.filename or "", method))
         except UnreadableImage as exc:
             raise HTTPException(422, f"unreadable image: {exc}") from None
+        except ServiceBusy as exc:
+            return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "5"})
 
     @app.get("/api/runs")
     def list_runs() -> list[dict]:
@@ -187,18 +111,15 @@ def create_app(
     @app.get("/api/runs/{run}/film")
     def run_film(run: str, path: str) -> dict:
         """The film at the model's size and its overlay from the run's stored map."""
-        from ..cam import load_heatmaps, upsample
-        from ..data.readers import read_resized
-        from ..predict import overlay_png
-        from .service import png_base64
-
         real, index = browser.film(run, path)
-        maps = load_heatmaps(browser.folder(run) / "heatmaps.npz")
+        maps = browser.heatmaps(run)
         size = int(maps["image_size"])
+        if not 16 <= size <= 2048 or index >= len(maps["maps"]):
+            raise HTTPError(422, "this run's heatmaps.npz does not match its films")
         try:
             gray = read_resized(real, size)
-        except UnreadableImage as exc:
-            raise HTTPException(422, f"unreadable image: {exc}") from None
+        except UnreadableImage:
+            raise HTTPException(422, "this film is not readable as an image") from None
         heat = upsample(maps["maps"][index : index + 1], size)[0]
         return {
             "path": path,
@@ -209,17 +130,28 @@ def create_app(
 
     @app.get("/runs/{run}/report.html", response_class=HTMLResponse, include_in_schema=False)
     def run_report(run: str):
-        report = browser.folder(run) / "report.html"
-        if not report.is_file():
-            raise HTTPException(404, "this run has no report")
-        return FileResponse(report)
+        return FileResponse(browser.report(run), media_type="text/html")
+
+    @app.exception_handler(HTTPError)
+    async def run_errors(request: Request, exc: HTTPError):
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status)
 
     @app.exception_handler(HTTPException)
     async def json_errors(request: Request, exc: HTTPException):
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError):
+        # FastAPI's default body echoes the input (an upload's bytes, object reprs): name the fields only.
+        fields = sorted({".".join(str(p) for p in e.get("loc", ())[1:]) or "request" for e in exc.errors()})
+        return JSONResponse({"detail": f"invalid request: check {', '.join(fields)}"}, status_code=422)
+
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception):  # a bad request never takes the server down
-        return JSONResponse({"detail": f"internal error: {type(exc).__name__}: {exc}"}, status_code=500)
+        log.exception("unexpected error answering %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": "internal error (the server's log has the details)"}, status_code=500)
 
     return app
+
+
+__all__ = ["create_app", "LOOPBACK_HOSTS", "PAGE_POLICY", "RunBrowser"]

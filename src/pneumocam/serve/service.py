@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import os
 import queue
+import re
 import tempfile
 import threading
 import time
@@ -21,15 +22,28 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import CLASS_NAMES, started_random
-from ..cam import METHODS, make_cam, upsample
-from ..data.readers import read_grayscale, resize_square
+from ..cam import METHOD_COST, METHODS, make_cam, upsample
+from ..data.readers import UnreadableImage, read_grayscale, resize_square
 from ..evaluate import checkpoint_thresholds
 from ..focus import Focused, film_maps, focus_image
-from ..guard import file_reason, image_reason, load_guard
+from ..guard import Verdict, file_reason, image_reason, load_guard
 from ..model import load_checkpoint, resolve_device
 from ..predict import jet, png_bytes
 
 HEAT_LAYER_SIDE = 56
+DEFAULT_REQUEST_TIMEOUT_S = 60.0
+# Uploads decoded at once: each may hold a film up to the pixel budget in memory, so this bounds the server's peak.
+CONCURRENT_DECODES = 2
+_SAFE_SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,8}")
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+class ServiceBusy(Exception):
+    """The request could not be answered within the server's time budget; its work was cancelled."""
+
+
+class _Abandoned(Exception):
+    """Raised inside a forward pass whose every request has timed out."""
 
 
 def png_base64(picture: np.ndarray) -> str:
@@ -62,21 +76,38 @@ class Job:
     gray: np.ndarray  # the model-size film
     reason: str  # the input checks' verdict on the uploaded file ("" when it passed)
     method: str
+    deadline: float  # time.monotonic() after which nobody waits for the answer
     lungs: np.ndarray | None = None  # estimated once: for --focus lungs, the measures and the contours
     body: np.ndarray | None = None  # likewise, for --focus body|lungs, the measures and the contours
     future: Future = field(default_factory=Future)
+    abandoned: threading.Event = field(default_factory=threading.Event)
+
+    def expired(self) -> bool:
+        return self.abandoned.is_set() or time.monotonic() > self.deadline
 
 
 class ModelService:
     """The checkpoint, its guard and thresholds, and a worker thread that explains queued films in batches."""
 
     def __init__(
-        self, checkpoint, device: str = "auto", window_ms: float = 15.0, max_batch: int = 32, worker_thread: bool = True
+        self,
+        checkpoint,
+        device: str = "auto",
+        window_ms: float = 15.0,
+        max_batch: int = 32,
+        worker_thread: bool = True,
+        allow_slow_methods: bool = False,
+        request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
+        max_pixels: int | None = None,
     ):
         """worker_thread=False: the caller runs work_forever() itself, in the process's main thread (as `pneumocam
         serve` does): there a served film's Grad-CAM took 70 ms, in a second thread 109 ms (PyTorch's OpenMP pool,
-        2 cores, after a pause between requests)."""
+        2 cores, after a pause between requests). request_timeout_s: how long one request may wait and compute;
+        past it the request is answered busy and its computation stops at the model's next forward pass."""
         self.checkpoint = str(checkpoint)
+        self.allow_slow_methods, self.request_timeout_s = allow_slow_methods, float(request_timeout_s)
+        self.max_pixels = max_pixels
+        self._decoding = threading.BoundedSemaphore(CONCURRENT_DECODES)
         self.device = resolve_device(device)
         self.model, self.meta = load_checkpoint(checkpoint, self.device)
         self.guard = load_guard(checkpoint)
@@ -109,36 +140,72 @@ class ModelService:
             "threshold_source": self.threshold_source,
             "calibration": (self.meta.get("calibration") or {}).get("method"),
             "guard": self.guard is not None,
-            "methods": list(METHODS),
+            "methods": list(self.methods()),
+            "method_cost": {m: METHOD_COST[m] for m in METHODS},
+            "request_timeout_s": self.request_timeout_s,
         }
+
+    def methods(self) -> tuple[str, ...]:
+        """The methods this server computes: the slow ones only with allow_slow_methods."""
+        return tuple(m for m in METHODS if self.allow_slow_methods or METHOD_COST[m] != "slow")
+
+    def method_refusal(self, method: str) -> str:
+        """Why a method is not served ("" when it is)."""
+        if method not in METHODS:
+            return f"unknown method '{method}': one of {', '.join(self.methods())}"
+        if method not in self.methods():
+            return (
+                f"method '{method}' is slow (minutes a film on a CPU) and this server does not compute slow methods: "
+                f"start it with --allow-slow-methods, or use one of {', '.join(self.methods())}"
+            )
+        return ""
 
     # ------------------------------------------------------------------------------------------- requests
 
     def decode(self, content: bytes, filename: str) -> tuple[np.ndarray, str]:
-        """(the film as read by every other command, the file checks' reason); UnreadableImage on a bad upload."""
-        suffix = os.path.splitext(filename or "")[1][:10] or ".img"
-        with tempfile.NamedTemporaryFile(suffix=suffix) as handle:
+        """(the film as read by every other command, the file checks' reason); UnreadableImage on a bad upload,
+        whose message names the upload, never the server's temporary file. The client's file name gives only its
+        suffix (a DICOM and a PNG read differently), and only a plain one: no "::" shard member, no NUL."""
+        suffix = os.path.splitext(filename or "")[1]
+        suffix = suffix if _SAFE_SUFFIX.fullmatch(suffix) else ".img"
+        with self._decoding, tempfile.NamedTemporaryFile(suffix=suffix) as handle:
             handle.write(content)
             handle.flush()
-            gray = read_grayscale(handle.name)
+            try:
+                gray = read_grayscale(handle.name, max_pixels=self.max_pixels)
+            except UnreadableImage as exc:
+                message = str(exc).replace(handle.name, "the upload").replace(os.path.basename(handle.name), "upload")
+                raise UnreadableImage(_ADDRESS.sub("", message)) from None
             reason = file_reason(handle.name)
         return gray, reason
 
-    def answer(self, content: bytes, filename: str, method: str = "gradcam", timeout: float = 120.0) -> dict:
-        """Decode an upload and explain it; UnreadableImage on a bad upload. While requests are being decoded the
-        batcher waits (at most the window) for them to join its batch; with none on the way it runs at once."""
+    def answer(self, content: bytes, filename: str, method: str = "gradcam", timeout: float | None = None) -> dict:
+        """Decode an upload and explain it; UnreadableImage on a bad upload, ServiceBusy when it cannot be answered
+        within the time budget (its computation is then cancelled). While requests are being decoded the batcher
+        waits (at most the window) for them to join its batch; with none on the way it runs at once."""
+        started = time.monotonic()
+        budget = self.request_timeout_s if timeout is None else float(timeout)
         with self._lock:
             self._arriving += 1
         try:
             original, reason = self.decode(content, filename)
             gray = resize_square(original, self.size)
+            del original
             parts = self._film_parts(gray)
-            job = Job(gray, reason, method, lungs=parts[1], body=parts[0])
+            job = Job(gray, reason, method, started + budget, lungs=parts[1], body=parts[0])
             self.jobs.put(job)
         finally:
             with self._lock:
                 self._arriving -= 1
-        probability, maps_row, verdict = job.future.result(timeout=timeout)
+        try:
+            probability, maps_row, verdict = job.future.result(timeout=max(0.0, job.deadline - time.monotonic()))
+        except (TimeoutError, _Abandoned):
+            job.abandoned.set()
+            job.future.cancel()
+            raise ServiceBusy(
+                f"no answer within the server's time budget of {budget:g} s (other films were being explained); "
+                "the work was cancelled: try again"
+            ) from None
         return self._answer(job.gray, parts, probability, maps_row, verdict, method)
 
     @staticmethod
@@ -181,19 +248,29 @@ class ModelService:
                             job.future.set_exception(exc)
 
     def _run(self, jobs: list[Job], method: str) -> None:
+        jobs = [job for job in jobs if not job.expired() and job.future.set_running_or_notify_cancel()]
+        if not jobs:
+            return  # every request timed out while queued: nothing to compute
         # Focused with the body and lungs each request estimated, not a second estimate.
         images, boxes = zip(*(focus_image(job.gray, self.focus, job.lungs, job.body) for job in jobs))
         focused = Focused(np.stack(images), np.array(boxes), [])
-        result = make_cam(self.model, method, batch_size=self.max_batch, device=self.device)(
-            focused.images, target="pred", description="Serving"
-        )
+
+        def stop_when_abandoned(module, args):  # every forward pass (ScoreCAM runs thousands) checks the clock
+            if all(job.expired() for job in jobs):
+                raise _Abandoned()
+
+        hook = self.model.register_forward_pre_hook(stop_when_abandoned)
+        try:
+            result = make_cam(self.model, method, batch_size=self.max_batch, device=self.device)(
+                focused.images, target="pred", description="Serving"
+            )
+        finally:
+            hook.remove()
         maps = result.maps if self.focus == "none" else film_maps(result.maps, focused.boxes, self.size, self.size)
         reasons = [job.reason or image_reason(job.gray) for job in jobs]
         if self.guard is not None and result.features is not None:
             found = self.guard.assess(result.features, reasons)
         else:
-            from ..guard import Verdict
-
             found = [Verdict(not r, float("nan"), r) for r in reasons]
         self.batches_run += 1
         for i, job in enumerate(jobs):

@@ -31,7 +31,12 @@ const pneumocam = (() => {
     const model = health.model;
     $("model-banner").innerHTML = model.random_init
       ? '<div class="banner red">This model started from RANDOM weights (no ImageNet pretraining).</div>' : "";
-    for (const m of model.methods) $("method").insertAdjacentHTML("beforeend", `<option>${m}</option>`);
+    for (const m of model.methods) {
+      const option = document.createElement("option");
+      option.value = m;
+      option.textContent = `${m} (${(model.method_cost || {})[m] || "fast"})`;
+      $("method").appendChild(option);
+    }
     const opacity = () => {
       const value = $("opacity").value / 100;
       $("heat").style.opacity = value;
@@ -59,10 +64,14 @@ const pneumocam = (() => {
           ? "In distribution: the film looks like the training films."
           : `OUT OF DISTRIBUTION (${answer.ood_reason}): the probability is shown but is worth little here.`;
         const shares = answer.regions.shares, ratios = answer.regions.ratios;
+        // Bars sized through the DOM: the page's content policy allows no inline style attributes.
         $("regions").innerHTML = Object.keys(shares).map((r) =>
-          `<div>${r}: <span class="bar" style="width:${Math.round(200 * (shares[r] || 0))}px"></span> ` +
+          `<div>${r}: <span class="bar" data-share="${shares[r] || 0}"></span> ` +
           `${pct(shares[r])} (ratio ${fmt(ratios[r], 2)})</div>`).join("") +
           `<div><small>lungs: ${answer.regions.lung_source}</small></div>`;
+        for (const bar of $("regions").querySelectorAll(".bar")) {
+          bar.style.width = `${Math.round(200 * Number(bar.dataset.share))}px`;
+        }
         $("pointing").textContent = "Map maximum inside the lungs: " +
           (answer.regions.pointing_lungs === null ? "n/a" : answer.regions.pointing_lungs ? "yes" : "no");
         $("provenance").innerHTML = provenance(answer.model);
@@ -144,11 +153,25 @@ const pneumocam = (() => {
     for (const r of runs) {
       const option = document.createElement("option");
       option.value = r.name;
-      option.textContent = `${r.name} (${r.eval_split}, n=${r.n}, acc ${fmt(r.accuracy)})`;
+      if (r.error) {
+        option.disabled = true;  // listed so the user sees it, with what is wrong with it
+        option.textContent = `${r.name} (unreadable: ${r.error})`;
+      } else {
+        option.textContent = `${r.name} (${r.eval_split}, n=${r.n}, acc ${fmt(r.accuracy)})`;
+      }
       $("run").appendChild(option);
     }
+    const firstGood = runs.find((r) => !r.error);
+    if (firstGood) $("run").value = firstGood.name;
     await load();
   }
 
   return { explainPage, runsPage };
 })();
+
+// The page says which view it is (<script data-page>): no inline script, as the content policy requires.
+{
+  const page = document.currentScript && document.currentScript.dataset.page;
+  if (page === "explain") pneumocam.explainPage();
+  else if (page === "runs") pneumocam.runsPage();
+}

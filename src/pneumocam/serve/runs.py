@@ -1,0 +1,245 @@
+"""Read-only access to the run folders under --runs, every one of them treated as hostile.
+
+A run is a direct child folder of the runs folder that resolves inside it (a link out is listed as broken, never
+followed). Every file the server sends from a run resolves inside that run folder; a film is sent only when the
+run's predictions.csv and heatmaps.npz both list it, it has an image name, and its listed path lies inside the run
+folder (then its real path must too) or belongs to the dataset the run recorded: inside its folder, listed by its
+manifest, in one of its shards (then it may be a link: datasets are often built of links to make splits).
+Problems are answered as HTTPError with a message that names what is wrong with the run, never where the server
+keeps it.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .. import CLASS_NAMES
+from ..data.discover import read_manifest
+from ..data.readers import is_image_name, tar_member
+from ..errors import PneumocamError
+
+_MAX_NAME = 255
+
+
+class HTTPError(Exception):
+    """status and a message safe to show to the client."""
+
+    def __init__(self, status: int, detail: str):
+        super().__init__(detail)
+        self.status, self.detail = status, detail
+
+
+def _clean_text(text: str) -> bool:
+    return bool(text) and len(text) <= 4096 and not any(ord(c) < 32 or ord(c) == 127 for c in text)
+
+
+def inside(path: Path, root: Path) -> bool:
+    """True when the path (made absolute, '..' folded, links not followed) lies inside root."""
+    return Path(os.path.normpath(os.path.abspath(path))).is_relative_to(os.path.normpath(os.path.abspath(root)))
+
+
+def resolves_inside(path: Path, root: Path) -> bool:
+    """True when the path, every link followed, lies inside root's real location."""
+    try:
+        return path.resolve(strict=True).is_relative_to(root.resolve(strict=True))
+    except (OSError, RuntimeError, ValueError):
+        return False
+
+
+def in_dataset(path: str, data: str) -> bool:
+    """True when a film path belongs to the dataset a run recorded: inside its folder, listed by its CSV manifest,
+    or (SHARD.tar::MEMBER) in a shard of its folder. Never a dataset at the file system's root."""
+    if not os.path.isabs(data) or os.path.normpath(data) == os.path.sep:
+        return False
+    member = tar_member(path)
+    if data.lower().endswith(".tar"):  # shards, maybe a brace pattern: their folder
+        return member is not None and inside(Path(member[0]), Path(os.path.dirname(data)))
+    if data.lower().endswith(".csv"):
+        try:
+            stamp = os.stat(data).st_mtime_ns
+        except OSError:
+            return False
+        return os.path.normpath(path) in _manifest_paths(data, stamp)
+    return inside(Path(member[0] if member else path), Path(data))
+
+
+@functools.lru_cache(maxsize=8)
+def _manifest_paths(manifest: str, stamp: int) -> frozenset[str]:
+    """The film paths a manifest lists (one read per version of the file)."""
+    try:
+        return frozenset(os.path.normpath(s.path) for s in read_manifest(manifest).samples)
+    except PneumocamError:
+        return frozenset()
+
+
+def _number(value) -> float | None:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if np.isfinite(value) else None
+
+
+class RunBrowser:
+    """The runs folder: list runs (broken ones with their reason), read one run's table, find its films."""
+
+    def __init__(self, runs: Path | None):
+        self.root = Path(runs).resolve() if runs else None
+
+    # ------------------------------------------------------------------------------------------- runs
+
+    def names(self) -> list[str]:
+        if self.root is None or not self.root.is_dir():
+            return []
+        try:
+            children = sorted(self.root.iterdir())
+        except OSError:
+            return []
+        return [p.name for p in children if p.is_dir() and not p.name.startswith(".")]
+
+    def folder(self, name: str) -> Path:
+        """The run's folder; 404 for any name that is not a plain child of the runs folder resolving inside it."""
+        unknown = HTTPError(404, "unknown run")
+        if self.root is None or not _clean_text(name) or len(name) > _MAX_NAME:
+            raise unknown
+        if "/" in name or "\\" in name or name in (".", ".."):
+            raise unknown
+        folder = self.root / name
+        if not folder.is_dir():
+            raise unknown
+        if not resolves_inside(folder, self.root) or folder.resolve().parent != self.root:
+            raise HTTPError(404, "this run folder is a link to outside the runs folder")
+        return folder
+
+    def _file(self, name: str, file: str) -> Path:
+        """A file of a run, 404 unless it is a regular file whose real path stays inside the run folder."""
+        folder = self.folder(name)
+        path = folder / file
+        if not path.is_file():
+            raise HTTPError(404, f"this run has no {file}")
+        if not resolves_inside(path, folder):
+            raise HTTPError(404, f"this run's {file} is a link to outside the run folder")
+        return path
+
+    def results(self, name: str) -> dict:
+        path = self._file(name, "results.json")
+        try:
+            results = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise HTTPError(422, f"this run's results.json is not readable JSON ({type(exc).__name__})") from None
+        if not isinstance(results, dict):
+            raise HTTPError(422, "this run's results.json is not a JSON object")
+        return results
+
+    def summary(self, name: str) -> dict:
+        """The run's headline for the list; a broken run gives {"name", "error"} instead of failing the list."""
+        try:
+            results = self.results(name)
+            provenance, metrics = results.get("provenance"), (results.get("metrics") or {}).get("threshold_0.5")
+            if not isinstance(provenance, dict) or not isinstance(metrics, dict):
+                raise HTTPError(422, "results.json lacks its provenance or metrics (an unfinished or foreign run)")
+            weights = provenance.get("weights") if isinstance(provenance.get("weights"), dict) else {}
+            return {
+                "name": name,
+                "eval_split": str(provenance.get("eval_split", "")),
+                "n": _number(metrics.get("n")),
+                "accuracy": _number(metrics.get("accuracy")),
+                "roc_auc": _number(metrics.get("roc_auc")),
+                "weights": weights.get("description"),
+                "report": f"/runs/{name}/report.html",
+                "error": None,
+            }
+        except HTTPError as exc:
+            return {"name": name, "error": exc.detail}
+
+    def report(self, name: str) -> Path:
+        return self._file(name, "report.html")
+
+    # ------------------------------------------------------------------------------------------- films
+
+    def rows(self, name: str) -> list[dict]:
+        """predictions.csv joined by path with importance.csv's region shares; 422 naming the first bad line."""
+        path = self._file(name, "predictions.csv")
+        shares: dict[str, dict] = {}
+        try:
+            with open(path, newline="", encoding="utf-8") as f:
+                predictions = list(csv.DictReader(f))
+            importance = self.folder(name) / "importance.csv"
+            if importance.is_file() and resolves_inside(importance, self.folder(name)):
+                with open(importance, newline="", encoding="utf-8") as f:
+                    shares = {r.get("path"): r for r in csv.DictReader(f)}
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            raise HTTPError(422, f"this run's tables are not readable CSV ({type(exc).__name__})") from None
+        out = []
+        for line, r in enumerate(predictions, start=2):
+            label, pred = self._class(r.get("label")), self._class(r.get("pred"))
+            probability = _number(r.get("prob_pneumonia"))
+            if label is None or pred is None or probability is None or not r.get("path"):
+                raise HTTPError(
+                    422, f"predictions.csv line {line}: needs a path, a label and pred of 0 or 1 and a probability"
+                )
+            extra = shares.get(r["path"]) or {}
+            out.append(
+                {
+                    "path": r["path"],
+                    "label": CLASS_NAMES[label],
+                    "probability": probability,
+                    "prediction": CLASS_NAMES[pred],
+                    "correct": label == pred,
+                    "in_distribution": r.get("in_distribution", "1") != "0",
+                    "lung_share": _number(extra.get("share_lungs")),
+                    "outside_body_share": _number(extra.get("share_outside_body")),
+                }
+            )
+        return out
+
+    @staticmethod
+    def _class(value) -> int | None:
+        return {"0": 0, "1": 1}.get(str(value).strip())
+
+    def film(self, name: str, path: str) -> tuple[Path, int]:
+        """(the film to open, its row in heatmaps.npz) for a path the run lists; 404 for anything else."""
+        refused = HTTPError(404, "not a film of this run")
+        if not _clean_text(path) or not is_image_name(path):
+            raise refused
+        folder = self.folder(name)
+        if path not in {r["path"] for r in self.rows(name)}:
+            raise refused
+        member = tar_member(path)
+        listed = Path(member[0] if member else path)  # a film in a tar shard: the shard is what is checked
+        data = (self.results(name).get("provenance") or {}).get("data")
+        if inside(listed, folder):
+            if not resolves_inside(listed, folder):
+                raise refused  # a link inside the run pointing elsewhere
+        elif not (isinstance(data, str) and _clean_text(data) and in_dataset(path, data)):
+            raise refused
+        if not listed.is_file():
+            raise HTTPError(404, "this film is no longer where the run found it")
+        try:
+            with np.load(self._file(name, "heatmaps.npz"), allow_pickle=False) as maps:
+                paths = [str(p) for p in maps["paths"]]
+        except HTTPError:
+            raise
+        except (OSError, ValueError, KeyError) as exc:
+            raise HTTPError(422, f"this run's heatmaps.npz is not readable ({type(exc).__name__})") from None
+        if path not in paths:
+            raise HTTPError(404, "this run stored no map for this film")
+        return Path(path), paths.index(path)
+
+    def heatmaps(self, name: str) -> dict[str, np.ndarray]:
+        try:
+            with np.load(self._file(name, "heatmaps.npz"), allow_pickle=False) as data:
+                maps = {k: data[k] for k in ("maps", "probs", "image_size")}
+        except HTTPError:
+            raise
+        except (OSError, ValueError, KeyError) as exc:
+            raise HTTPError(422, f"this run's heatmaps.npz is not readable ({type(exc).__name__})") from None
+        if maps["maps"].ndim != 3 or len(maps["maps"]) != len(maps["probs"]):
+            raise HTTPError(422, "this run's heatmaps.npz holds maps of an unexpected shape")
+        return maps
