@@ -106,7 +106,7 @@ class BaseCAM:
         try:
             with torch.enable_grad():
                 logits = self.model(x).flatten()
-                targets = resolve_targets(target, logits.detach().cpu().numpy(), labels)
+                targets = resolve_targets(target, logits.detach().float().cpu().numpy(), labels)
                 sign = torch.from_numpy(targets.astype(np.float32) * 2 - 1).to(logits.device)
                 activations = captured["activations"]
                 (grads,) = torch.autograd.grad((logits * sign).sum(), activations)

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from .errors import PneumocamError
+from .precision import PRECISIONS
 
 
 class Mode(str, Enum):
@@ -42,6 +43,9 @@ class Device(str, Enum):
     auto = "auto"
     cpu = "cpu"
     cuda = "cuda"
+
+
+Precision = Enum("Precision", {name: name for name in PRECISIONS}, type=str)  # from the library's own tuple
 
 
 class ValSource(str, Enum):
@@ -136,6 +140,12 @@ TRAINING = {
     "val_fraction": _option(float, 0.2, "Share of train's images carved for validation, by whole patients."),
     "seed": _option(int, 0, "Seed of the splits, the initialisation, the batches and every random draw."),
     "device": _option(Device, Device.auto, "Where to compute."),
+    "precision": _option(
+        Precision,
+        Precision.auto,
+        "The training step's arithmetic: auto (bf16 autocast where the CPU has AVX512-BF16 or AMX, or the GPU has "
+        "bf16; else fp32), fp32 or bf16. Weights, loss, BatchNorm statistics and metrics stay fp32.",
+    ),
     "select_by": _option(
         SelectBy, SelectBy.auc, "How the best epoch is chosen on validation (loss: the class-weighted training loss)."
     ),

@@ -14,6 +14,7 @@ from .cam import METHODS
 from .data import choose_validation, discover, split_holdout
 from .errors import PneumocamError, SettingError
 from .model import build_model
+from .precision import PRECISIONS
 from .recipes import TRAINED_WEIGHTS_REQUIRED
 
 DEFAULT_LR = {"frozen": 1e-3, "partial": 3e-4, "full": 1e-4}
@@ -50,6 +51,7 @@ class TrainConfig:
     attention_on: str = "gradcam"  # gradcam (layer4 map) | input (squared input gradients): what the penalty measures
     ema: float = 0.0  # decay per step of an exponential moving average of the weights (0: off), restarted per size
     recipe: str | None = None  # the named recipe these settings started from (recipes.py), recorded for the report
+    precision: str = "auto"  # auto | fp32 | bf16: the training step's arithmetic (precision.py); weights stay fp32
 
     def __post_init__(self):
         checks = [
@@ -59,6 +61,11 @@ class TrainConfig:
                 "the focused recipe continues a trained model: give --weights RUN/train/model.pt (a scratch run's)",
             ),
             (self.mode in ("frozen", "partial", "full"), "mode", f"must be frozen, partial or full, got '{self.mode}'"),
+            (
+                self.precision in PRECISIONS,
+                "precision",
+                f"must be one of {', '.join(PRECISIONS)}, got '{self.precision}'",
+            ),
             (self.schedule in ("cosine", "constant"), "schedule", f"must be cosine or constant, got '{self.schedule}'"),
             (
                 self.class_weights in ("auto", "balanced", "none"),

@@ -37,6 +37,7 @@ from .model import (
     set_train_mode,
 )
 from .outputs import mark_complete, new_run_folder, write_json, write_skipped
+from .precision import autocast, resolve_precision
 from .progress import new_progress
 from .provenance import environment, library_versions
 from .train_state import checkpoint_metadata, load_train_state, resumable_config, save_train_state
@@ -130,6 +131,7 @@ def train_one_epoch(
         set_train_mode(model, config.mode)
     total_loss, correct, seen, outside_sum, outside_n = 0.0, 0, 0, 0.0, 0
     global_batch = config.batch_size * dist.world
+    precision = resolve_precision(config.precision, device)
     progress = new_progress()
     with progress:
         task = progress.add_task(f"Epoch {epoch + 1}/{config.epochs}", total=len(order), info="")
@@ -138,7 +140,8 @@ def train_one_epoch(
             if features:
                 idx = np.array_split(whole.numpy(), dist.world)[dist.rank]
                 targets = torch.from_numpy(labels[idx]).to(device)
-                logits = net(data[torch.from_numpy(idx)].to(device)).flatten()
+                with autocast(precision, device):
+                    logits = net(data[torch.from_numpy(idx)].to(device)).flatten()
             else:
                 whole = np.sort(whole.numpy())
                 batch = torch.from_numpy(np.array(data[whole]))
@@ -152,14 +155,18 @@ def train_one_epoch(
                 targets = torch.from_numpy(labels[whole[part]]).to(device)
                 inputs = to_model_input(batch[torch.from_numpy(part)].to(device))
                 if attention is None:
-                    logits = net(inputs).flatten()
+                    with autocast(precision, device):
+                        logits = net(inputs).flatten()
                 else:
                     mine = masks[torch.from_numpy(part)].to(device)
-                    logits, share = attention.shares(net, model, inputs, targets, mine)
+                    with autocast(precision, device):
+                        logits, share = attention.shares(net, model, inputs, targets, mine)
+                    share = share.float()
                     present = torch.from_numpy(attention.present[whole[part]]).to(device)
                     penalty = (share * present).sum() / present.sum().clamp(min=1)
                     outside_sum += float((share.detach() * present).sum())
                     outside_n += int(present.sum())
+            logits = logits.float()  # the loss, and everything after it, in fp32
             loss = weighted_loss(logits, targets, class_weights, len(targets) * dist.world / len(whole))
             loss_total = loss if attention is None else loss + attention.weight * penalty
             optimizer.zero_grad(set_to_none=True)
@@ -342,9 +349,12 @@ def estimate_at_start(model: nn.Module, config: TrainConfig, images, n_val: int,
     batch = torch.from_numpy(np.array(images[: config.batch_size])).float().unsqueeze(1)
     batch = F.interpolate(batch, size=(size, size), mode="bilinear").squeeze(1).round().clamp(0, 255).to(torch.uint8)
     inputs = to_model_input(batch.to(device))
+    precision = resolve_precision(config.precision, device)
     for _ in range(2):  # the first step pays for allocation: time the second
         began = time.perf_counter()
-        probe(inputs).sum().backward()
+        with autocast(precision, device):
+            out = probe(inputs)
+        out.float().sum().backward()
     per_film = (time.perf_counter() - began) / len(inputs)
     films = len(images) + n_val / 3
     return sum(films * per_film * (s / size) ** 2 for s in config.sizes[first:])
@@ -446,6 +456,8 @@ def fit(
         on_start(run_dir)
     if weights_info.is_random:
         say(f"[bold red]WARNING: {'; '.join([weights_info.description, *weights_info.notes])}[/]")
+    precision = resolve_precision(config.precision, device)
+    say(f"precision: {precision.used} ({precision.reason}; weights, loss and BatchNorm statistics stay fp32)")
     params = apply_mode(model, config.mode)
     model = model.to(device).to(memory_format=torch.channels_last)
     if not resume and main:
@@ -460,6 +472,7 @@ def fit(
                 "environment": environment(),
                 "world_size": dist.world,
                 "distributed": dist.to_dict() | {"global_batch": config.batch_size * dist.world},
+                "precision": precision.to_dict(),
             },
         )
         write_skipped(run_dir / "skipped.csv", prepared.skipped)
@@ -610,6 +623,7 @@ def fit(
             "weights": weights_info,
             "validation": prepared.validation_plan,
             "timings_this_session": timings,
+            "precision": precision.to_dict(),
             "control": random_feature_control(config, weights_info, prepared, history, best, device)
             if use_features
             else None,

@@ -14,8 +14,9 @@ from . import CLASS_NAMES
 from .config import TrainConfig
 from .data import IMAGENET_MEAN, IMAGENET_STD
 from .errors import CheckpointError
-from .model import ARCH, HEAD, trainable_state
+from .model import ARCH, HEAD, resolve_device, trainable_state
 from .outputs import atomic_write_bytes
+from .precision import resolve_precision
 from .provenance import library_versions
 
 if TYPE_CHECKING:
@@ -89,6 +90,7 @@ def checkpoint_metadata(
         "config": config.to_dict(),
         "seen": seen,  # content hashes and patient ids of what trained and selected this model (leakage checks)
         "calibration": calibration.to_dict() if calibration is not None else None,  # load_checkpoint applies it
+        "precision": resolve_precision(config.precision, resolve_device(config.device)).to_dict(),  # of training
     }
 
 
