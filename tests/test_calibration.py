@@ -42,3 +42,17 @@ def test_calibration_lowers_the_error_of_an_overconfident_model(rng):
     assert cal.method == "temperature" and cal.ece_after < cal.ece_before
     none = calibrate(logits, labels, "none")
     assert none.temperature == 1.0 and none.ece_after == none.ece_before == cal.ece_before
+
+
+def test_a_temperature_at_its_bound_is_not_applied_and_says_why():
+    """Separable validation logits: the likelihood keeps falling as T -> 0, so the fit stops at the lower bound
+    (0.05: logits x 20). That is not a calibration: T stays 1 and the note says so."""
+    logits = np.array([-3.0, -2.0, -1.0, 1.0, 2.0, 3.0])
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    assert fit_temperature(logits, labels) == pytest.approx(0.05, rel=1e-3)
+    calibration = calibrate(logits, labels)
+    assert calibration.temperature == 1.0 and calibration.method == "none"
+    assert "bound" in calibration.note and calibration.ece_after == calibration.ece_before
+    overlapping = np.array([-2.0, 0.5, -1.0, 1.0, -0.5, 2.0])  # not separable: an interior optimum, applied
+    fitted = calibrate(overlapping, labels)
+    assert fitted.method == "temperature" and fitted.note is None and 0.06 < fitted.temperature < 19

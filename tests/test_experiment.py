@@ -367,3 +367,24 @@ def test_explain_reads_everything_from_a_run_folder(run, tmp_path):
     )
     with open(explained / "predictions.csv") as a, open(run / "predictions.csv") as b:
         assert a.read() == b.read()  # the same model on the same films
+
+
+def test_predictions_csv_reproduces_metrics_json_with_sklearn(tiny_run):
+    """What a reader recomputes from the run's files: ROC-AUC and the accuracy at the named decision threshold."""
+
+    from sklearn.metrics import accuracy_score, roc_auc_score
+
+    metrics = json.loads((tiny_run / "metrics.json").read_text())
+    with open(tiny_run / "predictions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    labels = [int(r["label"]) for r in rows]
+    probs = [float(r["prob_pneumonia"]) for r in rows]
+    decision = metrics["decision"]
+    reported = metrics["metrics"][decision["metrics_key"]]
+    assert roc_auc_score(labels, probs) == pytest.approx(reported["roc_auc"], abs=1e-9)
+    assert accuracy_score(labels, [int(r["pred"]) for r in rows]) == pytest.approx(reported["accuracy"], abs=1e-9)
+    assert all(float(r["threshold"]) == decision["threshold"] for r in rows)
+    assert [int(r["pred"]) for r in rows] == [int(p >= decision["threshold"]) for p in probs]
+    assert [int(r["pred_at_0.5"]) for r in rows] == [int(p >= 0.5) for p in probs]
+    at_half = metrics["metrics"]["threshold_0.5"]["accuracy"]
+    assert accuracy_score(labels, [int(r["pred_at_0.5"]) for r in rows]) == pytest.approx(at_half, abs=1e-9)

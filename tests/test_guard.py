@@ -55,6 +55,21 @@ def test_input_checks_by_hand(tmp_path):
     assert image_reason(film[:64, :64]) == ""
 
 
+def test_an_input_check_that_cannot_read_the_file_flags_it_with_a_reason(tmp_path, monkeypatch):
+    """Before, any failure inside the checks let the film pass silently ("")."""
+    from PIL import Image as PILImage
+
+    path = tmp_path / "grey.png"
+    PILImage.fromarray(np.random.default_rng(1).integers(0, 255, (300, 250), dtype=np.uint8)).save(path)
+    assert file_reason(path) == ""
+
+    def broken(*args, **kwargs):
+        raise OSError("cannot identify image file")
+
+    monkeypatch.setattr(PILImage, "open", broken)
+    assert file_reason(path) == "input checks could not read the file (OSError)"
+
+
 def test_guard_fit_refits_the_guard_training_stored(tiny_checkpoint, tmp_path):
     import shutil
 
@@ -134,6 +149,12 @@ def test_known_answers_on_a_model_trained_on_kermany(tmp_path):
         ),
         "phantoms": written("phantoms", [make_phantom(rng, i % 2, 224).image for i in range(40)]),
     }
+    from pneumocam.guard import input_reasons
+
     for name, samples in probes.items():
         assert flagged(samples).mean() >= 0.95, name
+    for name in ("films rotated 90 degrees", "inverted films", "phantoms"):
+        # square grey films: the file and pixel checks pass them, so what flags them is the feature distance
+        loaded = load_images(probes[name], 128, use_cache=False)
+        assert input_reasons(loaded.paths, loaded.images) == [""] * len(loaded.paths), name
     assert flagged(held).mean() <= 0.07

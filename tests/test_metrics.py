@@ -150,3 +150,30 @@ def test_operating_points_by_hand():
     s = metrics.summary()
     assert s["sensitivity_at_specificity_0.85"]["value"] == pytest.approx(sens_at)
     assert s["specificity_at_sensitivity_0.95"]["value"] == pytest.approx(spec_at)
+
+
+def test_fixed_operating_points_on_tied_scores_equal_a_full_threshold_sweep():
+    """Integer scores with many ties (seeds 109 and 123 are cases where roc_curve's default drop_intermediate
+    dropped the best reachable point): the best sensitivity at specificity >= 0.85 and the best specificity at
+    sensitivity >= 0.95 equal a brute-force sweep over every threshold, written here."""
+    from pneumocam.metrics import operating_points
+
+    def sweep(labels, scores):
+        best_sens, best_spec = 0.0, 0.0
+        for t in np.append(np.unique(scores), np.inf):
+            called = scores >= t
+            sens, spec = called[labels == 1].mean(), (~called[labels == 0]).mean()
+            if spec >= 0.85 - 1e-12:
+                best_sens = max(best_sens, sens)
+            if sens >= 0.95 - 1e-12:
+                best_spec = max(best_spec, spec)
+        return best_sens, best_spec
+
+    for seed in (109, 123, *range(20)):
+        rng = np.random.default_rng(seed)
+        labels = rng.integers(0, 2, 40)
+        scores = (rng.integers(0, 5, 40) + labels).astype(float)
+        points = operating_points(labels, scores)
+        assert (points["sensitivity_at_specificity"], points["specificity_at_sensitivity"]) == pytest.approx(
+            sweep(labels, scores)
+        ), seed

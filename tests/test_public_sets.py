@@ -5,14 +5,13 @@ import csv
 
 import numpy as np
 import pytest
+import torchxrayvision  # noqa: F401  (a hard dependency: imported plainly, so its absence fails, never skips)
 from PIL import Image
 from typer.testing import CliRunner
 
-pytest.importorskip("torchxrayvision")
-
-from pneumocam.cli import app  # noqa: E402
-from pneumocam.data import discover  # noqa: E402
-from pneumocam.data.public import public_manifest  # noqa: E402
+from pneumocam.cli import app
+from pneumocam.data import discover
+from pneumocam.data.public import public_manifest
 from pneumocam.errors import DataError  # noqa: E402
 
 

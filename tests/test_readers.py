@@ -90,7 +90,11 @@ def test_exif_rotation_is_applied(tmp_path):
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise on display
     path = save(tmp_path / "r.jpeg", Image.fromarray(g), exif=exif, quality=95)
-    assert read_grayscale(path).shape == (60, 40)
+    read = read_grayscale(path)
+    assert read.shape == (60, 40)
+    # orientation 6 shows the stored image turned 90 degrees clockwise: np.rot90 with k=-1 (JPEG loses a little)
+    assert np.abs(read.astype(int) - np.rot90(g, k=-1).astype(int)).mean() < 3
+    assert np.abs(read.astype(int) - np.rot90(g, k=1).astype(int)).mean() > 20  # the other way would not pass
 
 
 def test_one_pixel_image_is_skipped_as_too_small(tmp_path):
@@ -136,11 +140,37 @@ def test_dicom_monochrome1_is_inverted(tmp_path, write_dicom):
     assert np.array_equal(mono1, 255 - mono2)
 
 
+def _window(x, centre, width):
+    """DICOM PS3.3 C.11.2.1.2.1 (LINEAR) onto 0..255, written out."""
+    y = ((np.asarray(x, dtype=np.float64) - (centre - 0.5)) / (width - 1) + 0.5) * 255
+    return np.clip(np.rint(y), 0, 255)
+
+
 def test_dicom_voi_window_is_applied(tmp_path, write_dicom):
     pixels = np.tile(np.arange(0, 4000, 100, dtype=np.uint16), (30, 1))
     gray = read_grayscale(write_dicom(tmp_path / "w.dcm", pixels, WindowCenter=2000, WindowWidth=1000))
     row = gray[0]
     assert row[:10].max() == 0 and row[-10:].min() == 255  # clipped outside the window
+
+
+def test_dicom_voi_window_keeps_its_contrast(tmp_path, write_dicom):
+    """Pixels 1600..2400 inside a window centred at 2000, 1000 wide: about 26..230, not stretched to 0..255."""
+    pixels = np.tile(np.linspace(1600, 2400, 40).round().astype(np.uint16), (30, 1))
+    gray = read_grayscale(write_dicom(tmp_path / "w.dcm", pixels, WindowCenter=2000, WindowWidth=1000))
+    assert np.abs(gray[0].astype(int) - _window(pixels[0], 2000, 1000)).max() <= 1
+    assert 24 <= gray.min() <= 28 and 228 <= gray.max() <= 232
+
+
+def test_dicom_modality_lut_comes_before_the_window(tmp_path, write_dicom):
+    """A window given in rescaled units (centre 0, width 1000) on stored 100..900 with slope 2, intercept -1000:
+    only with the rescale applied first do the values -800..800 fall across it; without it all would be 255."""
+    pixels = np.tile(np.linspace(100, 900, 40).round().astype(np.uint16), (30, 1))
+    path = write_dicom(
+        tmp_path / "r.dcm", pixels, RescaleSlope=2, RescaleIntercept=-1000, WindowCenter=0, WindowWidth=1000
+    )
+    gray = read_grayscale(path)
+    assert np.abs(gray[0].astype(int) - _window(pixels[0] * 2.0 - 1000, 0, 1000)).max() <= 1
+    assert gray.min() == 0 and gray.max() == 255 and len(np.unique(gray)) > 20
 
 
 def test_dicom_without_extension_is_recognised(tmp_path, write_dicom):

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 N_BINS = 15
+TEMPERATURE_BOUNDS = (0.05, 20.0)
 
 
 def _nll(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
@@ -22,13 +23,13 @@ def _nll(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
-    """The T in [0.05, 20] minimising the mean negative log-likelihood of sigmoid(logit / T)."""
+    """The T in TEMPERATURE_BOUNDS minimising the mean negative log-likelihood of sigmoid(logit / T)."""
     from scipy.optimize import minimize_scalar
 
     logits, labels = np.asarray(logits, dtype=np.float64), np.asarray(labels)
     found = minimize_scalar(
         lambda log_t: _nll(logits, labels, float(np.exp(log_t))),
-        bounds=(np.log(0.05), np.log(20.0)),
+        bounds=tuple(np.log(TEMPERATURE_BOUNDS)),
         method="bounded",
         options={"xatol": 1e-6},
     )
@@ -74,6 +75,7 @@ class Calibration:
     ece_after: float | None
     n_bins: int = N_BINS
     fitted_on: str = "validation split (the one that selected the epoch)"
+    note: str | None = None  # why the fitted temperature was not used, when it was not
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -87,6 +89,15 @@ def calibrate(logits: np.ndarray, labels: np.ndarray, method: str = "temperature
     if method == "none":
         return Calibration("none", 1.0, before, before)
     temperature = fit_temperature(logits, labels)
+    low, high = TEMPERATURE_BOUNDS
+    if not low * 1.01 < temperature < high / 1.01:
+        # At a bound the likelihood has no interior optimum: on a separable validation split it falls forever as
+        # T -> 0 (every logit multiplied without end). That is no estimate of calibration: keep T = 1, say why.
+        note = (
+            f"the temperature fit reached its bound ({temperature:.3g} in [{low:g}, {high:g}]): the validation split "
+            "is separable or degenerate, so no temperature was applied (T = 1)"
+        )
+        return Calibration("none", 1.0, before, before, note=note)
     return Calibration(
         "temperature", temperature, before, expected_calibration_error(labels, expit(np.asarray(logits) / temperature))
     )

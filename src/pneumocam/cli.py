@@ -24,6 +24,7 @@ from .cli_options import (
     BOOTSTRAP,
     CONFIG,
     EXPLAINING,
+    PRECISION,
     STATISTICS,
     TRAINING,
     Device,
@@ -39,6 +40,7 @@ from .cli_runs import compare, merge, report
 from .cli_serve import serve
 from .cli_webdataset import webdataset_app
 from .errors import PneumocamError
+from .precision import autocast, resolve_precision
 
 app = typer.Typer(
     add_completion=False,
@@ -134,7 +136,7 @@ STRICT = {"strict": EXPLAINING["strict"]}
 
 @app.command()
 @clean_errors
-@options(BOOTSTRAP, STRICT)
+@options(BOOTSTRAP, STRICT, PRECISION)
 def evaluate(
     checkpoint: Path = typer.Option(..., help="A pneumocam model.pt."),
     data: Path = typer.Option(
@@ -160,20 +162,24 @@ def evaluate(
     if strict:  # fail before a folder is made
         enforce(check_leakage(metadata, discover(data).split(split.value)), True, _warn)
     folder = new_run_folder(out, prefix=f"evaluate-{split.value}")
-    result = evaluate_split(
-        model,
-        metadata,
-        str(data),
-        split.value,
-        folder,
-        batch_size,
-        target,
-        bootstrap,
-        seed,
-        str(checkpoint),
-        strict=strict,
-        warn=_warn,
-    )
+    precision = resolve_precision(settings["precision"].value, target)
+    console.print(f"precision: {precision.used} ({precision.reason})")
+    with autocast(precision, target):
+        result = evaluate_split(
+            model,
+            metadata,
+            str(data),
+            split.value,
+            folder,
+            batch_size,
+            target,
+            bootstrap,
+            seed,
+            str(checkpoint),
+            strict=strict,
+            warn=_warn,
+            precision=precision.to_dict(),
+        )
     mark_complete(folder)
     print_metrics(result)
     console.print(f"[green]written:[/] {escape(str(folder))}")
@@ -334,7 +340,7 @@ def stats(
 
 @app.command()
 @clean_errors
-@options({"method": EXPLAINING["method"]}, STRICT)
+@options({"method": EXPLAINING["method"]}, STRICT, PRECISION)
 def predict(
     checkpoint: Path = typer.Option(..., help="A pneumocam model.pt."),
     images: list[Path] = typer.Argument(..., help="Image files (JPEG, PNG, TIFF, BMP or DICOM)."),
@@ -348,7 +354,14 @@ def predict(
     from .predict import predict_files
 
     outcome = predict_files(
-        checkpoint, images, out, settings["method"].value, device.value, strict=settings["strict"], warn=_warn
+        checkpoint,
+        images,
+        out,
+        settings["method"].value,
+        device.value,
+        strict=settings["strict"],
+        warn=_warn,
+        precision=settings["precision"].value,
     )
     table = Table(
         title=f"predictions at threshold {outcome.threshold:.3f} ({outcome.threshold_source}); 0.5 shown beside it"
@@ -363,7 +376,7 @@ def predict(
 
 @app.command()
 @clean_errors
-@options(EXPLAINING, defaults={"trust_images": 32})
+@options(EXPLAINING, PRECISION, defaults={"trust_images": 32})
 def explain(
     run_dir: Optional[Path] = typer.Option(
         None, "--run", help="A finished `pneumocam run` folder: its model, data and split."
@@ -391,8 +404,9 @@ def explain(
     if checkpoint is None or data is None:
         raise PneumocamError("give --run RUN_DIR, or both --checkpoint and --data")
     values = plain(settings | {"n_per_class": "30", "n_draws": 1000, "alpha": 0.05})
+    precision = values.pop("precision")
     config = ExperimentConfig(
-        train=TrainConfig(data=str(data), weights="none", seed=seed, device=device.value),
+        train=TrainConfig(data=str(data), weights="none", seed=seed, device=device.value, precision=precision),
         eval_split=split or "test",
         checkpoint=str(checkpoint),
         **_experiment_settings(values),

@@ -143,8 +143,8 @@ TRAINING = {
     "precision": _option(
         Precision,
         Precision.auto,
-        "The training step's arithmetic: auto (bf16 autocast where the CPU has AVX512-BF16 or AMX, or the GPU has "
-        "bf16; else fp32), fp32 or bf16. Weights, loss, BatchNorm statistics and metrics stay fp32.",
+        "The network's arithmetic: auto (bf16 autocast where the CPU has AVX512-BF16 or AMX, or the GPU has bf16; "
+        "else fp32), fp32 or bf16. Weights, loss, BatchNorm statistics, calibration and metrics stay fp32.",
     ),
     "select_by": _option(
         SelectBy, SelectBy.auc, "How the best epoch is chosen on validation (loss: the class-weighted training loss)."
@@ -195,6 +195,8 @@ TRAINING = {
         "focused continues a scratch model given with --weights.",
     ),
 }
+
+PRECISION = {"precision": TRAINING["precision"]}  # the same option on every command that runs the model
 
 EXPLAINING = {
     "method": _option(

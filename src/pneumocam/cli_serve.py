@@ -10,13 +10,14 @@ from rich.console import Console
 from rich.markup import escape
 
 from .cli_errors import clean_errors
-from .cli_options import Device
+from .cli_options import PRECISION, Device, options
 from .data.readers import DEFAULT_MAX_PIXELS
 
 console = Console(highlight=False, soft_wrap=True)
 
 
 @clean_errors
+@options(PRECISION)
 def serve(
     checkpoint: Path = typer.Option(..., help="A pneumocam model.pt, loaded once."),
     runs: Optional[Path] = typer.Option(None, help="A folder of run folders to browse."),
@@ -36,6 +37,7 @@ def serve(
         [], help="Another name this server answers to in the Host header (loopback and --host always are)."
     ),
     device: Device = typer.Option(Device.auto, help="Where to compute."),
+    **settings,
 ):
     """A web page to drop a film and see the answer, its map and where it looks, and to browse runs; JSON API.
 
@@ -64,6 +66,7 @@ def serve(
         allow_slow_methods=allow_slow_methods,
         request_timeout_s=request_timeout,
         max_pixels=max_pixels,
+        precision=settings["precision"].value,
     )
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
     # HTTP in a second thread, the model in this main one: PyTorch's CPU kernels ran a served film's Grad-CAM in

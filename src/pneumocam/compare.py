@@ -113,6 +113,16 @@ def attention_differences(labels, columns_a: dict[str, np.ndarray], columns_b: d
     return out
 
 
+def recorded_patient(row: dict, path: str) -> str | None:
+    """The patient id the run recorded for a film (from its manifest, shard or file name); runs written before
+    predictions.csv carried it fall back to the file name."""
+    if "patient_id" in row:
+        return row["patient_id"] or None
+    from .data import patient_id_from_name
+
+    return patient_id_from_name(Path(path).name)
+
+
 def compare_runs(run_a: str | Path, run_b: str | Path, n_resamples: int = 2000, seed: int = 0) -> dict:
     """compare.json's content for two run folders evaluated on (at least partly) the same images."""
     run_a, run_b = Path(run_a), Path(run_b)
@@ -127,9 +137,7 @@ def compare_runs(run_a: str | Path, run_b: str | Path, n_resamples: int = 2000, 
         raise PneumocamError("the two runs disagree on some labels of the same files: not the same data")
     if labels.min() == labels.max():
         raise PneumocamError("the shared images hold one class only: AUC is undefined")
-    from .data import patient_id_from_name
-
-    ids = [patient_id_from_name(Path(p).name) for p in common]
+    ids = [recorded_patient(pred_a[p], p) for p in common]
     groups = np.array([i if i is not None else f"file:{p}" for i, p in zip(ids, common)]) if any(ids) else None
     (key_a, t_a), (key_b, t_b) = _threshold(run_a), _threshold(run_b)
     result = {

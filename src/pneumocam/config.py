@@ -51,7 +51,7 @@ class TrainConfig:
     attention_on: str = "gradcam"  # gradcam (layer4 map) | input (squared input gradients): what the penalty measures
     ema: float = 0.0  # decay per step of an exponential moving average of the weights (0: off), restarted per size
     recipe: str | None = None  # the named recipe these settings started from (recipes.py), recorded for the report
-    precision: str = "auto"  # auto | fp32 | bf16: the training step's arithmetic (precision.py); weights stay fp32
+    precision: str = "auto"  # auto | fp32 | bf16: the network's arithmetic (precision.py); weights stay fp32
 
     def __post_init__(self):
         checks = [

@@ -60,6 +60,14 @@ def checkpoint_thresholds(metadata: dict) -> tuple[dict[str, float], dict[str, s
     return thresholds, described
 
 
+def decision_threshold(metadata: dict) -> tuple[float, str, str]:
+    """(value, the key in metrics.json's thresholds, how it was chosen): the threshold every command decides at,
+    the one chosen on the checkpoint's validation split, or 0.5 when it recorded none."""
+    thresholds, described = checkpoint_thresholds(metadata)
+    key = "threshold_youden_val" if "threshold_youden_val" in thresholds else "threshold_0.5"
+    return thresholds[key], key, described[key]
+
+
 @dataclass
 class Predictions:
     paths: list[str]
@@ -68,17 +76,26 @@ class Predictions:
     patients: list[str | None] | None = None  # per path; the AUC interval resamples patients when known
     verdicts: list | None = None  # per path: the domain-shift guard's guard.Verdict
 
-    HEADER = ("path", "label", "prob_pneumonia", "pred", "in_distribution", "ood_score", "ood_reason")
+    # pred: the decision at the model's threshold (decision_threshold, named in metrics.json's "decision"), the one
+    # predict and serve decide at; pred_at_0.5 beside it. Probabilities round-trip (repr), so the metrics recomputed
+    # from this file are the reported ones exactly: rounding would create ties and move the AUC.
+    HEADER = (
+        "path", "label", "prob_pneumonia", "pred", "pred_at_0.5", "threshold", "patient_id", "in_distribution",
+        "ood_score", "ood_reason",
+    )  # fmt: skip
 
     def rows(self, threshold: float):
         verdicts = self.verdicts or [None] * len(self.paths)
-        for path, label, prob, verdict in zip(self.paths, self.labels, self.probs, verdicts):
+        patients = self.patients or [None] * len(self.paths)
+        for path, label, prob, verdict, patient in zip(self.paths, self.labels, self.probs, verdicts, patients):
             guard = (
                 ("", "", "")
                 if verdict is None
                 else (int(verdict.in_distribution), f"{verdict.ood_score:.3f}", verdict.ood_reason)
             )
-            yield path, int(label), f"{prob:.6f}", int(prob >= threshold), *guard
+            prob = float(prob)
+            decided = (int(prob >= threshold), int(prob >= 0.5), repr(float(threshold)), patient or "")
+            yield path, int(label), repr(prob), *decided, *guard
 
     def in_distribution(self) -> "Predictions":
         """The films the guard let through (all of them without verdicts)."""
@@ -149,6 +166,12 @@ def guard_record(
     return record
 
 
+def decision_record(metadata: dict) -> dict:
+    """metrics.json's "decision": which threshold predictions.csv's pred (and predict, serve) decide at."""
+    value, key, how = decision_threshold(metadata)
+    return {"threshold": value, "metrics_key": key, "chosen": how, "predictions_csv_column": "pred"}
+
+
 def metrics_record(
     split: str,
     data_root,
@@ -177,6 +200,7 @@ def metrics_record(
         "weights": metadata.get("weights"),
         "seed": seed,
         "thresholds": described,
+        "decision": decision_record(metadata),
         "metrics": metrics,
         "leakage": leakage.to_dict(),
         "guard": guard,
@@ -196,6 +220,7 @@ def evaluate_split(
     checkpoint: str | None = None,
     strict: bool = False,
     warn=print,
+    precision: dict | None = None,
 ) -> dict:
     """Evaluate on one split (only that split is needed) and write metrics.json, predictions.csv, skipped.csv.
 
@@ -226,9 +251,10 @@ def evaluate_split(
     metrics = metrics_at_thresholds(predictions, thresholds, bootstrap_resamples, seed)
     guarded = guard_record(predictions, thresholds, guard, bootstrap_resamples, seed)
     result = metrics_record(split, data_root, loaded, checkpoint, metadata, seed, described, metrics, leakage, guarded)
+    result["precision"] = precision  # what the forward passes ran in (precision.py); None: fp32, not recorded
     out_dir = Path(out_dir)
     write_json(out_dir / "metrics.json", result)
-    write_csv(out_dir / "predictions.csv", Predictions.HEADER, predictions.rows(0.5))
+    write_csv(out_dir / "predictions.csv", Predictions.HEADER, predictions.rows(decision_threshold(metadata)[0]))
     write_skipped(out_dir / "skipped.csv", loaded.skipped)
     leakage.write_csv(out_dir / "leakage.csv")
     return result

@@ -19,12 +19,13 @@ from .cam import CamResult, make_cam
 from .config import ExperimentConfig, evaluated_samples, validate_experiment
 from .data import LoadedImages, discover, load_images
 from .errors import PneumocamError
-from .evaluate import Predictions, checkpoint_thresholds, guard_record, metrics_at_thresholds
+from .evaluate import Predictions, checkpoint_thresholds, decision_threshold, guard_record, metrics_at_thresholds
 from .guard import load_guard, verdicts
 from .importance import SCORES, compared_scores, empty_summary, importance_scores
 from .leakage import Leakage, check_leakage, enforce
 from .model import load_checkpoint, resolve_device
 from .outputs import mark_complete, new_run_folder, write_csv, write_json
+from .precision import autocast, resolve_precision
 from .provenance import environment, library_versions
 from .runfolder import write_run
 from .stats import group_statistics
@@ -87,11 +88,13 @@ def run_experiment(
     run_dir = open_run_folder(cfg, runs_dir, run_dir, resume, on_start)
     device = resolve_device(cfg.train.device)
     trained = train_or_load(cfg, run_dir, resume, preloaded, device)
-    explained = explain_split(cfg, trained, run_dir, device, computed)
-    if explained is None:  # a shard: its part is written
-        mark_complete(run_dir)
-        return run_dir
-    scored = score_maps(cfg, trained, explained, device)
+    # Every forward pass after training (evaluation, Grad-CAM, trust checks) in the run's precision.
+    with autocast(resolve_precision(cfg.train.precision, device), device):
+        explained = explain_split(cfg, trained, run_dir, device, computed)
+        if explained is None:  # a shard: its part is written
+            mark_complete(run_dir)
+            return run_dir
+        scored = score_maps(cfg, trained, explained, device)
     statistics, notes = compare_classes(cfg, explained, scored)
     write_run(cfg, run_dir, trained, explained, scored, statistics, notes)
     render(run_dir)
@@ -191,7 +194,7 @@ def explain_split(cfg: ExperimentConfig, trained: Trained, run_dir: Path, device
     guarded = guard_record(predictions, thresholds, guard, cfg.bootstrap, cfg.train.seed)
     if guarded["n_flagged"]:
         print(f"domain-shift guard: {guarded['n_flagged']} films flagged {guarded['reasons']}", file=sys.stderr)
-    write_csv(run_dir / "predictions.csv", Predictions.HEADER, predictions.rows(0.5))
+    write_csv(run_dir / "predictions.csv", Predictions.HEADER, predictions.rows(decision_threshold(trained.meta)[0]))
     kept = np.array([v.in_distribution for v in found], dtype=bool)
     return Explained(loaded, on_film, metrics, described, leakage, inputs, result, focus, kept, guarded, found)
 

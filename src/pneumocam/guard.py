@@ -137,11 +137,11 @@ def file_reason(path: str | os.PathLike) -> str:
     """Checks on the file as stored: colour, aspect ratio, size. DICOM files are monochrome by definition here."""
     from PIL import Image
 
-    from .data.readers import _looks_like_dicom, image_source
+    from .data.readers import UnreadableImage, image_source, looks_like_dicom
 
     try:
         source = image_source(path)  # a file, or a tar shard's member in memory
-        if _looks_like_dicom(source):
+        if looks_like_dicom(source):
             import pydicom
 
             ds = pydicom.dcmread(source, stop_before_pixels=True)
@@ -154,8 +154,10 @@ def file_reason(path: str | os.PathLike) -> str:
                     image.draft("RGB", (64, 64))
                     rgb = np.asarray(image.convert("RGB").resize((64, 64)), dtype=np.int16)
                     colour = float((rgb.max(axis=2) - rgb.min(axis=2)).mean())
-    except Exception:  # unreadable files are the readers' business: they are skipped with their reason
-        return ""
+    except (OSError, ValueError, SyntaxError, KeyError, TypeError, EOFError, MemoryError, UnreadableImage) as exc:
+        # The reader decoded this film (or skips it with its own reason), yet its header could not be checked:
+        # flagged, with what failed, rather than passed unchecked.
+        return f"input checks could not read the file ({type(exc).__name__})"
     if colour > MAX_CHROMA:
         return "colour image"
     if height and not ASPECT_RANGE[0] <= width / height <= ASPECT_RANGE[1]:

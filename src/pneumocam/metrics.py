@@ -63,10 +63,12 @@ SENSITIVITY_FIXED = 0.95
 
 
 def operating_points(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
-    """ROC-AUC, the best sensitivity with specificity >= 0.85, and the best specificity with sensitivity >= 0.95."""
+    """ROC-AUC, the best sensitivity with specificity >= 0.85, and the best specificity with sensitivity >= 0.95:
+    the best point a threshold reaches on these scores (every threshold, no interpolation between points; roc_curve's
+    default drop_intermediate would drop reachable points and understate them on tied scores)."""
     from sklearn.metrics import roc_auc_score, roc_curve
 
-    fpr, tpr, _ = roc_curve(labels, probs)
+    fpr, tpr, _ = roc_curve(labels, probs, drop_intermediate=False)
     return {
         "roc_auc": float(roc_auc_score(labels, probs)),
         "sensitivity_at_specificity": float(tpr[fpr <= 1 - SPECIFICITY_FIXED + 1e-12].max()),

@@ -12,12 +12,13 @@ from . import CLASS_NAMES
 from .cam import make_cam, upsample
 from .data import LoadedImages, Sample, patient_id_from_name
 from .data.readers import UnreadableImage, read_grayscale, read_resized
-from .evaluate import checkpoint_thresholds
+from .evaluate import decision_threshold
 from .focus import film_maps, focus_images
 from .guard import load_guard, verdicts
 from .leakage import check_leakage, enforce
 from .model import load_checkpoint, resolve_device
 from .outputs import atomic_write_bytes, mark_complete, new_run_folder, write_csv, write_json
+from .precision import autocast, resolve_precision
 
 
 def jet(heat: np.ndarray) -> np.ndarray:
@@ -79,7 +80,14 @@ class PredictOutcome:
 
 
 def predict_files(
-    checkpoint, images: list[Path], out, method: str = "gradcam", device: str = "auto", strict: bool = False, warn=print
+    checkpoint,
+    images: list[Path],
+    out,
+    method: str = "gradcam",
+    device: str = "auto",
+    strict: bool = False,
+    warn=print,
+    precision: str = "auto",
 ) -> PredictOutcome:
     """The model's input is read exactly as evaluate reads it (same decoder, same resize), so the probabilities
     agree with `evaluate` on the same files; the overlay is drawn on the film at its own resolution.
@@ -87,9 +95,7 @@ def predict_files(
     target = resolve_device(device)
     model, meta = load_checkpoint(checkpoint, target)
     size = int(meta.get("image_size", 224))
-    thresholds, described = checkpoint_thresholds(meta)
-    key = "threshold_youden_val" if "threshold_youden_val" in thresholds else "threshold_0.5"
-    threshold, source = thresholds[key], described[key]
+    threshold, _, source = decision_threshold(meta)
     guard = load_guard(checkpoint)
     readable, inputs, originals, rows = [], [], [], []
     for path in images:
@@ -106,7 +112,8 @@ def predict_files(
     if readable:
         # --focus models read the focused crop (lungs estimated: new films come without masks); maps go back to the film
         focused = focus_images(LoadedImages(samples, np.stack(inputs), [], False), meta.get("focus", "none"))
-        result = make_cam(model, method, device=target)(focused.images, target="pred", description="Explaining")
+        with autocast(resolve_precision(precision, target), target):
+            result = make_cam(model, method, device=target)(focused.images, target="pred", description="Explaining")
         maps = result.maps if meta.get("focus", "none") == "none" else film_maps(result.maps, focused.boxes, size, size)
         found = verdicts(guard, result.features, [str(p) for p in readable], np.stack(inputs))
         for i, (path, gray) in enumerate(zip(readable, originals)):

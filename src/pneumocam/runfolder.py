@@ -16,7 +16,9 @@ import numpy as np
 from . import CLASS_NAMES
 from .data import Skipped
 from .errors import PneumocamError
+from .model import resolve_device
 from .outputs import is_complete, write_csv, write_skipped
+from .precision import resolve_precision
 
 
 class RunFolder:
@@ -207,6 +209,9 @@ def write_run(cfg, run_dir: Path, trained, explained, scored, statistics: dict, 
         "command": cfg.command,
         "training_data": trained.meta.get("data"),
         "synthetic_data": cfg.synthetic,
+        # the evaluation's and explanation's forward passes; training's is in model.pt's metadata
+        "precision": resolve_precision(cfg.train.precision, resolve_device(cfg.train.device)).to_dict(),
+        "training_precision": trained.meta.get("precision"),
     }
     write_json(
         run_dir / "results.json",

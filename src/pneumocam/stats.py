@@ -8,6 +8,7 @@ single draw can flip the conclusion.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -60,6 +61,25 @@ def validate_groups(normal, pneumonia) -> tuple[np.ndarray, np.ndarray]:
     return arrays[0], arrays[1]
 
 
+def permutation_record(result, n_normal: int, n_pneumonia: int, n_permutations: int) -> dict:
+    """What the permutation test did: scipy enumerates every distinct relabelling when there are no more of them
+    than n_permutations (exact), and draws n_permutations at random otherwise."""
+    relabellings = math.comb(n_normal + n_pneumonia, n_normal)
+    exact = relabellings <= n_permutations
+    return {
+        "p": float(result.pvalue),
+        "exact": exact,
+        "n_resamples": relabellings if exact else int(n_permutations),
+        "n_distinct_relabellings": relabellings,
+    }
+
+
+def permutation_text(record: dict) -> str:
+    if record.get("exact"):
+        return f"exact: all {record['n_resamples']} relabellings"
+    return f"{record['n_resamples']} random relabellings"
+
+
 def compare_groups(
     normal, pneumonia, alpha: float = 0.05, n_permutations: int = 9999, n_bootstrap: int = 2000, seed: int = 0
 ) -> dict:
@@ -109,7 +129,7 @@ def compare_groups(
         "student": {"t": float(student.statistic), "df": float(student.df), "p": float(student.pvalue)},
         "welch": {"t": float(welch.statistic), "df": float(welch.df), "p": float(welch.pvalue)},
         "mannwhitney": {"u": float(mann.statistic), "p": float(mann.pvalue)},
-        "permutation": {"p": float(permutation.pvalue), "n_resamples": int(n_permutations)},
+        "permutation": permutation_record(permutation, len(normal), len(pneumonia), n_permutations),
         "cohens_d": d,
         "hedges_g": hedges_g(normal, pneumonia),
         "hedges_g_ci": g_ci,
@@ -341,7 +361,7 @@ def summary_text(entry: dict, score: str) -> str:
         f"  Mann-Whitney U:              U = {result['mannwhitney']['u']:.1f}, p = "
         f"{format_p(result['mannwhitney']['p'])}",
         f"  Permutation test:            p = {format_p(result['permutation']['p'])} "
-        f"({result['permutation']['n_resamples']} resamples)",
+        f"({permutation_text(result['permutation'])})",
         f"  Shapiro-Wilk p: NORMAL {format_p(result['shapiro']['NORMAL']['p'])}, PNEUMONIA "
         f"{format_p(result['shapiro']['PNEUMONIA']['p'])};"
         f" Levene p = {format_p(result['levene']['p'])}",

@@ -205,7 +205,9 @@ def validate(
     else:
         mine = dist.part(len(val.images))
         images = val.images if not dist.active else np.asarray(val.images[mine])
-        logits = dist.gather(predict_logits(model, images, config.batch_size, device, description="Validating"))
+        with autocast(resolve_precision(config.precision, device), device):
+            logits = predict_logits(model, images, config.batch_size, device, description="Validating")
+        logits = dist.gather(logits)
     labels = val.labels
     loss = float(weighted_loss(torch.from_numpy(logits), torch.from_numpy(labels), class_weights.double()))
     probs = probability(logits)
@@ -323,10 +325,11 @@ def fit_model_guard(checkpoint: Path, prepared: PreparedData, config: TrainConfi
 
     if features is None:
         model, _ = load_checkpoint(checkpoint, device)
-        features = [
-            extract_features(model, part.images, config.batch_size, device, f"Guard features ({name})")
-            for name, part in (("train", prepared.train), ("val", prepared.val))
-        ]
+        with autocast(resolve_precision(config.precision, device), device):
+            features = [
+                extract_features(model, part.images, config.batch_size, device, f"Guard features ({name})")
+                for name, part in (("train", prepared.train), ("val", prepared.val))
+            ]
     guard = fit_guard(np.asarray(features[0]), prepared.train.labels, np.asarray(features[1]))
     save_guard(checkpoint, guard)
     return guard.fitted_on | {"threshold": guard.threshold}
@@ -567,6 +570,8 @@ def fit(
             if not main:
                 continue
             calibration = calibrate(val_logits, prepared.val.labels, config.calibration)
+            if calibration.note:
+                say(f"[yellow]warning: {calibration.note}[/]")
             threshold = youden_threshold(prepared.val.labels, probability(val_logits / calibration.temperature))
             if threshold.note:
                 say(f"[yellow]{threshold.note}[/]")

@@ -96,7 +96,7 @@ def file_stamp(path: str | os.PathLike) -> str:
     return stamp
 
 
-def _looks_like_dicom(source) -> bool:
+def looks_like_dicom(source) -> bool:
     if isinstance(source, io.BytesIO):
         head = source.read(132)
         source.seek(0)
@@ -130,17 +130,20 @@ def check_pixel_budget(width: int, height: int, frames: int = 1, budget: int | N
         )
 
 
-def _to_uint8(array: np.ndarray) -> np.ndarray:
-    """Linearly map the array's own range onto 0..255 (16-bit and float images), in float32 and in place: one
-    working copy of the film, never several float64 ones."""
+def _to_uint8(array: np.ndarray, value_range: tuple[float, float] | None = None) -> np.ndarray:
+    """Linearly map value_range (default: the array's own range) onto 0..255 (16-bit and float images), in float32
+    and in place: one working copy of the film, never several float64 ones."""
     array = np.asarray(array)
     work = array.astype(np.float32, copy=True)
     finite = np.isfinite(work)
     if not finite.any():
         raise UnreadableImage("image holds no finite pixel values")
     all_finite = bool(finite.all())
-    low = float(work.min() if all_finite else work[finite].min())
-    high = float(work.max() if all_finite else work[finite].max())
+    if value_range is not None:
+        low, high = float(value_range[0]), float(value_range[1])
+    else:
+        low = float(work.min() if all_finite else work[finite].min())
+        high = float(work.max() if all_finite else work[finite].max())
     if not all_finite:
         work[~finite] = low
     del finite
@@ -151,6 +154,29 @@ def _to_uint8(array: np.ndarray) -> np.ndarray:
     np.rint(work, out=work)
     np.clip(work, 0, 255, out=work)
     return work.astype(np.uint8)
+
+
+def _voi_output_range(ds) -> tuple[float, float] | None:
+    """The range pydicom's apply_voi_lut maps into (PS3.3 C.11.2): a VOI LUT's 0..2^bits-1, or a window's range of
+    the stored values after the modality rescale; None without a VOI transform."""
+    try:
+        if ds.get("VOILUTSequence"):
+            return 0.0, float(2 ** int(ds.VOILUTSequence[0].LUTDescriptor[2]) - 1)
+        if "WindowCenter" not in ds or "WindowWidth" not in ds:
+            return None
+        bits = int(ds.BitsStored)
+        if ds.get("ModalityLUTSequence"):
+            low, high = 0.0, float(2 ** int(ds.ModalityLUTSequence[0].LUTDescriptor[2]) - 1)
+        elif int(ds.get("PixelRepresentation", 0)) == 0:
+            low, high = 0.0, float(2**bits - 1)
+        else:
+            low, high = float(-(2 ** (bits - 1))), float(2 ** (bits - 1) - 1)
+        slope, intercept = ds.get("RescaleSlope"), ds.get("RescaleIntercept")
+        if slope is not None and intercept is not None:
+            low, high = sorted((low * float(slope) + float(intercept), high * float(slope) + float(intercept)))
+        return low, high
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError) as exc:
+        raise UnreadableImage(f"corrupt DICOM: unreadable VOI transform ({exc})") from exc
 
 
 def _read_dicom(path, budget: int | None = None) -> np.ndarray:
@@ -179,8 +205,11 @@ def _read_dicom(path, budget: int | None = None) -> np.ndarray:
     elif pixels.ndim == 3:
         pixels = pixels.mean(axis=-1)
     values = apply_modality_lut(pixels, ds)
+    window = _voi_output_range(ds)
     values = apply_voi_lut(values, ds)
-    gray = _to_uint8(values)
+    # With a VOI window or LUT, its output range is what 0..255 spans (the window's contrast is kept); without one,
+    # the film's own range.
+    gray = _to_uint8(values, window)
     if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
         gray = 255 - gray  # MONOCHROME1 stores bone dark: invert so it reads like every other film
     return gray
@@ -213,7 +242,7 @@ def read_grayscale(path: str | os.PathLike, draft_size: int | None = None, max_p
         source = image_source(path)
         if (source.getbuffer().nbytes if isinstance(source, io.BytesIO) else os.path.getsize(source)) == 0:
             raise UnreadableImage("empty file (0 bytes)")
-        if _looks_like_dicom(source):
+        if looks_like_dicom(source):
             gray = _read_dicom(source, max_pixels)
         else:
             with Image.open(source) as image:

@@ -91,6 +91,16 @@ def summary_section(results: dict, figures: dict | None = None) -> Section:
     return sec.add(Table(["", ""], rows, "At a glance"))
 
 
+def precision_text(prov: dict) -> str:
+    """The arithmetic of training and of this report's forward passes (runs before precision was recorded: fp32)."""
+
+    def said(record) -> str:
+        return f"{record['used']} ({record['reason']})" if record else "fp32 (not recorded: before --precision)"
+
+    training, evaluation = said(prov.get("training_precision")), said(prov.get("precision"))
+    return f"Precision: training {training}; evaluation and maps {evaluation}. "
+
+
 def provenance_section(results: dict, figures: dict | None = None) -> Section:
     prov = results["provenance"]
     weights = prov.get("weights") or {}
@@ -99,7 +109,7 @@ def provenance_section(results: dict, figures: dict | None = None) -> Section:
     sec.add(
         f"Data: {prov['data']} (evaluated split: {prov['eval_split']}, fingerprint {prov['eval_fingerprint']}). "
         f"Weights: {weights.get('description', 'unknown')}{lineage}. Seed: {prov['seed']}. "
-        f"Image size: {prov['image_size']} px. "
+        f"Image size: {prov['image_size']} px. {precision_text(prov)}"
         f"Checkpoint: {prov['checkpoint']}. Command: {prov['command']}"
     )
     return sec.add(Table(["library", "version"], [[k, v] for k, v in prov["versions"].items()], "Versions"))
@@ -257,7 +267,8 @@ def calibration_sentence(results: dict) -> str:
     if not cal:
         return "This checkpoint records no calibration: probabilities are the raw sigmoid of the logit." + here
     if cal["method"] == "none":
-        return f"Calibration off: raw probabilities (validation ECE {fmt(cal['ece_before'])})." + here
+        why = f" Why: {cal['note']}." if cal.get("note") else ""
+        return f"Calibration off: raw probabilities (validation ECE {fmt(cal['ece_before'])}).{why}" + here
     return (
         f"Probabilities are temperature-scaled (T = {cal['temperature']:.3f}, fitted on {cal['fitted_on']}): "
         "validation "

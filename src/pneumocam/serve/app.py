@@ -41,6 +41,7 @@ def create_app(
     allow_slow_methods: bool = False,
     request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
     max_pixels: int | None = None,
+    precision: str = "auto",
 ) -> FastAPI:
     """The app; worker_thread=False leaves app.state.service.work_forever() to the caller's main thread. It answers
     only requests addressed to loopback, `host` or `extra_hosts` (a Host header names one of them)."""
@@ -52,6 +53,7 @@ def create_app(
         allow_slow_methods=allow_slow_methods,
         request_timeout_s=request_timeout_s,
         max_pixels=max_pixels,
+        precision=precision,
     )
     browser = RunBrowser(runs)
     limit = int(max_upload_mb * 1024 * 1024)
