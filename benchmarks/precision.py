@@ -33,13 +33,8 @@ def matmul_tflops(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
     return 2 * n**3 / min(times) / 1e12
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--films", type=int, default=64)
-    parser.add_argument("--record-dir", type=Path, default=None)
-    args = parser.parse_args()
-
+def measure(rounds: int = 3, n_films: int = 64) -> dict:
+    """Images per second of fp32 and bf16 rounds, alternating, with the ratios to each other and to the ceilings."""
     from pneumocam.cam import make_cam
     from pneumocam.config import TrainConfig
     from pneumocam.data.phantoms import make_phantom
@@ -49,11 +44,11 @@ def main() -> None:
 
     device = torch.device("cpu")
     rng = np.random.default_rng(0)
-    labels = np.arange(args.films) % 2
+    labels = np.arange(n_films) % 2
     films = {size: np.stack([make_phantom(rng, int(y), size).image for y in labels]) for size in (128, 224)}
     weights = class_weight_vector(labels, "balanced")
     timings: dict[str, list[float]] = {}
-    for round_ in range(args.rounds):
+    for round_ in range(rounds):
         for size in (128, 224):
             for precision in ("fp32", "bf16"):
                 config = TrainConfig(data="-", mode="full", epochs=1, augment=True, precision=precision, seed=round_)
@@ -67,7 +62,7 @@ def main() -> None:
                 )  # warm-up: oneDNN picks its kernels for this size and precision
                 began = time.perf_counter()
                 train_one_epoch(model, optimizer, scheduler, films[size], labels, config, 0, weights, device, False)
-                timings.setdefault(f"train_{size}_{precision}", []).append(args.films / (time.perf_counter() - began))
+                timings.setdefault(f"train_{size}_{precision}", []).append(n_films / (time.perf_counter() - began))
         model, _ = build_model("none", seed=0)
         model = model.eval().to(memory_format=torch.channels_last)
         for precision in ("fp32", "bf16"):
@@ -76,7 +71,7 @@ def main() -> None:
                 cam(films[224][:32])
                 began = time.perf_counter()
                 cam(films[224])
-            timings.setdefault(f"gradcam_224_{precision}", []).append(args.films / (time.perf_counter() - began))
+            timings.setdefault(f"gradcam_224_{precision}", []).append(n_films / (time.perf_counter() - began))
     ceilings = {"fp32": matmul_tflops(torch.float32), "bf16": matmul_tflops(torch.bfloat16)}
     figures: dict = {k: statistics.median(v) for k, v in timings.items()}
     figures |= {f"{k}_all_rounds": v for k, v in timings.items()}
@@ -87,9 +82,24 @@ def main() -> None:
         "matmul_tflops_bf16": ceilings["bf16"],
         "matmul_bf16_over_fp32": ceilings["bf16"] / ceilings["fp32"],
         "auto_resolves_to": resolve_precision("auto", device).to_dict(),
-        "films_per_round": args.films,
-        "rounds": args.rounds,
+        "films_per_round": n_films,
+        "rounds": rounds,
     }
+    # each speed-up against what the hardware's matmul gains from bf16 (1.0: the model gains all of it)
+    for what in ("train_128", "train_224", "gradcam_224"):
+        figures[f"{what}_ratio_over_matmul_ratio"] = (
+            figures[f"{what}_bf16_over_fp32"] / figures["matmul_bf16_over_fp32"]
+        )
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--films", type=int, default=64)
+    parser.add_argument("--record-dir", type=Path, default=None)
+    args = parser.parse_args()
+    figures = measure(args.rounds, args.films)
     print(json.dumps({k: v for k, v in figures.items() if not k.endswith("_all_rounds")}, indent=2))
     path = write_record(
         "precision",

@@ -240,6 +240,10 @@ def main(argv=None) -> int:
     results["forward_and_gradcam_224"] = cam
     results["frozen_training"] = bench_frozen(64 if args.quick else 128, max(1, repeats // 2))
     results["data_path"] = bench_data(max(1, repeats // 2), cam["forward_img_s"])
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from precision import measure as measure_precision
+
+    results["precision"] = measure_precision(1 if args.quick else 2, 32 if args.quick else 64)
     if args.e2e:
         results["end_to_end"] = bench_end_to_end(args.out.parent)
     results["peak_rss_mb_this_process"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -289,6 +293,22 @@ def print_table(r: dict) -> None:
                     f"{d['decode_resize_img_s_one_core']:.0f} img/s/core",
                     f"{d['per_core_vs_model_forward']:.1f}x model forward (target >= 3x); cached "
                     f"{d['cached_img_s']:.0f} img/s",
+                )
+            )
+    if "precision" in r:
+        p = r["precision"]
+        for what, label in (
+            ("train_128", "training 128 px"),
+            ("train_224", "training 224 px"),
+            ("gradcam_224", "Grad-CAM"),
+        ):
+            rows.append(
+                (
+                    f"{label}: fp32 / bf16",
+                    f"{p[what + '_fp32']:.1f} / {p[what + '_bf16']:.1f} img/s",
+                    f"bf16 {p[what + '_bf16_over_fp32']:.2f}x fp32; matmul ceilings "
+                    f"{p['matmul_tflops_fp32'] * 1e3:.0f} / {p['matmul_tflops_bf16'] * 1e3:.0f} GFLOP/s "
+                    f"({p['matmul_bf16_over_fp32']:.2f}x); auto picks {p['auto_resolves_to']['used']}",
                 )
             )
     if "end_to_end" in r:

@@ -1,4 +1,4 @@
-"""Named training recipes: settings that belong together, kept apart from the library (as torchvision's references do).
+"""Named training recipes: settings that belong together, declared once here and used by `train` and `run`.
 
 A recipe only supplies defaults: options given explicitly (command line, --config file) override its values,
 and config.json records the recipe's name beside every resolved setting.
@@ -38,7 +38,7 @@ RECIPES: dict[str, dict] = {
         "select_by": "auc_acc",
         "calibration": "temperature",
     },
-    # Random initialisation on a CPU: full training, 4 epochs at 128 px, the last 2 at 224 px (7x7 layer4 maps).
+    # Random initialisation on a CPU: full training, 6 epochs at 128 px, then 3 at 224 px (7x7 layer4 maps).
     "scratch": {
         "weights": "none",
         "mode": "full",
