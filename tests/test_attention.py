@@ -129,3 +129,18 @@ def test_input_gradient_share_is_the_squared_gradient_mass_outside_the_lungs(mod
     ours_tensor = input_gradient_outside_share(x, model(x).flatten(), labels, torch.from_numpy(lungs))
     (second,) = torch.autograd.grad(ours_tensor.sum(), model.fc.weight)  # differentiable: it can train the model
     assert float(second.abs().sum()) > 0
+
+
+def test_the_penalty_leaves_ignore_pixels_out_of_both_parts_of_the_share():
+    """One channel, logit = sum of layer4's 2x2 activations [[1, 2], [3, 4]]: every gradient is 1, so the map is
+    the activations. Lungs: the top-left cell; ignore: the bottom-right cell. Outside share: (2 + 3) / (1 + 2 + 3),
+    against (2 + 3 + 4) / 10 without the ignore layer."""
+    activations = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]], requires_grad=True)
+    logits = activations.sum(dim=(1, 2, 3))
+    lungs = torch.zeros(1, 4, 4, dtype=torch.bool)
+    lungs[0, :2, :2] = True
+    ignore = torch.zeros(1, 4, 4, dtype=torch.bool)
+    ignore[0, 2:, 2:] = True
+    targets = torch.tensor([1])
+    assert float(outside_share(activations, logits, targets, lungs, ignore)) == pytest.approx(5 / 6)
+    assert float(outside_share(activations, logits, targets, lungs)) == pytest.approx(9 / 10)

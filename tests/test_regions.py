@@ -103,3 +103,37 @@ def test_an_empty_map_is_neither_a_hit_nor_a_miss():
     hits = pointing_game(maps, mask)
     assert np.isnan(hits[0]) and hits[1] == 1.0 and hits[2] == 0.0
     assert np.isnan(mass_share(maps, mask)[0])
+
+
+def test_ignore_pixels_count_in_no_share_and_no_area(tmp_path):
+    """A 4x4 map of ones, lungs the left half (8 px), 2 ignore pixels on the right: the lungs hold 8 of the 14
+    pixels that count, not 8 of 16."""
+    from pneumocam.regions import area_share, mass_share
+
+    maps = np.ones((1, 4, 4))
+    lungs = np.zeros((1, 4, 4), bool)
+    lungs[0, :, :2] = True
+    ignore = np.zeros((1, 4, 4), bool)
+    ignore[0, 0, 2:] = True
+    assert mass_share(maps, lungs, ignore)[0] == pytest.approx(8 / 14)
+    assert area_share(lungs, ignore)[0] == pytest.approx(8 / 14)
+    assert mass_share(maps, lungs)[0] == pytest.approx(8 / 16)  # without the ignore layer: as before
+
+
+def test_mask_value_127_is_read_as_ignore(tmp_path):
+    from PIL import Image
+
+    from pneumocam.data import Sample
+    from pneumocam.regions import load_masks_and_ignore
+
+    raw = np.zeros((16, 16), np.uint8)
+    raw[:, :8] = 255
+    raw[0:4, 12:16] = 127
+    (tmp_path / "train" / "NORMAL").mkdir(parents=True)
+    Image.fromarray(raw).save(tmp_path / "train" / "NORMAL" / "f.png")
+    sample = Sample(str(tmp_path / "f.jpeg"), 0, "train", None)
+    for size, ignored in ((16, 16), (32, 64)):  # nearest resize: 16 pixels at 16 px are 64 at 32 px
+        lungs, found, ignore = load_masks_and_ignore(tmp_path, [sample], size)
+        assert found[0] and int(ignore.sum()) == ignored, size
+        assert not (lungs & ignore).any() and ignore[0, 0, -1] and not ignore[0, -1, -1]
+    assert int(load_masks_and_ignore(tmp_path, [sample], 16)[0].sum()) == 128  # the lungs read as before

@@ -1,7 +1,8 @@
 """Region masks and where a map's mass falls: share inside a mask, and the pointing game.
 
 Masks are laid out like ../shared/data/kermany224-lungmasks: MASKS/{split}/{CLASS}/<image stem>.png,
-0 background, 255 region, 127 ignore (counted as outside the region).
+0 background, 255 region, 127 ignore (a device over the lung, say). Ignore pixels are left out of every share:
+the map's mass on them counts in neither the numerator nor the denominator, and they count in no region's area.
 """
 
 from __future__ import annotations
@@ -22,30 +23,54 @@ def mask_path(mask_root: str | Path, sample: Sample) -> Path:
 
 def load_masks(mask_root: str | Path, samples: list[Sample], size: int) -> tuple[np.ndarray, np.ndarray]:
     """(masks bool (N, size, size), found bool (N,)): images without a readable mask get an empty one."""
+    masks, found, _ = load_masks_and_ignore(mask_root, samples, size)
+    return masks, found
+
+
+def load_masks_and_ignore(
+    mask_root: str | Path, samples: list[Sample], size: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(region bool, found bool (N,), ignore bool): the region is the clear 255 pixels after a bilinear resize (as
+    always), ignore the 127 pixels after a nearest resize (a bilinear edge between 0 and 255 is not "ignore")."""
+    from PIL import Image
+
     masks = np.zeros((len(samples), size, size), dtype=bool)
+    ignore = np.zeros((len(samples), size, size), dtype=bool)
     found = np.zeros(len(samples), dtype=bool)
     for i, sample in enumerate(samples):
         path = mask_path(mask_root, sample)
         if not path.is_file():
             continue
         try:
-            masks[i] = resize_square(read_grayscale(path), size) > 191  # nearest-like: only clear "region" pixels
-            found[i] = True
+            raw = read_grayscale(path)
         except UnreadableImage:
             continue
-    return masks, found
+        masks[i] = resize_square(raw, size) > 191  # nearest-like: only clear "region" pixels
+        nearest = np.asarray(Image.fromarray(raw).resize((size, size), Image.Resampling.NEAREST))
+        ignore[i] = (nearest > 63) & (nearest <= 191) & ~masks[i]
+        found[i] = True
+    return masks, found, ignore
 
 
-def mass_share(maps: np.ndarray, masks: np.ndarray) -> np.ndarray:
-    """Share of each (non-negative) map's total mass inside its mask; NaN for an all-zero map."""
+def mass_share(maps: np.ndarray, masks: np.ndarray, ignore: np.ndarray | None = None) -> np.ndarray:
+    """Share of each (non-negative) map's total mass inside its mask, ignore pixels left out of both; NaN for an
+    all-zero map."""
     maps = np.maximum(maps, 0).reshape(len(maps), -1).astype(np.float64)
+    if ignore is not None:
+        maps = maps * ~ignore.reshape(len(ignore), -1)
     inside = (maps * masks.reshape(len(masks), -1)).sum(axis=1)
     total = maps.sum(axis=1)
     return np.divide(inside, total, out=np.full(len(maps), np.nan), where=total > 0)
 
 
-def area_share(masks: np.ndarray) -> np.ndarray:
-    return masks.reshape(len(masks), -1).mean(axis=1)
+def area_share(masks: np.ndarray, ignore: np.ndarray | None = None) -> np.ndarray:
+    """Each mask's share of the image's pixels (of the pixels not ignored, when ignore is given)."""
+    flat = masks.reshape(len(masks), -1)
+    if ignore is None:
+        return flat.mean(axis=1)
+    kept = ~ignore.reshape(len(ignore), -1)
+    counts = kept.sum(axis=1)
+    return np.divide((flat & kept).sum(axis=1), counts, out=np.zeros(len(flat)), where=counts > 0)
 
 
 def pointing_game(maps: np.ndarray, masks: np.ndarray) -> np.ndarray:
@@ -121,9 +146,11 @@ def attention_measures(
     estimator=None,
     band_fraction: float = 0.06,
     bodies: np.ndarray | None = None,
+    ignore: np.ndarray | None = None,
 ) -> AttentionMeasures:
     """maps: (N, S, S) upsampled, non-negative; grays: the films; lungs from masks where found, else estimated;
-    bodies: the films' body masks where the caller already has them (else computed here)."""
+    bodies: the films' body masks where the caller already has them (else computed here); ignore: the masks' ignore
+    pixels (left out of every share, area and the pointing game)."""
     from .lungs import body_mask, classical_lungs
 
     n, side = len(maps), maps.shape[-1]
@@ -144,12 +171,14 @@ def attention_measures(
         sources.append(source)
         parts = partition(body | lungs, lungs, max(1, int(round(band_fraction * side))))
         stacked = np.stack([parts[r] for r in REGIONS])
-        share = mass_share(np.repeat(maps[i : i + 1], len(REGIONS), axis=0), stacked)
-        area = area_share(stacked)
+        left_out = None if ignore is None or not lung_found[i] else np.repeat(ignore[i : i + 1], len(REGIONS), axis=0)
+        share = mass_share(np.repeat(maps[i : i + 1], len(REGIONS), axis=0), stacked, left_out)
+        area = area_share(stacked, left_out)
         for j, r in enumerate(REGIONS):
             shares[r][i], areas[r][i] = share[j], area[j]
             ratios[r][i] = share[j] / area[j] if area[j] > 0 else np.nan
-        pointing[i] = pointing_game(maps[i : i + 1], lungs[None])[0]
+        kept = maps[i : i + 1] if left_out is None else maps[i : i + 1] * ~left_out[:1]
+        pointing[i] = pointing_game(kept, lungs[None])[0]
     return AttentionMeasures(shares, ratios, areas, pointing, sources)
 
 
@@ -166,12 +195,12 @@ def mask_measures(root: str | Path, samples: list[Sample], maps: np.ndarray, siz
     found = np.zeros(n, dtype=bool)
     for start in range(0, n, chunk):
         part = slice(start, start + chunk)
-        masks, present = load_masks(root, samples[part], size)
+        masks, present, ignore = load_masks_and_ignore(root, samples[part], size)
         present &= masks.reshape(len(masks), -1).any(axis=1)
-        up = upsample(maps[part], size)
-        share[part] = np.where(present, mass_share(up, masks), np.nan)
+        up = upsample(maps[part], size) * ~ignore
+        share[part] = np.where(present, mass_share(up, masks, ignore), np.nan)
         hit[part] = np.where(present, pointing_game(up, masks), np.nan)
-        area[part], found[part] = area_share(masks), present
+        area[part], found[part] = area_share(masks, ignore), present
     return share, hit, found, area
 
 
@@ -207,11 +236,12 @@ def split_attention(
         part = slice(start, start + chunk)
         samples = loaded.samples[part]
         if lung_root:
-            lung_masks, found = load_masks(lung_root, samples, size)
+            lung_masks, found, ignore = load_masks_and_ignore(lung_root, samples, size)
         else:
             lung_masks, found = np.zeros((len(samples), size, size), dtype=bool), np.zeros(len(samples), dtype=bool)
+            ignore = None
         measures = attention_measures(
-            upsample(maps[part], size), np.asarray(loaded.images[part]), lung_masks, found, estimator
+            upsample(maps[part], size), np.asarray(loaded.images[part]), lung_masks, found, estimator, ignore=ignore
         )
         for name, values in measures.columns().items():
             columns.setdefault(name, []).append(values)

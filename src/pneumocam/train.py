@@ -145,7 +145,7 @@ def train_one_epoch(
             else:
                 whole = np.sort(whole.numpy())
                 batch = torch.from_numpy(np.array(data[whole]))
-                masks = None if attention is None else torch.from_numpy(attention.masks[whole].astype(np.uint8))
+                masks = None if attention is None else torch.from_numpy(np.ascontiguousarray(attention.masks[whole]))
                 # augmentation is drawn for the global batch: the same on every process
                 if augment is not None and masks is None:
                     batch = augment(batch, generator)
@@ -245,21 +245,24 @@ def focused_data(prepared: PreparedData, config: TrainConfig) -> tuple[PreparedD
 @dataclass
 class AttentionTargets:
     """The attention penalty's lung masks for the training films (aligned with them, as the model sees them) and
-    its weight; films without a mask are not penalised."""
+    its weight; films without a mask are not penalised. The masks are labels, moved by the augmentation as one
+    (nearest): LUNG inside the lungs, IGNORE where the reference mask says ignore (left out of the share)."""
 
-    masks: np.ndarray  # bool (N, S, S)
+    LUNG, IGNORE = 1, 2
+    masks: np.ndarray  # uint8 (N, S, S): 0, LUNG or IGNORE
     present: np.ndarray  # bool (N,)
     weight: float
     on: str = "gradcam"  # gradcam: the layer4 Grad-CAM map; input: the squared input gradient (Ross et al. 2017)
 
-    def shares(self, net, model, inputs, targets, masks) -> tuple[torch.Tensor, torch.Tensor]:
+    def shares(self, net, model, inputs, targets, labels) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits, each film's share outside its lungs) from one forward pass kept in the graph."""
+        lungs, ignore = labels == self.LUNG, labels == self.IGNORE
         if self.on == "input":
             inputs = inputs.detach().requires_grad_(True)
             logits = net(inputs).flatten()
-            return logits, input_gradient_outside_share(inputs, logits, targets, masks)
+            return logits, input_gradient_outside_share(inputs, logits, targets, lungs, ignore)
         logits, activations = forward_keeping_layer4(net, model, inputs)
-        return logits, outside_share(activations, logits, targets, masks)
+        return logits, outside_share(activations, logits, targets, lungs, ignore)
 
 
 def attention_targets(prepared: PreparedData, config: TrainConfig, boxes: np.ndarray | None) -> AttentionTargets | None:
@@ -267,10 +270,11 @@ def attention_targets(prepared: PreparedData, config: TrainConfig, boxes: np.nda
     if not config.attention_penalty:
         return None
     from .focus import crop_masks
-    from .regions import load_masks
+    from .regions import load_masks_and_ignore
 
     side = prepared.train.images.shape[-1]
-    masks, present = load_masks(config.attention_masks, prepared.train.samples, side)
+    lungs, present, ignore = load_masks_and_ignore(config.attention_masks, prepared.train.samples, side)
+    masks = np.where(lungs, AttentionTargets.LUNG, np.where(ignore, AttentionTargets.IGNORE, 0)).astype(np.uint8)
     if boxes is not None:
         masks = crop_masks(masks, boxes)
     if not present.any():
@@ -291,29 +295,40 @@ def forward_keeping_layer4(net: nn.Module, model: nn.Module, inputs: torch.Tenso
     return logits, captured["a"]
 
 
-def outside_share(activations: torch.Tensor, logits: torch.Tensor, targets, masks) -> torch.Tensor:
+def outside_share(activations: torch.Tensor, logits: torch.Tensor, targets, masks, ignore=None) -> torch.Tensor:
     """Differentiable Grad-CAM of each film's true class on layer4, and the share of its mass outside the lung mask
-    (mask pooled to the map's grid: each cell counts by the lung fraction it holds)."""
+    (mask pooled to the map's grid: each cell counts by the lung fraction it holds); ignore pixels (pooled the same
+    way) are left out of both the outside mass and the total."""
     sign = targets.float() * 2 - 1  # a one-logit model: the NORMAL map is the one of minus the logit
     (gradients,) = torch.autograd.grad((logits * sign).sum(), activations, create_graph=True)
     cam = F.relu((gradients.mean(dim=(2, 3), keepdim=True) * activations).sum(dim=1))
-    inside = F.adaptive_avg_pool2d(masks.float().unsqueeze(1), cam.shape[-2:]).squeeze(1)
-    total = cam.sum(dim=(1, 2))
-    outside = (cam * (1 - inside)).sum(dim=(1, 2))
+    total, outside = _kept_and_outside(cam, masks, ignore, lambda m: F.adaptive_avg_pool2d(m, cam.shape[-2:]))
     # An empty map counts as all outside: otherwise erasing the map would be the cheapest way to zero the penalty.
     return torch.where(total > 1e-8, outside / total.clamp(min=1e-8), torch.ones_like(total))
 
 
-def input_gradient_outside_share(inputs: torch.Tensor, logits: torch.Tensor, targets, masks) -> torch.Tensor:
+def _kept_and_outside(mass: torch.Tensor, lungs, ignore, to_grid) -> tuple[torch.Tensor, torch.Tensor]:
+    """(each film's mass outside its ignore pixels, the part of it outside the lungs): a grid cell holding lung
+    fraction l and ignore fraction g keeps (1 - g) of its mass, of which (1 - l - g) lies outside the lungs."""
+    inside = to_grid(lungs.float().unsqueeze(1)).squeeze(1)
+    left_out = torch.zeros_like(inside) if ignore is None else to_grid(ignore.float().unsqueeze(1)).squeeze(1)
+    total = (mass * (1 - left_out)).sum(dim=(1, 2))
+    outside = (mass * (1 - inside - left_out).clamp(min=0)).sum(dim=(1, 2))
+    return total, outside
+
+
+def input_gradient_outside_share(
+    inputs: torch.Tensor, logits: torch.Tensor, targets, masks, ignore=None
+) -> torch.Tensor:
     """The share of each film's squared input gradient (of its true class's score, summed over channels) that lies
     outside its lungs (mask resized to the input by area): "right for the right reasons" on the pixels themselves,
     which a deep map cannot give (a layer4 cell sees the whole film)."""
     sign = targets.float() * 2 - 1
     (gradients,) = torch.autograd.grad((logits * sign).sum(), inputs, create_graph=True)
     energy = gradients.pow(2).sum(dim=1)
-    inside = F.interpolate(masks.float().unsqueeze(1), size=energy.shape[-2:], mode="area").squeeze(1)
-    total = energy.sum(dim=(1, 2))
-    outside = (energy * (1 - inside)).sum(dim=(1, 2))
+    total, outside = _kept_and_outside(
+        energy, masks, ignore, lambda m: F.interpolate(m, size=energy.shape[-2:], mode="area")
+    )
     return torch.where(total > 0, outside / total.clamp(min=1e-30), torch.ones_like(total))
 
 
