@@ -40,7 +40,7 @@ def measure(rounds: int = 3, n_films: int = 64) -> dict:
     from pneumocam.data.phantoms import make_phantom
     from pneumocam.model import apply_mode, build_model
     from pneumocam.precision import autocast, resolve_precision
-    from pneumocam.train import class_weight_vector, train_one_epoch
+    from pneumocam.train import class_weight_vector, make_optimizer, train_one_epoch
 
     device = torch.device("cpu")
     rng = np.random.default_rng(0)
@@ -55,7 +55,7 @@ def measure(rounds: int = 3, n_films: int = 64) -> dict:
                 model, _ = build_model("none", seed=0)
                 params = apply_mode(model, "full")
                 model = model.to(memory_format=torch.channels_last)
-                optimizer = torch.optim.AdamW(params, lr=1e-4)
+                optimizer = make_optimizer(params, config)
                 scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
                 train_one_epoch(
                     model, optimizer, scheduler, films[size][:32], labels[:32], config, 0, weights, device, False

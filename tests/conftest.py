@@ -135,3 +135,46 @@ def tiny_checkpoint(phantom_data, tmp_path_factory):
         use_cache=False,
     )
     return fit(config, runs_dir=tmp_path_factory.mktemp("runs"))
+
+
+def _start_serve(*args: str):
+    """(process, base URL) of `pneumocam serve ARGS` started as from a terminal on a free loopback port, once it
+    answers /api/health. A job started in the background (CI scripts, nohup) inherits SIGINT ignored: restored."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pneumocam", "serve", "--port", str(port), *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            if httpx.get(base + "/api/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    return process, base
+
+
+@pytest.fixture
+def start_serve():
+    """start_serve(*args) -> (process, base URL): `pneumocam serve` as users start it (see _start_serve)."""
+    return _start_serve
+
+
+@pytest.fixture(scope="module")
+def start_serve_once():
+    """The same, for module-scoped fixtures."""
+    return _start_serve

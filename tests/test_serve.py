@@ -3,6 +3,7 @@
 import io
 import json
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -211,40 +212,19 @@ def test_a_focused_model_is_served_as_the_predict_command_sees_it(phantom_data, 
     assert all(a["model"]["focus"] == focus for a in answers)
 
 
-def test_the_serve_command_answers_and_stops_on_ctrl_c(tiny_run, phantom_data):
+def test_the_serve_command_answers_and_stops_on_ctrl_c(tiny_run, phantom_data, start_serve):
     """`pneumocam serve` as users start it (HTTP in a second thread, the model in the main one): it answers as the
     in-process app does, and Ctrl+C (SIGINT) ends it cleanly."""
     import signal
-    import socket
-    import subprocess
-    import sys
-    import time
 
     import httpx
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     checkpoint = tiny_run / "train" / "model.pt"
-    command = [sys.executable, "-m", "pneumocam", "serve", "--checkpoint", str(checkpoint), "--port", str(port)]
-    # As from a terminal: a job started in the background (CI scripts, nohup) inherits SIGINT ignored.
-    process = subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
+    process, base = start_serve("--checkpoint", checkpoint)
     try:
-        for _ in range(600):
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
         film = _films(phantom_data, 1)[0]
         upload = {"file": (film.name, film.read_bytes(), "image/png")}
-        answer = httpx.post(f"http://127.0.0.1:{port}/api/predict", files=upload, timeout=60).json()
+        answer = httpx.post(f"{base}/api/predict", files=upload, timeout=60).json()
         with TestClient(create_app(checkpoint, device="cpu"), base_url=LOOPBACK) as client:
             expected = client.post("/api/predict", files=upload).json()
         assert answer["probability"] == pytest.approx(expected["probability"], abs=1e-6)
@@ -300,8 +280,6 @@ def test_slow_methods_are_off_unless_allowed_and_a_late_request_is_cancelled(tin
     with TestClient(app, base_url=LOOPBACK) as client:
         slow = client.post("/api/predict", files={"file": ("a.png", film, "image/png")}, data={"method": "scorecam"})
         assert slow.status_code == 503 and "time budget" in slow.json()["detail"]
-        import time
-
         time.sleep(1.0)  # the worker notices at its next forward pass
         done = len(forwards)
         time.sleep(0.5)

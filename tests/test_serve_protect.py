@@ -7,7 +7,6 @@ import select
 import signal
 import socket
 import subprocess
-import sys
 import time
 
 import httpx
@@ -25,31 +24,14 @@ def _png(side: int = 64) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def serving(tiny_run):
+def serving(tiny_run, start_serve_once):
     """(base URL, port) of a `pneumocam serve` process with a 1 MB upload limit."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = [
-        sys.executable, "-m", "pneumocam", "serve", "--checkpoint", str(tiny_run / "train" / "model.pt"),
-        "--runs", str(tiny_run.parent), "--port", str(port), "--max-upload-mb", str(LIMIT_MB), "--device", "cpu",
-    ]  # fmt: skip
-    process = subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-    base = f"http://127.0.0.1:{port}"
+    process, base = start_serve_once(
+        "--checkpoint", tiny_run / "train" / "model.pt", "--runs", tiny_run.parent, "--max-upload-mb", LIMIT_MB,
+        "--device", "cpu",
+    )  # fmt: skip
     try:
-        for _ in range(600):
-            try:
-                if httpx.get(base + "/api/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        yield base, port
+        yield base, int(base.rsplit(":", 1)[1])
     finally:
         process.send_signal(signal.SIGINT)
         try:

@@ -111,7 +111,8 @@ def test_evaluate_needs_only_the_split_it_reads(tmp_path, phantom_data):
     )
     assert set(result["metrics"]) == {"threshold_0.5", "threshold_youden_val"}
     rows = (tmp_path / "eval" / "predictions.csv").read_text().splitlines()
-    assert rows[0] == "path,label,prob_pneumonia,pred,in_distribution,ood_score,ood_reason" and len(rows) == 17
+    header = "path,label,prob_pneumonia,pred,pred_at_0.5,threshold,patient_id,in_distribution,ood_score,ood_reason"
+    assert rows[0] == header and len(rows) == 17
     assert result["metrics"]["threshold_0.5"]["n"] == 16
 
 

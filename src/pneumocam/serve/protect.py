@@ -64,13 +64,8 @@ async def _refuse(scope, receive, send, status: int, detail: str) -> None:
     await JSONResponse({"detail": detail}, status_code=status)(scope, receive, send)
 
 
-class SameOriginOnly:
-    """403 for a request another web page sent: an Origin that is not this server's own (scheme, host and port of
-    the Host header), or, for a request that changes or costs something (anything but GET/HEAD), a
-    Sec-Fetch-Site other than same-origin/none. A cross-site multipart POST needs no CORS preflight, so this is
-    what stops another tab from uploading films or spending the model."""
-
-    SAFE = ("GET", "HEAD", "OPTIONS")
+class _HTTPOnly:
+    """An ASGI middleware that looks at HTTP requests only (handle) and passes anything else (lifespan) through."""
 
     def __init__(self, app):
         self.app = app
@@ -79,6 +74,21 @@ class SameOriginOnly:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        await self.handle(scope, receive, send)
+
+    async def handle(self, scope, receive, send):
+        raise NotImplementedError
+
+
+class SameOriginOnly(_HTTPOnly):
+    """403 for a request another web page sent: an Origin that is not this server's own (scheme, host and port of
+    the Host header), or, for a request that changes or costs something (anything but GET/HEAD), a
+    Sec-Fetch-Site other than same-origin/none. A cross-site multipart POST needs no CORS preflight, so this is
+    what stops another tab from uploading films or spending the model."""
+
+    SAFE = ("GET", "HEAD", "OPTIONS")
+
+    async def handle(self, scope, receive, send):
         origin, host = _header(scope, b"origin"), _header(scope, b"host") or ""
         if origin is not None:
             parts = urlsplit(origin) if origin != "null" else None
@@ -92,16 +102,10 @@ class SameOriginOnly:
         await self.app(scope, receive, send)
 
 
-class SecurityHeaders:
+class SecurityHeaders(_HTTPOnly):
     """The usual protective headers on every answer; the content policy of a page or of a run's report."""
 
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope, receive, send):
         policy = REPORT_POLICY if scope["path"].startswith("/runs/") else PAGE_POLICY
 
         async def send_with_headers(message):

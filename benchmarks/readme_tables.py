@@ -1,0 +1,169 @@
+"""The README's measured tables, written from the result records under benchmarks/results/.
+
+Each table stands in the README between `<!-- record-table: NAME -->` and `<!-- /record-table -->`; this script
+rewrites those blocks from the records, and `--check` (run by the test suite) fails when a block differs from what
+its records say, so a figure in a marked block cannot drift from the file behind it.
+
+    python benchmarks/readme_tables.py          # rewrite the blocks
+    python benchmarks/readme_tables.py --check  # exit 1 if any block is out of date
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+README = ROOT / "README.md"
+BLOCK = re.compile(r"(<!-- record-table: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /record-table -->)", re.S)
+
+
+def load(name: str) -> dict:
+    return json.loads((RESULTS / f"{name}.json").read_text())
+
+
+def _source(*names: str) -> str:
+    parts = []
+    for name in names:
+        record = load(name)
+        parts.append(f"benchmarks/results/{name}.json ({record['date'][:10]}, commit {record['commit'][:7]})")
+    return "Record: " + "; ".join(parts) + "."
+
+
+def precision_speed() -> str:
+    f = load("precision")["figures"]
+    rows = ["| measure (images/s) | fp32 | bf16 | bf16 / fp32 | over the matmul gain |", "|---|---|---|---|---|"]
+    for key, label in (
+        ("train_128", "training step, 128 px (full mode, augmentation, batch 32)"),
+        ("train_224", "training step, 224 px"),
+        ("gradcam_224", "Grad-CAM, 224 px, batch 32"),
+    ):
+        rows.append(
+            f"| {label} | {f[key + '_fp32']:.1f} | {f[key + '_bf16']:.1f} | **{f[key + '_bf16_over_fp32']:.2f}x** "
+            f"| {f[key + '_ratio_over_matmul_ratio']:.2f} |"
+        )
+    rows.append(
+        f"| matmul ceiling, 2048 x 2048 (GFLOP/s) | {f['matmul_tflops_fp32'] * 1e3:.0f} | "
+        f"{f['matmul_tflops_bf16'] * 1e3:.0f} | {f['matmul_bf16_over_fp32']:.2f}x | |"
+    )
+    auto = f["auto_resolves_to"]
+    rows.append("")
+    rows.append(
+        f"`auto` picks **{auto['used']}** here ({auto['reason']}). Medians of {f['rounds']} alternating rounds of "
+        f"{f['films_per_round']} films. " + _source("precision")
+    )
+    return "\n".join(rows)
+
+
+def precision_maps() -> str:
+    f = load("precision-maps")["figures"]
+    shares = f["largest_region_share_difference"]
+    return (
+        f"| films | Spearman of raw maps, median (min) | largest region-share difference | largest probability "
+        f"difference | decisions changed |\n|---|---|---|---|---|\n"
+        f"| {f['films']} ({f['films_with_reference_lungs']} with reference lungs) | "
+        f"{f['spearman_raw_maps_median']:.4f} ({f['spearman_raw_maps_min']:.4f}) | "
+        f"{max(shares.values()):.4f} ({max(shares, key=shares.get)}) | {f['largest_probability_difference']:.5f} | "
+        f"{f['decisions_changed_at_threshold']} |\n\n" + _source("precision-maps")
+    )
+
+
+def precision_seeds() -> str:
+    f = load("precision-seeds")["figures"]
+    rows = ["| precision | seed | validation AUC | epochs' seconds |", "|---|---|---|---|"]
+    for r in f["runs"]:
+        rows.append(f"| {r['precision']} | {r['seed']} | {r['val_auc']:.4f} | {r['epochs_seconds']:.0f} |")
+    rows.append("")
+    rows.append(
+        f"fp32 seed-to-seed spread {f['fp32_seed_spread']:.4f}; bf16 mean minus fp32 mean "
+        f"{f['bf16_mean_minus_fp32_mean']:+.4f}; fp32 took {f['epochs_seconds_fp32_over_bf16']:.2f}x bf16's time "
+        f"(`--max-per-class {f['per_class']} --size-schedule {f['schedule']}`). " + _source("precision-seeds")
+    )
+    return "\n".join(rows)
+
+
+def _run_row(name: str, label: str) -> str:
+    f = load(name)["figures"]
+    low, high = f["roc_auc_ci95"]
+    wall = f"{f['wall_s'] / 60:.0f} min" if f.get("wall_s") else "n/a"
+    memory = f"{f['peak_rss_gb']:.1f} GB" if f.get("peak_rss_gb") else "n/a"
+    return (
+        f"| {label} | {wall} | {memory} | {f['roc_auc']:.3f} ({low:.3f}-{high:.3f}) | "
+        f"{f['accuracy_at_threshold']:.3f} at {f['threshold']:.3f} (sens. {f['sensitivity_at_threshold']:.3f}, "
+        f"spec. {f['specificity_at_threshold']:.3f}) | {f['sensitivity_at_specificity_0.85']['value']:.3f} | "
+        f"{f['specificity_at_sensitivity_0.95']['value']:.3f} | {f['ece']:.3f} |"
+    )
+
+
+def scratch_runs() -> str:
+    names = [("scratch-bf16", "`scratch`, bf16 training (this version's `auto`)")]
+    names = [(n, label) for n, label in names if (RESULTS / f"{n}.json").is_file()]
+    rows = [
+        "| run | wall time | peak memory | held-out ROC-AUC (95% CI, by patient) | accuracy at the validation "
+        "threshold | sens. at spec. 0.85 | spec. at sens. 0.95 | ECE (15 bins) |",
+        "|---|---|---|---|---|---|---|---|",
+        *(_run_row(n, label) for n, label in names),
+    ]
+    notes = [load(n).get("note") for n, _ in names]
+    return "\n".join(rows) + "\n\n" + " ".join(n for n in notes if n) + " " + _source(*(n for n, _ in names))
+
+
+def serve_abuse() -> str:
+    f = load("serve-abuse")["figures"]
+    latency = load("serve-latency")["figures"]
+    return (
+        "| measure | result |\n|---|---|\n"
+        f"| requests in {f['seconds']:.0f} s from {f['clients']} clients (good and bad mixed) | {f['requests']:,} |\n"
+        f"| answers with a 5xx status | **{f['server_errors_5xx']}** |\n"
+        f"| status counts | {', '.join(f'{k}: {v}' for k, v in f['status_counts'].items())} |\n"
+        f"| good uploads: median / 95th percentile latency under abuse | {f['good_latency_p50_s']:.2f} s / "
+        f"{f['good_latency_p95_s']:.2f} s |\n"
+        f"| good uploads one at a time before it | {f['quiet_latency_median_s']:.3f} s |\n"
+        f"| server peak RSS over its idle RSS | **{f['peak_over_idle_mb']:.0f} MB** "
+        f"(idle {f['idle_rss_mb']:.0f} MB) |\n"
+        f"| quiet latency against the model's own Grad-CAM (`benchmarks/serve.py`) | "
+        f"{latency['latency_ratio']:.2f}x ({latency['server_median_latency_s']:.3f} s vs "
+        f"{latency['model_single_image_gradcam_s']:.3f} s) |\n\n" + _source("serve-abuse", "serve-latency")
+    )
+
+
+TABLES = {
+    "precision-speed": precision_speed,
+    "precision-maps": precision_maps,
+    "precision-seeds": precision_seeds,
+    "scratch-runs": scratch_runs,
+    "serve-abuse": serve_abuse,
+}
+
+
+def render(text: str) -> str:
+    def replace(match: re.Match) -> str:
+        name = match.group("name")
+        if name not in TABLES:
+            raise SystemExit(f"README names an unknown record table '{name}': one of {', '.join(TABLES)}")
+        return match.group(1) + TABLES[name]().rstrip() + "\n" + match.group(4)
+
+    return BLOCK.sub(replace, text)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true")
+    args = parser.parse_args(argv)
+    text = README.read_text()
+    rendered = render(text)
+    if args.check:
+        if rendered != text:
+            print("README record tables differ from benchmarks/results: run python benchmarks/readme_tables.py")
+            return 1
+        return 0
+    README.write_text(rendered)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
