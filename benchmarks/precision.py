@@ -58,8 +58,8 @@ def measure(rounds: int = 3, n_films: int = 64) -> dict:
                 optimizer = make_optimizer(params, config)
                 scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
                 train_one_epoch(
-                    model, optimizer, scheduler, films[size][:32], labels[:32], config, 0, weights, device, False
-                )  # warm-up: oneDNN picks its kernels for this size and precision
+                    model, optimizer, scheduler, films[size][:64], labels[:64], config, 0, weights, device, False
+                )  # warm-up, 2 steps: oneDNN picks its kernels for this size and precision
                 began = time.perf_counter()
                 train_one_epoch(model, optimizer, scheduler, films[size], labels, config, 0, weights, device, False)
                 timings.setdefault(f"train_{size}_{precision}", []).append(n_films / (time.perf_counter() - began))
@@ -96,7 +96,7 @@ def measure(rounds: int = 3, n_films: int = 64) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--films", type=int, default=64)
+    parser.add_argument("--films", type=int, default=128)
     parser.add_argument("--record-dir", type=Path, default=None)
     args = parser.parse_args()
     figures = measure(args.rounds, args.films)
