@@ -30,7 +30,8 @@ def _source(*names: str) -> str:
     parts = []
     for name in names:
         record = load(name)
-        parts.append(f"benchmarks/results/{name}.json ({record['date'][:10]}, commit {record['commit'][:7]})")
+        dirty = " with uncommitted changes" if "uncommitted" in record["commit"] else ""
+        parts.append(f"benchmarks/results/{name}.json ({record['date'][:10]}, commit {record['commit'][:7]}{dirty})")
     return "Record: " + "; ".join(parts) + "."
 
 
