@@ -11,6 +11,9 @@ LUNG_MASKS = SHARED / "kermany224-lungmasks"
 FULLRES = SHARED / "kermany-fullres-sample"
 
 os.environ.setdefault("PNEUMOCAM_NO_PROGRESS", "1")
+# Tests compare runs and commands to each other at 1e-6 and check that training is deterministic: `auto` means fp32
+# here (also in the subprocesses they start). tests/test_precision.py checks what auto picks without it, and bf16.
+os.environ.setdefault("PNEUMOCAM_AUTO_PRECISION", "fp32")
 
 
 def pytest_runtest_setup(item):

@@ -9,7 +9,8 @@ from pneumocam.errors import SettingError
 
 @pytest.fixture
 def flags(monkeypatch):
-    """Set the CPU flags precision.py sees."""
+    """Set the CPU flags precision.py sees (and let auto decide by them: the suite sets it to fp32)."""
+    monkeypatch.delenv("PNEUMOCAM_AUTO_PRECISION", raising=False)
 
     def set_flags(*names):
         monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset(names))
@@ -31,6 +32,30 @@ def test_auto_uses_bf16_only_where_the_cpu_has_it(flags):
     assert forced.used == "bf16" and "slower" in forced.reason
     with pytest.raises(SettingError, match="precision must be one of auto, fp32, bf16"):
         precision.resolve_precision("fp16", "cpu")
+
+
+def test_the_environment_can_say_what_auto_means(flags, monkeypatch):
+    flags("avx512_bf16")
+    monkeypatch.setenv("PNEUMOCAM_AUTO_PRECISION", "fp32")
+    assert precision.resolve_precision("auto", "cpu").used == "fp32"
+    assert precision.resolve_precision("bf16", "cpu").used == "bf16"  # an explicit choice still wins
+    monkeypatch.setenv("PNEUMOCAM_AUTO_PRECISION", "fp16")
+    with pytest.raises(SettingError, match="must be fp32 or bf16"):
+        precision.resolve_precision("auto", "cpu")
+
+
+def test_library_methods_run_in_fp32_under_a_bf16_caller():
+    """ScoreCAM and EigenCAM come from pytorch-grad-cam as numpy: under bf16 autocast they failed on bf16 tensors."""
+    import numpy as np
+
+    from pneumocam.cam import make_cam
+    from pneumocam.model import build_model
+
+    model, _ = build_model("none", seed=0)
+    films = (np.arange(2 * 64 * 64).reshape(2, 64, 64) % 251).astype(np.uint8)
+    with precision.autocast(precision.Precision("bf16", "bf16", "asked for"), "cpu"):
+        result = make_cam(model.eval(), "eigencam", batch_size=2)(films)
+    assert result.maps.dtype == np.float32 and result.maps.shape[0] == 2
 
 
 def test_autocast_runs_convolutions_in_bf16_only_under_bf16():

@@ -227,7 +227,8 @@ class LibraryCAM:
 
         maps, logits, targets, features = [], [], [], []
         starts = range(0, len(images), self.batch_size)
-        with _explaining(self.model, weight_grads=True):
+        # pytorch-grad-cam's methods run in fp32 whatever precision the caller chose (they hand back numpy arrays)
+        with _explaining(self.model, weight_grads=True), torch.autocast(self.device.type, enabled=False):
             cam = self.cam_class(model=self.model, target_layers=[self.model.get_submodule(self.layer_name)])
             if hasattr(cam, "batch_size"):
                 cam.batch_size = self.batch_size

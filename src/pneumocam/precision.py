@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from .errors import SettingError
 
 PRECISIONS = ("auto", "fp32", "bf16")
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+# What `auto` resolves to when set (fp32 or bf16): for bit-reproducible runs on a bf16 machine, and the test suite.
+AUTO_ENV = "PNEUMOCAM_AUTO_PRECISION"
 
 
 @functools.lru_cache(maxsize=1)
@@ -68,6 +71,11 @@ def resolve_precision(requested: str, device: torch.device | str) -> Precision:
         return Precision(requested, "fp32", "asked for")
     if requested == "bf16":
         return Precision(requested, "bf16", "asked for" + ("" if native else f" ({why}: expect it to be slower)"))
+    forced = os.environ.get(AUTO_ENV, "").strip()
+    if forced:
+        if forced not in ("fp32", "bf16"):
+            raise SettingError("precision", f"auto: {AUTO_ENV} must be fp32 or bf16, got '{forced}'")
+        return Precision(requested, forced, f"{AUTO_ENV}={forced}")
     return Precision(requested, "bf16" if native else "fp32", why)
 
 
