@@ -159,7 +159,9 @@ def soak(args, start_server, film_bytes: list[bytes], good_run: Path) -> dict:
             port, f"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 999999999\r\n\r\n"
         ),
         "foreign_host": lambda c: c.get("/api/runs", headers={"Host": "attacker.example"}).status_code,
-        "foreign_origin_post": lambda c: post(c, "a.jpeg", film_bytes[0], headers={"Origin": "http://evil.example"}),
+        "foreign_origin_post": lambda c: post(
+            c, "a.jpeg", film_bytes[0], headers={"Origin": f"http://127.0.0.2:{port}"}
+        ),
         "cross_site_post": lambda c: post(c, "a.jpeg", film_bytes[0], headers={"Sec-Fetch-Site": "cross-site"}),
         "slow_method": lambda c: post(c, "a.jpeg", film_bytes[0], method="scorecam"),
         "nul_filename": lambda c: post(c, "a\0b.jpeg", film_bytes[0]),

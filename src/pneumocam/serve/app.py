@@ -113,8 +113,7 @@ def create_app(
     @app.get("/api/runs/{run}/film")
     def run_film(run: str, path: str) -> dict:
         """The film at the model's size and its overlay from the run's stored map."""
-        real, index = browser.film(run, path)
-        maps = browser.heatmaps(run)
+        real, index, maps = browser.film(run, path)
         size = int(maps["image_size"])
         if not 16 <= size <= 2048 or index >= len(maps["maps"]):
             raise HTTPError(422, "this run's heatmaps.npz does not match its films")

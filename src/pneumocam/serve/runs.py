@@ -203,8 +203,8 @@ class RunBrowser:
     def _class(value) -> int | None:
         return {"0": 0, "1": 1}.get(str(value).strip())
 
-    def film(self, name: str, path: str) -> tuple[Path, int]:
-        """(the film to open, its row in heatmaps.npz) for a path the run lists; 404 for anything else."""
+    def film(self, name: str, path: str) -> tuple[Path, int, dict[str, np.ndarray]]:
+        """(the film to open, its row in heatmaps.npz, the run's maps) for a path the run lists; 404 otherwise."""
         refused = HTTPError(404, "not a film of this run")
         if not _clean_text(path) or not is_image_name(path):
             raise refused
@@ -221,21 +221,16 @@ class RunBrowser:
             raise refused
         if not listed.is_file():
             raise HTTPError(404, "this film is no longer where the run found it")
-        try:
-            with np.load(self._file(name, "heatmaps.npz"), allow_pickle=False) as maps:
-                paths = [str(p) for p in maps["paths"]]
-        except HTTPError:
-            raise
-        except (OSError, ValueError, KeyError) as exc:
-            raise HTTPError(422, f"this run's heatmaps.npz is not readable ({type(exc).__name__})") from None
+        maps = self.heatmaps(name)  # read once: the film's row and its map come from the same load
+        paths = [str(p) for p in maps["paths"]]
         if path not in paths:
             raise HTTPError(404, "this run stored no map for this film")
-        return Path(path), paths.index(path)
+        return Path(path), paths.index(path), maps
 
     def heatmaps(self, name: str) -> dict[str, np.ndarray]:
         try:
             with np.load(self._file(name, "heatmaps.npz"), allow_pickle=False) as data:
-                maps = {k: data[k] for k in ("maps", "probs", "image_size")}
+                maps = {k: data[k] for k in ("paths", "maps", "probs", "image_size")}
         except HTTPError:
             raise
         except (OSError, ValueError, KeyError) as exc:
