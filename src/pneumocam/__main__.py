@@ -1,5 +1,5 @@
 """`python -m pneumocam ...` runs the command line (so `torchrun -m pneumocam` works too)."""
 
-from .cli import main
+from pneumocam.cli import main
 
 main()

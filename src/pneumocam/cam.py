@@ -21,10 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import CLASS_NAMES
-from .data import to_model_input
-from .errors import SettingError
-from .progress import enabled, track
+from pneumocam import CLASS_NAMES
+from pneumocam.data import to_model_input
+from pneumocam.errors import SettingError
+from pneumocam.progress import enabled, track
 
 TARGETS = ("pred", "true", "PNEUMONIA", "NORMAL")
 
@@ -41,7 +41,7 @@ class CamResult:
 
     @property
     def probs(self) -> np.ndarray:
-        from .model import probability
+        from pneumocam.model import probability
 
         return probability(self.logits)
 
@@ -223,7 +223,7 @@ class LibraryCAM:
     def __call__(self, images, target: str = "pred", labels=None, description: str = "CAM") -> CamResult:
         from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
 
-        from .model import backbone_features
+        from pneumocam.model import backbone_features
 
         maps, logits, targets, features = [], [], [], []
         starts = range(0, len(images), self.batch_size)
@@ -297,7 +297,7 @@ def save_heatmaps(
     """heatmaps.npz: plain arrays only (no pickled objects), enough to recompute any score without the model."""
     import io
 
-    from .outputs import atomic_write_bytes
+    from pneumocam.outputs import atomic_write_bytes
 
     buffer = io.BytesIO()
     np.savez_compressed(

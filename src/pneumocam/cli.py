@@ -16,11 +16,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .cli_data import data, manifest, phantoms, print_metrics
-from .cli_errors import clean_errors
-from .cli_guard import guard_app
-from .cli_lungs import lungs_app
-from .cli_options import (
+from pneumocam.cli_data import data, manifest, phantoms, print_metrics
+from pneumocam.cli_errors import clean_errors
+from pneumocam.cli_guard import guard_app
+from pneumocam.cli_lungs import lungs_app
+from pneumocam.cli_options import (
     BOOTSTRAP,
     CONFIG,
     EXPLAINING,
@@ -36,11 +36,11 @@ from .cli_options import (
     plain,
     with_config,
 )
-from .cli_runs import compare, merge, report
-from .cli_serve import serve
-from .cli_webdataset import webdataset_app
-from .errors import PneumocamError
-from .precision import autocast, resolve_precision
+from pneumocam.cli_runs import compare, merge, report
+from pneumocam.cli_serve import serve
+from pneumocam.cli_webdataset import webdataset_app
+from pneumocam.errors import PneumocamError
+from pneumocam.precision import autocast, resolve_precision
 
 app = typer.Typer(
     add_completion=False,
@@ -111,7 +111,7 @@ def train(
     **settings,
 ):
     """Train the classifier; the best epoch on validation becomes RUN/model.pt."""
-    from .train import TrainConfig, fit
+    from pneumocam.train import TrainConfig, fit
 
     started: list[Path] = []
     config_file = settings.pop("config")
@@ -150,11 +150,11 @@ def evaluate(
     **settings,
 ):
     """Metrics at threshold 0.5 and at the validation-chosen threshold; predictions.csv joined by file."""
-    from .data import discover
-    from .evaluate import evaluate_split
-    from .leakage import check_leakage, enforce
-    from .model import load_checkpoint, resolve_device
-    from .outputs import mark_complete, new_run_folder
+    from pneumocam.data import discover
+    from pneumocam.evaluate import evaluate_split
+    from pneumocam.leakage import check_leakage, enforce
+    from pneumocam.model import load_checkpoint, resolve_device
+    from pneumocam.outputs import mark_complete, new_run_folder
 
     strict, bootstrap = settings["strict"], settings["bootstrap"]
     target = resolve_device(device.value)
@@ -242,8 +242,8 @@ def run(
     **settings,
 ):
     """Train, evaluate, Grad-CAM, importance scores, statistics and report, in one fresh run folder."""
-    from .experiment import ExperimentConfig, resume_experiment, run_experiment
-    from .train import TrainConfig
+    from pneumocam.experiment import ExperimentConfig, resume_experiment, run_experiment
+    from pneumocam.train import TrainConfig
 
     started: list[Path] = []
     if resume is not None:
@@ -296,7 +296,7 @@ def demo(
     focus: Focus = typer.Option(Focus.none, help="Train on focused films (body: the marker is hidden from the model)."),
 ):
     """The whole experiment on synthetic phantoms generated on the fly (no data, no downloads, a few minutes)."""
-    from .demo import run_demo
+    from pneumocam.demo import run_demo
 
     folder = run_demo(out, seed=seed, shortcut=shortcut, focus=focus.value)
     console.print(f"[green]report:[/] {escape(str(folder / 'report.html'))}")
@@ -315,8 +315,8 @@ def stats(
     **settings,
 ):
     """Compare a score between NORMAL and PNEUMONIA: Student, Welch, Mann-Whitney, permutation, effect sizes."""
-    from .outputs import mark_complete, new_run_folder, write_json
-    from .stats import read_scores, score_report, summary_text
+    from pneumocam.outputs import mark_complete, new_run_folder, write_json
+    from pneumocam.stats import read_scores, score_report, summary_text
 
     n = n_per_class_value(settings["n_per_class"])
     results = {}
@@ -351,7 +351,7 @@ def predict(
     **settings,
 ):
     """Probability, the decision at the model's validation-chosen threshold (and at 0.5), and an overlay per image."""
-    from .predict import predict_files
+    from pneumocam.predict import predict_files
 
     outcome = predict_files(
         checkpoint,
@@ -391,9 +391,9 @@ def explain(
     **settings,
 ):
     """Where the model looks and whether its explanation can be trusted, on an existing model."""
-    from .experiment import ExperimentConfig, run_experiment
-    from .runfolder import RunFolder
-    from .train import TrainConfig
+    from pneumocam.experiment import ExperimentConfig, run_experiment
+    from pneumocam.runfolder import RunFolder
+    from pneumocam.train import TrainConfig
 
     seed = 0
     if run_dir is not None:

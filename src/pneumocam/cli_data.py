@@ -11,10 +11,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from . import CLASS_NAMES, started_random
-from .cli_errors import clean_errors
-from .cli_options import ValSource
-from .errors import PneumocamError
+from pneumocam import CLASS_NAMES, started_random
+from pneumocam.cli_errors import clean_errors
+from pneumocam.cli_options import ValSource
+from pneumocam.errors import PneumocamError
 
 console = Console(highlight=False, soft_wrap=True)
 
@@ -30,8 +30,8 @@ def data(
     skipped_csv: Optional[Path] = typer.Option(None, help="Also write the skipped files (path, reason) here."),
 ):
     """Check a dataset before a long run: counts, unreadable files, the validation split."""
-    from .data import choose_validation, discover, load_images
-    from .outputs import write_skipped
+    from pneumocam.data import choose_validation, discover, load_images
+    from pneumocam.outputs import write_skipped
 
     index = discover(root)
     table = Table(title=f"{escape(str(index.root))} ({index.source})")
@@ -80,7 +80,7 @@ def phantoms(
     ),
 ):
     """Write synthetic chest X-ray phantoms with lung and lesion masks (Kermany layout)."""
-    from .data.phantoms import write_phantom_dataset
+    from pneumocam.data.phantoms import write_phantom_dataset
 
     if out.exists() and any(out.iterdir()):
         raise PneumocamError(f"{out} exists and is not empty: choose a new folder (nothing is overwritten)")
@@ -105,8 +105,8 @@ def manifest(
     views: str = typer.Option("PA,AP", help="Views to keep, comma-separated ('*': all)."),
 ):
     """A NORMAL / PNEUMONIA manifest from a public set's layout (labels read by TorchXRayVision)."""
-    from .data.public import public_manifest
-    from .outputs import write_csv
+    from pneumocam.data.public import public_manifest
+    from pneumocam.outputs import write_csv
 
     if out.exists():
         raise PneumocamError(f"{out} exists: choose a new file (nothing is overwritten)")

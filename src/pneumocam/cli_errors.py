@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from .errors import PneumocamError, SettingError
+from pneumocam.errors import PneumocamError, SettingError
 
 
 def clean_errors(command):

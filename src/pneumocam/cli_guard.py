@@ -9,8 +9,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from .cli_errors import clean_errors
-from .cli_options import Device
+from pneumocam.cli_errors import clean_errors
+from pneumocam.cli_options import Device
 
 console = Console(highlight=False, soft_wrap=True)
 
@@ -28,8 +28,8 @@ def guard_fit(
     device: Device = typer.Option(Device.auto, help="Where to compute."),
 ):
     """Fit the guard on the model's own training and validation films (the split its plan recorded)."""
-    from .guard import fit_checkpoint_guard
-    from .model import resolve_device
+    from pneumocam.guard import fit_checkpoint_guard
+    from pneumocam.model import resolve_device
 
     guard = fit_checkpoint_guard(checkpoint, data, batch_size, resolve_device(device.value))
     fitted = guard.fitted_on

@@ -9,8 +9,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from .cli_errors import clean_errors
-from .errors import PneumocamError
+from pneumocam.cli_errors import clean_errors
+from pneumocam.errors import PneumocamError
 
 console = Console(highlight=False, soft_wrap=True)
 
@@ -20,8 +20,8 @@ lungs_app = typer.Typer(help="Lung-field estimates for images without masks.", n
 def _masked_samples(data: Path, masks: Path, split: str, limit: Optional[int], seed: int):
     import numpy as np
 
-    from .data import discover
-    from .regions import mask_path
+    from pneumocam.data import discover
+    from pneumocam.regions import mask_path
 
     samples = [s for s in discover(data).split(split) if mask_path(masks, s).is_file()]
     if not samples:
@@ -48,14 +48,14 @@ def lungs_fit(
     seed: int = typer.Option(0),
 ):
     """Train the small lung-field model on your own masks."""
-    from .data.readers import read_grayscale, read_resized
-    from .lungs import LungModel
-    from .regions import mask_path
+    from pneumocam.data.readers import read_grayscale, read_resized
+    from pneumocam.lungs import LungModel
+    from pneumocam.regions import mask_path
 
     if out.exists():
         raise PneumocamError(f"{out} exists: choose a new file name (nothing is overwritten)")
     samples = _masked_samples(data, masks, split, max_images, seed)
-    from .data.readers import resize_square
+    from pneumocam.data.readers import resize_square
 
     images = [read_resized(s.path, image_size) for s in samples]
     mask_images = [resize_square(read_grayscale(mask_path(masks, s)), image_size) for s in samples]
@@ -79,10 +79,10 @@ def lungs_dice(
     """Score a lung estimate against reference masks (mean Dice; 127 'ignore' pixels excluded)."""
     import numpy as np
 
-    from .data.readers import read_grayscale, read_resized, resize_square
-    from .lungs import LungModel, classical_lungs, dice
-    from .progress import track
-    from .regions import mask_path
+    from pneumocam.data.readers import read_grayscale, read_resized, resize_square
+    from pneumocam.lungs import LungModel, classical_lungs, dice
+    from pneumocam.progress import track
+    from pneumocam.regions import mask_path
 
     estimator = LungModel.load(model) if model else None
     seen = set(estimator.trained_on.get("patients", [])) if estimator else set()

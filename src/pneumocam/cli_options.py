@@ -13,8 +13,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from .errors import PneumocamError
-from .precision import PRECISIONS
+from pneumocam.errors import PneumocamError
+from pneumocam.precision import PRECISIONS
 
 
 class Mode(str, Enum):
@@ -309,7 +309,7 @@ def _yaml(text: str):
 def with_config(ctx: typer.Context, values: dict[str, Any], config: Path | None) -> dict[str, Any]:
     """The settings in force: typed on the command line, else from the config file, else from the recipe (named on
     the command line or in the file), else the option's default."""
-    from .recipes import recipe_defaults
+    from pneumocam.recipes import recipe_defaults
 
     from_file = read_config_file(config) if config is not None else {}
     typed = given_on_command_line(ctx, values)

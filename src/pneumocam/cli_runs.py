@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .cli_errors import clean_errors
+from pneumocam.cli_errors import clean_errors
 
 console = Console(highlight=False, soft_wrap=True)
 
@@ -23,7 +23,7 @@ def report(
     ),
 ):
     """Render report.html and report.md again from a run folder alone: no model, no data needed."""
-    from .report import render
+    from pneumocam.report import render
 
     html_path, md_path = render(run_dir, out)
     console.print(f"[green]report:[/] {escape(str(html_path))} and {escape(str(md_path))}")
@@ -38,8 +38,8 @@ def compare(
     seed: int = typer.Option(0, help="Seed of the bootstrap."),
 ):
     """B minus A on the same images: ROC-AUC and accuracy with paired CIs; region shares and pointing game per class."""
-    from .compare import compare_runs
-    from .outputs import mark_complete, new_run_folder, write_json
+    from pneumocam.compare import compare_runs
+    from pneumocam.outputs import mark_complete, new_run_folder, write_json
 
     result = compare_runs(run_a, run_b, bootstrap, seed)
     cls = result["classification"]
@@ -78,7 +78,7 @@ def merge(
     out: Path = typer.Option(Path("runs"), help="Parent folder for the merged run folder."),
 ):
     """The run folder (metrics, maps, statistics, report) one process would have written, from every shard's part."""
-    from .shards import merge_parts
+    from pneumocam.shards import merge_parts
 
     folder = merge_parts(parts, out)
     console.print(f"[green]report:[/] {escape(str(folder / 'report.html'))}")

@@ -9,9 +9,9 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from .cli_errors import clean_errors
-from .cli_options import PRECISION, Device, options
-from .data.readers import DEFAULT_MAX_PIXELS
+from pneumocam.cli_errors import clean_errors
+from pneumocam.cli_options import PRECISION, Device, options
+from pneumocam.data.readers import DEFAULT_MAX_PIXELS
 
 console = Console(highlight=False, soft_wrap=True)
 
@@ -48,7 +48,7 @@ def serve(
 
     import uvicorn
 
-    from .serve.app import create_app
+    from pneumocam.serve.app import create_app
 
     if host not in ("127.0.0.1", "localhost", "::1"):
         console.print(

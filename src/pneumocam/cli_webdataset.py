@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from .cli_errors import clean_errors
+from pneumocam.cli_errors import clean_errors
 
 console = Console(highlight=False, soft_wrap=True)
 
@@ -23,8 +23,8 @@ def write(
     max_count: int = typer.Option(1000, help="Films per shard."),
 ):
     """Every readable film of every split, with its label, split and patient id, as tar shards."""
-    from .data import discover
-    from .data.webdataset_io import write_shards
+    from pneumocam.data import discover
+    from pneumocam.data.webdataset_io import write_shards
 
     index = discover(data)
     samples = [s for split in index.splits for s in index.split(split)]
@@ -36,7 +36,7 @@ def write(
 @clean_errors
 def describe(urls: str = typer.Argument(..., help="Shard paths as a brace pattern: shards/k-{000000..000009}.tar.")):
     """Counts per split and class, read by streaming the shards."""
-    from .data.webdataset_io import describe as counts
+    from pneumocam.data.webdataset_io import describe as counts
 
     for split, per_class in counts(urls).items():
         console.print(f"{split}: " + ", ".join(f"{c} {n}" for c, n in per_class.items()))

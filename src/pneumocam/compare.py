@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import CLASS_NAMES
-from .errors import PneumocamError
+from pneumocam import CLASS_NAMES
+from pneumocam.errors import PneumocamError
 
 REGION_MEASURES = ("share_lungs", "share_outside_body", "ratio_lungs", "ratio_outside_body", "pointing_lungs")
 
@@ -47,7 +47,7 @@ def paired_differences(
     """AUC and accuracy of A and B on the same images, B minus A, with percentile bootstrap CIs from shared draws."""
     from sklearn.metrics import roc_auc_score
 
-    from .metrics import _cluster_members
+    from pneumocam.metrics import _cluster_members
 
     labels, probs_a, probs_b = np.asarray(labels), np.asarray(probs_a), np.asarray(probs_b)
 
@@ -118,7 +118,7 @@ def recorded_patient(row: dict, path: str) -> str | None:
     predictions.csv carried it fall back to the file name."""
     if "patient_id" in row:
         return row["patient_id"] or None
-    from .data import patient_id_from_name
+    from pneumocam.data import patient_id_from_name
 
     return patient_id_from_name(Path(path).name)
 

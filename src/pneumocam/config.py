@@ -9,13 +9,13 @@ from __future__ import annotations
 import sys
 from dataclasses import asdict, dataclass, field
 
-from . import CLASS_NAMES
-from .cam import METHODS
-from .data import choose_validation, discover, split_holdout
-from .errors import PneumocamError, SettingError
-from .model import build_model
-from .precision import PRECISIONS
-from .recipes import TRAINED_WEIGHTS_REQUIRED
+from pneumocam import CLASS_NAMES
+from pneumocam.cam import METHODS
+from pneumocam.data import choose_validation, discover, split_holdout
+from pneumocam.errors import PneumocamError, SettingError
+from pneumocam.model import build_model
+from pneumocam.precision import PRECISIONS
+from pneumocam.recipes import TRAINED_WEIGHTS_REQUIRED
 
 DEFAULT_LR = {"frozen": 1e-3, "partial": 3e-4, "full": 1e-4}
 
@@ -181,7 +181,7 @@ def validate_experiment(cfg: ExperimentConfig) -> None:
     if cfg.n_per_class is not None and cfg.n_per_class < 2:
         raise SettingError("n_per_class", "must be at least 2 (or 'all')")
     if cfg.shard:
-        from .shards import parse_shard
+        from pneumocam.shards import parse_shard
 
         parse_shard(cfg.shard)
         if cfg.checkpoint is None:

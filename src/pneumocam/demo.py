@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .config import ExperimentConfig
-from .experiment import run_experiment
-from .outputs import new_run_folder
-from .train import TrainConfig
+from pneumocam.config import ExperimentConfig
+from pneumocam.experiment import run_experiment
+from pneumocam.outputs import new_run_folder
+from pneumocam.train import TrainConfig
 
 
 def run_demo(
@@ -20,7 +20,7 @@ def run_demo(
     focus: str = "none",
 ) -> Path:
     """Generate phantoms (with a label-correlated corner marker when shortcut > 0), then run every stage on them."""
-    from .data.phantoms import write_phantom_dataset
+    from pneumocam.data.phantoms import write_phantom_dataset
 
     run_dir = new_run_folder(out, prefix="demo")
     # Sized to finish in a few minutes on 2 CPU cores: full fine-tuning from random weights at 96 px.

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .errors import SettingError
+from pneumocam.errors import SettingError
 
 
 @dataclass

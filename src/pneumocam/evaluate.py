@@ -8,10 +8,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data import LoadedImages, to_model_input
-from .metrics import BinaryMetrics
-from .model import probability
-from .progress import track
+from pneumocam.data import LoadedImages, to_model_input
+from pneumocam.metrics import BinaryMetrics
+from pneumocam.model import probability
+from pneumocam.progress import track
 
 
 def _batches(order: np.ndarray, batch_size: int):
@@ -30,7 +30,7 @@ def predict_logits(
 ) -> np.ndarray:
     """One logit per image, returned in the images' own order whatever order they were run in.
     features: an (N, 2048) array to fill with the pooled features the head read (the guard's input)."""
-    from .model import backbone_features
+    from pneumocam.model import backbone_features
 
     model.eval()
     device = torch.device(device)
@@ -123,7 +123,7 @@ def predict(
 ) -> Predictions:
     """Predictions keyed by file; shuffle_seed runs the images in a random order (the result must not change).
     assess: give every file the guard's verdict (input checks alone when guard is None)."""
-    from .guard import verdicts
+    from pneumocam.guard import verdicts
 
     order = None
     if shuffle_seed is not None:
@@ -155,7 +155,7 @@ def guard_record(
     predictions: Predictions, thresholds: dict[str, float], guard, bootstrap_resamples: int = 1000, seed: int = 0
 ) -> dict:
     """metrics.json's "guard": the share flagged (per class and reason) and the metrics on the films that passed."""
-    from .guard import guard_summary
+    from pneumocam.guard import guard_summary
 
     record = guard_summary(predictions.verdicts, predictions.labels, guard)
     kept = predictions.in_distribution()
@@ -185,7 +185,7 @@ def metrics_record(
     guard: dict | None = None,
 ) -> dict:
     """metrics.json: the same layout whether `evaluate` or `run` wrote it."""
-    from .data import fingerprint
+    from pneumocam.data import fingerprint
 
     return {
         "split": split,
@@ -229,9 +229,9 @@ def evaluate_split(
     """
     from pathlib import Path
 
-    from .data import discover, load_images
-    from .leakage import check_leakage, enforce
-    from .outputs import write_csv, write_json, write_skipped
+    from pneumocam.data import discover, load_images
+    from pneumocam.leakage import check_leakage, enforce
+    from pneumocam.outputs import write_csv, write_json, write_skipped
 
     samples = discover(data_root).split(split)
     loaded = load_images(samples, int(metadata.get("image_size", 224)), description=f"Reading {split}")
@@ -239,11 +239,11 @@ def evaluate_split(
     enforce(leakage, strict, warn)
     focus = metadata.get("focus", "none")
     if focus != "none":  # the model reads what it was trained on; lungs from its training's masks where present
-        from .focus import focus_images
+        from pneumocam.focus import focus_images
 
         lung_root = (metadata.get("config") or {}).get("focus_masks")
         loaded = focus_images(loaded, focus, lung_root).inputs(loaded)
-    from .guard import load_guard
+    from pneumocam.guard import load_guard
 
     guard = load_guard(checkpoint) if checkpoint else None
     predictions = predict(model, loaded, batch_size, device, guard=guard, assess=True)

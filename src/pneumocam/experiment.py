@@ -15,21 +15,27 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cam import CamResult, make_cam
-from .config import ExperimentConfig, evaluated_samples, validate_experiment
-from .data import LoadedImages, discover, load_images
-from .errors import PneumocamError
-from .evaluate import Predictions, checkpoint_thresholds, decision_threshold, guard_record, metrics_at_thresholds
-from .guard import load_guard, verdicts
-from .importance import SCORES, compared_scores, empty_summary, importance_scores
-from .leakage import Leakage, check_leakage, enforce
-from .model import load_checkpoint, resolve_device
-from .outputs import mark_complete, new_run_folder, write_csv, write_json
-from .precision import autocast, resolve_precision
-from .provenance import environment, library_versions
-from .runfolder import write_run
-from .stats import group_statistics
-from .train import TrainConfig, fit
+from pneumocam.cam import CamResult, make_cam
+from pneumocam.config import ExperimentConfig, evaluated_samples, validate_experiment
+from pneumocam.data import LoadedImages, discover, load_images
+from pneumocam.errors import PneumocamError
+from pneumocam.evaluate import (
+    Predictions,
+    checkpoint_thresholds,
+    decision_threshold,
+    guard_record,
+    metrics_at_thresholds,
+)
+from pneumocam.guard import load_guard, verdicts
+from pneumocam.importance import SCORES, compared_scores, empty_summary, importance_scores
+from pneumocam.leakage import Leakage, check_leakage, enforce
+from pneumocam.model import load_checkpoint, resolve_device
+from pneumocam.outputs import mark_complete, new_run_folder, write_csv, write_json
+from pneumocam.precision import autocast, resolve_precision
+from pneumocam.provenance import environment, library_versions
+from pneumocam.runfolder import write_run
+from pneumocam.stats import group_statistics
+from pneumocam.train import TrainConfig, fit
 
 __all__ = ["ExperimentConfig", "resume_experiment", "run_experiment"]
 
@@ -82,7 +88,7 @@ def run_experiment(
     With cfg.shard the folder holds that shard's part only (shards.py); computed (the merge) supplies the
     Grad-CAM results instead of computing them.
     """
-    from .report import render
+    from pneumocam.report import render
 
     preloaded = prepare(cfg)
     run_dir = open_run_folder(cfg, runs_dir, run_dir, resume, on_start)
@@ -141,7 +147,7 @@ def open_run_folder(cfg: ExperimentConfig, runs_dir, run_dir, resume: bool, on_s
 
 def train_or_load(cfg: ExperimentConfig, run_dir: Path, resume: bool, preloaded, device) -> Trained:
     """Train into RUN/train (continuing an interrupted training on resume), or take the given checkpoint."""
-    from .outputs import INCOMPLETE_MARKER, is_complete
+    from pneumocam.outputs import INCOMPLETE_MARKER, is_complete
 
     if preloaded is not None:
         model, meta = preloaded
@@ -162,7 +168,7 @@ def train_or_load(cfg: ExperimentConfig, run_dir: Path, resume: bool, preloaded,
 def explain_split(cfg: ExperimentConfig, trained: Trained, run_dir: Path, device, computed=None) -> Explained | None:
     """Read the evaluated split, check it against what the model saw, and run one Grad-CAM pass: its forward
     gives the predictions, its backward through the head the maps. A shard writes its part and returns None."""
-    from .shards import save_part, shard_samples
+    from pneumocam.shards import save_part, shard_samples
 
     size = int(trained.meta.get("image_size", cfg.train.image_size))
     samples = evaluated_samples(discover(cfg.train.data), cfg.eval_split, trained.meta, trained.checkpoint)
@@ -204,7 +210,7 @@ def focus_inputs(cfg: ExperimentConfig, meta: dict, loaded: LoadedImages):
     the checkpoint's --focus, with lungs from this run's masks, else its lung model, else the estimate."""
     from dataclasses import replace
 
-    from .focus import film_maps, focus_images
+    from pneumocam.focus import film_maps, focus_images
 
     mode = meta.get("focus", "none")
     if mode == "none":
@@ -227,8 +233,8 @@ def focus_inputs(cfg: ExperimentConfig, meta: dict, loaded: LoadedImages):
 
 def score_maps(cfg: ExperimentConfig, trained: Trained, explained: Explained, device) -> Scored:
     """Per-image scores (importance, mask shares, regions) and the trust checks."""
-    from .regions import ground_truth_summary, mask_measures, split_attention
-    from .trust import trust_checks
+    from pneumocam.regions import ground_truth_summary, mask_measures, split_attention
+    from pneumocam.trust import trust_checks
 
     loaded, result, labels = explained.loaded, explained.cam, explained.loaded.labels
     size = loaded.images.shape[-1]
@@ -265,7 +271,7 @@ def score_maps(cfg: ExperimentConfig, trained: Trained, explained: Explained, de
 
 def resume_experiment(run_dir: str | Path, on_start=None) -> Path:
     """Finish an interrupted `pneumocam run` folder: training resumes where it stopped, then every later stage."""
-    from .runfolder import RunFolder
+    from pneumocam.runfolder import RunFolder
 
     folder = RunFolder(run_dir)
     values = dict(folder.experiment)

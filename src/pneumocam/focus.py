@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .data import IMAGENET_MEAN, LoadedImages
-from .errors import SettingError
+from pneumocam.data import IMAGENET_MEAN, LoadedImages
+from pneumocam.errors import SettingError
 
 FOCUS_MODES = ("none", "body", "lungs")
 NEUTRAL_GREY = int(round(255 * float(np.mean(IMAGENET_MEAN))))
@@ -62,7 +62,7 @@ def focus_image(
 ) -> tuple[np.ndarray, tuple]:
     """(the focused film at the same size, its box on the film). lungs: the film's lung mask for mode 'lungs';
     body: its body mask where the caller has it already (the viewer), else computed here."""
-    from .lungs import body_mask, classical_lungs
+    from pneumocam.lungs import body_mask, classical_lungs
 
     side = gray.shape[0]
     if mode == "none":
@@ -84,8 +84,8 @@ def focus_images(
 ) -> Focused:
     """Every image of a split focused the same way (lungs from masks under lung_root where present, else lung_model,
     else the classical estimate)."""
-    from .progress import track
-    from .regions import load_masks
+    from pneumocam.progress import track
+    from pneumocam.regions import load_masks
 
     check_focus(mode)
     n, side = len(loaded.images), loaded.images.shape[-1]
@@ -94,7 +94,7 @@ def focus_images(
         return Focused(loaded.images, boxes, [])
     estimator = None
     if mode == "lungs" and lung_model:
-        from .lungs import LungModel
+        from pneumocam.lungs import LungModel
 
         estimator = LungModel.load(lung_model)
     images = np.empty((n, side, side), dtype=np.uint8)

@@ -137,7 +137,7 @@ def file_reason(path: str | os.PathLike) -> str:
     """Checks on the file as stored: colour, aspect ratio, size. DICOM files are monochrome by definition here."""
     from PIL import Image
 
-    from .data.readers import UnreadableImage, image_source, looks_like_dicom
+    from pneumocam.data.readers import UnreadableImage, image_source, looks_like_dicom
 
     try:
         source = image_source(path)  # a file, or a tar shard's member in memory
@@ -182,7 +182,7 @@ def verdicts(guard: Guard | None, features: np.ndarray | None, paths: list[str],
 
 def guard_summary(found: list[Verdict], labels: np.ndarray, guard: Guard | None) -> dict:
     """metrics.json / results.json: how many films were flagged, per class and per reason."""
-    from . import CLASS_NAMES
+    from pneumocam import CLASS_NAMES
 
     flagged = np.array([not v.in_distribution for v in found], dtype=bool)
     reasons: dict[str, int] = {}
@@ -204,13 +204,13 @@ def guard_summary(found: list[Verdict], labels: np.ndarray, guard: Guard | None)
 
 
 def load_guard(checkpoint) -> Guard | None:
-    from .model import checkpoint_part
+    from pneumocam.model import checkpoint_part
 
     return Guard.from_state(checkpoint_part(checkpoint, "guard"))
 
 
 def save_guard(checkpoint, guard: Guard) -> None:
-    from .model import store_checkpoint_part
+    from pneumocam.model import store_checkpoint_part
 
     store_checkpoint_part(checkpoint, "guard", guard.to_state())
 
@@ -218,10 +218,10 @@ def save_guard(checkpoint, guard: Guard) -> None:
 def fit_checkpoint_guard(checkpoint, data: str | None = None, batch_size: int = 32, device="cpu") -> Guard:
     """Fit the guard of a model.pt on the training and validation films its own plan names (same split, seed,
     held-out part and focus), and store it in the checkpoint. data: the dataset, if it moved since training."""
-    from .config import TrainConfig
-    from .data import prepare_data
-    from .model import load_checkpoint
-    from .train import extract_features, focused_data
+    from pneumocam.config import TrainConfig
+    from pneumocam.data import prepare_data
+    from pneumocam.model import load_checkpoint
+    from pneumocam.train import extract_features, focused_data
 
     model, meta = load_checkpoint(checkpoint, device)
     values = dict(meta["config"])

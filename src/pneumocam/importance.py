@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .cam import upsample
+from pneumocam.cam import upsample
 
 SCORES = {
     "mean_raw": "mean of the raw Grad-CAM map (after ReLU, no normalisation): strength of the evidence",
@@ -28,7 +28,7 @@ def empty_maps(maps: np.ndarray) -> np.ndarray:
 
 def empty_summary(maps: np.ndarray, labels: np.ndarray) -> dict:
     """How many maps are empty, per class: results.json's "empty_maps"."""
-    from . import CLASS_NAMES
+    from pneumocam import CLASS_NAMES
 
     empty = empty_maps(maps)
     return {

@@ -13,8 +13,8 @@ import hashlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .data.readers import file_stamp, read_bytes, tar_member
-from .errors import PneumocamError
+from pneumocam.data.readers import file_stamp, read_bytes, tar_member
+from pneumocam.errors import PneumocamError
 
 N_EXAMPLES = 10
 
@@ -104,7 +104,7 @@ class Leakage:
         return {k: v for k, v in asdict(self).items() if k != "rows"}
 
     def write_csv(self, path) -> None:
-        from .outputs import write_csv
+        from pneumocam.outputs import write_csv
 
         write_csv(path, ["path", "seen_as"], self.rows)
 

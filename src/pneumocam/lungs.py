@@ -150,7 +150,7 @@ class LungModel:
         cls, images: list[np.ndarray], masks: list[np.ndarray], epochs: int = 40, seed: int = 0, description: str = ""
     ) -> "LungModel":
         """images: uint8 (S, S) films; masks: uint8 0 / 255 lung / 127 ignore (ignored pixels carry no loss)."""
-        from .progress import track
+        from pneumocam.progress import track
 
         torch.manual_seed(seed)
         x = torch.from_numpy(np.stack([lung_features(g) for g in track(images, "Lung features", total=len(images))]))
@@ -179,7 +179,7 @@ class LungModel:
         return _two_largest_per_side(full, hull=False)
 
     def save(self, path: str | Path) -> None:
-        from .outputs import atomic_write_bytes
+        from pneumocam.outputs import atomic_write_bytes
 
         buffer = io.BytesIO()
         torch.save(
@@ -195,7 +195,7 @@ class LungModel:
 
     @classmethod
     def load(cls, path: str | Path) -> "LungModel":
-        from .errors import CheckpointError
+        from pneumocam.errors import CheckpointError
 
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import CLASS_NAMES
-from .calibration import expected_calibration_error
+from pneumocam import CLASS_NAMES
+from pneumocam.calibration import expected_calibration_error
 
 
 @dataclass(frozen=True)

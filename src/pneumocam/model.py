@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import started_random
-from .errors import CheckpointError, SettingError, WeightsError
+from pneumocam import started_random
+from pneumocam.errors import CheckpointError, SettingError, WeightsError
 
 ARCH = "resnet50"
 HEAD = "global average pooling + Linear(2048, 1); p(PNEUMONIA) = sigmoid(logit)"
@@ -240,7 +240,7 @@ def backbone_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, metadata: dict) -> None:
     import io
 
-    from .outputs import atomic_write_bytes
+    from pneumocam.outputs import atomic_write_bytes
 
     buffer = io.BytesIO()
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -317,7 +317,7 @@ def store_checkpoint_part(path: str | os.PathLike, key: str, value) -> None:
     """Add or replace one part of model.pt (weights and metadata untouched), written atomically."""
     import io
 
-    from .outputs import atomic_write_bytes
+    from pneumocam.outputs import atomic_write_bytes
 
     obj = read_torch_file(Path(path), CheckpointError, "as a checkpoint (corrupt or not a pneumocam checkpoint)")
     if not isinstance(obj, Mapping) or obj.get("format") != CHECKPOINT_FORMAT:

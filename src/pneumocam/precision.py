@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import SettingError
+from pneumocam.errors import SettingError
 
 PRECISIONS = ("auto", "fp32", "bf16")
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")

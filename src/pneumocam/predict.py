@@ -8,17 +8,17 @@ from pathlib import Path
 
 import numpy as np
 
-from . import CLASS_NAMES
-from .cam import make_cam, upsample
-from .data import LoadedImages, Sample, patient_id_from_name
-from .data.readers import UnreadableImage, read_grayscale, read_resized
-from .evaluate import decision_threshold
-from .focus import film_maps, focus_images
-from .guard import load_guard, verdicts
-from .leakage import check_leakage, enforce
-from .model import load_checkpoint, resolve_device
-from .outputs import atomic_write_bytes, mark_complete, new_run_folder, write_csv, write_json
-from .precision import autocast, resolve_precision
+from pneumocam import CLASS_NAMES
+from pneumocam.cam import make_cam, upsample
+from pneumocam.data import LoadedImages, Sample, patient_id_from_name
+from pneumocam.data.readers import UnreadableImage, read_grayscale, read_resized
+from pneumocam.evaluate import decision_threshold
+from pneumocam.focus import film_maps, focus_images
+from pneumocam.guard import load_guard, verdicts
+from pneumocam.leakage import check_leakage, enforce
+from pneumocam.model import load_checkpoint, resolve_device
+from pneumocam.outputs import atomic_write_bytes, mark_complete, new_run_folder, write_csv, write_json
+from pneumocam.precision import autocast, resolve_precision
 
 
 def jet(heat: np.ndarray) -> np.ndarray:

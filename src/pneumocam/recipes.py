@@ -6,7 +6,7 @@ and config.json records the recipe's name beside every resolved setting.
 
 from __future__ import annotations
 
-from .errors import PneumocamError
+from pneumocam.errors import PneumocamError
 
 # A recipe that continues a trained model names no weights of its own: --weights must give them.
 TRAINED_WEIGHTS_REQUIRED = "a trained model.pt (--weights)"

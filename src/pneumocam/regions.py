@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import CLASS_NAMES
-from .data import Sample
-from .data.readers import UnreadableImage, read_grayscale, resize_square
+from pneumocam import CLASS_NAMES
+from pneumocam.data import Sample
+from pneumocam.data.readers import UnreadableImage, read_grayscale, resize_square
 
 
 def mask_path(mask_root: str | Path, sample: Sample) -> Path:
@@ -151,7 +151,7 @@ def attention_measures(
     """maps: (N, S, S) upsampled, non-negative; grays: the films; lungs from masks where found, else estimated;
     bodies: the films' body masks where the caller already has them (else computed here); ignore: the masks' ignore
     pixels (left out of every share, area and the pointing game)."""
-    from .lungs import body_mask, classical_lungs
+    from pneumocam.lungs import body_mask, classical_lungs
 
     n, side = len(maps), maps.shape[-1]
     shares = {r: np.full(n, np.nan) for r in REGIONS}
@@ -188,7 +188,7 @@ def attention_measures(
 def mask_measures(root: str | Path, samples: list[Sample], maps: np.ndarray, size: int, chunk: int = 128):
     """Per image: share of map mass in the mask, pointing-game hit, whether a non-empty mask exists, mask area share.
     Maps are upsampled a chunk at a time, so memory does not grow with the split."""
-    from .cam import upsample
+    from pneumocam.cam import upsample
 
     n = len(samples)
     share, hit, area = np.full(n, np.nan), np.full(n, np.nan), np.zeros(n)
@@ -227,8 +227,8 @@ def split_attention(
 ) -> tuple[dict[str, np.ndarray], dict, list[str]]:
     """Region measures for every image of a split: (per-image columns, per-class means, lung source per image).
     Lungs come from masks under lung_root where present, else from lung_model, else the classical estimate."""
-    from .cam import upsample
-    from .lungs import LungModel
+    from pneumocam.cam import upsample
+    from pneumocam.lungs import LungModel
 
     estimator = LungModel.load(lung_model) if lung_model else None
     columns, sources = {}, []

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import CLASS_NAMES
-from .data import Skipped
-from .errors import PneumocamError
-from .model import resolve_device
-from .outputs import is_complete, write_csv, write_skipped
-from .precision import resolve_precision
+from pneumocam import CLASS_NAMES
+from pneumocam.data import Skipped
+from pneumocam.errors import PneumocamError
+from pneumocam.model import resolve_device
+from pneumocam.outputs import is_complete, write_csv, write_skipped
+from pneumocam.precision import resolve_precision
 
 
 class RunFolder:
@@ -119,21 +119,21 @@ def without_draws(statistics: dict) -> dict:
 
 
 def heatmap_sample(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
-    from .data import balanced_indices
+    from pneumocam.data import balanced_indices
 
     return balanced_indices(labels, min(per_class, int(np.bincount(labels, minlength=2).min())), seed + 1)
 
 
 def write_run(cfg, run_dir: Path, trained, explained, scored, statistics: dict, notes: dict) -> None:
     """Every file of a run folder except the report, from experiment's stage results (docs/results.md: results.json)."""
-    from .cam import save_heatmaps, upsample
-    from .data import fingerprint
-    from .evaluate import metrics_record
-    from .outputs import write_json
-    from .provenance import environment, library_versions
-    from .regions import load_masks
-    from .report.figures import heatmap_grid
-    from .stats import summary_text
+    from pneumocam.cam import save_heatmaps, upsample
+    from pneumocam.data import fingerprint
+    from pneumocam.evaluate import metrics_record
+    from pneumocam.outputs import write_json
+    from pneumocam.provenance import environment, library_versions
+    from pneumocam.regions import load_masks
+    from pneumocam.report.figures import heatmap_grid
+    from pneumocam.stats import summary_text
 
     loaded, result, labels = explained.loaded, explained.cam, explained.loaded.labels
     size, preds = loaded.images.shape[-1], (result.probs >= 0.5).astype(int)
@@ -183,7 +183,7 @@ def write_run(cfg, run_dir: Path, trained, explained, scored, statistics: dict, 
         contours,
     )
     if explained.guard["fitted"] or explained.guard["n_flagged"]:
-        from .report.figures import ood_grid
+        from pneumocam.report.figures import ood_grid
 
         found = explained.verdicts
         order = np.argsort([-(v.ood_score if np.isfinite(v.ood_score) else np.inf) for v in found], kind="stable")

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .cam import CamResult
-from .errors import PneumocamError
+from pneumocam.cam import CamResult
+from pneumocam.errors import PneumocamError
 
 PART_FILE = "part.npz"
 
@@ -40,7 +40,7 @@ def shard_samples(samples: list, shard: str) -> list:
 
 
 def save_part(run_dir: Path, paths: list[str], film: CamResult, inputs: CamResult) -> None:
-    from .outputs import atomic_write_bytes
+    from pneumocam.outputs import atomic_write_bytes
 
     buffer = io.BytesIO()
     np.savez_compressed(
@@ -65,8 +65,8 @@ def _load_part(folder: Path) -> dict:
 
 def check_parts(folders: list[Path]) -> tuple[dict, list[dict]]:
     """(the experiment settings the parts share, each part's arrays), or a clear error naming what is wrong."""
-    from .outputs import is_complete
-    from .runfolder import RunFolder
+    from pneumocam.outputs import is_complete
+    from pneumocam.runfolder import RunFolder
 
     if not folders:
         raise PneumocamError("give the part folders to merge")
@@ -136,9 +136,9 @@ def assembled(parts: list[dict]):
 
 def merge_parts(folders: list[Path], runs_dir) -> Path:
     """The run folder one process would have written, from every shard's part."""
-    from .config import ExperimentConfig
-    from .experiment import run_experiment
-    from .train import TrainConfig
+    from pneumocam.config import ExperimentConfig
+    from pneumocam.experiment import run_experiment
+    from pneumocam.train import TrainConfig
 
     settings, parts = check_parts([Path(f) for f in folders])
     values = dict(settings)

@@ -14,7 +14,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy import stats as st
 
-from .errors import StatsInputError
+from pneumocam.errors import StatsInputError
 
 
 def cohens_d(normal: np.ndarray, pneumonia: np.ndarray) -> float:

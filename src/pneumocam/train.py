@@ -19,15 +19,15 @@ from rich.console import Console
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from .calibration import calibrate
-from .config import TrainConfig
-from .data import Augmentation, LoadedImages, PreparedData, prepare_data, resized, to_model_input
-from .distributed import SINGLE, Distributed, init_distributed
-from .errors import CheckpointError, DataError, SettingError
-from .evaluate import predict_logits
-from .leakage import inherit_seen, seen_record
-from .metrics import youden_threshold
-from .model import (
+from pneumocam.calibration import calibrate
+from pneumocam.config import TrainConfig
+from pneumocam.data import Augmentation, LoadedImages, PreparedData, prepare_data, resized, to_model_input
+from pneumocam.distributed import SINGLE, Distributed, init_distributed
+from pneumocam.errors import CheckpointError, DataError, SettingError
+from pneumocam.evaluate import predict_logits
+from pneumocam.leakage import inherit_seen, seen_record
+from pneumocam.metrics import youden_threshold
+from pneumocam.model import (
     apply_mode,
     backbone_features,
     build_model,
@@ -36,11 +36,11 @@ from .model import (
     save_checkpoint,
     set_train_mode,
 )
-from .outputs import mark_complete, new_run_folder, write_json, write_skipped
-from .precision import autocast, resolve_precision
-from .progress import new_progress
-from .provenance import environment, library_versions
-from .train_state import checkpoint_metadata, load_train_state, resumable_config, save_train_state
+from pneumocam.outputs import mark_complete, new_run_folder, write_json, write_skipped
+from pneumocam.precision import autocast, resolve_precision
+from pneumocam.progress import new_progress
+from pneumocam.provenance import environment, library_versions
+from pneumocam.train_state import checkpoint_metadata, load_train_state, resumable_config, save_train_state
 
 console = Console(highlight=False)
 
@@ -242,7 +242,7 @@ def focused_data(prepared: PreparedData, config: TrainConfig) -> tuple[PreparedD
         return prepared, None
     from dataclasses import replace
 
-    from .focus import focus_images
+    from pneumocam.focus import focus_images
 
     train, val = (focus_images(part, config.focus, config.focus_masks) for part in (prepared.train, prepared.val))
     return replace(prepared, train=train.inputs(prepared.train), val=val.inputs(prepared.val)), train.boxes
@@ -275,8 +275,8 @@ def attention_targets(prepared: PreparedData, config: TrainConfig, boxes: np.nda
     """The lung masks of the (focused) training films, cut like them when boxes are given."""
     if not config.attention_penalty:
         return None
-    from .focus import crop_masks
-    from .regions import load_masks_and_ignore
+    from pneumocam.focus import crop_masks
+    from pneumocam.regions import load_masks_and_ignore
 
     side = prepared.train.images.shape[-1]
     lungs, present, ignore = load_masks_and_ignore(config.attention_masks, prepared.train.samples, side)
@@ -341,8 +341,8 @@ def input_gradient_outside_share(
 def fit_model_guard(checkpoint: Path, prepared: PreparedData, config: TrainConfig, device, features=None) -> dict:
     """Fit the domain-shift guard on the selected model's features of the training and validation films and store
     it in model.pt. features: (train, val) pooled features already computed (frozen mode)."""
-    from .guard import fit_guard, save_guard
-    from .model import load_checkpoint
+    from pneumocam.guard import fit_guard, save_guard
+    from pneumocam.model import load_checkpoint
 
     if features is None:
         model, _ = load_checkpoint(checkpoint, device)

@@ -10,17 +10,17 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from . import CLASS_NAMES
-from .config import TrainConfig
-from .data import IMAGENET_MEAN, IMAGENET_STD
-from .errors import CheckpointError
-from .model import ARCH, HEAD, resolve_device, trainable_state
-from .outputs import atomic_write_bytes
-from .precision import resolve_precision
-from .provenance import library_versions
+from pneumocam import CLASS_NAMES
+from pneumocam.config import TrainConfig
+from pneumocam.data import IMAGENET_MEAN, IMAGENET_STD
+from pneumocam.errors import CheckpointError
+from pneumocam.model import ARCH, HEAD, resolve_device, trainable_state
+from pneumocam.outputs import atomic_write_bytes
+from pneumocam.precision import resolve_precision
+from pneumocam.provenance import library_versions
 
 if TYPE_CHECKING:
-    from .data import PreparedData
+    from pneumocam.data import PreparedData
 
 TRAIN_STATE_FORMAT = "pneumocam-train-state"
 

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from scipy import stats as st
 
-from .cam import make_cam, normalise_per_image, upsample
-from .data import to_model_input
-from .model import probability
+from pneumocam.cam import make_cam, normalise_per_image, upsample
+from pneumocam.data import to_model_input
+from pneumocam.model import probability
 
 CASCADE = ("fc", "layer4", "layer3", "layer2", "layer1", "conv1")
 FLAG_SPEARMAN = (
@@ -147,7 +147,7 @@ def deletion_insertion(
 
 def trust_checks(model, loaded, cam_result, labels: np.ndarray, n_images: int, steps: int, seed: int, device) -> dict:
     """Both checks on a class-balanced sample of the split (n_images in all), reusing the main pass's maps."""
-    from .data import balanced_indices
+    from pneumocam.data import balanced_indices
 
     n = min(n_images // 2, int(np.bincount(labels, minlength=2).min()))
     pick = balanced_indices(labels, max(n, 1), seed + 2)

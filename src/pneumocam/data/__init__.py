@@ -1,10 +1,10 @@
 """Data layer: discover, read (incl. DICOM), split, cache, transform, synthetic phantoms."""
 
-from .cache import LoadedImages, load_images, resized
-from .discover import DatasetIndex, Sample, Skipped, discover, fingerprint, read_manifest
-from .prepare import PreparedData, prepare_data
-from .readers import UnreadableImage, read_grayscale, read_resized
-from .split import (
+from pneumocam.data.cache import LoadedImages, load_images, resized
+from pneumocam.data.discover import DatasetIndex, Sample, Skipped, discover, fingerprint, read_manifest
+from pneumocam.data.prepare import PreparedData, prepare_data
+from pneumocam.data.readers import UnreadableImage, read_grayscale, read_resized
+from pneumocam.data.split import (
     ValidationPlan,
     balanced_indices,
     carve_validation,
@@ -12,7 +12,7 @@ from .split import (
     patient_id_from_name,
     split_holdout,
 )
-from .transforms import IMAGENET_MEAN, IMAGENET_STD, Augmentation, to_model_input
+from pneumocam.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Augmentation, to_model_input
 
 __all__ = [
     "Augmentation",

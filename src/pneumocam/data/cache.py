@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..progress import track
-from .discover import Sample, Skipped
-from .readers import UnreadableImage, file_stamp, read_resized
+from pneumocam.data.discover import Sample, Skipped
+from pneumocam.data.readers import UnreadableImage, file_stamp, read_resized
+from pneumocam.progress import track
 
 READER_VERSION = 1
 

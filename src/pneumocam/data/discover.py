@@ -13,10 +13,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import CLASS_NAMES
-from ..errors import DataError
-from .readers import MEMBER_SEPARATOR, file_stamp, is_hidden, is_image_name
-from .split import patient_id_from_name
+from pneumocam import CLASS_NAMES
+from pneumocam.data.readers import MEMBER_SEPARATOR, file_stamp, is_hidden, is_image_name
+from pneumocam.data.split import patient_id_from_name
+from pneumocam.errors import DataError
 
 SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 SPLITS = ("train", "val", "test")

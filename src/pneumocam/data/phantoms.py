@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .. import CLASS_NAMES
+from pneumocam import CLASS_NAMES
 
 
 @dataclass

@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import PneumocamError
-from .cache import LoadedImages, load_images
-from .discover import discover, fingerprint
-from .split import choose_validation, split_holdout
+from pneumocam.data.cache import LoadedImages, load_images
+from pneumocam.data.discover import discover, fingerprint
+from pneumocam.data.split import choose_validation, split_holdout
+from pneumocam.errors import PneumocamError
 
 
 @dataclass

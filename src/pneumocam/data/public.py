@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import DataError
+from pneumocam.errors import DataError
 
 LAYOUTS = ("nih", "rsna", "chexpert", "mimic")
 

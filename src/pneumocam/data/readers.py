@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from ..errors import PneumocamError
+from pneumocam.errors import PneumocamError
 
 IMAGE_SUFFIXES = frozenset({".jpeg", ".jpg", ".png", ".tif", ".tiff", ".bmp", ".dcm", ".dicom"})
 IGNORED_NAMES = frozenset({"thumbs.db", "desktop.ini", ".ds_store"})

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..errors import DataError, SettingError
+from pneumocam.errors import DataError, SettingError
 
 if TYPE_CHECKING:
-    from .discover import DatasetIndex, Sample
+    from pneumocam.data.discover import DatasetIndex, Sample
 
 # Kermany names: person<ID>_<bacteria|virus>_<n>, IM-<ID>-<n>, NORMAL2-IM-<ID>-<n>; phantoms: phantom-<ID>-<n>.
 # IM and NORMAL2-IM are different numbering series, so they stay different patients.

@@ -15,16 +15,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import CLASS_NAMES
-from .discover import Sample
-from .readers import read_bytes, read_grayscale, tar_member
+from pneumocam import CLASS_NAMES
+from pneumocam.data.discover import Sample
+from pneumocam.data.readers import read_bytes, read_grayscale, tar_member
 
 
 def write_shards(samples: list[Sample], pattern: str, max_count: int = 1000) -> list[str]:
     """Write the samples into shards named by pattern (e.g. OUT/kermany-%06d.tar); returns the shard paths."""
     import webdataset as wds
 
-    from ..progress import track
+    from pneumocam.progress import track
 
     Path(pattern).parent.mkdir(parents=True, exist_ok=True)
     written: list[str] = []

@@ -5,7 +5,7 @@ document.py renders them to self-contained HTML and to Markdown; build.render(ru
 The layout of results.json is documented in docs/results.md.
 """
 
-from .build import render
-from .document import Banner, Figure, FigureRow, Section, Table, render_html, render_markdown
+from pneumocam.report.build import render
+from pneumocam.report.document import Banner, Figure, FigureRow, Section, Table, render_html, render_markdown
 
 __all__ = ["Banner", "Figure", "FigureRow", "Section", "Table", "render", "render_html", "render_markdown"]

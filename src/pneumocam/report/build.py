@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import PneumocamError
-from ..outputs import atomic_write_text
-from . import figures as fg
-from .document import render_html, render_markdown
-from .sections import build_sections
-from .text import ORIGINAL_SCORE
+from pneumocam.errors import PneumocamError
+from pneumocam.outputs import atomic_write_text
+from pneumocam.report import figures as fg
+from pneumocam.report.document import render_html, render_markdown
+from pneumocam.report.sections import build_sections
+from pneumocam.report.text import ORIGINAL_SCORE
 
 
 def _finite_by_class(run_dir: Path, score: str, include_ood: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -48,7 +48,7 @@ def make_figures(run_dir: Path, results: dict, out_dir: Path) -> dict[str, Path]
     figure("ood", None)  # drawn from the films at run time
     m05 = results["metrics"]["threshold_0.5"]
     if (run_dir / "heatmaps.npz").is_file():
-        from ..cam import load_heatmaps
+        from pneumocam.cam import load_heatmaps
 
         maps = load_heatmaps(run_dir / "heatmaps.npz")
         figure(

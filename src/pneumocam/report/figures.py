@@ -10,8 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .. import CLASS_NAMES  # noqa: E402
-from ..stats import format_p  # noqa: E402
+from pneumocam import CLASS_NAMES
+from pneumocam.stats import format_p
 
 # ----------------------------------------------------------------------------------------------- figures
 
@@ -19,7 +19,7 @@ from ..stats import format_p  # noqa: E402
 def _save(fig, path: Path) -> Path:
     import io
 
-    from ..outputs import atomic_write_bytes
+    from pneumocam.outputs import atomic_write_bytes
 
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
@@ -138,7 +138,7 @@ def training_curves(path: Path, history: list[dict]) -> Path:
 
 
 def region_bars(path: Path, shares: dict, areas: dict) -> Path:
-    from ..regions import REGIONS
+    from pneumocam.regions import REGIONS
 
     fig, ax = plt.subplots(figsize=(5.2, 3.4))
     colours = ["#2e7d32", "#f9a825", "#90a4ae", "#c62828"]
@@ -185,7 +185,7 @@ def trust_figure(path: Path, trust: dict) -> Path:
 
 def reliability_figure(path: Path, labels, probs_before, probs_after) -> Path:
     """Top-label reliability diagram (15 bins): accuracy against confidence, before and after calibration."""
-    from ..calibration import expected_calibration_error, reliability_bins
+    from pneumocam.calibration import expected_calibration_error, reliability_bins
 
     fig, ax = plt.subplots(figsize=(4, 4))
     ax.plot([0.5, 1], [0.5, 1], ls="--", color="grey", label="perfect")

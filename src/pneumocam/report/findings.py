@@ -3,10 +3,10 @@ model looks, trust, and the conclusion. One pure function per section, from resu
 
 from __future__ import annotations
 
-from .. import CLASS_NAMES, started_random
-from ..stats import format_p
-from .document import Banner, Figure, FigureRow, Section, Table
-from .text import ORIGINAL_SCORE, figure, fmt, leakage_found, lung_verdict
+from pneumocam import CLASS_NAMES, started_random
+from pneumocam.report.document import Banner, Figure, FigureRow, Section, Table
+from pneumocam.report.text import ORIGINAL_SCORE, figure, fmt, leakage_found, lung_verdict
+from pneumocam.stats import format_p
 
 
 def statistics_section(results: dict, figures: dict | None = None) -> Section:
@@ -113,7 +113,7 @@ def ground_truth_section(results: dict, figures: dict | None = None) -> Section 
 
 
 def attention_section(results: dict, figures: dict | None = None) -> Section | None:
-    from ..regions import REGION_TEXT, REGIONS
+    from pneumocam.regions import REGION_TEXT, REGIONS
 
     att = results.get("attention")
     if not att:

@@ -6,9 +6,9 @@ or the data, so a run folder copied to another machine renders the same report.
 
 from __future__ import annotations
 
-from .. import started_random
-from .document import Banner, FigureRow, Section, Table
-from .findings import (
+from pneumocam import started_random
+from pneumocam.report.document import Banner, FigureRow, Section, Table
+from pneumocam.report.findings import (
     attention_section,
     conclusion_section,
     ground_truth_section,
@@ -16,7 +16,15 @@ from .findings import (
     statistics_section,
     trust_section,
 )
-from .text import figure, fmt, headline_threshold, leakage_box, lung_verdict, statistics_verdict, threshold_sentence
+from pneumocam.report.text import (
+    figure,
+    fmt,
+    headline_threshold,
+    leakage_box,
+    lung_verdict,
+    statistics_verdict,
+    threshold_sentence,
+)
 
 
 def summary_section(results: dict, figures: dict | None = None) -> Section:

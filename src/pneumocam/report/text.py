@@ -3,9 +3,9 @@ sentence and the plain-words verdicts. Pure functions of results.json entries.""
 
 from __future__ import annotations
 
-from .. import CLASS_NAMES
-from ..stats import format_p
-from .document import Banner, Figure
+from pneumocam import CLASS_NAMES
+from pneumocam.report.document import Banner, Figure
+from pneumocam.stats import format_p
 
 ORIGINAL_SCORE = "mean_maxnorm"
 

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import CLASS_NAMES
-from ..data.discover import read_manifest
-from ..data.readers import is_image_name, tar_member
-from ..errors import PneumocamError
+from pneumocam import CLASS_NAMES
+from pneumocam.data.discover import read_manifest
+from pneumocam.data.readers import is_image_name, tar_member
+from pneumocam.errors import PneumocamError
 
 _MAX_NAME = 255
 

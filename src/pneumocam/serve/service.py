@@ -21,15 +21,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import CLASS_NAMES, started_random
-from ..cam import METHOD_COST, METHODS, make_cam, upsample
-from ..data.readers import UnreadableImage, read_grayscale, resize_square
-from ..evaluate import decision_threshold
-from ..focus import Focused, film_maps, focus_image
-from ..guard import Verdict, file_reason, image_reason, load_guard
-from ..model import load_checkpoint, resolve_device
-from ..precision import autocast, resolve_precision
-from ..predict import jet, png_bytes
+from pneumocam import CLASS_NAMES, started_random
+from pneumocam.cam import METHOD_COST, METHODS, make_cam, upsample
+from pneumocam.data.readers import UnreadableImage, read_grayscale, resize_square
+from pneumocam.evaluate import decision_threshold
+from pneumocam.focus import Focused, film_maps, focus_image
+from pneumocam.guard import Verdict, file_reason, image_reason, load_guard
+from pneumocam.model import load_checkpoint, resolve_device
+from pneumocam.precision import autocast, resolve_precision
+from pneumocam.predict import jet, png_bytes
 
 HEAT_LAYER_SIDE = 56
 DEFAULT_REQUEST_TIMEOUT_S = 60.0
@@ -214,7 +214,7 @@ class ModelService:
     def _film_parts(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
         """(body, lungs, the film as PNG base64): the answer's parts that do not depend on the model, computed before
         the film is queued (its lungs also serve --focus lungs)."""
-        from ..lungs import body_mask, classical_lungs
+        from pneumocam.lungs import body_mask, classical_lungs
 
         body = body_mask(gray)
         return body, classical_lungs(gray, body=body), png_base64(gray)  # lungs: for the measures and contours
@@ -235,7 +235,7 @@ class ModelService:
 
     def work_forever(self) -> None:
         """Explain queued films in batches until the process ends."""
-        from ..progress import silence_this_thread
+        from pneumocam.progress import silence_this_thread
 
         silence_this_thread()
         while True:
@@ -280,8 +280,8 @@ class ModelService:
             job.future.set_result((float(result.probs[i]), maps[i], found[i]))
 
     def _answer(self, gray, parts, probability, maps_row, verdict, method) -> dict:
-        from ..predict import overlay_png
-        from ..regions import REGIONS, attention_measures
+        from pneumocam.predict import overlay_png
+        from pneumocam.regions import REGIONS, attention_measures
 
         heat = upsample(maps_row[None], self.size)
         body, lungs, film_png = parts
