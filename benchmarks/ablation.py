@@ -24,10 +24,10 @@ VARIANTS = {
 
 
 def main() -> None:
-    from pneumocam.config import TrainConfig
-    from pneumocam.model import load_checkpoint
-    from pneumocam.recipes import recipe_defaults
-    from pneumocam.train import fit
+    from pneumocam.model.network import load_checkpoint
+    from pneumocam.train.config import TrainConfig
+    from pneumocam.train.fit import fit
+    from pneumocam.train.recipes import recipe_defaults
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True)

@@ -18,12 +18,12 @@ from pathlib import Path
 def main() -> None:
     import numpy as np
 
-    from pneumocam.cam import make_cam
+    from pneumocam.anatomy.focus import focus_images
+    from pneumocam.core.provenance import environment, library_versions
     from pneumocam.data import discover, load_images
-    from pneumocam.focus import focus_images
-    from pneumocam.guard import load_guard, verdicts
-    from pneumocam.model import load_checkpoint
-    from pneumocam.provenance import environment, library_versions
+    from pneumocam.explain.cam import make_cam
+    from pneumocam.model.guard import load_guard, verdicts
+    from pneumocam.model.network import load_checkpoint
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True)

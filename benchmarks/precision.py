@@ -35,12 +35,12 @@ def matmul_tflops(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
 
 def measure(rounds: int = 3, n_films: int = 64) -> dict:
     """Images per second of fp32 and bf16 rounds, alternating, with the ratios to each other and to the ceilings."""
-    from pneumocam.cam import make_cam
-    from pneumocam.config import TrainConfig
+    from pneumocam.core.precision import autocast, resolve_precision
     from pneumocam.data.phantoms import make_phantom
-    from pneumocam.model import apply_mode, build_model
-    from pneumocam.precision import autocast, resolve_precision
-    from pneumocam.train import class_weight_vector, make_optimizer, train_one_epoch
+    from pneumocam.explain.cam import make_cam
+    from pneumocam.model.network import apply_mode, build_model
+    from pneumocam.train.config import TrainConfig
+    from pneumocam.train.loop import class_weight_vector, make_optimizer, train_one_epoch
 
     device = torch.device("cpu")
     rng = np.random.default_rng(0)

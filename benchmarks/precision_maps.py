@@ -34,12 +34,13 @@ def main() -> None:
     parser.add_argument("--record-dir", type=Path, default=None)
     args = parser.parse_args()
 
-    from pneumocam.cam import make_cam, upsample
+    from pneumocam.analysis.regions import REGIONS, attention_measures
+    from pneumocam.core.precision import autocast, resolve_precision
     from pneumocam.data import discover, load_images
-    from pneumocam.evaluate import decision_threshold
-    from pneumocam.model import load_checkpoint
-    from pneumocam.precision import autocast, resolve_precision
-    from pneumocam.regions import REGIONS, attention_measures, load_masks
+    from pneumocam.data.masks import load_masks
+    from pneumocam.evaluation.evaluate import decision_threshold
+    from pneumocam.explain.cam import make_cam, upsample
+    from pneumocam.model.network import load_checkpoint
 
     model, meta = load_checkpoint(args.checkpoint)
     model = model.to(memory_format=torch.channels_last)

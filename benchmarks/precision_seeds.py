@@ -28,8 +28,9 @@ def main() -> None:
     parser.add_argument("--record-dir", type=Path, default=None)
     args = parser.parse_args()
 
-    from pneumocam.recipes import recipe_defaults
-    from pneumocam.train import TrainConfig, fit
+    from pneumocam.train.config import TrainConfig
+    from pneumocam.train.fit import fit
+    from pneumocam.train.recipes import recipe_defaults
 
     settings = recipe_defaults("scratch")
     settings |= {"size_schedule": args.schedule, "epochs": sum(int(p.split(":")[1]) for p in args.schedule.split(","))}

@@ -49,12 +49,13 @@ def perturbations(seed: int = 0) -> dict:
 def main() -> None:
     from sklearn.metrics import roc_auc_score
 
-    from pneumocam.config import evaluated_samples
+    from pneumocam.core.provenance import library_versions
     from pneumocam.data import discover, load_images
     from pneumocam.data.readers import read_resized
-    from pneumocam.evaluate import checkpoint_thresholds, predict_logits
-    from pneumocam.model import load_checkpoint, probability
-    from pneumocam.provenance import library_versions
+    from pneumocam.evaluation.evaluate import checkpoint_thresholds
+    from pneumocam.model.forward import predict_logits
+    from pneumocam.model.network import load_checkpoint, probability
+    from pneumocam.pipeline.config import evaluated_samples
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True, type=Path)

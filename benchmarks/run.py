@@ -48,7 +48,7 @@ def matmul_gflops(repeats: int) -> float:
 def model_and_batch(batch: int, size: int = 224):
     from pneumocam.data import to_model_input
     from pneumocam.data.phantoms import make_phantom
-    from pneumocam.model import build_model
+    from pneumocam.model.network import build_model
 
     model, _ = build_model("none", seed=0)
     model = model.eval().to(memory_format=torch.channels_last)
@@ -61,7 +61,7 @@ def bench_forward_and_cam(batch: int, repeats: int) -> dict:
     from pytorch_grad_cam import GradCAM as LibraryGradCAM
     from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
 
-    from pneumocam.cam import GradCAM
+    from pneumocam.explain.cam import GradCAM
 
     model, images, x = model_and_batch(batch)
 
@@ -91,8 +91,9 @@ def bench_forward_and_cam(batch: int, repeats: int) -> dict:
 
 def bench_frozen(n_images: int, repeats: int) -> dict:
     """One feature pass vs 10 head epochs on cached features vs a naive loop that reruns the backbone every epoch."""
-    from pneumocam.model import apply_mode, backbone_features
-    from pneumocam.train import extract_features, weighted_loss
+    from pneumocam.model.forward import extract_features
+    from pneumocam.model.network import apply_mode, backbone_features
+    from pneumocam.train.loop import weighted_loss
 
     model, images, _ = model_and_batch(n_images)
     apply_mode(model, "frozen")

@@ -42,12 +42,12 @@ def reference_worker(checkpoint: str, data: str, films: Path, clients: int) -> N
     import numpy as np
     from PIL import Image
 
-    from pneumocam.cam import make_cam
+    from pneumocam.core.progress import silence_this_thread
+    from pneumocam.core.provenance import environment, library_versions
     from pneumocam.data import discover
     from pneumocam.data.readers import read_resized
-    from pneumocam.model import load_checkpoint
-    from pneumocam.progress import silence_this_thread
-    from pneumocam.provenance import environment, library_versions
+    from pneumocam.explain.cam import make_cam
+    from pneumocam.model.network import load_checkpoint
 
     silence_this_thread()
     model, meta = load_checkpoint(checkpoint)

@@ -24,9 +24,9 @@ def evaluate_both(model, focus: str, row: dict, marked, flipped, size: int) -> N
     """Test AUC with the marker following the label and flipped against it, on the same films."""
     from sklearn.metrics import roc_auc_score
 
+    from pneumocam.anatomy.focus import focus_images
     from pneumocam.data import discover, load_images
-    from pneumocam.evaluate import predict
-    from pneumocam.focus import focus_images
+    from pneumocam.evaluation.evaluate import predict
 
     for name, data in (("marker_follows_label", marked), ("marker_flipped", flipped)):
         loaded = load_images(discover(data.images).split("test"), size, use_cache=False)
@@ -38,11 +38,11 @@ def evaluate_both(model, focus: str, row: dict, marked, flipped, size: int) -> N
 
 
 def main() -> None:
-    from pneumocam.config import TrainConfig
+    from pneumocam.core.provenance import library_versions
     from pneumocam.data.phantoms import write_phantom_dataset
-    from pneumocam.model import load_checkpoint
-    from pneumocam.provenance import library_versions
-    from pneumocam.train import fit
+    from pneumocam.model.network import load_checkpoint
+    from pneumocam.train.config import TrainConfig
+    from pneumocam.train.fit import fit
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=96)

@@ -73,7 +73,7 @@ def train(data: Path, out: Path, device: str, batch: int, launcher=None, timeout
 
 
 def heads_differ(a: Path, b: Path) -> dict:
-    from pneumocam.model import load_checkpoint
+    from pneumocam.model.network import load_checkpoint
 
     model_a, _ = load_checkpoint(a / "model.pt")
     model_b, _ = load_checkpoint(b / "model.pt")
@@ -128,7 +128,7 @@ def step_cpu_vs_device_fp32(device: str, work: Path) -> dict:
 def step_nccl_one_process(device: str, work: Path) -> dict:
     """pneumocam's collectives (gather, broadcast, barrier) and its DDP wrap, in a one-process group of the device's
     backend (nccl on CUDA): torchrun with one process skips the group, and one GPU cannot hold two NCCL ranks."""
-    from pneumocam.distributed import Distributed
+    from pneumocam.core.distributed import Distributed
 
     class Joined(Distributed):
         active = property(lambda self: True)
@@ -201,10 +201,10 @@ def step_run(device: str, work: Path) -> dict:
 
 
 def step_gradcam(device: str, work: Path) -> dict:
-    from pneumocam.cam import GradCAM
+    from pneumocam.core.progress import silence_this_thread
     from pneumocam.data import to_model_input
-    from pneumocam.model import new_resnet50
-    from pneumocam.progress import silence_this_thread
+    from pneumocam.explain.cam import GradCAM
+    from pneumocam.model.network import new_resnet50
 
     silence_this_thread()
     torch.manual_seed(0)
@@ -241,8 +241,8 @@ def step_gradcam(device: str, work: Path) -> dict:
 
 def step_training_speed(device: str, work: Path) -> dict:
     """Full-mode training steps at 224 px, batch 32, as `train` runs them (fp32, channels_last)."""
-    from pneumocam.model import new_resnet50
-    from pneumocam.train import weighted_loss
+    from pneumocam.model.network import new_resnet50
+    from pneumocam.train.loop import weighted_loss
 
     torch.manual_seed(0)
     model = new_resnet50().to(device).to(memory_format=torch.channels_last).train()

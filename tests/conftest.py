@@ -80,8 +80,8 @@ def write_dicom():
 
 def tiny_experiment(phantom_data, **overrides):
     """A few-second experiment on the phantom set: frozen, random init, 64 px, 2 epochs, small draws."""
-    from pneumocam.experiment import ExperimentConfig
-    from pneumocam.train import TrainConfig
+    from pneumocam.pipeline.experiment import ExperimentConfig
+    from pneumocam.train.config import TrainConfig
 
     train = TrainConfig(
         data=str(phantom_data.images),
@@ -116,7 +116,7 @@ def tiny_config(phantom_data):
 @pytest.fixture(scope="session")
 def tiny_run(tiny_config, tmp_path_factory):
     """One finished tiny run folder, shared by the tests that only read it."""
-    from pneumocam.experiment import run_experiment
+    from pneumocam.pipeline.experiment import run_experiment
 
     return run_experiment(tiny_config(), runs_dir=tmp_path_factory.mktemp("runs"))
 
@@ -124,7 +124,8 @@ def tiny_run(tiny_config, tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_checkpoint(phantom_data, tmp_path_factory):
     """A training folder: frozen head on random features, 32 px, one epoch, selected on the phantom val split."""
-    from pneumocam.train import TrainConfig, fit
+    from pneumocam.train.config import TrainConfig
+    from pneumocam.train.fit import fit
 
     config = TrainConfig(
         data=str(phantom_data.images),

@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 import torch
 
-from pneumocam.config import TrainConfig
+from pneumocam.anatomy.focus import crop_masks
+from pneumocam.core.errors import SettingError
 from pneumocam.data import Augmentation, to_model_input
 from pneumocam.data.phantoms import make_phantom
-from pneumocam.errors import SettingError
-from pneumocam.focus import crop_masks
-from pneumocam.model import build_model
-from pneumocam.train import outside_share
+from pneumocam.model.network import build_model
+from pneumocam.train.attention import outside_share
+from pneumocam.train.config import TrainConfig
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +112,7 @@ def test_penalty_settings_are_checked():
 
 def test_input_gradient_share_is_the_squared_gradient_mass_outside_the_lungs(model, films):
     """Against a plain autograd input gradient, measured with numpy (masks pooled to the input by hand: same size)."""
-    from pneumocam.train import input_gradient_outside_share
+    from pneumocam.train.attention import input_gradient_outside_share
 
     images, lungs = films
     labels = torch.tensor([0, 1, 0, 1])

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pneumocam.calibration import calibrate, expected_calibration_error, fit_temperature, reliability_bins
+from pneumocam.evaluation.calibration import calibrate, expected_calibration_error, fit_temperature, reliability_bins
 
 
 def nll(logits, labels, t):

@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from pneumocam.cam import (
+from pneumocam.data import to_model_input
+from pneumocam.data.phantoms import make_phantom
+from pneumocam.explain.cam import (
     GradCAM,
     HiResCAM,
     load_heatmaps,
@@ -14,9 +16,7 @@ from pneumocam.cam import (
     save_heatmaps,
     upsample,
 )
-from pneumocam.data import to_model_input
-from pneumocam.data.phantoms import make_phantom
-from pneumocam.model import build_model
+from pneumocam.model.network import build_model
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-from pneumocam.cli import app
+from pneumocam.cli.app import app
 
 runner = CliRunner()
 
@@ -156,7 +156,7 @@ def test_options_are_declared_once_and_choices_are_validated():
     result = invoke("run", "--data", "/x", "--mode", "sideways")
     assert result.exit_code == 2 and "sideways" in result.output  # typer validates Enum choices and names them
     assert all(choice in result.output for choice in ("frozen", "partial", "full"))
-    from pneumocam.cli_options import TRAINING
+    from pneumocam.cli.options import TRAINING
 
     commands = typer.main.get_command(app).commands
     for command in ("run", "train"):
@@ -166,8 +166,8 @@ def test_options_are_declared_once_and_choices_are_validated():
 
 
 def test_library_errors_name_settings_and_the_cli_shows_options(phantom_data, tmp_path):
-    from pneumocam.errors import SettingError
-    from pneumocam.train import TrainConfig
+    from pneumocam.core.errors import SettingError
+    from pneumocam.train.config import TrainConfig
 
     with pytest.raises(SettingError) as caught:
         TrainConfig(data="x", weighted_sampler=True, class_weights="balanced")
@@ -210,7 +210,7 @@ def test_a_recipe_sets_defaults_that_typed_options_override(phantom_data, tmp_pa
     )
     assert result.exit_code == 0, result.output
     train = json.loads(next(tmp_path.glob("train-*/config.json")).read_text())["train"]
-    from pneumocam.recipes import RECIPES
+    from pneumocam.train.recipes import RECIPES
 
     for key in ("weights", "mode", "augment", "lr", "select_by", "calibration", "batch_size"):
         assert train[key] == RECIPES["scratch"][key], key  # from the recipe
@@ -244,7 +244,7 @@ def test_the_focused_recipe_needs_a_trained_model_and_then_continues_it(phantom_
         "--val-source", "dataset", "--attention-penalty", 0,
     )  # fmt: skip
     assert unpenalised.exit_code == 0, unpenalised.output
-    from pneumocam.model import load_checkpoint
+    from pneumocam.model.network import load_checkpoint
 
     with_penalty, _ = load_checkpoint(folder / "model.pt")
     without, _ = load_checkpoint(next((tmp_path / "plain").glob("train-*")) / "model.pt")

@@ -9,8 +9,8 @@ from scipy.stats import wilcoxon
 from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
-from pneumocam.cli import app
-from pneumocam.compare import compare_runs
+from pneumocam.analysis.compare import compare_runs
+from pneumocam.cli.app import app
 
 
 def write_run(folder, paths, labels, probs, share_lungs, threshold):

@@ -86,7 +86,7 @@ def test_heldout_validation_and_train_are_patient_disjoint():
 
 
 def test_classical_lung_estimate_on_the_reference_masks():
-    from pneumocam.lungs import classical_lungs, dice
+    from pneumocam.anatomy.lungs import classical_lungs, dice
 
     scores = []
     for mask_file in sorted((LUNG_MASKS / "val").glob("*/*.png")):
@@ -97,7 +97,7 @@ def test_classical_lung_estimate_on_the_reference_masks():
 
 
 def test_body_mask_contains_the_reference_lungs_on_real_films():
-    from pneumocam.lungs import body_mask
+    from pneumocam.anatomy.lungs import body_mask
 
     inside = []
     for mask_file in sorted((LUNG_MASKS / "val").glob("*/*.png")):

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pneumocam.core.errors import DataError
 from pneumocam.data import balanced_indices, choose_validation, discover, fingerprint, load_images, patient_id_from_name
-from pneumocam.errors import DataError
 
 
 def write_images(folder, names, value=100, size=32):

@@ -7,7 +7,7 @@ import sys
 
 import torch
 
-from pneumocam.model import load_checkpoint
+from pneumocam.model.network import load_checkpoint
 
 
 def _train(phantom_data, out, batch_size, nproc=None):
@@ -70,8 +70,8 @@ def test_more_processes_than_gpus_is_refused_before_joining_the_group(monkeypatc
     (seen on an H200 machine by scripts/gpu_check.py) or NCCL's duplicate-GPU failure."""
     import pytest
 
-    from pneumocam.distributed import init_distributed
-    from pneumocam.errors import SettingError
+    from pneumocam.core.distributed import init_distributed
+    from pneumocam.core.errors import SettingError
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("LOCAL_RANK", "1")

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from scipy import stats as st
 
-from pneumocam.cam import load_heatmaps
-from pneumocam.errors import PneumocamError
-from pneumocam.experiment import run_experiment
-from pneumocam.importance import importance_scores
-from pneumocam.outputs import is_complete
-from pneumocam.train import TrainConfig
+from pneumocam.analysis.importance import importance_scores
+from pneumocam.core.errors import PneumocamError
+from pneumocam.core.outputs import is_complete
+from pneumocam.explain.cam import load_heatmaps
+from pneumocam.pipeline.experiment import run_experiment
+from pneumocam.train.config import TrainConfig
 
 
 def torch_upsample(maps, size):
@@ -235,7 +235,7 @@ def test_checkpoint_evaluated_on_its_own_validation_split_says_the_threshold_saw
 
 def test_heldout_with_a_checkpoint_follows_the_checkpoints_plan(phantom_data, tmp_path, tiny_config):
     from pneumocam.data import discover, split_holdout
-    from pneumocam.train import fit
+    from pneumocam.train.fit import fit
 
     trained = fit(
         TrainConfig(
@@ -278,7 +278,7 @@ def test_stats_command_reads_a_runs_importance_csv_with_nan_rows(run, tmp_path):
     from scipy import stats as st
     from typer.testing import CliRunner
 
-    from pneumocam.cli import app
+    from pneumocam.cli.app import app
 
     with open(run / "importance.csv", newline="") as f:
         reader = csv.DictReader(f)
@@ -321,7 +321,7 @@ def test_stats_command_reproduces_the_runs_stats_json(run, tmp_path):
     """One layout: `pneumocam stats` on a run's importance.csv gives the run's stats.json entry, seed for seed."""
     from typer.testing import CliRunner
 
-    from pneumocam.cli import app
+    from pneumocam.cli.app import app
 
     run_stats = json.loads((run / "stats.json").read_text())
     config = json.loads((run / "config.json").read_text())["experiment"]
@@ -354,7 +354,7 @@ def test_explain_reads_everything_from_a_run_folder(run, tmp_path):
     """explain --run: the model, data, split and lung masks come from the run folder (RunFolder)."""
     from typer.testing import CliRunner
 
-    from pneumocam.cli import app
+    from pneumocam.cli.app import app
 
     result = CliRunner().invoke(app, ["explain", "--run", str(run), "--out", str(tmp_path), "--trust-images", "0"])
     assert result.exit_code == 0, result.output

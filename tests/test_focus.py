@@ -2,8 +2,8 @@ import cv2
 import numpy as np
 import pytest
 
+from pneumocam.anatomy.focus import NEUTRAL_GREY, bounding_box, film_maps, focus_image
 from pneumocam.data.phantoms import make_phantom
-from pneumocam.focus import NEUTRAL_GREY, bounding_box, film_maps, focus_image
 
 
 def test_bounding_box_is_the_masks_extent_plus_margin_clipped_to_the_image():
@@ -66,10 +66,10 @@ def test_a_focused_model_is_shown_focused_films_by_run_evaluate_and_predict(phan
     import torch
     from typer.testing import CliRunner
 
-    from pneumocam.cli import app
+    from pneumocam.cli.app import app
     from pneumocam.data import discover, load_images, to_model_input
-    from pneumocam.experiment import run_experiment
-    from pneumocam.model import load_checkpoint, probability
+    from pneumocam.model.network import load_checkpoint, probability
+    from pneumocam.pipeline.experiment import run_experiment
 
     cfg = tiny_config(trust_images=4)
     cfg.train.focus = "body"

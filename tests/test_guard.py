@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pneumocam.guard import Guard, file_reason, fit_guard, image_reason
+from pneumocam.model.guard import Guard, file_reason, image_reason
+from pneumocam.train.guard_fit import fit_guard
 
 from .conftest import KERMANY
 
@@ -75,13 +76,13 @@ def test_guard_fit_refits_the_guard_training_stored(tiny_checkpoint, tmp_path):
 
     from typer.testing import CliRunner
 
-    from pneumocam.cli import app
-    from pneumocam.guard import load_guard
+    from pneumocam.cli.app import app
+    from pneumocam.model.guard import load_guard
 
     copy = tmp_path / "model.pt"
     shutil.copy(tiny_checkpoint / "model.pt", copy)
     stored = load_guard(copy)
-    from pneumocam.model import load_checkpoint
+    from pneumocam.model.network import load_checkpoint
 
     plan = load_checkpoint(copy)[1]["data"]["validation"]  # the training's own count of the films it used
     assert (stored.fitted_on["n_train"], stored.fitted_on["n_val"]) == (plan["n_train_used"], plan["n_val_used"])
@@ -98,13 +99,13 @@ def test_known_answers_on_a_model_trained_on_kermany(tmp_path):
     at most 7% of the held-out patients' films are."""
     import skimage.data
 
-    from pneumocam.config import TrainConfig
     from pneumocam.data import Sample, discover, load_images, split_holdout
     from pneumocam.data.phantoms import make_phantom
-    from pneumocam.evaluate import predict
-    from pneumocam.guard import load_guard
-    from pneumocam.model import load_checkpoint
-    from pneumocam.train import fit
+    from pneumocam.evaluation.evaluate import predict
+    from pneumocam.model.guard import load_guard
+    from pneumocam.model.network import load_checkpoint
+    from pneumocam.train.config import TrainConfig
+    from pneumocam.train.fit import fit
 
     config = TrainConfig(
         data=str(KERMANY),
@@ -149,7 +150,7 @@ def test_known_answers_on_a_model_trained_on_kermany(tmp_path):
         ),
         "phantoms": written("phantoms", [make_phantom(rng, i % 2, 224).image for i in range(40)]),
     }
-    from pneumocam.guard import input_reasons
+    from pneumocam.model.guard import input_reasons
 
     for name, samples in probes.items():
         assert flagged(samples).mean() >= 0.95, name

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pneumocam.importance import empty_maps, importance_scores
+from pneumocam.analysis.importance import empty_maps, importance_scores
 
 
 def test_uniform_map_known_answers():

@@ -6,10 +6,10 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
-from pneumocam.cli import app
+from pneumocam.cli.app import app
 from pneumocam.data import Sample, discover
-from pneumocam.leakage import check_leakage, file_sha1, seen_record
-from pneumocam.model import load_checkpoint
+from pneumocam.evaluation.leakage import check_leakage, file_sha1, seen_record
+from pneumocam.model.network import load_checkpoint
 
 runner = CliRunner()
 
@@ -147,7 +147,8 @@ def test_training_from_a_checkpoint_inherits_the_films_it_has_seen(trained, phan
     a later evaluation on them reports leakage although the new run's own split never held them."""
     from pneumocam import started_random
     from pneumocam.data.phantoms import write_phantom_dataset
-    from pneumocam.train import TrainConfig, fit
+    from pneumocam.train.config import TrainConfig
+    from pneumocam.train.fit import fit
 
     other = write_phantom_dataset(tmp_path / "other", {"train": 10, "val": 4}, size=64, seed=11)
     config = TrainConfig(

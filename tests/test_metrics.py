@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import classification_report, confusion_matrix, log_loss, roc_auc_score, roc_curve
 
-from pneumocam.metrics import BinaryMetrics, youden_threshold
+from pneumocam.evaluation.metrics import BinaryMetrics, youden_threshold
 
 
 @pytest.fixture
@@ -129,7 +129,7 @@ def test_youden_on_a_worse_than_chance_model_falls_back_to_half_and_says_so():
 
 def test_operating_points_by_hand():
     """Sensitivity at specificity >= 0.85 and specificity at sensitivity >= 0.95, counted by sweeping thresholds."""
-    from pneumocam.metrics import operating_points
+    from pneumocam.evaluation.metrics import operating_points
 
     rng = np.random.default_rng(3)
     labels = (rng.random(200) < 0.5).astype(int)
@@ -156,7 +156,7 @@ def test_fixed_operating_points_on_tied_scores_equal_a_full_threshold_sweep():
     """Integer scores with many ties (seeds 109 and 123 are cases where roc_curve's default drop_intermediate
     dropped the best reachable point): the best sensitivity at specificity >= 0.85 and the best specificity at
     sensitivity >= 0.95 equal a brute-force sweep over every threshold, written here."""
-    from pneumocam.metrics import operating_points
+    from pneumocam.evaluation.metrics import operating_points
 
     def sweep(labels, scores):
         best_sens, best_spec = 0.0, 0.0

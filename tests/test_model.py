@@ -5,8 +5,8 @@ import hashlib
 import pytest
 import torch
 
-from pneumocam.errors import CheckpointError, WeightsError
-from pneumocam.model import (
+from pneumocam.core.errors import CheckpointError, WeightsError
+from pneumocam.model.network import (
     CHECKPOINT_VERSION,
     apply_mode,
     build_model,
@@ -155,8 +155,8 @@ def test_imagenet_download_offline_fails_fast_without_the_switch(tmp_path, monke
     import threading
     import time
 
-    import pneumocam.model as model_module
-    from pneumocam.errors import WeightsError
+    from pneumocam.core.errors import WeightsError
+    from pneumocam.model import network as model_module
 
     monkeypatch.delenv("PNEUMOCAM_OFFLINE", raising=False)
     server = socket.socket()

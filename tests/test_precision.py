@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from pneumocam import precision
-from pneumocam.errors import SettingError
+from pneumocam.core import precision
+from pneumocam.core.errors import SettingError
 
 
 @pytest.fixture
@@ -48,8 +48,8 @@ def test_library_methods_run_in_fp32_under_a_bf16_caller():
     """ScoreCAM and EigenCAM come from pytorch-grad-cam as numpy: under bf16 autocast they failed on bf16 tensors."""
     import numpy as np
 
-    from pneumocam.cam import make_cam
-    from pneumocam.model import build_model
+    from pneumocam.explain.cam import make_cam
+    from pneumocam.model.network import build_model
 
     model, _ = build_model("none", seed=0)
     films = (np.arange(2 * 64 * 64).reshape(2, 64, 64) % 251).astype(np.uint8)
@@ -68,7 +68,8 @@ def test_autocast_runs_convolutions_in_bf16_only_under_bf16():
 
 
 def test_a_bf16_training_saves_fp32_weights_shaped_like_an_fp32_one(phantom_data, tmp_path):
-    from pneumocam.train import TrainConfig, fit
+    from pneumocam.train.config import TrainConfig
+    from pneumocam.train.fit import fit
 
     saved = {}
     for name in ("fp32", "bf16"):

@@ -8,9 +8,9 @@ import numpy as np
 from PIL import Image
 from typer.testing import CliRunner
 
-from pneumocam.cli import app
+from pneumocam.cli.app import app
 from pneumocam.data import discover
-from pneumocam.model import load_checkpoint
+from pneumocam.model.network import load_checkpoint
 
 runner = CliRunner()
 
@@ -55,7 +55,7 @@ def test_predict_uses_the_recorded_threshold_and_equals_evaluate(phantom_data, t
 
 
 def test_predict_writes_overlays_and_lists_skips(phantom_data, tmp_path, write_dicom):
-    from pneumocam.model import build_model, save_checkpoint
+    from pneumocam.model.network import build_model, save_checkpoint
 
     model, info = build_model("none", seed=0)
     save_checkpoint(tmp_path / "model.pt", model, {"image_size": 64, "weights": info.to_dict()})

@@ -9,10 +9,10 @@ import torchxrayvision  # noqa: F401  (a hard dependency: imported plainly, so i
 from PIL import Image
 from typer.testing import CliRunner
 
-from pneumocam.cli import app
+from pneumocam.cli.app import app
+from pneumocam.core.errors import DataError
 from pneumocam.data import discover
 from pneumocam.data.public import public_manifest
-from pneumocam.errors import DataError  # noqa: E402
 
 
 def _film(path):

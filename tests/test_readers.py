@@ -224,7 +224,7 @@ def test_a_header_over_the_pixel_budget_is_refused_before_decoding(tmp_path):
 
 
 def test_the_pixel_budget_can_be_lowered_and_a_bad_value_is_an_error(tmp_path, monkeypatch):
-    from pneumocam.errors import PneumocamError
+    from pneumocam.core.errors import PneumocamError
 
     path = save(tmp_path / "g.png", Image.fromarray(gradient(40, 50)))
     assert read_grayscale(path, max_pixels=2000).shape == (40, 50)  # exactly the budget passes

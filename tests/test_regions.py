@@ -3,9 +3,7 @@
 import numpy as np
 import pytest
 
-from pneumocam.data.phantoms import make_phantom
-from pneumocam.lungs import LungModel, body_mask, classical_lungs, dice, fill_holes
-from pneumocam.regions import (
+from pneumocam.analysis.regions import (
     REGIONS,
     area_share,
     attention_measures,
@@ -14,6 +12,8 @@ from pneumocam.regions import (
     partition,
     pointing_game,
 )
+from pneumocam.anatomy.lungs import LungModel, body_mask, classical_lungs, dice, fill_holes
+from pneumocam.data.phantoms import make_phantom
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +88,7 @@ def test_lung_model_learns_saves_and_loads(tmp_path):
     again = LungModel.load(tmp_path / "lungs.pt")
     assert np.array_equal(again.predict(phantoms[21].image), model.predict(phantoms[21].image))
     (tmp_path / "bad.pt").write_bytes(b"garbage")
-    from pneumocam.errors import CheckpointError
+    from pneumocam.core.errors import CheckpointError
 
     with pytest.raises(CheckpointError, match="cannot read lung model"):
         LungModel.load(tmp_path / "bad.pt")
@@ -108,7 +108,7 @@ def test_an_empty_map_is_neither_a_hit_nor_a_miss():
 def test_ignore_pixels_count_in_no_share_and_no_area(tmp_path):
     """A 4x4 map of ones, lungs the left half (8 px), 2 ignore pixels on the right: the lungs hold 8 of the 14
     pixels that count, not 8 of 16."""
-    from pneumocam.regions import area_share, mass_share
+    from pneumocam.analysis.regions import area_share, mass_share
 
     maps = np.ones((1, 4, 4))
     lungs = np.zeros((1, 4, 4), bool)
@@ -124,7 +124,7 @@ def test_mask_value_127_is_read_as_ignore(tmp_path):
     from PIL import Image
 
     from pneumocam.data import Sample
-    from pneumocam.regions import load_masks_and_ignore
+    from pneumocam.data.masks import load_masks_and_ignore
 
     raw = np.zeros((16, 16), np.uint8)
     raw[:, :8] = 255

@@ -6,7 +6,7 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
-from pneumocam.cli import app
+from pneumocam.cli.app import app
 from pneumocam.report import render
 from pneumocam.report.document import Banner, Figure, FigureRow, Section, Table, render_html, render_markdown
 from pneumocam.report.findings import conclusion_section
@@ -212,7 +212,7 @@ def test_report_command_renders_a_copied_run_folder_alone(tiny_run, tmp_path):
 
 
 def test_render_refuses_a_folder_without_results(tmp_path):
-    from pneumocam.errors import PneumocamError
+    from pneumocam.core.errors import PneumocamError
 
     with pytest.raises(PneumocamError, match="not a finished"):
         render(tmp_path)

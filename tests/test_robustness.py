@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pneumocam.core.outputs import atomic_write_bytes, is_complete, write_skipped
 from pneumocam.data import discover, load_images
-from pneumocam.outputs import atomic_write_bytes, is_complete, write_skipped
 
 
 def film(path, value=120, size=40):
@@ -80,8 +80,8 @@ def test_one_image_in_a_class_is_enough_to_discover(tmp_path):
 
 
 def test_non_utf8_paths_survive_csv_and_json_outputs(tmp_path):
+    from pneumocam.core.outputs import write_json
     from pneumocam.data import Skipped
-    from pneumocam.outputs import write_json
 
     weird = os.fsdecode(b"/data/bad-\xff.png")
     write_skipped(tmp_path / "s.csv", [Skipped(weird, "reason")])
@@ -164,8 +164,8 @@ def test_a_signal_during_training_leaves_a_resumable_incomplete_run(phantom_data
 def test_a_run_lists_skipped_files_in_skipped_csv_and_the_escaped_report(phantom_data, tmp_path):
     import shutil
 
-    from pneumocam.experiment import ExperimentConfig, run_experiment
-    from pneumocam.train import TrainConfig
+    from pneumocam.pipeline.experiment import ExperimentConfig, run_experiment
+    from pneumocam.train.config import TrainConfig
 
     root = tmp_path / "data"
     shutil.copytree(phantom_data.images, root)

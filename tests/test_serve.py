@@ -49,7 +49,7 @@ def test_predict_equals_the_predict_command(served, phantom_data, tmp_path):
 
     from typer.testing import CliRunner
 
-    from pneumocam.cli import app
+    from pneumocam.cli.app import app
 
     client, run = served
     film = _films(phantom_data, 1)[0]
@@ -158,7 +158,7 @@ def test_jet_is_matplotlibs_colour_map():
     """The table lookup gives the colours matplotlib's jet gives for the same map scaled to its maximum."""
     from matplotlib import colormaps
 
-    from pneumocam.predict import jet
+    from pneumocam.explain.overlays import jet
 
     heat = np.random.default_rng(0).gamma(2.0, size=(37, 41))
     heat[3, 5] = heat.max()  # the maximum maps to 1.0, the table's last entry
@@ -189,8 +189,9 @@ def test_a_focused_model_is_served_as_the_predict_command_sees_it(phantom_data, 
 
     from typer.testing import CliRunner
 
-    from pneumocam.cli import app
-    from pneumocam.train import TrainConfig, fit
+    from pneumocam.cli.app import app
+    from pneumocam.train.config import TrainConfig
+    from pneumocam.train.fit import fit
 
     config = TrainConfig(
         data=str(phantom_data.images), mode="frozen", weights="none", image_size=64, epochs=1, batch_size=16,

@@ -6,9 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from pneumocam.errors import PneumocamError
-from pneumocam.experiment import run_experiment
-from pneumocam.shards import merge_parts, parse_shard
+from pneumocam.core.errors import PneumocamError
+from pneumocam.pipeline.experiment import run_experiment
+from pneumocam.pipeline.merge import merge_parts
+from pneumocam.pipeline.shards import parse_shard
 
 
 def _rows(run):

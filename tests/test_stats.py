@@ -8,8 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as hs
 from scipy import stats as st
 
-from pneumocam.errors import StatsInputError
-from pneumocam.stats import (
+from pneumocam.analysis.stats import (
     cohens_d,
     compare_groups,
     draw_sample,
@@ -20,6 +19,7 @@ from pneumocam.stats import (
     score_report,
     summary_text,
 )
+from pneumocam.core.errors import StatsInputError
 
 
 @pytest.fixture

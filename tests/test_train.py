@@ -6,11 +6,13 @@ import numpy as np
 import pytest
 import torch
 
+from pneumocam.core.outputs import is_complete
 from pneumocam.data import discover, load_images
-from pneumocam.evaluate import evaluate_split, predict
-from pneumocam.model import load_checkpoint
-from pneumocam.outputs import is_complete
-from pneumocam.train import TrainConfig, class_weight_vector, fit
+from pneumocam.evaluation.evaluate import evaluate_split, predict
+from pneumocam.model.network import load_checkpoint
+from pneumocam.train.config import TrainConfig
+from pneumocam.train.fit import fit
+from pneumocam.train.loop import class_weight_vector
 
 from .conftest import KERMANY
 
@@ -81,7 +83,7 @@ def test_balanced_class_weights_match_sklearn():
 
 
 def test_shuffling_the_loader_cannot_change_metrics(tmp_path, phantom_data):
-    from pneumocam.model import build_model
+    from pneumocam.model.network import build_model
 
     model, _ = build_model("none", seed=0)
     loaded = load_images(discover(phantom_data.images).split("test"), 32)
@@ -96,7 +98,7 @@ def test_shuffling_the_loader_cannot_change_metrics(tmp_path, phantom_data):
 def test_evaluate_needs_only_the_split_it_reads(tmp_path, phantom_data):
     import shutil
 
-    from pneumocam.model import build_model
+    from pneumocam.model.network import build_model
 
     only_test = tmp_path / "only-test"
     shutil.copytree(phantom_data.images / "test", only_test / "test")
@@ -117,7 +119,7 @@ def test_evaluate_needs_only_the_split_it_reads(tmp_path, phantom_data):
 
 
 def test_weighted_sampler_implies_no_loss_weights_and_refuses_both():
-    from pneumocam.errors import PneumocamError
+    from pneumocam.core.errors import PneumocamError
 
     assert TrainConfig(data="x", weighted_sampler=True).class_weights == "none"
     assert TrainConfig(data="x").class_weights == "balanced"
@@ -127,12 +129,12 @@ def test_weighted_sampler_implies_no_loss_weights_and_refuses_both():
 
 def test_validation_loss_is_the_class_weighted_objective(phantom_data):
     """--select-by loss selects on what training minimises: mean over images of w_class * BCE, written out here."""
-    from pneumocam.model import build_model
-    from pneumocam.train import validate
+    from pneumocam.model.network import build_model
+    from pneumocam.train.loop import validate
 
     model, _ = build_model("none", seed=0)
     val = load_images(discover(phantom_data.images).split("test"), 32, use_cache=False)
-    from pneumocam.evaluate import predict_logits
+    from pneumocam.model.forward import predict_logits
 
     logits = predict_logits(model.eval(), val.images, 8)
     with torch.no_grad():  # logits centred and scaled to about +-2: spread, but no probability saturates
@@ -151,7 +153,7 @@ def test_validation_loss_is_the_class_weighted_objective(phantom_data):
 def test_resume_refuses_changed_data(tmp_path, phantom_data):
     import shutil
 
-    from pneumocam.errors import CheckpointError
+    from pneumocam.core.errors import CheckpointError
 
     data = tmp_path / "data"
     shutil.copytree(phantom_data.images, data)
@@ -177,7 +179,7 @@ def test_resume_refuses_changed_data(tmp_path, phantom_data):
 def test_resume_refuses_settings_that_differ_from_the_run(tmp_path, phantom_data):
     from typer.testing import CliRunner
 
-    from pneumocam.cli import app
+    from pneumocam.cli.app import app
 
     config = TrainConfig(
         data=str(phantom_data.images),
@@ -236,8 +238,8 @@ def test_frozen_runs_report_the_random_feature_control(tmp_path, phantom_data):
 
 
 def test_progressive_resizing_schedule_is_checked_and_only_final_size_epochs_are_kept(tmp_path, phantom_data):
-    from pneumocam.errors import PneumocamError
-    from pneumocam.model import load_checkpoint
+    from pneumocam.core.errors import PneumocamError
+    from pneumocam.model.network import load_checkpoint
 
     for bad in ("64:3", "32:1,64:2", "x:1,64:1", "16:1,64:1", "64:1,32:1"):
         with pytest.raises(PneumocamError, match="size_schedule"):
@@ -291,7 +293,7 @@ def test_resized_images_equal_torch_antialiased_bilinear(phantom_data):
 
 
 def test_checkpoint_temperature_is_applied_on_load(tmp_path):
-    from pneumocam.model import build_model, load_checkpoint, save_checkpoint
+    from pneumocam.model.network import build_model, load_checkpoint, save_checkpoint
 
     model, _ = build_model("none", seed=2)
     save_checkpoint(tmp_path / "m.pt", model, {"calibration": {"method": "temperature", "temperature": 2.5}})
@@ -303,7 +305,7 @@ def test_checkpoint_temperature_is_applied_on_load(tmp_path):
 
 def test_weight_average_follows_the_ema_formula():
     """The average starts at the first step's weights: after steps to w1, w2 it is d * w1 + (1 - d) * w2."""
-    from pneumocam.train import weight_average
+    from pneumocam.train.loop import weight_average
 
     layer = torch.nn.Linear(2, 1)
     averaged = weight_average(layer, 0.9)
@@ -321,10 +323,10 @@ def test_the_start_estimate_leaves_the_model_and_the_random_draws_untouched(phan
     they were (a step in train mode on the model itself would move the BatchNorm running means)."""
     import torch
 
-    from pneumocam.config import TrainConfig
     from pneumocam.data import discover, load_images
-    from pneumocam.model import apply_mode, build_model
-    from pneumocam.train import estimate_at_start
+    from pneumocam.model.network import apply_mode, build_model
+    from pneumocam.train.config import TrainConfig
+    from pneumocam.train.fit import estimate_at_start
 
     config = TrainConfig(
         data=str(phantom_data.images),

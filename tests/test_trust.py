@@ -8,9 +8,9 @@ from pneumocam.data.phantoms import make_phantom
 
 
 def test_randomisation_flags_maps_that_ignore_the_weights(monkeypatch):
-    import pneumocam.trust as trust
-    from pneumocam.cam import CamResult
-    from pneumocam.model import build_model
+    from pneumocam.analysis import trust
+    from pneumocam.explain.cam import CamResult
+    from pneumocam.model.network import build_model
 
     class ImageOnly:
         """A 'method' whose maps are the image itself: blind to the weights."""
@@ -30,8 +30,8 @@ def test_randomisation_flags_maps_that_ignore_the_weights(monkeypatch):
 
 
 def test_randomisation_cascade_changes_gradcam_maps():
-    from pneumocam.model import build_model
-    from pneumocam.trust import randomisation_test
+    from pneumocam.analysis.trust import randomisation_test
+    from pneumocam.model.network import build_model
 
     model, _ = build_model("none", seed=0)
     with torch.no_grad():
@@ -43,8 +43,8 @@ def test_randomisation_cascade_changes_gradcam_maps():
 
 
 def test_deletion_and_insertion_curves_share_their_end_points():
-    from pneumocam.model import build_model
-    from pneumocam.trust import deletion_insertion
+    from pneumocam.analysis.trust import deletion_insertion
+    from pneumocam.model.network import build_model
 
     model, _ = build_model("none", seed=1)
     images = np.stack([make_phantom(np.random.default_rng(i), 1, 64).image for i in range(3)])

@@ -50,7 +50,8 @@ def test_training_on_shards_equals_training_on_the_folder(phantom_data, tmp_path
     """--data shards/{...}.tar: the same films, labels, patients and order as the folder, so the same model."""
     import torch
 
-    from pneumocam.train import TrainConfig, fit
+    from pneumocam.train.config import TrainConfig
+    from pneumocam.train.fit import fit
 
     spec = _shards_of(phantom_data.images, tmp_path / "shards")
     folder, sharded = discover(phantom_data.images), discover(spec)
@@ -82,8 +83,8 @@ def test_training_on_shards_equals_training_on_the_folder(phantom_data, tmp_path
 def test_evaluating_shards_gives_the_folders_probabilities(phantom_data, tiny_checkpoint, tmp_path):
     import csv
 
-    from pneumocam.evaluate import evaluate_split
-    from pneumocam.model import load_checkpoint
+    from pneumocam.evaluation.evaluate import evaluate_split
+    from pneumocam.model.network import load_checkpoint
 
     spec = _shards_of(phantom_data.images, tmp_path / "shards")
     model, meta = load_checkpoint(tiny_checkpoint / "model.pt")
@@ -103,7 +104,7 @@ def test_shards_written_by_other_tools_and_bad_shards(tmp_path):
 
     from PIL import Image
 
-    from pneumocam.errors import DataError
+    from pneumocam.core.errors import DataError
 
     def add(archive, name, content: bytes):
         info = tarfile.TarInfo(name)

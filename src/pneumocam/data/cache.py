@@ -17,10 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
+from pneumocam.core.progress import track
 from pneumocam.data.discover import Sample, Skipped
 from pneumocam.data.readers import UnreadableImage, file_stamp, read_resized
-from pneumocam.progress import track
 
 READER_VERSION = 1
 
@@ -125,8 +127,6 @@ def resized(loaded: LoadedImages, size: int) -> LoadedImages:
     """The same images at another square size (antialiased bilinear); the same object when the size already matches."""
     if loaded.images.shape[-1] == size:
         return loaded
-    import torch
-    import torch.nn.functional as F
 
     out = np.empty((len(loaded.images), size, size), dtype=np.uint8)
     for start in range(0, len(out), 256):

@@ -10,13 +10,14 @@ import csv
 import hashlib
 import json
 import os
+import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pneumocam import CLASS_NAMES
+from pneumocam.core.errors import DataError
 from pneumocam.data.readers import MEMBER_SEPARATOR, file_stamp, is_hidden, is_image_name
 from pneumocam.data.split import patient_id_from_name
-from pneumocam.errors import DataError
 
 SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 SPLITS = ("train", "val", "test")
@@ -184,9 +185,8 @@ def index_shards(spec: str) -> DatasetIndex:
     metadata members, no image decoded. A sample is a key's image member (image.png, image.jpeg, image.dcm, or
     any image suffix) with its label from `json` ({"label", "split", "patient_id"}) or `cls` (0/1 or the class
     name); films are named SHARD.tar::MEMBER and read from the shard in place."""
-    import tarfile
 
-    from braceexpand import braceexpand
+    from braceexpand import braceexpand  # deferred: only shard patterns need it
 
     index = DatasetIndex(root=spec, source="webdataset", samples=[])
     for shard in braceexpand(spec):

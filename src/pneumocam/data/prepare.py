@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pneumocam.core.errors import PneumocamError
 from pneumocam.data.cache import LoadedImages, load_images
 from pneumocam.data.discover import discover, fingerprint
 from pneumocam.data.split import choose_validation, split_holdout
-from pneumocam.errors import PneumocamError
 
 
 @dataclass

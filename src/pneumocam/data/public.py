@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pneumocam.errors import DataError
+from pneumocam.core.errors import DataError
 
 LAYOUTS = ("nih", "rsna", "chexpert", "mimic")
 
@@ -39,7 +39,7 @@ class PublicManifest:
 
 def _xrv():
     try:
-        import torchxrayvision
+        import torchxrayvision  # deferred: only public-set manifests need it (slow to import)
     except ImportError as exc:  # pragma: no cover - installed with pneumocam
         raise DataError("reading public datasets needs torchxrayvision (pip install torchxrayvision)") from exc
     return torchxrayvision.datasets
@@ -91,7 +91,7 @@ def public_manifest(
         normal = target == 0
         rule = "PNEUMONIA: Target 1 (lung opacity); NORMAL: Target 0"
         if metadata is not None:
-            import pandas as pd
+            import pandas as pd  # deferred: only public-set manifests need it
 
             classes = pd.read_csv(metadata).groupby("patientId")["class"].first()
             normal = normal & (ds.csv["patientId"].map(classes).to_numpy() == "Normal")

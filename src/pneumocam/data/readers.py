@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from pneumocam.errors import PneumocamError
+from pneumocam.core.errors import PneumocamError
 
 IMAGE_SUFFIXES = frozenset({".jpeg", ".jpg", ".png", ".tif", ".tiff", ".bmp", ".dcm", ".dicom"})
 IGNORED_NAMES = frozenset({"thumbs.db", "desktop.ini", ".ds_store"})
@@ -180,9 +180,9 @@ def _voi_output_range(ds) -> tuple[float, float] | None:
 
 
 def _read_dicom(path, budget: int | None = None) -> np.ndarray:
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    import pydicom  # deferred: only DICOM files need it
+    from pydicom.errors import InvalidDicomError  # deferred: only DICOM files need it
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut  # deferred: only DICOM files need it
 
     try:
         ds = pydicom.dcmread(path)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pneumocam.errors import DataError, SettingError
+from pneumocam.core.errors import DataError, SettingError
 
 if TYPE_CHECKING:
     from pneumocam.data.discover import DatasetIndex, Sample

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torchvision.transforms.v2.functional as F
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -36,7 +37,6 @@ class Augmentation:
 
     def __call__(self, batch: torch.Tensor, generator: torch.Generator, masks: torch.Tensor | None = None):
         """The augmented batch; with uint8 masks (N, S, S) of any side S, also the masks moved by the same draws."""
-        import torchvision.transforms.v2.functional as F
 
         out = torch.empty_like(batch)
         moved_masks = None if masks is None else torch.empty_like(masks)

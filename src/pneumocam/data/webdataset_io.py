@@ -16,15 +16,14 @@ from pathlib import Path
 import numpy as np
 
 from pneumocam import CLASS_NAMES
+from pneumocam.core.progress import track
 from pneumocam.data.discover import Sample
 from pneumocam.data.readers import read_bytes, read_grayscale, tar_member
 
 
 def write_shards(samples: list[Sample], pattern: str, max_count: int = 1000) -> list[str]:
     """Write the samples into shards named by pattern (e.g. OUT/kermany-%06d.tar); returns the shard paths."""
-    import webdataset as wds
-
-    from pneumocam.progress import track
+    import webdataset as wds  # deferred: only tar shards need it
 
     Path(pattern).parent.mkdir(parents=True, exist_ok=True)
     written: list[str] = []
@@ -61,7 +60,7 @@ def _decode(content: bytes, suffix: str) -> np.ndarray:
 def read_shards(urls: str | list[str]):
     """Yield (key, grey film, label, split, patient_id, source name) from shards, in the order written.
     urls: a list of paths or a brace pattern such as shards/kermany-{000000..000009}.tar."""
-    import webdataset as wds
+    import webdataset as wds  # deferred: only tar shards need it
 
     for sample in wds.WebDataset(urls, shardshuffle=False, empty_check=False):
         image_key = next(k for k in sample if k.startswith("image."))

@@ -11,9 +11,11 @@ import json
 from pathlib import Path
 
 import numpy as np
+from scipy.special import expit, logit
 
-from pneumocam.errors import PneumocamError
-from pneumocam.outputs import atomic_write_text
+from pneumocam.core.errors import PneumocamError
+from pneumocam.core.outputs import atomic_write_text
+from pneumocam.explain.cam import load_heatmaps
 from pneumocam.report import figures as fg
 from pneumocam.report.document import render_html, render_markdown
 from pneumocam.report.sections import build_sections
@@ -48,8 +50,6 @@ def make_figures(run_dir: Path, results: dict, out_dir: Path) -> dict[str, Path]
     figure("ood", None)  # drawn from the films at run time
     m05 = results["metrics"]["threshold_0.5"]
     if (run_dir / "heatmaps.npz").is_file():
-        from pneumocam.cam import load_heatmaps
-
         maps = load_heatmaps(run_dir / "heatmaps.npz")
         figure(
             "roc",
@@ -59,8 +59,6 @@ def make_figures(run_dir: Path, results: dict, out_dir: Path) -> dict[str, Path]
         )
         temperature = float((results.get("calibration") or {}).get("temperature") or 1.0)
         if temperature != 1.0:
-            from scipy.special import expit, logit
-
             after = np.clip(maps["probs"].astype(np.float64), 1e-12, 1 - 1e-12)
             before = expit(logit(after) * temperature)  # the logit before the head was divided by T
             figure("calibration", lambda p: fg.reliability_figure(p, maps["labels"], before, after))

@@ -7,19 +7,22 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
+import io
+
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from sklearn.metrics import roc_curve
 
 from pneumocam import CLASS_NAMES
-from pneumocam.stats import format_p
+from pneumocam.analysis.regions import REGIONS
+from pneumocam.analysis.stats import format_p
+from pneumocam.core.outputs import atomic_write_bytes
+from pneumocam.evaluation.calibration import expected_calibration_error, reliability_bins
 
 # ----------------------------------------------------------------------------------------------- figures
 
 
 def _save(fig, path: Path) -> Path:
-    import io
-
-    from pneumocam.outputs import atomic_write_bytes
 
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
@@ -76,7 +79,6 @@ def score_comparison(path: Path, normal: np.ndarray, pneumonia: np.ndarray, scor
 
 
 def roc_figure(path: Path, labels: np.ndarray, probs: np.ndarray, auc: float | None, ci) -> Path:
-    from sklearn.metrics import roc_curve
 
     fig, ax = plt.subplots(figsize=(4, 4))
     if auc is not None:
@@ -138,7 +140,6 @@ def training_curves(path: Path, history: list[dict]) -> Path:
 
 
 def region_bars(path: Path, shares: dict, areas: dict) -> Path:
-    from pneumocam.regions import REGIONS
 
     fig, ax = plt.subplots(figsize=(5.2, 3.4))
     colours = ["#2e7d32", "#f9a825", "#90a4ae", "#c62828"]
@@ -185,7 +186,6 @@ def trust_figure(path: Path, trust: dict) -> Path:
 
 def reliability_figure(path: Path, labels, probs_before, probs_after) -> Path:
     """Top-label reliability diagram (15 bins): accuracy against confidence, before and after calibration."""
-    from pneumocam.calibration import expected_calibration_error, reliability_bins
 
     fig, ax = plt.subplots(figsize=(4, 4))
     ax.plot([0.5, 1], [0.5, 1], ls="--", color="grey", label="perfect")

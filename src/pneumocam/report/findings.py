@@ -4,9 +4,10 @@ model looks, trust, and the conclusion. One pure function per section, from resu
 from __future__ import annotations
 
 from pneumocam import CLASS_NAMES, started_random
+from pneumocam.analysis.regions import REGION_TEXT, REGIONS
+from pneumocam.analysis.stats import format_p
 from pneumocam.report.document import Banner, Figure, FigureRow, Section, Table
 from pneumocam.report.text import ORIGINAL_SCORE, figure, fmt, leakage_found, lung_verdict
-from pneumocam.stats import format_p
 
 
 def statistics_section(results: dict, figures: dict | None = None) -> Section:
@@ -113,7 +114,6 @@ def ground_truth_section(results: dict, figures: dict | None = None) -> Section 
 
 
 def attention_section(results: dict, figures: dict | None = None) -> Section | None:
-    from pneumocam.regions import REGION_TEXT, REGIONS
 
     att = results.get("attention")
     if not att:

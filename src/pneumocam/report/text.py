@@ -4,8 +4,8 @@ sentence and the plain-words verdicts. Pure functions of results.json entries.""
 from __future__ import annotations
 
 from pneumocam import CLASS_NAMES
+from pneumocam.analysis.stats import format_p
 from pneumocam.report.document import Banner, Figure
-from pneumocam.stats import format_p
 
 ORIGINAL_SCORE = "mean_maxnorm"
 

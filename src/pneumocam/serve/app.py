@@ -17,12 +17,12 @@ from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
-from pneumocam.cam import upsample
 from pneumocam.data.readers import UnreadableImage, read_resized
-from pneumocam.predict import overlay_png
+from pneumocam.explain.cam import upsample
+from pneumocam.explain.overlays import overlay_png, png_base64
 from pneumocam.serve.protect import LOOPBACK_HOSTS, PAGE_POLICY, allowed_hosts, protect
 from pneumocam.serve.runs import HTTPError, RunBrowser
-from pneumocam.serve.service import DEFAULT_REQUEST_TIMEOUT_S, ModelService, ServiceBusy, png_base64
+from pneumocam.serve.service import DEFAULT_REQUEST_TIMEOUT_S, ModelService, ServiceBusy
 
 STATIC = resources.files("pneumocam.serve") / "static"
 STATIC_TYPES = {"js": "text/javascript", "css": "text/css", "html": "text/html"}

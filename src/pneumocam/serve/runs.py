@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from pneumocam import CLASS_NAMES
+from pneumocam.core.errors import PneumocamError
 from pneumocam.data.discover import read_manifest
 from pneumocam.data.readers import is_image_name, tar_member
-from pneumocam.errors import PneumocamError
 
 _MAX_NAME = 255
 

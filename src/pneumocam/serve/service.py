@@ -22,14 +22,18 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pneumocam import CLASS_NAMES, started_random
-from pneumocam.cam import METHOD_COST, METHODS, make_cam, upsample
+from pneumocam.analysis.regions import REGIONS, attention_measures
+from pneumocam.anatomy.focus import Focused
+from pneumocam.anatomy.lungs import body_mask, classical_lungs
+from pneumocam.core.precision import autocast, resolve_precision
+from pneumocam.core.progress import silence_this_thread
 from pneumocam.data.readers import UnreadableImage, read_grayscale, resize_square
-from pneumocam.evaluate import decision_threshold
-from pneumocam.focus import Focused, film_maps, focus_image
-from pneumocam.guard import Verdict, file_reason, image_reason, load_guard
-from pneumocam.model import load_checkpoint, resolve_device
-from pneumocam.precision import autocast, resolve_precision
-from pneumocam.predict import jet, png_bytes
+from pneumocam.evaluation.evaluate import decision_threshold
+from pneumocam.explain.cam import METHOD_COST, METHODS, make_cam, upsample
+from pneumocam.explain.overlays import contour_rgba, heat_rgba, overlay_png, png_base64
+from pneumocam.model.guard import Verdict, file_reason, image_reason, load_guard
+from pneumocam.model.inputs import ModelInputs
+from pneumocam.model.network import load_checkpoint, resolve_device
 
 HEAT_LAYER_SIDE = 56
 DEFAULT_REQUEST_TIMEOUT_S = 60.0
@@ -45,31 +49,6 @@ class ServiceBusy(Exception):
 
 class _Abandoned(Exception):
     """Raised inside a forward pass whose every request has timed out."""
-
-
-def png_base64(picture: np.ndarray) -> str:
-    """Fast PNG (compress level 1: the viewer's images are encoded per request) as base64 text."""
-    return base64.b64encode(png_bytes(picture, compress_level=1)).decode("ascii")
-
-
-def heat_rgba(heat: np.ndarray) -> np.ndarray:
-    """The map in the jet colour map, opaque where it is strong and transparent where it is zero."""
-    rgba = jet(heat)
-    scaled = heat / heat.max() if heat.max() > 0 else np.zeros_like(heat)
-    rgba[..., 3] = (np.clip(scaled * 1.5, 0, 1) * 255).astype(np.uint8)
-    return rgba
-
-
-def contour_rgba(masks: dict[str, np.ndarray], colours: dict[str, tuple]) -> np.ndarray:
-    """Outlines of each mask on a transparent layer."""
-    import cv2
-
-    side = next(iter(masks.values())).shape
-    layer = np.zeros((*side, 4), dtype=np.uint8)
-    for name, mask in masks.items():
-        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        cv2.drawContours(layer, contours, -1, (*colours[name], 255), max(1, side[0] // 160))
-    return layer
 
 
 @dataclass
@@ -114,8 +93,8 @@ class ModelService:
         self._decoding = threading.BoundedSemaphore(CONCURRENT_DECODES)
         self.model, self.meta = load_checkpoint(checkpoint, self.device)
         self.guard = load_guard(checkpoint)
-        self.size = int(self.meta.get("image_size", 224))
-        self.focus = self.meta.get("focus", "none")
+        self.reads = ModelInputs.of_checkpoint(self.meta)
+        self.size, self.focus = self.reads.image_size, self.reads.focus
         self.threshold, _, self.threshold_source = decision_threshold(self.meta)
         self.window_s, self.max_batch = window_ms / 1000.0, max_batch
         self.jobs: queue.Queue[Job] = queue.Queue()
@@ -214,7 +193,6 @@ class ModelService:
     def _film_parts(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
         """(body, lungs, the film as PNG base64): the answer's parts that do not depend on the model, computed before
         the film is queued (its lungs also serve --focus lungs)."""
-        from pneumocam.lungs import body_mask, classical_lungs
 
         body = body_mask(gray)
         return body, classical_lungs(gray, body=body), png_base64(gray)  # lungs: for the measures and contours
@@ -235,7 +213,6 @@ class ModelService:
 
     def work_forever(self) -> None:
         """Explain queued films in batches until the process ends."""
-        from pneumocam.progress import silence_this_thread
 
         silence_this_thread()
         while True:
@@ -254,7 +231,7 @@ class ModelService:
         if not jobs:
             return  # every request timed out while queued: nothing to compute
         # Focused with the body and lungs each request estimated, not a second estimate.
-        images, boxes = zip(*(focus_image(job.gray, self.focus, job.lungs, job.body) for job in jobs))
+        images, boxes = zip(*(self.reads.read_one(job.gray, job.lungs, job.body) for job in jobs))
         focused = Focused(np.stack(images), np.array(boxes), [])
 
         def stop_when_abandoned(module, args):  # every forward pass (ScoreCAM runs thousands) checks the clock
@@ -269,7 +246,7 @@ class ModelService:
                 )
         finally:
             hook.remove()
-        maps = result.maps if self.focus == "none" else film_maps(result.maps, focused.boxes, self.size, self.size)
+        maps = self.reads.on_film(result.maps, focused.boxes, grid=self.size)
         reasons = [job.reason or image_reason(job.gray) for job in jobs]
         if self.guard is not None and result.features is not None:
             found = self.guard.assess(result.features, reasons)
@@ -280,8 +257,6 @@ class ModelService:
             job.future.set_result((float(result.probs[i]), maps[i], found[i]))
 
     def _answer(self, gray, parts, probability, maps_row, verdict, method) -> dict:
-        from pneumocam.predict import overlay_png
-        from pneumocam.regions import REGIONS, attention_measures
 
         heat = upsample(maps_row[None], self.size)
         body, lungs, film_png = parts

@@ -1,0 +1,1 @@
+"""The body in the film: lung and body estimates (lungs), what the model is shown (focus)."""

@@ -1,0 +1,415 @@
+"""The `pneumocam` command line: thin wiring over the library modules.
+
+Options are declared once in cli_options (fixed choices as Enums); bad input ends in one message and exit
+status 2 (cli_errors); `pneumocam lungs ...` lives in cli_lungs.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from pneumocam.analysis.stats import read_scores, score_report, summary_text
+from pneumocam.cli.data import data, manifest, phantoms, print_metrics
+from pneumocam.cli.errors import clean_errors
+from pneumocam.cli.guard import guard_app
+from pneumocam.cli.lungs import lungs_app
+from pneumocam.cli.options import (
+    BOOTSTRAP,
+    CONFIG,
+    EXPLAINING,
+    PRECISION,
+    STATISTICS,
+    TRAINING,
+    Device,
+    EvalSplit,
+    Focus,
+    Split,
+    given_on_command_line,
+    options,
+    plain,
+    with_config,
+)
+from pneumocam.cli.runs import compare, merge, report
+from pneumocam.cli.serve import serve
+from pneumocam.cli.webdataset import webdataset_app
+from pneumocam.core.errors import PneumocamError
+from pneumocam.core.outputs import mark_complete, new_run_folder, write_json
+from pneumocam.core.precision import autocast, resolve_precision
+from pneumocam.data import discover
+from pneumocam.evaluation.evaluate import evaluate_split
+from pneumocam.evaluation.leakage import check_leakage, enforce
+from pneumocam.model.network import load_checkpoint, resolve_device
+from pneumocam.pipeline.demo import run_demo
+from pneumocam.pipeline.experiment import ExperimentConfig, resume_experiment, run_experiment
+from pneumocam.pipeline.predict import predict_files
+from pneumocam.pipeline.runfolder import RunFolder
+from pneumocam.train.config import TrainConfig
+from pneumocam.train.fit import fit
+
+app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    help="Explainable pneumonia detection on chest X-rays: train, evaluate, explain, test, report.",
+)
+app.add_typer(lungs_app, name="lungs")
+app.add_typer(guard_app, name="guard")
+app.add_typer(webdataset_app, name="webdataset")
+app.command()(serve)
+app.command()(data)
+app.command()(manifest)
+app.command()(phantoms)
+app.command()(report)
+app.command()(compare)
+app.command()(merge)
+console = Console(highlight=False, soft_wrap=True)
+
+
+def _interruptible(started: list[Path], action, command: str):
+    """Ctrl-C or SIGTERM: the run folder stays marked incomplete and the last epoch's state is resumable."""
+
+    def terminate(signum, frame):
+        raise KeyboardInterrupt
+
+    # Both signals are handled here, explicitly: a process started in the background by a non-interactive shell
+    # inherits SIGINT as ignored, and `kill -INT` would then be lost instead of stopping the run cleanly.
+    previous = {sig: signal.signal(sig, terminate) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return action()
+    except KeyboardInterrupt:
+        err = Console(stderr=True)
+        if started:
+            err.print(
+                f"[bold yellow]interrupted:[/] {escape(str(started[-1]))} is marked incomplete; continue it with "
+                f"pneumocam {command} --resume {escape(str(started[-1]))}"
+            )
+        else:
+            err.print("[bold yellow]interrupted[/] before the run folder was created; nothing was written")
+        raise typer.Exit(130) from None
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _announcer(started: list[Path]):
+    def announce(folder: Path) -> None:
+        started.append(folder)
+        console.print(f"run folder: {escape(str(folder))}")
+
+    return announce
+
+
+@app.command()
+@clean_errors
+@options(TRAINING, CONFIG)
+def train(
+    ctx: typer.Context,
+    data: Optional[Path] = typer.Option(
+        None, help="Dataset folder, CSV manifest or WebDataset shards (shards/cxr-{000000..000009}.tar)."
+    ),
+    out: Path = typer.Option(Path("runs"), help="Parent folder: each run goes into a fresh timestamped folder."),
+    resume: Optional[Path] = typer.Option(
+        None, help="Continue an interrupted run folder (settings given again must match it)."
+    ),
+    **settings,
+):
+    """Train the classifier; the best epoch on validation becomes RUN/model.pt."""
+
+    started: list[Path] = []
+    config_file = settings.pop("config")
+    if resume is not None:
+        overrides = plain(given_on_command_line(ctx, {"data": data, **settings}))
+        run_dir = _interruptible(
+            started,
+            lambda: fit(None, run_dir=resume, resume=True, on_start=_announcer(started), overrides=overrides),
+            "train",
+        )
+    else:
+        values = with_config(ctx, {"data": data, **settings}, config_file)
+        if values["data"] is None:
+            raise PneumocamError("--data is required (a dataset folder or CSV manifest), unless --resume is given")
+        config = TrainConfig(**plain(values))
+        run_dir = _interruptible(started, lambda: fit(config, runs_dir=out, on_start=_announcer(started)), "train")
+    console.print(f"[green]done:[/] {escape(str(run_dir / 'model.pt'))}")
+
+
+STRICT = {"strict": EXPLAINING["strict"]}
+
+
+@app.command()
+@clean_errors
+@options(BOOTSTRAP, STRICT, PRECISION)
+def evaluate(
+    checkpoint: Path = typer.Option(..., help="A pneumocam model.pt."),
+    data: Path = typer.Option(
+        ..., help="Dataset folder, CSV manifest or WebDataset shards; only the evaluated split is needed."
+    ),
+    split: Split = typer.Option(Split.test, help="The split to evaluate."),
+    out: Path = typer.Option(Path("runs"), help="Parent folder for a fresh evaluation folder."),
+    batch_size: int = typer.Option(32, help="Images per batch."),
+    device: Device = typer.Option(Device.auto, help="Where to compute."),
+    seed: int = typer.Option(0, help="Seed of the bootstrap."),
+    **settings,
+):
+    """Metrics at threshold 0.5 and at the validation-chosen threshold; predictions.csv joined by file."""
+
+    strict, bootstrap = settings["strict"], settings["bootstrap"]
+    target = resolve_device(device.value)
+    model, metadata = load_checkpoint(checkpoint, target)
+    if strict:  # fail before a folder is made
+        enforce(check_leakage(metadata, discover(data).split(split.value)), True, _warn)
+    folder = new_run_folder(out, prefix=f"evaluate-{split.value}")
+    precision = resolve_precision(settings["precision"].value, target)
+    console.print(f"precision: {precision.used} ({precision.reason})")
+    with autocast(precision, target):
+        result = evaluate_split(
+            model,
+            metadata,
+            str(data),
+            split.value,
+            folder,
+            batch_size,
+            target,
+            bootstrap,
+            seed,
+            str(checkpoint),
+            strict=strict,
+            warn=_warn,
+            precision=precision.to_dict(),
+        )
+    mark_complete(folder)
+    print_metrics(result)
+    console.print(f"[green]written:[/] {escape(str(folder))}")
+
+
+def _warn(text: str) -> None:
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold yellow]warning:[/] {escape(text)}")
+
+
+def n_per_class_value(value) -> int | None:
+    if str(value).lower() == "all":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise PneumocamError(f"--n-per-class must be a whole number or 'all', got '{value}'") from None
+
+
+def _experiment_settings(values: dict) -> dict:
+    """Options -> ExperimentConfig fields (everything but the training settings)."""
+    return dict(
+        method=values["method"],
+        target=values["target"],
+        n_per_class=n_per_class_value(values["n_per_class"]),
+        n_draws=values["n_draws"],
+        alpha=values["alpha"],
+        trust_images=values["trust_images"],
+        strict=values["strict"],
+        include_ood=values.get("include_ood", False),
+        masks={"lungs": str(values["lung_masks"])} if values["lung_masks"] else {},
+        lung_model=str(values["lung_model"]) if values["lung_model"] else None,
+        bootstrap=values.get("bootstrap", 1000),
+    )
+
+
+@app.command()
+@clean_errors
+@options(TRAINING, EXPLAINING, STATISTICS, BOOTSTRAP, CONFIG)
+def run(
+    ctx: typer.Context,
+    data: Optional[Path] = typer.Option(
+        None, help="Dataset folder, CSV manifest or WebDataset shards (not needed with --resume)."
+    ),
+    out: Path = typer.Option(Path("runs"), help="Parent folder: the run goes into a fresh timestamped folder."),
+    checkpoint: Optional[Path] = typer.Option(None, help="Skip training and explain this model.pt."),
+    eval_split: EvalSplit = typer.Option(
+        EvalSplit.test,
+        help="heldout: patients of train set aside before training, never trained "
+        "or selected on (with --checkpoint: the part that checkpoint recorded).",
+    ),
+    holdout_fraction: float = typer.Option(
+        0.15, help="With --eval-split heldout and training: share of train's patients set aside."
+    ),
+    resume: Optional[Path] = typer.Option(
+        None, help="Finish an interrupted run folder: training resumes, then the rest."
+    ),
+    shard: Optional[str] = typer.Option(
+        None, help="i/N: with --checkpoint, explain only the i-th of N parts of the split (then `merge` the parts)."
+    ),
+    **settings,
+):
+    """Train, evaluate, Grad-CAM, importance scores, statistics and report, in one fresh run folder."""
+
+    started: list[Path] = []
+    if resume is not None:
+        folder = _interruptible(started, lambda: resume_experiment(resume, on_start=started.append), "run")
+        console.print(f"[green]report:[/] {escape(str(folder / 'report.html'))}")
+        return
+    config_file = settings.pop("config")
+    values = plain(
+        with_config(
+            ctx, {"data": data, "eval_split": eval_split, "holdout_fraction": holdout_fraction, **settings}, config_file
+        )
+    )
+    if values["data"] is None:
+        raise PneumocamError("--data is required (a dataset folder or CSV manifest), unless --resume is given")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise PneumocamError(
+            "`run` is one process: under torchrun, train with `torchrun ... -m pneumocam train`, then explain "
+            "the model with `pneumocam run --checkpoint` (docs/scale.md)"
+        )
+    if values["eval_split"] not in ("test", "val", "heldout"):
+        raise PneumocamError(f"--eval-split must be test, val or heldout, got '{values['eval_split']}'")
+    train_fields = {k: values[k] for k in ("data", *TRAINING)}
+    if train_fields["focus"] == "lungs" and not train_fields["focus_masks"]:
+        train_fields["focus_masks"] = values["lung_masks"]
+    if train_fields["attention_penalty"] and not train_fields["attention_masks"]:
+        train_fields["attention_masks"] = values["lung_masks"]
+    holdout = values["holdout_fraction"] if values["eval_split"] == "heldout" and checkpoint is None else 0.0
+    config = ExperimentConfig(
+        train=TrainConfig(**train_fields, holdout_fraction=holdout),
+        eval_split=values["eval_split"],
+        checkpoint=str(checkpoint) if checkpoint else None,
+        shard=shard,
+        **_experiment_settings(values),
+    )
+    folder = _interruptible(started, lambda: run_experiment(config, runs_dir=out, on_start=_announcer(started)), "run")
+    if shard:
+        console.print(f"[green]part {escape(shard)} written:[/] {escape(str(folder))} (merge the parts with `merge`)")
+        return
+    console.print(f"[green]report:[/] {escape(str(folder / 'report.html'))}")
+
+
+@app.command()
+@clean_errors
+def demo(
+    out: Path = typer.Option(Path("demo-runs"), help="Parent folder for the demo's run folder."),
+    seed: int = typer.Option(0, help="Seed of the phantoms, the training and every draw."),
+    shortcut: float = typer.Option(
+        0.0, help="Add the label-correlated corner marker (e.g. 0.9) to watch a model cheat."
+    ),
+    focus: Focus = typer.Option(Focus.none, help="Train on focused films (body: the marker is hidden from the model)."),
+):
+    """The whole experiment on synthetic phantoms generated on the fly (no data, no downloads, a few minutes)."""
+
+    folder = run_demo(out, seed=seed, shortcut=shortcut, focus=focus.value)
+    console.print(f"[green]report:[/] {escape(str(folder / 'report.html'))}")
+
+
+@app.command()
+@clean_errors
+@options(STATISTICS)
+def stats(
+    scores: Path = typer.Argument(
+        ..., help="CSV with a label column (NORMAL / PNEUMONIA) and score columns (e.g. a run's importance.csv)."
+    ),
+    score: list[str] = typer.Option(..., "--score", help="Score column(s) to test (repeatable)."),
+    seed: int = typer.Option(0, help="Seed of the sample, the resampled draws, the permutations and the bootstrap."),
+    out: Optional[Path] = typer.Option(None, help="Folder for stats.json (a fresh folder inside it)."),
+    **settings,
+):
+    """Compare a score between NORMAL and PNEUMONIA: Student, Welch, Mann-Whitney, permutation, effect sizes."""
+
+    n = n_per_class_value(settings["n_per_class"])
+    results = {}
+    for column, (normal, pneumonia, dropped) in read_scores(scores, score).items():
+        if any(dropped.values()):
+            console.print(
+                f"[yellow]{column}: left out {dropped['NORMAL']} NORMAL and {dropped['PNEUMONIA']} PNEUMONIA rows "
+                "whose score is NaN or empty[/]"
+            )
+        result = score_report(normal, pneumonia, n, settings["n_draws"], settings["alpha"], seed)
+        result["dropped_nan_rows"] = dropped
+        result["source"] = {"file": str(scores), "column": column, "n_per_class": n, "seed": seed}
+        results[column] = result
+        console.print(escape(summary_text(result, column)) + "\n")
+    if out is not None:
+        folder = new_run_folder(out, prefix="stats")
+        write_json(folder / "stats.json", results)
+        mark_complete(folder)
+        console.print(f"[green]written:[/] {escape(str(folder / 'stats.json'))}")
+
+
+@app.command()
+@clean_errors
+@options({"method": EXPLAINING["method"]}, STRICT, PRECISION)
+def predict(
+    checkpoint: Path = typer.Option(..., help="A pneumocam model.pt."),
+    images: list[Path] = typer.Argument(..., help="Image files (JPEG, PNG, TIFF, BMP or DICOM)."),
+    out: Path = typer.Option(
+        Path("predictions"), help="Parent folder for a fresh folder of overlays and predictions.csv."
+    ),
+    device: Device = typer.Option(Device.auto, help="Where to compute."),
+    **settings,
+):
+    """Probability, the decision at the model's validation-chosen threshold (and at 0.5), and an overlay per image."""
+
+    outcome = predict_files(
+        checkpoint,
+        images,
+        out,
+        settings["method"].value,
+        device.value,
+        strict=settings["strict"],
+        warn=_warn,
+        precision=settings["precision"].value,
+    )
+    table = Table(
+        title=f"predictions at threshold {outcome.threshold:.3f} ({outcome.threshold_source}); 0.5 shown beside it"
+    )
+    for column in outcome.header:
+        table.add_column(column)
+    for row in outcome.rows:
+        table.add_row(*(escape(str(v)) for v in row))
+    console.print(table)
+    console.print(f"[green]written:[/] {escape(str(outcome.folder))}")
+
+
+@app.command()
+@clean_errors
+@options(EXPLAINING, PRECISION, defaults={"trust_images": 32})
+def explain(
+    run_dir: Optional[Path] = typer.Option(
+        None, "--run", help="A finished `pneumocam run` folder: its model, data and split."
+    ),
+    checkpoint: Optional[Path] = typer.Option(None, help="Or a model.pt ..."),
+    data: Optional[Path] = typer.Option(None, help="... with its dataset folder or manifest."),
+    split: Optional[str] = typer.Option(
+        None, help="Split to explain: test | val | heldout (default: the run's, else test)."
+    ),
+    out: Path = typer.Option(Path("runs"), help="Parent folder for a fresh explanation folder."),
+    device: Device = typer.Option(Device.auto, help="Where to compute."),
+    **settings,
+):
+    """Where the model looks and whether its explanation can be trusted, on an existing model."""
+
+    seed = 0
+    if run_dir is not None:
+        folder = RunFolder(run_dir)
+        checkpoint, data, split = checkpoint or folder.checkpoint, data or folder.data, split or folder.eval_split
+        settings["lung_masks"] = settings["lung_masks"] or folder.lung_masks
+        seed = folder.experiment["train"]["seed"]
+    if checkpoint is None or data is None:
+        raise PneumocamError("give --run RUN_DIR, or both --checkpoint and --data")
+    values = plain(settings | {"n_per_class": "30", "n_draws": 1000, "alpha": 0.05})
+    precision = values.pop("precision")
+    config = ExperimentConfig(
+        train=TrainConfig(data=str(data), weights="none", seed=seed, device=device.value, precision=precision),
+        eval_split=split or "test",
+        checkpoint=str(checkpoint),
+        **_experiment_settings(values),
+    )
+    folder = run_experiment(config, runs_dir=out)
+    console.print(f"[green]report:[/] {escape(str(folder / 'report.html'))}")
+
+
+def main() -> None:  # pragma: no cover - console-script entry
+    app()

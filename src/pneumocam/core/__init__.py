@@ -1,0 +1,1 @@
+"""Below everything: errors, atomic outputs, progress, provenance, precision, torchrun helpers."""

@@ -1,0 +1,1 @@
+"""How good the decisions are: metrics, calibration, leakage checks, predictions and evaluate_split."""

@@ -1,0 +1,217 @@
+"""Batched inference and evaluation. Probabilities are joined to labels by file path, never by position."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from pneumocam.core.outputs import write_csv, write_json, write_skipped
+from pneumocam.data import LoadedImages, discover, fingerprint, load_images
+from pneumocam.evaluation.leakage import check_leakage, enforce
+from pneumocam.evaluation.metrics import BinaryMetrics
+from pneumocam.model.forward import predict_logits
+from pneumocam.model.guard import guard_summary, load_guard, verdicts
+from pneumocam.model.inputs import ModelInputs
+from pneumocam.model.network import probability
+
+
+def checkpoint_thresholds(metadata: dict) -> tuple[dict[str, float], dict[str, str]]:
+    """The thresholds to report for a checkpoint: 0.5 and the one chosen on its validation split, each described."""
+    thresholds, described = {"threshold_0.5": 0.5}, {"threshold_0.5": "fixed 0.5"}
+    recorded = metadata.get("thresholds", {})
+    if recorded.get("youden_val") is not None:
+        thresholds["threshold_youden_val"] = float(recorded["youden_val"])
+        described["threshold_youden_val"] = recorded.get("youden_rule") or "Youden's J on the validation split"
+        if recorded.get("youden_note"):
+            described["threshold_youden_val"] += f" ({recorded['youden_note']})"
+    return thresholds, described
+
+
+def decision_threshold(metadata: dict) -> tuple[float, str, str]:
+    """(value, the key in metrics.json's thresholds, how it was chosen): the threshold every command decides at,
+    the one chosen on the checkpoint's validation split, or 0.5 when it recorded none."""
+    thresholds, described = checkpoint_thresholds(metadata)
+    key = "threshold_youden_val" if "threshold_youden_val" in thresholds else "threshold_0.5"
+    return thresholds[key], key, described[key]
+
+
+@dataclass
+class Predictions:
+    paths: list[str]
+    labels: np.ndarray
+    probs: np.ndarray
+    patients: list[str | None] | None = None  # per path; the AUC interval resamples patients when known
+    verdicts: list | None = None  # per path: the domain-shift guard's guard.Verdict
+
+    # pred: the decision at the model's threshold (decision_threshold, named in metrics.json's "decision"), the one
+    # predict and serve decide at; pred_at_0.5 beside it. Probabilities round-trip (repr), so the metrics recomputed
+    # from this file are the reported ones exactly: rounding would create ties and move the AUC.
+    HEADER = (
+        "path", "label", "prob_pneumonia", "pred", "pred_at_0.5", "threshold", "patient_id", "in_distribution",
+        "ood_score", "ood_reason",
+    )  # fmt: skip
+
+    def rows(self, threshold: float):
+        verdicts = self.verdicts or [None] * len(self.paths)
+        patients = self.patients or [None] * len(self.paths)
+        for path, label, prob, verdict, patient in zip(self.paths, self.labels, self.probs, verdicts, patients):
+            guard = (
+                ("", "", "")
+                if verdict is None
+                else (int(verdict.in_distribution), f"{verdict.ood_score:.3f}", verdict.ood_reason)
+            )
+            prob = float(prob)
+            decided = (int(prob >= threshold), int(prob >= 0.5), repr(float(threshold)), patient or "")
+            yield path, int(label), repr(prob), *decided, *guard
+
+    def in_distribution(self) -> "Predictions":
+        """The films the guard let through (all of them without verdicts)."""
+        if self.verdicts is None:
+            return self
+        keep = np.array([v.in_distribution for v in self.verdicts], dtype=bool)
+        return Predictions(
+            [p for p, k in zip(self.paths, keep) if k],
+            self.labels[keep],
+            self.probs[keep],
+            None if self.patients is None else [p for p, k in zip(self.patients, keep) if k],
+            [v for v, k in zip(self.verdicts, keep) if k],
+        )
+
+
+def predict(
+    model: nn.Module,
+    loaded: LoadedImages,
+    batch_size: int = 32,
+    device: torch.device | str = "cpu",
+    shuffle_seed: int | None = None,
+    description: str = "Predicting",
+    guard=None,
+    assess: bool = False,
+) -> Predictions:
+    """Predictions keyed by file; shuffle_seed runs the images in a random order (the result must not change).
+    assess: give every file the guard's verdict (input checks alone when guard is None)."""
+
+    order = None
+    if shuffle_seed is not None:
+        order = np.random.default_rng(shuffle_seed).permutation(len(loaded.samples))
+    features = np.empty((len(loaded.samples), model.fc.in_features), dtype=np.float32) if assess else None
+    probs = probability(predict_logits(model, loaded.images, batch_size, device, order, description, features))
+    found = verdicts(guard, features, loaded.paths, loaded.images) if assess else [None] * len(probs)
+    by_path = dict(zip(loaded.paths, zip(probs, found)))
+    sample_by_path = {s.path: s for s in loaded.samples}
+    paths = sorted(by_path)
+    return Predictions(
+        paths,
+        np.array([sample_by_path[p].label for p in paths]),
+        np.array([by_path[p][0] for p in paths]),
+        [sample_by_path[p].patient_id for p in paths],
+        [by_path[p][1] for p in paths] if assess else None,
+    )
+
+
+def metrics_at_thresholds(
+    predictions: Predictions, thresholds: dict[str, float], bootstrap_resamples: int = 1000, seed: int = 0
+) -> dict[str, dict]:
+    metrics = BinaryMetrics(bootstrap_resamples=bootstrap_resamples, seed=seed)
+    metrics.update(predictions.paths, predictions.labels, predictions.probs, predictions.patients)
+    return {name: metrics.summary(t) for name, t in thresholds.items()}
+
+
+def guard_record(
+    predictions: Predictions, thresholds: dict[str, float], guard, bootstrap_resamples: int = 1000, seed: int = 0
+) -> dict:
+    """metrics.json's "guard": the share flagged (per class and reason) and the metrics on the films that passed."""
+
+    record = guard_summary(predictions.verdicts, predictions.labels, guard)
+    kept = predictions.in_distribution()
+    both = len(set(kept.labels.tolist())) == 2
+    record["metrics_in_distribution"] = (
+        metrics_at_thresholds(kept, thresholds, bootstrap_resamples, seed) if both else None
+    )
+    return record
+
+
+def decision_record(metadata: dict) -> dict:
+    """metrics.json's "decision": which threshold predictions.csv's pred (and predict, serve) decide at."""
+    value, key, how = decision_threshold(metadata)
+    return {"threshold": value, "metrics_key": key, "chosen": how, "predictions_csv_column": "pred"}
+
+
+def metrics_record(
+    split: str,
+    data_root,
+    loaded: LoadedImages,
+    checkpoint: str | None,
+    metadata: dict,
+    seed: int,
+    described: dict,
+    metrics: dict,
+    leakage,
+    guard: dict | None = None,
+) -> dict:
+    """metrics.json: the same layout whether `evaluate` or `run` wrote it."""
+
+    return {
+        "split": split,
+        "data": {
+            "root": str(data_root),
+            "fingerprint": fingerprint(loaded.samples),
+            "n_images": len(loaded.samples) + len(loaded.skipped),
+            "n_evaluated": len(loaded.samples),
+            "n_skipped": len(loaded.skipped),
+        },
+        "checkpoint": checkpoint,
+        "weights": metadata.get("weights"),
+        "seed": seed,
+        "thresholds": described,
+        "decision": decision_record(metadata),
+        "metrics": metrics,
+        "leakage": leakage.to_dict(),
+        "guard": guard,
+    }
+
+
+def evaluate_split(
+    model: nn.Module,
+    metadata: dict,
+    data_root: str,
+    split: str,
+    out_dir,
+    batch_size: int = 32,
+    device: torch.device | str = "cpu",
+    bootstrap_resamples: int = 1000,
+    seed: int = 0,
+    checkpoint: str | None = None,
+    strict: bool = False,
+    warn=print,
+    precision: dict | None = None,
+) -> dict:
+    """Evaluate on one split (only that split is needed) and write metrics.json, predictions.csv, skipped.csv.
+
+    The evaluated files are checked against what the checkpoint saw (leakage); strict makes any overlap an error
+    before anything is written, otherwise warn() is called and the counts go into metrics.json and leakage.csv.
+    """
+
+    samples = discover(data_root).split(split)
+    loaded = load_images(samples, int(metadata.get("image_size", 224)), description=f"Reading {split}")
+    leakage = check_leakage(metadata, loaded.samples)
+    enforce(leakage, strict, warn)
+    loaded = ModelInputs.of_checkpoint(metadata).inputs(loaded)  # what the model reads: its --focus
+
+    guard = load_guard(checkpoint) if checkpoint else None
+    predictions = predict(model, loaded, batch_size, device, guard=guard, assess=True)
+    thresholds, described = checkpoint_thresholds(metadata)
+    metrics = metrics_at_thresholds(predictions, thresholds, bootstrap_resamples, seed)
+    guarded = guard_record(predictions, thresholds, guard, bootstrap_resamples, seed)
+    result = metrics_record(split, data_root, loaded, checkpoint, metadata, seed, described, metrics, leakage, guarded)
+    result["precision"] = precision  # what the forward passes ran in (precision.py); None: fp32, not recorded
+    out_dir = Path(out_dir)
+    write_json(out_dir / "metrics.json", result)
+    write_csv(out_dir / "predictions.csv", Predictions.HEADER, predictions.rows(decision_threshold(metadata)[0]))
+    write_skipped(out_dir / "skipped.csv", loaded.skipped)
+    leakage.write_csv(out_dir / "leakage.csv")
+    return result

@@ -1,0 +1,321 @@
+"""Class activation maps on the one-logit ResNet50, batched, CPU or CUDA.
+
+`BaseCAM` owns the hook on the target layer (layer4 by default) and the batching; each method is a
+tiny subclass that turns (activations, gradients) into a map. The hook replaces the layer's output
+with a detached leaf that requires grad, so autograd records only the few layers after it: one
+forward pass plus a backward through pooling and the dense head, instead of a backward through the
+whole network into every weight. Maps are returned raw (after ReLU, not normalised) at feature
+resolution; `upsample` brings them to the input size.
+
+Targets: the score explained for PNEUMONIA is the logit, for NORMAL its negative (as pytorch-grad-cam's
+BinaryClassifierOutputTarget does), chosen per image as the predicted class, the true class or a fixed class.
+"""
+
+from __future__ import annotations
+
+import io
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pneumocam import CLASS_NAMES
+from pneumocam.core.errors import SettingError
+from pneumocam.core.outputs import atomic_write_bytes
+from pneumocam.core.progress import enabled, track
+from pneumocam.data import to_model_input
+from pneumocam.model.network import backbone_features, probability
+
+TARGETS = ("pred", "true", "PNEUMONIA", "NORMAL")
+
+
+@dataclass
+class CamResult:
+    maps: np.ndarray  # float32 (N, h, w): raw maps from native methods; per-image normalised when `normalised`
+    logits: np.ndarray  # float64 (N,)
+    targets: np.ndarray  # int8 (N,): the class each map explains
+    method: str
+    layer: str
+    normalised: bool = False
+    features: np.ndarray | None = None  # float32 (N, 2048): pooled layer4 activations (the guard's input)
+
+    @property
+    def probs(self) -> np.ndarray:
+
+        return probability(self.logits)
+
+
+def resolve_targets(target: str, logits: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
+    if target == "pred":
+        return (logits > 0).astype(np.int8)
+    if target == "true":
+        if labels is None:
+            raise SettingError("target", "true needs the images' labels")
+        return np.asarray(labels, dtype=np.int8)
+    if target in CLASS_NAMES:
+        return np.full(len(logits), CLASS_NAMES.index(target), dtype=np.int8)
+    raise SettingError("target", f"must be one of {', '.join(TARGETS)}, got '{target}'")
+
+
+@contextmanager
+def _explaining(model: nn.Module, weight_grads: bool = False):
+    """Eval mode, and no weight gradients unless a library method needs the full graph;
+    restores the caller's requires_grad flags, mode and (absent) gradients afterwards."""
+    flags = [p.requires_grad for p in model.parameters()]
+    was_training = model.training
+    model.requires_grad_(weight_grads)
+    model.eval()
+    try:
+        yield
+    finally:
+        for p, flag in zip(model.parameters(), flags):
+            p.requires_grad_(flag)
+            if weight_grads:
+                p.grad = None
+        model.train(was_training)
+
+
+class BaseCAM:
+    method = "base"
+
+    def __init__(
+        self, model: nn.Module, layer: str = "layer4", batch_size: int = 32, device: torch.device | str | None = None
+    ):
+        self.model = model
+        self.layer_name = layer
+        self.layer = model.get_submodule(layer)
+        self.batch_size = batch_size
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+
+    def weigh(self, activations: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+        """(N, C, h, w) activations and gradients -> (N, h, w) map before ReLU."""
+        raise NotImplementedError
+
+    def _explain_batch(
+        self, x: torch.Tensor, target: str, labels: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        captured: dict[str, torch.Tensor] = {}
+
+        def hook(module, inputs, output):
+            leaf = output.detach().requires_grad_(True)
+            captured["activations"] = leaf
+            return leaf
+
+        handle = self.layer.register_forward_hook(hook)
+        try:
+            with torch.enable_grad():
+                logits = self.model(x).flatten()
+                targets = resolve_targets(target, logits.detach().float().cpu().numpy(), labels)
+                sign = torch.from_numpy(targets.astype(np.float32) * 2 - 1).to(logits.device)
+                activations = captured["activations"]
+                (grads,) = torch.autograd.grad((logits * sign).sum(), activations)
+        finally:
+            handle.remove()
+        with torch.no_grad():
+            maps = F.relu(self.weigh(activations.detach().float(), grads.float()))
+            pooled = activations.detach().float().mean(dim=(2, 3)) if self.layer_name == "layer4" else None
+        self._features.append(None if pooled is None else pooled.cpu().numpy())
+        return maps.cpu().numpy().astype(np.float32), logits.detach().double().cpu().numpy(), targets
+
+    def __call__(
+        self,
+        images: np.ndarray | torch.Tensor,
+        target: str = "pred",
+        labels: np.ndarray | None = None,
+        description: str = "Grad-CAM",
+    ) -> CamResult:
+        """images: (N, H, W) uint8 grayscale. Returns raw maps at feature resolution."""
+        n = len(images)
+        maps, logits, targets = [], [], []
+        self._features: list = []
+        starts = range(0, n, self.batch_size)
+        with _explaining(self.model):
+            for start in track(starts, description, total=len(starts)):
+                chunk = images[start : start + self.batch_size]
+                batch = chunk if isinstance(chunk, torch.Tensor) else torch.from_numpy(np.array(chunk))
+                x = to_model_input(batch.to(self.device))
+                part_labels = None if labels is None else np.asarray(labels)[start : start + self.batch_size]
+                m, lg, t = self._explain_batch(x, target, part_labels)
+                maps.append(m), logits.append(lg), targets.append(t)
+        features = None if any(f is None for f in self._features) else np.concatenate(self._features)
+        return CamResult(
+            np.concatenate(maps),
+            np.concatenate(logits),
+            np.concatenate(targets),
+            self.method,
+            self.layer_name,
+            features=features,
+        )
+
+
+class GradCAM(BaseCAM):
+    """Selvaraju et al. 2017: channel weights are the spatially averaged gradients."""
+
+    method = "gradcam"
+
+    def weigh(self, activations, grads):
+        return (grads.mean(dim=(2, 3), keepdim=True) * activations).sum(dim=1)
+
+
+class HiResCAM(BaseCAM):
+    """Draelos and Carin 2020: element-wise gradient x activation, summed over channels."""
+
+    method = "hirescam"
+
+    def weigh(self, activations, grads):
+        return (grads * activations).sum(dim=1)
+
+
+class GradCAMPlusPlus(BaseCAM):
+    """Chattopadhay et al. 2018: positive gradients weighted per location by alpha (their eq. 19, with the
+    exponential head's higher derivatives written as powers of the first), the layout pytorch-grad-cam uses."""
+
+    method = "gradcam++"
+
+    def weigh(self, activations, grads):
+        g2 = grads.pow(2)
+        denominator = 2 * g2 + activations.sum(dim=(2, 3), keepdim=True) * g2 * grads + 1e-6
+        alpha = torch.where(grads != 0, g2 / denominator, torch.zeros_like(grads))
+        weights = (F.relu(grads) * alpha).sum(dim=(2, 3), keepdim=True)
+        return (weights * activations).sum(dim=1)
+
+
+class LayerCAM(BaseCAM):
+    """Jiang et al. 2021: activations weighted element-wise by their positive gradients."""
+
+    method = "layercam"
+
+    def weigh(self, activations, grads):
+        return (F.relu(grads) * activations).sum(dim=1)
+
+
+def _gate_library_progress() -> None:
+    """pytorch-grad-cam's ScoreCAM draws a tqdm bar per call: show it only where pneumocam's own bars show (never
+    from a server's worker thread)."""
+    import pytorch_grad_cam.score_cam as score_cam  # deferred: only the pytorch-grad-cam methods need it
+
+    if getattr(score_cam.tqdm, "gated_by_pneumocam", False):
+        return
+
+    library_tqdm = score_cam.tqdm.tqdm
+    score_cam.tqdm = SimpleNamespace(
+        tqdm=lambda iterable, *args, **kwargs: library_tqdm(iterable, *args, **kwargs) if enabled() else iterable,
+        gated_by_pneumocam=True,
+    )
+
+
+class LibraryCAM:
+    """Methods from pytorch-grad-cam behind the same call; its maps come normalised per image at input size,
+    so nothing raw can be computed from them (importance leaves mean_raw out)."""
+
+    NAMES = {"eigencam": "EigenCAM", "scorecam": "ScoreCAM"}
+
+    def __init__(self, model: nn.Module, method: str, layer: str = "layer4", batch_size: int = 32, device=None):
+        import pytorch_grad_cam  # deferred: only the pytorch-grad-cam methods need it
+
+        self.model, self.method, self.layer_name, self.batch_size = model, method, layer, batch_size
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.cam_class = getattr(pytorch_grad_cam, self.NAMES[method])
+        _gate_library_progress()
+
+    def __call__(self, images, target: str = "pred", labels=None, description: str = "CAM") -> CamResult:
+        from pytorch_grad_cam.utils.model_targets import (
+            BinaryClassifierOutputTarget,  # deferred: only the pytorch-grad-cam methods need it
+        )
+
+        maps, logits, targets, features = [], [], [], []
+        starts = range(0, len(images), self.batch_size)
+        # pytorch-grad-cam's methods run in fp32 whatever precision the caller chose (they hand back numpy arrays)
+        with _explaining(self.model, weight_grads=True), torch.autocast(self.device.type, enabled=False):
+            cam = self.cam_class(model=self.model, target_layers=[self.model.get_submodule(self.layer_name)])
+            if hasattr(cam, "batch_size"):
+                cam.batch_size = self.batch_size
+            for start in track(starts, description, total=len(starts)):
+                batch = torch.from_numpy(np.array(images[start : start + self.batch_size])).to(self.device)
+                x = to_model_input(batch, channels_last=False)
+                with torch.no_grad():
+                    pooled = backbone_features(self.model, x)
+                    lg = self.model.fc(pooled).flatten().double().cpu().numpy()
+                    features.append(pooled.float().cpu().numpy())
+                part_labels = None if labels is None else np.asarray(labels)[start : start + self.batch_size]
+                t = resolve_targets(target, lg, part_labels)
+                maps.append(cam(input_tensor=x, targets=[BinaryClassifierOutputTarget(int(c)) for c in t]))
+                logits.append(lg), targets.append(t)
+        return CamResult(
+            np.concatenate(maps).astype(np.float32),
+            np.concatenate(logits),
+            np.concatenate(targets),
+            self.method,
+            self.layer_name,
+            normalised=True,
+            features=np.concatenate(features),
+        )
+
+
+NATIVE = {cls.method: cls for cls in (GradCAM, HiResCAM, GradCAMPlusPlus, LayerCAM)}  # raw maps
+METHODS = (*NATIVE, *LibraryCAM.NAMES)
+# What one film costs: "fast" methods take one forward pass and a short backward (EigenCAM: one forward and an SVD
+# of layer4's activations), "slow" ones a forward pass per batch of masked inputs (ScoreCAM: one per layer4
+# channel, 2048; 80-146 s for one film on 2 CPU cores). The viewer serves slow methods only when asked to.
+METHOD_COST = {**dict.fromkeys(NATIVE, "fast"), "eigencam": "fast", "scorecam": "slow"}
+
+
+def make_cam(model: nn.Module, method: str = "gradcam", layer: str = "layer4", batch_size: int = 32, device=None):
+    if method in NATIVE:
+        return NATIVE[method](model, layer, batch_size, device)
+    if method in LibraryCAM.NAMES:
+        return LibraryCAM(model, method, layer, batch_size, device)
+    raise SettingError("method", f"must be one of {', '.join(METHODS)}, got '{method}'")
+
+
+def upsample(maps: np.ndarray, size: int) -> np.ndarray:
+    """(N, h, w) -> (N, size, size), bilinear with half-pixel centres: OpenCV's resize, equal to torch's
+    interpolate(align_corners=False) within float rounding (tested) and ~10x faster for one map (the viewer)."""
+
+    maps = np.asarray(maps, dtype=np.float32)
+    if maps.shape[-1] == size and maps.shape[-2] == size:
+        return maps.copy()
+    out = np.empty((len(maps), size, size), dtype=np.float32)
+    for i, one in enumerate(maps):
+        out[i] = cv2.resize(one, (size, size), interpolation=cv2.INTER_LINEAR)
+    return out
+
+
+def normalise_per_image(maps: np.ndarray, eps: float = 1e-7) -> np.ndarray:
+    """Min-max per image, as pytorch-grad-cam's scale_cam_image does."""
+    low = maps.min(axis=(-2, -1), keepdims=True)
+    shifted = maps - low
+    return shifted / (eps + shifted.max(axis=(-2, -1), keepdims=True))
+
+
+def save_heatmaps(
+    path, result: CamResult, paths: list[str], labels: np.ndarray, image_size: int, threshold: float = 0.5
+) -> None:
+    """heatmaps.npz: plain arrays only (no pickled objects), enough to recompute any score without the model."""
+
+    buffer = io.BytesIO()
+    np.savez_compressed(
+        buffer,
+        paths=np.array(paths, dtype=str),
+        labels=np.asarray(labels, dtype=np.int8),
+        probs=result.probs.astype(np.float32),
+        preds=(result.probs >= threshold).astype(np.int8),
+        targets=result.targets.astype(np.int8),
+        maps=result.maps.astype(np.float32),
+        method=np.array(result.method),
+        layer=np.array(result.layer),
+        normalised=np.array(result.normalised),
+        image_size=np.array(image_size),
+        class_names=np.array(CLASS_NAMES),
+    )
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_heatmaps(path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}

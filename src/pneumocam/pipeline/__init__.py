@@ -1,0 +1,1 @@
+"""The experiment as a sequence of named stages: ExperimentConfig, run folders, shards and merge, the demo, predict."""

@@ -1,0 +1,98 @@
+"""Settings: TrainConfig (a training run) and ExperimentConfig (a whole run), with the checks run before anything
+is written.
+
+Also which images an experiment evaluates: a named split, or the held-out patients a checkpoint recorded.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict, dataclass, field
+
+from pneumocam import CLASS_NAMES
+from pneumocam.core.errors import PneumocamError, SettingError
+from pneumocam.data import choose_validation, discover, split_holdout
+from pneumocam.explain.cam import METHODS
+from pneumocam.model.network import build_model
+from pneumocam.pipeline.shards import parse_shard
+from pneumocam.train.config import TrainConfig
+
+
+@dataclass
+class ExperimentConfig:
+    train: TrainConfig
+    eval_split: str = "test"
+    checkpoint: str | None = None
+    method: str = "gradcam"
+    target: str = "pred"
+    n_per_class: int | None = 30  # None: every image of the split
+    n_draws: int = 1000
+    alpha: float = 0.05
+    grid_per_class: int = 4
+    bootstrap: int = 1000
+    synthetic: bool = False
+    masks: dict[str, str] = field(default_factory=dict)  # region name -> mask folder (lesion, lungs, marker, ...)
+    lung_model: str | None = None  # a LungModel file for images without a lung mask (else the classical estimate)
+    regions: bool = True  # lung / diaphragm / body / outside-body attention measures
+    trust_images: int = 16  # images per trust check (randomisation, deletion / insertion); 0 skips them
+    trust_steps: int = 10
+    shard: str | None = None  # "i/N": explain only that part of the split into a part folder (shards.py)
+    include_ood: bool = False  # keep films the domain-shift guard flagged in the group statistics
+    strict: bool = False  # any overlap between evaluated images and what the model saw is an error
+    command: str = field(default_factory=lambda: " ".join(sys.argv))
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"train": self.train.to_dict()}
+
+
+def validate_experiment(cfg: ExperimentConfig) -> None:
+    """Every check that can fail before training: settings, the evaluated split, the weights, a leaking val."""
+    if cfg.method not in METHODS:
+        raise SettingError("method", f"must be one of {', '.join(METHODS)}, got '{cfg.method}'")
+    if cfg.target not in ("pred", "true", *CLASS_NAMES):
+        raise SettingError("target", f"must be pred, true, NORMAL or PNEUMONIA, got '{cfg.target}'")
+    if cfg.n_per_class is not None and cfg.n_per_class < 2:
+        raise SettingError("n_per_class", "must be at least 2 (or 'all')")
+    if cfg.shard:
+        parse_shard(cfg.shard)
+        if cfg.checkpoint is None:
+            raise PneumocamError("--shard explains an existing model: give --checkpoint (train first, then shard)")
+    index = discover(cfg.train.data)
+    if cfg.eval_split == "heldout":
+        if cfg.checkpoint is None and cfg.train.holdout_fraction <= 0:
+            cfg.train.holdout_fraction = 0.15
+        index.split("train")
+    else:
+        index.split(cfg.eval_split)  # a missing split fails now, not after training
+    if cfg.checkpoint is None:
+        build_model(cfg.train.weights)  # and so do missing or bad weights
+        if cfg.eval_split == "val":
+            *_, plan = choose_validation(
+                index,
+                cfg.train.val_source,
+                cfg.train.val_fraction,
+                cfg.train.seed,
+                holdout_fraction=cfg.train.holdout_fraction,
+            )
+            if plan.source == "dataset":
+                raise PneumocamError(
+                    f"--eval-split val: this run would choose its best epoch and threshold on the dataset's val split "
+                    f"({plan.n_val} images; {plan.reason}), so scores on that split would not be held-out. Evaluate on "
+                    "test or heldout, or carve validation from train with --val-source carved"
+                )
+
+
+def evaluated_samples(index, split: str, meta: dict, checkpoint) -> list:
+    """The evaluated images. 'heldout' is rebuilt from the checkpoint's own recorded plan (fraction and seed),
+    never from the command line's defaults, so it is the part that model never trained or selected on."""
+    if split != "heldout":
+        return index.split(split)
+    plan = (meta.get("data") or {}).get("validation") or {}
+    fraction = plan.get("holdout_fraction") or 0.0
+    if fraction <= 0:
+        raise PneumocamError(
+            f"{checkpoint} was trained without a held-out part of train (no holdout fraction recorded): "
+            "there is no held-out split to evaluate; use --eval-split test or val"
+        )
+    seed = plan.get("holdout_seed", meta.get("seed", 0))
+    return split_holdout(index, fraction, seed)[1]

@@ -1,0 +1,276 @@
+"""The whole experiment in one folder, as named stages (read run_experiment first).
+
+prepare -> train or load -> explain the evaluated split -> score the maps -> group statistics -> write the run
+-> render the report. Each stage returns a small dataclass; the analysis lives in the modules it names
+(regions, trust, stats, report), so this file only sequences them.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pneumocam.analysis.importance import SCORES, compared_scores, empty_summary, importance_scores
+from pneumocam.analysis.regions import ground_truth_summary, mask_measures, split_attention
+from pneumocam.analysis.stats import group_statistics
+from pneumocam.analysis.trust import trust_checks
+from pneumocam.core.errors import PneumocamError
+from pneumocam.core.outputs import INCOMPLETE_MARKER, is_complete, mark_complete, new_run_folder, write_csv, write_json
+from pneumocam.core.precision import autocast, resolve_precision
+from pneumocam.core.provenance import environment, library_versions
+from pneumocam.data import LoadedImages, discover, load_images
+from pneumocam.evaluation.evaluate import (
+    Predictions,
+    checkpoint_thresholds,
+    decision_threshold,
+    guard_record,
+    metrics_at_thresholds,
+)
+from pneumocam.evaluation.leakage import Leakage, check_leakage, enforce
+from pneumocam.explain.cam import CamResult, make_cam
+from pneumocam.model.guard import load_guard, verdicts
+from pneumocam.model.inputs import ModelInputs
+from pneumocam.model.network import load_checkpoint, resolve_device
+from pneumocam.pipeline.config import ExperimentConfig, evaluated_samples, validate_experiment
+from pneumocam.pipeline.runfolder import RunFolder, write_run
+from pneumocam.pipeline.shards import save_part, shard_samples
+from pneumocam.report import render
+from pneumocam.train.config import TrainConfig
+from pneumocam.train.fit import fit
+
+__all__ = ["ExperimentConfig", "resume_experiment", "run_experiment"]
+
+
+@dataclass
+class Trained:
+    model: torch.nn.Module
+    meta: dict
+    checkpoint: Path
+    training: dict | None  # train_summary.json when this run trained the model
+
+
+@dataclass
+class Explained:
+    loaded: LoadedImages  # the films
+    cam: CamResult  # maps on the films' grid (put back from the focused crop with --focus)
+    metrics: dict
+    thresholds: dict
+    leakage: Leakage
+    inputs: LoadedImages  # what the model read: the films, or their focused crops
+    input_cam: CamResult  # maps on the inputs' grid (the trust checks perturb the inputs)
+    focus: dict
+    in_distribution: np.ndarray  # bool per image: the domain-shift guard's verdict
+    guard: dict  # metrics.json's "guard"
+    verdicts: list  # guard.Verdict per image
+
+
+@dataclass
+class Scored:
+    scores: dict[str, np.ndarray]
+    empty: dict
+    ground_truth: dict
+    attention: dict
+    lung_sources: list[str] | None
+    trust: dict | None
+
+
+def run_experiment(
+    cfg: ExperimentConfig,
+    runs_dir: str | Path | None = None,
+    run_dir: Path | None = None,
+    resume: bool = False,
+    on_start=None,
+    computed=None,
+) -> Path:
+    """Run every stage into a fresh folder under runs_dir (or run_dir; resume=True continues an interrupted one).
+
+    Returns the run folder: config.json, train/, metrics.json, leakage.csv, predictions.csv, heatmaps.npz,
+    importance.csv, stats.json, results.json, figures/, report.html, report.md, skipped.csv.
+    With cfg.shard the folder holds that shard's part only (shards.py); computed (the merge) supplies the
+    Grad-CAM results instead of computing them.
+    """
+
+    preloaded = prepare(cfg)
+    run_dir = open_run_folder(cfg, runs_dir, run_dir, resume, on_start)
+    device = resolve_device(cfg.train.device)
+    trained = train_or_load(cfg, run_dir, resume, preloaded, device)
+    # Every forward pass after training (evaluation, Grad-CAM, trust checks) in the run's precision.
+    with autocast(resolve_precision(cfg.train.precision, device), device):
+        explained = explain_split(cfg, trained, run_dir, device, computed)
+        if explained is None:  # a shard: its part is written
+            mark_complete(run_dir)
+            return run_dir
+        scored = score_maps(cfg, trained, explained, device)
+    statistics, notes = compare_classes(cfg, explained, scored)
+    write_run(cfg, run_dir, trained, explained, scored, statistics, notes)
+    render(run_dir)
+    mark_complete(run_dir)
+    return run_dir
+
+
+def compare_classes(cfg: ExperimentConfig, explained: Explained, scored: Scored) -> tuple[dict, dict]:
+    """stats.json: every compared score, NORMAL vs PNEUMONIA, in the `stats` command's layout. Films the guard
+    flagged are left out (their scores describe another population) unless cfg.include_ood."""
+    keep = np.ones(len(explained.loaded.labels), dtype=bool) if cfg.include_ood else explained.in_distribution
+    labels = explained.loaded.labels[keep]
+    scores = compared_scores({k: np.asarray(v)[keep] for k, v in scored.scores.items()}, labels)
+    statistics, notes = group_statistics(
+        scores, labels, cfg.n_per_class, cfg.n_draws, cfg.alpha, cfg.train.seed, SCORES
+    )
+    notes = dict(notes) | {"out_of_distribution_left_out": int((~keep).sum())}
+    return statistics, notes
+
+
+def prepare(cfg: ExperimentConfig):
+    """Check every setting before anything is written; load a given checkpoint (its held-out plan is checked too)."""
+    validate_experiment(cfg)
+    if cfg.checkpoint is None:
+        return None
+    preloaded = load_checkpoint(cfg.checkpoint, resolve_device(cfg.train.device))
+    samples = evaluated_samples(discover(cfg.train.data), cfg.eval_split, preloaded[1], cfg.checkpoint)
+    if cfg.strict:  # a leaking split stops before any folder is made
+        enforce(check_leakage(preloaded[1], samples), True, print)
+    return preloaded
+
+
+def open_run_folder(cfg: ExperimentConfig, runs_dir, run_dir, resume: bool, on_start) -> Path:
+    run_dir = Path(run_dir) if run_dir else new_run_folder(runs_dir, prefix="run")
+    if on_start is not None:
+        on_start(run_dir)
+    if not resume:  # written first, so an interrupted run can be resumed from its folder alone
+        write_json(
+            run_dir / "config.json",
+            {"experiment": cfg.to_dict(), "versions": library_versions(), "environment": environment()},
+        )
+    return run_dir
+
+
+def train_or_load(cfg: ExperimentConfig, run_dir: Path, resume: bool, preloaded, device) -> Trained:
+    """Train into RUN/train (continuing an interrupted training on resume), or take the given checkpoint."""
+
+    if preloaded is not None:
+        model, meta = preloaded
+        return Trained(model.to(memory_format=torch.channels_last), meta, Path(cfg.checkpoint), None)
+    train_dir = run_dir / "train"
+    if resume and (train_dir / "checkpoints" / "last.pt").is_file():
+        if not (is_complete(train_dir) and (train_dir / "train_summary.json").is_file()):
+            fit(None, run_dir=train_dir, resume=True)
+    else:
+        train_dir.mkdir(exist_ok=True)
+        (train_dir / INCOMPLETE_MARKER).write_text("this training has not finished\n")
+        fit(cfg.train, run_dir=train_dir)
+    model, meta = load_checkpoint(train_dir / "model.pt", device)
+    training = json.loads((train_dir / "train_summary.json").read_text())
+    return Trained(model.to(memory_format=torch.channels_last), meta, train_dir / "model.pt", training)
+
+
+def explain_split(cfg: ExperimentConfig, trained: Trained, run_dir: Path, device, computed=None) -> Explained | None:
+    """Read the evaluated split, check it against what the model saw, and run one Grad-CAM pass: its forward
+    gives the predictions, its backward through the head the maps. A shard writes its part and returns None."""
+
+    size = int(trained.meta.get("image_size", cfg.train.image_size))
+    samples = evaluated_samples(discover(cfg.train.data), cfg.eval_split, trained.meta, trained.checkpoint)
+    if cfg.shard:
+        samples = shard_samples(samples, cfg.shard)
+    loaded = load_images(samples, size, use_cache=cfg.train.use_cache, description=f"Reading {cfg.eval_split}")
+    if len(set(loaded.labels.tolist())) < 2 and not cfg.shard:
+        raise PneumocamError(f"the {cfg.eval_split} split holds one class only after skipping unreadable files")
+    leakage = check_leakage(trained.meta, loaded.samples)
+    enforce(leakage, cfg.strict, lambda text: print(f"WARNING: {text}", file=sys.stderr))
+    inputs, film, focus = focus_inputs(cfg, trained.meta, loaded)
+    if computed is not None:
+        on_film, result = computed(loaded.paths)
+    else:
+        cam = make_cam(trained.model, cfg.method, batch_size=cfg.train.batch_size, device=device)
+        result = cam(
+            inputs.images, target=cfg.target, labels=loaded.labels, description=f"{cfg.method} ({cfg.eval_split})"
+        )
+        on_film = film(result)
+    if cfg.shard:
+        save_part(run_dir, loaded.paths, on_film, result)
+        return None
+    guard = load_guard(trained.checkpoint)
+    found = verdicts(guard, result.features, loaded.paths, loaded.images)
+    patients = [s.patient_id for s in loaded.samples]
+    predictions = Predictions(loaded.paths, loaded.labels, result.probs, patients, found)
+    thresholds, described = checkpoint_thresholds(trained.meta)
+    metrics = metrics_at_thresholds(predictions, thresholds, cfg.bootstrap, cfg.train.seed)
+    guarded = guard_record(predictions, thresholds, guard, cfg.bootstrap, cfg.train.seed)
+    if guarded["n_flagged"]:
+        print(f"domain-shift guard: {guarded['n_flagged']} films flagged {guarded['reasons']}", file=sys.stderr)
+    write_csv(run_dir / "predictions.csv", Predictions.HEADER, predictions.rows(decision_threshold(trained.meta)[0]))
+    kept = np.array([v.in_distribution for v in found], dtype=bool)
+    return Explained(loaded, on_film, metrics, described, leakage, inputs, result, focus, kept, guarded, found)
+
+
+def focus_inputs(cfg: ExperimentConfig, meta: dict, loaded: LoadedImages):
+    """(what the model reads, a function putting its maps back on the films, the focus record for results.json):
+    the checkpoint's --focus, with lungs from this run's masks, else its lung model, else the estimate."""
+    reads = ModelInputs.of_checkpoint(meta)
+    if not reads.focused:
+        return loaded, lambda result: result, {"mode": "none"}
+    focused = reads.read(loaded, cfg.masks.get("lungs"), cfg.lung_model)
+    size = loaded.images.shape[-1]
+    box_area = (focused.boxes[:, 1] - focused.boxes[:, 0]) * (focused.boxes[:, 3] - focused.boxes[:, 2]) / size**2
+    record = {
+        "mode": reads.focus,
+        "mean_box_area_share": float(box_area.mean()),
+        "lung_sources": {s: focused.lung_sources.count(s) for s in sorted(set(focused.lung_sources))},
+    }
+    return (
+        focused.inputs(loaded),
+        lambda result: replace(result, maps=reads.on_film(result.maps, focused.boxes)),
+        record,
+    )
+
+
+def score_maps(cfg: ExperimentConfig, trained: Trained, explained: Explained, device) -> Scored:
+    """Per-image scores (importance, mask shares, regions) and the trust checks."""
+
+    loaded, result, labels = explained.loaded, explained.cam, explained.loaded.labels
+    size = loaded.images.shape[-1]
+    scores = importance_scores(result.maps, size, normalised=result.normalised)
+    ground_truth = {}
+    for name, root in cfg.masks.items():
+        if name == "lungs" and cfg.regions:
+            continue  # measured with the other anatomical regions
+        share, hit, found, area = mask_measures(root, loaded.samples, result.maps, size)
+        scores[f"{name}_mass_share"], scores[f"{name}_pointing_hit"] = share, hit
+        ground_truth[name] = ground_truth_summary(share, hit, found, area)
+    attention, sources = {}, None
+    if cfg.regions:
+        columns, attention, sources = split_attention(
+            loaded, result.maps, size, labels, cfg.masks.get("lungs"), cfg.lung_model
+        )
+        scores.update(columns)
+    trust = (
+        trust_checks(
+            trained.model,
+            explained.inputs,
+            explained.input_cam,
+            labels,
+            cfg.trust_images,
+            cfg.trust_steps,
+            cfg.train.seed,
+            device,
+        )
+        if cfg.trust_images > 0
+        else None
+    )
+    return Scored(scores, empty_summary(result.maps, labels), ground_truth, attention, sources, trust)
+
+
+def resume_experiment(run_dir: str | Path, on_start=None) -> Path:
+    """Finish an interrupted `pneumocam run` folder: training resumes where it stopped, then every later stage."""
+
+    folder = RunFolder(run_dir)
+    values = dict(folder.experiment)
+    if folder.complete:
+        raise PneumocamError(f"{run_dir} is already complete: nothing to resume")
+    cfg = ExperimentConfig(train=TrainConfig(**values.pop("train")), **values)
+    return run_experiment(cfg, run_dir=folder.path, resume=True, on_start=on_start)

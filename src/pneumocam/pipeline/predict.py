@@ -1,0 +1,122 @@
+"""Predict single files: probability, prediction and a Grad-CAM overlay at the file's own resolution."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from pneumocam import CLASS_NAMES
+from pneumocam.core.outputs import atomic_write_bytes, mark_complete, new_run_folder, write_csv, write_json
+from pneumocam.core.precision import autocast, resolve_precision
+from pneumocam.data import LoadedImages, Sample, patient_id_from_name
+from pneumocam.data.readers import UnreadableImage, read_grayscale, read_resized
+from pneumocam.evaluation.evaluate import decision_threshold
+from pneumocam.evaluation.leakage import check_leakage, enforce
+from pneumocam.explain.cam import make_cam, upsample
+from pneumocam.explain.overlays import overlay_png
+from pneumocam.model.guard import load_guard, verdicts
+from pneumocam.model.inputs import ModelInputs
+from pneumocam.model.network import load_checkpoint, resolve_device
+
+
+@dataclass
+class PredictOutcome:
+    folder: Path
+    header: list[str]
+    rows: list[tuple]
+    threshold: float
+    threshold_source: str
+    leakage: dict
+
+
+def predict_files(
+    checkpoint,
+    images: list[Path],
+    out,
+    method: str = "gradcam",
+    device: str = "auto",
+    strict: bool = False,
+    warn=print,
+    precision: str = "auto",
+) -> PredictOutcome:
+    """The model's input is read exactly as evaluate reads it (same decoder, same resize), so the probabilities
+    agree with `evaluate` on the same files; the overlay is drawn on the film at its own resolution.
+    The decision uses the checkpoint's validation-chosen threshold (0.5 when it has none); 0.5 is shown beside it."""
+    target = resolve_device(device)
+    model, meta = load_checkpoint(checkpoint, target)
+    reads = ModelInputs.of_checkpoint(meta)
+    size = reads.image_size
+    threshold, _, source = decision_threshold(meta)
+    guard = load_guard(checkpoint)
+    readable, inputs, originals, rows = [], [], [], []
+    for path in images:
+        try:
+            inputs.append(read_resized(path, size))
+            originals.append(read_grayscale(path))
+            readable.append(path)
+        except UnreadableImage as exc:
+            rows.append((str(path), "", "skipped", "", str(exc), "", "", ""))
+    samples = [Sample(str(p), -1, "predict", patient_id_from_name(Path(p).name)) for p in readable]
+    leakage = check_leakage(meta, samples)
+    enforce(leakage, strict, warn)
+    folder = new_run_folder(out, prefix="predict")
+    if readable:
+        # --focus models read the focused crop (lungs estimated: new films come without masks); maps go back to the film
+        focused = reads.read(LoadedImages(samples, np.stack(inputs), [], False))
+        with autocast(resolve_precision(precision, target), target):
+            result = make_cam(model, method, device=target)(focused.images, target="pred", description="Explaining")
+        maps = reads.on_film(result.maps, focused.boxes, grid=size)
+        found = verdicts(guard, result.features, [str(p) for p in readable], np.stack(inputs))
+        for i, (path, gray) in enumerate(zip(readable, originals)):
+            heat = upsample(maps[i : i + 1], max(gray.shape))[0]
+            if gray.shape[0] != gray.shape[1]:  # the model saw a squashed square: stretch the map back
+                heat = np.asarray(
+                    Image.fromarray(heat).resize((gray.shape[1], gray.shape[0]), Image.Resampling.BILINEAR)
+                )
+            name = f"{i:03d}_{Path(path).stem}_{method}.png"
+            prob, verdict = float(result.probs[i]), found[i]
+            decision = CLASS_NAMES[int(prob >= threshold)]
+            shift = "in distribution" if verdict.in_distribution else f"OUT OF DISTRIBUTION: {verdict.ood_reason}"
+            caption = f"p(PNEUMONIA) {prob:.3f} -> {decision} | {shift}"
+            atomic_write_bytes(folder / name, overlay_png(gray, heat, caption))
+            rows.append(
+                (
+                    str(path),
+                    f"{prob:.6f}",
+                    decision,
+                    CLASS_NAMES[int(prob >= 0.5)],
+                    name,
+                    int(verdict.in_distribution),
+                    f"{verdict.ood_score:.3f}",
+                    verdict.ood_reason,
+                )
+            )
+    header = [
+        "path",
+        "prob_pneumonia",
+        f"pred_at_{threshold:.4f}",
+        "pred_at_0.5",
+        "overlay_or_reason",
+        "in_distribution",
+        "ood_score",
+        "ood_reason",
+    ]
+    write_csv(folder / "predictions.csv", header, rows)
+    write_json(
+        folder / "predict.json",
+        {
+            "checkpoint": str(checkpoint),
+            "weights": meta.get("weights"),
+            "focus": meta.get("focus", "none"),
+            "guard": guard.fitted_on | {"threshold": guard.threshold} if guard is not None else None,
+            "threshold": threshold,
+            "threshold_source": source,
+            "leakage": leakage.to_dict(),
+        },
+    )
+    leakage.write_csv(folder / "leakage.csv")
+    mark_complete(folder)
+    return PredictOutcome(folder, header, rows, threshold, source, leakage.to_dict())

@@ -1,0 +1,68 @@
+"""Fitting the domain-shift guard (model/guard.py): class means and a Ledoit-Wolf covariance of the selected model's
+pooled features, stored in model.pt. One fit, used at the end of training and by `pneumocam guard fit`."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+from sklearn.covariance import LedoitWolf
+
+from pneumocam.core.precision import autocast, resolve_precision
+from pneumocam.data import PreparedData, prepare_data
+from pneumocam.model.forward import extract_features
+from pneumocam.model.guard import COVERAGE, Guard, save_guard
+from pneumocam.model.inputs import ModelInputs
+from pneumocam.model.network import load_checkpoint
+from pneumocam.train.config import TrainConfig
+
+
+def fit_guard(
+    train_features: np.ndarray, train_labels: np.ndarray, val_features: np.ndarray, coverage: float = COVERAGE
+) -> Guard:
+    """Class means and a Ledoit-Wolf shared covariance on training features; the threshold passes `coverage` of
+    the validation films."""
+    train_features = np.asarray(train_features, dtype=np.float64)
+    train_labels = np.asarray(train_labels)
+    means = np.stack([train_features[train_labels == c].mean(axis=0) for c in (0, 1)])
+    centred = train_features - means[train_labels]
+    shrunk = LedoitWolf(assume_centered=True).fit(centred)
+    guard = Guard(means, shrunk.precision_, np.inf, {})
+    val_scores = guard.distances(val_features)
+    guard.threshold = float(np.quantile(val_scores, coverage))
+    guard.fitted_on = {
+        "n_train": int(len(train_features)),
+        "n_val": int(len(val_features)),
+        "coverage": coverage,
+        "shrinkage": float(shrunk.shrinkage_),
+        "val_pass_rate": float(np.mean(val_scores <= guard.threshold)),
+        "features": "pooled layer4 (2048-d)",
+    }
+    return guard
+
+
+def fit_model_guard(checkpoint: Path, prepared: PreparedData, config: TrainConfig, device, features=None) -> dict:
+    """Fit the guard on the checkpoint's features of the training and validation films (as the model reads them) and
+    store it in model.pt. features: (train, val) pooled features already computed (frozen mode); else they are
+    computed with config's batch size and precision."""
+    if features is None:
+        model, _ = load_checkpoint(checkpoint, device)
+        with autocast(resolve_precision(config.precision, device), device):
+            features = [
+                extract_features(model, part.images, config.batch_size, device, f"Guard features ({name})")
+                for name, part in (("train", prepared.train), ("val", prepared.val))
+            ]
+    guard = fit_guard(np.asarray(features[0]), prepared.train.labels, np.asarray(features[1]))
+    save_guard(checkpoint, guard)
+    return guard.fitted_on | {"threshold": guard.threshold}
+
+
+def fit_checkpoint_guard(checkpoint, data: str | None = None, batch_size: int = 32, device="cpu") -> dict:
+    """`pneumocam guard fit`: the guard of an existing model.pt, fitted on the films its own plan names (same split,
+    seed, held-out part and focus), in fp32. data: the dataset, if it moved since training."""
+    _, meta = load_checkpoint(checkpoint, "cpu")
+    values = dict(meta["config"]) | ({"data": str(data)} if data is not None else {})
+    config = replace(TrainConfig(**values), batch_size=batch_size, precision="fp32")
+    prepared, _ = ModelInputs.of_training(config).prepared(prepare_data(config))
+    return fit_model_guard(checkpoint, prepared, config, device)

@@ -1,0 +1,160 @@
+"""The house rules of docs/architecture.md, checked on the source with `ast`: no import circle (function-local imports
+counted, TYPE_CHECKING blocks not), packages import only packages below them, no module over 400 lines and no
+function over 80, no function-local import of the project's own modules, each other local import marked
+`# deferred: why`, and no private name imported from another module."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import connected_components
+
+ROOT = Path(__file__).resolve().parents[1] / "src" / "pneumocam"
+# Low to high: a module may import from its own package and from packages before it (the root module is below all).
+LAYERS = ("core", "data", "anatomy", "model", "evaluation", "train", "explain", "analysis", "report", "serve")
+LAYERS += ("pipeline", "cli")
+MAX_MODULE_LINES, MAX_FUNCTION_LINES = 400, 80
+
+
+def module_name(path: Path, root: Path) -> str:
+    parts = list(path.relative_to(root.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _outside_type_checking(tree: ast.AST):
+    """Every node, with whether it sits inside a function, skipping `if TYPE_CHECKING:` blocks."""
+    stack = [(tree, False)]
+    while stack:
+        node, local = stack.pop()
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            continue
+        yield node, local
+        inner = local or isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+        stack.extend((child, inner) for child in ast.iter_child_nodes(node))
+
+
+def imports(path: Path, root: Path, modules: set[str]):
+    """(imported project module, line, is function-local, imported names) for each import of the package's own modules;
+    `from pkg import module` counts as importing that module."""
+    me = module_name(path, root)
+    package = me if path.name == "__init__.py" else me.rpartition(".")[0]
+    found = []
+    for node, local in _outside_type_checking(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found += [(a.name, node.lineno, local, []) for a in node.names if a.name in modules]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([node.module] if node.module else []))
+            if base not in modules:
+                continue
+            for alias in node.names:
+                child = f"{base}.{alias.name}"
+                found.append(
+                    (child, node.lineno, local, []) if child in modules else (base, node.lineno, local, [alias.name])
+                )
+    return found
+
+
+def package_graph(root: Path):
+    files = {module_name(p, root): p for p in sorted(root.rglob("*.py"))}
+    return files, {name: imports(path, root, set(files)) for name, path in files.items()}
+
+
+def circles(edges: dict[str, list]) -> list[list[str]]:
+    """Strongly connected components of more than one module (scipy's, on the import graph)."""
+    names = sorted(edges)
+    index = {n: i for i, n in enumerate(names)}
+    pairs = {(index[a], index[b]) for a, found in edges.items() for b, *_ in found if b != a}
+    rows, cols = zip(*pairs) if pairs else ((), ())
+    graph = csr_matrix((np.ones(len(pairs)), (rows, cols)), shape=(len(names), len(names)))
+    _, labels = connected_components(graph, directed=True, connection="strong")
+    groups = [[names[i] for i in np.flatnonzero(labels == label)] for label in np.unique(labels)]
+    return [g for g in groups if len(g) > 1]
+
+
+def layer(module: str) -> int:
+    parts = module.split(".")
+    if len(parts) == 1 or parts[1] == "__main__":
+        return -1 if len(parts) == 1 else len(LAYERS)
+    return LAYERS.index(parts[1]) if parts[1] in LAYERS else -2  # -2: a flat module outside every package
+
+
+FILES, EDGES = package_graph(ROOT)
+
+
+def test_the_circle_detector_finds_a_planted_circle(tmp_path):
+    """A package where a -> b at the top and b -> a inside a function (the kind of circle local imports hide), and a
+    third module c -> a that is on no circle: the detector must report exactly {a, b}."""
+    package = tmp_path / "toy"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text("from toy import b\n")
+    (package / "b.py").write_text("def f():\n    from toy.a import thing\n")
+    (package / "c.py").write_text(
+        "from typing import TYPE_CHECKING\nimport toy.a\nif TYPE_CHECKING:\n    import toy.b\n"
+    )
+    _, edges = package_graph(package)
+    assert circles(edges) == [["toy.a", "toy.b"]]
+    assert [m for m, *_ in edges["toy.c"]] == ["toy.a"]  # the TYPE_CHECKING import is not an edge
+
+
+def test_every_module_sits_in_a_listed_package():
+    assert len(FILES) > 40
+    outside = sorted(m for m in FILES if layer(m) == -2)
+    assert not outside, f"modules outside the packages of docs/architecture.md: {outside}"
+
+
+def test_no_import_circle():
+    assert not circles(EDGES)
+
+
+@pytest.mark.parametrize("module", sorted(FILES))
+def test_imports_only_from_below(module):
+    upward = [f"line {line}: {target}" for target, line, *_ in EDGES[module] if layer(target) > layer(module)]
+    assert not upward, f"{module} imports from a package above its own: {upward}"
+
+
+def test_local_imports_are_deferred_heavy_dependencies_only():
+    problems = []
+    for module, path in FILES.items():
+        lines = path.read_text().splitlines()
+        problems += [
+            f"{module} line {line}: local import of {target}" for target, line, local, _ in EDGES[module] if local
+        ]
+        for node, local in _outside_type_checking(ast.parse(path.read_text())):
+            if local and isinstance(node, (ast.Import, ast.ImportFrom)):
+                marked = any("# deferred:" in text for text in lines[node.lineno - 2 : node.end_lineno])
+                if not marked:
+                    problems.append(f"{module} line {node.lineno}: local import without '# deferred: why'")
+    assert not problems, "\n".join(problems)
+
+
+def test_no_private_name_from_another_module():
+    found = [
+        f"{module} line {line}: {target}.{name}"
+        for module, edges in EDGES.items()
+        for target, line, _, names in edges
+        for name in names
+        if name.startswith("_") and target != module
+    ]
+    assert not found
+
+
+def test_module_and_function_sizes():
+    too_long = []
+    for module, path in FILES.items():
+        text = path.read_text()
+        if len(text.splitlines()) > MAX_MODULE_LINES:
+            too_long.append(f"{module}: {len(text.splitlines())} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    too_long.append(f"{module}.{node.name}: {length} lines")
+    assert not too_long, "\n".join(too_long)
