@@ -14,11 +14,10 @@ from typing import Optional
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
-from pneumocam.analysis.stats import read_scores, score_report, summary_text
 from pneumocam.cli.data import data, manifest, phantoms, print_metrics
-from pneumocam.cli.errors import clean_errors
+from pneumocam.cli.errors import clean_errors, console, warn
+from pneumocam.cli.explain import experiment_settings, explain, predict, stats
 from pneumocam.cli.guard import guard_app
 from pneumocam.cli.lungs import lungs_app
 from pneumocam.cli.options import (
@@ -27,6 +26,7 @@ from pneumocam.cli.options import (
     EXPLAINING,
     PRECISION,
     STATISTICS,
+    STRICT,
     TRAINING,
     Device,
     EvalSplit,
@@ -41,7 +41,7 @@ from pneumocam.cli.runs import compare, merge, report
 from pneumocam.cli.serve import serve
 from pneumocam.cli.webdataset import webdataset_app
 from pneumocam.core.errors import PneumocamError
-from pneumocam.core.outputs import mark_complete, new_run_folder, write_json
+from pneumocam.core.outputs import mark_complete, new_run_folder
 from pneumocam.core.precision import autocast, resolve_precision
 from pneumocam.data import discover
 from pneumocam.evaluation.evaluate import evaluate_split
@@ -49,8 +49,6 @@ from pneumocam.evaluation.leakage import check_leakage, enforce
 from pneumocam.model.network import load_checkpoint, resolve_device
 from pneumocam.pipeline.demo import run_demo
 from pneumocam.pipeline.experiment import ExperimentConfig, resume_experiment, run_experiment
-from pneumocam.pipeline.predict import predict_files
-from pneumocam.pipeline.runfolder import RunFolder
 from pneumocam.train.config import TrainConfig
 from pneumocam.train.fit import fit
 
@@ -70,7 +68,9 @@ app.command()(phantoms)
 app.command()(report)
 app.command()(compare)
 app.command()(merge)
-console = Console(highlight=False, soft_wrap=True)
+app.command()(stats)
+app.command()(predict)
+app.command()(explain)
 
 
 def _interruptible(started: list[Path], action, command: str):
@@ -141,9 +141,6 @@ def train(
     console.print(f"[green]done:[/] {escape(str(run_dir / 'model.pt'))}")
 
 
-STRICT = {"strict": EXPLAINING["strict"]}
-
-
 @app.command()
 @clean_errors
 @options(BOOTSTRAP, STRICT, PRECISION)
@@ -165,7 +162,7 @@ def evaluate(
     target = resolve_device(device.value)
     model, metadata = load_checkpoint(checkpoint, target)
     if strict:  # fail before a folder is made
-        enforce(check_leakage(metadata, discover(data).split(split.value)), True, _warn)
+        enforce(check_leakage(metadata, discover(data).split(split.value)), True, warn)
     folder = new_run_folder(out, prefix=f"evaluate-{split.value}")
     precision = resolve_precision(settings["precision"].value, target)
     console.print(f"precision: {precision.used} ({precision.reason})")
@@ -182,42 +179,12 @@ def evaluate(
             seed,
             str(checkpoint),
             strict=strict,
-            warn=_warn,
+            warn=warn,
             precision=precision.to_dict(),
         )
     mark_complete(folder)
     print_metrics(result)
     console.print(f"[green]written:[/] {escape(str(folder))}")
-
-
-def _warn(text: str) -> None:
-    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold yellow]warning:[/] {escape(text)}")
-
-
-def n_per_class_value(value) -> int | None:
-    if str(value).lower() == "all":
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise PneumocamError(f"--n-per-class must be a whole number or 'all', got '{value}'") from None
-
-
-def _experiment_settings(values: dict) -> dict:
-    """Options -> ExperimentConfig fields (everything but the training settings)."""
-    return dict(
-        method=values["method"],
-        target=values["target"],
-        n_per_class=n_per_class_value(values["n_per_class"]),
-        n_draws=values["n_draws"],
-        alpha=values["alpha"],
-        trust_images=values["trust_images"],
-        strict=values["strict"],
-        include_ood=values.get("include_ood", False),
-        masks={"lungs": str(values["lung_masks"])} if values["lung_masks"] else {},
-        lung_model=str(values["lung_model"]) if values["lung_model"] else None,
-        bootstrap=values.get("bootstrap", 1000),
-    )
 
 
 @app.command()
@@ -279,7 +246,7 @@ def run(
         eval_split=values["eval_split"],
         checkpoint=str(checkpoint) if checkpoint else None,
         shard=shard,
-        **_experiment_settings(values),
+        **experiment_settings(values),
     )
     folder = _interruptible(started, lambda: run_experiment(config, runs_dir=out, on_start=_announcer(started)), "run")
     if shard:
@@ -301,113 +268,6 @@ def demo(
     """The whole experiment on synthetic phantoms generated on the fly (no data, no downloads, a few minutes)."""
 
     folder = run_demo(out, seed=seed, shortcut=shortcut, focus=focus.value)
-    console.print(f"[green]report:[/] {escape(str(folder / 'report.html'))}")
-
-
-@app.command()
-@clean_errors
-@options(STATISTICS)
-def stats(
-    scores: Path = typer.Argument(
-        ..., help="CSV with a label column (NORMAL / PNEUMONIA) and score columns (e.g. a run's importance.csv)."
-    ),
-    score: list[str] = typer.Option(..., "--score", help="Score column(s) to test (repeatable)."),
-    seed: int = typer.Option(0, help="Seed of the sample, the resampled draws, the permutations and the bootstrap."),
-    out: Optional[Path] = typer.Option(None, help="Folder for stats.json (a fresh folder inside it)."),
-    **settings,
-):
-    """Compare a score between NORMAL and PNEUMONIA: Student, Welch, Mann-Whitney, permutation, effect sizes."""
-
-    n = n_per_class_value(settings["n_per_class"])
-    results = {}
-    for column, (normal, pneumonia, dropped) in read_scores(scores, score).items():
-        if any(dropped.values()):
-            console.print(
-                f"[yellow]{column}: left out {dropped['NORMAL']} NORMAL and {dropped['PNEUMONIA']} PNEUMONIA rows "
-                "whose score is NaN or empty[/]"
-            )
-        result = score_report(normal, pneumonia, n, settings["n_draws"], settings["alpha"], seed)
-        result["dropped_nan_rows"] = dropped
-        result["source"] = {"file": str(scores), "column": column, "n_per_class": n, "seed": seed}
-        results[column] = result
-        console.print(escape(summary_text(result, column)) + "\n")
-    if out is not None:
-        folder = new_run_folder(out, prefix="stats")
-        write_json(folder / "stats.json", results)
-        mark_complete(folder)
-        console.print(f"[green]written:[/] {escape(str(folder / 'stats.json'))}")
-
-
-@app.command()
-@clean_errors
-@options({"method": EXPLAINING["method"]}, STRICT, PRECISION)
-def predict(
-    checkpoint: Path = typer.Option(..., help="A pneumocam model.pt."),
-    images: list[Path] = typer.Argument(..., help="Image files (JPEG, PNG, TIFF, BMP or DICOM)."),
-    out: Path = typer.Option(
-        Path("predictions"), help="Parent folder for a fresh folder of overlays and predictions.csv."
-    ),
-    device: Device = typer.Option(Device.auto, help="Where to compute."),
-    **settings,
-):
-    """Probability, the decision at the model's validation-chosen threshold (and at 0.5), and an overlay per image."""
-
-    outcome = predict_files(
-        checkpoint,
-        images,
-        out,
-        settings["method"].value,
-        device.value,
-        strict=settings["strict"],
-        warn=_warn,
-        precision=settings["precision"].value,
-    )
-    table = Table(
-        title=f"predictions at threshold {outcome.threshold:.3f} ({outcome.threshold_source}); 0.5 shown beside it"
-    )
-    for column in outcome.header:
-        table.add_column(column)
-    for row in outcome.rows:
-        table.add_row(*(escape(str(v)) for v in row))
-    console.print(table)
-    console.print(f"[green]written:[/] {escape(str(outcome.folder))}")
-
-
-@app.command()
-@clean_errors
-@options(EXPLAINING, PRECISION, defaults={"trust_images": 32})
-def explain(
-    run_dir: Optional[Path] = typer.Option(
-        None, "--run", help="A finished `pneumocam run` folder: its model, data and split."
-    ),
-    checkpoint: Optional[Path] = typer.Option(None, help="Or a model.pt ..."),
-    data: Optional[Path] = typer.Option(None, help="... with its dataset folder or manifest."),
-    split: Optional[str] = typer.Option(
-        None, help="Split to explain: test | val | heldout (default: the run's, else test)."
-    ),
-    out: Path = typer.Option(Path("runs"), help="Parent folder for a fresh explanation folder."),
-    device: Device = typer.Option(Device.auto, help="Where to compute."),
-    **settings,
-):
-    """Where the model looks and whether its explanation can be trusted, on an existing model."""
-
-    seed = 0
-    if run_dir is not None:
-        folder = RunFolder(run_dir)
-        checkpoint, data, split = checkpoint or folder.checkpoint, data or folder.data, split or folder.eval_split
-        settings["lung_masks"] = settings["lung_masks"] or folder.lung_masks
-        seed = folder.experiment["train"]["seed"]
-    if checkpoint is None or data is None:
-        raise PneumocamError("give --run RUN_DIR, or both --checkpoint and --data")
-    values = plain(settings | {"n_per_class": "30", "n_draws": 1000, "alpha": 0.05})
-    precision = values.pop("precision")
-    config = ExperimentConfig(
-        train=TrainConfig(data=str(data), weights="none", seed=seed, device=device.value, precision=precision),
-        eval_split=split or "test",
-        checkpoint=str(checkpoint),
-        **_experiment_settings(values),
-    )
-    folder = run_experiment(config, runs_dir=out)
     console.print(f"[green]report:[/] {escape(str(folder / 'report.html'))}")
 
 

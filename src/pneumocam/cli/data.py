@@ -7,20 +7,17 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from pneumocam import CLASS_NAMES, started_random
-from pneumocam.cli.errors import clean_errors
+from pneumocam.cli.errors import clean_errors, console
 from pneumocam.cli.options import ValSource
 from pneumocam.core.errors import PneumocamError
 from pneumocam.core.outputs import write_csv, write_skipped
 from pneumocam.data import choose_validation, discover, load_images
 from pneumocam.data.phantoms import write_phantom_dataset
 from pneumocam.data.public import public_manifest
-
-console = Console(highlight=False, soft_wrap=True)
 
 
 @clean_errors

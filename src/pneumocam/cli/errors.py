@@ -1,5 +1,6 @@
-"""How every command ends on bad input: one clear message and exit status 2, never a traceback. Library errors
-name settings as the code does; here a SettingError is shown with the option's spelling (--class-weights)."""
+"""The one console, the one warning channel, and how every command ends on bad input: one clear message and exit
+status 2, never a traceback. Library errors name settings as the code does; here a SettingError is shown with the
+option's spelling (--class-weights)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,13 @@ from rich.markup import escape
 
 from pneumocam.core.errors import PneumocamError, SettingError
 
+console = Console(highlight=False, soft_wrap=True)  # what a command reports, on stdout
+errors = Console(stderr=True, highlight=False, soft_wrap=True)  # warnings and errors, on stderr
+
+
+def warn(text: str) -> None:
+    errors.print(f"[bold yellow]warning:[/] {escape(text)}")
+
 
 def clean_errors(command):
     @functools.wraps(command)
@@ -19,7 +27,7 @@ def clean_errors(command):
             return command(*args, **kwargs)
         except PneumocamError as exc:
             message = exc.as_option() if isinstance(exc, SettingError) else str(exc)  # settings shown as their options
-            Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {escape(message)}")
+            errors.print(f"[bold red]error:[/] {escape(message)}")
             raise typer.Exit(2) from None
 
     return wrapper

@@ -6,15 +6,12 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
-from pneumocam.cli.errors import clean_errors
+from pneumocam.cli.errors import clean_errors, console
 from pneumocam.cli.options import Device
 from pneumocam.model.network import resolve_device
 from pneumocam.train.guard_fit import fit_checkpoint_guard
-
-console = Console(highlight=False, soft_wrap=True)
 
 guard_app = typer.Typer(help="The domain-shift guard stored in model.pt.", no_args_is_help=True)
 

@@ -7,18 +7,15 @@ from typing import Optional
 
 import numpy as np
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from pneumocam.anatomy.lungs import LungModel, classical_lungs, dice
-from pneumocam.cli.errors import clean_errors
+from pneumocam.cli.errors import clean_errors, console
 from pneumocam.core.errors import PneumocamError
 from pneumocam.core.progress import track
 from pneumocam.data import discover
 from pneumocam.data.masks import mask_path
 from pneumocam.data.readers import read_grayscale, read_resized, resize_square
-
-console = Console(highlight=False, soft_wrap=True)
 
 lungs_app = typer.Typer(help="Lung-field estimates for images without masks.", no_args_is_help=True)
 

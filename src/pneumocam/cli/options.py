@@ -321,3 +321,6 @@ def with_config(ctx: typer.Context, values: dict[str, Any], config: Path | None)
         if name not in typed and name in from_file:
             out[name] = from_file[name]  # plain values; the library's configs validate them
     return out
+
+
+STRICT = {"strict": EXPLAINING["strict"]}

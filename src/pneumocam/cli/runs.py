@@ -6,17 +6,14 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from pneumocam.analysis.compare import compare_runs
-from pneumocam.cli.errors import clean_errors
+from pneumocam.cli.errors import clean_errors, console
 from pneumocam.core.outputs import mark_complete, new_run_folder, write_json
 from pneumocam.pipeline.merge import merge_parts
 from pneumocam.report import render
-
-console = Console(highlight=False, soft_wrap=True)
 
 
 @clean_errors

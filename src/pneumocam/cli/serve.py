@@ -8,15 +8,12 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
-from pneumocam.cli.errors import clean_errors
+from pneumocam.cli.errors import clean_errors, console
 from pneumocam.cli.options import PRECISION, Device, options
 from pneumocam.data.readers import DEFAULT_MAX_PIXELS
 from pneumocam.serve.app import create_app
-
-console = Console(highlight=False, soft_wrap=True)
 
 
 @clean_errors

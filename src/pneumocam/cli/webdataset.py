@@ -5,15 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
-from pneumocam.cli.errors import clean_errors
+from pneumocam.cli.errors import clean_errors, console
 from pneumocam.data import discover
 from pneumocam.data.webdataset_io import describe as counts
 from pneumocam.data.webdataset_io import write_shards
-
-console = Console(highlight=False, soft_wrap=True)
 
 webdataset_app = typer.Typer(help="WebDataset tar shards for archives too big for a folder walk.", no_args_is_help=True)
 

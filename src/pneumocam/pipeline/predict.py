@@ -71,11 +71,7 @@ def predict_files(
         maps = reads.on_film(result.maps, focused.boxes, grid=size)
         found = verdicts(guard, result.features, [str(p) for p in readable], np.stack(inputs))
         for i, (path, gray) in enumerate(zip(readable, originals)):
-            heat = upsample(maps[i : i + 1], max(gray.shape))[0]
-            if gray.shape[0] != gray.shape[1]:  # the model saw a squashed square: stretch the map back
-                heat = np.asarray(
-                    Image.fromarray(heat).resize((gray.shape[1], gray.shape[0]), Image.Resampling.BILINEAR)
-                )
+            heat = map_on_original(maps[i : i + 1], gray.shape)
             name = f"{i:03d}_{Path(path).stem}_{method}.png"
             prob, verdict = float(result.probs[i]), found[i]
             decision = CLASS_NAMES[int(prob >= threshold)]
@@ -94,16 +90,8 @@ def predict_files(
                     verdict.ood_reason,
                 )
             )
-    header = [
-        "path",
-        "prob_pneumonia",
-        f"pred_at_{threshold:.4f}",
-        "pred_at_0.5",
-        "overlay_or_reason",
-        "in_distribution",
-        "ood_score",
-        "ood_reason",
-    ]
+    header = ["path", "prob_pneumonia", f"pred_at_{threshold:.4f}", "pred_at_0.5", "overlay_or_reason"]
+    header += ["in_distribution", "ood_score", "ood_reason"]
     write_csv(folder / "predictions.csv", header, rows)
     write_json(
         folder / "predict.json",
@@ -120,3 +108,12 @@ def predict_files(
     leakage.write_csv(folder / "leakage.csv")
     mark_complete(folder)
     return PredictOutcome(folder, header, rows, threshold, source, leakage.to_dict())
+
+
+def map_on_original(map_row: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """One film's map at the film's own resolution: the model saw a squashed square, so a non-square film's map is
+    stretched back."""
+    heat = upsample(map_row, max(shape))[0]
+    if shape[0] != shape[1]:
+        heat = np.asarray(Image.fromarray(heat).resize((shape[1], shape[0]), Image.Resampling.BILINEAR))
+    return heat

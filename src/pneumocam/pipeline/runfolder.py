@@ -166,48 +166,9 @@ def write_run(cfg, run_dir: Path, trained, explained, scored, statistics: dict, 
     for name in ("mean_maxnorm", "mean_raw"):
         if "sample" in statistics.get(name, {}):
             print(summary_text(statistics[name], name), "\n")
-    pick = heatmap_sample(labels, cfg.grid_per_class, cfg.train.seed)
-    outline = cfg.masks.get("lesion") or cfg.masks.get("lungs")
-    contours = load_masks(outline, [loaded.samples[i] for i in pick], size)[0] if outline else None
-    heatmap_grid(
-        run_dir / "figures" / "heatmaps.png",
-        np.asarray(loaded.images[pick]),
-        upsample(result.maps[pick], size),
-        labels[pick],
-        preds[pick],
-        result.probs[pick],
-        [Path(loaded.paths[i]).name for i in pick],
-        contours,
-    )
-    if explained.guard["fitted"] or explained.guard["n_flagged"]:
-        found = explained.verdicts
-        order = np.argsort([-(v.ood_score if np.isfinite(v.ood_score) else np.inf) for v in found], kind="stable")
-        order = sorted(order[:8], key=lambda i: found[i].in_distribution)  # flagged first
-        ood_grid(
-            run_dir / "figures" / "ood.png",
-            np.stack([np.asarray(loaded.images[i]) for i in order]),
-            [Path(loaded.paths[i]).name for i in order],
-            [found[i].ood_reason for i in order],
-            np.array([found[i].ood_score for i in order]),
-        )
+    write_figures(cfg, run_dir, explained, preds)
     skipped = write_all_skipped(run_dir, loaded.skipped)
-    provenance = {
-        "data": str(cfg.train.data),
-        "eval_split": cfg.eval_split,
-        "eval_fingerprint": fingerprint(loaded.samples),
-        "checkpoint": str(trained.checkpoint),
-        "weights": trained.meta.get("weights"),
-        "seed": cfg.train.seed,
-        "image_size": size,
-        "versions": library_versions(),
-        "environment": environment(),
-        "command": cfg.command,
-        "training_data": trained.meta.get("data"),
-        "synthetic_data": cfg.synthetic,
-        # the evaluation's and explanation's forward passes; training's is in model.pt's metadata
-        "precision": resolve_precision(cfg.train.precision, resolve_device(cfg.train.device)).to_dict(),
-        "training_precision": trained.meta.get("precision"),
-    }
+    provenance = run_provenance(cfg, trained, loaded)
     write_json(
         run_dir / "results.json",
         {
@@ -237,3 +198,56 @@ def write_run(cfg, run_dir: Path, trained, explained, scored, statistics: dict, 
             },
         },
     )
+
+
+def run_provenance(cfg, trained, loaded) -> dict:
+    """results.json's provenance: data, split, checkpoint, weights, seed, size, versions, precision, command."""
+    size = loaded.images.shape[-1]
+    return {
+        "data": str(cfg.train.data),
+        "eval_split": cfg.eval_split,
+        "eval_fingerprint": fingerprint(loaded.samples),
+        "checkpoint": str(trained.checkpoint),
+        "weights": trained.meta.get("weights"),
+        "seed": cfg.train.seed,
+        "image_size": size,
+        "versions": library_versions(),
+        "environment": environment(),
+        "command": cfg.command,
+        "training_data": trained.meta.get("data"),
+        "synthetic_data": cfg.synthetic,
+        # the evaluation's and explanation's forward passes; training's is in model.pt's metadata
+        "precision": resolve_precision(cfg.train.precision, resolve_device(cfg.train.device)).to_dict(),
+        "training_precision": trained.meta.get("precision"),
+    }
+
+
+def write_figures(cfg, run_dir: Path, explained, preds: np.ndarray) -> None:
+    """figures/heatmaps.png (a per-class sample, outlined by the lesion or lung masks) and figures/ood.png (the films
+    farthest from the training films, flagged first)."""
+    loaded, result, labels = explained.loaded, explained.cam, explained.loaded.labels
+    size = loaded.images.shape[-1]
+    pick = heatmap_sample(labels, cfg.grid_per_class, cfg.train.seed)
+    outline = cfg.masks.get("lesion") or cfg.masks.get("lungs")
+    contours = load_masks(outline, [loaded.samples[i] for i in pick], size)[0] if outline else None
+    heatmap_grid(
+        run_dir / "figures" / "heatmaps.png",
+        np.asarray(loaded.images[pick]),
+        upsample(result.maps[pick], size),
+        labels[pick],
+        preds[pick],
+        result.probs[pick],
+        [Path(loaded.paths[i]).name for i in pick],
+        contours,
+    )
+    if explained.guard["fitted"] or explained.guard["n_flagged"]:
+        found = explained.verdicts
+        order = np.argsort([-(v.ood_score if np.isfinite(v.ood_score) else np.inf) for v in found], kind="stable")
+        order = sorted(order[:8], key=lambda i: found[i].in_distribution)  # flagged first
+        ood_grid(
+            run_dir / "figures" / "ood.png",
+            np.stack([np.asarray(loaded.images[i]) for i in order]),
+            [Path(loaded.paths[i]).name for i in order],
+            [found[i].ood_reason for i in order],
+            np.array([found[i].ood_score for i in order]),
+        )

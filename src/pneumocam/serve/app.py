@@ -64,6 +64,15 @@ def create_app(
     app.state.service = service
     app.state.allowed_hosts = allowed_hosts(host, extra_hosts)
     protect(app, limit, f"upload over the limit of {max_upload_mb:g} MB", app.state.allowed_hosts)
+    add_page_routes(app)
+    add_model_routes(app, service, limit, max_upload_mb)
+    add_run_routes(app, browser)
+    add_error_answers(app)
+    return app
+
+
+def add_page_routes(app: FastAPI) -> None:
+    """The two pages and the package's own static files."""
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def explain_page():
@@ -81,6 +90,10 @@ def create_app(
             raise HTTPException(404, "no such file")
         media = STATIC_TYPES.get(name.rsplit(".", 1)[-1], "text/plain")
         return Response(files[name].read_bytes(), media_type=media)
+
+
+def add_model_routes(app: FastAPI, service: ModelService, limit: int, max_upload_mb: float) -> None:
+    """Health and provenance, and a film explained by the served model."""
 
     @app.get("/api/health")
     def health() -> dict:
@@ -101,6 +114,10 @@ def create_app(
             raise HTTPException(422, f"unreadable image: {exc}") from None
         except ServiceBusy as exc:
             return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "5"})
+
+
+def add_run_routes(app: FastAPI, browser: RunBrowser) -> None:
+    """Finished runs under --runs, each read as hostile (serve/runs.py)."""
 
     @app.get("/api/runs")
     def list_runs() -> list[dict]:
@@ -133,6 +150,10 @@ def create_app(
     def run_report(run: str):
         return FileResponse(browser.report(run), media_type="text/html")
 
+
+def add_error_answers(app: FastAPI) -> None:
+    """Every error is a JSON answer with a detail that names no input and no server path."""
+
     @app.exception_handler(HTTPError)
     async def run_errors(request: Request, exc: HTTPError):
         return JSONResponse({"detail": exc.detail}, status_code=exc.status)
@@ -151,8 +172,6 @@ def create_app(
     async def unexpected(request: Request, exc: Exception):  # a bad request never takes the server down
         log.exception("unexpected error answering %s %s", request.method, request.url.path)
         return JSONResponse({"detail": "internal error (the server's log has the details)"}, status_code=500)
-
-    return app
 
 
 __all__ = ["create_app", "LOOPBACK_HOSTS", "PAGE_POLICY", "RunBrowser"]

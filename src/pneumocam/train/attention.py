@@ -29,6 +29,11 @@ class AttentionTargets:
     weight: float
     on: str = "gradcam"  # gradcam: the layer4 Grad-CAM map; input: the squared input gradient (Ross et al. 2017)
 
+    @staticmethod
+    def penalty(share: torch.Tensor, present: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """(the mean outside share over the films that have a mask, in the graph; the sum of their shares)."""
+        return (share * present).sum() / present.sum().clamp(min=1), float((share.detach() * present).sum())
+
     def shares(self, net, model, inputs, targets, labels) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits, each film's share outside its lungs) from one forward pass kept in the graph."""
         lungs, ignore = labels == self.LUNG, labels == self.IGNORE

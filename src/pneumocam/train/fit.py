@@ -1,6 +1,8 @@
-"""The training recipe: train_one_epoch, validate, fit(config). Library pieces live in data/ and model.py.
+"""fit(config): a training run as named steps (open the run, set up the optimisation, train each epoch, keep the best,
+finish with the guard and the control). The epoch loop is train/loop.py.
 
-Faithful defaults: batch 32, 10 epochs, 224 px, frozen ImageNet backbone with a dense head. In frozen
+Faithful defaults: batch 32, 10 epochs, 224 px, frozen backbone with a dense head (ImageNet weights with
+--weights imagenet; the library default is a random start, said in every output). In frozen
 mode the pooled features are computed once (BatchNorm in eval, no augmentation), so ten head epochs
 cost about one backbone pass. Every epoch writes a resumable state; the best epoch on the validation
 split (AUC or loss) becomes model.pt. The same seed gives the same weights, resumed or not.
@@ -10,7 +12,9 @@ from __future__ import annotations
 
 import copy
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -81,6 +85,45 @@ def estimate_remaining(sizes: list[int], epoch: int, seconds: float) -> float:
     return sum(seconds * (s / sizes[epoch]) ** 2 for s in sizes[epoch + 1 :])
 
 
+@dataclass
+class Training:
+    """What a training run holds between its steps."""
+
+    config: TrainConfig
+    run_dir: Path
+    device: torch.device
+    dist: Any
+    say: Callable
+    model: nn.Module
+    weights_info: Any
+    prepared: Any
+    attention: Any
+    seen: dict
+    precision: Any
+    params: list
+    use_features: bool = False
+    train_data: Any = None
+    val_features: Any = None
+    class_weights: Any = None
+    optimizer: Any = None
+    scheduler: Any = None
+    net: Any = None
+    history: list = field(default_factory=list)
+    best: dict = field(default_factory=lambda: {"epoch": None, "score": None})
+    start: int = 0
+    averaged: Any = None  # the weight average of the current size phase (config.ema > 0)
+    averaged_size: int | None = None
+    timings: dict = field(default_factory=lambda: {"feature_pass_s": None, "epochs_s": 0.0})
+    scaled: dict = field(default_factory=dict)
+
+    def phase(self, size: int):
+        """Train and validation images at this epoch's size, resized once per phase of the schedule."""
+        if size not in self.scaled:
+            self.scaled.clear()
+            self.scaled[size] = (resized(self.prepared.train, size), resized(self.prepared.val, size))
+        return self.scaled[size]
+
+
 def fit(
     config: TrainConfig | None,
     runs_dir: str | Path | None = None,
@@ -99,16 +142,34 @@ def fit(
     stop_after_epoch simulates an interruption (tests): the run stops, resumable, after that many epochs.
     on_start(run_dir) is called once the run folder exists (the CLI names it if the run is interrupted).
     """
-    saved = None
+    saved = state = None
     if resume:
         run_dir, saved, config = resumable_config(run_dir, overrides)
         state = load_train_state(run_dir / "checkpoints" / "last.pt")
-    else:
-        state = None
+    run = open_training(config, runs_dir, run_dir, resume, saved, on_start)
+    set_up_optimisation(run, state)
+    if not run.use_features and run.start < config.epochs:
+        estimate = estimate_at_start(
+            run.model, config, run.prepared.train.images, len(run.prepared.val.images), run.start, run.device
+        )
+        run.say(
+            f"estimated training time: ~{estimate / 60:.1f} min for {config.epochs - run.start} epochs (one timed "
+            "batch; measured again after the first epoch)"
+        )
+    for epoch in range(run.start, config.epochs):
+        train_epoch(run, epoch)
+        if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < config.epochs:
+            return run.run_dir
+    if run.dist.main:  # rank 0 fits the guard and finishes the folder
+        finish_training(run)
+    return run.run_dir
+
+
+def open_training(config: TrainConfig, runs_dir, run_dir, resume: bool, saved: dict | None, on_start) -> Training:
+    """Weights, data and the run folder with its config.json: everything before the first step."""
     device = resolve_device(config.device)
     dist = init_distributed(device)  # torchrun: every process trains, rank 0 alone writes
-    main = dist.main
-    say = console.print if main else (lambda *a, **k: None)
+    say = console.print if dist.main else (lambda *a, **k: None)
     # Weights first: a missing or bad weights file stops the run before any folder is made or image read.
     model, weights_info = build_model(config.weights, seed=config.seed)
     if config.attention_penalty and dist.active:
@@ -124,9 +185,9 @@ def fit(
     seen = {"training": seen_record(prepared.train.samples), "selection": seen_record(prepared.val.samples)}
     seen = inherit_seen(seen, weights_info.seen, weights_info.path)  # a model.pt as weights: what it saw counts
     if not resume:
-        run_dir = Path(run_dir) if run_dir else (new_run_folder(runs_dir, prefix="train") if main else None)
+        run_dir = Path(run_dir) if run_dir else (new_run_folder(runs_dir, prefix="train") if dist.main else None)
         run_dir = Path(dist.broadcast(str(run_dir)))
-    if on_start is not None and main:
+    if on_start is not None and dist.main:
         on_start(run_dir)
     if weights_info.is_random:
         say(f"[bold red]WARNING: {'; '.join([weights_info.description, *weights_info.notes])}[/]")
@@ -134,176 +195,195 @@ def fit(
     say(f"precision: {precision.used} ({precision.reason}; weights, loss and BatchNorm statistics stay fp32)")
     params = apply_mode(model, config.mode)
     model = model.to(device).to(memory_format=torch.channels_last)
-    if not resume and main:
-        write_json(
-            run_dir / "config.json",
-            {
-                "train": config.to_dict(),
-                "weights": weights_info,
-                "data_fingerprint": prepared.fingerprint,
-                "validation": prepared.validation_plan,
-                "versions": library_versions(),
-                "environment": environment(),
-                "world_size": dist.world,
-                "distributed": dist.to_dict() | {"global_batch": config.batch_size * dist.world},
-                "precision": precision.to_dict(),
-            },
-        )
-        write_skipped(run_dir / "skipped.csv", prepared.skipped)
-    use_features = config.mode == "frozen" and not config.augment
-    timings = {"feature_pass_s": None, "epochs_s": 0.0}
-    if use_features:
-        began = time.perf_counter()
-        train_data = extract_features(model, prepared.train.images, config.batch_size, device, "Features (train)", dist)
-        val_features = extract_features(model, prepared.val.images, config.batch_size, device, "Features (val)", dist)
-        timings["feature_pass_s"] = time.perf_counter() - began
-    else:
-        train_data, val_features = prepared.train.images, None
-    labels = prepared.train.labels
-    class_weights = class_weight_vector(labels, config.class_weights)
-    optimizer = make_optimizer(params, config)
-    steps = config.epochs * -(-len(labels) // (config.batch_size * dist.world))
-    net = dist.wrap(model.fc if use_features else model)
-    scheduler = (
-        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
-        if config.schedule == "cosine"
-        else torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    run = Training(
+        config, run_dir, device, dist, say, model, weights_info, prepared, attention, seen, precision, params
     )
-    history, best, start = [], {"epoch": None, "score": None}, 0
-    averaged, averaged_size = None, None  # the weight average of the current size phase (config.ema > 0)
-    if state is not None:
-        model.load_state_dict(state["model"], strict=False)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        history, best, start = state["history"], state["best"], state["epoch"] + 1
-        if state.get("ema") is not None:
-            averaged, averaged_size = weight_average(model, config.ema), config.sizes[state["epoch"]]
-            averaged.load_state_dict(state["ema"])
-        say(f"resuming {run_dir} after epoch {start}")
-    if main:
-        (run_dir / "checkpoints").mkdir(exist_ok=True)
-    scaled: dict[int, tuple] = {}
+    if not resume and dist.main:
+        write_run_config(run)
+    return run
 
-    def phase(size: int):
-        """Train and validation images at this epoch's size, resized once per phase of the schedule."""
-        if size not in scaled:
-            scaled.clear()
-            scaled[size] = (resized(prepared.train, size), resized(prepared.val, size))
-        return scaled[size]
 
-    if not use_features and start < config.epochs:
-        estimate = estimate_at_start(model, config, prepared.train.images, len(prepared.val.images), start, device)
-        say(
-            f"estimated training time: ~{estimate / 60:.1f} min for {config.epochs - start} epochs (one timed batch; "
-            "measured again after the first epoch)"
-        )
-    for epoch in range(start, config.epochs):
-        began = time.perf_counter()
-        size = config.sizes[epoch]
-        train_at, val_at = phase(size)
-        if config.ema and averaged_size != size:
-            # BatchNorm statistics and weights at another input size would blur the average: restart it per size.
-            averaged, averaged_size = weight_average(model, config.ema), size
-        epoch_data = train_data if use_features else train_at.images
-        row = {"epoch": epoch + 1, "image_size": config.sizes[epoch]} | train_one_epoch(
-            model,
-            optimizer,
-            scheduler,
-            epoch_data,
-            labels,
-            config,
-            epoch,
-            class_weights,
-            device,
-            use_features,
-            after_step=averaged.update_parameters if averaged is not None else None,
-            net=net,
-            dist=dist,
-            attention=attention,
-        )
-        candidates = {"trained": model} | ({"ema": averaged.module} if averaged is not None else {})
-        validated = {
-            name: validate(candidate, val_at, val_features, config, device, class_weights, dist)
-            for name, candidate in candidates.items()
-        }
-        row |= validated["trained"][0] | {
-            f"ema_{k}": v for k, v in (validated["ema"][0] if "ema" in validated else {}).items()
-        }
-        row["seconds"] = time.perf_counter() - began
-        timings["epochs_s"] += row["seconds"]
-        history.append(row)
-        eligible = size == config.image_size  # model.pt must work at the size it will be explained at
-        for name, (val_metrics, val_logits) in validated.items():
-            score = selection_score(val_metrics, config.select_by)
-            if not eligible or (best["score"] is not None and score <= best["score"]):
-                continue
-            best = {"epoch": epoch + 1, "score": score, "parameters": name}
-            if not main:
-                continue
-            calibration = calibrate(val_logits, prepared.val.labels, config.calibration)
-            if calibration.note:
-                say(f"[yellow]warning: {calibration.note}[/]")
-            threshold = youden_threshold(prepared.val.labels, probability(val_logits / calibration.temperature))
-            if threshold.note:
-                say(f"[yellow]{threshold.note}[/]")
-            save_checkpoint(
-                run_dir / "model.pt",
-                candidates[name],
-                checkpoint_metadata(
-                    config,
-                    weights_info,
-                    prepared,
-                    epoch,
-                    val_metrics | {"parameters": name},
-                    threshold,
-                    seen,
-                    calibration,
-                ),
-            )
-        if main:
-            save_train_state(
-                run_dir / "checkpoints" / "last.pt", model, optimizer, scheduler, epoch, history, best, config, averaged
-            )
-            write_json(run_dir / "history.json", history)
-        dist.barrier()  # last.pt is whole before any process could stop or resume
-        if epoch == start and config.epochs > start + 1:
-            say(
-                f"estimated time for the remaining {config.epochs - epoch - 1} epochs: "
-                f"{estimate_remaining(config.sizes, epoch, row['seconds']) / 60:.1f} min"
-            )
-        averaged_text = (
-            f" | ema auc {row['ema_val_auc']:.3f} acc {row['ema_val_acc']:.3f}" if "ema_val_auc" in row else ""
-        )
-        say(
-            f"epoch {epoch + 1}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.3f} | "
-            f"val loss {row['val_loss']:.4f} auc {row['val_auc']:.3f} acc {row['val_acc']:.3f}{averaged_text} "
-            f"({row['seconds']:.1f}s)"
-        )
-        if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < config.epochs:
-            return run_dir
-    if not main:
-        return run_dir  # rank 0 fits the guard and finishes the folder
-    began = time.perf_counter()
-    guard = fit_model_guard(
-        run_dir / "model.pt", prepared, config, device, (train_data, val_features) if use_features else None
-    )
-    timings["guard_fit_s"] = time.perf_counter() - began
+def write_run_config(run: Training) -> None:
+    config, dist = run.config, run.dist
     write_json(
-        run_dir / "train_summary.json",
+        run.run_dir / "config.json",
         {
-            "guard": guard,
-            "best_epoch": best["epoch"],
-            "best_parameters": best.get("parameters", "trained"),
-            "select_by": config.select_by,
-            "history": history,
-            "weights": weights_info,
-            "validation": prepared.validation_plan,
-            "timings_this_session": timings,
-            "precision": precision.to_dict(),
-            "control": random_feature_control(config, weights_info, prepared, history, best, device)
-            if use_features
-            else None,
+            "train": config.to_dict(),
+            "weights": run.weights_info,
+            "data_fingerprint": run.prepared.fingerprint,
+            "validation": run.prepared.validation_plan,
+            "versions": library_versions(),
+            "environment": environment(),
+            "world_size": dist.world,
+            "distributed": dist.to_dict() | {"global_batch": config.batch_size * dist.world},
+            "precision": run.precision.to_dict(),
         },
     )
-    mark_complete(run_dir)
-    return run_dir
+    write_skipped(run.run_dir / "skipped.csv", run.prepared.skipped)
+
+
+def set_up_optimisation(run: Training, state: dict | None) -> None:
+    """Frozen mode's one feature pass, the loss weights, optimiser and schedule, and a resumed run's state."""
+    config, prepared, dist = run.config, run.prepared, run.dist
+    run.use_features = config.mode == "frozen" and not config.augment
+    if run.use_features:
+        began = time.perf_counter()
+        run.train_data = extract_features(
+            run.model, prepared.train.images, config.batch_size, run.device, "Features (train)", dist
+        )
+        run.val_features = extract_features(
+            run.model, prepared.val.images, config.batch_size, run.device, "Features (val)", dist
+        )
+        run.timings["feature_pass_s"] = time.perf_counter() - began
+    else:
+        run.train_data = prepared.train.images
+    run.class_weights = class_weight_vector(prepared.train.labels, config.class_weights)
+    run.optimizer = make_optimizer(run.params, config)
+    steps = config.epochs * -(-len(prepared.train.labels) // (config.batch_size * dist.world))
+    run.net = dist.wrap(run.model.fc if run.use_features else run.model)
+    run.scheduler = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(run.optimizer, T_max=steps)
+        if config.schedule == "cosine"
+        else torch.optim.lr_scheduler.LambdaLR(run.optimizer, lambda _: 1.0)
+    )
+    if state is not None:
+        run.model.load_state_dict(state["model"], strict=False)
+        run.optimizer.load_state_dict(state["optimizer"])
+        run.scheduler.load_state_dict(state["scheduler"])
+        run.history, run.best, run.start = state["history"], state["best"], state["epoch"] + 1
+        if state.get("ema") is not None:
+            run.averaged, run.averaged_size = weight_average(run.model, config.ema), config.sizes[state["epoch"]]
+            run.averaged.load_state_dict(state["ema"])
+        run.say(f"resuming {run.run_dir} after epoch {run.start}")
+    if dist.main:
+        (run.run_dir / "checkpoints").mkdir(exist_ok=True)
+
+
+def train_epoch(run: Training, epoch: int) -> None:
+    """One epoch: train, validate the trained weights (and their average), keep the best, write the resumable state."""
+    config = run.config
+    began = time.perf_counter()
+    size = config.sizes[epoch]
+    train_at, val_at = run.phase(size)
+    if config.ema and run.averaged_size != size:
+        # BatchNorm statistics and weights at another input size would blur the average: restart it per size.
+        run.averaged, run.averaged_size = weight_average(run.model, config.ema), size
+    epoch_data = run.train_data if run.use_features else train_at.images
+    row = {"epoch": epoch + 1, "image_size": size} | train_one_epoch(
+        run.model,
+        run.optimizer,
+        run.scheduler,
+        epoch_data,
+        run.prepared.train.labels,
+        config,
+        epoch,
+        run.class_weights,
+        run.device,
+        run.use_features,
+        after_step=run.averaged.update_parameters if run.averaged is not None else None,
+        net=run.net,
+        dist=run.dist,
+        attention=run.attention,
+    )
+    candidates = {"trained": run.model} | ({"ema": run.averaged.module} if run.averaged is not None else {})
+    validated = {
+        name: validate(candidate, val_at, run.val_features, config, run.device, run.class_weights, run.dist)
+        for name, candidate in candidates.items()
+    }
+    row |= validated["trained"][0] | {
+        f"ema_{k}": v for k, v in (validated["ema"][0] if "ema" in validated else {}).items()
+    }
+    row["seconds"] = time.perf_counter() - began
+    run.timings["epochs_s"] += row["seconds"]
+    run.history.append(row)
+    if size == config.image_size:  # model.pt must work at the size it will be explained at
+        keep_best(run, epoch, candidates, validated)
+    if run.dist.main:
+        save_train_state(
+            run.run_dir / "checkpoints" / "last.pt",
+            run.model,
+            run.optimizer,
+            run.scheduler,
+            epoch,
+            run.history,
+            run.best,
+            config,
+            run.averaged,
+        )
+        write_json(run.run_dir / "history.json", run.history)
+    run.dist.barrier()  # last.pt is whole before any process could stop or resume
+    report_epoch(run, epoch, row)
+
+
+def keep_best(run: Training, epoch: int, candidates: dict, validated: dict) -> None:
+    """Save model.pt (calibration and threshold chosen on validation) when a candidate beats the best so far."""
+    config, val_labels = run.config, run.prepared.val.labels
+    for name, (val_metrics, val_logits) in validated.items():
+        score = selection_score(val_metrics, config.select_by)
+        if run.best["score"] is not None and score <= run.best["score"]:
+            continue
+        run.best = {"epoch": epoch + 1, "score": score, "parameters": name}
+        if not run.dist.main:
+            continue
+        calibration = calibrate(val_logits, val_labels, config.calibration)
+        if calibration.note:
+            run.say(f"[yellow]warning: {calibration.note}[/]")
+        threshold = youden_threshold(val_labels, probability(val_logits / calibration.temperature))
+        if threshold.note:
+            run.say(f"[yellow]{threshold.note}[/]")
+        metadata = checkpoint_metadata(
+            config,
+            run.weights_info,
+            run.prepared,
+            epoch,
+            val_metrics | {"parameters": name},
+            threshold,
+            run.seen,
+            calibration,
+        )
+        save_checkpoint(run.run_dir / "model.pt", candidates[name], metadata)
+
+
+def report_epoch(run: Training, epoch: int, row: dict) -> None:
+    config = run.config
+    if epoch == run.start and config.epochs > run.start + 1:
+        run.say(
+            f"estimated time for the remaining {config.epochs - epoch - 1} epochs: "
+            f"{estimate_remaining(config.sizes, epoch, row['seconds']) / 60:.1f} min"
+        )
+    averaged_text = f" | ema auc {row['ema_val_auc']:.3f} acc {row['ema_val_acc']:.3f}" if "ema_val_auc" in row else ""
+    run.say(
+        f"epoch {epoch + 1}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.3f} | "
+        f"val loss {row['val_loss']:.4f} auc {row['val_auc']:.3f} acc {row['val_acc']:.3f}{averaged_text} "
+        f"({row['seconds']:.1f}s)"
+    )
+
+
+def finish_training(run: Training) -> None:
+    """The guard, the random-feature control (frozen mode), train_summary.json, and the folder marked complete."""
+    config, prepared = run.config, run.prepared
+    began = time.perf_counter()
+    features = (run.train_data, run.val_features) if run.use_features else None
+    guard = fit_model_guard(run.run_dir / "model.pt", prepared, config, run.device, features)
+    run.timings["guard_fit_s"] = time.perf_counter() - began
+    control = (
+        random_feature_control(config, run.weights_info, prepared, run.history, run.best, run.device)
+        if run.use_features
+        else None
+    )
+    write_json(
+        run.run_dir / "train_summary.json",
+        {
+            "guard": guard,
+            "best_epoch": run.best["epoch"],
+            "best_parameters": run.best.get("parameters", "trained"),
+            "select_by": config.select_by,
+            "history": run.history,
+            "weights": run.weights_info,
+            "validation": prepared.validation_plan,
+            "timings_this_session": run.timings,
+            "precision": run.precision.to_dict(),
+            "control": control,
+        },
+    )
+    mark_complete(run.run_dir)

@@ -116,13 +116,11 @@ def train_one_epoch(
                         logits = net(inputs).flatten()
                 else:
                     mine = masks[torch.from_numpy(part)].to(device)
+                    present = torch.from_numpy(attention.present[whole[part]]).to(device)
                     with autocast(precision, device):
                         logits, share = attention.shares(net, model, inputs, targets, mine)
-                    share = share.float()
-                    present = torch.from_numpy(attention.present[whole[part]]).to(device)
-                    penalty = (share * present).sum() / present.sum().clamp(min=1)
-                    outside_sum += float((share.detach() * present).sum())
-                    outside_n += int(present.sum())
+                    penalty, share_sum = attention.penalty(share.float(), present)
+                    outside_sum, outside_n = outside_sum + share_sum, outside_n + int(present.sum())
             logits = logits.float()  # the loss, and everything after it, in fp32
             loss = weighted_loss(logits, targets, class_weights, len(targets) * dist.world / len(whole))
             loss_total = loss if attention is None else loss + attention.weight * penalty
