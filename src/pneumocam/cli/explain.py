@@ -21,7 +21,6 @@ from pneumocam.pipeline.runfolder import RunFolder
 from pneumocam.train.config import TrainConfig
 
 EXPERIMENT_DEFAULTS = {f.name: f.default for f in fields(ExperimentConfig)}
-explain_app = typer.Typer()
 
 
 def n_per_class_value(value) -> int | None:
@@ -52,7 +51,6 @@ def experiment_settings(values: dict) -> dict:
     )
 
 
-@explain_app.command()
 @clean_errors
 @options(STATISTICS)
 def stats(
@@ -86,7 +84,6 @@ def stats(
         console.print(f"[green]written:[/] {escape(str(folder / 'stats.json'))}")
 
 
-@explain_app.command()
 @clean_errors
 @options({"method": EXPLAINING["method"]}, STRICT, PRECISION)
 def predict(
@@ -121,7 +118,6 @@ def predict(
     console.print(f"[green]written:[/] {escape(str(outcome.folder))}")
 
 
-@explain_app.command()
 @clean_errors
 @options(EXPLAINING, PRECISION, defaults={"trust_images": 32})
 def explain(

@@ -3,7 +3,6 @@ pooled features, stored in model.pt. One fit, used at the end of training and by
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +41,14 @@ def fit_guard(
     return guard
 
 
+def guard_features(model, prepared: PreparedData, batch_size: int, device) -> list:
+    """The model's pooled features of the training and validation films, in that order."""
+    return [
+        extract_features(model, part.images, batch_size, device, f"Guard features ({name})")
+        for name, part in (("train", prepared.train), ("val", prepared.val))
+    ]
+
+
 def fit_model_guard(checkpoint: Path, prepared: PreparedData, config: TrainConfig, device, features=None) -> dict:
     """Fit the guard on the checkpoint's features of the training and validation films (as the model reads them) and
     store it in model.pt. features: (train, val) pooled features already computed (frozen mode); else they are
@@ -49,20 +56,18 @@ def fit_model_guard(checkpoint: Path, prepared: PreparedData, config: TrainConfi
     if features is None:
         model, _ = load_checkpoint(checkpoint, device)
         with autocast(resolve_precision(config.precision, device), device):
-            features = [
-                extract_features(model, part.images, config.batch_size, device, f"Guard features ({name})")
-                for name, part in (("train", prepared.train), ("val", prepared.val))
-            ]
+            features = guard_features(model, prepared, config.batch_size, device)
     guard = fit_guard(np.asarray(features[0]), prepared.train.labels, np.asarray(features[1]))
     save_guard(checkpoint, guard)
     return guard.fitted_on | {"threshold": guard.threshold}
 
 
 def fit_checkpoint_guard(checkpoint, data: str | None = None, batch_size: int = 32, device="cpu") -> dict:
-    """`pneumocam guard fit`: the guard of an existing model.pt, fitted on the films its own plan names (same split,
-    seed, held-out part and focus), in fp32. data: the dataset, if it moved since training."""
-    _, meta = load_checkpoint(checkpoint, "cpu")
+    """`pneumocam guard fit`: the guard of an existing model.pt, fitted in fp32 on the films its own plan names (same
+    split, seed, held-out part and focus). data: the dataset, if it moved since training."""
+    model, meta = load_checkpoint(checkpoint, device)
     values = dict(meta["config"]) | ({"data": str(data)} if data is not None else {})
-    config = replace(TrainConfig(**values), batch_size=batch_size, precision="fp32")
+    config = TrainConfig(**values)
     prepared, _ = ModelInputs.of_training(config).prepared(prepare_data(config))
-    return fit_model_guard(checkpoint, prepared, config, device)
+    features = guard_features(model, prepared, batch_size, device)
+    return fit_model_guard(checkpoint, prepared, config, device, features)
