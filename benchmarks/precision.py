@@ -40,7 +40,7 @@ def measure(rounds: int = 3, n_films: int = 64) -> dict:
     from pneumocam.explain.cam import make_cam
     from pneumocam.model.network import apply_mode, build_model
     from pneumocam.train.config import TrainConfig
-    from pneumocam.train.loop import class_weight_vector, make_optimizer, train_one_epoch
+    from pneumocam.train.loop import EpochData, Optimisation, class_weight_vector, make_optimizer, train_one_epoch
 
     device = torch.device("cpu")
     rng = np.random.default_rng(0)
@@ -51,17 +51,19 @@ def measure(rounds: int = 3, n_films: int = 64) -> dict:
     for round_ in range(rounds):
         for size in (128, 224):
             for precision in ("fp32", "bf16"):
-                config = TrainConfig(data="-", mode="full", epochs=1, augment=True, precision=precision, seed=round_)
+                config = TrainConfig(
+                    data="-", mode="full", weights="none", epochs=1, augment=True, precision=precision, seed=round_
+                )
                 model, _ = build_model("none", seed=0)
                 params = apply_mode(model, "full")
                 model = model.to(memory_format=torch.channels_last)
                 optimizer = make_optimizer(params, config)
                 scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-                train_one_epoch(
-                    model, optimizer, scheduler, films[size][:64], labels[:64], config, 0, weights, device, False
-                )  # warm-up, 2 steps: oneDNN picks its kernels for this size and precision
+                step = Optimisation(model, optimizer, scheduler)
+                # warm-up, 2 steps: oneDNN picks its kernels for this size and precision
+                train_one_epoch(step, EpochData(films[size][:64], labels[:64], weights), config, 0, device)
                 began = time.perf_counter()
-                train_one_epoch(model, optimizer, scheduler, films[size], labels, config, 0, weights, device, False)
+                train_one_epoch(step, EpochData(films[size], labels, weights), config, 0, device)
                 timings.setdefault(f"train_{size}_{precision}", []).append(n_films / (time.perf_counter() - began))
         model, _ = build_model("none", seed=0)
         model = model.eval().to(memory_format=torch.channels_last)

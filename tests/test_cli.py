@@ -165,6 +165,60 @@ def test_options_are_declared_once_and_choices_are_validated():
     assert commands["run"].params != [] and "lung_masks" in {p.name for p in commands["explain"].params}
 
 
+def test_each_default_and_choice_set_is_the_librarys_own():
+    """The command line's defaults are TrainConfig's and ExperimentConfig's, and its choices the library's tuples:
+    a default changed in the dataclass changes the CLI, with no second place to forget."""
+    from dataclasses import fields
+
+    from pneumocam.explain.cam import METHODS
+    from pneumocam.pipeline.config import DEFAULT_HOLDOUT_FRACTION, ExperimentConfig
+    from pneumocam.train.config import CHOICES, TrainConfig
+
+    params = {p.name: p for p in typer.main.get_command(app).commands["run"].params}
+    library = {f.name: f.default for f in fields(TrainConfig)} | {
+        f.name: f.default for f in fields(ExperimentConfig) if f.name != "train"
+    }
+    compared = 0
+    for name, param in params.items():
+        if name in library and name not in (
+            "data",
+            "checkpoint",
+            "shard",
+            "eval_split",
+            "lung_model",
+            "holdout_fraction",
+        ):
+            default = param.default.value if hasattr(param.default, "value") else param.default
+            expected = library[name]
+            assert (str(default) if name == "n_per_class" else default) == (
+                str(expected) if name == "n_per_class" else expected
+            ), name
+            compared += 1
+    assert compared >= 30  # every training option and the explaining / statistics ones were compared
+    assert params["weights"].default == "imagenet" and params["holdout_fraction"].default == DEFAULT_HOLDOUT_FRACTION
+    from pneumocam.cli.options import EXPLAINING, TRAINING
+
+    for name, allowed in CHOICES.items():
+        assert tuple(member.value for member in TRAINING[name][0]) == allowed, name
+    assert tuple(member.value for member in EXPLAINING["method"][0]) == METHODS
+
+
+def test_an_experiment_config_checks_itself_so_a_config_file_value_is_checked_too(tmp_path):
+    from pneumocam.core.errors import SettingError
+    from pneumocam.pipeline.config import ExperimentConfig
+    from pneumocam.train.config import TrainConfig
+
+    with pytest.raises(SettingError, match="method"):
+        ExperimentConfig(train=TrainConfig(data="x", weights="none"), method="nonsense")
+    with pytest.raises(SettingError, match="eval_split"):
+        ExperimentConfig(train=TrainConfig(data="x", weights="none"), eval_split="tset")
+    heldout = ExperimentConfig(train=TrainConfig(data="x", weights="none"), eval_split="heldout")
+    assert heldout.train.holdout_fraction == 0.15  # training sets the held-out patients aside by itself
+    (tmp_path / "c.json").write_text(json.dumps({"data": str(tmp_path), "method": "nonsense", "weights": "none"}))
+    result = invoke("run", "--config", tmp_path / "c.json", "--out", tmp_path / "o")
+    assert result.exit_code == 2 and "method" in result.output and "nonsense" in result.output
+
+
 def test_library_errors_name_settings_and_the_cli_shows_options(phantom_data, tmp_path):
     from pneumocam.core.errors import SettingError
     from pneumocam.train.config import TrainConfig

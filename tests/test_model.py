@@ -180,3 +180,40 @@ def test_imagenet_download_offline_fails_fast_without_the_switch(tmp_path, monke
     assert time.perf_counter() - began < 30
     assert not cache.exists()
     server.close()
+
+
+def test_training_evaluate_and_run_read_a_lungs_model_the_same_way(phantom_data, tmp_path):
+    """One ModelInputs: a --focus lungs model is shown each film as its training saw it, whether `evaluate` reads it
+    (the lungs it trained on, recorded in model.pt) or `run` does with the same masks given as --lung-masks; a
+    different lung source (the estimate, what `predict` and the viewer use on new films) gives other crops."""
+    import numpy as np
+
+    from pneumocam.data import discover, load_images
+    from pneumocam.model.inputs import ModelInputs
+    from pneumocam.train.config import TrainConfig
+    from pneumocam.train.fit import fit
+
+    masks = str(phantom_data.lung_masks)
+    config = TrainConfig(
+        data=str(phantom_data.images),
+        weights="none",
+        image_size=32,
+        epochs=1,
+        batch_size=16,
+        val_source="dataset",
+        focus="lungs",
+        focus_masks=masks,
+        use_cache=False,
+    )
+    _, meta = load_checkpoint(fit(config, runs_dir=tmp_path) / "model.pt")
+    films = load_images(discover(phantom_data.images).split("test"), 32, use_cache=False)
+    training = ModelInputs.of_training(config).read(films)
+    evaluate = ModelInputs.of_checkpoint(meta).read(films)
+    run = ModelInputs.of_checkpoint(meta).read(films, lung_masks=masks)
+    estimated = ModelInputs(32, "lungs").read(films)
+    for other in (evaluate, run):
+        assert np.array_equal(other.images, training.images) and np.array_equal(other.boxes, training.boxes)
+    assert not np.array_equal(estimated.boxes, training.boxes)  # the check can tell one lung source from another
+    maps = np.random.default_rng(0).random((len(films.paths), 2, 2)).astype(np.float32)
+    on_film = ModelInputs.of_training(config).on_film(maps, training.boxes)
+    assert np.array_equal(ModelInputs.of_checkpoint(meta).on_film(maps, evaluate.boxes), on_film)

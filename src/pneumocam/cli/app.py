@@ -23,6 +23,7 @@ from pneumocam.cli.lungs import lungs_app
 from pneumocam.cli.options import (
     BOOTSTRAP,
     CONFIG,
+    EXPERIMENT_DEFAULTS,
     EXPLAINING,
     PRECISION,
     STATISTICS,
@@ -47,6 +48,7 @@ from pneumocam.data import discover
 from pneumocam.evaluation.evaluate import evaluate_split
 from pneumocam.evaluation.leakage import check_leakage, enforce
 from pneumocam.model.network import load_checkpoint, resolve_device
+from pneumocam.pipeline.config import DEFAULT_HOLDOUT_FRACTION
 from pneumocam.pipeline.demo import run_demo
 from pneumocam.pipeline.experiment import ExperimentConfig, resume_experiment, run_experiment
 from pneumocam.train.config import TrainConfig
@@ -198,12 +200,12 @@ def run(
     out: Path = typer.Option(Path("runs"), help="Parent folder: the run goes into a fresh timestamped folder."),
     checkpoint: Optional[Path] = typer.Option(None, help="Skip training and explain this model.pt."),
     eval_split: EvalSplit = typer.Option(
-        EvalSplit.test,
+        EvalSplit(EXPERIMENT_DEFAULTS["eval_split"]),
         help="heldout: patients of train set aside before training, never trained "
         "or selected on (with --checkpoint: the part that checkpoint recorded).",
     ),
     holdout_fraction: float = typer.Option(
-        0.15, help="With --eval-split heldout and training: share of train's patients set aside."
+        DEFAULT_HOLDOUT_FRACTION, help="With --eval-split heldout and training: share of train's patients set aside."
     ),
     resume: Optional[Path] = typer.Option(
         None, help="Finish an interrupted run folder: training resumes, then the rest."
@@ -233,8 +235,6 @@ def run(
             "`run` is one process: under torchrun, train with `torchrun ... -m pneumocam train`, then explain "
             "the model with `pneumocam run --checkpoint` (docs/scale.md)"
         )
-    if values["eval_split"] not in ("test", "val", "heldout"):
-        raise PneumocamError(f"--eval-split must be test, val or heldout, got '{values['eval_split']}'")
     train_fields = {k: values[k] for k in ("data", *TRAINING)}
     if train_fields["focus"] == "lungs" and not train_fields["focus_masks"]:
         train_fields["focus_masks"] = values["lung_masks"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
 from pathlib import Path
 from typing import Optional
 
@@ -12,15 +11,13 @@ from rich.table import Table
 
 from pneumocam.analysis.stats import read_scores, score_report, summary_text
 from pneumocam.cli.errors import clean_errors, console, warn
-from pneumocam.cli.options import EXPLAINING, PRECISION, STATISTICS, STRICT, Device, options, plain
+from pneumocam.cli.options import EXPERIMENT_DEFAULTS, EXPLAINING, PRECISION, STATISTICS, STRICT, Device, options, plain
 from pneumocam.core.errors import PneumocamError
 from pneumocam.core.outputs import mark_complete, new_run_folder, write_json
 from pneumocam.pipeline.experiment import ExperimentConfig, run_experiment
 from pneumocam.pipeline.predict import predict_files
 from pneumocam.pipeline.runfolder import RunFolder
 from pneumocam.train.config import TrainConfig
-
-EXPERIMENT_DEFAULTS = {f.name: f.default for f in fields(ExperimentConfig)}
 
 
 def n_per_class_value(value) -> int | None:

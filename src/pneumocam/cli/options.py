@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import inspect
 import json
+from dataclasses import fields
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -14,184 +15,150 @@ from typing import Annotated, Any, Optional
 import typer
 
 from pneumocam.core.errors import PneumocamError
-from pneumocam.core.precision import PRECISIONS
-from pneumocam.train.recipes import recipe_defaults
+from pneumocam.data.discover import SPLITS
+from pneumocam.explain.cam import METHODS, TARGETS
+from pneumocam.pipeline.config import EVAL_SPLITS, ExperimentConfig
+from pneumocam.train.config import CHOICES as TRAIN_CHOICES
+from pneumocam.train.config import TrainConfig
+from pneumocam.train.recipes import RECIPES, recipe_defaults
 
 
-class Mode(str, Enum):
-    frozen = "frozen"
-    partial = "partial"
-    full = "full"
+def choices(name: str, values: tuple[str, ...]) -> type[Enum]:
+    """An Enum of the library's own choice tuple, so --help lists it and typer validates it; never a second list."""
+    return Enum(name, {value: value for value in values}, type=str)
 
 
-class Method(str, Enum):
-    gradcam = "gradcam"
-    hirescam = "hirescam"
-    gradcampp = "gradcam++"
-    layercam = "layercam"
-    eigencam = "eigencam"
-    scorecam = "scorecam"
+Mode = choices("Mode", TRAIN_CHOICES["mode"])
+Method = choices("Method", METHODS)
+Target = choices("Target", TARGETS)
+Device = choices("Device", TRAIN_CHOICES["device"])
+Precision = choices("Precision", TRAIN_CHOICES["precision"])
+ValSource = choices("ValSource", TRAIN_CHOICES["val_source"])
+SelectBy = choices("SelectBy", TRAIN_CHOICES["select_by"])
+Calibration = choices("Calibration", TRAIN_CHOICES["calibration"])
+Focus = choices("Focus", TRAIN_CHOICES["focus"])
+AttentionOn = choices("AttentionOn", TRAIN_CHOICES["attention_on"])
+Recipe = choices("Recipe", tuple(RECIPES))
+Schedule = choices("Schedule", TRAIN_CHOICES["schedule"])
+ClassWeights = choices("ClassWeights", TRAIN_CHOICES["class_weights"])
+EvalSplit = choices("EvalSplit", EVAL_SPLITS)
+Split = choices("Split", tuple(reversed(SPLITS)))  # test first: the usual split to evaluate
 
-
-class Target(str, Enum):
-    pred = "pred"
-    true = "true"
-    PNEUMONIA = "PNEUMONIA"
-    NORMAL = "NORMAL"
-
-
-class Device(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-
-
-Precision = Enum("Precision", {name: name for name in PRECISIONS}, type=str)  # from the library's own tuple
-
-
-class ValSource(str, Enum):
-    auto = "auto"
-    carved = "carved"
-    dataset = "dataset"
-
-
-class SelectBy(str, Enum):
-    auc = "auc"
-    loss = "loss"
-    auc_acc = "auc_acc"
-
-
-class Calibration(str, Enum):
-    temperature = "temperature"
-    none = "none"
-
-
-class Focus(str, Enum):
-    none = "none"
-    body = "body"
-    lungs = "lungs"
-
-
-class AttentionOn(str, Enum):
-    gradcam = "gradcam"
-    input = "input"
-
-
-class Recipe(str, Enum):
-    original = "original"
-    finetune = "finetune"
-    scratch = "scratch"
-    focused = "focused"
-
-
-class Schedule(str, Enum):
-    cosine = "cosine"
-    constant = "constant"
-
-
-class ClassWeights(str, Enum):
-    auto = "auto"
-    balanced = "balanced"
-    none = "none"
-
-
-class EvalSplit(str, Enum):
-    test = "test"
-    val = "val"
-    heldout = "heldout"
-
-
-class Split(str, Enum):
-    test = "test"
-    val = "val"
-    train = "train"
+TRAIN_DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}
+EXPERIMENT_DEFAULTS = {f.name: f.default for f in fields(ExperimentConfig)}
 
 
 def _option(annotation, default, help: str, *names: str):
     return annotation, default, typer.Option(*names, help=help)
 
 
+def _declared(annotation, name: str, help: str, defaults: dict[str, Any]):
+    """An option whose default is the library dataclass's own (TrainConfig or ExperimentConfig)."""
+    default = defaults[name]
+    if isinstance(annotation, type) and issubclass(annotation, Enum) and default is not None:
+        default = annotation(default)
+    elif annotation is str and default is not None:
+        default = str(default)  # n_per_class: a number or 'all' on the command line
+    return _option(annotation, default, help)
+
+
+def _training(annotation, name: str, help: str):
+    return _declared(annotation, name, help, TRAIN_DEFAULTS)
+
+
+def _experiment(annotation, name: str, help: str):
+    return _declared(annotation, name, help, EXPERIMENT_DEFAULTS)
+
+
 TRAINING = {
-    "mode": _option(
-        Mode, Mode.frozen, "frozen (the original: head only, features computed once) | partial (layer4 + head) | full."
+    "mode": _training(
+        Mode, "mode", "frozen (the original: head only, features computed once) | partial (layer4 + head) | full."
     ),
-    "weights": _option(str, "imagenet", "imagenet | imagenet-v1 | none | PATH to a local state_dict."),
-    "epochs": _option(int, 10, "Training epochs."),
-    "batch_size": _option(int, 32, "Images per batch."),
-    "image_size": _option(int, 224, "Side of the square model input, in pixels."),
-    "lr": _option(Optional[float], None, "AdamW learning rate (default: 1e-3 frozen, 3e-4 partial, 1e-4 full)."),
-    "weight_decay": _option(float, 1e-4, "AdamW weight decay."),
-    "schedule": _option(Schedule, Schedule.cosine, "Learning-rate schedule over all steps."),
-    "class_weights": _option(
+    "weights": _training(str, "weights", "imagenet | imagenet-v1 | none | PATH to a local state_dict."),
+    "epochs": _training(int, "epochs", "Training epochs."),
+    "batch_size": _training(int, "batch_size", "Images per batch."),
+    "image_size": _training(int, "image_size", "Side of the square model input, in pixels."),
+    "lr": _training(Optional[float], "lr", "AdamW learning rate (default: 1e-3 frozen, 3e-4 partial, 1e-4 full)."),
+    "weight_decay": _training(float, "weight_decay", "AdamW weight decay."),
+    "schedule": _training(Schedule, "schedule", "Learning-rate schedule over all steps."),
+    "class_weights": _training(
         ClassWeights,
-        ClassWeights.auto,
+        "class_weights",
         "Loss weights against class imbalance (auto: balanced, or none "
         "with --weighted-sampler, which balances already; both at once is refused).",
     ),
-    "weighted_sampler": _option(bool, False, "Draw batches class-balanced instead of weighting the loss."),
-    "augment": _option(
-        bool, False, "Small rotation, shift, scale, contrast (off in the faithful recipe; never a flip)."
+    "weighted_sampler": _training(
+        bool, "weighted_sampler", "Draw batches class-balanced instead of weighting the loss."
     ),
-    "val_source": _option(
+    "augment": _training(
+        bool, "augment", "Small rotation, shift, scale, contrast (off in the faithful recipe; never a flip)."
+    ),
+    "val_source": _training(
         ValSource,
-        ValSource.auto,
+        "val_source",
         "Validation images: auto (the dataset's val if it holds >= 100, else carved), "
         "carved (patients of train) or dataset.",
     ),
-    "val_fraction": _option(float, 0.2, "Share of train's images carved for validation, by whole patients."),
-    "seed": _option(int, 0, "Seed of the splits, the initialisation, the batches and every random draw."),
-    "device": _option(Device, Device.auto, "Where to compute."),
-    "precision": _option(
+    "val_fraction": _training(
+        float, "val_fraction", "Share of train's images carved for validation, by whole patients."
+    ),
+    "seed": _training(int, "seed", "Seed of the splits, the initialisation, the batches and every random draw."),
+    "device": _training(Device, "device", "Where to compute."),
+    "precision": _training(
         Precision,
-        Precision.auto,
+        "precision",
         "The network's arithmetic: auto (bf16 autocast where the CPU has AVX512-BF16 or AMX, or the GPU has bf16; "
         "else fp32), fp32 or bf16. Weights, loss, BatchNorm statistics, calibration and metrics stay fp32.",
     ),
-    "select_by": _option(
-        SelectBy, SelectBy.auc, "How the best epoch is chosen on validation (loss: the class-weighted training loss)."
+    "select_by": _training(
+        SelectBy, "select_by", "How the best epoch is chosen on validation (loss: the class-weighted training loss)."
     ),
-    "max_per_class": _option(Optional[int], None, "Use at most this many images per class (quick runs)."),
-    "size_schedule": _option(
-        Optional[str], None, "Progressive resizing: size:epochs,... ending at --image-size (e.g. 128:5,224:1)."
+    "max_per_class": _training(Optional[int], "max_per_class", "Use at most this many images per class (quick runs)."),
+    "size_schedule": _training(
+        Optional[str],
+        "size_schedule",
+        "Progressive resizing: size:epochs,... ending at --image-size (e.g. 128:5,224:1).",
     ),
-    "focus": _option(
+    "focus": _training(
         Focus,
-        Focus.none,
+        "focus",
         "What the model is shown: the whole film, or cropped to the body / the lungs with the outside of the body "
         "neutral grey (stored in model.pt; maps are put back on the whole film).",
     ),
-    "focus_masks": _option(
+    "focus_masks": _training(
         Optional[Path],
-        None,
+        "focus_masks",
         "Lung masks for --focus lungs, laid out like --lung-masks (run: --lung-masks by default); "
         "films without one use the estimate.",
     ),
-    "attention_penalty": _option(
+    "attention_penalty": _training(
         float,
-        0.0,
+        "attention_penalty",
         "Right for the right reasons: add this weight x the share of each training film's Grad-CAM mass outside "
         "its lungs to the loss (films with a mask; 0: off).",
     ),
-    "attention_on": _option(
+    "attention_on": _training(
         AttentionOn,
-        AttentionOn.gradcam,
+        "attention_on",
         "What the attention penalty measures: the layer4 Grad-CAM map, or the squared input gradient (Ross et al.).",
     ),
-    "attention_masks": _option(
-        Optional[Path], None, "Lung masks for --attention-penalty, laid out like --lung-masks (run: --lung-masks)."
+    "attention_masks": _training(
+        Optional[Path],
+        "attention_masks",
+        "Lung masks for --attention-penalty, laid out like --lung-masks (run: --lung-masks).",
     ),
-    "ema": _option(
+    "ema": _training(
         float,
-        0.0,
+        "ema",
         "Also validate an exponential moving average of the weights with this decay per step (0: off); "
         "model.pt is the better of the two on validation.",
     ),
-    "calibration": _option(
-        Calibration, Calibration.temperature, "Temperature scaling of the probabilities, fitted on validation."
+    "calibration": _training(
+        Calibration, "calibration", "Temperature scaling of the probabilities, fitted on validation."
     ),
-    "recipe": _option(
+    "recipe": _training(
         Optional[Recipe],
-        None,
+        "recipe",
         "A named recipe (original, finetune, scratch, focused: see the README) whose settings are the defaults; "
         "focused continues a scratch model given with --weights.",
     ),
@@ -200,33 +167,41 @@ TRAINING = {
 PRECISION = {"precision": TRAINING["precision"]}  # the same option on every command that runs the model
 
 EXPLAINING = {
-    "method": _option(
+    "method": _experiment(
         Method,
-        Method.gradcam,
+        "method",
         "The class activation map method (gradcam++ and layercam are native and raw; "
         "eigencam and scorecam come normalised from pytorch-grad-cam).",
     ),
-    "target": _option(Target, Target.pred, "The class each map explains."),
+    "target": _experiment(Target, "target", "The class each map explains."),
     "lung_masks": _option(
         Optional[Path], None, "Lung masks laid out MASKS/{split}/{CLASS}/<image stem>.png (0, 255 lung, 127 ignore)."
     ),
     "lung_model": _option(Optional[Path], None, "A lung model from `pneumocam lungs fit`, for images without a mask."),
-    "trust_images": _option(int, 16, "Images for the randomisation and deletion / insertion checks (0: skip them)."),
-    "include_ood": _option(
-        bool, False, "Keep films the domain-shift guard flags in the group statistics (they are left out by default)."
+    "trust_images": _experiment(
+        int, "trust_images", "Images for the randomisation and deletion / insertion checks (0: skip them)."
     ),
-    "strict": _option(
-        bool, False, "Stop (exit 2) if any evaluated image or its patient was used to train or select the model."
+    "include_ood": _experiment(
+        bool,
+        "include_ood",
+        "Keep films the domain-shift guard flags in the group statistics (they are left out by default).",
+    ),
+    "strict": _experiment(
+        bool, "strict", "Stop (exit 2) if any evaluated image or its patient was used to train or select the model."
     ),
 }
 
 STATISTICS = {
-    "n_per_class": _option(str, "30", "Random images per class in the original protocol's sample, or 'all'."),
-    "n_draws": _option(int, 1000, "Resampled draws for the distribution of p and d (0: none)."),
-    "alpha": _option(float, 0.05, "Significance level."),
+    "n_per_class": _experiment(
+        str, "n_per_class", "Random images per class in the original protocol's sample, or 'all'."
+    ),
+    "n_draws": _experiment(int, "n_draws", "Resampled draws for the distribution of p and d (0: none)."),
+    "alpha": _experiment(float, "alpha", "Significance level."),
 }
 
-BOOTSTRAP = {"bootstrap": _option(int, 1000, "Bootstrap resamples for the AUC interval (by patient when known).")}
+BOOTSTRAP = {
+    "bootstrap": _experiment(int, "bootstrap", "Bootstrap resamples for the AUC interval (by patient when known).")
+}
 
 CONFIG = {
     "config": _option(

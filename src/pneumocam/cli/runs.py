@@ -1,4 +1,5 @@
-"""Commands that read finished run folders only: `pneumocam report` (render again), `pneumocam compare` (two runs)."""
+"""Commands over finished run folders: `pneumocam report` (render again), `pneumocam compare` (two runs), and
+`pneumocam merge` (the shards' parts into one run folder: it reruns the later stages of the pipeline)."""
 
 from __future__ import annotations
 

@@ -28,6 +28,7 @@ from pneumocam.core.outputs import atomic_write_bytes
 ARCH = "resnet50"
 HEAD = "global average pooling + Linear(2048, 1); p(PNEUMONIA) = sigmoid(logit)"
 MODES = ("frozen", "partial", "full")
+DEVICES = ("auto", "cpu", "cuda")
 # The freeze policy, in one place: the top-level children that train in each mode (None: all of them).
 TRAINABLE: dict[str, tuple[str, ...] | None] = {"frozen": ("fc",), "partial": ("layer4", "fc"), "full": None}
 CHECKPOINT_FORMAT = "pneumocam-checkpoint"
@@ -300,8 +301,8 @@ def resolve_device(device: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
         raise SettingError("device", "is cuda, but no CUDA device is available here: use cpu or auto")
-    if device not in ("cpu", "cuda"):
-        raise SettingError("device", f"must be auto, cpu or cuda, got '{device}'")
+    if device not in DEVICES:
+        raise SettingError("device", f"must be one of {', '.join(DEVICES)}, got '{device}'")
     return torch.device(device)
 
 

@@ -9,17 +9,22 @@ from __future__ import annotations
 import sys
 from dataclasses import asdict, dataclass, field
 
-from pneumocam import CLASS_NAMES
 from pneumocam.core.errors import PneumocamError, SettingError
 from pneumocam.data import choose_validation, discover, split_holdout
-from pneumocam.explain.cam import METHODS
+from pneumocam.explain.cam import METHODS, TARGETS
 from pneumocam.model.network import build_model
 from pneumocam.pipeline.shards import parse_shard
 from pneumocam.train.config import TrainConfig
 
+EVAL_SPLITS = ("test", "val", "heldout")  # heldout: patients of train set aside before training
+DEFAULT_HOLDOUT_FRACTION = 0.15  # share of train's patients set aside for --eval-split heldout when training
+
 
 @dataclass
 class ExperimentConfig:
+    """A whole run's settings, checked and resolved when made (as TrainConfig is), so values from a --config file
+    are checked like typed ones. Checks that need the data or the weights are in validate_experiment."""
+
     train: TrainConfig
     eval_split: str = "test"
     checkpoint: str | None = None
@@ -41,26 +46,28 @@ class ExperimentConfig:
     strict: bool = False  # any overlap between evaluated images and what the model saw is an error
     command: str = field(default_factory=lambda: " ".join(sys.argv))
 
+    def __post_init__(self):
+        for name, allowed in (("eval_split", EVAL_SPLITS), ("method", METHODS), ("target", TARGETS)):
+            if getattr(self, name) not in allowed:
+                raise SettingError(name, f"must be one of {', '.join(allowed)}, got '{getattr(self, name)}'")
+        if self.n_per_class is not None and self.n_per_class < 2:
+            raise SettingError("n_per_class", "must be at least 2 (or 'all')")
+        if self.shard:
+            parse_shard(self.shard)
+            if self.checkpoint is None:
+                raise PneumocamError("--shard explains an existing model: give --checkpoint (train first, then shard)")
+        if self.eval_split == "heldout" and self.checkpoint is None and self.train.holdout_fraction <= 0:
+            self.train.holdout_fraction = DEFAULT_HOLDOUT_FRACTION  # training must set the held-out patients aside
+
     def to_dict(self) -> dict:
         return asdict(self) | {"train": self.train.to_dict()}
 
 
 def validate_experiment(cfg: ExperimentConfig) -> None:
-    """Every check that can fail before training: settings, the evaluated split, the weights, a leaking val."""
-    if cfg.method not in METHODS:
-        raise SettingError("method", f"must be one of {', '.join(METHODS)}, got '{cfg.method}'")
-    if cfg.target not in ("pred", "true", *CLASS_NAMES):
-        raise SettingError("target", f"must be pred, true, NORMAL or PNEUMONIA, got '{cfg.target}'")
-    if cfg.n_per_class is not None and cfg.n_per_class < 2:
-        raise SettingError("n_per_class", "must be at least 2 (or 'all')")
-    if cfg.shard:
-        parse_shard(cfg.shard)
-        if cfg.checkpoint is None:
-            raise PneumocamError("--shard explains an existing model: give --checkpoint (train first, then shard)")
+    """The checks that need the data or the weights, before training: the evaluated split, the weights, a leaking
+    validation."""
     index = discover(cfg.train.data)
     if cfg.eval_split == "heldout":
-        if cfg.checkpoint is None and cfg.train.holdout_fraction <= 0:
-            cfg.train.holdout_fraction = 0.15
         index.split("train")
     else:
         index.split(cfg.eval_split)  # a missing split fails now, not after training

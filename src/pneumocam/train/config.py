@@ -4,64 +4,76 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from pneumocam.anatomy.focus import FOCUS_MODES
 from pneumocam.core.errors import PneumocamError, SettingError
 from pneumocam.core.precision import PRECISIONS
+from pneumocam.model.network import DEVICES, MODES
 from pneumocam.train.recipes import TRAINED_WEIGHTS_REQUIRED
 
+# The choice sets of the settings, declared once: the checks below and the command line's Enums use them.
+SCHEDULES = ("cosine", "constant")
+CLASS_WEIGHTS = ("auto", "balanced", "none")  # auto: balanced, or none with the weighted sampler
+VAL_SOURCES = ("auto", "carved", "dataset")
+SELECT_BY = ("auc", "loss", "auc_acc")
+CALIBRATIONS = ("temperature", "none")
+ATTENTION_ON = ("gradcam", "input")
 DEFAULT_LR = {"frozen": 1e-3, "partial": 3e-4, "full": 1e-4}
+CHOICES = {
+    "mode": MODES,
+    "precision": PRECISIONS,
+    "schedule": SCHEDULES,
+    "class_weights": CLASS_WEIGHTS,
+    "val_source": VAL_SOURCES,
+    "device": DEVICES,
+    "select_by": SELECT_BY,
+    "calibration": CALIBRATIONS,
+    "focus": FOCUS_MODES,
+    "attention_on": ATTENTION_ON,
+}
 
 
 @dataclass
 class TrainConfig:
     data: str
     mode: str = "frozen"
-    weights: str = "none"
+    weights: str = "imagenet"  # imagenet | imagenet-v1 | none | a local file (model/network.py)
     epochs: int = 10
     batch_size: int = 32
     image_size: int = 224
     lr: float | None = None  # None: 1e-3 frozen, 3e-4 partial, 1e-4 full
     weight_decay: float = 1e-4
-    schedule: str = "cosine"  # cosine | constant
-    class_weights: str = "auto"  # auto (balanced, or none with the weighted sampler) | balanced | none
+    schedule: str = "cosine"
+    class_weights: str = "auto"
     weighted_sampler: bool = False
     augment: bool = False
     val_source: str = "auto"
     val_fraction: float = 0.2
     seed: int = 0
     device: str = "auto"
-    select_by: str = "auc"  # auc | loss
+    select_by: str = "auc"
     max_per_class: int | None = None  # deterministic subsample of train and val per class (quick runs)
     use_cache: bool = True
     holdout_fraction: float = 0.0  # patients of train set aside (never trained or selected on) for --eval-split heldout
     size_schedule: str | None = None  # "128:5,224:1": epochs per input size in order; the last size is image_size
-    calibration: str = "temperature"  # temperature | none: how validation calibrates the probabilities
-    focus: str = "none"  # none | body | lungs: what the model is shown (focus.py); stored in model.pt
+    calibration: str = "temperature"  # how validation calibrates the probabilities
+    focus: str = "none"  # what the model is shown (anatomy/focus.py); stored in model.pt
     focus_masks: str | None = None  # lung masks for --focus lungs (films without one use the estimate)
     attention_penalty: float = 0.0  # weight in the loss of the explanation's share outside the lungs (0: off)
     attention_masks: str | None = None  # lung masks for the attention penalty (films without one are not penalised)
-    attention_on: str = "gradcam"  # gradcam (layer4 map) | input (squared input gradients): what the penalty measures
+    attention_on: str = "gradcam"  # what the penalty measures: the layer4 map, or the squared input gradients
     ema: float = 0.0  # decay per step of an exponential moving average of the weights (0: off), restarted per size
     recipe: str | None = None  # the named recipe these settings started from (recipes.py), recorded for the report
-    precision: str = "auto"  # auto | fp32 | bf16: the network's arithmetic (precision.py); weights stay fp32
+    precision: str = "auto"  # the network's arithmetic (core/precision.py); weights stay fp32
 
     def __post_init__(self):
         checks = [
+            (getattr(self, name) in allowed, name, f"must be one of {', '.join(allowed)}, got '{getattr(self, name)}'")
+            for name, allowed in CHOICES.items()
+        ] + [
             (
                 self.weights != TRAINED_WEIGHTS_REQUIRED,
                 "weights",
                 "the focused recipe continues a trained model: give --weights RUN/train/model.pt (a scratch run's)",
-            ),
-            (self.mode in ("frozen", "partial", "full"), "mode", f"must be frozen, partial or full, got '{self.mode}'"),
-            (
-                self.precision in PRECISIONS,
-                "precision",
-                f"must be one of {', '.join(PRECISIONS)}, got '{self.precision}'",
-            ),
-            (self.schedule in ("cosine", "constant"), "schedule", f"must be cosine or constant, got '{self.schedule}'"),
-            (
-                self.class_weights in ("auto", "balanced", "none"),
-                "class_weights",
-                f"must be auto, balanced or none, got '{self.class_weights}'",
             ),
             (
                 not (self.weighted_sampler and self.class_weights == "balanced"),
@@ -69,23 +81,7 @@ class TrainConfig:
                 "balanced together with the weighted sampler would correct the imbalance twice: the sampler already "
                 "balances the classes (it implies none)",
             ),
-            (
-                self.select_by in ("auc", "loss", "auc_acc"),
-                "select_by",
-                f"must be auc, loss or auc_acc, got '{self.select_by}'",
-            ),
-            (
-                self.calibration in ("temperature", "none"),
-                "calibration",
-                f"must be temperature or none, got '{self.calibration}'",
-            ),
-            (self.focus in ("none", "body", "lungs"), "focus", f"must be none, body or lungs, got '{self.focus}'"),
             (0.0 <= self.ema < 1.0, "ema", f"must be a decay in [0, 1) (0: off), got {self.ema}"),
-            (
-                self.attention_on in ("gradcam", "input"),
-                "attention_on",
-                f"must be gradcam or input, got '{self.attention_on}'",
-            ),
             (self.attention_penalty >= 0, "attention_penalty", f"must be >= 0 (0: off), got {self.attention_penalty}"),
             (
                 not self.attention_penalty or self.mode != "frozen",

@@ -8,7 +8,15 @@ from pneumocam.data import PreparedData
 from pneumocam.model.forward import extract_features
 from pneumocam.model.network import apply_mode, build_model
 from pneumocam.train.config import TrainConfig
-from pneumocam.train.loop import class_weight_vector, make_optimizer, selection_score, train_one_epoch, validate
+from pneumocam.train.loop import (
+    EpochData,
+    Optimisation,
+    class_weight_vector,
+    make_optimizer,
+    selection_score,
+    train_one_epoch,
+    validate,
+)
 
 
 def random_feature_control(
@@ -37,9 +45,8 @@ def random_feature_control(
     )
     rows = []
     for epoch in range(config.epochs):
-        train_one_epoch(
-            control, optimizer, scheduler, train_features, labels, config, epoch, class_weights, device, True
-        )
+        step = Optimisation(control, optimizer, scheduler)
+        train_one_epoch(step, EpochData(train_features, labels, class_weights, features=True), config, epoch, device)
         rows.append(validate(control, prepared.val, val_features, config, device, class_weights)[0])
     chosen = max(rows, key=lambda r: selection_score(r, config.select_by))
     model_row = history[best["epoch"] - 1]

@@ -2,10 +2,10 @@
 finish with the guard and the control). The epoch loop is train/loop.py.
 
 Faithful defaults: batch 32, 10 epochs, 224 px, frozen backbone with a dense head (ImageNet weights with
---weights imagenet; the library default is a random start, said in every output). In frozen
+--weights imagenet, the default; --weights none is a random start, said in every output). In frozen
 mode the pooled features are computed once (BatchNorm in eval, no augmentation), so ten head epochs
 cost about one backbone pass. Every epoch writes a resumable state; the best epoch on the validation
-split (AUC or loss) becomes model.pt. The same seed gives the same weights, resumed or not.
+split (TrainConfig.select_by) becomes model.pt. The same seed gives the same weights, resumed or not.
 """
 
 from __future__ import annotations
@@ -46,6 +46,8 @@ from pneumocam.train.config import TrainConfig
 from pneumocam.train.control import random_feature_control
 from pneumocam.train.guard_fit import fit_model_guard
 from pneumocam.train.loop import (
+    EpochData,
+    Optimisation,
     class_weight_vector,
     make_optimizer,
     selection_score,
@@ -269,22 +271,15 @@ def train_epoch(run: Training, epoch: int) -> None:
         # BatchNorm statistics and weights at another input size would blur the average: restart it per size.
         run.averaged, run.averaged_size = weight_average(run.model, config.ema), size
     epoch_data = run.train_data if run.use_features else train_at.images
-    row = {"epoch": epoch + 1, "image_size": size} | train_one_epoch(
+    step = Optimisation(
         run.model,
         run.optimizer,
         run.scheduler,
-        epoch_data,
-        run.prepared.train.labels,
-        config,
-        epoch,
-        run.class_weights,
-        run.device,
-        run.use_features,
-        after_step=run.averaged.update_parameters if run.averaged is not None else None,
         net=run.net,
-        dist=run.dist,
-        attention=run.attention,
+        after_step=run.averaged.update_parameters if run.averaged is not None else None,
     )
+    train = EpochData(epoch_data, run.prepared.train.labels, run.class_weights, run.use_features, run.attention)
+    row = {"epoch": epoch + 1, "image_size": size} | train_one_epoch(step, train, config, epoch, run.device, run.dist)
     candidates = {"trained": run.model} | ({"ema": run.averaged.module} if run.averaged is not None else {})
     validated = {
         name: validate(candidate, val_at, run.val_features, config, run.device, run.class_weights, run.dist)

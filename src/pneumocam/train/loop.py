@@ -3,6 +3,9 @@ selection score, the weight average."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, Callable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -59,31 +62,54 @@ def make_optimizer(params, config: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=True)
 
 
+@dataclass
+class Optimisation:
+    """What each optimiser step changes: the model; net, what computes the logits (the model or its head, wrapped in
+    DDP under torchrun; None: the model, or its head when training on features); the optimiser and its schedule;
+    after_step(model), run after every step (the weight average)."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    net: nn.Module | None = None
+    after_step: Callable | None = None
+
+
+@dataclass
+class EpochData:
+    """What an epoch trains on: the films (or, with features=True, their pooled features, and only the head
+    trains), their labels and the class weights of the loss; attention: add its weight x the films' explanation
+    share outside their lungs to the loss (masks moved with the augmentation; None: no penalty)."""
+
+    data: torch.Tensor | np.ndarray
+    labels: np.ndarray
+    class_weights: torch.Tensor
+    features: bool = False
+    attention: AttentionTargets | None = None
+
+
 def train_one_epoch(
-    model,
-    optimizer,
-    scheduler,
-    data: torch.Tensor | np.ndarray,
-    labels: np.ndarray,
+    step: Optimisation,
+    train: EpochData,
     config: TrainConfig,
     epoch: int,
-    class_weights: torch.Tensor,
     device: torch.device,
-    features: bool,
-    after_step=None,
-    net: nn.Module | None = None,
     dist: Distributed = SINGLE,
-    attention: AttentionTargets | None = None,
 ) -> dict:
-    """One pass over the training data; `features` means data holds pooled features and only the head trains.
-    after_step(model) runs after every optimiser step (the weight average). net: what computes the logits (the
-    model or its head, wrapped in DDP under torchrun). Every process walks the same global order in global batches
-    of batch_size x world size and trains on its part of each, so N processes see what one process with the global
-    batch sees; augmentation draws stay those of the global batch. attention: add its weight x the films'
-    explanation share outside their lungs to the loss (masks moved with the augmentation)."""
+    """One pass over the training data. Every process walks the same global order in global batches of
+    batch_size x world size and trains on its part of each, so N processes see what one process with the global
+    batch sees; augmentation draws stay those of the global batch."""
+    model, optimizer, scheduler, after_step = step.model, step.optimizer, step.scheduler, step.after_step
+    data, labels, class_weights, features, attention = (
+        train.data,
+        train.labels,
+        train.class_weights,
+        train.features,
+        train.attention,
+    )
     order, generator = epoch_order(len(labels), labels, config.seed, epoch, config.weighted_sampler)
     augment = Augmentation() if config.augment and not features else None
-    net = net if net is not None else (model.fc if features else model)
+    net = step.net if step.net is not None else (model.fc if features else model)
     if not features:
         set_train_mode(model, config.mode)
     total_loss, correct, seen, outside_sum, outside_n = 0.0, 0, 0, 0.0, 0
