@@ -304,3 +304,45 @@ def test_the_focused_recipe_needs_a_trained_model_and_then_continues_it(phantom_
     without, _ = load_checkpoint(next((tmp_path / "plain").glob("train-*")) / "model.pt")
     assert not torch.equal(with_penalty.conv1.weight, without.conv1.weight)
     assert "train_outside_lungs_share" in json.loads((folder / "history.json").read_text())[0]
+
+
+def test_lungs_fit_and_dice_score_as_sklearns_f1_on_the_masks(phantom_data, tmp_path):
+    """`lungs dice` prints the mean Dice of an estimate against the reference masks, 127 left out: recomputed here as
+    scikit-learn's F1 per film on the non-ignore pixels. `lungs fit` writes a model that `dice` then scores, on
+    films of patients it was not trained on, and it never overwrites a file."""
+    import re
+
+    import numpy as np
+    from sklearn.metrics import f1_score
+
+    from pneumocam.anatomy.lungs import classical_lungs
+    from pneumocam.data import discover
+    from pneumocam.data.masks import mask_path
+    from pneumocam.data.readers import read_grayscale, read_resized, resize_square
+
+    images, masks = phantom_data.images, phantom_data.lung_masks
+    scored = invoke("lungs", "dice", "--data", images, "--masks", masks, "--split", "test", "--image-size", 64)
+    assert scored.exit_code == 0, scored.output
+    printed = re.search(r"on (\d+) 'test' images.*mean Dice ([0-9.]+)", scored.output.replace("\n", " "))
+    expected = []
+    for sample in discover(images).split("test"):
+        reference = resize_square(read_grayscale(mask_path(masks, sample)), 64)
+        keep = reference != 127
+        estimate = classical_lungs(read_resized(sample.path, 64))
+        expected.append(f1_score((reference == 255)[keep], estimate[keep]))
+    assert int(printed.group(1)) == len(expected) == 16
+    assert float(printed.group(2)) == pytest.approx(np.mean(expected), abs=5e-4)
+
+    model = tmp_path / "lungs.pt"
+    fitted = invoke(
+        "lungs", "fit", "--data", images, "--masks", masks, "--out", model, "--epochs", 2, "--image-size", 64
+    )
+    assert fitted.exit_code == 0 and model.is_file(), fitted.output
+    again = invoke(
+        "lungs", "fit", "--data", images, "--masks", masks, "--out", model, "--epochs", 1, "--image-size", 64
+    )
+    assert again.exit_code == 2 and "exists" in again.output
+    learned = invoke("lungs", "dice", "--data", images, "--masks", masks, "--split", "test", "--model", model)
+    assert learned.exit_code == 0 and "learned model" in learned.output, learned.output
+    on_its_own = invoke("lungs", "dice", "--data", images, "--masks", masks, "--split", "train", "--model", model)
+    assert on_its_own.exit_code == 2 and "trained on" in on_its_own.output

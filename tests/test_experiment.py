@@ -148,11 +148,13 @@ def test_results_json_says_where_numbers_came_from(run):
     assert m["n"] == 16 and set(results["metrics"]) == {"threshold_0.5", "threshold_youden_val"}
 
 
-def test_a_second_run_never_overwrites_the_first(phantom_data, tmp_path, tiny_config):
-    config = tiny_config(checkpoint=None)
+def test_a_second_run_never_overwrites_the_first(tiny_run, tmp_path, tiny_config):
+    # Two runs of one model into one folder, back to back (within the same second, where folder names would clash).
+    config = tiny_config(checkpoint=str(tiny_run / "train" / "model.pt"), trust_images=0, n_draws=0)
     first = run_experiment(config, runs_dir=tmp_path)
-    second = run_experiment(tiny_config(checkpoint=str(first / "train" / "model.pt")), runs_dir=tmp_path)
+    second = run_experiment(tiny_config(checkpoint=config.checkpoint, trust_images=0, n_draws=0), runs_dir=tmp_path)
     assert first != second and is_complete(first) and is_complete(second)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([first.name, second.name])
     assert not (second / "train").exists()  # --checkpoint skips training
 
 
@@ -388,3 +390,27 @@ def test_predictions_csv_reproduces_metrics_json_with_sklearn(tiny_run):
     assert [int(r["pred_at_0.5"]) for r in rows] == [int(p >= 0.5) for p in probs]
     at_half = metrics["metrics"]["threshold_0.5"]["accuracy"]
     assert accuracy_score(labels, [int(r["pred_at_0.5"]) for r in rows]) == pytest.approx(at_half, abs=1e-9)
+
+
+@pytest.mark.parametrize("include_ood", [False, True])
+def test_films_the_guard_flagged_are_left_out_of_the_statistics_unless_asked(tiny_config, include_ood):
+    """compare_classes on hand-made scores: the flagged films' values are far off, so whether they were used shows
+    in the group means; the means are checked against numpy on the rows kept by hand."""
+    from types import SimpleNamespace
+
+    from pneumocam.pipeline.experiment import compare_classes
+
+    labels = np.array([0] * 6 + [1] * 6)
+    passed = np.array([True, True, True, True, False, False, True, True, True, True, True, False])
+    score = np.array([1.0, 1.2, 0.9, 1.1, 50.0, 60.0, 2.0, 2.2, 1.9, 2.1, 2.0, 90.0])
+    explained = SimpleNamespace(loaded=SimpleNamespace(labels=labels), in_distribution=passed)
+    scored = SimpleNamespace(scores={"mean_raw": score})
+    cfg = tiny_config(include_ood=include_ood, n_per_class=None, n_draws=0)
+    statistics, notes = compare_classes(cfg, explained, scored)
+    keep = np.ones(12, dtype=bool) if include_ood else passed
+    groups = statistics["mean_raw"]["sample"]["groups"]
+    assert groups["NORMAL"]["n"] == int((keep & (labels == 0)).sum()) == (6 if include_ood else 4)
+    assert groups["PNEUMONIA"]["n"] == int((keep & (labels == 1)).sum()) == (6 if include_ood else 5)
+    assert groups["NORMAL"]["mean"] == pytest.approx(score[keep & (labels == 0)].mean())
+    assert groups["PNEUMONIA"]["mean"] == pytest.approx(score[keep & (labels == 1)].mean())
+    assert notes["out_of_distribution_left_out"] == (0 if include_ood else 3)

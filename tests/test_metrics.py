@@ -1,5 +1,7 @@
 """Metrics equal scikit-learn's; predictions joined by path cannot be scrambled by loader order."""
 
+import itertools
+
 import numpy as np
 import pytest
 from sklearn.metrics import classification_report, confusion_matrix, log_loss, roc_auc_score, roc_curve
@@ -40,40 +42,65 @@ def test_summary_equals_sklearn(predictions, threshold):
     )
     assert s["roc_auc"] == pytest.approx(roc_auc_score(labels, probs), abs=1e-12)
     assert s["mean_loss"] == pytest.approx(log_loss(labels, probs.clip(1e-7, 1 - 1e-7)), abs=1e-12)
-    # The interval equals an explicit percentile bootstrap over images, written out here.
-    draws, aucs = np.random.default_rng(1), []
-    while len(aucs) < 200:
-        idx = draws.integers(0, 300, 300)
-        if labels[idx].min() != labels[idx].max():
-            aucs.append(roc_auc_score(labels[idx], probs[idx]))
-    assert s["roc_auc_ci95"] == pytest.approx(list(np.quantile(aucs, [0.025, 0.975])), abs=1e-12)
     assert s["roc_auc_ci_unit"] == "image" and s["n_patients"] is None
 
 
-def test_auc_interval_resamples_patients_when_known(predictions):
-    """A cluster bootstrap: whole patients drawn with replacement, each bringing all of their films."""
-    paths, labels, probs = predictions
-    patients = [
-        f"p{i // 3}" for i in range(300)
-    ]  # three films per patient (labels differ inside some: still one cluster)
-    metrics = BinaryMetrics(bootstrap_resamples=150, seed=7)
-    metrics.update(paths, labels, probs, patients)
-    s = metrics.summary()
-    films_of = {}
-    for i, p in enumerate(patients):
-        films_of.setdefault(p, []).append(i)
-    ids = sorted(films_of)
-    rng, aucs = np.random.default_rng(7), []
-    while len(aucs) < 150:
-        drawn = rng.integers(0, len(ids), len(ids))
-        idx = np.array([i for k in drawn for i in films_of[ids[k]]])
+def mann_whitney_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """ROC-AUC by its definition: the share of (PNEUMONIA, NORMAL) pairs ranked right, ties counting one half."""
+    pos, neg = scores[labels == 1][:, None], scores[labels == 0][None, :]
+    return float(((pos > neg) + 0.5 * (pos == neg)).mean())
+
+
+def exact_bootstrap(clusters: list[np.ndarray], labels: np.ndarray, statistic) -> np.ndarray:
+    """The whole bootstrap distribution, enumerated: every draw of len(clusters) clusters with replacement (all
+    equally likely), each bringing all of its films; draws holding one class only have no AUC and are left out."""
+    values = []
+    for drawn in itertools.product(range(len(clusters)), repeat=len(clusters)):
+        idx = np.concatenate([clusters[k] for k in drawn])
         if labels[idx].min() != labels[idx].max():
-            aucs.append(roc_auc_score(labels[idx], probs[idx]))
-    assert s["roc_auc_ci95"] == pytest.approx(list(np.quantile(aucs, [0.025, 0.975])), abs=1e-12)
-    assert s["roc_auc_ci_unit"] == "patient" and s["n_patients"] == 100
-    film_level = BinaryMetrics(bootstrap_resamples=150, seed=7)
-    film_level.update(paths, labels, probs)
-    assert film_level.summary()["roc_auc_ci95"] != s["roc_auc_ci95"]
+            values.append(statistic(idx))
+    return np.array(values)
+
+
+def assert_percentile_interval_of(interval, exact: np.ndarray, resamples: int):
+    """A percentile interval from `resamples` random draws sits at the 2.5% and 97.5% points of the exact
+    distribution, within the Monte Carlo error of a quantile (4 standard errors; the distribution is discrete, so
+    each end is checked by the share of exact values on either side of it)."""
+    tolerance = 4 * np.sqrt(0.025 * 0.975 / resamples)
+    for end, q in zip(interval, (0.025, 0.975)):
+        below, at_or_below = np.mean(exact < end - 1e-12), np.mean(exact <= end + 1e-12)
+        assert below <= q + tolerance and at_or_below >= q - tolerance, (end, q, below, at_or_below)
+
+
+def test_auc_interval_is_the_percentile_bootstrap_enumerated_over_images():
+    labels = np.array([0, 1, 0, 1, 1])
+    probs = np.array([0.2, 0.7, 0.6, 0.4, 0.9])
+    metrics = BinaryMetrics(bootstrap_resamples=2000, seed=11)
+    metrics.update([f"f{i}" for i in range(5)], labels, probs)
+    s = metrics.summary()
+    exact = exact_bootstrap([np.array([i]) for i in range(5)], labels, lambda i: mann_whitney_auc(labels[i], probs[i]))
+    assert len(exact) == 5**5 - 2**5 - 3**5 + 0  # 3125 draws less those of one class only (by hand: 32 + 243)
+    assert_percentile_interval_of(s["roc_auc_ci95"], exact, 2000)
+    assert s["roc_auc_ci_unit"] == "image"
+
+
+def test_auc_interval_resamples_patients_when_known():
+    """A cluster bootstrap: whole patients drawn with replacement, each bringing all of their films; enumerated
+    exactly on 4 patients of 2 films (labels differ inside one of them: still one cluster)."""
+    labels = np.array([0, 0, 1, 1, 0, 1, 1, 1])
+    probs = np.array([0.1, 0.5, 0.8, 0.3, 0.45, 0.6, 0.55, 0.9])
+    patients = [f"p{i // 2}" for i in range(8)]
+    metrics = BinaryMetrics(bootstrap_resamples=2000, seed=7)
+    metrics.update([f"f{i}" for i in range(8)], labels, probs, patients)
+    s = metrics.summary()
+    clusters = [np.array([2 * k, 2 * k + 1]) for k in range(4)]
+    exact = exact_bootstrap(clusters, labels, lambda i: mann_whitney_auc(labels[i], probs[i]))
+    assert_percentile_interval_of(s["roc_auc_ci95"], exact, 2000)
+    assert s["roc_auc_ci_unit"] == "patient" and s["n_patients"] == 4
+    film_level = BinaryMetrics(bootstrap_resamples=2000, seed=7)
+    film_level.update([f"f{i}" for i in range(8)], labels, probs)
+    with pytest.raises(AssertionError):  # the check tells a film-level bootstrap from the patient one
+        assert_percentile_interval_of(film_level.summary()["roc_auc_ci95"], exact, 2000)
 
 
 def test_order_of_updates_cannot_change_metrics(predictions, rng):

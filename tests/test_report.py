@@ -3,6 +3,7 @@
 import json
 import shutil
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -264,3 +265,22 @@ def test_the_p_histogram_leaves_out_draws_without_a_p(tmp_path):
 
     path = p_histogram(tmp_path / "p.png", [0.01, None, 0.5, float("nan"), 0.03], 0.05, "mean_maxnorm", 5)
     assert path.is_file() and path.stat().st_size > 0
+
+
+def test_a_comparison_without_a_p_or_an_effect_size_is_reported_as_n_a(tmp_path):
+    """Both classes constant and equal: scipy gives no t or p, the g interval has no ends (null in stats.json). The
+    score figure, the conclusion and the stats summary say n/a instead of failing (a run whose model scored every
+    film alike crashed here)."""
+    from pneumocam.analysis.stats import compare_groups, summary_text
+    from pneumocam.report.figures import score_comparison
+
+    normal, pneumonia = np.full(5, 0.5), np.full(5, 0.5)
+    sample = json.loads(json.dumps(compare_groups(normal, pneumonia, seed=0), allow_nan=True).replace("NaN", "null"))
+    assert sample["welch"]["p"] is None and sample["hedges_g_ci"] == [None, None]  # what the checks below are about
+    assert score_comparison(tmp_path / "s.png", normal, pneumonia, "mean_maxnorm", sample).stat().st_size > 0
+    results = small_results()
+    results["statistics"]["mean_maxnorm"] = {"sample": sample}
+    text = text_of(conclusion_section(results))
+    assert "no differently from NORMAL (Cohen's d 0.00" in text and "(p = n/a)" in text
+    summary = summary_text({"sample": sample}, "mean_maxnorm")
+    assert "t = n/a" in summary and "p = n/a" in summary and "95% CI [n/a, n/a]" in summary

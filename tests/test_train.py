@@ -347,3 +347,18 @@ def test_the_start_estimate_leaves_the_model_and_the_random_draws_untouched(phan
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, before[name]), name
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_each_select_by_picks_the_epoch_its_rule_names():
+    """Three validation rows, written so that each rule picks a different epoch (by hand: the highest AUC is epoch 1,
+    the highest AUC + accuracy epoch 2, the lowest loss epoch 3)."""
+    from pneumocam.train.config import SELECT_BY
+    from pneumocam.train.loop import selection_score
+
+    rows = [
+        {"val_auc": 0.95, "val_acc": 0.60, "val_loss": 0.50},
+        {"val_auc": 0.93, "val_acc": 0.90, "val_loss": 0.40},
+        {"val_auc": 0.90, "val_acc": 0.85, "val_loss": 0.30},
+    ]
+    picked = {rule: max(range(3), key=lambda i: selection_score(rows[i], rule)) + 1 for rule in SELECT_BY}
+    assert picked == {"auc": 1, "auc_acc": 2, "loss": 3}

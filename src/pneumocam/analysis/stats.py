@@ -179,11 +179,17 @@ def resampled_draws(
     }
 
 
-def format_p(p: float) -> str:
-    """p-values in scientific notation, never rounded to 0.0000."""
-    if p != p:
+def format_p(p: float | None) -> str:
+    """p-values in scientific notation, never rounded to 0.0000; n/a where there is none (NaN, or null once written
+    to JSON: both groups constant)."""
+    if p is None or p != p:
         return "n/a"
     return f"{p:.3e}"
+
+
+def format_number(value: float | None, spec: str = ".2f") -> str:
+    """A statistic for a sentence or a title; n/a where there is none (NaN, or null once written to JSON)."""
+    return "n/a" if value is None or value != value else format(value, spec)
 
 
 class ScoreColumn(NamedTuple):
@@ -354,9 +360,11 @@ def summary_text(entry: dict, score: str) -> str:
     lines += [
         "",
         "Statistical Test Results",
-        f"  Student's t-test (original): t = {result['student']['t']:.4f}, df = {result['student']['df']:.0f}, p = "
+        f"  Student's t-test (original): t = {format_number(result['student']['t'], '.4f')}, "
+        f"df = {format_number(result['student']['df'], '.0f')}, p = "
         f"{format_p(result['student']['p'])}",
-        f"  Welch's t-test:              t = {result['welch']['t']:.4f}, df = {result['welch']['df']:.1f}, p = "
+        f"  Welch's t-test:              t = {format_number(result['welch']['t'], '.4f')}, "
+        f"df = {format_number(result['welch']['df'], '.1f')}, p = "
         f"{format_p(result['welch']['p'])}",
         f"  Mann-Whitney U:              U = {result['mannwhitney']['u']:.1f}, p = "
         f"{format_p(result['mannwhitney']['p'])}",
@@ -369,9 +377,9 @@ def summary_text(entry: dict, score: str) -> str:
         "(Welch)",
         "",
         "Effect Size",
-        f"  Cohen's d = {result['cohens_d']:.4f} ({result['effect_size_label']}); Hedges' g = "
-        f"{result['hedges_g']:.4f}, "
-        f"95% CI [{result['hedges_g_ci'][0]:.4f}, {result['hedges_g_ci'][1]:.4f}]",
+        f"  Cohen's d = {format_number(result['cohens_d'], '.4f')} ({result['effect_size_label']}); Hedges' g = "
+        f"{format_number(result['hedges_g'], '.4f')}, "
+        f"95% CI [{format_number(result['hedges_g_ci'][0], '.4f')}, {format_number(result['hedges_g_ci'][1], '.4f')}]",
     ]
     if entry.get("resampled"):
         r = entry["resampled"]

@@ -19,8 +19,10 @@ def run_demo(
     counts: dict[str, int] | None = None,
     epochs: int = 8,
     focus: str = "none",
+    **experiment,
 ) -> Path:
-    """Generate phantoms (with a label-correlated corner marker when shortcut > 0), then run every stage on them."""
+    """Generate phantoms (with a label-correlated corner marker when shortcut > 0), then run every stage on them.
+    experiment: ExperimentConfig settings other than the demo's own (e.g. fewer draws for a quick look)."""
 
     run_dir = new_run_folder(out, prefix="demo")
     # Sized to finish in a few minutes on 2 CPU cores: full fine-tuning from random weights at 96 px.
@@ -47,6 +49,6 @@ def run_demo(
         eval_split="test",
         synthetic=True,
         masks=masks,
-        n_draws=1000,
+        **({"n_draws": 1000} | experiment),
     )
     return run_experiment(config, run_dir=run_dir)

@@ -15,7 +15,7 @@ from sklearn.metrics import roc_curve
 
 from pneumocam import CLASS_NAMES
 from pneumocam.analysis.regions import REGIONS
-from pneumocam.analysis.stats import format_p
+from pneumocam.analysis.stats import format_number, format_p
 from pneumocam.core.outputs import atomic_write_bytes
 from pneumocam.evaluation.calibration import expected_calibration_error, reliability_bins
 
@@ -70,7 +70,7 @@ def score_comparison(path: Path, normal: np.ndarray, pneumonia: np.ndarray, scor
         ax.scatter(i + jitter.uniform(-0.12, 0.12, len(values)), values, s=8, alpha=0.6)
     ax.set_ylabel(score)
     ax.set_title(
-        f"{score}: Welch p = {format_p(result['welch']['p'])}\nCohen's d = {result['cohens_d']:.2f} "
+        f"{score}: Welch p = {format_p(result['welch']['p'])}\nCohen's d = {format_number(result['cohens_d'], '.2f')} "
         f"({result['effect_size_label']}), "
         f"n = {result['groups']['NORMAL']['n']} + {result['groups']['PNEUMONIA']['n']}",
         fontsize=8,

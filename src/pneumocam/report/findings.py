@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pneumocam import CLASS_NAMES, started_random
 from pneumocam.analysis.regions import REGION_TEXT, REGIONS
-from pneumocam.analysis.stats import format_p
+from pneumocam.analysis.stats import format_number, format_p
 from pneumocam.report.document import Banner, Figure, FigureRow, Section, Table
 from pneumocam.report.text import ORIGINAL_SCORE, figure, fmt, leakage_found, lung_verdict
 
@@ -61,8 +61,8 @@ def statistics_section(results: dict, figures: dict | None = None) -> Section:
                 format_p(s["student"]["p"]),
                 format_p(s["welch"]["p"]),
                 format_p(s["mannwhitney"]["p"]),
-                f"{s['cohens_d']:.2f} ({s['effect_size_label']})",
-                f"{format_p(a['welch']['p'])}, d {a['cohens_d']:.2f}",
+                f"{format_number(s['cohens_d'], '.2f')} ({s['effect_size_label']})",
+                f"{format_p(a['welch']['p'])}, d {format_number(a['cohens_d'], '.2f')}",
                 "n/a" if share is None else f"{share:.0%}",
             ]
         )
@@ -266,12 +266,14 @@ def conclusion_section(results: dict, figures: dict | None = None) -> Section:
         if "sample" not in entry:
             continue
         s = entry["sample"]
-        direction = "higher" if s["cohens_d"] > 0 else "lower"
+        d = s["cohens_d"] if s["cohens_d"] is not None and s["cohens_d"] == s["cohens_d"] else 0.0
+        direction = "higher than" if d > 0 else "lower than" if d < 0 else "no differently from"
         verdict = "a difference" if s["reject_null"] else "no significant difference"
         text = (
             f"{name}: in the random {s['groups']['NORMAL']['n']} vs {s['groups']['PNEUMONIA']['n']} sample, PNEUMONIA "
             "images scored "
-            f"{direction} than NORMAL (Cohen's d {s['cohens_d']:.2f}, {s['effect_size_label']}); Welch's test finds "
+            f"{direction} NORMAL (Cohen's d {format_number(s['cohens_d'], '.2f')}, {s['effect_size_label']}); "
+            "Welch's test finds "
             f"{verdict} "
             f"at alpha {s['alpha']} (p = {format_p(s['welch']['p'])})."
         )

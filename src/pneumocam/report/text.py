@@ -4,7 +4,7 @@ sentence and the plain-words verdicts. Pure functions of results.json entries.""
 from __future__ import annotations
 
 from pneumocam import CLASS_NAMES
-from pneumocam.analysis.stats import format_p
+from pneumocam.analysis.stats import format_number, format_p
 from pneumocam.report.document import Banner, Figure
 
 ORIGINAL_SCORE = "mean_maxnorm"
@@ -108,7 +108,8 @@ def statistics_verdict(statistics: dict) -> str | None:
             continue
         s = entry["sample"]
         found = "differs" if s["reject_null"] else "does not differ significantly"
-        text = f"{name} {found} between the classes (Welch p = {format_p(s['welch']['p'])}, d = {s['cohens_d']:.2f})"
+        welch, d = format_p(s["welch"]["p"]), format_number(s["cohens_d"], ".2f")
+        text = f"{name} {found} between the classes (Welch p = {welch}, d = {d})"
         if entry.get("resampled"):
             text += f"; {entry['resampled']['share_p_below_alpha']:.0%} of resampled draws reach p < {s['alpha']}"
         parts.append(text)
