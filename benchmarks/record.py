@@ -43,13 +43,15 @@ def commit() -> str:
                                text=True, check=True)  # fmt: skip
         return head.stdout.strip() + ("+uncommitted changes" if dirty.stdout.strip() else "")
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        # a copy of the tree without its git history (the device tool's): the commit it was sent from, if given
+        return os.environ.get("PNEUMOCAM_RECORD_COMMIT", "unknown")
 
 
 def machine() -> dict:
     import torch
 
     return {
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "cores": os.cpu_count(),
         "cpu": _cpu_model(),
         "cpu_flags": _cpu_flags(),

@@ -1,7 +1,7 @@
 """A measured `pneumocam run` as a result record (benchmarks/results/NAME.json): the figures the README quotes from
 a run folder, with the run's own command, and the wall time and peak memory when `/usr/bin/time -v` logged them.
 
-    python benchmarks/run_record.py RUN_FOLDER --name scratch-bf16 [--time-log run.err] [--note "..."]
+    python benchmarks/run_record.py RUN_FOLDER --name scratch-bf16 [--time-log run.err | --wall-s S] [--note "..."]
 
 The figures are read from the run's files (results.json, train/train_summary.json); nothing is recomputed.
 """
@@ -73,7 +73,22 @@ def run_figures(run: Path) -> dict:
         "weights": (results["provenance"].get("weights") or {}).get("description"),
         "run_command": results["provenance"].get("command"),
         "recipe": (results.get("config") or {}).get("train", {}).get("recipe"),
+        "attention": attention_figures(results.get("attention") or {}),
     }
+
+
+def attention_figures(attention: dict) -> dict:
+    """Per class: the maps' lung ratio (lung share / lung area share), share outside the body, pointing game."""
+    if not attention.get("mean_ratio_by_class"):
+        return {}
+    return {
+        name: {
+            "lung_ratio": attention["mean_ratio_by_class"][name]["lungs"],
+            "share_outside_body": attention["mean_share_by_class"][name]["outside_body"],
+            "pointing_lungs": (attention.get("pointing_lungs_by_class") or {}).get(name),
+        }
+        for name in attention["mean_ratio_by_class"]
+    } | {"lung_sources": attention.get("lung_sources")}
 
 
 def main() -> None:
@@ -81,12 +96,15 @@ def main() -> None:
     parser.add_argument("run", type=Path)
     parser.add_argument("--name", required=True)
     parser.add_argument("--time-log", type=Path, default=None)
+    parser.add_argument("--wall-s", type=float, default=None, help="The run's wall time, where no time log was kept.")
     parser.add_argument("--note", default="")
     parser.add_argument("--record-dir", type=Path, default=None)
     args = parser.parse_args()
     figures = run_figures(args.run)
     if args.time_log:
         figures |= time_log(args.time_log)
+    if args.wall_s is not None:
+        figures["wall_s"] = args.wall_s
     print(json.dumps(figures, indent=2))
     print(f"record: {write_record(args.name, figures, note=args.note, out=args.record_dir)}")
 
