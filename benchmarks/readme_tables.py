@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 RESULTS = ROOT / "benchmarks" / "results"
 README = ROOT / "README.md"
 BLOCK = re.compile(r"(<!-- record-table: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /record-table -->)", re.S)
@@ -113,6 +114,123 @@ def scratch_runs() -> str:
     return "\n".join(rows) + "\n\n" + " ".join(n for n in notes if n) + " " + _source(*(n for n, _ in names))
 
 
+GPU_ARMS = (
+    ("scratch-gpu", "`scratch`"),
+    ("control-gpu", "+ 2 epochs `--focus body` (control: `focused` with `--attention-penalty 0`)"),
+    ("focused-gpu", "`focused` (+ the penalty)"),
+)
+
+
+def gpu_recipes() -> str:
+    rows = [
+        "| run (780 held-out films) | wall time on the GPU | held-out ROC-AUC (95% CI, by patient) | accuracy at the "
+        "validation threshold | sens. at spec. 0.85 | spec. at sens. 0.95 | ECE (15 bins) | temperature | "
+        "guard flags |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, label in GPU_ARMS:
+        f = load(name)["figures"]
+        low, high = f["roc_auc_ci95"]
+        rows.append(
+            f"| {label} | {f['wall_s']:.0f} s | {f['roc_auc']:.3f} ({low:.3f}-{high:.3f}) | "
+            f"{f['accuracy_at_threshold']:.3f} at {f['threshold']:.3f} (sens. {f['sensitivity_at_threshold']:.3f}, "
+            f"spec. {f['specificity_at_threshold']:.3f}) | {f['sensitivity_at_specificity_0.85']['value']:.3f} | "
+            f"{f['specificity_at_sensitivity_0.95']['value']:.3f} | {f['ece']:.3f} | {f['temperature']:.2f} | "
+            f"{f['guard_flagged_share']:.1%} |"
+        )
+    machine = load("scratch-gpu")["machine"]
+    return (
+        "\n".join(rows)
+        + f"\n\nOn {machine['gpu']} (torch {machine['torch']}), fp32 with PyTorch's default TF32 convolutions, seed 0, "
+        "one run each; leakage 0 images / 0 patients in every run. " + _source(*(n for n, _ in GPU_ARMS))
+    )
+
+
+def _pair(compare: dict, measure: str, fmt, side: str = "B") -> str:
+    """NORMAL / PNEUMONIA of one run (A or B) in a compare record's attention measure."""
+    by_class = compare["attention"][measure]
+    return " / ".join(fmt(by_class[c][side]) for c in ("NORMAL", "PNEUMONIA"))
+
+
+def gpu_focused() -> str:
+    focused, control = load("compare-focused-gpu")["figures"], load("compare-control-gpu")["figures"]
+    fig = {name: load(name)["figures"] for name, _ in GPU_ARMS}
+
+    def per_class(name, key, fmt):
+        return " / ".join(fmt(fig[name]["attention"][c][key]) for c in ("NORMAL", "PNEUMONIA"))
+
+    def worst_p(measure):
+        return max(focused["attention"][measure][c]["wilcoxon_p"] for c in ("NORMAL", "PNEUMONIA"))
+
+    auc, acc = focused["classification"]["roc_auc"], focused["classification"]["accuracy"]
+
+    def diff(d):
+        return f"{d['difference']:+.3f} ({d['ci95'][0]:+.3f} to {d['ci95'][1]:+.3f})"
+
+    ratio, outside, point, share = "{:.2f}".format, "{:.1%}".format, "{:.2f}".format, "{:.0%}".format
+    rows = [
+        "| measure (780 held-out films) | `scratch` | control | `focused` | `focused` - `scratch` (95% CI) |",
+        "|---|---|---|---|---|",
+        f"| ROC-AUC | {auc['A']:.3f} | {control['classification']['roc_auc']['B']:.3f} | {auc['B']:.3f} | "
+        f"{diff(auc)} |",
+        f"| accuracy at the validation threshold | {acc['A']:.3f} at {acc['thresholds']['A']:.3f} | "
+        f"{control['classification']['accuracy']['B']:.3f} | {acc['B']:.3f} at {acc['thresholds']['B']:.3f} | "
+        f"{diff(acc)} |",
+        "| lung ratio NORMAL / PNEUMONIA (target >= 1.8) | "
+        + " | ".join(per_class(n, "lung_ratio", ratio) for n, _ in GPU_ARMS)
+        + f" | Wilcoxon p <= {worst_p('ratio_lungs'):.0e} |",
+        "| outside-body share NORMAL / PNEUMONIA (target <= 5%) | "
+        + " | ".join(per_class(n, "share_outside_body", outside) for n, _ in GPU_ARMS)
+        + f" | p <= {worst_p('share_outside_body'):.0e} |",
+        "| pointing game in the lungs NORMAL / PNEUMONIA (target >= 0.70) | "
+        + " | ".join(per_class(n, "pointing_lungs", point) for n, _ in GPU_ARMS)
+        + " | |",
+        "| Grad-CAM mass share in the lungs NORMAL / PNEUMONIA | "
+        + " | ".join(
+            [
+                _pair(focused, "share_lungs", share, side="A"),
+                _pair(control, "share_lungs", share),
+                _pair(focused, "share_lungs", share),
+            ]
+        )
+        + " | |",
+    ]
+    return (
+        "\n".join(rows)
+        + "\n\nAll the region measures above are Grad-CAM's, the method the `focused` model was trained against "
+        "(not independent evidence of where its decision rests). "
+        + _source("compare-focused-gpu", "compare-control-gpu")
+    )
+
+
+def gpu_check() -> str:
+    f = load("gpu-check")["figures"]
+    cam, train = f["gradcam_224"], f["training_speed_224"]
+    tf32, exact = f["cpu_vs_device_frozen"], f["cpu_vs_device_frozen_tf32_off"]
+    return (
+        f"On {f['environment']['gpu']} (torch {f['environment']['torch']}, CUDA {f['environment']['cuda']}, "
+        f"NCCL {f['environment']['nccl']}): Grad-CAM at 224 px, batch 32, **{cam['ours_img_s']:,.0f} films/s**, "
+        f"{cam['ours_img_s'] / cam['library_img_s']:.1f}x pytorch-grad-cam's ({cam['library_img_s']:,.0f}); full "
+        f"training at 224 px **{train['train_img_s']:,.0f} films/s**; a frozen head trained on the CPU and on the GPU "
+        f"from one seed differs by at most {tf32['fc_weight_max_abs_diff']:.1e} with PyTorch's default TF32 "
+        f"convolutions and {exact['fc_weight_max_abs_diff']:.1e} with TF32 off (weights of scale "
+        f"{exact['fc_weight_scale']:.1e}); `pneumocam run --device cuda` end to end: "
+        f"{'passed' if f['run_end_to_end']['ok'] else 'FAILED'}; pneumocam's collectives in a one-process NCCL "
+        f"group: {'passed' if f['nccl_one_process']['ok'] else 'FAILED'}; two torchrun processes on one GPU: "
+        f"{f['torchrun_2_processes']['two_processes']} (expected: NCCL wants one GPU per process, and the machine "
+        "had one; N-process NCCL training was not measured). " + _source("gpu-check")
+    )
+
+
+def performance() -> str:
+    from run import table_rows  # the rows `make bench` prints, so the two cannot differ
+
+    record = load("performance")
+    rows = ["| measure | result | against |", "|---|---|---|"]
+    rows += [f"| {name} | {value} | {note} |" for name, value, note in table_rows(record["figures"])]
+    return "\n".join(rows) + "\n\n" + record.get("note", "") + ". " + _source("performance")
+
+
 def serve_abuse() -> str:
     f = load("serve-abuse")["figures"]
     latency = load("serve-latency")["figures"]
@@ -138,6 +256,10 @@ TABLES = {
     "precision-seeds": precision_seeds,
     "scratch-runs": scratch_runs,
     "serve-abuse": serve_abuse,
+    "gpu-recipes": gpu_recipes,
+    "gpu-focused": gpu_focused,
+    "gpu-check": gpu_check,
+    "performance": performance,
 }
 
 

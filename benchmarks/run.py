@@ -1,6 +1,6 @@
 """pneumocam benchmark suite: one command, a table on stdout, JSON on disk. Ratios are measured in the same run.
 
-    python benchmarks/run.py [--quick] [--e2e] [--out bench-results/bench.json]
+    python benchmarks/run.py [--quick] [--e2e] [--out bench-results/bench.json] [--record performance]
 
 Figures are medians over repeats. The machine is noisy: read the ratios, not the absolute numbers.
 """
@@ -224,6 +224,7 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer repeats and images")
     parser.add_argument("--e2e", action="store_true", help="also time the whole frozen run on ../shared/data (minutes)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results" / "bench.json")
+    parser.add_argument("--record", default=None, help="Also write benchmarks/results/NAME.json (the README's table).")
     args = parser.parse_args(argv)
     os.environ.setdefault("PNEUMOCAM_NO_PROGRESS", "1")
     repeats = 3 if args.quick else 5
@@ -252,10 +253,16 @@ def main(argv=None) -> int:
     args.out.write_text(json.dumps(results, indent=2))
     print_table(results)
     print(f"\nwritten: {args.out}")
+    if args.record:
+        from record import write_record
+
+        note = "make bench on this project's 2-core CPU, nothing else running" + (" (--quick)" if args.quick else "")
+        print(f"record: {write_record(args.record, results, note=note)}")
     return 0
 
 
-def print_table(r: dict) -> None:
+def table_rows(r: dict) -> list[tuple[str, str, str]]:
+    """(measure, result, against what) rows of a results dict: the table printed here and the README's."""
     c, f = r["forward_and_gradcam_224"], r["frozen_training"]
     rows = [
         ("fp32 matmul ceiling", f"{r['matmul_fp32_gflops']:.1f} GFLOP/s", ""),
@@ -321,6 +328,11 @@ def print_table(r: dict) -> None:
                 f"peak RSS {e.get('peak_rss_mb') or 0:.0f} MB (targets 600 s, 4096 MB)",
             )
         )
+    return rows
+
+
+def print_table(r: dict) -> None:
+    rows = table_rows(r)
     width = max(len(x[0]) for x in rows)
     for name, value, note in rows:
         print(f"{name:<{width}}  {value:>26}  {note}")

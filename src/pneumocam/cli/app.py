@@ -46,7 +46,7 @@ from pneumocam.core.outputs import mark_complete, new_run_folder
 from pneumocam.core.precision import autocast, resolve_precision
 from pneumocam.data import discover
 from pneumocam.evaluation.evaluate import evaluate_split
-from pneumocam.evaluation.leakage import check_leakage, enforce
+from pneumocam.evaluation.leakage import refuse_seen
 from pneumocam.model.network import load_checkpoint, resolve_device
 from pneumocam.pipeline.config import DEFAULT_HOLDOUT_FRACTION
 from pneumocam.pipeline.demo import run_demo
@@ -164,7 +164,7 @@ def evaluate(
     target = resolve_device(device.value)
     model, metadata = load_checkpoint(checkpoint, target)
     if strict:  # fail before a folder is made
-        enforce(check_leakage(metadata, discover(data).split(split.value)), True, warn)
+        refuse_seen(metadata, discover(data).split(split.value))
     folder = new_run_folder(out, prefix=f"evaluate-{split.value}")
     precision = resolve_precision(settings["precision"].value, target)
     console.print(f"precision: {precision.used} ({precision.reason})")

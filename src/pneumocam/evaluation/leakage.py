@@ -150,6 +150,12 @@ def check_leakage(metadata: dict, samples, hashes: list[str] | None = None) -> L
     )
 
 
+def refuse_seen(metadata: dict, samples) -> None:
+    """--strict, before anything is written: a LeakageError if any of these films, or their patients, trained or
+    selected the model (the one pre-check of `evaluate` and `run --checkpoint`)."""
+    enforce(check_leakage(metadata, samples), True, print)
+
+
 def enforce(leakage: Leakage, strict: bool, warn) -> None:
     """Warn on any overlap; with strict, stop (the CLI turns the error into exit status 2)."""
     if leakage.found:

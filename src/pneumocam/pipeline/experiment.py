@@ -31,7 +31,7 @@ from pneumocam.evaluation.evaluate import (
     guard_record,
     metrics_at_thresholds,
 )
-from pneumocam.evaluation.leakage import Leakage, check_leakage, enforce
+from pneumocam.evaluation.leakage import Leakage, check_leakage, enforce, refuse_seen
 from pneumocam.explain.cam import CamResult, make_cam
 from pneumocam.model.guard import load_guard, verdicts
 from pneumocam.model.inputs import ModelInputs
@@ -134,7 +134,7 @@ def prepare(cfg: ExperimentConfig):
     preloaded = load_checkpoint(cfg.checkpoint, resolve_device(cfg.train.device))
     samples = evaluated_samples(discover(cfg.train.data), cfg.eval_split, preloaded[1], cfg.checkpoint)
     if cfg.strict:  # a leaking split stops before any folder is made
-        enforce(check_leakage(preloaded[1], samples), True, print)
+        refuse_seen(preloaded[1], samples)
     return preloaded
 
 
