@@ -37,14 +37,17 @@ def _cpu_flags() -> list[str]:
 
 
 def commit() -> str:
+    """HEAD (+uncommitted changes), or PNEUMOCAM_RECORD_COMMIT when set: a copy of the tree elsewhere (the device
+    tool's) can carry another checkout's .git, whose HEAD is not the tree that ran."""
+    if os.environ.get("PNEUMOCAM_RECORD_COMMIT"):
+        return os.environ["PNEUMOCAM_RECORD_COMMIT"]
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
                                text=True, check=True)  # fmt: skip
         return head.stdout.strip() + ("+uncommitted changes" if dirty.stdout.strip() else "")
     except (OSError, subprocess.CalledProcessError):
-        # a copy of the tree without its git history (the device tool's): the commit it was sent from, if given
-        return os.environ.get("PNEUMOCAM_RECORD_COMMIT", "unknown")
+        return "unknown"
 
 
 def machine() -> dict:

@@ -97,3 +97,23 @@ def test_compare_command_and_its_errors(two_runs, tmp_path):
     assert "roc_auc" in result.output and (next((tmp_path / "out").glob("compare-*")) / "compare.json").is_file()
     missing = CliRunner().invoke(app, ["compare", str(run_a), str(tmp_path)])
     assert missing.exit_code == 2 and "no predictions.csv" in missing.output
+
+
+def test_compare_shows_each_runs_reliance_check_and_what_it_was_trained_against(two_runs):
+    run_a, run_b, *_ = two_runs
+
+    def with_reliance(run, aucs, verdict, against=None):
+        results = json.loads((run / "results.json").read_text())
+        variants = {name: {"roc_auc": auc} for name, auc in aucs.items()}
+        results |= {"reliance": {"variants": variants, "verdict": verdict}, "trained_against": against}
+        (run / "results.json").write_text(json.dumps(results))
+
+    with_reliance(run_a, {"whole": 0.95, "only_lungs_fill": 0.60}, "the decision rests largely outside the lungs")
+    penalty = {"explanation": "gradcam", "weight": 1.0}
+    with_reliance(run_b, {"whole": 0.96, "only_lungs_fill": 0.62}, "mixed", penalty)
+    result = compare_runs(run_a, run_b, n_resamples=20)
+    assert result["reliance"]["roc_auc"]["only_lungs_fill"] == {"A": 0.60, "B": 0.62}
+    assert result["reliance"]["verdict"] == {"A": "the decision rests largely outside the lungs", "B": "mixed"}
+    assert result["trained_against"] == {"A": None, "B": penalty}
+    shown = CliRunner().invoke(app, ["compare", str(run_a), str(run_b), "--bootstrap", "20"])
+    assert shown.exit_code == 0 and "B was trained against gradcam" in shown.output.replace("\n", " ")

@@ -284,3 +284,14 @@ def test_a_comparison_without_a_p_or_an_effect_size_is_reported_as_n_a(tmp_path)
     assert "no differently from NORMAL (Cohen's d 0.00" in text and "(p = n/a)" in text
     summary = summary_text({"sample": sample}, "mean_maxnorm")
     assert "t = n/a" in summary and "p = n/a" in summary and "95% CI [n/a, n/a]" in summary
+
+
+def test_maps_of_a_model_trained_against_gradcam_are_marked_as_not_independent_evidence(tiny_run):
+    from pneumocam.report.findings import attention_section
+
+    results = json.loads((tiny_run / "results.json").read_text())
+    assert results["trained_against"] is None  # the tiny run's model had no attention penalty
+    plain = attention_section(results)
+    results["trained_against"] = {"explanation": "gradcam", "weight": 1.0}
+    marked = attention_section(results)
+    assert "Trained against" not in text_of(plain) and "not independent evidence" in text_of(marked)

@@ -159,4 +159,26 @@ def compare_runs(run_a: str | Path, run_b: str | Path, n_resamples: int = 2000, 
     measures = [m for m in REGION_MEASURES if m in next(iter(imp_a.values())) and m in next(iter(imp_b.values()))]
     columns = [{m: np.array([float(imp[p][m]) for p in common]) for m in measures} for imp in (imp_a, imp_b)]
     result["attention"] = attention_differences(labels, *columns)
+    result["trained_against"] = {
+        side: _results(run).get("trained_against") for side, run in (("A", run_a), ("B", run_b))
+    }
+    result["reliance"] = reliance_side_by_side(_results(run_a).get("reliance"), _results(run_b).get("reliance"))
     return result
+
+
+def _results(run: Path) -> dict:
+    path = run / "results.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def reliance_side_by_side(a: dict | None, b: dict | None) -> dict | None:
+    """Each run's decision-reliance check (its own evaluated films), side by side: ROC-AUC per variant and the
+    verdicts. None unless both runs measured it."""
+    if not a or not b:
+        return None
+    return {
+        "roc_auc": {
+            name: {"A": a["variants"][name]["roc_auc"], "B": b["variants"][name]["roc_auc"]} for name in a["variants"]
+        },
+        "verdict": {"A": a["verdict"], "B": b["verdict"]},
+    }

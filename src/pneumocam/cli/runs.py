@@ -63,7 +63,22 @@ def compare(
                 table.add_row(
                     f"{measure} ({label})", f"{row['A']:.3f}", f"{row['B']:.3f}", f"{row['B'] - row['A']:+.3f}", p
                 )
+    reliance = result.get("reliance")
+    if reliance:  # the check that reads no map: the same for both models
+        for name, row in reliance["roc_auc"].items():
+            table.add_row(
+                f"reliance roc_auc: {name}", f"{row['A']:.3f}", f"{row['B']:.3f}", f"{row['B'] - row['A']:+.3f}", ""
+            )
     console.print(table)
+    for side in ("A", "B"):
+        against = result["trained_against"][side]
+        if against:
+            console.print(
+                f"{side} was trained against {against['explanation']} (attention penalty {against['weight']:g}): "
+                "its region measures from that method are not independent evidence"
+            )
+        if reliance:
+            console.print(f"{side}: {reliance['verdict'][side]}")
     if out is not None:
         folder = new_run_folder(out, prefix="compare")
         write_json(folder / "compare.json", result)

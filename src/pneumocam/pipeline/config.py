@@ -41,6 +41,7 @@ class ExperimentConfig:
     regions: bool = True  # lung / diaphragm / body / outside-body attention measures
     trust_images: int = 16  # images per trust check (randomisation, deletion / insertion); 0 skips them
     trust_steps: int = 10
+    reliance: bool = True  # the decision-reliance check (lungs removed / only the lungs kept; analysis/reliance.py)
     shard: str | None = None  # "i/N": explain only that part of the split into a part folder (shards.py)
     include_ood: bool = False  # keep films the domain-shift guard flagged in the group statistics
     strict: bool = False  # any overlap between evaluated images and what the model saw is an error

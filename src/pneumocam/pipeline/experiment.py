@@ -17,6 +17,7 @@ import torch
 
 from pneumocam.analysis.importance import SCORES, compared_scores, empty_summary, importance_scores
 from pneumocam.analysis.regions import ground_truth_summary, mask_measures, split_attention
+from pneumocam.analysis.reliance import film_lungs, reliance_probabilities, reliance_summary
 from pneumocam.analysis.stats import group_statistics
 from pneumocam.analysis.trust import trust_checks
 from pneumocam.core.errors import PneumocamError
@@ -77,6 +78,7 @@ class Scored:
     attention: dict
     lung_sources: list[str] | None
     trust: dict | None
+    reliance: dict | None = None  # what the decision rests on (analysis/reliance.py); None when not measured
 
 
 def run_experiment(
@@ -262,7 +264,28 @@ def score_maps(cfg: ExperimentConfig, trained: Trained, explained: Explained, de
         if cfg.trust_images > 0
         else None
     )
-    return Scored(scores, empty_summary(result.maps, labels), ground_truth, attention, sources, trust)
+    relied = decision_reliance(cfg, trained, explained, device) if cfg.reliance else None
+    return Scored(scores, empty_summary(result.maps, labels), ground_truth, attention, sources, trust, relied)
+
+
+def decision_reliance(cfg: ExperimentConfig, trained: Trained, explained: Explained, device) -> dict:
+    """results.json's "reliance": the probabilities with the lungs removed and with only the lungs kept, per
+    variant and class, with the ROC-AUCs and the verdict. It reads no map: the same check for every model."""
+    loaded, lung_root = explained.loaded, cfg.masks.get("lungs")
+    lungs, sources = film_lungs(loaded, lung_root, cfg.lung_model)
+    probs = reliance_probabilities(
+        trained.model,
+        ModelInputs.of_checkpoint(trained.meta),
+        loaded,
+        lungs,
+        cfg.train.batch_size,
+        device,
+        lung_masks=lung_root,
+        lung_model=cfg.lung_model,
+    )
+    patients = [s.patient_id for s in loaded.samples]
+    summary = reliance_summary(probs, loaded.labels, patients, cfg.bootstrap, cfg.train.seed)
+    return summary | {"lung_sources": {k: sources.count(k) for k in sorted(set(sources))}}
 
 
 def resume_experiment(run_dir: str | Path, on_start=None) -> Path:

@@ -129,6 +129,14 @@ def heatmap_sample(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
     return balanced_indices(labels, min(per_class, int(np.bincount(labels, minlength=2).min())), seed + 1)
 
 
+def trained_against(meta: dict) -> dict | None:
+    """The explanation the model's training penalised (the attention penalty), read from its model.pt: its region
+    measures are then not independent evidence of where the decision rests. None when nothing was."""
+    config = meta.get("config") or {}
+    weight = float(config.get("attention_penalty") or 0.0)
+    return {"explanation": config.get("attention_on", "gradcam"), "weight": weight} if weight > 0 else None
+
+
 def write_run(cfg, run_dir: Path, trained, explained, scored, statistics: dict, notes: dict) -> None:
     """Every file of a run folder except the report, from experiment's stage results (docs/results.md: results.json)."""
 
@@ -187,6 +195,8 @@ def write_run(cfg, run_dir: Path, trained, explained, scored, statistics: dict, 
             "ground_truth": scored.ground_truth,
             "attention": scored.attention,
             "trust": scored.trust,
+            "reliance": scored.reliance,
+            "trained_against": trained_against(trained.meta),
             "skipped": [{"path": s.path, "reason": s.reason} for s in skipped],
             "cam": {
                 "method": result.method,

@@ -119,6 +119,16 @@ def attention_section(results: dict, figures: dict | None = None) -> Section | N
     if not att:
         return None
     sec = Section("Where does the model look?")
+    against = results.get("trained_against")
+    if against and against.get("explanation") == "gradcam" and results.get("cam", {}).get("method") == "gradcam":
+        sec.add(
+            Banner(
+                f"Trained against: this model's training penalised Grad-CAM mass outside the lungs (weight "
+                f"{against['weight']:g}), so these Grad-CAM region measures show that the map moved, not where the "
+                "decision rests (not independent evidence). See 'What does the decision rest on?'.",
+                "warning",
+            )
+        )
     if att["estimated"]:
         sec.add(
             Banner(
@@ -249,6 +259,55 @@ def trust_section(results: dict, figures: dict | None = None) -> Section | None:
     )
     return sec.add(
         figure(figures or {}, "trust", "Randomisation cascade (left) and deletion / insertion curves (right)")
+    )
+
+
+RELIANCE_LABELS = {
+    "whole": "the film as it is",
+    "lungs_removed_fill": "lungs removed (grey fill)",
+    "only_lungs_fill": "only the lungs kept (grey fill)",
+    "lungs_removed_blur": "lungs removed (heavy blur)",
+    "only_lungs_blur": "only the lungs kept (heavy blur)",
+}
+
+
+def reliance_section(results: dict, figures: dict | None = None) -> Section | None:
+    rel = results.get("reliance")
+    if not rel:
+        return None
+    sec = Section("What does the decision rest on?")
+    level = "info" if rel["verdict"].startswith("the decision rests on the lungs") else "warning"
+    sec.add(Banner(f"{rel['verdict'][0].upper()}{rel['verdict'][1:]}.", level))
+    rows = []
+    for name, label in RELIANCE_LABELS.items():
+        v = rel["variants"][name]
+        ci = v.get("roc_auc_ci95")
+        kept = rel["share_of_ranking_kept"].get(name)
+        rows.append(
+            [
+                label,
+                fmt(v["mean_probability"]["NORMAL"]),
+                fmt(v["mean_probability"]["PNEUMONIA"]),
+                fmt(v["roc_auc"]) + (f" ({fmt(ci[0])}-{fmt(ci[1])})" if ci else ""),
+                "" if kept is None else f"{kept:.0%}",
+            ]
+        )
+    sec.add(
+        Table(
+            ["film", "mean p NORMAL", "mean p PNEUMONIA", "ROC-AUC (95% CI)", "ranking above chance kept"],
+            rows,
+            f"{rel['n_images']} films; intervals resample {rel['resampled_unit']}s; lungs: {rel['lung_sources']}",
+        )
+    )
+    rule = rel["rule"]
+    return sec.add(
+        "The model's probability on each film with its lungs removed and with only its lungs kept, behind a "
+        "feathered edge. This check reads no explanation map, so it is the same for every model, including one "
+        "trained to please Grad-CAM. Rule: the decision rests on the lungs when removing them (grey fill) keeps at "
+        f"most {rule['removed_at_most']:.0%} of the whole film's ranking above chance and keeping only them keeps "
+        f"at least {rule['only_lungs_at_least']:.0%}; it rests largely outside them when keeping only the lungs "
+        f"keeps under {rule['outside_below']:.0%}. Such films are unlike the training films: read the numbers as "
+        "how the decision depends on each part, not as performance."
     )
 
 

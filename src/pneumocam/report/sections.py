@@ -13,6 +13,7 @@ from pneumocam.report.findings import (
     conclusion_section,
     ground_truth_section,
     guard_section,
+    reliance_section,
     statistics_section,
     trust_section,
 )
@@ -314,6 +315,7 @@ SECTIONS = (
     statistics_section,
     ground_truth_section,
     attention_section,
+    reliance_section,
     trust_section,
     conclusion_section,
 )

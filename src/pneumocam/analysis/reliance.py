@@ -1,0 +1,149 @@
+"""What the decision rests on, measured with no explanation method: the model's probability on each film as it is,
+with its lungs removed, and with only its lungs kept (a remove-and-classify ablation, no retraining).
+
+A map can be trained to sit on the lungs while the decision still reads something else (the `focused` recipe's
+Grad-CAM penalty moves the map; whether it moves the decision is a separate question). This check reads no map,
+so it is the same for every model and a model trained to please an explanation cannot please it.
+
+Removal replaces pixels behind a feathered edge, so the model is not shown a sharp outline of the lungs. With w
+the lung mask smoothed by a Gaussian (sigma: FEATHER of the side) and r the replacement,
+    lungs removed:  x (1 - w) + r w          only the lungs:  x w + r (1 - w)
+for two replacements: `fill`, a constant grey (FILL_GREY, the grey --focus puts outside the body), and `blur`, the
+film under a heavy Gaussian blur (sigma: BLUR of the side), which keeps brightness and layout but not texture.
+The variants are read as the model reads any film (its --focus included). Inputs like these are unlike the
+training films, so the probabilities say how the decision depends on each part, not how the model would do on
+real films without lungs (Hooker et al. 2019, "A benchmark for interpretability methods in deep neural networks").
+
+The verdict (RULE) uses the fill removal. With s(v) = (AUC(v) - 0.5) / (AUC(whole film) - 0.5), the share of the
+whole film's ranking above chance that a variant keeps: "rests on the lungs" when s(lungs removed) <= 0.5 and
+s(only the lungs) >= 0.9; "rests largely outside the lungs" when s(only the lungs) < 0.5; otherwise "mixed".
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+from scipy.ndimage import gaussian_filter
+
+from pneumocam import CLASS_NAMES
+from pneumocam.anatomy.lungs import LungModel, body_mask, classical_lungs
+from pneumocam.core.progress import track
+from pneumocam.data import LoadedImages
+from pneumocam.data.masks import load_masks_and_ignore
+from pneumocam.evaluation.metrics import bootstrap_cis, operating_points
+from pneumocam.model.forward import predict_logits
+from pneumocam.model.inputs import ModelInputs
+from pneumocam.model.network import probability
+
+FILL_GREY = 128.0
+FEATHER = 0.02  # of the side: the soft edge of the lung mask
+BLUR = 0.08  # of the side: the heavy blur of the `blur` replacement
+REMOVALS = ("fill", "blur")
+VARIANTS = ("whole", *(f"{part}_{removal}" for removal in REMOVALS for part in ("lungs_removed", "only_lungs")))
+RULE = {"removed_at_most": 0.5, "only_lungs_at_least": 0.9, "outside_below": 0.5, "removal": "fill"}
+
+
+def soft_mask(lungs: np.ndarray) -> np.ndarray:
+    """The lung mask (bool, H x W) as weights in [0, 1] with a feathered edge."""
+    return np.clip(gaussian_filter(lungs.astype(np.float32), FEATHER * lungs.shape[-1]), 0.0, 1.0)
+
+
+def replacement(gray: np.ndarray, removal: str) -> np.ndarray:
+    if removal == "fill":
+        return np.full(gray.shape, FILL_GREY, dtype=np.float32)
+    if removal == "blur":
+        return gaussian_filter(gray.astype(np.float32), BLUR * gray.shape[-1])
+    raise ValueError(f"removal must be one of {', '.join(REMOVALS)}, got '{removal}'")
+
+
+def variant_images(gray: np.ndarray, lungs: np.ndarray) -> dict[str, np.ndarray]:
+    """Every VARIANTS image of one film (uint8, H x W; lungs: bool, H x W)."""
+    x, w = gray.astype(np.float32), soft_mask(lungs)
+    out = {"whole": gray}
+    for removal in REMOVALS:
+        r = replacement(gray, removal)
+        out[f"lungs_removed_{removal}"] = x * (1 - w) + r * w
+        out[f"only_lungs_{removal}"] = x * w + r * (1 - w)
+    return {k: np.clip(np.rint(v), 0, 255).astype(np.uint8) for k, v in out.items()}
+
+
+def verdict(auc: dict[str, float]) -> tuple[str, dict[str, float]]:
+    """(the plain verdict, the share of the whole film's ranking above chance each variant keeps)."""
+    above = auc["whole"] - 0.5
+    kept = {k: (v - 0.5) / above if above > 0 else float("nan") for k, v in auc.items() if k != "whole"}
+    removed, only = kept[f"lungs_removed_{RULE['removal']}"], kept[f"only_lungs_{RULE['removal']}"]
+    if not above > 0:
+        return "undetermined: the model ranks the whole films no better than chance", kept
+    if removed <= RULE["removed_at_most"] and only >= RULE["only_lungs_at_least"]:
+        return "the decision rests on the lungs", kept
+    if only < RULE["outside_below"]:
+        return "the decision rests largely outside the lungs", kept
+    return "mixed: the decision rests on the lungs and on what lies outside them", kept
+
+
+def reliance_summary(
+    probs: dict[str, np.ndarray], labels: np.ndarray, patients=None, n_resamples: int = 1000, seed: int = 0
+) -> dict:
+    """results.json's "reliance": per variant the mean probability per class and the ROC-AUC with its percentile
+    bootstrap interval (patients resampled when known), then the verdict."""
+    labels = np.asarray(labels)
+    groups = np.asarray(patients, dtype=object) if patients is not None and all(patients) else None
+    table = {}
+    for name in VARIANTS:
+        p = np.asarray(probs[name], dtype=np.float64)
+        cis = bootstrap_cis(labels, p, n_resamples, seed, groups=groups) if n_resamples else {}
+        table[name] = {
+            "mean_probability": {CLASS_NAMES[c]: float(p[labels == c].mean()) for c in (0, 1)},
+            "roc_auc": operating_points(labels, p)["roc_auc"],
+            "roc_auc_ci95": list(cis["roc_auc"]) if cis else None,
+        }
+    said, kept = verdict({k: v["roc_auc"] for k, v in table.items()})
+    return {
+        "variants": table,
+        "share_of_ranking_kept": kept,
+        "verdict": said,
+        "rule": RULE,
+        "n_images": int(len(labels)),
+        "resampled_unit": "patient" if groups is not None else "image",
+        "settings": {"fill_grey": FILL_GREY, "feather_sigma_share": FEATHER, "blur_sigma_share": BLUR},
+    }
+
+
+def film_lungs(loaded: LoadedImages, lung_root: str | None, lung_model: str | None) -> tuple[np.ndarray, list[str]]:
+    """(lungs bool (N, H, W), source per film): the mask where one exists (its 'ignore' pixels count as lung field:
+    a device over a lung is removed with it), else the learned lung model, else the classical estimate."""
+    size = loaded.images.shape[-1]
+    if lung_root:
+        masks, found, ignore = load_masks_and_ignore(lung_root, loaded.samples, size)
+        masks |= ignore
+    else:
+        masks, found = np.zeros(loaded.images.shape, dtype=bool), np.zeros(len(loaded.samples), dtype=bool)
+    estimator = LungModel.load(lung_model) if lung_model else None
+    sources = []
+    for i, gray in enumerate(loaded.images):
+        if found[i]:
+            sources.append("mask")
+        elif estimator is not None:
+            masks[i] = estimator.predict(gray)
+            sources.append("estimated (learned model)")
+        else:
+            masks[i] = classical_lungs(gray, body=body_mask(gray))
+            sources.append("estimated (classical)")
+    return masks, sources
+
+
+def reliance_probabilities(
+    model, reads: ModelInputs, loaded: LoadedImages, lungs: np.ndarray, batch_size: int, device, **lung_source
+) -> dict[str, np.ndarray]:
+    """p(PNEUMONIA) of every film in every variant, each variant read as the model reads a film (reads.inputs,
+    with the run's lung source for a --focus lungs crop: lung_masks / lung_model)."""
+    films = [variant_images(gray, mask) for gray, mask in track(list(zip(loaded.images, lungs)), "Reliance variants")]
+    out = {}
+    for name in VARIANTS:
+        variant = replace(loaded, images=np.stack([f[name] for f in films]))
+        inputs = reads.inputs(variant, **lung_source)
+        out[name] = probability(
+            predict_logits(model, inputs.images, batch_size, device, description=f"Reliance {name}")
+        )
+    return out

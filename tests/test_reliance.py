@@ -1,0 +1,90 @@
+"""analysis/reliance: the decision-reliance check, against its formula written out, scikit-learn and hand counts."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from scipy.ndimage import gaussian_filter
+from sklearn.metrics import roc_auc_score
+
+from pneumocam.analysis.reliance import VARIANTS, reliance_summary, variant_images
+
+
+def test_variants_are_the_feathered_mix_written_out():
+    rng = np.random.default_rng(0)
+    gray = rng.integers(0, 256, (50, 50)).astype(np.uint8)
+    lungs = np.zeros((50, 50), dtype=bool)
+    lungs[10:40, 5:22] = lungs[10:40, 28:45] = True
+    x = gray.astype(np.float64)
+    w = np.clip(gaussian_filter(lungs.astype(np.float64), 0.02 * 50), 0, 1)  # the soft edge: sigma 2% of the side
+    blurred = gaussian_filter(x, 0.08 * 50)  # the heavy blur: sigma 8% of the side
+    expected = {
+        "whole": x,
+        "lungs_removed_fill": x * (1 - w) + 128 * w,
+        "only_lungs_fill": x * w + 128 * (1 - w),
+        "lungs_removed_blur": x * (1 - w) + blurred * w,
+        "only_lungs_blur": x * w + blurred * (1 - w),
+    }
+    got = variant_images(gray, lungs)
+    assert set(got) == set(VARIANTS) == set(expected)
+    for name, image in expected.items():
+        assert got[name].dtype == np.uint8
+        assert np.abs(got[name].astype(np.float64) - np.clip(np.rint(image), 0, 255)).max() <= 1, name
+    # deep inside the lungs the fill is the grey, outside them the film is untouched, and the reverse
+    assert (got["lungs_removed_fill"][20:30, 10:17] == 128).all() and (got["only_lungs_fill"][:3] == 128).all()
+    assert np.array_equal(got["lungs_removed_fill"][:3], gray[:3])
+
+
+def _probs(labels, rng, separation):
+    """Scores whose ranking of PNEUMONIA over NORMAL weakens as separation falls (0: chance)."""
+    return np.clip(0.5 + separation * (labels - 0.5) + rng.normal(0, 0.15, len(labels)), 0, 1)
+
+
+@pytest.mark.parametrize(
+    "removed, only, verdict",
+    [
+        (0.0, 0.8, "the decision rests on the lungs"),
+        (0.8, 0.05, "the decision rests largely outside the lungs"),
+        (0.5, 0.5, "mixed"),
+    ],
+)
+def test_the_verdict_follows_the_share_of_the_ranking_each_variant_keeps(removed, only, verdict):
+    rng = np.random.default_rng(3)
+    labels = np.array([0] * 40 + [1] * 40)
+    probs = {name: _probs(labels, rng, 0.8) for name in VARIANTS}
+    probs["lungs_removed_fill"], probs["only_lungs_fill"] = _probs(labels, rng, removed), _probs(labels, rng, only)
+    summary = reliance_summary(probs, labels, n_resamples=0)
+    auc = {name: roc_auc_score(labels, p) for name, p in probs.items()}
+    for name in VARIANTS:
+        assert summary["variants"][name]["roc_auc"] == pytest.approx(auc[name], abs=1e-12)
+        mean = summary["variants"][name]["mean_probability"]
+        assert mean["NORMAL"] == pytest.approx(probs[name][:40].mean()) and mean["PNEUMONIA"] == pytest.approx(
+            probs[name][40:].mean()
+        )
+    kept = {k: (auc[k] - 0.5) / (auc["whole"] - 0.5) for k in VARIANTS if k != "whole"}
+    assert summary["share_of_ranking_kept"] == pytest.approx(kept)
+    # the rule by hand: removed <= 0.5 and only >= 0.9 -> on the lungs; only < 0.5 -> outside; else mixed
+    by_hand = (
+        "the decision rests on the lungs"
+        if kept["lungs_removed_fill"] <= 0.5 and kept["only_lungs_fill"] >= 0.9
+        else "the decision rests largely outside the lungs"
+        if kept["only_lungs_fill"] < 0.5
+        else "mixed"
+    )
+    assert summary["verdict"].startswith(by_hand) and summary["verdict"].startswith(verdict)
+
+
+def test_a_run_reports_the_check_and_its_whole_film_auc_is_the_runs(tiny_run):
+    results = json.loads((tiny_run / "results.json").read_text())
+    reliance = results["reliance"]
+    with open(tiny_run / "predictions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    labels = np.array([int(r["label"]) for r in rows])
+    probs = np.array([float(r["prob_pneumonia"]) for r in rows])
+    assert reliance["n_images"] == len(rows) and set(reliance["variants"]) == set(VARIANTS)
+    # the whole film, read as the run reads it, is the run's own prediction
+    assert reliance["variants"]["whole"]["roc_auc"] == pytest.approx(roc_auc_score(labels, probs), abs=1e-6)
+    assert reliance["lung_sources"] == {"mask": len(rows)}  # the phantoms' lung masks, one per film
+    report = (tiny_run / "report.md").read_text()
+    assert "What does the decision rest on?" in report and "only the lungs kept (grey fill)" in report
