@@ -88,3 +88,31 @@ def test_a_run_reports_the_check_and_its_whole_film_auc_is_the_runs(tiny_run):
     assert reliance["lung_sources"] == {"mask": len(rows)}  # the phantoms' lung masks, one per film
     report = (tiny_run / "report.md").read_text()
     assert "What does the decision rest on?" in report and "only the lungs kept (grey fill)" in report
+
+
+def test_a_model_that_reads_the_corner_marker_is_caught(tmp_path):
+    """Phantoms with the label-correlated marker outside the body (95% of PNEUMONIA films, 5% of NORMAL) and no cure:
+    a head on random features learns the marker, not the lesions. Keeping only the lungs must lose the ranking
+    (at least 0.2 of ROC-AUC below the whole film) and the verdict must say the decision lies outside the lungs."""
+    from pneumocam.analysis.reliance import film_lungs, reliance_probabilities
+    from pneumocam.data import discover, load_images
+    from pneumocam.data.phantoms import write_phantom_dataset
+    from pneumocam.model.inputs import ModelInputs
+    from pneumocam.model.network import load_checkpoint
+    from pneumocam.train.config import TrainConfig
+    from pneumocam.train.fit import fit
+
+    data = write_phantom_dataset(tmp_path / "p", {"train": 60, "val": 20, "test": 30}, size=64, seed=3, shortcut=0.95)
+    config = TrainConfig(
+        data=str(data.images), mode="frozen", weights="none", image_size=64, epochs=10, batch_size=16,
+        val_source="dataset", seed=0, use_cache=False,
+    )  # fmt: skip
+    model, meta = load_checkpoint(fit(config, runs_dir=tmp_path / "runs") / "model.pt")
+    films = load_images(discover(data.images).split("test"), 64, use_cache=False)
+    lungs, sources = film_lungs(films, str(data.lung_masks), None)
+    assert sources == ["mask"] * 60
+    probs = reliance_probabilities(model, ModelInputs.of_checkpoint(meta), films, lungs, 32, "cpu")
+    summary = reliance_summary(probs, films.labels, n_resamples=0)
+    whole, only = summary["variants"]["whole"]["roc_auc"], summary["variants"]["only_lungs_fill"]["roc_auc"]
+    assert whole >= 0.8, "the fixture must learn the shortcut for the check to be tested"
+    assert only <= whole - 0.2 and summary["verdict"] == "the decision rests largely outside the lungs"
