@@ -102,7 +102,11 @@ def _run_row(name: str, label: str) -> str:
 
 
 def scratch_runs() -> str:
-    names = [("scratch-bf16", "`scratch`, bf16 training (this version's `auto`)")]
+    names = [
+        ("scratch-bf16", "`scratch`, bf16 training, AMD EPYC (AVX512-BF16, no AMX)"),
+        ("scratch-amx", "`scratch`, bf16 throughout (this version's `auto`), Intel Xeon with AMX-BF16"),
+        ("scratch-amx-quiet", "the same, nothing else running"),
+    ]
     names = [(n, label) for n, label in names if (RESULTS / f"{n}.json").is_file()]
     rows = [
         "| run | wall time | peak memory | held-out ROC-AUC (95% CI, by patient) | accuracy at the validation "
