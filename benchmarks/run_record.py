@@ -74,6 +74,18 @@ def run_figures(run: Path) -> dict:
         "run_command": results["provenance"].get("command"),
         "recipe": (results.get("config") or {}).get("train", {}).get("recipe"),
         "attention": attention_figures(results.get("attention") or {}),
+        "reliance": reliance_figures(results.get("reliance") or {}),
+    }
+
+
+def reliance_figures(reliance: dict) -> dict:
+    """The decision-reliance check: each variant's ROC-AUC with its interval, and the verdict."""
+    if not reliance.get("variants"):
+        return {}
+    return {
+        "roc_auc": {name: v.get("roc_auc") for name, v in reliance["variants"].items()},
+        "roc_auc_ci95": {name: v.get("roc_auc_ci95") for name, v in reliance["variants"].items()},
+        "verdict": reliance.get("verdict"),
     }
 
 
