@@ -57,6 +57,39 @@ def test_lungs_focus_crops_to_the_lungs_and_keeps_them_whole():
     assert focused.shape == (96, 96)
 
 
+def test_lungs_only_focus_shows_the_lungs_and_nothing_else():
+    """Before the resize, the crop is the film inside the lung mask and neutral grey everywhere else (the
+    mediastinum and the diaphragm included), over the same box as --focus lungs."""
+    phantom = make_phantom(np.random.default_rng(5), 1, 96)
+    _, box = focus_image(phantom.image, "lungs", lungs=phantom.lungs)
+    focused, box_only = focus_image(phantom.image, "lungs-only", lungs=phantom.lungs)
+    assert box_only == box
+    top, bottom, left, right = box
+    expected = np.where(phantom.lungs, phantom.image, NEUTRAL_GREY)[top:bottom, left:right].astype(np.uint8)
+    expected = cv2.resize(expected, (96, 96), interpolation=cv2.INTER_LINEAR)
+    assert np.array_equal(focused, expected)
+    assert (~phantom.lungs[top:bottom, left:right]).sum() > 0.3 * (bottom - top) * (right - left)  # much was hidden
+
+
+@pytest.mark.parametrize("size", [64, 96, 224])
+def test_an_inside_marker_survives_body_focus_and_not_lungs_only(size):
+    """The inside marker lies on the body below the lungs: --focus body keeps its pixels as they were (inside the
+    body, inside the crop), --focus lungs-only turns them grey."""
+    for seed in range(8):
+        phantom = make_phantom(np.random.default_rng(seed), seed % 2, size, marker=True, place="inside")
+        marker = phantom.marker
+        assert marker.sum() >= 12 and not (marker & phantom.lungs).any()
+        assert (phantom.image[marker] >= 240).all()  # 0.95 of white
+        for mode, hidden in (("body", False), ("lungs-only", True)):
+            focused, (top, bottom, left, right) = focus_image(phantom.image, mode, lungs=phantom.lungs)
+            where = cv2.resize(marker[top:bottom, left:right].astype(np.uint8), (size, size), cv2.INTER_NEAREST)
+            inner = cv2.erode(where, np.ones((3, 3), np.uint8)).astype(bool)
+            if hidden:
+                assert not inner.any() or (focused[inner] == NEUTRAL_GREY).all(), (mode, seed)
+            else:
+                assert inner.any() and focused[inner].min() >= 235, (mode, seed)
+
+
 def test_a_focused_model_is_shown_focused_films_by_run_evaluate_and_predict(phantom_data, tiny_config, tmp_path):
     """run trains with --focus body; its predictions equal the model's output on films focused by hand (and not on
     the raw films), and evaluate and predict on its model.pt give the same probabilities."""

@@ -3,7 +3,10 @@
 - `body`: pixels outside the body set to a neutral grey (the value ImageNet normalisation maps to about zero),
   then the film cropped to the body's bounding box plus a margin and resized back to the model's input size;
 - `lungs`: the same, cropped to the lungs' bounding box plus a margin (reference masks where given, else the
-  learned lung model, else the classical estimate; each image records which).
+  learned lung model, else the classical estimate; each image records which);
+- `lungs-only`: every pixel outside the lungs grey, not only those outside the body, then cropped like `lungs`.
+  The model cannot read the mediastinum, the diaphragm or a marker on the body, so its decision can rest only
+  on the lung fields: that is by construction, and the mask's outline is then part of what it reads.
 
 The model sees the focused images; every map is put back on the original film's grid (`film_maps`), so region
 shares, pointing game and overlays of focused and unfocused models are measured on the same regions.
@@ -22,7 +25,8 @@ from pneumocam.core.progress import track
 from pneumocam.data import IMAGENET_MEAN, LoadedImages
 from pneumocam.data.masks import load_masks
 
-FOCUS_MODES = ("none", "body", "lungs")
+FOCUS_MODES = ("none", "body", "lungs", "lungs-only")
+LUNG_MODES = ("lungs", "lungs-only")  # the modes that need each film's lungs
 NEUTRAL_GREY = int(round(255 * float(np.mean(IMAGENET_MEAN))))
 MARGIN = 0.05  # of the image side, on each side of the box
 
@@ -30,7 +34,7 @@ MARGIN = 0.05  # of the image side, on each side of the box
 @dataclass
 class Focused:
     """What the model reads (images) and where each came from on the film: boxes (N, 4) top, bottom, left, right
-    (end-exclusive, film pixels); lung_sources per image for `lungs`."""
+    (end-exclusive, film pixels); lung_sources per image for the LUNG_MODES."""
 
     images: np.ndarray
     boxes: np.ndarray
@@ -63,16 +67,16 @@ def bounding_box(mask: np.ndarray, margin: int) -> tuple[int, int, int, int]:
 def focus_image(
     gray: np.ndarray, mode: str, lungs: np.ndarray | None = None, body: np.ndarray | None = None
 ) -> tuple[np.ndarray, tuple]:
-    """(the focused film at the same size, its box on the film). lungs: the film's lung mask for mode 'lungs';
+    """(the focused film at the same size, its box on the film). lungs: the film's lung mask for the LUNG_MODES;
     body: its body mask where the caller has it already (the viewer), else computed here."""
 
     side = gray.shape[0]
     if mode == "none":
         return gray, (0, side, 0, gray.shape[1])
     body = body_mask(gray) if body is None else body
-    if mode == "lungs":
+    if mode in LUNG_MODES:
         region = lungs if lungs is not None else classical_lungs(gray, body=body)
-        body = body | region
+        body = region if mode == "lungs-only" else body | region
     else:
         region = body
     box = bounding_box(region, int(round(MARGIN * side)))
@@ -93,14 +97,14 @@ def focus_images(
     if mode == "none":
         return Focused(loaded.images, boxes, [])
     estimator = None
-    if mode == "lungs" and lung_model:
+    if mode in LUNG_MODES and lung_model:
         estimator = LungModel.load(lung_model)
     images = np.empty((n, side, side), dtype=np.uint8)
     sources: list[str] = []
     for i in track(range(n), f"Focusing on the {mode}", total=n):
         gray = np.asarray(loaded.images[i])
         lungs = None
-        if mode == "lungs":
+        if mode in LUNG_MODES:
             found = False
             if lung_root:
                 masks, present = load_masks(lung_root, loaded.samples[i : i + 1], side)

@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from pneumocam.anatomy.focus import LUNG_MODES
 from pneumocam.cli.data import data, manifest, phantoms, print_metrics
 from pneumocam.cli.errors import clean_errors, console, warn
 from pneumocam.cli.explain import experiment_settings, explain, predict, stats
@@ -236,7 +237,7 @@ def run(
             "the model with `pneumocam run --checkpoint` (docs/scale.md)"
         )
     train_fields = {k: values[k] for k in ("data", *TRAINING)}
-    if train_fields["focus"] == "lungs" and not train_fields["focus_masks"]:
+    if train_fields["focus"] in LUNG_MODES and not train_fields["focus_masks"]:
         train_fields["focus_masks"] = values["lung_masks"]
     if train_fields["attention_penalty"] and not train_fields["attention_masks"]:
         train_fields["attention_masks"] = values["lung_masks"]

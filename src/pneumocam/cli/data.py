@@ -12,7 +12,7 @@ from rich.table import Table
 
 from pneumocam import CLASS_NAMES, started_random
 from pneumocam.cli.errors import clean_errors, console
-from pneumocam.cli.options import ValSource
+from pneumocam.cli.options import Marker, ValSource
 from pneumocam.core.errors import PneumocamError
 from pneumocam.core.outputs import write_csv, write_skipped
 from pneumocam.data import choose_validation, discover, load_images
@@ -75,7 +75,10 @@ def phantoms(
     image_size: int = typer.Option(224, help="Side of the square images."),
     seed: int = typer.Option(0, help="Seed of the phantoms."),
     shortcut: float = typer.Option(
-        0.0, help="0: none; p in (0.5, 1]: corner marker on PNEUMONIA with prob. p, on NORMAL with 1-p."
+        0.0, help="0: none; p in (0.5, 1]: a marker on PNEUMONIA with prob. p, on NORMAL with 1-p."
+    ),
+    marker: Marker = typer.Option(
+        "corner", help="Where the shortcut marker goes: the blank corner, or inside the body below the lungs."
     ),
 ):
     """Write synthetic chest X-ray phantoms with lung and lesion masks (Kermany layout)."""
@@ -83,7 +86,7 @@ def phantoms(
     if out.exists() and any(out.iterdir()):
         raise PneumocamError(f"{out} exists and is not empty: choose a new folder (nothing is overwritten)")
     counts = {k: v for k, v in (("train", train), ("val", val), ("test", test)) if v > 0}
-    written = write_phantom_dataset(out, counts, size=image_size, seed=seed, shortcut=shortcut)
+    written = write_phantom_dataset(out, counts, size=image_size, seed=seed, shortcut=shortcut, marker=marker.value)
     console.print(
         f"phantoms written to {escape(str(written.images))}; masks in {escape(str(written.lung_masks.parent))}"
     )

@@ -16,6 +16,7 @@ import typer
 
 from pneumocam.core.errors import PneumocamError
 from pneumocam.data.discover import SPLITS
+from pneumocam.data.phantoms import MARKER_PLACES
 from pneumocam.explain.cam import METHODS, TARGETS
 from pneumocam.pipeline.config import EVAL_SPLITS, ExperimentConfig
 from pneumocam.train.config import CHOICES as TRAIN_CHOICES
@@ -29,6 +30,7 @@ def choices(name: str, values: tuple[str, ...]) -> type[Enum]:
 
 
 Mode = choices("Mode", TRAIN_CHOICES["mode"])
+Marker = choices("Marker", MARKER_PLACES)
 Method = choices("Method", METHODS)
 Target = choices("Target", TARGETS)
 Device = choices("Device", TRAIN_CHOICES["device"])
@@ -123,12 +125,13 @@ TRAINING = {
         Focus,
         "focus",
         "What the model is shown: the whole film, or cropped to the body / the lungs with the outside of the body "
-        "neutral grey (stored in model.pt; maps are put back on the whole film).",
+        "neutral grey, or (lungs-only) with everything outside the lungs grey (stored in model.pt; maps are put "
+        "back on the whole film).",
     ),
     "focus_masks": _training(
         Optional[Path],
         "focus_masks",
-        "Lung masks for --focus lungs, laid out like --lung-masks (run: --lung-masks by default); "
+        "Lung masks for --focus lungs / lungs-only, laid out like --lung-masks (run: --lung-masks by default); "
         "films without one use the estimate.",
     ),
     "attention_penalty": _training(
@@ -159,8 +162,8 @@ TRAINING = {
     "recipe": _training(
         Optional[Recipe],
         "recipe",
-        "A named recipe (original, finetune, scratch, focused: see the README) whose settings are the defaults; "
-        "focused continues a scratch model given with --weights.",
+        "A named recipe (original, finetune, scratch, focused, recommended: see the README) whose settings are the "
+        "defaults; focused continues a scratch model given with --weights.",
     ),
 }
 

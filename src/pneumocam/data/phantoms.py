@@ -4,8 +4,9 @@ Each phantom has a body silhouette on a blank border, two dark lung fields, medi
 heart, diaphragm domes, ribs and soft-tissue noise, with sizes and positions varied per
 image. PNEUMONIA phantoms carry one to three bright, irregular consolidations inside a lung.
 Every image comes with its lung mask and lesion mask. An optional shortcut marker (a bright
-square in the top-left corner whose presence follows the label) lets a user watch a model
-cheat and its explanation reveal it.
+square whose presence follows the label) lets a user watch a model cheat and its explanation
+reveal it: in the top-left corner on the blank border (`corner`, which --focus body blanks),
+or on the body below the diaphragm, outside the lungs (`inside`, which it cannot).
 """
 
 from __future__ import annotations
@@ -44,7 +45,12 @@ def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray
     )
 
 
-def make_phantom(rng: np.random.Generator, label: int, size: int = 224, marker: bool = False) -> Phantom:
+MARKER_PLACES = ("corner", "inside")
+
+
+def make_phantom(
+    rng: np.random.Generator, label: int, size: int = 224, marker: bool = False, place: str = "corner"
+) -> Phantom:
     x, y = _grid(size)
     cx = 0.5 + rng.normal(0, 0.015)
     # Body: a superellipse that widens towards the bottom, on a near-black border.
@@ -110,9 +116,11 @@ def make_phantom(rng: np.random.Generator, label: int, size: int = 224, marker: 
     image[mark] = 0.9
 
     shortcut = np.zeros((size, size), dtype=bool)
-    if marker:
+    if marker and place == "corner":
         shortcut = (x > 0.03) & (x < 0.10) & (y > 0.03) & (y < 0.10)
-        image[shortcut] = 0.95
+    elif marker:  # the upper abdomen: the lungs end above y = 0.74, the body below y = 1.1
+        shortcut = (np.abs(x - cx) < 0.06) & (y > 0.79) & (y < 0.88) & body & ~lungs
+    image[shortcut] = 0.95
     gray = np.clip(image * 255.0, 0, 255).astype(np.uint8)
     return Phantom(gray, lungs, lesion, shortcut, label)
 
@@ -126,13 +134,20 @@ class PhantomDataset:
 
 
 def write_phantom_dataset(
-    out: str | os.PathLike, counts: dict[str, int], size: int = 224, seed: int = 0, shortcut: float = 0.0
+    out: str | os.PathLike,
+    counts: dict[str, int],
+    size: int = 224,
+    seed: int = 0,
+    shortcut: float = 0.0,
+    marker: str = "corner",
 ) -> PhantomDataset:
     """Write counts[split] phantoms per class into OUT/images, with masks in OUT/*-masks.
 
-    shortcut: 0 for none; p in (0.5, 1] puts the corner marker on PNEUMONIA films with
-    probability p and on NORMAL films with probability 1 - p.
+    shortcut: 0 for none; p in (0.5, 1] puts the marker on PNEUMONIA films with probability p and
+    on NORMAL films with probability 1 - p. marker: where it goes, one of MARKER_PLACES.
     """
+    if marker not in MARKER_PLACES:
+        raise ValueError(f"marker must be one of {', '.join(MARKER_PLACES)}, got '{marker}'")
     out = Path(out)
     rng = np.random.default_rng(seed)
     folders = {"images": out / "images", "lungs": out / "lung-masks", "lesion": out / "lesion-masks"}
@@ -145,8 +160,8 @@ def write_phantom_dataset(
                 (folder / split / name).mkdir(parents=True, exist_ok=True)
             for _ in range(n):
                 patient += 1
-                marker = bool(shortcut) and rng.random() < (shortcut if label == 1 else 1.0 - shortcut)
-                phantom = make_phantom(rng, label, size, marker)
+                marked = bool(shortcut) and rng.random() < (shortcut if label == 1 else 1.0 - shortcut)
+                phantom = make_phantom(rng, label, size, marked, marker)
                 stem = f"phantom-{patient:05d}-1"
                 Image.fromarray(phantom.image).save(folders["images"] / split / name / f"{stem}.png", compress_level=1)
                 for key, mask in (("lungs", phantom.lungs), ("lesion", phantom.lesion), ("marker", phantom.marker)):

@@ -165,8 +165,8 @@ def attention_section(results: dict, figures: dict | None = None) -> Section | N
     focus = results.get("focus") or {"mode": "none"}
     if focus["mode"] != "none":
         sec.add(
-            f"The model reads its films focused on the {focus['mode']} (--focus {focus['mode']}: outside the body "
-            "neutral grey, cropped to the "
+            f"The model reads its films focused on the {focus['mode']} (--focus {focus['mode']}: outside the "
+            f"{'lungs' if focus['mode'] == 'lungs-only' else 'body'} neutral grey, cropped to the "
             f"{'body' if focus['mode'] == 'body' else 'lungs'} with a margin; the crop covers "
             f"{focus['mean_box_area_share']:.0%} of the film on average). Every map was put back where its crop lies "
             "on the whole film before these measures, so they compare with an unfocused model's on the same regions."
