@@ -5,15 +5,23 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo-runs
 
-.PHONY: test lint demo bench clean
+.PHONY: test lint demo bench wheel-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# Reinstall when the project's dependencies change.
-$(STAMP): pyproject.toml | $(BIN)/python
+# Reinstall when the project's dependencies change. The exact versions come from constraints.txt (pyproject.toml
+# declares ranges). INSTALL=wheel (CI) builds the wheel and installs it, not the source tree, so the tests run
+# against what users get; the default is an editable install for development.
+INSTALL ?= editable
+$(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+ifeq ($(INSTALL),wheel)
+	rm -rf dist && $(BIN)/pip wheel --quiet --no-deps -c constraints.txt -w dist .
+	$(BIN)/pip install --quiet -c constraints.txt "$$(ls dist/pneumocam-*.whl)[dev]"
+else
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+endif
 	touch $(STAMP)
 
 test: $(STAMP)
@@ -24,6 +32,13 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 
+# What a user's install must give: the command, its version and help, and the viewer's static files in the package
+# (CI runs it on the wheel install; it names the install it checked).
+wheel-check: $(STAMP)
+	$(BIN)/pneumocam --version
+	$(BIN)/pneumocam demo --help > /dev/null
+	$(BIN)/python scripts/check_install.py
+
 demo: $(STAMP)
 	$(BIN)/pneumocam demo --out $(DEMO_OUT)
 
@@ -31,4 +46,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache dist build

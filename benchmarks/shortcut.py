@@ -49,6 +49,7 @@ def evaluate_both(model, meta: dict, row: dict, marked, flipped, size: int) -> N
 
 
 def main() -> None:
+    from pneumocam.anatomy.focus import LUNG_MODES
     from pneumocam.core.provenance import library_versions
     from pneumocam.data.phantoms import MARKER_PLACES, write_phantom_dataset
     from pneumocam.model.network import load_checkpoint
@@ -108,7 +109,7 @@ def main() -> None:
             seed=args.seed,
             use_cache=False,
             focus=focus,
-            focus_masks=str(marked.lung_masks) if focus in ("lungs", "lungs-only") else None,
+            focus_masks=str(marked.lung_masks) if focus in LUNG_MODES else None,
             attention_penalty=args.penalty if penalised else 0.0,
             attention_masks=str(marked.lung_masks) if penalised else None,
             attention_on="input" if variant == "attention-input" else "gradcam",

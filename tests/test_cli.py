@@ -346,3 +346,11 @@ def test_lungs_fit_and_dice_score_as_sklearns_f1_on_the_masks(phantom_data, tmp_
     assert learned.exit_code == 0 and "learned model" in learned.output, learned.output
     on_its_own = invoke("lungs", "dice", "--data", images, "--masks", masks, "--split", "train", "--model", model)
     assert on_its_own.exit_code == 2 and "trained on" in on_its_own.output
+
+
+def test_version_is_the_installed_distributions():
+    import importlib.metadata
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.output.strip() == f"pneumocam {importlib.metadata.version('pneumocam')}"

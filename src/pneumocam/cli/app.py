@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from pneumocam import __version__
 from pneumocam.anatomy.focus import LUNG_MODES
 from pneumocam.cli.data import data, manifest, phantoms, print_metrics
 from pneumocam.cli.errors import clean_errors, console, warn
@@ -61,6 +62,23 @@ app = typer.Typer(
     no_args_is_help=True,
     help="Explainable pneumonia detection on chest X-rays: train, evaluate, explain, test, report.",
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"pneumocam {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Explainable pneumonia detection on chest X-rays: train, evaluate, explain, test, report."""
+
+
 app.add_typer(lungs_app, name="lungs")
 app.add_typer(guard_app, name="guard")
 app.add_typer(webdataset_app, name="webdataset")
