@@ -42,6 +42,7 @@ class ExperimentConfig:
     trust_images: int = 16  # images per trust check (randomisation, deletion / insertion); 0 skips them
     trust_steps: int = 10
     reliance: bool = True  # the decision-reliance check (lungs removed / only the lungs kept; analysis/reliance.py)
+    occlusion_films: int = 48  # occlusion maps of a model trained against its maps (explain/occlusion.py); 0 skips
     shard: str | None = None  # "i/N": explain only that part of the split into a part folder (shards.py)
     include_ood: bool = False  # keep films the domain-shift guard flagged in the group statistics
     strict: bool = False  # any overlap between evaluated images and what the model saw is an error
@@ -51,6 +52,8 @@ class ExperimentConfig:
         for name, allowed in (("eval_split", EVAL_SPLITS), ("method", METHODS), ("target", TARGETS)):
             if getattr(self, name) not in allowed:
                 raise SettingError(name, f"must be one of {', '.join(allowed)}, got '{getattr(self, name)}'")
+        if self.occlusion_films < 0:
+            raise SettingError("occlusion_films", "must be 0 (none) or more")
         if self.n_per_class is not None and self.n_per_class < 2:
             raise SettingError("n_per_class", "must be at least 2 (or 'all')")
         if self.shard:

@@ -34,11 +34,12 @@ from pneumocam.evaluation.evaluate import (
 )
 from pneumocam.evaluation.leakage import Leakage, check_leakage, enforce, refuse_seen
 from pneumocam.explain.cam import CamResult, make_cam
+from pneumocam.explain.occlusion import default_window, occlusion_maps
 from pneumocam.model.guard import load_guard, verdicts
 from pneumocam.model.inputs import ModelInputs
 from pneumocam.model.network import load_checkpoint, resolve_device
 from pneumocam.pipeline.config import ExperimentConfig, evaluated_samples, validate_experiment
-from pneumocam.pipeline.runfolder import RunFolder, write_run
+from pneumocam.pipeline.runfolder import RunFolder, trained_against, write_run
 from pneumocam.pipeline.shards import save_part, shard_samples
 from pneumocam.report import render
 from pneumocam.train.config import TrainConfig
@@ -79,6 +80,7 @@ class Scored:
     lung_sources: list[str] | None
     trust: dict | None
     reliance: dict | None = None  # what the decision rests on (analysis/reliance.py); None when not measured
+    independent: dict | None = None  # occlusion region measures, for a model trained against its maps
 
 
 def run_experiment(
@@ -265,7 +267,42 @@ def score_maps(cfg: ExperimentConfig, trained: Trained, explained: Explained, de
         else None
     )
     relied = decision_reliance(cfg, trained, explained, device) if cfg.reliance else None
-    return Scored(scores, empty_summary(result.maps, labels), ground_truth, attention, sources, trust, relied)
+    independent = (
+        independent_attention(cfg, trained, explained, device)
+        if cfg.regions and cfg.occlusion_films and trained_against(trained.meta)
+        else None
+    )
+    return Scored(
+        scores, empty_summary(result.maps, labels), ground_truth, attention, sources, trust, relied, independent
+    )
+
+
+def independent_attention(cfg: ExperimentConfig, trained: Trained, explained: Explained, device) -> dict:
+    """results.json's "independent_attention": region measures of occlusion maps (explain/occlusion.py), which read
+    no gradient and no layer4, on a class-balanced random sample of cfg.occlusion_films films, for a model whose
+    training penalised its Grad-CAM or input-gradient map."""
+    loaded, labels = explained.loaded, explained.loaded.labels
+    rng = np.random.default_rng(cfg.train.seed)
+    per_class = cfg.occlusion_films // 2
+    chosen = [
+        rng.choice(np.flatnonzero(labels == c), min(per_class, int((labels == c).sum())), replace=False) for c in (0, 1)
+    ]
+    idx = np.sort(np.concatenate(chosen))
+    sample = replace(loaded, samples=[loaded.samples[i] for i in idx], images=np.asarray(loaded.images[idx]))
+    reads, lung_root = ModelInputs.of_checkpoint(trained.meta), cfg.masks.get("lungs")
+    focused = reads.read(sample, lung_root, cfg.lung_model) if reads.focused else None
+    maps = occlusion_maps(trained.model, sample.images if focused is None else focused.images, sample.labels, device)
+    if focused is not None:
+        maps = reads.on_film(maps, focused.boxes, grid=maps.shape[-1])
+    side = sample.images.shape[-1]
+    _, summary, _ = split_attention(sample, maps, side, sample.labels, lung_root, cfg.lung_model)
+    window, stride = default_window(reads.image_size)
+    return summary | {
+        "method": "occlusion",
+        "settings": {"window": window, "stride": stride, "baseline": "neutral grey", "target": "the film's label"},
+        "n_films": int(len(idx)),
+        "sample": "random, class-balanced, seed = the run's",
+    }
 
 
 def decision_reliance(cfg: ExperimentConfig, trained: Trained, explained: Explained, device) -> dict:
