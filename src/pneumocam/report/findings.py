@@ -7,7 +7,7 @@ from pneumocam import CLASS_NAMES, started_random
 from pneumocam.analysis.regions import REGION_TEXT, REGIONS
 from pneumocam.analysis.stats import format_number, format_p
 from pneumocam.report.document import Banner, Figure, FigureRow, Section, Table
-from pneumocam.report.text import ORIGINAL_SCORE, figure, fmt, leakage_found, lung_verdict
+from pneumocam.report.text import ORIGINAL_SCORE, figure, fmt, independent_evidence, leakage_found, lung_verdict
 
 
 def statistics_section(results: dict, figures: dict | None = None) -> Section:
@@ -129,21 +129,9 @@ def attention_section(results: dict, figures: dict | None = None) -> Section | N
                 "warning",
             )
         )
-    independent = results.get("independent_attention")
+    independent = independent_evidence(results.get("independent_attention"))
     if independent:
-        ratio, share = independent["mean_ratio_by_class"], independent["mean_share_by_class"]
-        pointing = independent.get("pointing_lungs_by_class") or {}
-        sec.add(
-            "Independent evidence (a map the training did not penalise and that reads no gradient: occlusion "
-            f"sensitivity, a {independent['settings']['window']} px grey window in steps of "
-            f"{independent['settings']['stride']} px, on {independent['n_films']} random films): lung ratio "
-            + ", ".join(
-                f"{name} {ratio[name]['lungs']:.2f} (outside the body {share[name]['outside_body']:.1%}"
-                + (f", pointing {pointing[name]:.0%})" if pointing.get(name) is not None else ")")
-                for name in ratio
-            )
-            + "."
-        )
+        sec.add(independent)
     if att["estimated"]:
         sec.add(
             Banner(

@@ -114,3 +114,22 @@ def statistics_verdict(statistics: dict) -> str | None:
             text += f"; {entry['resampled']['share_p_below_alpha']:.0%} of resampled draws reach p < {s['alpha']}"
         parts.append(text)
     return "; ".join(parts) + "." if parts else None
+
+
+def independent_evidence(independent: dict | None) -> str | None:
+    """The occlusion maps' region measures of a model trained against its maps, as one sentence."""
+    if not independent:
+        return None
+    ratio, share = independent["mean_ratio_by_class"], independent["mean_share_by_class"]
+    pointing = independent.get("pointing_lungs_by_class") or {}
+    return (
+        "Independent evidence (a map the training did not penalise and that reads no gradient: occlusion "
+        f"sensitivity, a {independent['settings']['window']} px grey window in steps of "
+        f"{independent['settings']['stride']} px, on {independent['n_films']} random films): lung ratio "
+        + ", ".join(
+            f"{name} {ratio[name]['lungs']:.2f} (outside the body {share[name]['outside_body']:.1%}"
+            + (f", pointing {pointing[name]:.0%})" if pointing.get(name) is not None else ")")
+            for name in ratio
+        )
+        + "."
+    )
