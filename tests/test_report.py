@@ -295,3 +295,15 @@ def test_maps_of_a_model_trained_against_gradcam_are_marked_as_not_independent_e
     results["trained_against"] = {"explanation": "gradcam", "weight": 1.0}
     marked = attention_section(results)
     assert "Trained against" not in text_of(plain) and "not independent evidence" in text_of(marked)
+
+
+def test_the_report_says_what_its_numbers_estimate(tiny_run):
+    from pneumocam.report.sections import scope_sentence
+
+    same = {"eval_split": "heldout", "data": "/d/k", "training_data": {"root": "/d/k"}}
+    assert "held out of the training collection" in scope_sentence(same)
+    assert "not on other hospitals or years" in scope_sentence(same) and "--data OTHER" in scope_sentence(same)
+    other = {"eval_split": "test", "data": "/d/nih", "training_data": {"root": "/d/k"}}
+    assert "not the training data (/d/k)" in scope_sentence(other) and "external check" in scope_sentence(other)
+    assert "optimistic" in scope_sentence(same | {"eval_split": "val"})
+    assert "What these numbers mean" in (tiny_run / "report.md").read_text()

@@ -224,6 +224,7 @@ def metrics_section(results: dict, figures: dict | None = None) -> Section:
     figures = figures or {}
     sec = Section("Classification metrics")
     sec.add("Predictions are joined to labels by file path. " + threshold_sentence(results))
+    sec.add(scope_sentence(results["provenance"]))
     for name, m in results["metrics"].items():
         rows = [
             [c, fmt(r["precision"]), fmt(r["recall"]), fmt(r["f1"]), r["support"]] for c, r in m["per_class"].items()
@@ -253,6 +254,27 @@ def metrics_section(results: dict, figures: dict | None = None) -> Section:
         if f
     ]
     return sec.add(FigureRow(row) if row else None)
+
+
+def scope_sentence(provenance: dict) -> str:
+    """What the metrics estimate: performance on the collection the films came from, not beyond it."""
+    split, data = provenance.get("eval_split"), provenance.get("data")
+    training = (provenance.get("training_data") or {}).get("root")
+    where = {
+        "heldout": "patients held out of the training collection before validation was carved",
+        "val": "the validation films, which also chose the model's epoch and threshold (optimistic)",
+    }.get(split, f"the '{split}' split")
+    if training and data and str(training) != str(data):
+        return (
+            f"What these numbers mean: they come from {where} of {data}, not the training data ({training}): an "
+            "external check, valid for films like these; the domain-shift guard's flagged share is reported below."
+        )
+    return (
+        f"What these numbers mean: they come from {where} of the collection the model was trained on. They estimate "
+        "how it does on films from the same source, machines and years, not on other hospitals or years, where "
+        "performance is usually lower. To know, evaluate it on an external set: `pneumocam evaluate --checkpoint "
+        "MODEL --data OTHER` (the domain-shift guard's flagged share comes with it)."
+    )
 
 
 def operating_points_sentence(m: dict) -> str | None:
