@@ -99,7 +99,11 @@ TRAINING = {
         ValSource,
         "val_source",
         "Validation images: auto (the dataset's val if it holds >= 100, else carved), "
-        "carved (patients of train) or dataset.",
+        "carved (patients of train), dataset, or family (one whole acquisition family, e.g. Kermany's IM-* "
+        "NORMAL films, with a matched share of PNEUMONIA patients: a validation that sees shift).",
+    ),
+    "val_family": _training(
+        Optional[str], "val_family", "The family --val-source family holds out (default: the smallest)."
     ),
     "val_fraction": _training(
         float, "val_fraction", "Share of train's images carved for validation, by whole patients."

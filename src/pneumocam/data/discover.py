@@ -17,7 +17,7 @@ from pathlib import Path
 from pneumocam import CLASS_NAMES
 from pneumocam.core.errors import DataError
 from pneumocam.data.readers import MEMBER_SEPARATOR, file_stamp, is_hidden, is_image_name
-from pneumocam.data.split import patient_id_from_name
+from pneumocam.data.split import family_from_name, patient_id_from_name
 
 SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 SPLITS = ("train", "val", "test")
@@ -30,6 +30,7 @@ class Sample:
     label: int  # 0 NORMAL, 1 PNEUMONIA
     split: str
     patient_id: str | None  # None when the name carries no patient id
+    family: str | None = None  # the acquisition family (data/split.py), from the name or a manifest column
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,11 @@ def _list_class_folder(folder: Path, split: str, label: int, index: DatasetIndex
             elif not is_image_name(name):
                 index.ignored_non_image += 1
             else:
-                found.append(Sample(os.path.join(dirpath, name), label, split, patient_id_from_name(name)))
+                found.append(
+                    Sample(
+                        os.path.join(dirpath, name), label, split, patient_id_from_name(name), family_from_name(name)
+                    )
+                )
     return found
 
 
@@ -143,7 +148,7 @@ def discover(root: str | os.PathLike) -> DatasetIndex:
 
 
 def read_manifest(path: str | os.PathLike) -> DatasetIndex:
-    """Index a CSV manifest with columns path,label[,patient_id][,split]; paths relative to the CSV."""
+    """Index a CSV manifest with columns path,label[,patient_id][,split][,family]; paths relative to the CSV."""
     path = Path(path)
     base = path.parent
     try:
@@ -167,7 +172,8 @@ def read_manifest(path: str | os.PathLike) -> DatasetIndex:
             raise DataError(f"{path}, line {line}: split '{row['split']}' is not train, val or test")
         file_path = row["path"] if os.path.isabs(row["path"]) else str(base / row["path"])
         patient = row.get("patient_id") or patient_id_from_name(os.path.basename(file_path))
-        index.samples.append(Sample(file_path, label, split, patient))
+        family = row.get("family") or family_from_name(os.path.basename(file_path))
+        index.samples.append(Sample(file_path, label, split, patient, family))
     for split in index.splits:
         labels = {s.label for s in index.samples if s.split == split}
         for label, name in enumerate(CLASS_NAMES):

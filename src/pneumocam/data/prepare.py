@@ -38,7 +38,12 @@ def prepare_data(config) -> PreparedData:
     """config: a TrainConfig (data, the validation and held-out plan, max_per_class, image_size, use_cache)."""
     index = discover(config.data)
     train_samples, val_samples, plan = choose_validation(
-        index, config.val_source, config.val_fraction, config.seed, holdout_fraction=config.holdout_fraction
+        index,
+        config.val_source,
+        config.val_fraction,
+        config.seed,
+        holdout_fraction=config.holdout_fraction,
+        val_family=config.val_family,
     )
     train_samples = _subsample(train_samples, config.max_per_class, config.seed)
     val_samples = _subsample(val_samples, config.max_per_class, config.seed + 1)

@@ -1,8 +1,9 @@
-"""Patient ids, the patient-grouped validation split, and balanced sampling."""
+"""Patient ids, acquisition families, the patient-grouped and the family validation splits, and balanced sampling."""
 
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
@@ -31,9 +32,28 @@ def patient_id_from_name(name: str) -> str | None:
     return None
 
 
+# Acquisition families from file names: Kermany's NORMAL films come in two numbering series (IM-*, NORMAL2-IM-*)
+# from different acquisitions. A manifest's `family` column overrides the name. --val-source family validates on
+# one whole family the model never trained on, so validation sees a shift that held-out patients do not.
+_FAMILY_PATTERNS = (
+    ("NORMAL2-IM", re.compile(r"^NORMAL2-IM-\d+", re.IGNORECASE)),
+    ("IM", re.compile(r"^IM-\d+", re.IGNORECASE)),
+    ("person", re.compile(r"^person\d+_", re.IGNORECASE)),
+    ("phantom", re.compile(r"^phantom-\d+", re.IGNORECASE)),
+)
+VAL_SOURCES = ("auto", "carved", "dataset", "family")
+
+
+def family_from_name(name: str) -> str | None:
+    for family, pattern in _FAMILY_PATTERNS:
+        if pattern.match(name):
+            return family
+    return None
+
+
 @dataclass
 class ValidationPlan:
-    source: str  # "carved" (patient-grouped, from train) or "dataset" (the dataset's own val)
+    source: str  # "carved" (patient-grouped, from train), "dataset" (the dataset's own val) or "family"
     reason: str
     grouping: str  # "patient" or "file"
     seed: int
@@ -44,6 +64,7 @@ class ValidationPlan:
     patients_val: int
     shared_patients: int
     actual_fraction: float = 0.0  # the share of images carved (or used) for validation, as measured
+    family: str | None = None  # --val-source family: the acquisition family held out whole
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -59,9 +80,10 @@ def _groups(samples: list[Sample]) -> tuple[np.ndarray, str]:
 
 
 def carve_validation(
-    samples: list[Sample], fraction: float = 0.2, seed: int = 0
+    samples: list[Sample], fraction: float = 0.2, seed: int = 0, labels_carved: tuple[int, ...] = (0, 1)
 ) -> tuple[list[Sample], list[Sample], str]:
-    """Split train into (train, val), stratified by class, no patient on both sides, deterministic by seed.
+    """Split train into (train, val), stratified by class, no patient on both sides, deterministic by seed
+    (labels_carved: the classes to carve from; the others stay in train).
 
     Per class, patients are shuffled by the seed and taken in that order while the running image count gets
     closer to fraction x the class's images: each class's share then misses the request by at most half of
@@ -80,7 +102,7 @@ def carve_validation(
     stratum = (positives * 2 >= sizes).astype(int)  # a patient's class: the majority of their films
     rng = np.random.default_rng(seed)
     in_val = np.zeros(len(names), dtype=bool)
-    for label in (0, 1):
+    for label in labels_carved:
         members = np.flatnonzero(stratum == label)
         if len(members) < 2:
             raise DataError(
@@ -95,6 +117,29 @@ def carve_validation(
         in_val[members[:take]] = True
     val_mask = in_val[inverse]
     return ([s for s, v in zip(ordered, val_mask) if not v], [s for s, v in zip(ordered, val_mask) if v], grouping)
+
+
+def carve_family_validation(
+    samples: list[Sample], seed: int = 0, family: str | None = None
+) -> tuple[list[Sample], list[Sample], str, str]:
+    """(train, val, grouping, the family held out): every NORMAL film of one acquisition family (the smallest by
+    default) goes to validation, whole, with the same share of PNEUMONIA films carved by patient from the rest,
+    so validation keeps train's class balance and no patient is on both sides."""
+    normal = [s for s in samples if s.label == 0]
+    counts = Counter(s.family for s in normal if s.family)
+    if len(counts) < 2:
+        raise DataError(
+            "--val-source family needs NORMAL films from at least two acquisition families (file names IM-* and "
+            f"NORMAL2-IM-*, or a manifest 'family' column); found {dict(counts) or 'none'}"
+        )
+    family = family or min(counts, key=lambda f: (counts[f], f))
+    if family not in counts:
+        raise DataError(f"--val-family {family}: no NORMAL films of that family; found {', '.join(sorted(counts))}")
+    held = [s for s in normal if s.family == family]
+    share = len(held) / len(normal)
+    rest = [s for s in samples if not (s.label == 0 and s.family == family)]
+    train, val, grouping = carve_validation(rest, share, seed, labels_carved=(1,))
+    return train, sorted(held + val, key=lambda s: s.path), grouping, family
 
 
 HOLDOUT_SEED_OFFSET = 7919  # the held-out draw must differ from the validation draw with the same seed
@@ -115,17 +160,26 @@ def choose_validation(
     seed: int = 0,
     min_dataset_val: int = 100,
     holdout_fraction: float = 0.0,
+    val_family: str | None = None,
 ) -> tuple[list[Sample], list[Sample], ValidationPlan]:
     """Pick the validation images: the dataset's own val when it is large enough, else carved from train
-    (from what remains of train after a held-out part, when holdout_fraction > 0)."""
+    (from what remains of train after a held-out part, when holdout_fraction > 0); with source 'family', one
+    whole acquisition family (val_family, else the smallest) and a matched share of PNEUMONIA patients."""
     train, _ = split_holdout(index, holdout_fraction, seed)
     own_val = [s for s in index.samples if s.split == "val"]
-    if source not in {"auto", "carved", "dataset"}:
-        raise SettingError("val_source", f"must be auto, carved or dataset, got '{source}'")
+    if source not in VAL_SOURCES:
+        raise SettingError("val_source", f"must be one of {', '.join(VAL_SOURCES)}, got '{source}'")
     if source == "dataset" and not own_val:
         raise DataError(f"--val-source dataset, but {index.root} has no val split; use --val-source carved")
     use_dataset = source == "dataset" or (source == "auto" and len(own_val) >= min_dataset_val)
-    if use_dataset:
+    family = None
+    if source == "family":
+        train_part, val_part, grouping, family = carve_family_validation(train, seed, val_family)
+        reason = (
+            f"every NORMAL film of the acquisition family {family} held out whole, with the same share of PNEUMONIA "
+            "patients"
+        )
+    elif use_dataset:
         train_part, val_part = train, own_val
         groups_train, grouping = _groups(train_part)
         reason = (
@@ -146,7 +200,7 @@ def choose_validation(
     train_ids = {g for g in _groups(train_part)[0]}
     val_ids = {g for g in _groups(val_part)[0]}
     plan = ValidationPlan(
-        source="dataset" if use_dataset else "carved",
+        source="family" if family else "dataset" if use_dataset else "carved",
         reason=reason,
         grouping=grouping,
         seed=seed,
@@ -157,6 +211,7 @@ def choose_validation(
         patients_val=len(val_ids),
         shared_patients=len(train_ids & val_ids),
         actual_fraction=len(val_part) / max(1, len(train_part) + len(val_part)),
+        family=family,
     )
     return train_part, val_part, plan
 

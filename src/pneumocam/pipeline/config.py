@@ -84,6 +84,7 @@ def validate_experiment(cfg: ExperimentConfig) -> None:
                 cfg.train.val_fraction,
                 cfg.train.seed,
                 holdout_fraction=cfg.train.holdout_fraction,
+                val_family=cfg.train.val_family,
             )
             if plan.source == "dataset":
                 raise PneumocamError(

@@ -7,13 +7,13 @@ from dataclasses import asdict, dataclass
 from pneumocam.anatomy.focus import FOCUS_MODES
 from pneumocam.core.errors import PneumocamError, SettingError
 from pneumocam.core.precision import PRECISIONS
+from pneumocam.data.split import VAL_SOURCES
 from pneumocam.model.network import DEVICES, MODES
 from pneumocam.train.recipes import TRAINED_WEIGHTS_REQUIRED
 
 # The choice sets of the settings, declared once: the checks below and the command line's Enums use them.
 SCHEDULES = ("cosine", "constant")
 CLASS_WEIGHTS = ("auto", "balanced", "none")  # auto: balanced, or none with the weighted sampler
-VAL_SOURCES = ("auto", "carved", "dataset")
 SELECT_BY = ("auc", "loss", "auc_acc")
 CALIBRATIONS = ("temperature", "none")
 ATTENTION_ON = ("gradcam", "input")
@@ -48,6 +48,7 @@ class TrainConfig:
     augment: bool = False
     val_source: str = "auto"
     val_fraction: float = 0.2
+    val_family: str | None = None  # --val-source family: the family held out (None: the smallest NORMAL family)
     seed: int = 0
     device: str = "auto"
     select_by: str = "auc"
