@@ -47,6 +47,7 @@ from pneumocam.core.errors import PneumocamError
 from pneumocam.core.outputs import mark_complete, new_run_folder
 from pneumocam.core.precision import autocast, resolve_precision
 from pneumocam.data import discover
+from pneumocam.evaluation.ensemble import evaluate_ensemble
 from pneumocam.evaluation.evaluate import evaluate_split
 from pneumocam.evaluation.leakage import refuse_seen
 from pneumocam.model.network import load_checkpoint, resolve_device
@@ -166,7 +167,9 @@ def train(
 @clean_errors
 @options(BOOTSTRAP, STRICT, PRECISION)
 def evaluate(
-    checkpoint: Path = typer.Option(..., help="A pneumocam model.pt."),
+    checkpoint: list[Path] = typer.Option(
+        ..., help="A pneumocam model.pt; give several (--checkpoint A --checkpoint B) to evaluate their ensemble."
+    ),
     data: Path = typer.Option(
         ..., help="Dataset folder, CSV manifest or WebDataset shards; only the evaluated split is needed."
     ),
@@ -177,32 +180,30 @@ def evaluate(
     seed: int = typer.Option(0, help="Seed of the bootstrap."),
     **settings,
 ):
-    """Metrics at threshold 0.5 and at the validation-chosen threshold; predictions.csv joined by file."""
+    """Metrics at threshold 0.5 and at the validation-chosen threshold; predictions.csv joined by file. Several
+    checkpoints: their ensemble (the mean of their calibrated probabilities, decided at 0.5), each member's AUC."""
 
     strict, bootstrap = settings["strict"], settings["bootstrap"]
     target = resolve_device(device.value)
-    model, metadata = load_checkpoint(checkpoint, target)
+    members = [load_checkpoint(path, target) for path in checkpoint]
     if strict:  # fail before a folder is made
-        refuse_seen(metadata, discover(data).split(split.value))
+        for _, metadata in members:
+            refuse_seen(metadata, discover(data).split(split.value))
     folder = new_run_folder(out, prefix=f"evaluate-{split.value}")
     precision = resolve_precision(settings["precision"].value, target)
     console.print(f"precision: {precision.used} ({precision.reason})")
+    common = dict(strict=strict, warn=warn, precision=precision.to_dict())
     with autocast(precision, target):
-        result = evaluate_split(
-            model,
-            metadata,
-            str(data),
-            split.value,
-            folder,
-            batch_size,
-            target,
-            bootstrap,
-            seed,
-            str(checkpoint),
-            strict=strict,
-            warn=warn,
-            precision=precision.to_dict(),
-        )
+        if len(members) > 1:
+            paths = [str(path) for path in checkpoint]
+            result = evaluate_ensemble(
+                members, paths, str(data), split.value, folder, batch_size, target, bootstrap, seed, **common
+            )
+        else:
+            (model, metadata), path = members[0], str(checkpoint[0])
+            result = evaluate_split(
+                model, metadata, str(data), split.value, folder, batch_size, target, bootstrap, seed, path, **common
+            )
     mark_complete(folder)
     print_metrics(result)
     console.print(f"[green]written:[/] {escape(str(folder))}")

@@ -133,6 +133,11 @@ def print_metrics(result: dict) -> None:
     weights = result.get("weights") or {}
     if started_random(weights):
         console.print(f"[bold red]{escape(weights.get('description', 'random initialisation'))}[/]")
+    for i, member in enumerate((result.get("ensemble") or {}).get("members", []), start=1):
+        described = (member.get("weights") or {}).get("description", "weights not recorded")
+        console.print(
+            f"member {i}: ROC-AUC {member['roc_auc']:.3f}, {escape(member['checkpoint'])} ({escape(described)})"
+        )
     for name, m in result["metrics"].items():
         table = Table(title=f"{result['split']} split, {name} = {m['threshold']:.3f} (n = {m['n']})")
         for column in ("class", "precision", "recall", "f1", "support"):
