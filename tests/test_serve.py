@@ -287,3 +287,28 @@ def test_slow_methods_are_off_unless_allowed_and_a_late_request_is_cancelled(tin
         assert len(forwards) == done < 128  # stopped, and not still running
         fast = client.post("/api/predict", files={"file": ("a.png", film, "image/png")})
         assert fast.status_code == 200
+
+
+def test_the_reliance_check_comes_only_when_asked_and_equals_the_runs(served, phantom_data):
+    """With reliance=true the answer holds p(PNEUMONIA) for every variant, the same as the run's check computes for
+    the film with the same (classical) lungs; without it, none is computed."""
+    from pneumocam.analysis.reliance import VARIANTS, reliance_probabilities
+    from pneumocam.anatomy.lungs import body_mask, classical_lungs
+    from pneumocam.data import discover, load_images
+    from pneumocam.model.inputs import ModelInputs
+    from pneumocam.model.network import load_checkpoint
+
+    client, run = served
+    film = _films(phantom_data, 1)[0]
+    upload = {"file": (film.name, film.read_bytes(), "image/png")}
+    assert client.post("/api/predict", files=upload).json()["reliance"] is None
+    answer = client.post("/api/predict", files=upload, data={"reliance": "true"}).json()
+    relied = answer["reliance"]["probability"]
+    assert list(relied) == list(VARIANTS) and relied["whole"] == pytest.approx(answer["probability"], abs=2e-6)
+    model, meta = load_checkpoint(run / "train" / "model.pt")
+    loaded = load_images([s for s in discover(phantom_data.images).samples if s.path == str(film)], 64, use_cache=False)
+    lungs = classical_lungs(loaded.images[0], body=body_mask(loaded.images[0]))[None]
+    expected = reliance_probabilities(model, ModelInputs.of_checkpoint(meta), loaded, lungs, 8, "cpu")
+    for name in VARIANTS:
+        assert relied[name] == pytest.approx(float(expected[name][0]), abs=2e-6), name
+    assert len({round(v, 6) for v in relied.values()}) > 1  # the variants do change the answer

@@ -87,6 +87,17 @@ def test_upload_a_film_see_its_overlay_move_the_slider_and_browse_the_run(browse
     lungs_share = api.json()["regions"]["shares"]["lungs"]
     width = browser.execute_script("return document.querySelector('#regions .bar').style.width")
     assert width == f"{round(200 * lungs_share)}px"
+    assert not browser.find_element(By.ID, "reliance").is_displayed()  # computed only when asked
+
+    browser.find_element(By.ID, "ask-reliance").click()
+    other = sorted((phantom_data.images / "test" / "NORMAL").glob("*.png"))[0]  # a new file fires the input's change
+    browser.find_element(By.ID, "file").send_keys(str(other))
+    wait.until(lambda d: d.find_element(By.ID, "reliance").is_displayed())
+    asked = httpx.post(
+        url + "/api/predict", files={"file": (other.name, other.read_bytes(), "image/png")}, data={"reliance": "true"}
+    ).json()["reliance"]["probability"]
+    rows = [row.text for row in browser.find_elements(By.CSS_SELECTOR, "#reliance-table div")]
+    assert len(rows) == 5 and rows[1] == f"lungs removed (grey): p(PNEUMONIA) {asked['lungs_removed_fill']:.3f}"
 
     browser.get(url + "/runs")
     wait.until(lambda d: "films" in d.find_element(By.ID, "count").text)

@@ -100,7 +100,7 @@ def add_model_routes(app: FastAPI, service: ModelService, limit: int, max_upload
         return {"status": "ok", "model": service.provenance()}
 
     @app.post("/api/predict")
-    def predict(file: UploadFile = File(...), method: str = Form("gradcam")) -> dict:
+    def predict(file: UploadFile = File(...), method: str = Form("gradcam"), reliance: bool = Form(False)) -> dict:
         refusal = service.method_refusal(method)
         if refusal:
             raise HTTPException(422, refusal)
@@ -109,7 +109,7 @@ def add_model_routes(app: FastAPI, service: ModelService, limit: int, max_upload
             raise HTTPException(413, f"upload over the limit of {max_upload_mb:g} MB")
         try:
             # Returned as is: the answer is plain JSON types already, FastAPI's encoder walk would only add time.
-            return JSONResponse(service.answer(content, file.filename or "", method))
+            return JSONResponse(service.answer(content, file.filename or "", method, reliance=reliance))
         except UnreadableImage as exc:
             raise HTTPException(422, f"unreadable image: {exc}") from None
         except ServiceBusy as exc:

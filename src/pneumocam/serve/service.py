@@ -23,6 +23,7 @@ import numpy as np
 
 from pneumocam import CLASS_NAMES, started_random
 from pneumocam.analysis.regions import REGIONS, attention_measures
+from pneumocam.analysis.reliance import VARIANTS, variant_images
 from pneumocam.anatomy.focus import Focused
 from pneumocam.anatomy.lungs import body_mask, classical_lungs
 from pneumocam.core.precision import autocast, resolve_precision
@@ -31,9 +32,10 @@ from pneumocam.data.readers import UnreadableImage, read_grayscale, resize_squar
 from pneumocam.evaluation.evaluate import decision_threshold
 from pneumocam.explain.cam import METHOD_COST, METHODS, make_cam, upsample
 from pneumocam.explain.overlays import contour_rgba, heat_rgba, overlay_png, png_base64
+from pneumocam.model.forward import predict_logits
 from pneumocam.model.guard import Verdict, file_reason, image_reason, load_guard
 from pneumocam.model.inputs import ModelInputs
-from pneumocam.model.network import load_checkpoint, resolve_device
+from pneumocam.model.network import load_checkpoint, probability, resolve_device
 
 HEAT_LAYER_SIDE = 56
 DEFAULT_REQUEST_TIMEOUT_S = 60.0
@@ -59,6 +61,7 @@ class Job:
     deadline: float  # time.monotonic() after which nobody waits for the answer
     lungs: np.ndarray | None = None  # estimated once: for --focus lungs, the measures and the contours
     body: np.ndarray | None = None  # likewise, for --focus body|lungs, the measures and the contours
+    reliance: bool = False  # also the probability with the lungs removed and with only the lungs kept
     future: Future = field(default_factory=Future)
     abandoned: threading.Event = field(default_factory=threading.Event)
 
@@ -160,7 +163,14 @@ class ModelService:
             reason = file_reason(handle.name)
         return gray, reason
 
-    def answer(self, content: bytes, filename: str, method: str = "gradcam", timeout: float | None = None) -> dict:
+    def answer(
+        self,
+        content: bytes,
+        filename: str,
+        method: str = "gradcam",
+        timeout: float | None = None,
+        reliance: bool = False,
+    ) -> dict:
         """Decode an upload and explain it; UnreadableImage on a bad upload, ServiceBusy when it cannot be answered
         within the time budget (its computation is then cancelled). While requests are being decoded the batcher
         waits (at most the window) for them to join its batch; with none on the way it runs at once."""
@@ -173,13 +183,15 @@ class ModelService:
             gray = resize_square(original, self.size)
             del original
             parts = self._film_parts(gray)
-            job = Job(gray, reason, method, started + budget, lungs=parts[1], body=parts[0])
+            job = Job(gray, reason, method, started + budget, lungs=parts[1], body=parts[0], reliance=reliance)
             self.jobs.put(job)
         finally:
             with self._lock:
                 self._arriving -= 1
         try:
-            probability, maps_row, verdict = job.future.result(timeout=max(0.0, job.deadline - time.monotonic()))
+            probability, maps_row, verdict, relied = job.future.result(
+                timeout=max(0.0, job.deadline - time.monotonic())
+            )
         except (TimeoutError, _Abandoned):
             job.abandoned.set()
             job.future.cancel()
@@ -187,7 +199,7 @@ class ModelService:
                 f"no answer within the server's time budget of {budget:g} s (other films were being explained); "
                 "the work was cancelled: try again"
             ) from None
-        return self._answer(job.gray, parts, probability, maps_row, verdict, method)
+        return self._answer(job.gray, parts, probability, maps_row, verdict, method) | {"reliance": relied}
 
     @staticmethod
     def _film_parts(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
@@ -244,17 +256,33 @@ class ModelService:
                 result = make_cam(self.model, method, batch_size=self.max_batch, device=self.device)(
                     focused.images, target="pred", description="Serving"
                 )
+            maps = self.reads.on_film(result.maps, focused.boxes, grid=self.size)
+            reasons = [job.reason or image_reason(job.gray) for job in jobs]
+            if self.guard is not None and result.features is not None:
+                found = self.guard.assess(result.features, reasons)
+            else:
+                found = [Verdict(not r, float("nan"), r) for r in reasons]
+            with autocast(self.precision, self.device):
+                relied = [self._reliance(job) if job.reliance else None for job in jobs]
         finally:
             hook.remove()
-        maps = self.reads.on_film(result.maps, focused.boxes, grid=self.size)
-        reasons = [job.reason or image_reason(job.gray) for job in jobs]
-        if self.guard is not None and result.features is not None:
-            found = self.guard.assess(result.features, reasons)
-        else:
-            found = [Verdict(not r, float("nan"), r) for r in reasons]
         self.batches_run += 1
         for i, job in enumerate(jobs):
-            job.future.set_result((float(result.probs[i]), maps[i], found[i]))
+            job.future.set_result((float(result.probs[i]), maps[i], found[i], relied[i]))
+
+    def _reliance(self, job: Job) -> dict:
+        """The decision-reliance check (analysis/reliance.py) on one film, lungs estimated: p(PNEUMONIA) of every
+        variant, each read as the model reads a film."""
+        variants = variant_images(job.gray, job.lungs)
+        inputs = np.stack([self.reads.read_one(variants[name], job.lungs, job.body)[0] for name in VARIANTS])
+        probs = probability(predict_logits(self.model, inputs, len(VARIANTS), self.device, description="Reliance"))
+        return {
+            "probability": {name: float(p) for name, p in zip(VARIANTS, probs)},
+            "lungs": "estimated (classical)",
+            "note": "what the model answers with the film's lungs removed and with only its lungs kept (grey fill "
+            "or heavy blur behind a feathered edge); such films are unlike real ones, so read the change, not the "
+            "values",
+        }
 
     def _answer(self, gray, parts, probability, maps_row, verdict, method) -> dict:
 

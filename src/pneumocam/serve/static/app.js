@@ -26,6 +26,22 @@ const pneumocam = (() => {
     return rows.map(([k, v]) => `<div><b>${k}</b>: ${String(v ?? "n/a").replace(/</g, "&lt;")}</div>`).join("");
   }
 
+  const VARIANT_TEXT = {
+    whole: "the film as it is",
+    lungs_removed_fill: "lungs removed (grey)",
+    only_lungs_fill: "only the lungs kept (grey around)",
+    lungs_removed_blur: "lungs removed (blurred)",
+    only_lungs_blur: "only the lungs kept (blurred around)",
+  };
+
+  function reliance(found) {
+    $("reliance").hidden = !found;
+    if (!found) return;
+    $("reliance-table").innerHTML = Object.entries(found.probability).map(([name, p]) =>
+      `<div>${VARIANT_TEXT[name] || name}: p(PNEUMONIA) <b>${fmt(p)}</b></div>`).join("");
+    $("reliance-note").textContent = `Lungs ${found.lungs}; ${found.note}.`;
+  }
+
   async function explainPage() {
     const health = await json(await fetch("/api/health"));
     const model = health.model;
@@ -50,6 +66,7 @@ const pneumocam = (() => {
       const form = new FormData();
       form.append("file", file);
       form.append("method", $("method").value);
+      form.append("reliance", $("ask-reliance").checked ? "true" : "false");
       try {
         const answer = await json(await fetch("/api/predict", { method: "POST", body: form }));
         $("film").src = "data:image/png;base64," + answer.film_png_base64;
@@ -75,6 +92,7 @@ const pneumocam = (() => {
         $("pointing").textContent = "Map maximum inside the lungs: " +
           (answer.regions.pointing_lungs === null ? "n/a" : answer.regions.pointing_lungs ? "yes" : "no");
         $("provenance").innerHTML = provenance(answer.model);
+        reliance(answer.reliance);
         opacity();
         $("result").hidden = false;
       } catch (error) {
