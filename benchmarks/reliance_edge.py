@@ -26,7 +26,7 @@ from record import write_record  # noqa: E402
 
 
 def main() -> None:
-    from pneumocam.analysis.reliance import FEATHER, film_lungs, reliance_probabilities, reliance_summary
+    from pneumocam.analysis.reliance import FEATHER, FILL_GREY, film_lungs, reliance_probabilities, reliance_summary
     from pneumocam.core.precision import autocast, resolve_precision
     from pneumocam.data import discover, load_images
     from pneumocam.model.inputs import ModelInputs
@@ -36,6 +36,7 @@ def main() -> None:
     parser.add_argument("run", type=Path)
     parser.add_argument("--record", default=None)
     parser.add_argument("--shift", type=int, default=None, help="Pixels to erode / dilate (default: 2 sigma).")
+    parser.add_argument("--masks", nargs="+", default=["eroded", "as_is", "dilated"], help="Which masks to try.")
     args = parser.parse_args()
 
     results = json.loads((args.run / "results.json").read_text())
@@ -51,13 +52,15 @@ def main() -> None:
     shift = args.shift if args.shift is not None else round(2 * FEATHER * size)
     patients = [s.patient_id for s in films.samples]
     reads = ModelInputs.of_checkpoint(meta)
-    figures = {"n_films": len(samples), "shift_px": shift, "masks": {}}
+    figures = {"n_films": len(samples), "shift_px": shift, "fill_grey": FILL_GREY, "masks": {}}
     precision = resolve_precision("auto", "cpu")
-    for name, masks in (
-        ("eroded", np.stack([binary_erosion(m, iterations=shift) for m in lungs])),
-        ("as_is", lungs),
-        ("dilated", np.stack([binary_dilation(m, iterations=shift) for m in lungs])),
-    ):
+    shifted = {
+        "eroded": lambda: np.stack([binary_erosion(m, iterations=shift) for m in lungs]),
+        "as_is": lambda: lungs,
+        "dilated": lambda: np.stack([binary_dilation(m, iterations=shift) for m in lungs]),
+    }
+    for name in args.masks:
+        masks = shifted[name]()
         with autocast(precision, "cpu"):
             probs = reliance_probabilities(model, reads, films, masks, 32, "cpu", lung_masks=lung_root)
         summary = reliance_summary(probs, films.labels, patients, n_resamples=1000, seed=0)

@@ -8,7 +8,7 @@ so it is the same for every model and a model trained to please an explanation c
 Removal replaces pixels behind a feathered edge, so the model is not shown a sharp outline of the lungs. With w
 the lung mask smoothed by a Gaussian (sigma: FEATHER of the side) and r the replacement,
     lungs removed:  x (1 - w) + r w          only the lungs:  x w + r (1 - w)
-for two replacements: `fill`, a constant grey (FILL_GREY, the grey --focus puts outside the body), and `blur`, the
+for two replacements: `fill`, a constant grey (FILL_GREY, 128; --focus greys with 114: README), and `blur`, the
 film under a heavy Gaussian blur (sigma: BLUR of the side), which keeps brightness and layout but not texture.
 The variants are read as the model reads any film (its --focus included). Inputs like these are unlike the
 training films, so the probabilities say how the decision depends on each part, not how the model would do on
