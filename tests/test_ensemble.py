@@ -78,3 +78,4 @@ def test_members_of_different_sizes_are_refused(two_members, phantom_data, tmp_p
     args = ["evaluate", "--checkpoint", str(two_members[0]), "--checkpoint", str(bigger)]
     result = runner.invoke(app, [*args, "--data", str(phantom_data.images), "--out", str(tmp_path / "e")])
     assert result.exit_code != 0 and "different image sizes" in result.output
+    assert not (tmp_path / "e").exists()  # refused before an evaluation folder was made

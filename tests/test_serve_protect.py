@@ -53,15 +53,16 @@ def test_a_foreign_host_header_is_refused(serving):
 def test_requests_from_another_web_site_are_refused(serving):
     base, port = serving
     upload = {"file": ("a.png", _png(), "image/png")}
-    # another host on the same port (a page at 127.0.0.2 is another origin; no request leaves loopback)
-    foreign = httpx.post(base + "/api/predict", files=upload, headers={"Origin": f"http://127.0.0.2:{port}"})
+    # another host name on the same port: the request is addressed to 127.0.0.1, so a page at localhost is another
+    # origin (only the header names it; no request leaves loopback)
+    foreign = httpx.post(base + "/api/predict", files=upload, headers={"Origin": f"http://localhost:{port}"})
     assert foreign.status_code == 403 and "another web site" in foreign.json()["detail"]
     other_port = httpx.post(base + "/api/predict", files=upload, headers={"Origin": f"http://127.0.0.1:{port + 1}"})
     assert other_port.status_code == 403  # another local page is another origin too
     assert httpx.post(base + "/api/predict", files=upload, headers={"Origin": "null"}).status_code == 403
     cross = httpx.post(base + "/api/predict", files=upload, headers={"Sec-Fetch-Site": "cross-site"})
     assert cross.status_code == 403  # a browser that sends no Origin still says where the request came from
-    assert httpx.get(base + "/api/runs", headers={"Origin": f"http://127.0.0.2:{port}"}).status_code == 403
+    assert httpx.get(base + "/api/runs", headers={"Origin": f"http://localhost:{port}"}).status_code == 403
     own = httpx.post(
         base + "/api/predict", files=upload, headers={"Origin": base, "Sec-Fetch-Site": "same-origin"}, timeout=60
     )

@@ -47,7 +47,7 @@ from pneumocam.core.errors import PneumocamError
 from pneumocam.core.outputs import mark_complete, new_run_folder
 from pneumocam.core.precision import autocast, resolve_precision
 from pneumocam.data import discover
-from pneumocam.evaluation.ensemble import evaluate_ensemble
+from pneumocam.evaluation.ensemble import evaluate_ensemble, member_size
 from pneumocam.evaluation.evaluate import evaluate_split
 from pneumocam.evaluation.leakage import refuse_seen
 from pneumocam.model.network import load_checkpoint, resolve_device
@@ -186,6 +186,7 @@ def evaluate(
     strict, bootstrap = settings["strict"], settings["bootstrap"]
     target = resolve_device(device.value)
     members = [load_checkpoint(path, target) for path in checkpoint]
+    member_size(members)  # refuse mixed sizes before a folder is made
     if strict:  # fail before a folder is made
         for _, metadata in members:
             refuse_seen(metadata, discover(data).split(split.value))

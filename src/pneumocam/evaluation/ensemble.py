@@ -36,6 +36,14 @@ def ensemble_predictions(
     return Predictions(first.paths, first.labels, probs.mean(axis=0), first.patients), probs
 
 
+def member_size(members: list[tuple[nn.Module, dict]]) -> int:
+    """The one input size every member reads; members of different sizes cannot share the films."""
+    sizes = {int(meta.get("image_size", 224)) for _, meta in members}
+    if len(sizes) > 1:
+        raise PneumocamError(f"ensemble members read different image sizes ({sorted(sizes)}): use models of one size")
+    return sizes.pop()
+
+
 def union_of_seen(metas: list[dict]) -> dict:
     """A metadata whose record of seen films is every member's together (none when any member has no record)."""
     seen = [meta.get("seen") for meta in metas]
@@ -64,12 +72,7 @@ def evaluate_ensemble(
 ) -> dict:
     """Like evaluate_split for several models: metrics.json (with an "ensemble" block: each member's ROC-AUC on
     the same films), predictions.csv (the mean), predictions_members.csv (each member), skipped.csv, leakage.csv."""
-    sizes = {int(meta.get("image_size", 224)) for _, meta in members}
-    if len(sizes) > 1:
-        raise PneumocamError(
-            f"ensemble members read different image sizes ({sorted(sizes)}): combine models of one size"
-        )
-    loaded = load_images(discover(data_root).split(split), sizes.pop(), description=f"Reading {split}")
+    loaded = load_images(discover(data_root).split(split), member_size(members), description=f"Reading {split}")
     leakage = check_leakage(union_of_seen([meta for _, meta in members]), loaded.samples)
     enforce(leakage, strict, warn)
     predictions, member_probs = ensemble_predictions(members, loaded, batch_size, device)
