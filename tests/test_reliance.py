@@ -19,10 +19,11 @@ def test_variants_are_the_feathered_mix_written_out():
     x = gray.astype(np.float64)
     w = np.clip(gaussian_filter(lungs.astype(np.float64), 0.02 * 50), 0, 1)  # the soft edge: sigma 2% of the side
     blurred = gaussian_filter(x, 0.08 * 50)  # the heavy blur: sigma 8% of the side
+    grey = round(255 * (0.485 + 0.456 + 0.406) / 3)  # the ImageNet mean grey that normalisation maps to zero: 114
     expected = {
         "whole": x,
-        "lungs_removed_fill": x * (1 - w) + 128 * w,
-        "only_lungs_fill": x * w + 128 * (1 - w),
+        "lungs_removed_fill": x * (1 - w) + grey * w,
+        "only_lungs_fill": x * w + grey * (1 - w),
         "lungs_removed_blur": x * (1 - w) + blurred * w,
         "only_lungs_blur": x * w + blurred * (1 - w),
     }
@@ -32,7 +33,8 @@ def test_variants_are_the_feathered_mix_written_out():
         assert got[name].dtype == np.uint8
         assert np.abs(got[name].astype(np.float64) - np.clip(np.rint(image), 0, 255)).max() <= 1, name
     # deep inside the lungs the fill is the grey, outside them the film is untouched, and the reverse
-    assert (got["lungs_removed_fill"][20:30, 10:17] == 128).all() and (got["only_lungs_fill"][:3] == 128).all()
+    assert (got["lungs_removed_fill"][20:30, 10:17] == grey).all() and (got["only_lungs_fill"][:3] == grey).all()
+    assert grey == 114
     assert np.array_equal(got["lungs_removed_fill"][:3], gray[:3])
 
 

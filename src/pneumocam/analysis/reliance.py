@@ -8,7 +8,8 @@ so it is the same for every model and a model trained to please an explanation c
 Removal replaces pixels behind a feathered edge, so the model is not shown a sharp outline of the lungs. With w
 the lung mask smoothed by a Gaussian (sigma: FEATHER of the side) and r the replacement,
     lungs removed:  x (1 - w) + r w          only the lungs:  x w + r (1 - w)
-for two replacements: `fill`, a constant grey (FILL_GREY, 128; --focus greys with 114: README), and `blur`, the
+for two replacements: `fill`, a constant grey (FILL_GREY: the grey --focus and occlusion use, the ImageNet mean
+that the model's normalisation maps to zero, so a removed part looks like what --focus already hides), and `blur`, the
 film under a heavy Gaussian blur (sigma: BLUR of the side), which keeps brightness and layout but not texture.
 The variants are read as the model reads any film (its --focus included). Inputs like these are unlike the
 training films, so the probabilities say how the decision depends on each part, not how the model would do on
@@ -27,6 +28,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 
 from pneumocam import CLASS_NAMES
+from pneumocam.anatomy.focus import NEUTRAL_GREY
 from pneumocam.anatomy.lungs import LungModel, body_mask, classical_lungs
 from pneumocam.core.progress import track
 from pneumocam.data import LoadedImages
@@ -36,7 +38,7 @@ from pneumocam.model.forward import predict_logits
 from pneumocam.model.inputs import ModelInputs
 from pneumocam.model.network import probability
 
-FILL_GREY = 128.0
+FILL_GREY = float(NEUTRAL_GREY)
 FEATHER = 0.02  # of the side: the soft edge of the lung mask
 BLUR = 0.08  # of the side: the heavy blur of the `blur` replacement
 REMOVALS = ("fill", "blur")
