@@ -362,3 +362,67 @@ def test_each_select_by_picks_the_epoch_its_rule_names():
     ]
     picked = {rule: max(range(3), key=lambda i: selection_score(rows[i], rule)) + 1 for rule in SELECT_BY}
     assert picked == {"auc": 1, "auc_acc": 2, "loss": 3}
+
+
+def test_label_smoothing_pulls_the_targets_towards_one_half():
+    """BCE against y (1 - e) + e / 2, written out: e = 0.2 makes the targets 0.9 and 0.1."""
+    from pneumocam.train.loop import weighted_loss
+
+    logits, targets, weights = torch.tensor([0.3, -1.2, 2.0]), torch.tensor([1, 0, 0]), torch.tensor([2.0, 0.5])
+    p = 1 / (1 + np.exp(-np.array([0.3, -1.2, 2.0])))
+    soft, w = np.array([0.9, 0.1, 0.1]), np.array([0.5, 2.0, 2.0])
+    expected = np.mean(w * -(soft * np.log(p) + (1 - soft) * np.log(1 - p)))
+    assert float(weighted_loss(logits, targets, weights, smoothing=0.2)) == pytest.approx(expected, rel=1e-6)
+    hard = np.mean(w * -(np.array([1, 0, 0]) * np.log(p) + np.array([0, 1, 1]) * np.log(1 - p)))
+    assert float(weighted_loss(logits, targets, weights)) == pytest.approx(hard, rel=1e-6) != expected
+    with pytest.raises(Exception, match="label_smoothing"):
+        TrainConfig(data="x", label_smoothing=1.0)
+
+
+def test_acquisition_augmentation_is_a_gamma_curve_a_sharpness_and_noise():
+    """Geometry and contrast off, sharpness fixed at 1 and no noise: each output is 255 (x / 255) ** gamma for one
+    gamma per image inside the range (the power law, written here); noise alone on a flat image spreads it by at most
+    its sigma; acquisition needs --augment."""
+    from pneumocam.data import Augmentation
+
+    ramp = torch.linspace(0, 255, 256).round().to(torch.uint8).reshape(1, 16, 16).repeat(8, 1, 1)
+    plain = dict(degrees=0.0, translate=0.0, scale=(1.0, 1.0), contrast=0.0)
+    curved = Augmentation(**plain, acquisition=True, gamma_range=2.0, sharpness=(1.0, 1.0), noise_sigma=0.0)
+    out = curved(ramp, torch.Generator().manual_seed(3)).float()
+    x = ramp[0].float() / 255
+    gammas = []
+    for image in out:
+        middle = (x > 0.2) & (x < 0.8)
+        gamma = float(np.median(np.log(image[middle] / 255) / np.log(x[middle])))
+        assert 0.5 - 1e-3 <= gamma <= 2.0 + 1e-3
+        assert torch.allclose(image, (255 * x**gamma).round(), atol=1.0)
+        gammas.append(gamma)
+    assert np.ptp(gammas) > 0.2  # the draws differ between images
+    flat = torch.full((8, 16, 16), 128, dtype=torch.uint8)
+    noisy = Augmentation(**plain, acquisition=True, gamma_range=1.0, sharpness=(1.0, 1.0), noise_sigma=10.0)
+    spread = noisy(flat, torch.Generator().manual_seed(0)).float().std(dim=(1, 2))
+    assert (spread > 0.5).sum() >= 6 and float(spread.max()) < 10 * 1.3
+    # without acquisition the random stream is the one runs made before it existed
+    before = Augmentation()(ramp, torch.Generator().manual_seed(5))
+    assert torch.equal(before, Augmentation(acquisition=False)(ramp, torch.Generator().manual_seed(5)))
+    with pytest.raises(Exception, match="--augment"):
+        TrainConfig(data="x", acquisition_augment=True)
+
+
+def test_members_with_one_split_seed_share_their_held_out_and_validation_films(phantom_data):
+    """--split-seed: seeds 0 and 1 with split seed 0 hold out and validate on the same films; without it they do not
+    (counted on the phantom set)."""
+    from pneumocam.data.prepare import prepare_data
+
+    def parts(**seeds):
+        config = TrainConfig(
+            data=str(phantom_data.images), image_size=32, holdout_fraction=0.2, val_source="carved", **seeds
+        )
+        prepared = prepare_data(config)
+        return set(prepared.val.paths), set(prepared.train.paths), prepared.validation_plan["holdout_seed"]
+
+    val0, train0, held0 = parts(seed=0)
+    val1, train1, held1 = parts(seed=1, split_seed=0)
+    assert (val0, train0) == (val1, train1) and held0 == held1 == 0
+    val2, train2, _ = parts(seed=1)
+    assert val2 != val0 and train2 != train0

@@ -95,6 +95,14 @@ TRAINING = {
     "augment": _training(
         bool, "augment", "Small rotation, shift, scale, contrast (off in the faithful recipe; never a flip)."
     ),
+    "acquisition_augment": _training(
+        bool,
+        "acquisition_augment",
+        "With --augment, also what another scanner changes: gamma, blur or sharpening, and noise.",
+    ),
+    "label_smoothing": _training(
+        float, "label_smoothing", "Label smoothing: each training target y becomes y (1 - e) + e / 2 (0: off)."
+    ),
     "val_source": _training(
         ValSource,
         "val_source",
@@ -109,6 +117,12 @@ TRAINING = {
         float, "val_fraction", "Share of train's images carved for validation, by whole patients."
     ),
     "seed": _training(int, "seed", "Seed of the splits, the initialisation, the batches and every random draw."),
+    "split_seed": _training(
+        Optional[int],
+        "split_seed",
+        "Seed of the held-out part, the validation and any subsample (default: --seed); give members of a seed "
+        "ensemble one split seed so that no member trained on another's held-out films.",
+    ),
     "device": _training(Device, "device", "Where to compute."),
     "precision": _training(
         Precision,

@@ -41,12 +41,12 @@ def prepare_data(config) -> PreparedData:
         index,
         config.val_source,
         config.val_fraction,
-        config.seed,
+        config.data_seed,
         holdout_fraction=config.holdout_fraction,
         val_family=config.val_family,
     )
-    train_samples = _subsample(train_samples, config.max_per_class, config.seed)
-    val_samples = _subsample(val_samples, config.max_per_class, config.seed + 1)
+    train_samples = _subsample(train_samples, config.max_per_class, config.data_seed)
+    val_samples = _subsample(val_samples, config.max_per_class, config.data_seed + 1)
     train = load_images(train_samples, config.image_size, use_cache=config.use_cache, description="Reading train")
     val = load_images(val_samples, config.image_size, use_cache=config.use_cache, description="Reading val")
     for part, name in ((train, "train"), (val, "validation")):
@@ -57,10 +57,10 @@ def prepare_data(config) -> PreparedData:
         "n_val_used": len(val.samples),
         "max_per_class": config.max_per_class,
         "holdout_fraction": config.holdout_fraction,
-        "holdout_seed": config.seed,
+        "holdout_seed": config.data_seed,
     }
     if config.holdout_fraction > 0:
-        _, held_out = split_holdout(index, config.holdout_fraction, config.seed)
+        _, held_out = split_holdout(index, config.holdout_fraction, config.data_seed)
         plan_dict["holdout_actual_fraction"] = len(held_out) / max(1, len(index.split("train")))
         plan_dict["n_heldout"] = len(held_out)
     return PreparedData(train, val, plan_dict, fingerprint(train.samples + val.samples), train.skipped + val.skipped)

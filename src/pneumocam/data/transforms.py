@@ -20,7 +20,10 @@ def to_model_input(batch: torch.Tensor, channels_last: bool = True) -> torch.Ten
 
 
 class Augmentation:
-    """Training augmentation (off in the faithful recipe): small rotation, shift, scale and contrast.
+    """Training augmentation (off in the faithful recipe): small rotation, shift, scale and contrast; with
+    acquisition=True also what differs between scanners and sites: a gamma curve (log-uniform in 1/gamma_range ..
+    gamma_range), blur or sharpening (torchvision's adjust_sharpness, factor 0.3 .. 2) and Gaussian noise (sigma up
+    to noise_sigma grey levels).
 
     No horizontal flip: laterality matters on a chest film (the heart sits on the patient's left).
     Random draws come from the torch generator given to __call__, so resumed runs repeat them.
@@ -32,8 +35,29 @@ class Augmentation:
         translate: float = 0.06,
         scale: tuple[float, float] = (0.93, 1.07),
         contrast: float = 0.15,
+        acquisition: bool = False,
+        gamma_range: float = 1.4,
+        sharpness: tuple[float, float] = (0.3, 2.0),
+        noise_sigma: float = 6.0,
     ):
         self.degrees, self.translate, self.scale, self.contrast = degrees, translate, scale, contrast
+        self.acquisition, self.gamma_range, self.sharpness, self.noise_sigma = (
+            acquisition,
+            gamma_range,
+            sharpness,
+            noise_sigma,
+        )
+
+    def _acquisition(self, image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """One (1, H, W) uint8 image as another scanner might have written it; draws come after the geometric
+        ones, so runs without acquisition repeat their earlier random stream."""
+        u = torch.rand(4, generator=generator)
+        gamma = float(self.gamma_range ** (u[0] * 2 - 1))
+        image = F.adjust_gamma(image, gamma)
+        image = F.adjust_sharpness(image, float(self.sharpness[0] + u[1] * (self.sharpness[1] - self.sharpness[0])))
+        sigma = float(u[2]) * self.noise_sigma
+        noise = torch.randn(image.shape, generator=generator) * sigma
+        return (image.float() + noise).round().clamp(0, 255).to(torch.uint8)
 
     def __call__(self, batch: torch.Tensor, generator: torch.Generator, masks: torch.Tensor | None = None):
         """The augmented batch; with uint8 masks (N, S, S) of any side S, also the masks moved by the same draws."""
@@ -51,7 +75,8 @@ class Augmentation:
             scale = float(self.scale[0] + u[3] * (self.scale[1] - self.scale[0]))
             moved = F.affine(image.unsqueeze(0), angle=angle, translate=shift, scale=scale, shear=[0.0, 0.0])
             factor = float(1 + (u[4] * 2 - 1) * self.contrast)
-            out[i] = F.adjust_contrast(moved, factor)[0]
+            adjusted = F.adjust_contrast(moved, factor)
+            out[i] = (self._acquisition(adjusted, generator) if self.acquisition else adjusted)[0]
             if masks is not None:
                 side = masks.shape[-1]
                 mask_shift = [int(round(float((u[k] * 2 - 1) * self.translate * side))) for k in (1, 2)]

@@ -82,7 +82,7 @@ def validate_experiment(cfg: ExperimentConfig) -> None:
                 index,
                 cfg.train.val_source,
                 cfg.train.val_fraction,
-                cfg.train.seed,
+                cfg.train.data_seed,
                 holdout_fraction=cfg.train.holdout_fraction,
                 val_family=cfg.train.val_family,
             )

@@ -46,10 +46,13 @@ class TrainConfig:
     class_weights: str = "auto"
     weighted_sampler: bool = False
     augment: bool = False
+    acquisition_augment: bool = False  # with augment: also gamma, blur/sharpen and noise (another scanner's look)
+    label_smoothing: float = 0.0  # BCE targets pulled towards 0.5 by this share (0: off)
     val_source: str = "auto"
     val_fraction: float = 0.2
     val_family: str | None = None  # --val-source family: the family held out (None: the smallest NORMAL family)
     seed: int = 0
+    split_seed: int | None = None  # seed of the held-out, validation and subsample draws (None: seed)
     device: str = "auto"
     select_by: str = "auc"
     max_per_class: int | None = None  # deterministic subsample of train and val per class (quick runs)
@@ -65,6 +68,12 @@ class TrainConfig:
     ema: float = 0.0  # decay per step of an exponential moving average of the weights (0: off), restarted per size
     recipe: str | None = None  # the named recipe these settings started from (recipes.py), recorded for the report
     precision: str = "auto"  # the network's arithmetic (core/precision.py); weights stay fp32
+
+    @property
+    def data_seed(self) -> int:
+        """The seed that draws the held-out part, the validation and any subsample: members of a seed ensemble
+        share it (split_seed) so that one member's training films are never another's held-out films."""
+        return self.seed if self.split_seed is None else self.split_seed
 
     def __post_init__(self):
         checks = [
@@ -83,6 +92,16 @@ class TrainConfig:
                 "balances the classes (it implies none)",
             ),
             (0.0 <= self.ema < 1.0, "ema", f"must be a decay in [0, 1) (0: off), got {self.ema}"),
+            (
+                0.0 <= self.label_smoothing < 1.0,
+                "label_smoothing",
+                f"must be a share in [0, 1) (0: off), got {self.label_smoothing}",
+            ),
+            (
+                self.augment or not self.acquisition_augment,
+                "acquisition_augment",
+                "adds to --augment: give --augment too",
+            ),
             (self.attention_penalty >= 0, "attention_penalty", f"must be >= 0 (0: off), got {self.attention_penalty}"),
             (
                 not self.attention_penalty or self.mode != "frozen",

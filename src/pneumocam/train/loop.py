@@ -32,14 +32,16 @@ def class_weight_vector(labels: np.ndarray, policy: str) -> torch.Tensor:
 
 
 def weighted_loss(
-    logits: torch.Tensor, targets: torch.Tensor, class_weights: torch.Tensor, share: float = 1.0
+    logits: torch.Tensor, targets: torch.Tensor, class_weights: torch.Tensor, share: float = 1.0, smoothing: float = 0.0
 ) -> torch.Tensor:
     """Class-weighted BCE, the mean over the batch. share: this process's rows are part of a global batch of
-    len(logits) / share rows (DDP); the sum is scaled so that DDP's gradient average is the global batch mean."""
+    len(logits) / share rows (DDP); the sum is scaled so that DDP's gradient average is the global batch mean.
+    smoothing (label smoothing, Szegedy et al. 2016, for two classes): the target y becomes y (1 - e) + e / 2."""
     weights = class_weights.to(logits.device)[targets.long()]
+    soft = targets.to(logits.dtype) * (1.0 - smoothing) + smoothing / 2.0
     if share == 1.0:
-        return F.binary_cross_entropy_with_logits(logits, targets.float(), weight=weights)
-    total = F.binary_cross_entropy_with_logits(logits, targets.float(), weight=weights, reduction="sum")
+        return F.binary_cross_entropy_with_logits(logits, soft, weight=weights)
+    total = F.binary_cross_entropy_with_logits(logits, soft, weight=weights, reduction="sum")
     return total * share / max(1, len(logits))
 
 
@@ -108,7 +110,7 @@ def train_one_epoch(
         train.attention,
     )
     order, generator = epoch_order(len(labels), labels, config.seed, epoch, config.weighted_sampler)
-    augment = Augmentation() if config.augment and not features else None
+    augment = Augmentation(acquisition=config.acquisition_augment) if config.augment and not features else None
     net = step.net if step.net is not None else (model.fc if features else model)
     if not features:
         set_train_mode(model, config.mode)
@@ -148,7 +150,9 @@ def train_one_epoch(
                     penalty, share_sum = attention.penalty(share.float(), present)
                     outside_sum, outside_n = outside_sum + share_sum, outside_n + int(present.sum())
             logits = logits.float()  # the loss, and everything after it, in fp32
-            loss = weighted_loss(logits, targets, class_weights, len(targets) * dist.world / len(whole))
+            loss = weighted_loss(
+                logits, targets, class_weights, len(targets) * dist.world / len(whole), config.label_smoothing
+            )
             loss_total = loss if attention is None else loss + attention.weight * penalty
             optimizer.zero_grad(set_to_none=True)
             loss_total.backward()
