@@ -2,9 +2,10 @@
 
     python scripts/screenshot_serve.py --checkpoint RUN/train/model.pt --runs RUNS_DIR --film FILM.jpeg --out DIR
 
-Starts the server on a free local port, uploads FILM on "Explain a film" (explain.png), then opens the first run
-under RUNS_DIR, filters its misclassified films and opens one beside its overlay (runs.png). Needs Debian's
-chromium and chromium-driver.
+Starts the server on a free local port; at 1280x800 uploads FILM on "Explain a film" with the reliance check asked,
+zooms in two wheel notches and narrows the window (explain.png); then opens the first run under RUNS_DIR, filters
+its misclassified films, opens the first and steps to the next with "j" (runs.png); then both pages again in a
+420 px wide window (explain-narrow.png, runs-narrow.png). Needs Debian's chromium and chromium-driver.
 """
 
 from __future__ import annotations
@@ -44,28 +45,62 @@ def main() -> None:
         time.sleep(0.05)
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium")
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1300,1000"):
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage"):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
     wait = WebDriverWait(driver, 300)
-    try:
+    viewer_ready = "return document.getElementById('viewer').dataset.zoom !== undefined"
+    shots = []
+
+    def viewport(width: int, height: int) -> None:  # the page's own size, without the window's frame
+        driver.execute_cdp_cmd(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+        )
+
+    def shot(name: str) -> None:
+        driver.save_screenshot(str(args.out / name))
+        shots.append(str(args.out / name))
+
+    def explain_page() -> None:
         driver.get(f"http://127.0.0.1:{port}/")
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#method option"))
+        driver.find_element(By.ID, "ask-reliance").click()
         driver.find_element(By.ID, "file").send_keys(str(Path(args.film).resolve()))
-        wait.until(lambda d: d.execute_script("return document.getElementById('heat').naturalWidth > 0"))
-        driver.save_screenshot(str(args.out / "explain.png"))
+        wait.until(lambda d: d.execute_script(viewer_ready) and d.find_element(By.ID, "probability").text)
+
+    def runs_page() -> None:
         driver.get(f"http://127.0.0.1:{port}/runs")
         wait.until(lambda d: "films" in d.find_element(By.ID, "count").text)
         driver.find_element(By.ID, "only-wrong").click()
         rows = driver.find_elements(By.CSS_SELECTOR, "#table tbody tr")
         if rows:
             rows[0].click()
-            wait.until(lambda d: d.execute_script("return document.getElementById('run-overlay').naturalWidth > 0"))
-        driver.save_screenshot(str(args.out / "runs.png"))
+            wait.until(lambda d: d.execute_script(viewer_ready))
+            driver.find_element(By.TAG_NAME, "body").send_keys("j")
+            time.sleep(1.0)  # the next case's film arrives
+
+    try:
+        viewport(1280, 800)
+        explain_page()
+        for _ in range(2):  # two wheel notches on the overlay, about its centre
+            driver.execute_script(
+                "const c = document.getElementById('overlay-canvas'), b = c.getBoundingClientRect();"
+                "c.dispatchEvent(new WheelEvent('wheel', {deltaY: -100, clientX: b.left + b.width / 2,"
+                " clientY: b.top + b.height / 2, bubbles: true, cancelable: true}))"
+            )
+        shot("explain.png")
+        runs_page()
+        shot("runs.png")
+        viewport(420, 800)
+        explain_page()
+        shot("explain-narrow.png")
+        runs_page()
+        shot("runs-narrow.png")
     finally:
         driver.quit()
         server.should_exit = True
-    print(f"screenshots: {args.out / 'explain.png'}, {args.out / 'runs.png'}")
+    print("screenshots: " + ", ".join(shots))
 
 
 if __name__ == "__main__":

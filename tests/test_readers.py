@@ -247,3 +247,34 @@ def test_a_dicom_over_the_pixel_budget_is_refused_from_rows_columns_and_frames(t
     frames = write_dicom(tmp_path / "f.dcm", np.concatenate([pixels, pixels]), NumberOfFrames=2, Rows=30)
     with pytest.raises(UnreadableImage, match="40x30x2 frames"):
         read_grayscale(frames, max_pixels=2000)
+
+
+def test_display_keeps_a_dicoms_full_range_and_offers_its_own_window(tmp_path, write_dicom):
+    """Values 1000..3000 spread over 0..255 (scale 255 / 2000); the window centre 2000, width 1000 becomes centre
+    (2000 - 1000) * 255 / 2000 = 127.5 and width 1000 * 255 / 2000 = 127.5 (hand numbers); only the first of
+    several windows counts."""
+    from pneumocam.data.readers import read_display
+
+    pixels = np.tile(np.linspace(1000, 3000, 41).round().astype(np.uint16), (20, 1))
+    path = write_dicom(tmp_path / "w.dcm", pixels, WindowCenter=[2000, 1500], WindowWidth=[1000, 400])
+    gray, window = read_display(path, max_side=1024)
+    assert window == {"centre": pytest.approx(127.5), "width": pytest.approx(127.5), "source": "the DICOM's own window"}
+    assert gray.shape == (20, 41) and gray[0, 0] == 0 and gray[0, -1] == 255 and abs(int(gray[0, 20]) - 127.5) <= 1
+    # MONOCHROME1: bright is low, so the picture and the centre turn over: 1500 -> 255 - 63.75 = 191.25
+    one = write_dicom(tmp_path / "m1.dcm", pixels, photometric="MONOCHROME1", WindowCenter=1500, WindowWidth=1000)
+    gray1, window1 = read_display(one, max_side=1024)
+    assert window1["centre"] == pytest.approx(191.25) and gray1[0, 0] == 255 and gray1[0, -1] == 0
+
+
+def test_display_of_a_film_without_a_window_is_the_read_film_under_the_identity_window(tmp_path, write_dicom):
+    """No window: what read_grayscale gives, centre 127.5 / width 255; a 3000 x 1500 PNG comes at 1024 x 512."""
+    from pneumocam.data.readers import read_display
+
+    pixels = np.tile(np.arange(0, 4000, 100, dtype=np.uint16), (30, 1))
+    plain = write_dicom(tmp_path / "plain.dcm", pixels)
+    gray, window = read_display(plain, max_side=1024)
+    assert np.array_equal(gray, read_grayscale(plain)) and window == {"centre": 127.5, "width": 255.0, "source": "none"}
+    wide = tmp_path / "wide.png"
+    Image.fromarray(np.tile(np.linspace(0, 255, 3000).astype(np.uint8), (1500, 1))).save(wide)
+    small, _ = read_display(wide, max_side=1024)
+    assert small.shape == (512, 1024)

@@ -312,3 +312,40 @@ def test_the_reliance_check_comes_only_when_asked_and_equals_the_runs(served, ph
     for name in VARIANTS:
         assert relied[name] == pytest.approx(float(expected[name][0]), abs=2e-6), name
     assert len({round(v, 6) for v in relied.values()}) > 1  # the variants do change the answer
+
+
+def _decoded(text: str) -> np.ndarray:
+    import base64
+
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(text))))
+
+
+def test_the_viewers_film_comes_only_when_asked_at_its_own_aspect(served):
+    """display=true: the upload itself (300 x 150, under DISPLAY_MAX_SIDE) under the identity window; a 2400 x 1200
+    film comes at 1024 x 512; without display none is made."""
+    client, _ = served
+    film = np.tile(np.linspace(0, 255, 300).astype(np.uint8), (150, 1))
+    upload = {"file": ("wide.png", _png(film), "image/png")}
+    assert client.post("/api/predict", files=upload).json()["display"] is None
+    shown = client.post("/api/predict", files=upload, data={"display": "true"}).json()["display"]
+    assert (shown["width"], shown["height"]) == (300, 150) and np.array_equal(_decoded(shown["film_png_base64"]), film)
+    assert shown["window"] == {"centre": 127.5, "width": 255.0, "source": "none"}
+    big = {"file": ("big.png", _png(np.tile(np.linspace(0, 255, 2400).astype(np.uint8), (1200, 1))), "image/png")}
+    large = client.post("/api/predict", files=big, data={"display": "true"}).json()["display"]
+    assert (large["width"], large["height"]) == (1024, 512) == _decoded(large["film_png_base64"]).shape[::-1]
+
+
+def test_a_worklist_case_carries_its_film_map_and_caption_facts(served):
+    """The run's film endpoint: the film as the run read it, the map layer, the film to look at, and the caption's
+    facts from results.json (threshold 0.5: predictions.csv's pred column)."""
+    client, run = served
+    results = json.loads((run / "results.json").read_text())
+    row = client.get(f"/api/runs/{run.name}/predictions").json()[0]
+    case = client.get(f"/api/runs/{run.name}/film", params={"path": row["path"]}).json()
+    assert _decoded(case["heatmap_png_base64"]).shape[-1] == 4  # RGBA: the map alone, laid over by the page
+    on_disk = np.asarray(Image.open(row["path"]).convert("L"))
+    assert np.array_equal(_decoded(case["display"]["film_png_base64"]), on_disk)
+    facts = case["case"]
+    assert facts["run"] == run.name and facts["threshold"] == 0.5
+    assert facts["method"] == results["config"]["method"] and facts["model"].startswith("model.pt, weights ")
+    assert results["config"]["train"]["recipe"] is None and facts["model"].endswith("recipe unknown")

@@ -181,3 +181,38 @@ def test_a_film_belongs_to_a_manifest_dataset_only_when_the_manifest_lists_it(tm
     assert not in_dataset("/etc/passwd", "/")  # a run that names the root as its dataset names nothing
     assert in_dataset(f"{tmp_path}/s/cxr-0.tar::k.png", f"{tmp_path}/s/cxr-{{0..9}}.tar")
     assert not in_dataset(f"{tmp_path}/other/cxr-0.tar::k.png", f"{tmp_path}/s/cxr-{{0..9}}.tar")
+
+
+def test_a_run_given_relative_paths_is_read_from_where_it_ran(tiny_run, tmp_path, monkeypatch):
+    """A run made with a relative --data (as the README's commands are) lists relative film paths; it records its
+    working directory, and the viewer opens the films from there, whatever folder the server started in; a run that
+    did not record one is not read relative to the server's folder."""
+    recorded = json.loads((tiny_run / "results.json").read_text())["provenance"]["working_directory"]
+    assert os.path.isabs(recorded) and os.path.isdir(recorded)
+    start = tmp_path / "where-it-ran"
+    start.mkdir()
+    root = tmp_path / "runs"
+    run = root / "run"
+    shutil.copytree(tiny_run, run)
+    relative = {row["path"]: os.path.relpath(row["path"], start) for row in _rows(tiny_run)}
+    assert all(p.startswith("..") for p in relative.values())  # the paths really are relative to `start`
+    results = json.loads((run / "results.json").read_text())
+    results["provenance"]["data"] = os.path.relpath(results["provenance"]["data"], start)
+    results["provenance"]["working_directory"] = str(start)
+    (run / "results.json").write_text(json.dumps(results))
+    _write_rows(run, [dict(r, path=relative[r["path"]]) for r in _rows(run)])
+    with np.load(run / "heatmaps.npz") as f:
+        stored = {k: f[k] for k in f.files}
+    stored["paths"] = np.array([relative[str(p)] for p in stored["paths"]])
+    np.savez(run / "heatmaps.npz", **stored)
+    elsewhere = tmp_path / "server-started-here"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    film = str(stored["paths"][0])
+    with TestClient(create_app(tiny_run / "train" / "model.pt", runs=root, device="cpu"), base_url=LOOPBACK) as client:
+        reply = client.get("/api/runs/run/film", params={"path": film})
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["probability"] == pytest.approx(float(stored["probs"][0]))
+        del results["provenance"]["working_directory"]
+        (run / "results.json").write_text(json.dumps(results))
+        assert client.get("/api/runs/run/film", params={"path": film}).status_code == 404

@@ -274,6 +274,63 @@ def read_grayscale(path: str | os.PathLike, draft_size: int | None = None, max_p
     return gray
 
 
+def _first_value(value) -> float:
+    """A DICOM value that may hold several (a window per view): the first."""
+    try:
+        return float(value)
+    except TypeError:
+        return float(value[0])
+
+
+def _dicom_display(source, budget: int | None) -> tuple[np.ndarray, tuple[float, float]] | None:
+    """(the DICOM's modality values spread over 0..255 by their own range, its first window (centre, width) in that
+    scale), or None when it has no window to offer (no WindowCenter/WindowWidth, or a VOI LUT table instead)."""
+    import pydicom  # deferred: only DICOM files need it
+    from pydicom.pixels import apply_modality_lut  # deferred: only DICOM files need it
+
+    try:
+        ds = pydicom.dcmread(source)
+        if ds.get("VOILUTSequence") or "WindowCenter" not in ds or "WindowWidth" not in ds:
+            return None
+        centre, width = _first_value(ds.WindowCenter), _first_value(ds.WindowWidth)
+        check_pixel_budget(int(ds.Columns), int(ds.Rows), int(ds.get("NumberOfFrames", 1) or 1), budget)
+        pixels = ds.pixel_array
+        pixels = pixels[0] if pixels.ndim == 3 else pixels
+        values = np.asarray(apply_modality_lut(pixels, ds), dtype=np.float32)
+    except Exception:  # the film itself was read by read_grayscale; a window it cannot offer is no error
+        return None
+    low, high = float(values.min()), float(values.max())
+    if not high > low or not width > 0:
+        return None
+    scale = 255.0 / (high - low)
+    gray, centre = _to_uint8(values, (low, high)), (centre - low) * scale
+    if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
+        gray, centre = 255 - gray, 255.0 - centre
+    return gray, (centre, width * scale)
+
+
+def read_display(
+    path: str | os.PathLike, max_side: int, max_pixels: int | None = None
+) -> tuple[np.ndarray, dict[str, float | str]]:
+    """The film for people to look at (the viewer): at its own aspect ratio, at most max_side px on its long side,
+    and the window (brightness/contrast as centre and width on 0..255) to show it with first. A DICOM with its own
+    window (WindowCenter/WindowWidth) gives its full range of values and that window; every other film is the one
+    the model reads, under the identity window (centre 127.5, width 255)."""
+    source = image_source(path)
+    found = _dicom_display(source, max_pixels) if looks_like_dicom(source) else None
+    if found is None:
+        gray, window = read_grayscale(path, max_pixels=max_pixels), {"centre": 127.5, "width": 255.0, "source": "none"}
+    else:
+        gray, (centre, width) = found
+        window = {"centre": centre, "width": width, "source": "the DICOM's own window"}
+    height, width_px = gray.shape
+    if max(height, width_px) > max_side:
+        factor = max_side / max(height, width_px)
+        size = (max(1, round(width_px * factor)), max(1, round(height * factor)))
+        gray = np.asarray(Image.fromarray(gray).resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0))
+    return gray, window
+
+
 def resize_square(gray: np.ndarray, size: int) -> np.ndarray:
     """Squash to size x size, as Kermany's 224 px set and the original Keras pipeline do."""
     if gray.shape == (size, size):

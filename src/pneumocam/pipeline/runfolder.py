@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -216,6 +217,8 @@ def run_provenance(cfg, trained, loaded) -> dict:
     size = loaded.images.shape[-1]
     return {
         "data": str(cfg.train.data),
+        # where relative paths (--data, predictions.csv's) start from: the viewer opens the films from there
+        "working_directory": os.getcwd(),
         "eval_split": cfg.eval_split,
         "eval_fingerprint": fingerprint(loaded.samples),
         "checkpoint": str(trained.checkpoint),

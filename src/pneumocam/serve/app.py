@@ -19,10 +19,16 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
 from pneumocam.data.readers import UnreadableImage, read_resized
 from pneumocam.explain.cam import upsample
-from pneumocam.explain.overlays import overlay_png, png_base64
+from pneumocam.explain.overlays import heat_rgba, overlay_png, png_base64
 from pneumocam.serve.protect import LOOPBACK_HOSTS, PAGE_POLICY, allowed_hosts, protect
 from pneumocam.serve.runs import HTTPError, RunBrowser
-from pneumocam.serve.service import DEFAULT_REQUEST_TIMEOUT_S, ModelService, ServiceBusy
+from pneumocam.serve.service import (
+    DEFAULT_REQUEST_TIMEOUT_S,
+    HEAT_LAYER_SIDE,
+    ModelService,
+    ServiceBusy,
+    display_record,
+)
 
 STATIC = resources.files("pneumocam.serve") / "static"
 STATIC_TYPES = {"js": "text/javascript", "css": "text/css", "html": "text/html"}
@@ -100,7 +106,12 @@ def add_model_routes(app: FastAPI, service: ModelService, limit: int, max_upload
         return {"status": "ok", "model": service.provenance()}
 
     @app.post("/api/predict")
-    def predict(file: UploadFile = File(...), method: str = Form("gradcam"), reliance: bool = Form(False)) -> dict:
+    def predict(
+        file: UploadFile = File(...),
+        method: str = Form("gradcam"),
+        reliance: bool = Form(False),
+        display: bool = Form(False),
+    ) -> dict:
         refusal = service.method_refusal(method)
         if refusal:
             raise HTTPException(422, refusal)
@@ -109,7 +120,9 @@ def add_model_routes(app: FastAPI, service: ModelService, limit: int, max_upload
             raise HTTPException(413, f"upload over the limit of {max_upload_mb:g} MB")
         try:
             # Returned as is: the answer is plain JSON types already, FastAPI's encoder walk would only add time.
-            return JSONResponse(service.answer(content, file.filename or "", method, reliance=reliance))
+            return JSONResponse(
+                service.answer(content, file.filename or "", method, reliance=reliance, display=display)
+            )
         except UnreadableImage as exc:
             raise HTTPException(422, f"unreadable image: {exc}") from None
         except ServiceBusy as exc:
@@ -129,21 +142,28 @@ def add_run_routes(app: FastAPI, browser: RunBrowser) -> None:
 
     @app.get("/api/runs/{run}/film")
     def run_film(run: str, path: str) -> dict:
-        """The film at the model's size and its overlay from the run's stored map."""
+        """One case of the run's worklist: the film at the model's size and its overlay from the run's stored map,
+        the film for people to look at (up to DISPLAY_MAX_SIDE px, its own window) with the map as a layer, and
+        what the caption of an exported case says (RunBrowser.case)."""
         real, index, maps = browser.film(run, path)
         size = int(maps["image_size"])
         if not 16 <= size <= 2048 or index >= len(maps["maps"]):
             raise HTTPError(422, "this run's heatmaps.npz does not match its films")
         try:
             gray = read_resized(real, size)
+            shown = display_record(real)
         except UnreadableImage:
             raise HTTPException(422, "this film is not readable as an image") from None
-        heat = upsample(maps["maps"][index : index + 1], size)[0]
+        stored = maps["maps"][index : index + 1]
+        heat = upsample(stored, size)[0]
         return {
             "path": path,
             "film_png_base64": png_base64(gray),
             "overlay_png_base64": base64.b64encode(overlay_png(gray, heat)).decode("ascii"),
+            "heatmap_png_base64": png_base64(heat_rgba(upsample(stored, max(HEAT_LAYER_SIDE, stored.shape[-1]))[0])),
+            "display": shown,
             "probability": float(maps["probs"][index]),
+            "case": browser.case(run),
         }
 
     @app.get("/runs/{run}/report.html", response_class=HTMLResponse, include_in_schema=False)

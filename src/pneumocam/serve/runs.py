@@ -158,6 +158,31 @@ class RunBrowser:
         except HTTPError as exc:
             return {"name": name, "error": exc.detail}
 
+    def case(self, name: str) -> dict:
+        """What an exported case's caption says about the run: its method, threshold, model and split. Each value
+        is short plain text from results.json, or "unknown" (the run folder is hostile: nothing else is passed on)."""
+        results = self.results(name)
+        provenance = results.get("provenance") if isinstance(results.get("provenance"), dict) else {}
+        config = results.get("config") if isinstance(results.get("config"), dict) else {}
+        weights = provenance.get("weights") if isinstance(provenance.get("weights"), dict) else {}
+        train = config.get("train") if isinstance(config.get("train"), dict) else {}
+
+        def text(value) -> str:
+            value = str(value) if isinstance(value, str | int | float) else ""
+            return value[:120] if _clean_text(value) else "unknown"
+
+        checkpoint = text(provenance.get("checkpoint"))
+        return {
+            "run": text(name),
+            "method": text(config.get("method")),
+            "target": text(config.get("target")),
+            # predictions.csv's pred column decides at 0.5 (pipeline/runfolder.py)
+            "threshold": 0.5,
+            "model": f"{os.path.basename(checkpoint)}, weights {text(weights.get('description'))}, "
+            f"recipe {text(train.get('recipe'))}",
+            "eval_split": text(provenance.get("eval_split")),
+        }
+
     def report(self, name: str) -> Path:
         return self._file(name, "report.html")
 
@@ -211,13 +236,21 @@ class RunBrowser:
         folder = self.folder(name)
         if path not in {r["path"] for r in self.rows(name)}:
             raise refused
-        member = tar_member(path)
-        listed = Path(member[0] if member else path)  # a film in a tar shard: the shard is what is checked
-        data = (self.results(name).get("provenance") or {}).get("data")
+        provenance = self.results(name).get("provenance") or {}
+        data, start = provenance.get("data"), provenance.get("working_directory")
+        if isinstance(start, str) and _clean_text(start) and os.path.isabs(start):
+            # a run given relative paths recorded where they start; they are read from there, not from wherever
+            # the server was started
+            path_read = os.path.join(start, path)
+            data = os.path.join(start, data) if isinstance(data, str) and _clean_text(data) else data
+        else:
+            path_read = path
+        member = tar_member(path_read)
+        listed = Path(member[0] if member else path_read)  # a film in a tar shard: the shard is what is checked
         if inside(listed, folder):
             if not resolves_inside(listed, folder):
                 raise refused  # a link inside the run pointing elsewhere
-        elif not (isinstance(data, str) and _clean_text(data) and in_dataset(path, data)):
+        elif not (isinstance(data, str) and _clean_text(data) and in_dataset(path_read, data)):
             raise refused
         if not listed.is_file():
             raise HTTPError(404, "this film is no longer where the run found it")
@@ -225,7 +258,7 @@ class RunBrowser:
         paths = [str(p) for p in maps["paths"]]
         if path not in paths:
             raise HTTPError(404, "this run stored no map for this film")
-        return Path(path), paths.index(path), maps
+        return Path(path_read), paths.index(path), maps
 
     def heatmaps(self, name: str) -> dict[str, np.ndarray]:
         try:

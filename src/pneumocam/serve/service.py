@@ -10,6 +10,7 @@ together as the next batch. Each answer goes back to the request it came from.
 from __future__ import annotations
 
 import base64
+import functools
 import os
 import queue
 import re
@@ -28,16 +29,24 @@ from pneumocam.anatomy.focus import Focused
 from pneumocam.anatomy.lungs import body_mask, classical_lungs
 from pneumocam.core.precision import autocast, resolve_precision
 from pneumocam.core.progress import silence_this_thread
-from pneumocam.data.readers import UnreadableImage, read_grayscale, resize_square
+from pneumocam.data.readers import UnreadableImage, read_display, read_grayscale, resize_square
 from pneumocam.evaluation.evaluate import decision_threshold
 from pneumocam.explain.cam import METHOD_COST, METHODS, make_cam, upsample
-from pneumocam.explain.overlays import contour_rgba, heat_rgba, overlay_png, png_base64
+from pneumocam.explain.overlays import contour_rgba, heat_rgba, jet, overlay_png, png_base64
 from pneumocam.model.forward import predict_logits
 from pneumocam.model.guard import Verdict, file_reason, image_reason, load_guard
 from pneumocam.model.inputs import ModelInputs
 from pneumocam.model.network import load_checkpoint, probability, resolve_device
 
 HEAT_LAYER_SIDE = 56
+# The film people look at in the viewer (display=true): its own aspect, at most this many px on its long side. A
+# larger film is a slower answer and a heavier page for no more that a screen can show at a reading zoom.
+DISPLAY_MAX_SIDE = 1024
+# What the map's colours mean, said once for the page's colour scale.
+COLOUR_SCALE = (
+    "the map's evidence for the class it explains, scaled to this film's maximum (0: none, 1: the film's strongest); "
+    "relative within one film, not a probability and not comparable across films"
+)
 DEFAULT_REQUEST_TIMEOUT_S = 60.0
 # Uploads decoded at once: each may hold a film up to the pixel budget in memory, so this bounds the server's peak.
 CONCURRENT_DECODES = 2
@@ -125,6 +134,7 @@ class ModelService:
             "guard": self.guard is not None,
             "methods": list(self.methods()),
             "method_cost": {m: METHOD_COST[m] for m in METHODS},
+            "colour_scale": {"png_base64": png_base64(colour_scale()), "meaning": COLOUR_SCALE},
             "request_timeout_s": self.request_timeout_s,
             "precision": self.precision.used,
         }
@@ -146,8 +156,9 @@ class ModelService:
 
     # ------------------------------------------------------------------------------------------- requests
 
-    def decode(self, content: bytes, filename: str) -> tuple[np.ndarray, str]:
-        """(the film as read by every other command, the file checks' reason); UnreadableImage on a bad upload,
+    def decode(self, content: bytes, filename: str, display: bool = False) -> tuple[np.ndarray, str, dict | None]:
+        """(the film as read by every other command, the file checks' reason, with display the film for people to
+        look at (data.readers.read_display) as the answer's "display"); UnreadableImage on a bad upload,
         whose message names the upload, never the server's temporary file. The client's file name gives only its
         suffix (a DICOM and a PNG read differently), and only a plain one: no "::" shard member, no NUL."""
         suffix = os.path.splitext(filename or "")[1]
@@ -161,7 +172,11 @@ class ModelService:
                 message = str(exc).replace(handle.name, "the upload").replace(os.path.basename(handle.name), "upload")
                 raise UnreadableImage(_ADDRESS.sub("", message)) from None
             reason = file_reason(handle.name)
-        return gray, reason
+            shown = self._display(handle.name) if display else None
+        return gray, reason, shown
+
+    def _display(self, path: str) -> dict:
+        return display_record(path, self.max_pixels)
 
     def answer(
         self,
@@ -170,16 +185,19 @@ class ModelService:
         method: str = "gradcam",
         timeout: float | None = None,
         reliance: bool = False,
+        display: bool = False,
     ) -> dict:
-        """Decode an upload and explain it; UnreadableImage on a bad upload, ServiceBusy when it cannot be answered
-        within the time budget (its computation is then cancelled). While requests are being decoded the batcher
-        waits (at most the window) for them to join its batch; with none on the way it runs at once."""
+        """Decode an upload and explain it (with reliance, the decision-reliance check; with display, the film at up
+        to DISPLAY_MAX_SIDE px for the viewer: each only when asked); UnreadableImage on a bad upload, ServiceBusy
+        when it cannot be answered within the time budget (its computation is then cancelled). While requests are
+        being decoded the batcher waits (at most the window) for them to join its batch; with none on the way it
+        runs at once."""
         started = time.monotonic()
         budget = self.request_timeout_s if timeout is None else float(timeout)
         with self._lock:
             self._arriving += 1
         try:
-            original, reason = self.decode(content, filename)
+            original, reason, shown = self.decode(content, filename, display)
             gray = resize_square(original, self.size)
             del original
             parts = self._film_parts(gray)
@@ -199,7 +217,8 @@ class ModelService:
                 f"no answer within the server's time budget of {budget:g} s (other films were being explained); "
                 "the work was cancelled: try again"
             ) from None
-        return self._answer(job.gray, parts, probability, maps_row, verdict, method) | {"reliance": relied}
+        answer = self._answer(job.gray, parts, probability, maps_row, verdict, method)
+        return answer | {"reliance": relied, "display": shown}
 
     @staticmethod
     def _film_parts(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
@@ -315,6 +334,21 @@ class ModelService:
             ),
             "model": self.provenance(),
         }
+
+
+def display_record(path: str | os.PathLike, max_pixels: int | None = None) -> dict:
+    """The film for people to look at, as the viewer takes it (an answer's and a run case's "display"): at up to
+    DISPLAY_MAX_SIDE px on its long side, with the window to show it with first; UnreadableImage as the readers."""
+    gray, window = read_display(path, DISPLAY_MAX_SIDE, max_pixels=max_pixels)
+    return {"film_png_base64": png_base64(gray), "width": int(gray.shape[1]), "height": int(gray.shape[0]),
+            "window": window}  # fmt: skip
+
+
+@functools.cache
+def colour_scale() -> np.ndarray:
+    """The map's colours from 0 (left) to 1 (right) as the overlay draws them, opaque: 256 x 12 RGB."""
+    ramp = np.linspace(0.0, 1.0, 256)
+    return np.repeat(jet(ramp)[None, :, :3], 12, axis=0)
 
 
 def _finite(value) -> float | None:
