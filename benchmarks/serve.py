@@ -136,24 +136,29 @@ def main() -> None:
     server, url = start_server(args.checkpoint)
     connections = threading.local()
 
-    def ask(index: int) -> tuple[int, float, float]:
+    def ask(index: int, display: bool = False) -> tuple[int, float, float]:
         # One kept-alive connection per client, as a browser keeps one: a new httpx client per request would add its
         # own setup (~30 ms here) to every measurement.
         if not hasattr(connections, "client"):
             connections.client = httpx.Client(timeout=300)
         began = time.perf_counter()
-        reply = connections.client.post(url, files={"file": (f"{index}.jpeg", jpegs[index], "image/jpeg")})
+        upload = {"file": (f"{index}.jpeg", jpegs[index], "image/jpeg")}
+        reply = connections.client.post(url, files=upload, data={"display": "true"} if display else {})
         reply.raise_for_status()
+        if display and not reply.json()["display"]:
+            raise SystemExit("display=true answered without the viewer's film")
         return index, reply.json()["probability"], time.perf_counter() - began
 
     try:
         ask(0)
-        single, sequential = [], []
+        single, sequential, with_display = [], [], []
         for i in range(args.requests):
             time.sleep(PAUSE_S)
             single.append(ask_reference(f"single {i}")["seconds"])
             time.sleep(PAUSE_S)
             sequential.append(ask(i % len(jpegs)))
+            time.sleep(PAUSE_S)  # the viewer's request (display=true) is timed beside the plain one
+            with_display.append(ask(i % len(jpegs), display=True)[2])
         alone = {i: p for i, p, _ in sequential}
         time.sleep(PAUSE_S)
         batch_before = ask_reference("batch")["images_per_s"]
@@ -177,6 +182,9 @@ def main() -> None:
         "server_median_latency_s": statistics.median(latencies),
         "latency_ratio": statistics.median(latencies) / statistics.median(single),
         "latency_ratio_per_pair_median": statistics.median(t / s for t, s in zip(latencies, single)),
+        # the page's request adds the film to look at (up to DISPLAY_MAX_SIDE px): asked for only by the viewer
+        "server_median_latency_display_s": statistics.median(with_display),
+        "display_latency_ratio": statistics.median(with_display) / statistics.median(single),
         "model_batch32_gradcam_images_per_s": batch_throughput,
         "server_images_per_s_with_clients": concurrent_throughput,
         "throughput_ratio": concurrent_throughput / batch_throughput,
