@@ -27,6 +27,20 @@ def _write_rows(run, rows):
         writer.writerows(rows)
 
 
+def _moved_films(run, renames: dict, **provenance) -> dict:
+    """Rename the run's films everywhere it lists them (predictions.csv, heatmaps.npz) and set provenance keys;
+    returns heatmaps.npz's arrays as written."""
+    results = json.loads((run / "results.json").read_text())
+    results["provenance"].update(provenance)
+    (run / "results.json").write_text(json.dumps(results))
+    _write_rows(run, [dict(r, path=renames[r["path"]]) for r in _rows(run)])
+    with np.load(run / "heatmaps.npz") as f:
+        stored = {k: f[k] for k in f.files}
+    stored["paths"] = np.array([renames[str(p)] for p in stored["paths"]])
+    np.savez(run / "heatmaps.npz", **stored)
+    return stored
+
+
 @pytest.fixture
 def runs(tiny_run, tmp_path):
     """(runs folder, one good copy of the tiny run in it, a client serving it)."""
@@ -151,14 +165,7 @@ def test_a_dataset_built_of_links_can_be_browsed(tiny_run, tmp_path):
         target.parent.mkdir(parents=True, exist_ok=True)
         os.symlink(original, target)
         renames[original] = str(target)
-    results = json.loads((run / "results.json").read_text())
-    results["provenance"]["data"] = str(linked)
-    (run / "results.json").write_text(json.dumps(results))
-    _write_rows(run, [dict(r, path=renames[r["path"]]) for r in _rows(run)])
-    with np.load(run / "heatmaps.npz") as f:
-        stored = {k: f[k] for k in f.files}
-    stored["paths"] = np.array([renames[str(p)] for p in stored["paths"]])
-    np.savez(run / "heatmaps.npz", **stored)
+    stored = _moved_films(run, renames, data=str(linked))
     with TestClient(create_app(run / "train" / "model.pt", runs=root, device="cpu"), base_url=LOOPBACK) as client:
         film = str(stored["paths"][0])
         reply = client.get("/api/runs/run/film", params={"path": film})
@@ -196,15 +203,9 @@ def test_a_run_given_relative_paths_is_read_from_where_it_ran(tiny_run, tmp_path
     shutil.copytree(tiny_run, run)
     relative = {row["path"]: os.path.relpath(row["path"], start) for row in _rows(tiny_run)}
     assert all(p.startswith("..") for p in relative.values())  # the paths really are relative to `start`
+    data = json.loads((run / "results.json").read_text())["provenance"]["data"]
+    stored = _moved_films(run, relative, data=os.path.relpath(data, start), working_directory=str(start))
     results = json.loads((run / "results.json").read_text())
-    results["provenance"]["data"] = os.path.relpath(results["provenance"]["data"], start)
-    results["provenance"]["working_directory"] = str(start)
-    (run / "results.json").write_text(json.dumps(results))
-    _write_rows(run, [dict(r, path=relative[r["path"]]) for r in _rows(run)])
-    with np.load(run / "heatmaps.npz") as f:
-        stored = {k: f[k] for k in f.files}
-    stored["paths"] = np.array([relative[str(p)] for p in stored["paths"]])
-    np.savez(run / "heatmaps.npz", **stored)
     elsewhere = tmp_path / "server-started-here"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)

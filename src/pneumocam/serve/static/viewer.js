@@ -27,9 +27,23 @@ const pneumocamViewer = (() => {
     return { grey, width: canvas.width, height: canvas.height };
   }
 
+  // What both pages show the same way, written once: each element of the viewer with data-viewer="NAME" is filled
+  // with PARTS[NAME] before the viewer looks for its canvases and controls.
+  const PARTS = {
+    pair: `<figure><canvas class="film" id="film-canvas"></canvas><figcaption>the film</figcaption></figure>
+      <figure><canvas class="overlay" id="overlay-canvas"></canvas><figcaption>the film and its map (o)</figcaption></figure>`,
+    "view-controls": `<button type="button" data-control="reset">reset view (r)</button>
+      <button type="button" data-control="toggle-overlay">map on / off (o)</button>
+      <span data-control="zoom-text"></span>
+      <label>level <input type="range" id="window-centre" data-control="centre" min="0" max="255"></label>
+      <label>window <input type="range" id="window-width" data-control="width" min="1" max="512"></label>
+      <span data-control="window-text" id="window-text"></span>`,
+  };
+
   class Viewer {
     // root holds canvas.film and canvas.overlay and the controls named below (any may be absent).
     constructor(root) {
+      for (const part of root.querySelectorAll("[data-viewer]")) part.innerHTML = PARTS[part.dataset.viewer] || "";
       this.root = root;
       this.canvases = [root.querySelector("canvas.film"), root.querySelector("canvas.overlay")];
       this.control = (name) => root.querySelector(`[data-control="${name}"]`);
