@@ -303,6 +303,7 @@ LEVER_LABELS = {
     "label_smoothing": "+ label smoothing 0.1",
     "seed1": "seed 1 (split seed 0)",
     "seed2": "seed 2 (split seed 0)",
+    "ensemble2": "ensemble of seeds 0 and 1 (mean probability)",
     "ensemble3": "ensemble of seeds 0, 1, 2 (mean probability)",
     "longer_224": "longer 224 px phase (128:6, 224:5)",
     "more_epochs": "more epochs (128:9, 224:4)",
@@ -341,7 +342,28 @@ def levers() -> str:
     )
 
 
+def guard_depths() -> str:
+    """Each guard score's flagged share per shift at its 95% validation pass rate."""
+    record = load("guard-depths")
+    f = record["figures"]
+    scores = list(f["mean_flagged_over_shifts"])
+    rows = ["| films | " + " | ".join(scores) + " |", "|---|" + "---|" * len(scores)]
+    for name, row in f["flagged_share"].items():
+        best = max(row[k] for k in scores)
+        cells = [f"**{row[k]:.1%}**" if row[k] == best and name != "held-out films as they are" else f"{row[k]:.1%}"
+                 for k in scores]  # fmt: skip
+        rows.append(f"| {name} (n={row['n']}) | " + " | ".join(cells) + " |")
+    mean = f["mean_flagged_over_shifts"]
+    rows.append("| mean over the shifts | " + " | ".join(f"{mean[k]:.1%}" for k in scores) + " |")
+    return (
+        "\n".join(rows)
+        + f"\n\nThe `scratch` model (seed 0); each score fitted on {f['train_films']} training films, its threshold "
+        f"passing 95% of the {f['val_films']} validation films. {record['note']} " + _source("guard-depths")
+    )
+
+
 TABLES = {
+    "guard-depths": guard_depths,
     "levers": levers,
     "precision-speed": precision_speed,
     "precision-maps": precision_maps,

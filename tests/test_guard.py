@@ -159,3 +159,80 @@ def test_known_answers_on_a_model_trained_on_kermany(tmp_path):
         loaded = load_images(probes[name], 128, use_cache=False)
         assert input_reasons(loaded.paths, loaded.images) == [""] * len(loaded.paths), name
     assert flagged(held).mean() <= 0.07
+
+
+def test_the_pooled_features_are_layer4s_then_layer2s_as_hooks_on_torchvisions_resnet50_see_them():
+    """The guard's input laid out by `pooled_features`, against forward hooks on an untouched torchvision forward;
+    the head read from its first columns gives the model's own logit, and Grad-CAM's pass keeps the same row."""
+    import torch
+
+    from pneumocam.explain.cam import GradCAM
+    from pneumocam.model.forward import forward_pass
+    from pneumocam.model.network import new_resnet50, pooled_columns, pooled_features
+
+    torch.manual_seed(0)
+    model = new_resnet50().eval()
+    seen = {}
+    hooks = [
+        getattr(model, name).register_forward_hook(lambda _m, _i, out, name=name: seen.setdefault(name, out))
+        for name in ("layer2", "layer4")
+    ]
+    images = np.random.default_rng(0).integers(0, 255, (3, 64, 64), dtype=np.uint8)
+    from pneumocam.data import to_model_input
+
+    x = to_model_input(torch.from_numpy(images))
+    with torch.no_grad():
+        logits = model(x).flatten()
+        for hook in hooks:
+            hook.remove()
+        row = pooled_features(model, x)
+    assert pooled_columns(model) == {"layer4": (0, 2048), "layer2": (2048, 2048 + 512)}  # ResNet50's widths
+    torch.testing.assert_close(row[:, :2048], seen["layer4"].mean(dim=(2, 3)))
+    torch.testing.assert_close(row[:, 2048:], seen["layer2"].mean(dim=(2, 3)))
+    torch.testing.assert_close(model.fc(row[:, :2048]).flatten(), logits)
+    found_logits, found = forward_pass(model, images, features=True)
+    np.testing.assert_allclose(found, row.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(found_logits, logits.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(GradCAM(model)(images).features, row.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_a_guard_reads_only_its_columns_and_a_format_1_guard_reads_layer4s():
+    """A guard of format 1 (before the depth was stored) read the whole 2048-d layer4 row, now the first columns."""
+    import torch
+    from scipy.spatial.distance import mahalanobis
+
+    rng = np.random.default_rng(3)
+    labels = np.repeat([0, 1], 40)
+    train = rng.normal(size=(80, 7)) + labels[:, None]
+    val = rng.normal(size=(20, 7))
+    guard = fit_guard(train, labels, val, columns=(4, 7), depth="layer2")
+    sliced = fit_guard(train[:, 4:], labels, val[:, 4:])
+    probe = rng.normal(size=(5, 7)) * 3
+    means = [train[labels == c, 4:].mean(axis=0) for c in (0, 1)]
+    expected = [min(mahalanobis(p[4:], m, sliced.precision) for m in means) for p in probe]
+    np.testing.assert_allclose(guard.distances(probe), expected, rtol=1e-9)
+    assert guard.threshold == pytest.approx(sliced.threshold)
+    restored = Guard.from_state(guard.to_state())
+    assert (restored.columns, restored.depth) == ((4, 7), "layer2")
+
+    old = Guard.from_state(
+        {
+            "format_version": 1,
+            "class_means": torch.zeros(2, 2, dtype=torch.float32),
+            "precision": torch.eye(2, dtype=torch.float32),
+            "threshold": 1.0,
+            "fitted_on": {},
+        }
+    )
+    assert (old.columns, old.depth) == ((0, 2), "layer4")
+    assert old.distances(np.array([[3.0, 4.0, 100.0]]))[0] == pytest.approx(5.0)  # the third column is not read
+    assert Guard.from_state({"format_version": 99}) is None
+
+
+def test_a_trained_model_s_guard_reads_layer2(tiny_checkpoint):
+    from pneumocam.model.guard import load_guard
+
+    guard = load_guard(tiny_checkpoint / "model.pt")
+    assert (guard.depth, guard.columns) == ("layer2", (2048, 2560))
+    assert guard.class_means.shape == (2, 512)
+    assert guard.fitted_on["features"] == "pooled layer2 (512-d)"

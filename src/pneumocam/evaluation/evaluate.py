@@ -16,7 +16,7 @@ from pneumocam.evaluation.metrics import BinaryMetrics
 from pneumocam.model.forward import predict_logits
 from pneumocam.model.guard import guard_summary, load_guard, verdicts
 from pneumocam.model.inputs import ModelInputs
-from pneumocam.model.network import probability
+from pneumocam.model.network import pooled_width, probability
 
 
 def checkpoint_thresholds(metadata: dict) -> tuple[dict[str, float], dict[str, str]]:
@@ -98,7 +98,7 @@ def predict(
     order = None
     if shuffle_seed is not None:
         order = np.random.default_rng(shuffle_seed).permutation(len(loaded.samples))
-    features = np.empty((len(loaded.samples), model.fc.in_features), dtype=np.float32) if assess else None
+    features = np.empty((len(loaded.samples), pooled_width(model)), dtype=np.float32) if assess else None
     probs = probability(predict_logits(model, loaded.images, batch_size, device, order, description, features))
     found = verdicts(guard, features, loaded.paths, loaded.images) if assess else [None] * len(probs)
     by_path = dict(zip(loaded.paths, zip(probs, found)))

@@ -29,7 +29,7 @@ from pneumocam.core.errors import SettingError
 from pneumocam.core.outputs import atomic_write_bytes
 from pneumocam.core.progress import enabled, track
 from pneumocam.data import to_model_input
-from pneumocam.model.network import backbone_features, probability
+from pneumocam.model.network import pooled_features, probability
 
 TARGETS = ("pred", "true", "PNEUMONIA", "NORMAL")
 
@@ -42,7 +42,7 @@ class CamResult:
     method: str
     layer: str
     normalised: bool = False
-    features: np.ndarray | None = None  # float32 (N, 2048): pooled layer4 activations (the guard's input)
+    features: np.ndarray | None = None  # float32 (N, D): `pooled_features` of each film (the guard's input)
 
     @property
     def probs(self) -> np.ndarray:
@@ -106,7 +106,11 @@ class BaseCAM:
             captured["activations"] = leaf
             return leaf
 
+        def keep_early(module, inputs, output):
+            captured["early"] = output.detach().float().mean(dim=(2, 3))
+
         handle = self.layer.register_forward_hook(hook)
+        early = self.model.layer2.register_forward_hook(keep_early)
         try:
             with torch.enable_grad():
                 logits = self.model(x).flatten()
@@ -116,9 +120,14 @@ class BaseCAM:
                 (grads,) = torch.autograd.grad((logits * sign).sum(), activations)
         finally:
             handle.remove()
+            early.remove()
         with torch.no_grad():
             maps = F.relu(self.weigh(activations.detach().float(), grads.float()))
-            pooled = activations.detach().float().mean(dim=(2, 3)) if self.layer_name == "layer4" else None
+            pooled = (  # as `pooled_features` lays them out: layer4's then layer2's
+                torch.cat([activations.detach().float().mean(dim=(2, 3)), captured["early"]], dim=1)
+                if self.layer_name == "layer4"
+                else None
+            )
         self._features.append(None if pooled is None else pooled.cpu().numpy())
         return maps.cpu().numpy().astype(np.float32), logits.detach().double().cpu().numpy(), targets
 
@@ -239,8 +248,8 @@ class LibraryCAM:
                 batch = torch.from_numpy(np.array(images[start : start + self.batch_size])).to(self.device)
                 x = to_model_input(batch, channels_last=False)
                 with torch.no_grad():
-                    pooled = backbone_features(self.model, x)
-                    lg = self.model.fc(pooled).flatten().double().cpu().numpy()
+                    pooled = pooled_features(self.model, x)
+                    lg = self.model.fc(pooled[:, : self.model.fc.in_features]).flatten().double().cpu().numpy()
                     features.append(pooled.float().cpu().numpy())
                 part_labels = None if labels is None else np.asarray(labels)[start : start + self.batch_size]
                 t = resolve_targets(target, lg, part_labels)

@@ -9,7 +9,7 @@ from torch import nn
 from pneumocam.core.distributed import SINGLE, Distributed
 from pneumocam.core.progress import track
 from pneumocam.data import to_model_input
-from pneumocam.model.network import backbone_features
+from pneumocam.model.network import pooled_features, pooled_width
 
 
 @torch.inference_mode()
@@ -25,7 +25,8 @@ def forward_pass(
     features: bool = False,
     dist: Distributed = SINGLE,
 ) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """(one logit per image, its pooled layer4 features): the one batched pass every command runs, BatchNorm in eval.
+    """(one logit per image, its pooled features (`pooled_features`: layer4's, then layer2's)): the one batched pass
+    every command runs, BatchNorm in eval.
 
     Results come back in the images' own order whatever order they ran in (order: a permutation to run them in).
     Under torchrun (dist) each process computes its contiguous part and every process receives the whole."""
@@ -33,17 +34,17 @@ def forward_pass(
     device = torch.device(device)
     mine = dist.part(len(images)) if order is None else np.asarray(order)
     out_logits = np.empty(len(images), dtype=np.float64) if logits else None
-    out_features = np.empty((len(images), model.fc.in_features), dtype=np.float32) if features else None
+    out_features = np.empty((len(images), pooled_width(model)), dtype=np.float32) if features else None
     for idx in track([mine[i : i + batch_size] for i in range(0, len(mine), batch_size)], description):
         idx = np.sort(idx)  # ascending indices read a memory-mapped cache sequentially
         x = to_model_input(torch.from_numpy(np.array(images[idx])).to(device), channels_last=True)
         if not features:
             out_logits[idx] = model(x).float().flatten().cpu().numpy()
             continue
-        pooled = backbone_features(model, x)
+        pooled = pooled_features(model, x)
         out_features[idx] = pooled.float().cpu().numpy()
         if logits:
-            out_logits[idx] = model.fc(pooled).float().flatten().cpu().numpy()
+            out_logits[idx] = model.fc(pooled[:, : model.fc.in_features]).float().flatten().cpu().numpy()
     if dist.active:
         out_logits = None if out_logits is None else dist.gather(out_logits[mine])
         out_features = None if out_features is None else dist.gather(out_features[mine])
@@ -57,12 +58,14 @@ def extract_features(
     device: torch.device,
     description: str,
     dist: Distributed = SINGLE,
+    head_only: bool = True,
 ) -> torch.Tensor:
-    """Pooled backbone features for every image: the frozen mode's one backbone pass (and the guard's input)."""
+    """Pooled features for every image: the head's input (layer4's) or, head_only=False, every depth's
+    (`pooled_features`: the guard's input too). The frozen mode's one backbone pass."""
     _, found = forward_pass(
         model, images, batch_size, device, description=description, logits=False, features=True, dist=dist
     )
-    return torch.from_numpy(found)
+    return torch.from_numpy(np.ascontiguousarray(found[:, : model.fc.in_features]) if head_only else found)
 
 
 def predict_logits(
@@ -74,8 +77,8 @@ def predict_logits(
     description: str = "Predicting",
     features: np.ndarray | None = None,
 ) -> np.ndarray:
-    """One logit per image in the images' own order. features: an (N, 2048) array to fill with the pooled features
-    the head read (the guard's input)."""
+    """One logit per image in the images' own order. features: an (N, pooled_width(model)) array to fill with the
+    pooled features (the guard's input)."""
     found, pooled = forward_pass(
         model, images, batch_size, device, order=order, description=description, features=features is not None
     )

@@ -234,9 +234,27 @@ def trainable_state(model: nn.Module, mode: str) -> dict[str, torch.Tensor]:
 
 def backbone_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Pooled 2048-d features: everything before the dense head."""
-    for name in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool"):
+    return pooled_features(model, x)[:, : model.fc.in_features]
+
+
+def pooled_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """What one forward keeps of a film: layer4's pooled features (the head's input) then layer2's (the guard's
+    input), side by side; `pooled_columns` says where each lies."""
+    for name in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2"):
         x = getattr(model, name)(x)
-    return torch.flatten(x, 1)
+    early = x.mean(dim=(2, 3))
+    x = model.avgpool(model.layer4(model.layer3(x)))
+    return torch.cat([torch.flatten(x, 1), early.to(x.dtype)], dim=1)
+
+
+def pooled_columns(model: nn.Module) -> dict[str, tuple[int, int]]:
+    """Where each depth's pooled features lie in `pooled_features`' rows: (start, stop) columns."""
+    head, early = model.fc.in_features, model.layer3[0].conv1.in_channels
+    return {"layer4": (0, head), "layer2": (head, head + early)}
+
+
+def pooled_width(model: nn.Module) -> int:
+    return max(stop for _, stop in pooled_columns(model).values())
 
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, metadata: dict) -> None:

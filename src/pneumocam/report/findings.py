@@ -206,11 +206,12 @@ def guard_section(results: dict, figures: dict | None = None) -> Section | None:
     else:
         fitted = guard["fitted_on"]
         sec.add(
-            "The guard measures the Mahalanobis distance of each film's pooled layer4 features to the nearest class "
-            f"mean of the {fitted['n_train']} training films (shared Ledoit-Wolf covariance, shrinkage "
-            f"{fitted['shrinkage']:.2f}); the threshold {guard['threshold']:.1f} lets {fitted['coverage']:.0%} of the "
-            f"{fitted['n_val']} validation films through. Input checks come first: colour picture, aspect ratio, "
-            "very small or near-blank image. A film from another population that looks alike can still pass."
+            f"The guard measures the Mahalanobis distance of each film's {fitted.get('features', 'pooled features')} "
+            f"to the nearest class mean of the {fitted['n_train']} training films (shared Ledoit-Wolf covariance, "
+            f"shrinkage {fitted['shrinkage']:.2f}); the threshold {guard['threshold']:.1f} lets "
+            f"{fitted['coverage']:.0%} of the {fitted['n_val']} validation films through. Input checks come first: "
+            "colour picture, aspect ratio, very small or near-blank image. A film from another population that "
+            "looks alike can still pass."
         )
     by_class = guard["share_flagged_by_class"]
     sec.add(

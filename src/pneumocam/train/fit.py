@@ -106,6 +106,7 @@ class Training:
     use_features: bool = False
     train_data: Any = None
     val_features: Any = None
+    guard_inputs: Any = None  # frozen mode: (train, val) pooled features of every depth
     class_weights: Any = None
     optimizer: Any = None
     scheduler: Any = None
@@ -230,12 +231,11 @@ def set_up_optimisation(run: Training, state: dict | None) -> None:
     run.use_features = config.mode == "frozen" and not config.augment
     if run.use_features:
         began = time.perf_counter()
-        run.train_data = extract_features(
-            run.model, prepared.train.images, config.batch_size, run.device, "Features (train)", dist
+        run.guard_inputs = tuple(  # every depth's pooled features: the guard reads layer2's, the head layer4's
+            extract_features(run.model, part.images, config.batch_size, run.device, f"Features ({name})", dist, False)
+            for name, part in (("train", prepared.train), ("val", prepared.val))
         )
-        run.val_features = extract_features(
-            run.model, prepared.val.images, config.batch_size, run.device, "Features (val)", dist
-        )
+        run.train_data, run.val_features = (f[:, : run.model.fc.in_features].contiguous() for f in run.guard_inputs)
         run.timings["feature_pass_s"] = time.perf_counter() - began
     else:
         run.train_data = prepared.train.images
@@ -358,7 +358,7 @@ def finish_training(run: Training) -> None:
     """The guard, the random-feature control (frozen mode), train_summary.json, and the folder marked complete."""
     config, prepared = run.config, run.prepared
     began = time.perf_counter()
-    features = (run.train_data, run.val_features) if run.use_features else None
+    features = run.guard_inputs if run.use_features else None
     guard = fit_model_guard(run.run_dir / "model.pt", prepared, config, run.device, features)
     run.timings["guard_fit_s"] = time.perf_counter() - began
     control = (

@@ -11,23 +11,30 @@ from sklearn.covariance import LedoitWolf
 from pneumocam.core.precision import autocast, resolve_precision
 from pneumocam.data import PreparedData, prepare_data
 from pneumocam.model.forward import extract_features
-from pneumocam.model.guard import COVERAGE, Guard, save_guard
+from pneumocam.model.guard import COVERAGE, GUARD_DEPTH, Guard, save_guard
 from pneumocam.model.inputs import ModelInputs
-from pneumocam.model.network import load_checkpoint
+from pneumocam.model.network import load_checkpoint, pooled_columns
 from pneumocam.train.config import TrainConfig
 
 
 def fit_guard(
-    train_features: np.ndarray, train_labels: np.ndarray, val_features: np.ndarray, coverage: float = COVERAGE
+    train_features: np.ndarray,
+    train_labels: np.ndarray,
+    val_features: np.ndarray,
+    coverage: float = COVERAGE,
+    columns: tuple[int, int] | None = None,
+    depth: str = "",
 ) -> Guard:
-    """Class means and a Ledoit-Wolf shared covariance on training features; the threshold passes `coverage` of
-    the validation films."""
+    """Class means and a Ledoit-Wolf shared covariance on training features (their `columns`, all when None); the
+    threshold passes `coverage` of the validation films."""
     train_features = np.asarray(train_features, dtype=np.float64)
+    if columns is not None:
+        train_features = train_features[:, columns[0] : columns[1]]
     train_labels = np.asarray(train_labels)
     means = np.stack([train_features[train_labels == c].mean(axis=0) for c in (0, 1)])
     centred = train_features - means[train_labels]
     shrunk = LedoitWolf(assume_centered=True).fit(centred)
-    guard = Guard(means, shrunk.precision_, np.inf, {})
+    guard = Guard(means, shrunk.precision_, np.inf, {}, columns, depth)
     val_scores = guard.distances(val_features)
     guard.threshold = float(np.quantile(val_scores, coverage))
     guard.fitted_on = {
@@ -36,28 +43,30 @@ def fit_guard(
         "coverage": coverage,
         "shrinkage": float(shrunk.shrinkage_),
         "val_pass_rate": float(np.mean(val_scores <= guard.threshold)),
-        "features": "pooled layer4 (2048-d)",
+        "features": f"pooled {depth or 'features'} ({train_features.shape[1]}-d)",
     }
     return guard
 
 
 def guard_features(model, prepared: PreparedData, batch_size: int, device) -> list:
-    """The model's pooled features of the training and validation films, in that order."""
+    """The model's pooled features (every depth) of the training and validation films, in that order."""
     return [
-        extract_features(model, part.images, batch_size, device, f"Guard features ({name})")
+        extract_features(model, part.images, batch_size, device, f"Guard features ({name})", head_only=False)
         for name, part in (("train", prepared.train), ("val", prepared.val))
     ]
 
 
 def fit_model_guard(checkpoint: Path, prepared: PreparedData, config: TrainConfig, device, features=None) -> dict:
     """Fit the guard on the checkpoint's features of the training and validation films (as the model reads them) and
-    store it in model.pt. features: (train, val) pooled features already computed (frozen mode); else they are
-    computed with config's batch size and precision."""
+    store it in model.pt. features: (train, val) pooled features of every depth already computed (frozen mode);
+    else they are computed with config's batch size and precision."""
+    model, _ = load_checkpoint(checkpoint, device)
     if features is None:
-        model, _ = load_checkpoint(checkpoint, device)
         with autocast(resolve_precision(config.precision, device), device):
             features = guard_features(model, prepared, config.batch_size, device)
-    guard = fit_guard(np.asarray(features[0]), prepared.train.labels, np.asarray(features[1]))
+    columns = pooled_columns(model)[GUARD_DEPTH]
+    train, val = (np.asarray(part) for part in features)
+    guard = fit_guard(train, prepared.train.labels, val, COVERAGE, columns, GUARD_DEPTH)
     save_guard(checkpoint, guard)
     return guard.fitted_on | {"threshold": guard.threshold}
 
