@@ -5,9 +5,10 @@ split seed 0, never trained or selected on). A benchmark, not a test; records go
 
 Runs on a class-balanced subset (--max-per-class) so that every lever fits a CPU session: the subset ranks the
 levers, it does not give the full recipe's figures. The ensemble lever is the mean of the calibrated probabilities
-of the base model and the seed-1 and seed-2 models (all with split seed 0: the same held-out films).
+of the base model and the seed-1 and seed-2 models that were run (all with split seed 0: the same held-out films).
 
-    python benchmarks/levers.py --data ../shared/data/kermany224 --max-per-class 400 --out /tmp/levers
+    python benchmarks/levers.py --data ../shared/data/kermany224 --max-per-class 300 --out /tmp/levers \
+        [--levers base,acquisition] [--validations carved]
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ def main() -> None:
     parser.add_argument("--data", required=True)
     parser.add_argument("--max-per-class", type=int, default=400)
     parser.add_argument("--levers", default=",".join(LEVERS))
+    parser.add_argument("--validations", default=",".join(VALIDATIONS), help="carved, family or both.")
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=Path("bench-results/levers"))
     parser.add_argument("--record", default="levers", help="Name of the record under benchmarks/results/.")
@@ -90,7 +92,7 @@ def main() -> None:
     progress = args.out / "levers.json"
     rows = json.loads(progress.read_text()) if progress.exists() else {}
     for name in args.levers.split(","):
-        for validation in VALIDATIONS:
+        for validation in args.validations.split(","):
             key = f"{name}/{validation}"
             if key in rows:
                 continue
@@ -130,10 +132,11 @@ def main() -> None:
         for key, row in rows.items()
     }
     for validation in VALIDATIONS:
-        members = [rows.get(f"{m}/{validation}") for m in ENSEMBLE]
-        if all(members):
-            table[f"ensemble3/{validation}"] = {
-                "changed": {"ensemble": list(ENSEMBLE)},
+        present = [m for m in ENSEMBLE if f"{m}/{validation}" in rows]
+        members = [rows[f"{m}/{validation}"] for m in present]
+        if len(members) >= 2:
+            table[f"ensemble{len(members)}/{validation}"] = {
+                "changed": {"ensemble": present},
                 "validation": validation,
                 "heldout": ensemble_auc([m["heldout"] for m in members], args.bootstrap),
             }
