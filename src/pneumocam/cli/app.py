@@ -178,12 +178,20 @@ def evaluate(
     batch_size: int = typer.Option(32, help="Images per batch."),
     device: Device = typer.Option(Device.auto, help="Where to compute."),
     seed: int = typer.Option(0, help="Seed of the bootstrap."),
+    tta: bool = typer.Option(
+        False,
+        "--tta",
+        help="Test-time augmentation: each film also read rotated by -5 and +5 degrees and scaled by 0.95 and "
+        "1.05, the probabilities averaged (five forward passes a film).",
+    ),
     **settings,
 ):
     """Metrics at threshold 0.5 and at the validation-chosen threshold; predictions.csv joined by file. Several
     checkpoints: their ensemble (the mean of their calibrated probabilities, decided at 0.5), each member's AUC."""
 
     strict, bootstrap = settings["strict"], settings["bootstrap"]
+    if tta and len(checkpoint) > 1:
+        raise PneumocamError("--tta reads one model's films in several views; it is not built for an ensemble")
     target = resolve_device(device.value)
     members = [load_checkpoint(path, target) for path in checkpoint]
     member_size(members)  # refuse mixed sizes before a folder is made
@@ -203,8 +211,9 @@ def evaluate(
         else:
             (model, metadata), path = members[0], str(checkpoint[0])
             result = evaluate_split(
-                model, metadata, str(data), split.value, folder, batch_size, target, bootstrap, seed, path, **common
-            )
+                model, metadata, str(data), split.value, folder, batch_size, target, bootstrap, seed, path, **common,
+                tta=tta,
+            )  # fmt: skip
     mark_complete(folder)
     print_metrics(result)
     console.print(f"[green]written:[/] {escape(str(folder))}")

@@ -138,6 +138,10 @@ def print_metrics(result: dict) -> None:
         console.print(
             f"member {i}: ROC-AUC {member['roc_auc']:.3f}, {escape(member['checkpoint'])} ({escape(described)})"
         )
+    tta = result.get("tta")
+    if tta:
+        views = ", ".join(f"{v} {auc:.3f}" for v, auc in tta["roc_auc_per_view"].items())
+        console.print(f"test-time augmentation: {tta['combination']}; ROC-AUC per view: {views}")
     for name, m in result["metrics"].items():
         table = Table(title=f"{result['split']} split, {name} = {m['threshold']:.3f} (n = {m['n']})")
         for column in ("class", "precision", "recall", "f1", "support"):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -10,9 +10,11 @@ import torch
 from torch import nn
 
 from pneumocam.core.outputs import write_csv, write_json, write_skipped
+from pneumocam.core.progress import track
 from pneumocam.data import LoadedImages, discover, fingerprint, load_images
 from pneumocam.evaluation.leakage import check_leakage, enforce
 from pneumocam.evaluation.metrics import BinaryMetrics
+from pneumocam.evaluation.tta import VIEWS, combined, view_images
 from pneumocam.model.forward import predict_logits
 from pneumocam.model.guard import guard_summary, load_guard, verdicts
 from pneumocam.model.inputs import ModelInputs
@@ -113,6 +115,21 @@ def predict(
     )
 
 
+def tta_predictions(
+    model: nn.Module, loaded: LoadedImages, as_is: Predictions, batch_size: int = 32, device="cpu"
+) -> tuple[Predictions, dict]:
+    """`as_is` (predict()'s answer on the films as they are, with the guard's verdicts: the first view) with its
+    probabilities replaced by their mean over the test-time views (evaluation/tta.py), and metrics.json's "tta"."""
+    probs = {"as_is": as_is.probs}
+    for view in track([v for v in VIEWS if v != "as_is"], "Test-time views"):
+        found = predict(model, replace(loaded, images=view_images(loaded.images, view)), batch_size, device)
+        if found.paths != as_is.paths:
+            raise RuntimeError("a test-time view came back in another order than the films as they are")
+        probs[view] = found.probs
+    mean, record = combined(probs, as_is.labels)
+    return replace(as_is, probs=mean), record
+
+
 def metrics_at_thresholds(
     predictions: Predictions, thresholds: dict[str, float], bootstrap_resamples: int = 1000, seed: int = 0
 ) -> dict[str, dict]:
@@ -189,8 +206,10 @@ def evaluate_split(
     strict: bool = False,
     warn=print,
     precision: dict | None = None,
+    tta: bool = False,
 ) -> dict:
     """Evaluate on one split (only that split is needed) and write metrics.json, predictions.csv, skipped.csv.
+    tta: the probabilities are the mean over the test-time views of evaluation/tta.py (metrics.json "tta").
 
     The evaluated files are checked against what the checkpoint saw (leakage); strict makes any overlap an error
     before anything is written, otherwise warn() is called and the counts go into metrics.json and leakage.csv.
@@ -204,11 +223,15 @@ def evaluate_split(
 
     guard = load_guard(checkpoint) if checkpoint else None
     predictions = predict(model, loaded, batch_size, device, guard=guard, assess=True)
+    tta_record = None
+    if tta:
+        predictions, tta_record = tta_predictions(model, loaded, predictions, batch_size, device)
     thresholds, described = checkpoint_thresholds(metadata)
     metrics = metrics_at_thresholds(predictions, thresholds, bootstrap_resamples, seed)
     guarded = guard_record(predictions, thresholds, guard, bootstrap_resamples, seed)
     result = metrics_record(split, data_root, loaded, checkpoint, metadata, seed, described, metrics, leakage, guarded)
     result["precision"] = precision  # what the forward passes ran in (precision.py); None: fp32, not recorded
+    result["tta"] = tta_record  # None: each film read once, as it is
     out_dir = Path(out_dir)
     write_json(out_dir / "metrics.json", result)
     write_csv(out_dir / "predictions.csv", Predictions.HEADER, predictions.rows(decision_threshold(metadata)[0]))
