@@ -32,17 +32,22 @@ LEVERS = {
     "longer_224": {"epochs": 11, "size_schedule": "128:6,224:5"},
     "more_epochs": {"epochs": 13, "size_schedule": "128:9,224:4"},
     "focus_body": {"focus": "body"},
+    "tta": {"tta": True},  # no training: the base run's model, each film read in evaluation/tta.py's views
 }
 ENSEMBLE = ("base", "seed1", "seed2")
 VALIDATIONS = ("carved", "family")
 
 
-def scored(model, meta: dict, loaded, what: str, bootstrap: int) -> dict:
-    """ROC-AUC at 0.5 with its patient-bootstrap 95% interval on the loaded films, read as the model reads them."""
-    from pneumocam.evaluation.evaluate import metrics_at_thresholds, predict
+def scored(model, meta: dict, loaded, what: str, bootstrap: int, tta: bool = False) -> dict:
+    """ROC-AUC at 0.5 with its patient-bootstrap 95% interval on the loaded films, read as the model reads them
+    (tta: in the test-time views too, the probabilities averaged)."""
+    from pneumocam.evaluation.evaluate import metrics_at_thresholds, predict, tta_predictions
     from pneumocam.model.inputs import ModelInputs
 
-    predictions = predict(model, ModelInputs.of_checkpoint(meta).inputs(loaded), description=f"Scoring {what}")
+    read = ModelInputs.of_checkpoint(meta).inputs(loaded)
+    predictions = predict(model, read, description=f"Scoring {what}")
+    if tta:
+        predictions, _ = tta_predictions(model, read, predictions)
     metrics = metrics_at_thresholds(predictions, {"0.5": 0.5}, bootstrap)["0.5"]
     return {
         "auc": metrics["roc_auc"],
@@ -96,30 +101,36 @@ def main() -> None:
             key = f"{name}/{validation}"
             if key in rows:
                 continue
-            settings = recipe_defaults("scratch") | LEVERS[name] | {"recipe": "scratch"}
+            tta = LEVERS[name].get("tta", False)
+            settings = recipe_defaults("scratch") | {k: v for k, v in LEVERS[name].items() if k != "tta"}
             config = TrainConfig(
                 data=args.data,
                 max_per_class=args.max_per_class,
                 holdout_fraction=0.15,
                 split_seed=0,
                 val_source=validation,
-                **settings,
+                **settings | {"recipe": "scratch"},
             )
             began = time.perf_counter()
-            run = fit(config, runs_dir=args.out / "runs")
+            if tta:  # the base model of this validation, read differently
+                if f"base/{validation}" not in rows:
+                    raise SystemExit(f"the tta lever needs base/{validation} first")
+                run = Path(rows[f"base/{validation}"]["run"])
+            else:
+                run = fit(config, runs_dir=args.out / "runs")
             seconds = time.perf_counter() - began
             model, meta = load_checkpoint(run / "model.pt")
             size = int(meta["image_size"])
             held_out = load_images(evaluated_samples(discover(args.data), "heldout", meta, run / "model.pt"), size)
-            held = scored(model, meta, held_out, f"{key} held-out", args.bootstrap)
-            val = scored(model, meta, prepare_data(config).val, f"{key} validation", args.bootstrap)
+            held = scored(model, meta, held_out, f"{key} held-out", args.bootstrap, tta)
+            val = scored(model, meta, prepare_data(config).val, f"{key} validation", args.bootstrap, tta)
             rows[key] = {
                 "changed": LEVERS[name],
                 "validation": validation,
                 "val": {k: val[k] for k in ("auc", "ci95", "n")},
                 "val_auc_at_selection": meta["val_metrics"]["val_auc"],
                 "heldout": held,
-                "train_seconds": seconds,
+                "train_seconds": 0.0 if tta else seconds,
                 "run": str(run),
             }
             progress.write_text(json.dumps(rows))

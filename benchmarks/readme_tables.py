@@ -310,6 +310,7 @@ LEVER_LABELS = {
     "longer_224": "longer 224 px phase (128:6, 224:5)",
     "more_epochs": "more epochs (128:9, 224:4)",
     "focus_body": "`--focus body`",
+    "tta": "`scratch` as it is, read with `--tta` (the film and 4 views, averaged)",
 }
 
 
