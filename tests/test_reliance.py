@@ -146,7 +146,7 @@ def test_a_model_that_reads_a_marker_outside_the_lungs_is_caught(tmp_path, marke
 def test_a_model_shown_only_the_lungs_is_not_flagged(tmp_path):
     """No marker, and --focus lungs-only: nothing outside the lungs reaches the model, so the known answer is that
     its decision rests on them. Removing the lungs keeps at most half of its ranking above chance and keeping only
-    them keeps nearly all of it (the feathered edge blends the lungs' rim, so not exactly all)."""
+    them keeps nearly all of it (the feather inside the lungs' edge fades their rim, so not exactly all)."""
     summary = _trained_reliance(tmp_path, 60, 10, focus="lungs-only")
     auc = {k: v["roc_auc"] for k, v in summary["variants"].items()}
     assert auc["whole"] >= 0.65, "the fixture must learn something from the lungs"

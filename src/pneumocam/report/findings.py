@@ -305,8 +305,9 @@ def reliance_section(results: dict, figures: dict | None = None) -> Section | No
     )
     rule = rel["rule"]
     return sec.add(
-        "The model's probability on each film with its lungs removed and with only its lungs kept, behind a "
-        "feathered edge. This check reads no explanation map, so it is the same for every model, including one "
+        "The model's probability on each film with its lungs removed and with only its lungs kept, each region "
+        "removed whole behind a feathered edge that lies outside it. This check reads no explanation map, so it "
+        "is the same for every model, including one "
         "trained to please Grad-CAM. Rule: the decision rests on the lungs when removing them (grey fill) keeps at "
         f"most {rule['removed_at_most']:.0%} of the whole film's ranking above chance and keeping only them keeps "
         f"at least {rule['only_lungs_at_least']:.0%}; it rests largely outside them when keeping only the lungs "
