@@ -130,17 +130,19 @@ def _trained_reliance(tmp_path, per_class, epochs, focus="none", **phantoms):
 
 @pytest.mark.parametrize(
     "marker, per_class, epochs, learned",
-    [("corner", 60, 10, 0.8), ("inside", 100, 20, 0.7)],  # the inside marker is dimmer against the body
+    [("corner", 60, 10, 0.8), ("inside", 200, 20, 0.8)],  # the inside marker is dimmer: more films to learn it
 )
 def test_a_model_that_reads_a_marker_outside_the_lungs_is_caught(tmp_path, marker, per_class, epochs, learned):
     """Phantoms with a label-correlated marker outside the lungs (95% of PNEUMONIA films, 5% of NORMAL), on the blank
     corner or on the body below the lungs, and no cure: a head on random features learns the marker, not the
-    lesions. Keeping only the lungs must lose most of the ranking (less than half of the whole film's AUC above
-    chance, the verdict's rule written out) and the verdict must say the decision lies outside the lungs."""
+    lesions. Keeping only the lungs must lose the ranking (at least 0.2 of ROC-AUC below the whole film, and less
+    than half of the whole film's AUC above chance: the verdict's rule written out) and the verdict must say the
+    decision lies outside the lungs."""
     summary = _trained_reliance(tmp_path, per_class, epochs, shortcut=0.95, marker=marker)
     whole, only = summary["variants"]["whole"]["roc_auc"], summary["variants"]["only_lungs_fill"]["roc_auc"]
     assert whole >= learned, "the fixture must learn the shortcut for the check to be tested"
-    assert (only - 0.5) < 0.5 * (whole - 0.5) and summary["verdict"] == "the decision rests largely outside the lungs"
+    assert only <= whole - 0.2 and (only - 0.5) < 0.5 * (whole - 0.5)
+    assert summary["verdict"] == "the decision rests largely outside the lungs"
 
 
 def test_a_model_shown_only_the_lungs_is_not_flagged(tmp_path):
