@@ -306,4 +306,10 @@ def test_the_report_says_what_its_numbers_estimate(tiny_run):
     other = {"eval_split": "test", "data": "/d/nih", "training_data": {"root": "/d/k"}}
     assert "not the training data (/d/k)" in scope_sentence(other) and "external check" in scope_sentence(other)
     assert "optimistic" in scope_sentence(same | {"eval_split": "val"})
+    family = {"source": "family", "family": "IM", "n_val": 886}
+    said = scope_sentence(same | {"training_data": {"root": "/d/k", "validation": family}})
+    assert "a validation that sees shift: every NORMAL film of the acquisition family IM held out whole" in said
+    carved = {"source": "carved", "n_val": 1000, "n_val_used": 600}
+    said = scope_sentence(same | {"training_data": {"root": "/d/k", "validation": carved}})
+    assert "chosen on 600 validation films of random patients" in said and "--val-source family" in said
     assert "What these numbers mean" in (tiny_run / "report.md").read_text()

@@ -264,16 +264,38 @@ def scope_sentence(provenance: dict) -> str:
         "heldout": "patients held out of the training collection before validation was carved",
         "val": "the validation films, which also chose the model's epoch and threshold (optimistic)",
     }.get(split, f"the '{split}' split")
+    chosen = validation_sentence((provenance.get("training_data") or {}).get("validation"))
     if training and data and str(training) != str(data):
         return (
             f"What these numbers mean: they come from {where} of {data}, not the training data ({training}): an "
             "external check, valid for films like these; the domain-shift guard's flagged share is reported below."
+            + chosen
         )
     return (
         f"What these numbers mean: they come from {where} of the collection the model was trained on. They estimate "
         "how it does on films from the same source, machines and years, not on other hospitals or years, where "
         "performance is usually lower. To know, evaluate it on an external set: `pneumocam evaluate --checkpoint "
-        "MODEL --data OTHER` (the domain-shift guard's flagged share comes with it)."
+        "MODEL --data OTHER` (the domain-shift guard's flagged share comes with it)." + chosen
+    )
+
+
+def validation_sentence(plan: dict | None) -> str:
+    """Which validation chose the model's epoch, temperature and threshold, and whether it saw shift."""
+    if not plan:
+        return ""
+    n_val = plan.get("n_val_used", plan.get("n_val"))
+    if plan.get("source") == "family":
+        return (
+            f" The model was chosen on a validation that sees shift: every NORMAL film of the acquisition family "
+            f"{plan.get('family')} held out whole, with a matched share of PNEUMONIA patients ({n_val} films); its "
+            "figures are in the training table."
+        )
+    kind = (
+        "the dataset's own val split" if plan.get("source") == "dataset" else "random patients of the same collection"
+    )
+    return (
+        f" The model was chosen on {n_val} validation films of {kind}, which share its source with the training "
+        "films; `--val-source family` holds out a whole acquisition family instead, a validation that sees shift."
     )
 
 
