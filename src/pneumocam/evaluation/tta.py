@@ -39,7 +39,7 @@ def view_images(images: np.ndarray, view: str, batch: int = 256) -> np.ndarray:
         return images
     out = np.empty_like(images)
     for start in range(0, len(images), batch):
-        chunk = torch.from_numpy(np.ascontiguousarray(images[start : start + batch]))
+        chunk = torch.from_numpy(np.array(images[start : start + batch]))  # a copy: the cache is read-only
         out[start : start + batch] = F.affine(chunk, angle=angle, translate=[0, 0], scale=scale, shear=[0.0, 0.0])
     return out
 
