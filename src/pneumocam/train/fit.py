@@ -359,7 +359,8 @@ def finish_training(run: Training) -> None:
     config, prepared = run.config, run.prepared
     began = time.perf_counter()
     features = run.guard_inputs if run.use_features else None
-    guard = fit_model_guard(run.run_dir / "model.pt", prepared, config, run.device, features)
+    model = run.model if run.use_features else None  # the frozen backbone is the checkpoint's; else load the best
+    guard = fit_model_guard(run.run_dir / "model.pt", prepared, config, run.device, features, model)
     run.timings["guard_fit_s"] = time.perf_counter() - began
     control = (
         random_feature_control(config, run.weights_info, prepared, run.history, run.best, run.device)

@@ -56,11 +56,15 @@ def guard_features(model, prepared: PreparedData, batch_size: int, device) -> li
     ]
 
 
-def fit_model_guard(checkpoint: Path, prepared: PreparedData, config: TrainConfig, device, features=None) -> dict:
+def fit_model_guard(
+    checkpoint: Path, prepared: PreparedData, config: TrainConfig, device, features=None, model=None
+) -> dict:
     """Fit the guard on the checkpoint's features of the training and validation films (as the model reads them) and
     store it in model.pt. features: (train, val) pooled features of every depth already computed (frozen mode);
-    else they are computed with config's batch size and precision."""
-    model, _ = load_checkpoint(checkpoint, device)
+    else they are computed with config's batch size and precision. model: the checkpoint's network when the caller
+    has it loaded (with features given, only its shape is read)."""
+    if model is None:
+        model, _ = load_checkpoint(checkpoint, device)
     if features is None:
         with autocast(resolve_precision(config.precision, device), device):
             features = guard_features(model, prepared, config.batch_size, device)
@@ -79,4 +83,4 @@ def fit_checkpoint_guard(checkpoint, data: str | None = None, batch_size: int = 
     config = TrainConfig(**values)
     prepared, _ = ModelInputs.of_training(config).prepared(prepare_data(config))
     features = guard_features(model, prepared, batch_size, device)
-    return fit_model_guard(checkpoint, prepared, config, device, features)
+    return fit_model_guard(checkpoint, prepared, config, device, features, model)
