@@ -30,6 +30,8 @@ LEVERS = {
     "seed1": {"seed": 1},
     "seed2": {"seed": 2},
     "longer_224": {"epochs": 11, "size_schedule": "128:6,224:5"},
+    "longer_224_seed1": {"epochs": 11, "size_schedule": "128:6,224:5", "seed": 1},
+    "longer_224_seed2": {"epochs": 11, "size_schedule": "128:6,224:5", "seed": 2},
     "more_epochs": {"epochs": 13, "size_schedule": "128:9,224:4"},
     "focus_body": {"focus": "body"},
     "tta": {"tta": True},  # no training: the base run's model, each film read in evaluation/tta.py's views
