@@ -4,8 +4,9 @@ validation that sees shift); every model is then scored on the same held-out pat
 split seed 0, never trained or selected on). A benchmark, not a test; records go to benchmarks/results/.
 
 Runs on a class-balanced subset (--max-per-class) so that every lever fits a CPU session: the subset ranks the
-levers, it does not give the full recipe's figures. The ensemble lever is the mean of the calibrated probabilities
-of the base model and the seed-1 and seed-2 models that were run (all with split seed 0: the same held-out films).
+levers, it does not give the full recipe's figures (--max-per-class 0 trains on the whole split). The ensemble
+lever is the mean of the calibrated probabilities of the base model and the seed-1 and seed-2 models that were run
+(all with split seed 0: the same held-out films).
 
     python benchmarks/levers.py --data ../shared/data/kermany224 --max-per-class 300 --out /tmp/levers \
         [--levers base,acquisition] [--validations carved]
@@ -87,7 +88,7 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True)
-    parser.add_argument("--max-per-class", type=int, default=400)
+    parser.add_argument("--max-per-class", type=int, default=400, help="Films per class of train; 0: all of them.")
     parser.add_argument("--levers", default=",".join(LEVERS))
     parser.add_argument("--validations", default=",".join(VALIDATIONS), help="carved, family or both.")
     parser.add_argument("--bootstrap", type=int, default=1000)
