@@ -88,13 +88,25 @@ def precision_seeds() -> str:
     return "\n".join(rows)
 
 
+def _schedule(figures: dict) -> str:
+    """The size schedule a run trained with, read from its epochs' image sizes (`--size-schedule` notation)."""
+    sizes = figures.get("image_size_per_epoch") or []
+    runs: list[list[int]] = []
+    for size in sizes:
+        if runs and runs[-1][0] == size:
+            runs[-1][1] += 1
+        else:
+            runs.append([size, 1])
+    return ",".join(f"{size}:{count}" for size, count in runs) or "n/a"
+
+
 def _run_row(name: str, label: str) -> str:
     f = load(name)["figures"]
     low, high = f["roc_auc_ci95"]
     wall = f"{f['wall_s'] / 60:.0f} min" if f.get("wall_s") else "n/a"
     memory = f"{f['peak_rss_gb']:.1f} GB" if f.get("peak_rss_gb") else "n/a"
     return (
-        f"| {label} | {wall} | {memory} | {f['roc_auc']:.3f} ({low:.3f}-{high:.3f}) | "
+        f"| {label} | {_schedule(f)} | {wall} | {memory} | {f['roc_auc']:.3f} ({low:.3f}-{high:.3f}) | "
         f"{f['accuracy_at_threshold']:.3f} at {f['threshold']:.3f} (sens. {f['sensitivity_at_threshold']:.3f}, "
         f"spec. {f['specificity_at_threshold']:.3f}) | {f['sensitivity_at_specificity_0.85']['value']:.3f} | "
         f"{f['specificity_at_sensitivity_0.95']['value']:.3f} | {f['ece']:.3f} |"
@@ -106,12 +118,13 @@ def scratch_runs() -> str:
         ("scratch-bf16", "`scratch`, bf16 training, AMD EPYC (AVX512-BF16, no AMX)"),
         ("scratch-amx", "`scratch`, bf16 throughout (this version's `auto`), Intel Xeon with AMX-BF16"),
         ("scratch-amx-quiet", "the same, nothing else running"),
+        ("scratch-longer-amx", "`scratch` with the longer 224 px phase (the recipe now), the same Xeon"),
     ]
     names = [(n, label) for n, label in names if (RESULTS / f"{n}.json").is_file()]
     rows = [
-        "| run | wall time | peak memory | held-out ROC-AUC (95% CI, by patient) | accuracy at the validation "
-        "threshold | sens. at spec. 0.85 | spec. at sens. 0.95 | ECE (15 bins) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| run | size schedule | wall time | peak memory | held-out ROC-AUC (95% CI, by patient) | accuracy at the "
+        "validation threshold | sens. at spec. 0.85 | spec. at sens. 0.95 | ECE (15 bins) |",
+        "|---|---|---|---|---|---|---|---|---|",
         *(_run_row(n, label) for n, label in names),
     ]
     notes = [load(n).get("note") for n, _ in names]
@@ -129,9 +142,9 @@ def reliance() -> str:
     names = [(n, c, label) for n, c, label in RELIANCE_RUNS if (RESULTS / f"{c}.json").is_file()]
     columns = ("whole", "lungs_removed_fill", "only_lungs_fill", "lungs_removed_blur", "only_lungs_blur")
     rows = [
-        "| run (780 held-out films) | whole film | lungs removed (grey) | only the lungs (grey) | lungs removed "
-        "(blur) | only the lungs (blur) | removed <= 0.75 and only >= 0.95 x whole | verdict | wall time of the "
-        "one `run` |",
+        "| run (780 held-out films, size schedule) | whole film | lungs removed (grey) | only the lungs (grey) | "
+        "lungs removed (blur) | only the lungs (blur) | removed <= 0.75 and only >= 0.95 x whole | verdict | wall "
+        "time of the one `run` |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, check, label in names:
@@ -141,7 +154,7 @@ def reliance() -> str:
         met = auc["lungs_removed_fill"] <= 0.75 and auc["only_lungs_fill"] >= 0.95 * auc["whole"]
         wall = load(name)["figures"].get("wall_s")
         rows.append(
-            f"| {label} | "
+            f"| {label}, {_schedule(load(name)['figures'])} | "
             + " | ".join(cells)
             + f" | {'met' if met else 'not met'} | {r['verdict']} | "
             + (f"{wall / 60:.0f} min |" if wall else "n/a |")
@@ -164,16 +177,16 @@ GPU_ARMS = (
 
 def gpu_recipes() -> str:
     rows = [
-        "| run (780 held-out films) | wall time on the GPU | held-out ROC-AUC (95% CI, by patient) | accuracy at the "
-        "validation threshold | sens. at spec. 0.85 | spec. at sens. 0.95 | ECE (15 bins) | temperature | "
-        "guard flags |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| run (780 held-out films) | size schedule | wall time on the GPU | held-out ROC-AUC (95% CI, by patient) | "
+        "accuracy at the validation threshold | sens. at spec. 0.85 | spec. at sens. 0.95 | ECE (15 bins) | "
+        "temperature | guard flags |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, label in GPU_ARMS:
         f = load(name)["figures"]
         low, high = f["roc_auc_ci95"]
         rows.append(
-            f"| {label} | {f['wall_s']:.0f} s | {f['roc_auc']:.3f} ({low:.3f}-{high:.3f}) | "
+            f"| {label} | {_schedule(f)} | {f['wall_s']:.0f} s | {f['roc_auc']:.3f} ({low:.3f}-{high:.3f}) | "
             f"{f['accuracy_at_threshold']:.3f} at {f['threshold']:.3f} (sens. {f['sensitivity_at_threshold']:.3f}, "
             f"spec. {f['specificity_at_threshold']:.3f}) | {f['sensitivity_at_specificity_0.85']['value']:.3f} | "
             f"{f['specificity_at_sensitivity_0.95']['value']:.3f} | {f['ece']:.3f} | {f['temperature']:.2f} | "
@@ -300,7 +313,7 @@ def serve_abuse() -> str:
 
 
 LEVER_LABELS = {
-    "base": "`scratch` as it is",
+    "base": "`scratch` as it was (128:6, 224:3)",
     "acquisition": "+ acquisition augmentation (gamma, blur/sharpen, noise)",
     "label_smoothing": "+ label smoothing 0.1",
     "seed1": "seed 1 (split seed 0)",
@@ -310,7 +323,7 @@ LEVER_LABELS = {
     "longer_224": "longer 224 px phase (128:6, 224:5)",
     "more_epochs": "more epochs (128:9, 224:4)",
     "focus_body": "`--focus body`",
-    "tta": "`scratch` as it is, read with `--tta` (the film and 4 views, averaged)",
+    "tta": "`scratch` as it was, read with `--tta` (the film and 4 views, averaged)",
 }
 
 
@@ -340,8 +353,78 @@ def levers() -> str:
     return (
         "\n".join(rows)
         + f"\n\nEach run: {f['max_per_class']} films per class of train (class-balanced subset), the `scratch` "
-        "schedule, seed 0 unless named; held-out: the same 15% of train's patients for every run (780 films). "
-        "AUC with 95% bootstrap intervals by patient. " + record["note"] + " " + _source("levers")
+        "schedule as it was then (128:6, 224:3), seed 0 unless named; held-out: the same 15% of train's patients "
+        "for every run (780 films). AUC with 95% bootstrap intervals by patient. "
+        + record["note"]
+        + " "
+        + _source("levers")
+    )
+
+
+# The two schedules compared: (label, lever names for seeds 0-2 in their record, that record, the whole-split `run`
+# record with the random validation). The whole split's family-validation runs are in levers-full-family.
+SCHEDULES = (
+    ("before (128:6, 224:3)", ("base", "seed1", "seed2"), "levers", "base", "scratch-amx-quiet"),
+    (
+        "longer, now `scratch` (128:6, 224:5)",
+        ("longer_224", "longer_224_seed1", "longer_224_seed2"),
+        "levers-longer-seeds",
+        "longer_224",
+        "scratch-longer-amx",
+    ),
+)
+
+
+def _present(name: str) -> bool:
+    return (RESULTS / f"{name}.json").is_file()
+
+
+def longer_phase() -> str:
+    """The longer 224 px phase against the schedule before it, seed by seed on the subset and on the whole split."""
+    rows = [
+        "| schedule | train films | seed | random validation AUC | its held-out AUC | family validation AUC | its "
+        "held-out AUC |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    whole = load("levers-full-family")["figures"]["levers"] if _present("levers-full-family") else {}
+    means, sources = [], []
+    for label, names, subset_record, whole_name, run in SCHEDULES:
+        found = load(subset_record)["figures"]["levers"]
+        sources.append(subset_record)
+        sums: dict[str, list[float]] = {}
+        for seed, name in enumerate(names):
+            random, family = found.get(f"{name}/carved"), found.get(f"{name}/family")
+            for key, cell in (("random", random), ("family", family)):
+                if cell:
+                    sums.setdefault(key, []).append(cell["val"]["auc"])
+                    sums.setdefault(f"{key} held-out", []).append(cell["heldout"]["auc"])
+            rows.append(
+                f"| {label} | 300 per class | {seed} | {_auc((random or {}).get('val'))} | "
+                f"{_auc((random or {}).get('heldout'))} | {_auc((family or {}).get('val'))} | "
+                f"{_auc((family or {}).get('heldout'))} |"
+            )
+        means.append(f"{label}: " + ", ".join(f"{k} {sum(v) / len(v):.3f}" for k, v in sums.items()))
+        f = load(run)["figures"] if _present(run) else None
+        family = whole.get(f"{whole_name}/family")
+        if f:
+            sources.append(run)
+            selected_val = (
+                f"{f['val_auc_per_epoch'][f['best_epoch'] - 1]:.3f} (no interval)"  # best_epoch counts from 1
+            )
+        rows.append(
+            f"| {label} | whole split | 0 | {selected_val if f else 'n/a'} | "
+            f"{_auc({'auc': f['roc_auc'], 'ci95': f['roc_auc_ci95']}) if f else 'n/a'} | "
+            f"{_auc((family or {}).get('val'))} | {_auc((family or {}).get('heldout'))} |"
+        )
+    if whole:
+        sources.append("levers-full-family")
+    return (
+        "\n".join(rows)
+        + "\n\nMeans over the three seeds on the subset (validation AUC, and the held-out AUC of the same models): "
+        + "; ".join(means)
+        + ". Held-out: the same 15% of train's patients (780 films) for every row, never trained or selected on; AUC "
+        "with 95% bootstrap intervals by patient. Whole split, random validation: one `pneumocam run --recipe` "
+        "each, its selected epoch's validation AUC (the run stores no interval for it). " + _source(*sources)
     )
 
 
@@ -368,6 +451,7 @@ def guard_depths() -> str:
 TABLES = {
     "guard-depths": guard_depths,
     "levers": levers,
+    "longer-phase": longer_phase,
     "precision-speed": precision_speed,
     "precision-maps": precision_maps,
     "precision-seeds": precision_seeds,
