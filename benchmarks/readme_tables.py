@@ -14,6 +14,7 @@ import argparse
 import json
 import re
 import sys
+from itertools import groupby
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,13 +92,7 @@ def precision_seeds() -> str:
 def _schedule(figures: dict) -> str:
     """The size schedule a run trained with, read from its epochs' image sizes (`--size-schedule` notation)."""
     sizes = figures.get("image_size_per_epoch") or []
-    runs: list[list[int]] = []
-    for size in sizes:
-        if runs and runs[-1][0] == size:
-            runs[-1][1] += 1
-        else:
-            runs.append([size, 1])
-    return ",".join(f"{size}:{count}" for size, count in runs) or "n/a"
+    return ",".join(f"{size}:{len(list(epochs))}" for size, epochs in groupby(sizes)) or "n/a"
 
 
 def _run_row(name: str, label: str) -> str:
@@ -393,7 +388,8 @@ def longer_phase() -> str:
     whole = load("levers-full-family")["figures"]["levers"] if _present("levers-full-family") else {}
     means, sources = [], []
     for label, names, subset_record, whole_name, run in SCHEDULES:
-        found = load(subset_record)["figures"]["levers"]
+        subset = load(subset_record)["figures"]
+        found = subset["levers"]
         sources.append(subset_record)
         sums: dict[str, list[float]] = {}
         for seed, name in enumerate(names):
@@ -403,7 +399,7 @@ def longer_phase() -> str:
                     sums.setdefault(key, []).append(cell["val"]["auc"])
                     sums.setdefault(f"{key} held-out", []).append(cell["heldout"]["auc"])
             rows.append(
-                f"| {label} | 300 per class | {seed} | {_auc((random or {}).get('val'))} | "
+                f"| {label} | {subset['max_per_class']} per class | {seed} | {_auc((random or {}).get('val'))} | "
                 f"{_auc((random or {}).get('heldout'))} | {_auc((family or {}).get('val'))} | "
                 f"{_auc((family or {}).get('heldout'))} |"
             )
