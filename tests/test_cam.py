@@ -4,18 +4,10 @@ import numpy as np
 import pytest
 import torch
 
+from pneumocam.core.schema import read_heatmaps, write_heatmaps
 from pneumocam.data import to_model_input
 from pneumocam.data.phantoms import make_phantom
-from pneumocam.explain.cam import (
-    GradCAM,
-    HiResCAM,
-    load_heatmaps,
-    make_cam,
-    normalise_per_image,
-    resolve_targets,
-    save_heatmaps,
-    upsample,
-)
+from pneumocam.explain.cam import GradCAM, HiResCAM, make_cam, normalise_per_image, resolve_targets, upsample
 from pneumocam.model.network import build_model
 
 
@@ -152,12 +144,16 @@ def test_library_only_methods_are_marked_normalised(model, images):
 def test_heatmaps_npz_holds_plain_arrays(tmp_path, model, images):
     result = GradCAM(model)(images)
     paths = [f"/data/ü näme {i}.png" for i in range(6)]
-    save_heatmaps(tmp_path / "heatmaps.npz", result, paths, np.array([0, 1] * 3), 96)
-    data = load_heatmaps(tmp_path / "heatmaps.npz")  # allow_pickle=False: fails on any object array
+    threshold = float(np.median(result.probs))  # a threshold other than 0.5 that splits these films
+    write_heatmaps(tmp_path / "heatmaps.npz", result, paths, np.array([0, 1] * 3), 96, threshold)
+    data = read_heatmaps(tmp_path / "heatmaps.npz")  # allow_pickle=False: fails on any object array
     assert data["paths"].dtype.kind == "U" and data["paths"].tolist() == paths
     assert data["maps"].dtype == np.float32 and data["maps"].shape == (6, 3, 3)
     assert np.array_equal(data["maps"], result.maps) and int(data["image_size"]) == 96
     assert set(data) >= {"labels", "probs", "preds", "targets", "method", "layer"}
+    # preds are decided at the given threshold, stored beside them (p >= t written out by hand)
+    assert float(data["threshold"]) == threshold
+    assert data["preds"].tolist() == [int(p >= threshold) for p in result.probs.tolist()]
 
 
 def test_upsample_equals_torch_bilinear_with_half_pixel_centres(rng):

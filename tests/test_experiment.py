@@ -11,7 +11,7 @@ from scipy import stats as st
 from pneumocam.analysis.importance import importance_scores
 from pneumocam.core.errors import PneumocamError
 from pneumocam.core.outputs import is_complete
-from pneumocam.explain.cam import load_heatmaps
+from pneumocam.core.schema import read_heatmaps
 from pneumocam.pipeline.experiment import run_experiment
 from pneumocam.train.config import TrainConfig
 
@@ -77,7 +77,7 @@ def test_report_has_every_section_and_embedded_images(run):
 
 
 def test_scores_can_be_recomputed_from_heatmaps_npz(run):
-    maps = load_heatmaps(run / "heatmaps.npz")
+    maps = read_heatmaps(run / "heatmaps.npz")
     with open(run / "importance.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [r["path"] for r in rows] == maps["paths"].tolist()
@@ -125,7 +125,7 @@ def test_results_json_says_where_numbers_came_from(run):
     # The lesion share recomputed by hand from heatmaps.npz and the mask files.
     from PIL import Image
 
-    maps = load_heatmaps(run / "heatmaps.npz")
+    maps = read_heatmaps(run / "heatmaps.npz")
     up = torch_upsample(maps["maps"], 64)
     shares = []
     for path, heat in zip(maps["paths"], up):
@@ -414,3 +414,54 @@ def test_films_the_guard_flagged_are_left_out_of_the_statistics_unless_asked(tin
     assert groups["NORMAL"]["mean"] == pytest.approx(score[keep & (labels == 0)].mean())
     assert groups["PNEUMONIA"]["mean"] == pytest.approx(score[keep & (labels == 1)].mean())
     assert notes["out_of_distribution_left_out"] == (0 if include_ood else 3)
+
+
+def _with_threshold(checkpoint: Path, out: Path, threshold: float) -> Path:
+    """A copy of a model.pt whose recorded validation-chosen threshold is `threshold`."""
+    import torch
+
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    saved["metadata"]["thresholds"] = dict(saved["metadata"].get("thresholds") or {}, youden_val=threshold)
+    torch.save(saved, out)
+    return out
+
+
+def test_every_pred_column_is_decided_at_the_models_threshold_and_the_viewer_names_it(tiny_run, tmp_path, tiny_config):
+    from fastapi.testclient import TestClient
+
+    from pneumocam.serve.app import create_app
+
+    with open(tiny_run / "predictions.csv", newline="") as f:
+        probs = np.sort([float(r["prob_pneumonia"]) for r in csv.DictReader(f)])
+    # a threshold between two of the films' probabilities, as far from 0.5 as they allow: the films between it and
+    # 0.5 are decided differently at the two thresholds
+    cuts = (probs[1:] + probs[:-1]) / 2
+    threshold = float(cuts[np.argmax(np.abs(cuts - 0.5))])
+    between = int(((probs >= min(threshold, 0.5)) & (probs < max(threshold, 0.5))).sum())
+    assert threshold != 0.5 and between >= 1  # the fixture separates the model's threshold from 0.5
+
+    checkpoint = _with_threshold(tiny_run / "train" / "model.pt", tmp_path / "model.pt", threshold)
+    runs = tmp_path / "runs"
+    run = run_experiment(
+        tiny_config(checkpoint=str(checkpoint), masks={}, trust_images=0, reliance=False), runs_dir=runs
+    )
+    with open(run / "predictions.csv", newline="") as f:
+        predictions = {r["path"]: r for r in csv.DictReader(f)}
+    with open(run / "importance.csv", newline="") as f:
+        importance = {r["path"]: r for r in csv.DictReader(f)}
+    maps = read_heatmaps(run / "heatmaps.npz")
+    by_hand = {p: int(float(r["prob_pneumonia"]) >= threshold) for p, r in predictions.items()}
+    assert {p: int(r["pred"]) for p, r in predictions.items()} == by_hand
+    assert {p: ("NORMAL", "PNEUMONIA").index(r["pred"]) for p, r in importance.items()} == by_hand
+    assert dict(zip(maps["paths"].tolist(), maps["preds"].tolist())) == by_hand
+    assert sum(int(r["pred"]) != int(r["pred_at_0.5"]) for r in predictions.values()) == between
+    assert {float(r["threshold"]) for r in predictions.values()} == {threshold}
+    assert {float(r["threshold"]) for r in importance.values()} == {threshold} == {float(maps["threshold"])}
+    results = json.loads((run / "results.json").read_text())
+    assert results["decision"]["threshold"] == threshold
+    assert results["metrics"]["threshold_youden_val"]["threshold"] == threshold
+
+    app = create_app(checkpoint, runs=runs, device="cpu")
+    with TestClient(app, base_url="http://127.0.0.1:8000") as client:
+        film = client.get(f"/api/runs/{run.name}/film", params={"path": next(iter(predictions))}).json()
+    assert film["case"]["threshold"] == threshold and film["case"]["threshold_key"] == "threshold_youden_val"

@@ -4,6 +4,7 @@ Skipped with a reason where no browser is installed; PNEUMOCAM_REQUIRE_BROWSER=1
 it) makes that a failure.
 """
 
+import json
 import os
 import shutil
 import socket
@@ -254,7 +255,10 @@ def test_the_worklist_steps_through_the_filtered_films_and_exports_a_case(browse
     stem = normal[1].rsplit(".", 1)[0]
     exported = Image.open(_download(browser, f"{stem}-pneumocam.png"))
     text = exported.text["Description"]
-    assert normal[1] in text and "threshold 0.50" in text and "guard: " in text and "model: model.pt" in text
+    # the caption names the threshold the run decided at, as its results.json records it (not a fixed 0.5)
+    decision = json.loads((run / "results.json").read_text())["decision"]
+    assert f"threshold {decision['threshold']:.4f} ({decision['metrics_key']})" in text
+    assert normal[1] in text and "guard: " in text and "model: model.pt" in text
     _no_policy_refusals(browser)
 
 

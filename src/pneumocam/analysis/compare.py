@@ -18,6 +18,7 @@ from sklearn.metrics import roc_auc_score
 
 from pneumocam import CLASS_NAMES
 from pneumocam.core.errors import PneumocamError
+from pneumocam.core.schema import decision_key
 from pneumocam.data import patient_id_from_name
 from pneumocam.evaluation.metrics import cluster_members
 
@@ -34,7 +35,7 @@ def _rows(run: Path, name: str) -> dict[str, dict]:
 
 def _threshold(run: Path) -> tuple[str, float]:
     metrics = json.loads((run / "results.json").read_text())["metrics"]
-    key = "threshold_youden_val" if "threshold_youden_val" in metrics else "threshold_0.5"
+    key = decision_key(metrics)
     return key, float(metrics[key]["threshold"])
 
 

@@ -15,6 +15,7 @@ from pneumocam.cli.errors import clean_errors, console
 from pneumocam.cli.options import Marker, ValSource
 from pneumocam.core.errors import PneumocamError
 from pneumocam.core.outputs import write_csv, write_skipped
+from pneumocam.core.schema import decision_key
 from pneumocam.data import choose_validation, discover, load_images
 from pneumocam.data.phantoms import write_phantom_dataset
 from pneumocam.data.public import public_manifest
@@ -187,7 +188,7 @@ def print_metrics(result: dict) -> None:
     guard = result.get("guard")
     if guard:
         fitted = "" if guard["fitted"] else " (input checks only: this model has no fitted guard, see `guard fit`)"
-        kept = (guard.get("metrics_in_distribution") or {}).get("threshold_0.5")
+        kept = (guard.get("metrics_in_distribution") or {}).get(decision_key(result["metrics"]))
         on_kept = (
             f"; on the {kept['n']} in-distribution films: accuracy {kept['accuracy']:.3f}, "
             f"ROC-AUC {kept['roc_auc']:.3f}"

@@ -14,6 +14,8 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import expit
 
+from pneumocam.core.schema import FIXED_THRESHOLD, decide
+
 N_BINS = 15
 TEMPERATURE_BOUNDS = (0.05, 20.0)
 
@@ -41,7 +43,7 @@ def reliability_bins(labels: np.ndarray, probs: np.ndarray, n_bins: int = N_BINS
     """Per confidence bin: its edges, image count, mean confidence and accuracy (empty bins have count 0)."""
     labels, probs = np.asarray(labels), np.asarray(probs, dtype=np.float64)
     confidence = np.maximum(probs, 1 - probs)
-    correct = (probs >= 0.5).astype(int) == labels
+    correct = decide(probs, FIXED_THRESHOLD) == labels  # the top label of a binary classifier
     edges = np.linspace(0.5, 1.0, n_bins + 1)  # top-label confidence of a binary classifier lies in [0.5, 1]
     index = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, n_bins - 1)
     bins = []

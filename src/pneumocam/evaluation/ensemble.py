@@ -14,6 +14,7 @@ from torch import nn
 
 from pneumocam.core.errors import PneumocamError
 from pneumocam.core.outputs import write_csv, write_json, write_skipped
+from pneumocam.core.schema import FIXED_KEY, FIXED_RULE, FIXED_THRESHOLD
 from pneumocam.data import LoadedImages, discover, load_images
 from pneumocam.evaluation.evaluate import Predictions, metrics_at_thresholds, metrics_record, predict
 from pneumocam.evaluation.leakage import check_leakage, enforce
@@ -76,8 +77,8 @@ def evaluate_ensemble(
     leakage = check_leakage(union_of_seen([meta for _, meta in members]), loaded.samples)
     enforce(leakage, strict, warn)
     predictions, member_probs = ensemble_predictions(members, loaded, batch_size, device)
-    metrics = metrics_at_thresholds(predictions, {"threshold_0.5": 0.5}, bootstrap_resamples, seed)
-    described = {"threshold_0.5": "fixed 0.5 (an ensemble has no validation split of its own)"}
+    metrics = metrics_at_thresholds(predictions, {FIXED_KEY: FIXED_THRESHOLD}, bootstrap_resamples, seed)
+    described = {FIXED_KEY: f"{FIXED_RULE} (an ensemble has no validation split of its own)"}
     result = metrics_record(split, data_root, loaded, None, {}, seed, described, metrics, leakage)
     result["ensemble"] = {
         "combination": COMBINATION,
@@ -93,7 +94,7 @@ def evaluate_ensemble(
     result["precision"] = precision
     out_dir = Path(out_dir)
     write_json(out_dir / "metrics.json", result)
-    write_csv(out_dir / "predictions.csv", Predictions.HEADER, predictions.rows(0.5))
+    write_csv(out_dir / "predictions.csv", Predictions.HEADER, predictions.rows(FIXED_THRESHOLD))
     header = ("path", "label", *(f"prob_member_{i}" for i in range(1, len(members) + 1)))
     rows = [
         (p, int(y), *(repr(float(v)) for v in col))

@@ -11,6 +11,16 @@ from torch import nn
 
 from pneumocam.core.outputs import write_csv, write_json, write_skipped
 from pneumocam.core.progress import track
+from pneumocam.core.schema import (
+    FIXED_KEY,
+    FIXED_RULE,
+    FIXED_THRESHOLD,
+    PREDICTIONS,
+    PREDICTIONS_COLUMNS,
+    VALIDATION_KEY,
+    decide,
+    decision_key,
+)
 from pneumocam.data import LoadedImages, discover, fingerprint, load_images
 from pneumocam.evaluation.leakage import check_leakage, enforce
 from pneumocam.evaluation.metrics import BinaryMetrics
@@ -23,21 +33,21 @@ from pneumocam.model.network import pooled_width, probability
 
 def checkpoint_thresholds(metadata: dict) -> tuple[dict[str, float], dict[str, str]]:
     """The thresholds to report for a checkpoint: 0.5 and the one chosen on its validation split, each described."""
-    thresholds, described = {"threshold_0.5": 0.5}, {"threshold_0.5": "fixed 0.5"}
+    thresholds, described = {FIXED_KEY: FIXED_THRESHOLD}, {FIXED_KEY: FIXED_RULE}
     recorded = metadata.get("thresholds", {})
     if recorded.get("youden_val") is not None:
-        thresholds["threshold_youden_val"] = float(recorded["youden_val"])
-        described["threshold_youden_val"] = recorded.get("youden_rule") or "Youden's J on the validation split"
+        thresholds[VALIDATION_KEY] = float(recorded["youden_val"])
+        described[VALIDATION_KEY] = recorded.get("youden_rule") or "Youden's J on the validation split"
         if recorded.get("youden_note"):
-            described["threshold_youden_val"] += f" ({recorded['youden_note']})"
+            described[VALIDATION_KEY] += f" ({recorded['youden_note']})"
     return thresholds, described
 
 
 def decision_threshold(metadata: dict) -> tuple[float, str, str]:
     """(value, the key in metrics.json's thresholds, how it was chosen): the threshold every command decides at,
-    the one chosen on the checkpoint's validation split, or 0.5 when it recorded none."""
+    by core.schema.decision_key's rule."""
     thresholds, described = checkpoint_thresholds(metadata)
-    key = "threshold_youden_val" if "threshold_youden_val" in thresholds else "threshold_0.5"
+    key = decision_key(thresholds)
     return thresholds[key], key, described[key]
 
 
@@ -52,10 +62,7 @@ class Predictions:
     # pred: the decision at the model's threshold (decision_threshold, named in metrics.json's "decision"), the one
     # predict and serve decide at; pred_at_0.5 beside it. Probabilities round-trip (repr), so the metrics recomputed
     # from this file are the reported ones exactly: rounding would create ties and move the AUC.
-    HEADER = (
-        "path", "label", "prob_pneumonia", "pred", "pred_at_0.5", "threshold", "patient_id", "in_distribution",
-        "ood_score", "ood_reason",
-    )  # fmt: skip
+    HEADER = tuple(PREDICTIONS_COLUMNS)
 
     def rows(self, threshold: float):
         verdicts = self.verdicts or [None] * len(self.paths)
@@ -67,7 +74,8 @@ class Predictions:
                 else (int(verdict.in_distribution), f"{verdict.ood_score:.3f}", verdict.ood_reason)
             )
             prob = float(prob)
-            decided = (int(prob >= threshold), int(prob >= 0.5), repr(float(threshold)), patient or "")
+            decided = (int(decide(prob, threshold)), int(decide(prob, FIXED_THRESHOLD)), repr(float(threshold)))
+            decided += (patient or "",)
             yield path, int(label), repr(prob), *decided, *guard
 
     def in_distribution(self) -> "Predictions":
@@ -234,7 +242,7 @@ def evaluate_split(
     result["tta"] = tta_record  # None: each film read once, as it is
     out_dir = Path(out_dir)
     write_json(out_dir / "metrics.json", result)
-    write_csv(out_dir / "predictions.csv", Predictions.HEADER, predictions.rows(decision_threshold(metadata)[0]))
+    write_csv(out_dir / PREDICTIONS, Predictions.HEADER, predictions.rows(decision_threshold(metadata)[0]))
     write_skipped(out_dir / "skipped.csv", loaded.skipped)
     leakage.write_csv(out_dir / "leakage.csv")
     return result

@@ -19,6 +19,7 @@ from sklearn.metrics import (
 )
 
 from pneumocam import CLASS_NAMES
+from pneumocam.core.schema import FIXED_RULE, FIXED_THRESHOLD, decide
 from pneumocam.evaluation.calibration import expected_calibration_error
 
 
@@ -43,15 +44,17 @@ def youden_threshold(labels: np.ndarray, probs: np.ndarray) -> ThresholdChoice:
 
     labels, probs = np.asarray(labels), np.asarray(probs)
     if labels.min() == labels.max():
-        return ThresholdChoice(0.5, "fixed 0.5", "the validation split holds one class only: Youden's J is undefined")
+        return ThresholdChoice(
+            FIXED_THRESHOLD, FIXED_RULE, "the validation split holds one class only: Youden's J is undefined"
+        )
     fpr, tpr, thresholds = roc_curve(labels, probs)
     j = tpr - fpr
     best = int(np.argmax(j))
     auc = float(roc_auc_score(labels, probs))
     if j[best] <= 0 or auc < 0.5 or not np.isfinite(thresholds[best]):
         return ThresholdChoice(
-            0.5,
-            "fixed 0.5",
+            FIXED_THRESHOLD,
+            FIXED_RULE,
             f"the model is no better than chance on the validation split (AUC {auc:.3f}, "
             f"best J {j[best]:.3f}): Youden's threshold was not used, 0.5 kept",
         )
@@ -163,7 +166,7 @@ class BinaryMetrics:
         )
         return unit, groups
 
-    def summary(self, threshold: float = 0.5) -> dict:
+    def summary(self, threshold: float = FIXED_THRESHOLD) -> dict:
         """The metrics at one threshold (p >= threshold is PNEUMONIA), all from scikit-learn: threshold, n, accuracy,
         mean_loss, per_class / macro_avg / weighted_avg (precision, recall, f1, support), confusion_matrix, roc_auc,
         roc_auc_ci95 with roc_auc_ci_unit (patient or image), n_patients, sensitivity, specificity."""
@@ -171,7 +174,7 @@ class BinaryMetrics:
         _, labels, probs = self.arrays()
         if len(labels) == 0:
             raise ValueError("no predictions to summarise")
-        preds = (probs >= threshold).astype(int)
+        preds = decide(probs, threshold)
         precision, recall, f1, support = precision_recall_fscore_support(labels, preds, labels=[0, 1], zero_division=0)
         per_class = {
             name: {

@@ -13,7 +13,6 @@ BinaryClassifierOutputTarget does), chosen per image as the predicted class, the
 
 from __future__ import annotations
 
-import io
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -26,7 +25,6 @@ from torch import nn
 
 from pneumocam import CLASS_NAMES
 from pneumocam.core.errors import SettingError
-from pneumocam.core.outputs import atomic_write_bytes
 from pneumocam.core.progress import enabled, track
 from pneumocam.data import to_model_input
 from pneumocam.model.network import pooled_features, probability
@@ -300,31 +298,3 @@ def normalise_per_image(maps: np.ndarray, eps: float = 1e-7) -> np.ndarray:
     low = maps.min(axis=(-2, -1), keepdims=True)
     shifted = maps - low
     return shifted / (eps + shifted.max(axis=(-2, -1), keepdims=True))
-
-
-def save_heatmaps(
-    path, result: CamResult, paths: list[str], labels: np.ndarray, image_size: int, threshold: float = 0.5
-) -> None:
-    """heatmaps.npz: plain arrays only (no pickled objects), enough to recompute any score without the model."""
-
-    buffer = io.BytesIO()
-    np.savez_compressed(
-        buffer,
-        paths=np.array(paths, dtype=str),
-        labels=np.asarray(labels, dtype=np.int8),
-        probs=result.probs.astype(np.float32),
-        preds=(result.probs >= threshold).astype(np.int8),
-        targets=result.targets.astype(np.int8),
-        maps=result.maps.astype(np.float32),
-        method=np.array(result.method),
-        layer=np.array(result.layer),
-        normalised=np.array(result.normalised),
-        image_size=np.array(image_size),
-        class_names=np.array(CLASS_NAMES),
-    )
-    atomic_write_bytes(path, buffer.getvalue())
-
-
-def load_heatmaps(path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}

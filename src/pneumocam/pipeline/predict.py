@@ -11,6 +11,7 @@ from PIL import Image
 from pneumocam import CLASS_NAMES
 from pneumocam.core.outputs import atomic_write_bytes, mark_complete, new_run_folder, write_csv, write_json
 from pneumocam.core.precision import autocast, resolve_precision
+from pneumocam.core.schema import FIXED_THRESHOLD, decide
 from pneumocam.data import LoadedImages, Sample, patient_id_from_name
 from pneumocam.data.readers import UnreadableImage, read_grayscale, read_resized
 from pneumocam.evaluation.evaluate import decision_threshold
@@ -44,7 +45,7 @@ def predict_files(
 ) -> PredictOutcome:
     """The model's input is read exactly as evaluate reads it (same decoder, same resize), so the probabilities
     agree with `evaluate` on the same files; the overlay is drawn on the film at its own resolution.
-    The decision uses the checkpoint's validation-chosen threshold (0.5 when it has none); 0.5 is shown beside it."""
+    The decision uses the checkpoint's threshold (core.schema.decision_key's rule); 0.5 is shown beside it."""
     target = resolve_device(device)
     model, meta = load_checkpoint(checkpoint, target)
     reads = ModelInputs.of_checkpoint(meta)
@@ -74,7 +75,7 @@ def predict_files(
             heat = map_on_original(maps[i : i + 1], gray.shape)
             name = f"{i:03d}_{Path(path).stem}_{method}.png"
             prob, verdict = float(result.probs[i]), found[i]
-            decision = CLASS_NAMES[int(prob >= threshold)]
+            decision = CLASS_NAMES[int(decide(prob, threshold))]
             shift = "in distribution" if verdict.in_distribution else f"OUT OF DISTRIBUTION: {verdict.ood_reason}"
             caption = f"p(PNEUMONIA) {prob:.3f} -> {decision} | {shift}"
             atomic_write_bytes(folder / name, overlay_png(gray, heat, caption))
@@ -83,7 +84,7 @@ def predict_files(
                     str(path),
                     f"{prob:.6f}",
                     decision,
-                    CLASS_NAMES[int(prob >= 0.5)],
+                    CLASS_NAMES[int(decide(prob, FIXED_THRESHOLD))],
                     name,
                     int(verdict.in_distribution),
                     f"{verdict.ood_score:.3f}",

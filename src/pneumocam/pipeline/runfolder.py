@@ -20,10 +20,11 @@ from pneumocam.core.errors import PneumocamError
 from pneumocam.core.outputs import is_complete, write_csv, write_json, write_skipped
 from pneumocam.core.precision import resolve_precision
 from pneumocam.core.provenance import environment, library_versions
+from pneumocam.core.schema import HEATMAPS, IMPORTANCE, IMPORTANCE_COLUMNS, LEAKAGE, decide, write_heatmaps
 from pneumocam.data import Skipped, balanced_indices, fingerprint
 from pneumocam.data.masks import load_masks
-from pneumocam.evaluation.evaluate import metrics_record
-from pneumocam.explain.cam import save_heatmaps, upsample
+from pneumocam.evaluation.evaluate import decision_record, decision_threshold, metrics_record
+from pneumocam.explain.cam import upsample
 from pneumocam.model.network import resolve_device
 from pneumocam.report.figures import heatmap_grid, ood_grid
 
@@ -83,17 +84,21 @@ def write_importance(
     loaded,
     labels,
     preds,
+    threshold: float,
     probs,
     targets,
     scores: dict,
     lung_sources: list[str] | None,
     in_distribution: np.ndarray | None = None,
 ) -> None:
-    """importance.csv: one row per image, every score named by its normalisation; NaN where a score does not exist;
+    """importance.csv: one row per image (core.schema.IMPORTANCE_COLUMNS), every score named by its normalisation;
+    NaN where a score does not exist; pred decided at `threshold`, the run's decision threshold, written beside it;
     in_distribution (1 / 0): the guard's verdict, which decides whether the statistics used the row."""
-    header = ["path", "label", "pred", "prob_pneumonia", "cam_target", *scores]
+    header = [*IMPORTANCE_COLUMNS, *scores]
+    cut = repr(float(threshold))
     rows = (
-        [p, CLASS_NAMES[lab], CLASS_NAMES[q], f"{pr:.6f}", CLASS_NAMES[t], *(repr(float(scores[s][i])) for s in scores)]
+        [p, CLASS_NAMES[lab], CLASS_NAMES[q], cut, f"{pr:.6f}", CLASS_NAMES[t]]
+        + [repr(float(scores[s][i])) for s in scores]
         for i, (p, lab, q, pr, t) in enumerate(zip(loaded.paths, labels, preds, probs, targets))
     )
     if lung_sources is not None:
@@ -142,7 +147,8 @@ def write_run(cfg, run_dir: Path, trained, explained, scored, statistics: dict, 
     """Every file of a run folder except the report, from experiment's stage results (docs/results.md: results.json)."""
 
     loaded, result, labels = explained.loaded, explained.cam, explained.loaded.labels
-    size, preds = loaded.images.shape[-1], (result.probs >= 0.5).astype(int)
+    threshold = decision_threshold(trained.meta)[0]  # every pred column of the run is decided here
+    size, preds = loaded.images.shape[-1], decide(result.probs, threshold)
     write_json(
         run_dir / "metrics.json",
         metrics_record(
@@ -158,13 +164,14 @@ def write_run(cfg, run_dir: Path, trained, explained, scored, statistics: dict, 
             explained.guard,
         ),
     )
-    explained.leakage.write_csv(run_dir / "leakage.csv")
-    save_heatmaps(run_dir / "heatmaps.npz", result, loaded.paths, labels, size)
+    explained.leakage.write_csv(run_dir / LEAKAGE)
+    write_heatmaps(run_dir / HEATMAPS, result, loaded.paths, labels, size, threshold)
     write_importance(
-        run_dir / "importance.csv",
+        run_dir / IMPORTANCE,
         loaded,
         labels,
         preds,
+        threshold,
         result.probs,
         result.targets,
         scored.scores,
@@ -188,6 +195,7 @@ def write_run(cfg, run_dir: Path, trained, explained, scored, statistics: dict, 
             "focus": explained.focus,
             "guard": explained.guard,
             "thresholds": explained.thresholds,
+            "decision": decision_record(trained.meta),
             "leakage": explained.leakage.to_dict(),
             "empty_maps": scored.empty,
             "training": trained.training,

@@ -15,11 +15,11 @@ from scipy.special import expit, logit
 
 from pneumocam.core.errors import PneumocamError
 from pneumocam.core.outputs import atomic_write_text
-from pneumocam.explain.cam import load_heatmaps
+from pneumocam.core.schema import FIXED_KEY, read_heatmaps
 from pneumocam.report import figures as fg
 from pneumocam.report.document import render_html, render_markdown
 from pneumocam.report.sections import build_sections
-from pneumocam.report.text import ORIGINAL_SCORE
+from pneumocam.report.text import ORIGINAL_SCORE, headline_threshold
 
 
 def _finite_by_class(run_dir: Path, score: str, include_ood: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -48,9 +48,10 @@ def make_figures(run_dir: Path, results: dict, out_dir: Path) -> dict[str, Path]
 
     figure("heatmaps", None)
     figure("ood", None)  # drawn from the films at run time
-    m05 = results["metrics"]["threshold_0.5"]
+    m05 = results["metrics"][FIXED_KEY]  # the ROC curve's AUC: threshold-free
+    decided = results["metrics"][headline_threshold(results)]
     if (run_dir / "heatmaps.npz").is_file():
-        maps = load_heatmaps(run_dir / "heatmaps.npz")
+        maps = read_heatmaps(run_dir / "heatmaps.npz")
         figure(
             "roc",
             lambda p: fg.roc_figure(
@@ -62,7 +63,10 @@ def make_figures(run_dir: Path, results: dict, out_dir: Path) -> dict[str, Path]
             after = np.clip(maps["probs"].astype(np.float64), 1e-12, 1 - 1e-12)
             before = expit(logit(after) * temperature)  # the logit before the head was divided by T
             figure("calibration", lambda p: fg.reliability_figure(p, maps["labels"], before, after))
-    figure("confusion", lambda p: fg.confusion_figure(p, m05["confusion_matrix"]["rows_true_cols_pred"], 0.5))
+    figure(
+        "confusion",
+        lambda p: fg.confusion_figure(p, decided["confusion_matrix"]["rows_true_cols_pred"], decided["threshold"]),
+    )
     if results.get("training"):
         figure("training", lambda p: fg.training_curves(p, results["training"]["history"]))
     if results.get("attention"):

@@ -7,7 +7,16 @@ from pneumocam import CLASS_NAMES, started_random
 from pneumocam.analysis.regions import REGION_TEXT, REGIONS
 from pneumocam.analysis.stats import format_number, format_p
 from pneumocam.report.document import Banner, Figure, FigureRow, Section, Table
-from pneumocam.report.text import ORIGINAL_SCORE, figure, fmt, independent_evidence, leakage_found, lung_verdict
+from pneumocam.report.text import (
+    ORIGINAL_SCORE,
+    decided_at,
+    figure,
+    fmt,
+    headline_threshold,
+    independent_evidence,
+    leakage_found,
+    lung_verdict,
+)
 
 
 def statistics_section(results: dict, figures: dict | None = None) -> Section:
@@ -224,12 +233,13 @@ def guard_section(results: dict, figures: dict | None = None) -> Section | None:
             else "they are left out of the group statistics (--include-ood keeps them)."
         )
     )
-    kept = (guard.get("metrics_in_distribution") or {}).get("threshold_0.5")
+    key = headline_threshold(results)
+    kept = (guard.get("metrics_in_distribution") or {}).get(key)
     if kept and kept.get("roc_auc") is not None:
         sec.add(
-            f"On the {kept['n']} films that passed: accuracy at 0.5 {fmt(kept['accuracy'])}, ROC-AUC "
-            f"{fmt(kept['roc_auc'])} (all films: {fmt(results['metrics']['threshold_0.5']['accuracy'])}, "
-            f"{fmt(results['metrics']['threshold_0.5']['roc_auc'])})."
+            f"On the {kept['n']} films that passed: accuracy at the decision threshold {decided_at(results)} "
+            f"{fmt(kept['accuracy'])}, ROC-AUC {fmt(kept['roc_auc'])} (all films: "
+            f"{fmt(results['metrics'][key]['accuracy'])}, {fmt(results['metrics'][key]['roc_auc'])})."
         )
     return sec.add(figure(figures or {}, "ood", "The films least like the training films, with the guard's reason"))
 
@@ -317,13 +327,13 @@ def reliance_section(results: dict, figures: dict | None = None) -> Section | No
 
 
 def conclusion_section(results: dict, figures: dict | None = None) -> Section:
-    prov, m = results["provenance"], results["metrics"]["threshold_0.5"]
+    prov, m = results["provenance"], results["metrics"][headline_threshold(results)]
     statistics = results.get("statistics") or {}
     sec = Section("Conclusion and its limits")
     sec.add(
         f"On the '{prov['eval_split']}' split ({m['n']} images) the classifier reached ROC-AUC {fmt(m['roc_auc'])} "
         "and accuracy "
-        f"{fmt(m['accuracy'])} at threshold 0.5."
+        f"{fmt(m['accuracy'])} at its decision threshold {decided_at(results)}."
     )
     for name in (ORIGINAL_SCORE, "mean_raw"):
         entry = statistics.get(name, {})

@@ -7,6 +7,7 @@ or the data, so a run folder copied to another machine renders the same report.
 from __future__ import annotations
 
 from pneumocam import started_random
+from pneumocam.core.schema import FIXED_KEY
 from pneumocam.report.document import Banner, FigureRow, Section, Table
 from pneumocam.report.findings import (
     attention_section,
@@ -18,6 +19,7 @@ from pneumocam.report.findings import (
     trust_section,
 )
 from pneumocam.report.text import (
+    decided_at,
     figure,
     fmt,
     headline_threshold,
@@ -125,7 +127,7 @@ def provenance_section(results: dict, figures: dict | None = None) -> Section:
 
 
 def data_section(results: dict, figures: dict | None = None) -> Section:
-    prov, m05 = results["provenance"], results["metrics"]["threshold_0.5"]
+    prov, m05 = results["provenance"], results["metrics"][FIXED_KEY]
     sec = Section("Data and splits")
     tdata = prov.get("training_data") or {}
     plan = tdata.get("validation") or {}
@@ -242,13 +244,13 @@ def metrics_section(results: dict, figures: dict | None = None) -> Section:
             + (f" (95% bootstrap CI {ci[0]:.3f}-{ci[1]:.3f}, resampling by {unit})" if ci else "")
             + f", mean loss {fmt(m['mean_loss'], 4)}."
         )
-    sec.add(operating_points_sentence(results["metrics"]["threshold_0.5"]))
+    sec.add(operating_points_sentence(results["metrics"][FIXED_KEY]))  # threshold-free
     sec.add(calibration_sentence(results))
     row = [
         f
         for f in (
             figure(figures, "roc", "ROC curve on the evaluated split"),
-            figure(figures, "confusion", "Confusion matrix at threshold 0.5"),
+            figure(figures, "confusion", f"Confusion matrix at the decision threshold {decided_at(results)}"),
             figure(figures, "calibration", "Reliability on the evaluated split, before and after temperature scaling"),
         )
         if f
@@ -315,7 +317,7 @@ def operating_points_sentence(m: dict) -> str | None:
 
 def calibration_sentence(results: dict) -> str:
     cal = results.get("calibration")
-    ece = results["metrics"]["threshold_0.5"].get("ece")
+    ece = results["metrics"][FIXED_KEY].get("ece")  # threshold-free
     here = f" Expected calibration error (15 bins) on the evaluated split: {fmt(ece)}." if ece is not None else ""
     if not cal:
         return "This checkpoint records no calibration: probabilities are the raw sigmoid of the logit." + here

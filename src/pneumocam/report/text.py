@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pneumocam import CLASS_NAMES
 from pneumocam.analysis.stats import format_number, format_p
+from pneumocam.core.schema import VALIDATION_KEY, decision_key
 from pneumocam.report.document import Banner, Figure
 
 ORIGINAL_SCORE = "mean_maxnorm"
@@ -21,8 +22,14 @@ def figure(figures: dict, key: str, caption: str) -> Figure | None:
 
 
 def headline_threshold(results: dict) -> str:
-    """The threshold a decision uses: the validation-chosen one when recorded, else 0.5."""
-    return "threshold_youden_val" if "threshold_youden_val" in results["metrics"] else "threshold_0.5"
+    """The metrics key of the threshold decisions use (core.schema.decision_key)."""
+    return decision_key(results["metrics"])
+
+
+def decided_at(results: dict) -> str:
+    """The decision threshold with how it was chosen, for a sentence: "0.4123 (threshold_youden_val)"."""
+    key = headline_threshold(results)
+    return f"{fmt(float(results['metrics'][key]['threshold']), 4)} ({key})"
 
 
 def leakage_box(leakage: dict | None) -> Banner:
@@ -62,9 +69,9 @@ def leakage_found(leakage: dict | None) -> bool:
 
 def threshold_sentence(results: dict) -> str:
     """What the thresholds are and, truthfully, whether the validation one saw the evaluated images."""
-    if "threshold_youden_val" not in results["metrics"]:
+    if VALIDATION_KEY not in results["metrics"]:
         return "One threshold: 0.5 (the checkpoint records no validation-chosen threshold)."
-    described = (results.get("thresholds") or {}).get("threshold_youden_val", "Youden's J on the validation split")
+    described = (results.get("thresholds") or {}).get(VALIDATION_KEY, "Youden's J on the validation split")
     text = f"Two thresholds: 0.5, and threshold_youden_val ({described})"
     leakage = results.get("leakage") or {}
     if not leakage.get("recorded", True) or leakage.get("n_images_seen_in_selection") is None:

@@ -21,6 +21,7 @@ import numpy as np
 
 from pneumocam import CLASS_NAMES
 from pneumocam.core.errors import PneumocamError
+from pneumocam.core.schema import decision_key, recorded_decision
 from pneumocam.data.discover import read_manifest
 from pneumocam.data.readers import is_image_name, tar_member
 
@@ -141,7 +142,9 @@ class RunBrowser:
         """The run's headline for the list; a broken run gives {"name", "error"} instead of failing the list."""
         try:
             results = self.results(name)
-            provenance, metrics = results.get("provenance"), (results.get("metrics") or {}).get("threshold_0.5")
+            metrics = results.get("metrics") if isinstance(results.get("metrics"), dict) else {}
+            # accuracy at the threshold the run decided at (its pred columns), as the report gives it
+            provenance, metrics = results.get("provenance"), metrics.get(decision_key(metrics))
             if not isinstance(provenance, dict) or not isinstance(metrics, dict):
                 raise HTTPError(422, "results.json lacks its provenance or metrics (an unfinished or foreign run)")
             weights = provenance.get("weights") if isinstance(provenance.get("weights"), dict) else {}
@@ -172,12 +175,14 @@ class RunBrowser:
             return value[:120] if _clean_text(value) else "unknown"
 
         checkpoint = text(provenance.get("checkpoint"))
+        decided = recorded_decision(results)
         return {
             "run": text(name),
             "method": text(config.get("method")),
             "target": text(config.get("target")),
-            # predictions.csv's pred column decides at 0.5 (pipeline/runfolder.py)
-            "threshold": 0.5,
+            # the threshold the run's pred columns were decided at, as its results.json records it
+            "threshold": decided[0] if decided else None,
+            "threshold_key": text(decided[1]) if decided else "unknown",
             "model": f"{os.path.basename(checkpoint)}, weights {text(weights.get('description'))}, "
             f"recipe {text(train.get('recipe'))}",
             "eval_split": text(provenance.get("eval_split")),

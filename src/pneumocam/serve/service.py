@@ -29,6 +29,7 @@ from pneumocam.anatomy.focus import Focused
 from pneumocam.anatomy.lungs import body_mask, classical_lungs
 from pneumocam.core.precision import autocast, resolve_precision
 from pneumocam.core.progress import silence_this_thread
+from pneumocam.core.schema import decide
 from pneumocam.data.readers import UnreadableImage, read_display, read_grayscale, resize_square
 from pneumocam.evaluation.evaluate import decision_threshold
 from pneumocam.explain.cam import METHOD_COST, METHODS, make_cam, upsample
@@ -311,7 +312,7 @@ class ModelService:
         # The viewer's map layer at most 56 px a side: the browser scales it smoothly to the film's size, and a
         # 224 px RGBA PNG per request costs more than the rest of the answer's pictures.
         layer = upsample(maps_row[None], max(HEAT_LAYER_SIDE, maps_row.shape[-1]))[0]
-        decision = CLASS_NAMES[int(probability >= self.threshold)]
+        decision = CLASS_NAMES[int(decide(probability, self.threshold))]
         return {
             "probability": probability,
             "prediction": decision,

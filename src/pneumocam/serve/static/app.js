@@ -206,7 +206,7 @@ const pneumocam = (() => {
         showVerdict(r.in_distribution, "");
         $("case").innerHTML = [
           ["label", r.label], ["probability of PNEUMONIA", fmt(film.probability)],
-          ["decision", `${r.prediction} at ${fmt(c.threshold, 2)} (${r.correct ? "correct" : "WRONG"})`],
+          ["decision", `${r.prediction} at ${fmt(c.threshold, 4)} (${c.threshold_key}; ${r.correct ? "correct" : "WRONG"})`],
           ["map", `${c.method} (target ${c.target})`], ["model", c.model], ["run", `${c.run} (${c.eval_split})`],
         ].map(([k, v]) => `<div><b>${k}</b>: ${escape(v)}</div>`).join("");
         regionFigure($("regions-figure"), [
@@ -216,7 +216,7 @@ const pneumocam = (() => {
           file: `${stem(r.path)}-pneumocam.png`,
           lines: [
             `${r.path.split("/").pop()} (label ${r.label}): p(PNEUMONIA) ${fmt(film.probability)} at threshold ` +
-              `${fmt(c.threshold, 2)} -> ${r.prediction} (${r.correct ? "correct" : "wrong"})`,
+              `${fmt(c.threshold, 4)} (${c.threshold_key}) -> ${r.prediction} (${r.correct ? "correct" : "wrong"})`,
             `map: ${c.method} (target ${c.target}); model: ${c.model}; run ${c.run} (${c.eval_split})`,
             `guard: ${guardText(r.in_distribution, "")}`,
           ],
