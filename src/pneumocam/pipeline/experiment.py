@@ -99,19 +99,21 @@ def run_experiment(
     Grad-CAM results instead of computing them.
     """
 
-    preloaded = prepare(cfg)
-    run_dir = open_run_folder(cfg, runs_dir, run_dir, resume, on_start)
+    # Device and precision resolved once, here: every later stage receives them.
     device = resolve_device(cfg.train.device)
+    precision = resolve_precision(cfg.train.precision, device)
+    preloaded = prepare(cfg, device)
+    run_dir = open_run_folder(cfg, runs_dir, run_dir, resume, on_start)
     trained = train_or_load(cfg, run_dir, resume, preloaded, device)
     # Every forward pass after training (evaluation, Grad-CAM, trust checks) in the run's precision.
-    with autocast(resolve_precision(cfg.train.precision, device), device):
+    with autocast(precision, device):
         explained = explain_split(cfg, trained, run_dir, device, computed)
         if explained is None:  # a shard: its part is written
             mark_complete(run_dir)
             return run_dir
         scored = score_maps(cfg, trained, explained, device)
     statistics, notes = compare_classes(cfg, explained, scored)
-    write_run(cfg, run_dir, trained, explained, scored, statistics, notes)
+    write_run(cfg, run_dir, trained, explained, scored, statistics, notes, precision)
     render(run_dir)
     mark_complete(run_dir)
     return run_dir
@@ -130,12 +132,12 @@ def compare_classes(cfg: ExperimentConfig, explained: Explained, scored: Scored)
     return statistics, notes
 
 
-def prepare(cfg: ExperimentConfig):
+def prepare(cfg: ExperimentConfig, device):
     """Check every setting before anything is written; load a given checkpoint (its held-out plan is checked too)."""
     validate_experiment(cfg)
     if cfg.checkpoint is None:
         return None
-    preloaded = load_checkpoint(cfg.checkpoint, resolve_device(cfg.train.device))
+    preloaded = load_checkpoint(cfg.checkpoint, device)
     samples = evaluated_samples(discover(cfg.train.data), cfg.eval_split, preloaded[1], cfg.checkpoint)
     if cfg.strict:  # a leaking split stops before any folder is made
         refuse_seen(preloaded[1], samples)

@@ -18,14 +18,12 @@ from pneumocam import CLASS_NAMES
 from pneumocam.analysis.stats import summary_text
 from pneumocam.core.errors import PneumocamError
 from pneumocam.core.outputs import is_complete, write_csv, write_json, write_skipped
-from pneumocam.core.precision import resolve_precision
 from pneumocam.core.provenance import environment, library_versions
 from pneumocam.core.schema import HEATMAPS, IMPORTANCE, IMPORTANCE_COLUMNS, LEAKAGE, decide, write_heatmaps
 from pneumocam.data import Skipped, balanced_indices, fingerprint
 from pneumocam.data.masks import load_masks
 from pneumocam.evaluation.evaluate import decision_record, decision_threshold, metrics_record
 from pneumocam.explain.cam import upsample
-from pneumocam.model.network import resolve_device
 from pneumocam.report.figures import heatmap_grid, ood_grid
 
 
@@ -143,7 +141,7 @@ def trained_against(meta: dict) -> dict | None:
     return {"explanation": config.get("attention_on", "gradcam"), "weight": weight} if weight > 0 else None
 
 
-def write_run(cfg, run_dir: Path, trained, explained, scored, statistics: dict, notes: dict) -> None:
+def write_run(cfg, run_dir: Path, trained, explained, scored, statistics: dict, notes: dict, precision) -> None:
     """Every file of a run folder except the report, from experiment's stage results (docs/results.md: results.json)."""
 
     loaded, result, labels = explained.loaded, explained.cam, explained.loaded.labels
@@ -184,7 +182,7 @@ def write_run(cfg, run_dir: Path, trained, explained, scored, statistics: dict, 
             print(summary_text(statistics[name], name), "\n")
     write_figures(cfg, run_dir, explained, preds)
     skipped = write_all_skipped(run_dir, loaded.skipped)
-    provenance = run_provenance(cfg, trained, loaded)
+    provenance = run_provenance(cfg, trained, loaded, precision)
     write_json(
         run_dir / "results.json",
         {
@@ -220,7 +218,7 @@ def write_run(cfg, run_dir: Path, trained, explained, scored, statistics: dict, 
     )
 
 
-def run_provenance(cfg, trained, loaded) -> dict:
+def run_provenance(cfg, trained, loaded, precision) -> dict:
     """results.json's provenance: data, split, checkpoint, weights, seed, size, versions, precision, command."""
     size = loaded.images.shape[-1]
     return {
@@ -239,7 +237,7 @@ def run_provenance(cfg, trained, loaded) -> dict:
         "training_data": trained.meta.get("data"),
         "synthetic_data": cfg.synthetic,
         # the evaluation's and explanation's forward passes; training's is in model.pt's metadata
-        "precision": resolve_precision(cfg.train.precision, resolve_device(cfg.train.device)).to_dict(),
+        "precision": precision.to_dict(),  # core.precision.Precision, as run_experiment resolved it
         "training_precision": trained.meta.get("precision"),
     }
 

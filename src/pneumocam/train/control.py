@@ -20,7 +20,7 @@ from pneumocam.train.loop import (
 
 
 def random_feature_control(
-    config: TrainConfig, weights_info, prepared: PreparedData, history: list, best: dict, device
+    config: TrainConfig, weights_info, prepared: PreparedData, history: list, best: dict, device, precision=None
 ):
     """What pretraining buys: the same head, data, seed, epochs and optimiser on a random-init ResNet50's features.
 
@@ -46,8 +46,11 @@ def random_feature_control(
     rows = []
     for epoch in range(config.epochs):
         step = Optimisation(control, optimizer, scheduler)
-        train_one_epoch(step, EpochData(train_features, labels, class_weights, features=True), config, epoch, device)
-        rows.append(validate(control, prepared.val, val_features, config, device, class_weights)[0])
+        data = EpochData(train_features, labels, class_weights, features=True)
+        train_one_epoch(step, data, config, epoch, device, precision=precision)
+        rows.append(
+            validate(control, prepared.val, val_features, config, device, class_weights, precision=precision)[0]
+        )
     chosen = max(rows, key=lambda r: selection_score(r, config.select_by))
     model_row = history[best["epoch"] - 1]
     return {

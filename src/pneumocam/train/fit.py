@@ -60,7 +60,9 @@ from pneumocam.train.state import checkpoint_metadata, load_train_state, resumab
 console = Console(highlight=False)
 
 
-def estimate_at_start(model: nn.Module, config: TrainConfig, images, n_val: int, first: int, device) -> float:
+def estimate_at_start(
+    model: nn.Module, config: TrainConfig, images, n_val: int, first: int, device, precision=None
+) -> float:
     """Seconds for epochs first.. of the training, from one timed step on a copy of the model (the model, its
     optimiser and the random draws are untouched): training steps scale with the pixel count of each epoch's size,
     validation passes are counted as a third of a step per film."""
@@ -71,7 +73,6 @@ def estimate_at_start(model: nn.Module, config: TrainConfig, images, n_val: int,
     batch = torch.from_numpy(np.array(images[: config.batch_size])).float().unsqueeze(1)
     batch = F.interpolate(batch, size=(size, size), mode="bilinear").squeeze(1).round().clamp(0, 255).to(torch.uint8)
     inputs = to_model_input(batch.to(device))
-    precision = resolve_precision(config.precision, device)
     for _ in range(2):  # the first step pays for allocation: time the second
         began = time.perf_counter()
         with autocast(precision, device):
@@ -153,7 +154,13 @@ def fit(
     set_up_optimisation(run, state)
     if not run.use_features and run.start < config.epochs:
         estimate = estimate_at_start(
-            run.model, config, run.prepared.train.images, len(run.prepared.val.images), run.start, run.device
+            run.model,
+            config,
+            run.prepared.train.images,
+            len(run.prepared.val.images),
+            run.start,
+            run.device,
+            run.precision,
         )
         run.say(
             f"estimated training time: ~{estimate / 60:.1f} min for {config.epochs - run.start} epochs (one timed "
@@ -279,10 +286,14 @@ def train_epoch(run: Training, epoch: int) -> None:
         after_step=run.averaged.update_parameters if run.averaged is not None else None,
     )
     train = EpochData(epoch_data, run.prepared.train.labels, run.class_weights, run.use_features, run.attention)
-    row = {"epoch": epoch + 1, "image_size": size} | train_one_epoch(step, train, config, epoch, run.device, run.dist)
+    row = {"epoch": epoch + 1, "image_size": size} | train_one_epoch(
+        step, train, config, epoch, run.device, run.dist, run.precision
+    )
     candidates = {"trained": run.model} | ({"ema": run.averaged.module} if run.averaged is not None else {})
     validated = {
-        name: validate(candidate, val_at, run.val_features, config, run.device, run.class_weights, run.dist)
+        name: validate(
+            candidate, val_at, run.val_features, config, run.device, run.class_weights, run.dist, run.precision
+        )
         for name, candidate in candidates.items()
     }
     row |= validated["trained"][0] | {
@@ -335,6 +346,7 @@ def keep_best(run: Training, epoch: int, candidates: dict, validated: dict) -> N
             threshold,
             run.seen,
             calibration,
+            run.precision,
         )
         save_checkpoint(run.run_dir / "model.pt", candidates[name], metadata)
 
@@ -360,10 +372,10 @@ def finish_training(run: Training) -> None:
     began = time.perf_counter()
     features = run.guard_inputs if run.use_features else None
     model = run.model if run.use_features else None  # the frozen backbone is the checkpoint's; else load the best
-    guard = fit_model_guard(run.run_dir / "model.pt", prepared, config, run.device, features, model)
+    guard = fit_model_guard(run.run_dir / "model.pt", prepared, config, run.device, features, model, run.precision)
     run.timings["guard_fit_s"] = time.perf_counter() - began
     control = (
-        random_feature_control(config, run.weights_info, prepared, run.history, run.best, run.device)
+        random_feature_control(config, run.weights_info, prepared, run.history, run.best, run.device, run.precision)
         if run.use_features
         else None
     )

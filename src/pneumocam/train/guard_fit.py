@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.covariance import LedoitWolf
 
-from pneumocam.core.precision import autocast, resolve_precision
+from pneumocam.core.precision import autocast
 from pneumocam.data import PreparedData, prepare_data
 from pneumocam.model.forward import extract_features
 from pneumocam.model.guard import COVERAGE, GUARD_DEPTH, Guard, save_guard
@@ -57,16 +57,16 @@ def guard_features(model, prepared: PreparedData, batch_size: int, device) -> li
 
 
 def fit_model_guard(
-    checkpoint: Path, prepared: PreparedData, config: TrainConfig, device, features=None, model=None
+    checkpoint: Path, prepared: PreparedData, config: TrainConfig, device, features=None, model=None, precision=None
 ) -> dict:
     """Fit the guard on the checkpoint's features of the training and validation films (as the model reads them) and
     store it in model.pt. features: (train, val) pooled features of every depth already computed (frozen mode);
-    else they are computed with config's batch size and precision. model: the checkpoint's network when the caller
-    has it loaded (with features given, only its shape is read)."""
+    else they are computed with config's batch size in `precision` (the training's, resolved by fit; None: fp32).
+    model: the checkpoint's network when the caller has it loaded (with features given, only its shape is read)."""
     if model is None:
         model, _ = load_checkpoint(checkpoint, device)
     if features is None:
-        with autocast(resolve_precision(config.precision, device), device):
+        with autocast(precision, device):
             features = guard_features(model, prepared, config.batch_size, device)
     columns = pooled_columns(model)[GUARD_DEPTH]
     train, val = (np.asarray(part) for part in features)

@@ -14,8 +14,9 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from pneumocam.core.distributed import SINGLE, Distributed
-from pneumocam.core.precision import autocast, resolve_precision
+from pneumocam.core.precision import Precision, autocast
 from pneumocam.core.progress import new_progress
+from pneumocam.core.schema import FIXED_THRESHOLD, decide
 from pneumocam.data import Augmentation, LoadedImages, to_model_input
 from pneumocam.model.forward import predict_logits
 from pneumocam.model.network import probability, set_train_mode
@@ -97,10 +98,12 @@ def train_one_epoch(
     epoch: int,
     device: torch.device,
     dist: Distributed = SINGLE,
+    precision: Precision | None = None,
 ) -> dict:
     """One pass over the training data. Every process walks the same global order in global batches of
     batch_size x world size and trains on its part of each, so N processes see what one process with the global
-    batch sees; augmentation draws stay those of the global batch."""
+    batch sees; augmentation draws stay those of the global batch. precision: the training's, resolved by fit (None:
+    fp32)."""
     model, optimizer, scheduler, after_step = step.model, step.optimizer, step.scheduler, step.after_step
     data, labels, class_weights, features, attention = (
         train.data,
@@ -116,7 +119,6 @@ def train_one_epoch(
         set_train_mode(model, config.mode)
     total_loss, correct, seen, outside_sum, outside_n = 0.0, 0, 0, 0.0, 0
     global_batch = config.batch_size * dist.world
-    precision = resolve_precision(config.precision, device)
     progress = new_progress()
     with progress:
         task = progress.add_task(f"Epoch {epoch + 1}/{config.epochs}", total=len(order), info="")
@@ -178,6 +180,7 @@ def validate(
     device: torch.device,
     class_weights: torch.Tensor,
     dist: Distributed = SINGLE,
+    precision: Precision | None = None,
 ) -> tuple[dict, np.ndarray]:
     """(val_loss, val_auc, val_acc at 0.5; the logits). val_loss is the objective training minimises (class-weighted
     BCE), so select_by loss selects on it. `val` holds the images at the size the model is evaluated at."""
@@ -189,7 +192,7 @@ def validate(
     else:
         mine = dist.part(len(val.images))
         images = val.images if not dist.active else np.asarray(val.images[mine])
-        with autocast(resolve_precision(config.precision, device), device):
+        with autocast(precision, device):
             logits = predict_logits(model, images, config.batch_size, device, description="Validating")
         logits = dist.gather(logits)
     labels = val.labels
@@ -198,7 +201,7 @@ def validate(
     return {
         "val_loss": loss,
         "val_auc": float(roc_auc_score(labels, probs)),
-        "val_acc": float(np.mean((probs >= 0.5) == labels)),
+        "val_acc": float(np.mean(decide(probs, FIXED_THRESHOLD) == labels)),
     }, logits
 
 

@@ -13,10 +13,11 @@ import torch
 from pneumocam import CLASS_NAMES
 from pneumocam.core.errors import CheckpointError
 from pneumocam.core.outputs import atomic_write_bytes
-from pneumocam.core.precision import resolve_precision
+from pneumocam.core.precision import Precision
 from pneumocam.core.provenance import library_versions
+from pneumocam.core.schema import FIXED_THRESHOLD
 from pneumocam.data import IMAGENET_MEAN, IMAGENET_STD
-from pneumocam.model.network import ARCH, HEAD, resolve_device, trainable_state
+from pneumocam.model.network import ARCH, HEAD, trainable_state
 from pneumocam.train.config import TrainConfig
 
 if TYPE_CHECKING:
@@ -65,7 +66,8 @@ def checkpoint_metadata(
     val_metrics: dict,
     threshold,
     seen: dict,
-    calibration=None,
+    calibration,
+    precision: Precision,
 ) -> dict:
     return {
         "arch": ARCH,
@@ -77,7 +79,7 @@ def checkpoint_metadata(
         "normalisation": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "channels": "grey copied to RGB"},
         "class_names": list(CLASS_NAMES),
         "thresholds": {
-            "default": 0.5,
+            "default": FIXED_THRESHOLD,
             "youden_val": threshold.value,
             "youden_rule": threshold.rule,
             "youden_note": threshold.note,
@@ -90,7 +92,7 @@ def checkpoint_metadata(
         "config": config.to_dict(),
         "seen": seen,  # content hashes and patient ids of what trained and selected this model (leakage checks)
         "calibration": calibration.to_dict() if calibration is not None else None,  # load_checkpoint applies it
-        "precision": resolve_precision(config.precision, resolve_device(config.device)).to_dict(),  # of training
+        "precision": precision.to_dict(),  # of training, as fit resolved it
     }
 
 
