@@ -34,8 +34,9 @@ def main() -> None:
     parser.add_argument("--record-dir", type=Path, default=None)
     args = parser.parse_args()
 
-    from pneumocam.analysis.regions import REGIONS, attention_measures
+    from pneumocam.analysis.regions import attention_measures
     from pneumocam.core.precision import autocast, resolve_precision
+    from pneumocam.core.schema import REGIONS
     from pneumocam.data import discover, load_images
     from pneumocam.data.masks import load_masks
     from pneumocam.evaluation.evaluate import decision_threshold

@@ -158,3 +158,120 @@ def test_module_and_function_sizes():
                 if length > MAX_FUNCTION_LINES:
                     too_long.append(f"{module}.{node.name}: {length} lines")
     assert not too_long, "\n".join(too_long)
+
+
+# ------------------------------------------------------------------------------------------- one home for each fact
+SCHEMA = "pneumocam.core.schema"
+# Comparisons with a literal 0.5 that are not decisions, each with why.
+NOT_DECISIONS = {
+    ("pneumocam.analysis.stats", "size < 0.5"): "Cohen's bound between a small and a medium effect",
+    ("pneumocam.anatomy.lungs", "inside > 0.5"): "a smoothed 0/1 mask cut back to a mask",
+    ("pneumocam.anatomy.lungs", "cv2.resize(prob, (gray.shape[1], side), interpolation=cv2.INTER_LINEAR) > 0.5"): (
+        "the lung model's per-pixel mask"
+    ),
+    ("pneumocam.evaluation.metrics", "auc < 0.5"): "an AUC below chance",
+}
+# Where device and precision may be resolved: the edges a user or a program enters by. Everything below receives
+# them resolved (train's loop, guard fit and checkpoint record; the run folder's provenance).
+ENTRY_POINTS = ("pneumocam.cli", "pneumocam.pipeline.experiment", "pneumocam.pipeline.predict")
+ENTRY_POINTS += ("pneumocam.serve.service", "pneumocam.train.fit")
+
+
+def half_comparisons(tree: ast.AST) -> list[str]:
+    """The source of every comparison with a literal 0.5 on either side."""
+    return [
+        ast.unparse(node)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Compare)
+        and any(isinstance(o, ast.Constant) and o.value == 0.5 for o in (node.left, *node.comparators))
+    ]
+
+
+def test_the_half_detector_finds_a_decision_and_leaves_other_numbers():
+    tree = ast.parse("a = p >= 0.5\nb = 0.5 < q\nc = x * 0.5\nd = p >= 0.25\nf(t=0.5)\n")
+    assert half_comparisons(tree) == ["p >= 0.5", "0.5 < q"]
+
+
+def test_one_definition_of_the_threshold_rule():
+    """The metrics keys of the two thresholds are written only in core/schema.py (so the rule choosing between them,
+    decision_key, has one home), and no module decides at a literal 0.5 (core.schema.decide does, with
+    FIXED_THRESHOLD)."""
+    keys, decisions = [], []
+    for module, path in FILES.items():
+        if module == SCHEMA:
+            continue
+        tree = ast.parse(path.read_text())
+        keys += [
+            f"{module} line {n.lineno}: {n.value!r}"
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Constant) and n.value in ("threshold_0.5", "threshold_youden_val")
+        ]
+        decisions += [f"{module}: {s}" for s in half_comparisons(tree) if (module, s) not in NOT_DECISIONS]
+    assert not keys, "threshold keys outside core/schema.py:\n" + "\n".join(keys)
+    assert not decisions, "decisions at a literal 0.5 (use core.schema.decide):\n" + "\n".join(decisions)
+    rule = [n.name for n in ast.walk(ast.parse(FILES[SCHEMA].read_text())) if isinstance(n, ast.FunctionDef)]
+    assert "decision_key" in rule and "decide" in rule
+
+
+def test_device_and_precision_are_resolved_only_at_the_entry_points():
+    calls = []
+    for module, path in FILES.items():
+        if module.startswith(ENTRY_POINTS) or module in ("pneumocam.core.precision", "pneumocam.model.network"):
+            continue  # the entry points, and the two functions' own homes
+        calls += [
+            f"{module} line {n.lineno}: {n.func.id if isinstance(n.func, ast.Name) else n.func.attr}"
+            for n in ast.walk(ast.parse(path.read_text()))
+            if isinstance(n, ast.Call)
+            and (n.func.id if isinstance(n.func, ast.Name) else getattr(n.func, "attr", ""))
+            in ("resolve_precision", "resolve_device")
+        ]
+    assert not calls, "resolved below the entry points:\n" + "\n".join(calls)
+
+
+# ------------------------------------------------------------------------------------------- what imports torch
+HEAVY = ("torch", "torchvision", "cv2", "sklearn", "matplotlib", "fastapi")
+
+
+def imported_after(code: str) -> dict:
+    """The heavy libraries in sys.modules after running `code` in a fresh interpreter, and what it printed."""
+    import json
+    import subprocess
+    import sys
+
+    probe = f"{code}\nimport json, sys\nprint(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, check=True)
+    *printed, loaded = done.stdout.strip().splitlines()
+    return {"loaded": json.loads(loaded), "printed": "\n".join(printed)}
+
+
+def test_the_import_probe_sees_torch_when_it_is_imported():
+    assert "torch" in imported_after("import pneumocam.model.network")["loaded"]
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["--help"], []])
+def test_version_and_help_import_no_torch(argv):
+    found = imported_after(f"from pneumocam.cli.entry import main\nmain({argv!r})")
+    assert found["loaded"] == []
+    assert ("pneumocam 0." in found["printed"]) if argv == ["--version"] else ("Commands" in found["printed"])
+
+
+def test_the_help_lists_every_command_the_app_has():
+    import typer
+
+    from pneumocam.cli.app import app
+    from pneumocam.cli.entry import SUMMARIES
+
+    group = typer.main.get_command(app)
+    assert sorted(group.commands) == sorted(SUMMARIES)
+    assert {n: c.short_help for n, c in group.commands.items()} == SUMMARIES
+
+
+def test_a_report_is_rendered_without_torch(tiny_run, tmp_path):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(tiny_run, copy)
+    (copy / "report.html").unlink()
+    found = imported_after(f"from pneumocam.report import render\nrender({str(copy)!r})")
+    assert (copy / "report.html").is_file()
+    assert "torch" not in found["loaded"] and "torchvision" not in found["loaded"]

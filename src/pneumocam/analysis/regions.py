@@ -15,6 +15,7 @@ import numpy as np
 
 from pneumocam import CLASS_NAMES
 from pneumocam.anatomy.lungs import LungModel, body_mask, classical_lungs
+from pneumocam.core.schema import REGIONS
 from pneumocam.data import Sample
 from pneumocam.data.masks import load_masks_and_ignore
 from pneumocam.explain.cam import upsample
@@ -52,14 +53,6 @@ def pointing_game(maps: np.ndarray, masks: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------- anatomical regions
-
-REGIONS = ("lungs", "diaphragm", "body_other", "outside_body")
-REGION_TEXT = {
-    "lungs": "lung fields (incl. behind the heart)",
-    "diaphragm": "a band just below each lung's lower border",
-    "body_other": "the body outside the lungs and the diaphragm band (mediastinum, shoulders, abdomen)",
-    "outside_body": "the blank border outside the body, with burnt-in text and markers",
-}
 
 
 def diaphragm_band(lungs: np.ndarray, height: int) -> np.ndarray:

@@ -1,5 +1,5 @@
 """`python -m pneumocam.cli ...` runs the command line."""
 
-from pneumocam.cli.app import main
+from pneumocam.cli.entry import main
 
 main()

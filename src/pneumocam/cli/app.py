@@ -15,9 +15,9 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from pneumocam import __version__
 from pneumocam.anatomy.focus import LUNG_MODES
 from pneumocam.cli.data import data, manifest, phantoms, print_metrics
+from pneumocam.cli.entry import HELP, SUMMARIES, version_text
 from pneumocam.cli.errors import clean_errors, console, warn
 from pneumocam.cli.explain import experiment_settings, explain, predict, stats
 from pneumocam.cli.guard import guard_app
@@ -57,17 +57,12 @@ from pneumocam.pipeline.experiment import ExperimentConfig, resume_experiment, r
 from pneumocam.train.config import TrainConfig
 from pneumocam.train.fit import fit
 
-app = typer.Typer(
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    no_args_is_help=True,
-    help="Explainable pneumonia detection on chest X-rays: train, evaluate, explain, test, report.",
-)
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True, help=HELP)
 
 
 def _version(value: bool) -> None:
     if value:
-        console.print(f"pneumocam {__version__}")
+        console.print(version_text())
         raise typer.Exit()
 
 
@@ -80,19 +75,10 @@ def _options(
     """Explainable pneumonia detection on chest X-rays: train, evaluate, explain, test, report."""
 
 
-app.add_typer(lungs_app, name="lungs")
-app.add_typer(guard_app, name="guard")
-app.add_typer(webdataset_app, name="webdataset")
-app.command()(serve)
-app.command()(data)
-app.command()(manifest)
-app.command()(phantoms)
-app.command()(report)
-app.command()(compare)
-app.command()(merge)
-app.command()(stats)
-app.command()(predict)
-app.command()(explain)
+for _name, _group in (("lungs", lungs_app), ("guard", guard_app), ("webdataset", webdataset_app)):
+    app.add_typer(_group, name=_name, short_help=SUMMARIES[_name])
+for _command in (serve, data, manifest, phantoms, report, compare, merge, stats, predict, explain):
+    app.command(short_help=SUMMARIES[_command.__name__])(_command)
 
 
 def _interruptible(started: list[Path], action, command: str):
@@ -129,7 +115,7 @@ def _announcer(started: list[Path]):
     return announce
 
 
-@app.command()
+@app.command(short_help=SUMMARIES["train"])
 @clean_errors
 @options(TRAINING, CONFIG)
 def train(
@@ -163,7 +149,7 @@ def train(
     console.print(f"[green]done:[/] {escape(str(run_dir / 'model.pt'))}")
 
 
-@app.command()
+@app.command(short_help=SUMMARIES["evaluate"])
 @clean_errors
 @options(BOOTSTRAP, STRICT, PRECISION)
 def evaluate(
@@ -219,7 +205,7 @@ def evaluate(
     console.print(f"[green]written:[/] {escape(str(folder))}")
 
 
-@app.command()
+@app.command(short_help=SUMMARIES["run"])
 @clean_errors
 @options(TRAINING, EXPLAINING, STATISTICS, BOOTSTRAP, CONFIG)
 def run(
@@ -285,7 +271,7 @@ def run(
     console.print(f"[green]report:[/] {escape(str(folder / 'report.html'))}")
 
 
-@app.command()
+@app.command(short_help=SUMMARIES["demo"])
 @clean_errors
 def demo(
     out: Path = typer.Option(Path("demo-runs"), help="Parent folder for the demo's run folder."),

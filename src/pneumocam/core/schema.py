@@ -70,6 +70,17 @@ def _finite(value) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and bool(np.isfinite(value))
 
 
+# ----------------------------------------------------------------------------------------------- regions
+# The anatomical regions a map's mass is split into (analysis/regions.py): importance.csv's share_<region> columns and
+# results.json's attention keys.
+REGIONS = ("lungs", "diaphragm", "body_other", "outside_body")
+REGION_TEXT = {
+    "lungs": "lung fields (incl. behind the heart)",
+    "diaphragm": "a band just below each lung's lower border",
+    "body_other": "the body outside the lungs and the diaphragm band (mediastinum, shoulders, abdomen)",
+    "outside_body": "the blank border outside the body, with burnt-in text and markers",
+}
+
 # ----------------------------------------------------------------------------------------------- columns
 # What each column of the run's tables means (docs/results.md lists these; tests/test_experiment.py reads the files
 # against them). `pred` is always decided at the model's decision threshold, named in the `threshold` column.

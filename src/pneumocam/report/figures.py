@@ -14,9 +14,9 @@ import numpy as np  # noqa: E402
 from sklearn.metrics import roc_curve
 
 from pneumocam import CLASS_NAMES
-from pneumocam.analysis.regions import REGIONS
 from pneumocam.analysis.stats import format_number, format_p
 from pneumocam.core.outputs import atomic_write_bytes
+from pneumocam.core.schema import REGIONS
 from pneumocam.evaluation.calibration import expected_calibration_error, reliability_bins
 
 # ----------------------------------------------------------------------------------------------- figures

@@ -4,8 +4,8 @@ model looks, trust, and the conclusion. One pure function per section, from resu
 from __future__ import annotations
 
 from pneumocam import CLASS_NAMES, started_random
-from pneumocam.analysis.regions import REGION_TEXT, REGIONS
 from pneumocam.analysis.stats import format_number, format_p
+from pneumocam.core.schema import REGION_TEXT, REGIONS
 from pneumocam.report.document import Banner, Figure, FigureRow, Section, Table
 from pneumocam.report.text import (
     ORIGINAL_SCORE,

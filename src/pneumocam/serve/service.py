@@ -23,13 +23,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pneumocam import CLASS_NAMES, started_random
-from pneumocam.analysis.regions import REGIONS, attention_measures
+from pneumocam.analysis.regions import attention_measures
 from pneumocam.analysis.reliance import VARIANTS, variant_images
 from pneumocam.anatomy.focus import Focused
 from pneumocam.anatomy.lungs import body_mask, classical_lungs
 from pneumocam.core.precision import autocast, resolve_precision
 from pneumocam.core.progress import silence_this_thread
-from pneumocam.core.schema import decide
+from pneumocam.core.schema import REGIONS, decide
 from pneumocam.data.readers import UnreadableImage, read_display, read_grayscale, resize_square
 from pneumocam.evaluation.evaluate import decision_threshold
 from pneumocam.explain.cam import METHOD_COST, METHODS, make_cam, upsample
