@@ -1,8 +1,9 @@
-"""The README's measured tables, written from the result records under benchmarks/results/.
+"""The measured tables of the documentation, written from the result records under benchmarks/results/.
 
-Each table stands in the README between `<!-- record-table: NAME -->` and `<!-- /record-table -->`; this script
-rewrites those blocks from the records, and `--check` (run by the test suite) fails when a block differs from what
-its records say, so a figure in a marked block cannot drift from the file behind it.
+Each table stands in one of DOCUMENTS (the README, docs/measured.md) between `<!-- record-table: NAME -->` and
+`<!-- /record-table -->`; this script rewrites those blocks from the records, and `--check` (run by the test suite)
+fails when a block differs from what its records say, so a figure in a marked block cannot drift from the file
+behind it.
 
     python benchmarks/readme_tables.py          # rewrite the blocks
     python benchmarks/readme_tables.py --check  # exit 1 if any block is out of date
@@ -21,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 RESULTS = ROOT / "benchmarks" / "results"
 README = ROOT / "README.md"
+DOCUMENTS = (README, ROOT / "docs" / "measured.md")  # where the record tables stand
 BLOCK = re.compile(r"(<!-- record-table: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /record-table -->)", re.S)
 
 
@@ -469,7 +471,7 @@ def render(text: str) -> str:
     def replace(match: re.Match) -> str:
         name = match.group("name")
         if name not in TABLES:
-            raise SystemExit(f"README names an unknown record table '{name}': one of {', '.join(TABLES)}")
+            raise SystemExit(f"a document names an unknown record table '{name}': one of {', '.join(TABLES)}")
         return match.group(1) + TABLES[name]().rstrip() + "\n" + match.group(4)
 
     return BLOCK.sub(replace, text)
@@ -479,14 +481,18 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true")
     args = parser.parse_args(argv)
-    text = README.read_text()
-    rendered = render(text)
-    if args.check:
+    stale = []
+    for document in DOCUMENTS:
+        text = document.read_text()
+        rendered = render(text)
         if rendered != text:
-            print("README record tables differ from benchmarks/results: run python benchmarks/readme_tables.py")
-            return 1
-        return 0
-    README.write_text(rendered)
+            stale.append(document.relative_to(ROOT))
+            if not args.check:
+                document.write_text(rendered)
+    if args.check and stale:
+        names = ", ".join(map(str, stale))
+        print(f"record tables in {names} differ from benchmarks/results: run python benchmarks/readme_tables.py")
+        return 1
     return 0
 
 

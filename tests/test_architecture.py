@@ -275,3 +275,81 @@ def test_a_report_is_rendered_without_torch(tiny_run, tmp_path):
     found = imported_after(f"from pneumocam.report import render\nrender({str(copy)!r})")
     assert (copy / "report.html").is_file()
     assert "torch" not in found["loaded"] and "torchvision" not in found["loaded"]
+
+
+# ------------------------------------------------------------------------------------------- defaults declared once
+def literal_defaults(tree: ast.AST, names) -> list[str]:
+    """Every parameter (or TrainConfig / ExperimentConfig-style dataclass field) of a name in `names` whose default is
+    a literal number rather than a name pointing at its home."""
+    found = []
+    for node in ast.walk(tree):
+        pairs = []
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            a = node.args
+            positional = a.posonlyargs + a.args
+            pairs = list(zip(positional[len(positional) - len(a.defaults) :], a.defaults))
+            pairs += [(k, d) for k, d in zip(a.kwonlyargs, a.kw_defaults) if d is not None]
+            pairs = [(arg.arg, default) for arg, default in pairs]
+        elif isinstance(node, ast.ClassDef):
+            pairs = [(s.target.id, s.value) for s in node.body if isinstance(s, ast.AnnAssign) and s.value is not None]
+            pairs = [(n, v) for n, v in pairs if isinstance(v, ast.Constant)]
+        for name, default in pairs:
+            literal = isinstance(default, ast.Constant) and type(default.value) in (int, float)
+            if name in names and literal:
+                found.append(f"line {default.lineno}: {name} = {default.value!r}")
+    return found
+
+
+def test_the_defaults_detector_finds_a_literal_and_passes_a_name():
+    tree = ast.parse("def f(a, batch_size=32, seed=SEED):\n    pass\nclass C:\n    image_size: int = 224\n")
+    assert literal_defaults(tree, {"batch_size", "seed", "image_size"}) == [
+        "line 1: batch_size = 32",
+        "line 4: image_size = 224",
+    ]
+
+
+def test_every_shared_default_is_declared_once():
+    from pneumocam.core.defaults import SHARED
+
+    found = []
+    for module, path in FILES.items():
+        if module != "pneumocam.core.defaults":
+            found += [f"{module} {where}" for where in literal_defaults(ast.parse(path.read_text()), set(SHARED))]
+    assert not found, "literal defaults of a shared name (take it from core/defaults.py):\n" + "\n".join(found)
+
+
+def test_every_command_line_default_of_a_shared_name_is_its_home():
+    """Each option of every command whose parameter has a shared name defaults to core/defaults.py's value, or to the
+    command's own declared home where the option means something else under the same name."""
+    import click
+    import typer
+
+    from pneumocam.cli.app import app
+    from pneumocam.cli.lungs import DICE_SEED
+    from pneumocam.core.defaults import PAIRED_RESAMPLES, SHARED
+    from pneumocam.pipeline.demo import DEMO_IMAGE_SIZE
+
+    own = {
+        ("compare", "bootstrap"): PAIRED_RESAMPLES,  # a paired bootstrap over two runs
+        ("lungs dice", "seed"): DICE_SEED,
+        ("demo", "image_size"): DEMO_IMAGE_SIZE,
+    }
+    group = typer.main.get_command(app)
+    checked, differ = 0, []
+    stack = list(group.commands.items())
+    while stack:
+        name, command = stack.pop()
+        if isinstance(command, click.Group) or hasattr(command, "commands"):
+            stack += [(f"{name} {n}", c) for n, c in command.commands.items()]
+            continue
+        for param in command.params:
+            if param.name in SHARED:
+                checked += 1
+                home = own.get((name, param.name), SHARED[param.name])
+                default = param.default
+                if isinstance(default, str):  # an option that also takes a word ('all'): its number as text
+                    home = str(home)
+                if default != home:
+                    differ.append(f"{name} --{param.name}: {default!r} (home {home!r})")
+    assert checked >= 10  # the commands do take shared options: this test reaches them
+    assert not differ, differ

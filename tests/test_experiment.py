@@ -188,7 +188,7 @@ def test_every_file_the_readme_lists_exists_in_a_run_folder(run):
     import re
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = readme[readme.index("### What a run writes") :]
+    section = readme[readme.index("## What a run writes") :]
     section = section[: section.index("\n\n", section.index("`RUNS/"))]
     listed = [name for name in re.findall(r"`([\w./*-]+\.(?:json|csv|npz|html|md|png|pt))`", section)]
     assert {"metrics.json", "config.json", "results.json", "leakage.csv"} <= set(listed)

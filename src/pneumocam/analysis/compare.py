@@ -17,6 +17,7 @@ from scipy.stats import wilcoxon
 from sklearn.metrics import roc_auc_score
 
 from pneumocam import CLASS_NAMES
+from pneumocam.core.defaults import PAIRED_RESAMPLES, SEED
 from pneumocam.core.errors import PneumocamError
 from pneumocam.core.schema import decision_key
 from pneumocam.data import patient_id_from_name
@@ -46,8 +47,8 @@ def paired_differences(
     threshold_a: float,
     threshold_b: float,
     groups=None,
-    n_resamples: int = 2000,
-    seed: int = 0,
+    n_resamples: int = PAIRED_RESAMPLES,
+    seed: int = SEED,
 ) -> dict:
     """AUC and accuracy of A and B on the same images, B minus A, with percentile bootstrap CIs from shared draws."""
 
@@ -123,7 +124,7 @@ def recorded_patient(row: dict, path: str) -> str | None:
     return patient_id_from_name(Path(path).name)
 
 
-def compare_runs(run_a: str | Path, run_b: str | Path, n_resamples: int = 2000, seed: int = 0) -> dict:
+def compare_runs(run_a: str | Path, run_b: str | Path, n_resamples: int = PAIRED_RESAMPLES, seed: int = SEED) -> dict:
     """compare.json's content for two run folders evaluated on (at least partly) the same images."""
     run_a, run_b = Path(run_a), Path(run_b)
     pred_a, pred_b = _rows(run_a, "predictions.csv"), _rows(run_b, "predictions.csv")

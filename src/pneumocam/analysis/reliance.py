@@ -37,6 +37,7 @@ from scipy.ndimage import binary_dilation, binary_erosion, gaussian_filter
 from pneumocam import CLASS_NAMES
 from pneumocam.anatomy.focus import NEUTRAL_GREY
 from pneumocam.anatomy.lungs import LungModel, body_mask, classical_lungs
+from pneumocam.core.defaults import BOOTSTRAP_RESAMPLES, SEED
 from pneumocam.core.progress import track
 from pneumocam.data import LoadedImages
 from pneumocam.data.masks import load_masks_and_ignore
@@ -99,7 +100,11 @@ def verdict(auc: dict[str, float]) -> tuple[str, dict[str, float]]:
 
 
 def reliance_summary(
-    probs: dict[str, np.ndarray], labels: np.ndarray, patients=None, n_resamples: int = 1000, seed: int = 0
+    probs: dict[str, np.ndarray],
+    labels: np.ndarray,
+    patients=None,
+    n_resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = SEED,
 ) -> dict:
     """results.json's "reliance": per variant the mean probability per class and the ROC-AUC with its percentile
     bootstrap interval (patients resampled when known), then the verdict."""

@@ -15,6 +15,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy import stats as st
 
+from pneumocam.core.defaults import ALPHA, N_DRAWS, N_PER_CLASS, SEED
 from pneumocam.core.errors import StatsInputError
 
 
@@ -82,7 +83,7 @@ def permutation_text(record: dict) -> str:
 
 
 def compare_groups(
-    normal, pneumonia, alpha: float = 0.05, n_permutations: int = 9999, n_bootstrap: int = 2000, seed: int = 0
+    normal, pneumonia, alpha: float = ALPHA, n_permutations: int = 9999, n_bootstrap: int = 2000, seed: int = SEED
 ) -> dict:
     """Every two-group test on the NORMAL and PNEUMONIA values (each at least 2 finite numbers); differences are
     PNEUMONIA minus NORMAL.
@@ -143,7 +144,7 @@ def compare_groups(
 
 
 def resampled_draws(
-    normal, pneumonia, n_per_class: int = 30, n_draws: int = 1000, alpha: float = 0.05, seed: int = 0
+    normal, pneumonia, n_per_class: int = N_PER_CLASS, n_draws: int = N_DRAWS, alpha: float = ALPHA, seed: int = SEED
 ) -> dict:
     """Student's t and Cohen's d over many random n-vs-n draws: how often one draw would 'find' a difference."""
     normal, pneumonia = validate_groups(normal, pneumonia)
@@ -282,10 +283,10 @@ def draw_sample(normal: np.ndarray, pneumonia: np.ndarray, n_per_class: int | No
 def score_report(
     normal: np.ndarray,
     pneumonia: np.ndarray,
-    n_per_class: int | None = 30,
-    n_draws: int = 1000,
-    alpha: float = 0.05,
-    seed: int = 0,
+    n_per_class: int | None = N_PER_CLASS,
+    n_draws: int = N_DRAWS,
+    alpha: float = ALPHA,
+    seed: int = SEED,
 ) -> dict:
     """Everything stats.json holds for one score, whether `pneumocam stats` or a run wrote it.
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from scipy import stats as st
 
+from pneumocam.core.defaults import BATCH_SIZE, SEED
 from pneumocam.data import balanced_indices, to_model_input
 from pneumocam.explain.cam import make_cam, normalise_per_image, upsample
 from pneumocam.model.network import probability
@@ -39,8 +40,8 @@ def randomisation_test(
     images: np.ndarray,
     targets: np.ndarray,
     method: str = "gradcam",
-    seed: int = 0,
-    batch_size: int = 16,
+    seed: int = SEED,
+    batch_size: int = BATCH_SIZE,
     reference: np.ndarray | None = None,
 ) -> dict:
     """reference: the trained model's maps for these images and targets, when already computed."""
@@ -102,7 +103,7 @@ def _target_probability(model, batch: np.ndarray, targets: np.ndarray, device) -
 
 
 def deletion_insertion(
-    model, images: np.ndarray, maps: np.ndarray, targets: np.ndarray, steps: int = 10, seed: int = 0, device="cpu"
+    model, images: np.ndarray, maps: np.ndarray, targets: np.ndarray, steps: int = 10, seed: int = SEED, device="cpu"
 ) -> dict:
     """Areas under the deletion and insertion curves for the maps and for random maps (same images, same steps)."""
 

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pneumocam.core.defaults import SEED
 from pneumocam.core.errors import CheckpointError
 from pneumocam.core.outputs import atomic_write_bytes
 from pneumocam.core.progress import track
@@ -151,7 +152,12 @@ class LungModel:
 
     @classmethod
     def fit(
-        cls, images: list[np.ndarray], masks: list[np.ndarray], epochs: int = 40, seed: int = 0, description: str = ""
+        cls,
+        images: list[np.ndarray],
+        masks: list[np.ndarray],
+        epochs: int = 40,
+        seed: int = SEED,
+        description: str = "",
     ) -> "LungModel":
         """images: uint8 (S, S) films; masks: uint8 0 / 255 lung / 127 ignore (ignored pixels carry no loss)."""
 

@@ -43,6 +43,7 @@ from pneumocam.cli.options import (
 from pneumocam.cli.runs import compare, merge, report
 from pneumocam.cli.serve import serve
 from pneumocam.cli.webdataset import webdataset_app
+from pneumocam.core.defaults import BATCH_SIZE, SEED
 from pneumocam.core.errors import PneumocamError
 from pneumocam.core.outputs import mark_complete, new_run_folder
 from pneumocam.core.precision import autocast, resolve_precision
@@ -161,9 +162,9 @@ def evaluate(
     ),
     split: Split = typer.Option(Split.test, help="The split to evaluate."),
     out: Path = typer.Option(Path("runs"), help="Parent folder for a fresh evaluation folder."),
-    batch_size: int = typer.Option(32, help="Images per batch."),
+    batch_size: int = typer.Option(BATCH_SIZE, help="Images per batch."),
     device: Device = typer.Option(Device.auto, help="Where to compute."),
-    seed: int = typer.Option(0, help="Seed of the bootstrap."),
+    seed: int = typer.Option(SEED, help="Seed of the bootstrap."),
     tta: bool = typer.Option(
         False,
         "--tta",
@@ -275,7 +276,7 @@ def run(
 @clean_errors
 def demo(
     out: Path = typer.Option(Path("demo-runs"), help="Parent folder for the demo's run folder."),
-    seed: int = typer.Option(0, help="Seed of the phantoms, the training and every draw."),
+    seed: int = typer.Option(SEED, help="Seed of the phantoms, the training and every draw."),
     shortcut: float = typer.Option(
         0.0, help="Add the label-correlated corner marker (e.g. 0.9) to watch a model cheat."
     ),

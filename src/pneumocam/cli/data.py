@@ -13,6 +13,7 @@ from rich.table import Table
 from pneumocam import CLASS_NAMES, started_random
 from pneumocam.cli.errors import clean_errors, console
 from pneumocam.cli.options import Marker, ValSource
+from pneumocam.core.defaults import IMAGE_SIZE, SEED
 from pneumocam.core.errors import PneumocamError
 from pneumocam.core.outputs import write_csv, write_skipped
 from pneumocam.core.schema import decision_key
@@ -24,10 +25,10 @@ from pneumocam.data.public import public_manifest
 @clean_errors
 def data(
     root: Path = typer.Argument(..., help="Dataset folder ({train,val,test}/{NORMAL,PNEUMONIA}/) or a CSV manifest."),
-    image_size: int = typer.Option(224, help="Side of the square model input, in pixels."),
+    image_size: int = typer.Option(IMAGE_SIZE, help="Side of the square model input, in pixels."),
     val_source: ValSource = typer.Option(ValSource.auto, help="Where validation images come from."),
     val_fraction: float = typer.Option(0.2, help="Share of train's images carved for validation, by whole patients."),
-    seed: int = typer.Option(0, help="Seed of the validation split."),
+    seed: int = typer.Option(SEED, help="Seed of the validation split."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Decode every image again instead of using the cache."),
     skipped_csv: Optional[Path] = typer.Option(None, help="Also write the skipped files (path, reason) here."),
 ):
@@ -73,8 +74,8 @@ def phantoms(
     train: int = typer.Option(200, help="Phantoms per class in train."),
     val: int = typer.Option(0, help="Phantoms per class in val."),
     test: int = typer.Option(50, help="Phantoms per class in test."),
-    image_size: int = typer.Option(224, help="Side of the square images."),
-    seed: int = typer.Option(0, help="Seed of the phantoms."),
+    image_size: int = typer.Option(IMAGE_SIZE, help="Side of the square images."),
+    seed: int = typer.Option(SEED, help="Seed of the phantoms."),
     shortcut: float = typer.Option(
         0.0, help="0: none; p in (0.5, 1]: a marker on PNEUMONIA with prob. p, on NORMAL with 1-p."
     ),

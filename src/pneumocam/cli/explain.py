@@ -12,6 +12,7 @@ from rich.table import Table
 from pneumocam.analysis.stats import read_scores, score_report, summary_text
 from pneumocam.cli.errors import clean_errors, console, warn
 from pneumocam.cli.options import EXPERIMENT_DEFAULTS, EXPLAINING, PRECISION, STATISTICS, STRICT, Device, options, plain
+from pneumocam.core.defaults import SEED
 from pneumocam.core.errors import PneumocamError
 from pneumocam.core.outputs import mark_complete, new_run_folder, write_json
 from pneumocam.pipeline.experiment import ExperimentConfig, run_experiment
@@ -55,7 +56,7 @@ def stats(
         ..., help="CSV with a label column (NORMAL / PNEUMONIA) and score columns (e.g. a run's importance.csv)."
     ),
     score: list[str] = typer.Option(..., "--score", help="Score column(s) to test (repeatable)."),
-    seed: int = typer.Option(0, help="Seed of the sample, the resampled draws, the permutations and the bootstrap."),
+    seed: int = typer.Option(SEED, help="Seed of the sample, the resampled draws, the permutations and the bootstrap."),
     out: Optional[Path] = typer.Option(None, help="Folder for stats.json (a fresh folder inside it)."),
     **settings,
 ):

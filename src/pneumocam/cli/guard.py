@@ -10,6 +10,7 @@ from rich.markup import escape
 
 from pneumocam.cli.errors import clean_errors, console
 from pneumocam.cli.options import Device
+from pneumocam.core.defaults import BATCH_SIZE
 from pneumocam.model.network import resolve_device
 from pneumocam.train.guard_fit import fit_checkpoint_guard
 
@@ -23,7 +24,7 @@ def guard_fit(
     data: Optional[Path] = typer.Option(
         None, help="The dataset it was trained on, if it moved (default: the path model.pt recorded)."
     ),
-    batch_size: int = typer.Option(32, help="Images per batch."),
+    batch_size: int = typer.Option(BATCH_SIZE, help="Images per batch."),
     device: Device = typer.Option(Device.auto, help="Where to compute."),
 ):
     """Fit the guard on the model's own training and validation films (the split its plan recorded)."""

@@ -11,6 +11,7 @@ from rich.markup import escape
 
 from pneumocam.anatomy.lungs import LungModel, classical_lungs, dice
 from pneumocam.cli.errors import clean_errors, console
+from pneumocam.core.defaults import IMAGE_SIZE, SEED
 from pneumocam.core.errors import PneumocamError
 from pneumocam.core.progress import track
 from pneumocam.data import discover
@@ -18,6 +19,9 @@ from pneumocam.data.masks import mask_path
 from pneumocam.data.readers import read_grayscale, read_resized, resize_square
 
 lungs_app = typer.Typer(help="Lung-field estimates for images without masks.", no_args_is_help=True)
+
+
+DICE_SEED = 1  # dice scores a draw other than fit's default one
 
 
 def _masked_samples(data: Path, masks: Path, split: str, limit: Optional[int], seed: int):
@@ -43,8 +47,8 @@ def lungs_fit(
     split: str = typer.Option("train"),
     max_images: Optional[int] = typer.Option(400, help="Train on at most this many masked images."),
     epochs: int = typer.Option(30),
-    image_size: int = typer.Option(224),
-    seed: int = typer.Option(0),
+    image_size: int = typer.Option(IMAGE_SIZE),
+    seed: int = typer.Option(SEED),
 ):
     """Train the small lung-field model on your own masks."""
 
@@ -68,8 +72,8 @@ def lungs_dice(
     split: str = typer.Option("val"),
     model: Optional[Path] = typer.Option(None, help="A lung model; without it the classical estimate is scored."),
     max_images: Optional[int] = typer.Option(300),
-    image_size: int = typer.Option(224),
-    seed: int = typer.Option(1),
+    image_size: int = typer.Option(IMAGE_SIZE),
+    seed: int = typer.Option(DICE_SEED, help="Seed of the scored sample (another draw than fit's)."),
 ):
     """Score a lung estimate against reference masks (mean Dice; 127 'ignore' pixels excluded)."""
 

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from pneumocam.analysis.compare import compare_runs
 from pneumocam.cli.errors import clean_errors, console
+from pneumocam.core.defaults import PAIRED_RESAMPLES, SEED
 from pneumocam.core.outputs import mark_complete, new_run_folder, write_json
 from pneumocam.pipeline.merge import merge_parts
 from pneumocam.report import render
@@ -35,8 +36,8 @@ def compare(
     run_a: Path = typer.Argument(..., help="The baseline run folder (A)."),
     run_b: Path = typer.Argument(..., help="The run folder to compare with it (B), evaluated on the same images."),
     out: Optional[Path] = typer.Option(None, help="Folder for compare.json (a fresh folder inside it)."),
-    bootstrap: int = typer.Option(2000, help="Paired bootstrap resamples (patients resampled when known)."),
-    seed: int = typer.Option(0, help="Seed of the bootstrap."),
+    bootstrap: int = typer.Option(PAIRED_RESAMPLES, help="Paired bootstrap resamples (patients resampled when known)."),
+    seed: int = typer.Option(SEED, help="Seed of the bootstrap."),
 ):
     """B minus A on the same images: ROC-AUC and accuracy with paired CIs; region shares and pointing game per class."""
 

@@ -12,6 +12,7 @@ from rich.markup import escape
 
 from pneumocam.cli.errors import clean_errors, console
 from pneumocam.cli.options import PRECISION, Device, options
+from pneumocam.core.defaults import REQUEST_TIMEOUT_S
 from pneumocam.data.readers import DEFAULT_MAX_PIXELS
 from pneumocam.serve.app import create_app
 
@@ -31,7 +32,9 @@ def serve(
         False, help="Also compute slow methods (scorecam: minutes a film on a CPU, blocking every other request)."
     ),
     request_timeout: float = typer.Option(
-        60.0, min=1.0, help="Seconds one request may wait and compute; past it: 503, and its work is cancelled."
+        REQUEST_TIMEOUT_S,
+        min=1.0,
+        help="Seconds one request may wait and compute; past it: 503, and its work is cancelled.",
     ),
     allowed_host: list[str] = typer.Option(
         [], help="Another name this server answers to in the Host header (loopback and --host always are)."

@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from pneumocam import CLASS_NAMES
+from pneumocam.core.defaults import IMAGE_SIZE, SEED
 
 
 @dataclass
@@ -49,7 +50,7 @@ MARKER_PLACES = ("corner", "inside")
 
 
 def make_phantom(
-    rng: np.random.Generator, label: int, size: int = 224, marker: bool = False, place: str = "corner"
+    rng: np.random.Generator, label: int, size: int = IMAGE_SIZE, marker: bool = False, place: str = "corner"
 ) -> Phantom:
     x, y = _grid(size)
     cx = 0.5 + rng.normal(0, 0.015)
@@ -136,8 +137,8 @@ class PhantomDataset:
 def write_phantom_dataset(
     out: str | os.PathLike,
     counts: dict[str, int],
-    size: int = 224,
-    seed: int = 0,
+    size: int = IMAGE_SIZE,
+    seed: int = SEED,
     shortcut: float = 0.0,
     marker: str = "corner",
 ) -> PhantomDataset:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from pneumocam.core.defaults import SEED, VAL_FRACTION
 from pneumocam.core.errors import DataError, SettingError
 
 if TYPE_CHECKING:
@@ -80,7 +81,7 @@ def _groups(samples: list[Sample]) -> tuple[np.ndarray, str]:
 
 
 def carve_validation(
-    samples: list[Sample], fraction: float = 0.2, seed: int = 0, labels_carved: tuple[int, ...] = (0, 1)
+    samples: list[Sample], fraction: float = VAL_FRACTION, seed: int = SEED, labels_carved: tuple[int, ...] = (0, 1)
 ) -> tuple[list[Sample], list[Sample], str]:
     """Split train into (train, val), stratified by class, no patient on both sides, deterministic by seed
     (labels_carved: the classes to carve from; the others stay in train).
@@ -120,7 +121,7 @@ def carve_validation(
 
 
 def carve_family_validation(
-    samples: list[Sample], seed: int = 0, family: str | None = None
+    samples: list[Sample], seed: int = SEED, family: str | None = None
 ) -> tuple[list[Sample], list[Sample], str, str]:
     """(train, val, grouping, the family held out): every NORMAL film of one acquisition family (the smallest by
     default) goes to validation, whole, with the same share of PNEUMONIA films carved by patient from the rest,
@@ -156,8 +157,8 @@ def split_holdout(index: DatasetIndex, fraction: float, seed: int) -> tuple[list
 def choose_validation(
     index: DatasetIndex,
     source: str = "auto",
-    fraction: float = 0.2,
-    seed: int = 0,
+    fraction: float = VAL_FRACTION,
+    seed: int = SEED,
     min_dataset_val: int = 100,
     holdout_fraction: float = 0.0,
     val_family: str | None = None,

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
+from pneumocam.core.defaults import BATCH_SIZE, BOOTSTRAP_RESAMPLES, SEED
 from pneumocam.core.errors import PneumocamError
 from pneumocam.core.outputs import write_csv, write_json, write_skipped
 from pneumocam.core.schema import FIXED_KEY, FIXED_RULE, FIXED_THRESHOLD
@@ -25,7 +26,7 @@ COMBINATION = "mean of the members' calibrated probabilities"
 
 
 def ensemble_predictions(
-    members: list[tuple[nn.Module, dict]], loaded: LoadedImages, batch_size: int = 32, device="cpu"
+    members: list[tuple[nn.Module, dict]], loaded: LoadedImages, batch_size: int = BATCH_SIZE, device="cpu"
 ) -> tuple[Predictions, np.ndarray]:
     """(the ensemble's Predictions, each member's probabilities (M, N) in the same path order)."""
     each = [
@@ -39,7 +40,7 @@ def ensemble_predictions(
 
 def member_size(members: list[tuple[nn.Module, dict]]) -> int:
     """The one input size every member reads; members of different sizes cannot share the films."""
-    sizes = {int(meta.get("image_size", 224)) for _, meta in members}
+    sizes = {ModelInputs.of_checkpoint(meta).image_size for _, meta in members}
     if len(sizes) > 1:
         raise PneumocamError(f"ensemble members read different image sizes ({sorted(sizes)}): use models of one size")
     return sizes.pop()
@@ -63,10 +64,10 @@ def evaluate_ensemble(
     data_root: str,
     split: str,
     out_dir,
-    batch_size: int = 32,
+    batch_size: int = BATCH_SIZE,
     device="cpu",
-    bootstrap_resamples: int = 1000,
-    seed: int = 0,
+    bootstrap_resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = SEED,
     strict: bool = False,
     warn=print,
     precision: dict | None = None,

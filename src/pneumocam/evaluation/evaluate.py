@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pneumocam.core.defaults import BATCH_SIZE, BOOTSTRAP_RESAMPLES, SEED
 from pneumocam.core.outputs import write_csv, write_json, write_skipped
 from pneumocam.core.progress import track
 from pneumocam.core.schema import (
@@ -95,7 +96,7 @@ class Predictions:
 def predict(
     model: nn.Module,
     loaded: LoadedImages,
-    batch_size: int = 32,
+    batch_size: int = BATCH_SIZE,
     device: torch.device | str = "cpu",
     shuffle_seed: int | None = None,
     description: str = "Predicting",
@@ -124,7 +125,7 @@ def predict(
 
 
 def tta_predictions(
-    model: nn.Module, loaded: LoadedImages, as_is: Predictions, batch_size: int = 32, device="cpu"
+    model: nn.Module, loaded: LoadedImages, as_is: Predictions, batch_size: int = BATCH_SIZE, device="cpu"
 ) -> tuple[Predictions, dict]:
     """`as_is` (predict()'s answer on the films as they are, with the guard's verdicts: the first view) with its
     probabilities replaced by their mean over the test-time views (evaluation/tta.py), and metrics.json's "tta"."""
@@ -139,7 +140,10 @@ def tta_predictions(
 
 
 def metrics_at_thresholds(
-    predictions: Predictions, thresholds: dict[str, float], bootstrap_resamples: int = 1000, seed: int = 0
+    predictions: Predictions,
+    thresholds: dict[str, float],
+    bootstrap_resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = SEED,
 ) -> dict[str, dict]:
     metrics = BinaryMetrics(bootstrap_resamples=bootstrap_resamples, seed=seed)
     metrics.update(predictions.paths, predictions.labels, predictions.probs, predictions.patients)
@@ -147,7 +151,11 @@ def metrics_at_thresholds(
 
 
 def guard_record(
-    predictions: Predictions, thresholds: dict[str, float], guard, bootstrap_resamples: int = 1000, seed: int = 0
+    predictions: Predictions,
+    thresholds: dict[str, float],
+    guard,
+    bootstrap_resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = SEED,
 ) -> dict:
     """metrics.json's "guard": the share flagged (per class and reason) and the metrics on the films that passed."""
 
@@ -206,10 +214,10 @@ def evaluate_split(
     data_root: str,
     split: str,
     out_dir,
-    batch_size: int = 32,
+    batch_size: int = BATCH_SIZE,
     device: torch.device | str = "cpu",
-    bootstrap_resamples: int = 1000,
-    seed: int = 0,
+    bootstrap_resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = SEED,
     checkpoint: str | None = None,
     strict: bool = False,
     warn=print,
@@ -224,7 +232,7 @@ def evaluate_split(
     """
 
     samples = discover(data_root).split(split)
-    loaded = load_images(samples, int(metadata.get("image_size", 224)), description=f"Reading {split}")
+    loaded = load_images(samples, ModelInputs.of_checkpoint(metadata).image_size, description=f"Reading {split}")
     leakage = check_leakage(metadata, loaded.samples)
     enforce(leakage, strict, warn)
     loaded = ModelInputs.of_checkpoint(metadata).inputs(loaded)  # what the model reads: its --focus

@@ -19,6 +19,7 @@ from sklearn.metrics import (
 )
 
 from pneumocam import CLASS_NAMES
+from pneumocam.core.defaults import BOOTSTRAP_RESAMPLES, SEED
 from pneumocam.core.schema import FIXED_RULE, FIXED_THRESHOLD, decide
 from pneumocam.evaluation.calibration import expected_calibration_error
 
@@ -88,8 +89,8 @@ def operating_points(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
 def bootstrap_cis(
     labels: np.ndarray,
     probs: np.ndarray,
-    n_resamples: int = 1000,
-    seed: int = 0,
+    n_resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = SEED,
     level: float = 0.95,
     groups: np.ndarray | None = None,
 ) -> dict[str, tuple[float, float]]:
@@ -120,8 +121,8 @@ class BinaryMetrics:
     patient count as their own cluster, and `roc_auc_ci_unit` says which unit was resampled.
     """
 
-    bootstrap_resamples: int = 1000
-    seed: int = 0
+    bootstrap_resamples: int = BOOTSTRAP_RESAMPLES
+    seed: int = SEED
 
     def __post_init__(self):
         self._labels: dict[str, int] = {}

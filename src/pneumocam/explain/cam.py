@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pneumocam import CLASS_NAMES
+from pneumocam.core.defaults import BATCH_SIZE
 from pneumocam.core.errors import SettingError
 from pneumocam.core.progress import enabled, track
 from pneumocam.data import to_model_input
@@ -82,7 +83,11 @@ class BaseCAM:
     method = "base"
 
     def __init__(
-        self, model: nn.Module, layer: str = "layer4", batch_size: int = 32, device: torch.device | str | None = None
+        self,
+        model: nn.Module,
+        layer: str = "layer4",
+        batch_size: int = BATCH_SIZE,
+        device: torch.device | str | None = None,
     ):
         self.model = model
         self.layer_name = layer
@@ -222,7 +227,7 @@ class LibraryCAM:
 
     NAMES = {"eigencam": "EigenCAM", "scorecam": "ScoreCAM"}
 
-    def __init__(self, model: nn.Module, method: str, layer: str = "layer4", batch_size: int = 32, device=None):
+    def __init__(self, model: nn.Module, method: str, layer: str = "layer4", batch_size: int = BATCH_SIZE, device=None):
         import pytorch_grad_cam  # deferred: only the pytorch-grad-cam methods need it
 
         self.model, self.method, self.layer_name, self.batch_size = model, method, layer, batch_size
@@ -272,7 +277,9 @@ METHODS = (*NATIVE, *LibraryCAM.NAMES)
 METHOD_COST = {**dict.fromkeys(NATIVE, "fast"), "eigencam": "fast", "scorecam": "slow"}
 
 
-def make_cam(model: nn.Module, method: str = "gradcam", layer: str = "layer4", batch_size: int = 32, device=None):
+def make_cam(
+    model: nn.Module, method: str = "gradcam", layer: str = "layer4", batch_size: int = BATCH_SIZE, device=None
+):
     if method in NATIVE:
         return NATIVE[method](model, layer, batch_size, device)
     if method in LibraryCAM.NAMES:

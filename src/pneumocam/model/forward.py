@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pneumocam.core.defaults import BATCH_SIZE
 from pneumocam.core.distributed import SINGLE, Distributed
 from pneumocam.core.progress import track
 from pneumocam.data import to_model_input
@@ -16,7 +17,7 @@ from pneumocam.model.network import pooled_features, pooled_width
 def forward_pass(
     model: nn.Module,
     images: np.ndarray,
-    batch_size: int = 32,
+    batch_size: int = BATCH_SIZE,
     device: torch.device | str = "cpu",
     *,
     order: np.ndarray | None = None,
@@ -71,7 +72,7 @@ def extract_features(
 def predict_logits(
     model: nn.Module,
     images: np.ndarray,
-    batch_size: int = 32,
+    batch_size: int = BATCH_SIZE,
     device: torch.device | str = "cpu",
     order: np.ndarray | None = None,
     description: str = "Predicting",

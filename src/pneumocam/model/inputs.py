@@ -14,12 +14,13 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from pneumocam.anatomy.focus import FOCUS_MODES, Focused, check_focus, film_maps, focus_image, focus_images
+from pneumocam.core.defaults import IMAGE_SIZE
 from pneumocam.data import LoadedImages, PreparedData
 
 
 @dataclass(frozen=True)
 class ModelInputs:
-    image_size: int = 224
+    image_size: int = IMAGE_SIZE
     focus: str = "none"  # one of anatomy.focus.FOCUS_MODES
     lung_masks: str | None = None  # the masks the training focused on (TrainConfig.focus_masks)
 
@@ -30,7 +31,7 @@ class ModelInputs:
     def of_checkpoint(cls, meta: dict) -> ModelInputs:
         """From a model.pt's metadata (model.network.load_checkpoint)."""
         config = meta.get("config") or {}
-        return cls(int(meta.get("image_size", 224)), meta.get("focus", "none"), config.get("focus_masks"))
+        return cls(int(meta.get("image_size", IMAGE_SIZE)), meta.get("focus", "none"), config.get("focus_masks"))
 
     @classmethod
     def of_training(cls, config) -> ModelInputs:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from dataclasses import asdict, dataclass, field
 
+from pneumocam.core.defaults import ALPHA, BOOTSTRAP_RESAMPLES, N_DRAWS, N_PER_CLASS
 from pneumocam.core.errors import PneumocamError, SettingError
 from pneumocam.data import choose_validation, discover, split_holdout
 from pneumocam.explain.cam import METHODS, TARGETS
@@ -30,11 +31,11 @@ class ExperimentConfig:
     checkpoint: str | None = None
     method: str = "gradcam"
     target: str = "pred"
-    n_per_class: int | None = 30  # None: every image of the split
-    n_draws: int = 1000
-    alpha: float = 0.05
+    n_per_class: int | None = N_PER_CLASS  # None: every image of the split
+    n_draws: int = N_DRAWS
+    alpha: float = ALPHA
     grid_per_class: int = 4
-    bootstrap: int = 1000
+    bootstrap: int = BOOTSTRAP_RESAMPLES
     synthetic: bool = False
     masks: dict[str, str] = field(default_factory=dict)  # region name -> mask folder (lesion, lungs, marker, ...)
     lung_model: str | None = None  # a LungModel file for images without a lung mask (else the classical estimate)

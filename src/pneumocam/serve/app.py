@@ -17,18 +17,13 @@ from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
+from pneumocam.core.defaults import BATCH_WINDOW_MS, REQUEST_TIMEOUT_S
 from pneumocam.data.readers import UnreadableImage, read_resized
 from pneumocam.explain.cam import upsample
 from pneumocam.explain.overlays import heat_rgba, overlay_png, png_base64
 from pneumocam.serve.protect import LOOPBACK_HOSTS, PAGE_POLICY, allowed_hosts, protect
 from pneumocam.serve.runs import HTTPError, RunBrowser
-from pneumocam.serve.service import (
-    DEFAULT_REQUEST_TIMEOUT_S,
-    HEAT_LAYER_SIDE,
-    ModelService,
-    ServiceBusy,
-    display_record,
-)
+from pneumocam.serve.service import HEAT_LAYER_SIDE, ModelService, ServiceBusy, display_record
 
 STATIC = resources.files("pneumocam.serve") / "static"
 STATIC_TYPES = {"js": "text/javascript", "css": "text/css", "html": "text/html"}
@@ -40,12 +35,12 @@ def create_app(
     runs: Path | None = None,
     device: str = "auto",
     max_upload_mb: float = 50.0,
-    window_ms: float = 15.0,
+    window_ms: float = BATCH_WINDOW_MS,
     worker_thread: bool = True,
     host: str = "127.0.0.1",
     extra_hosts: tuple[str, ...] = (),
     allow_slow_methods: bool = False,
-    request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
+    request_timeout_s: float = REQUEST_TIMEOUT_S,
     max_pixels: int | None = None,
     precision: str = "auto",
 ) -> FastAPI:

@@ -27,6 +27,7 @@ from pneumocam.analysis.regions import attention_measures
 from pneumocam.analysis.reliance import VARIANTS, variant_images
 from pneumocam.anatomy.focus import Focused
 from pneumocam.anatomy.lungs import body_mask, classical_lungs
+from pneumocam.core.defaults import BATCH_WINDOW_MS, REQUEST_TIMEOUT_S
 from pneumocam.core.precision import autocast, resolve_precision
 from pneumocam.core.progress import silence_this_thread
 from pneumocam.core.schema import REGIONS, decide
@@ -48,7 +49,6 @@ COLOUR_SCALE = (
     "the map's evidence for the class it explains, scaled to this film's maximum (0: none, 1: the film's strongest); "
     "relative within one film, not a probability and not comparable across films"
 )
-DEFAULT_REQUEST_TIMEOUT_S = 60.0
 # Uploads decoded at once: each may hold a film up to the pixel budget in memory, so this bounds the server's peak.
 CONCURRENT_DECODES = 2
 _SAFE_SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,8}")
@@ -86,11 +86,11 @@ class ModelService:
         self,
         checkpoint,
         device: str = "auto",
-        window_ms: float = 15.0,
+        window_ms: float = BATCH_WINDOW_MS,
         max_batch: int = 32,
         worker_thread: bool = True,
         allow_slow_methods: bool = False,
-        request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
+        request_timeout_s: float = REQUEST_TIMEOUT_S,
         max_pixels: int | None = None,
         precision: str = "auto",
     ):

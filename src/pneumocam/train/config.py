@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from pneumocam.anatomy.focus import FOCUS_MODES
+from pneumocam.core.defaults import BATCH_SIZE, IMAGE_SIZE, SEED, VAL_FRACTION
 from pneumocam.core.errors import PneumocamError, SettingError
 from pneumocam.core.precision import PRECISIONS
 from pneumocam.data.split import VAL_SOURCES
 from pneumocam.model.network import DEVICES, MODES
-from pneumocam.train.recipes import TRAINED_WEIGHTS_REQUIRED
+from pneumocam.train.recipes import TRAINED_WEIGHTS_REQUIRED, recipe_defaults
 
 # The choice sets of the settings, declared once: the checks below and the command line's Enums use them.
 SCHEDULES = ("cosine", "constant")
@@ -38,8 +39,8 @@ class TrainConfig:
     mode: str = "frozen"
     weights: str = "imagenet"  # imagenet | imagenet-v1 | none | a local file (model/network.py)
     epochs: int = 10
-    batch_size: int = 32
-    image_size: int = 224
+    batch_size: int = BATCH_SIZE
+    image_size: int = IMAGE_SIZE
     lr: float | None = None  # None: 1e-3 frozen, 3e-4 partial, 1e-4 full
     weight_decay: float = 1e-4
     schedule: str = "cosine"
@@ -49,9 +50,9 @@ class TrainConfig:
     acquisition_augment: bool = False  # with augment: also gamma, blur/sharpen and noise (another scanner's look)
     label_smoothing: float = 0.0  # BCE targets pulled towards 0.5 by this share (0: off)
     val_source: str = "auto"
-    val_fraction: float = 0.2
+    val_fraction: float = VAL_FRACTION
     val_family: str | None = None  # --val-source family: the family held out (None: the smallest NORMAL family)
-    seed: int = 0
+    seed: int = SEED
     split_seed: int | None = None  # seed of the held-out, validation and subsample draws (None: seed)
     device: str = "auto"
     select_by: str = "auc"
@@ -74,6 +75,11 @@ class TrainConfig:
         """The seed that draws the held-out part, the validation and any subsample: members of a seed ensemble
         share it (split_seed) so that one member's training films are never another's held-out films."""
         return self.seed if self.split_seed is None else self.split_seed
+
+    @classmethod
+    def from_recipe(cls, recipe: str, **settings) -> TrainConfig:
+        """A recipe's settings (train/recipes.py) with `settings` over them, as `--recipe` gives them."""
+        return cls(**(recipe_defaults(recipe) | settings | {"recipe": recipe}))
 
     def __post_init__(self):
         checks = [

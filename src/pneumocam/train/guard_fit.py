@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.covariance import LedoitWolf
 
+from pneumocam.core.defaults import BATCH_SIZE
 from pneumocam.core.precision import autocast
 from pneumocam.data import PreparedData, prepare_data
 from pneumocam.model.forward import extract_features
@@ -75,7 +76,7 @@ def fit_model_guard(
     return guard.fitted_on | {"threshold": guard.threshold}
 
 
-def fit_checkpoint_guard(checkpoint, data: str | None = None, batch_size: int = 32, device="cpu") -> dict:
+def fit_checkpoint_guard(checkpoint, data: str | None = None, batch_size: int = BATCH_SIZE, device="cpu") -> dict:
     """`pneumocam guard fit`: the guard of an existing model.pt, fitted in fp32 on the films its own plan names (same
     split, seed, held-out part and focus). data: the dataset, if it moved since training."""
     model, meta = load_checkpoint(checkpoint, device)

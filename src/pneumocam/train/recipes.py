@@ -6,6 +6,7 @@ and config.json records the recipe's name beside every resolved setting.
 
 from __future__ import annotations
 
+from pneumocam.core.defaults import IMAGE_SIZE
 from pneumocam.core.errors import PneumocamError
 
 # A recipe that continues a trained model names no weights of its own: --weights must give them.
@@ -18,7 +19,7 @@ RECIPES: dict[str, dict] = {
         "mode": "frozen",
         "epochs": 10,
         "batch_size": 32,
-        "image_size": 224,
+        "image_size": IMAGE_SIZE,
         "augment": False,
         "lr": 1e-3,
         "schedule": "cosine",
@@ -31,7 +32,7 @@ RECIPES: dict[str, dict] = {
         "mode": "full",
         "epochs": 8,
         "batch_size": 32,
-        "image_size": 224,
+        "image_size": IMAGE_SIZE,
         "augment": True,
         "lr": 1e-4,
         "schedule": "cosine",
@@ -47,7 +48,7 @@ RECIPES: dict[str, dict] = {
         # for seed over three seeds and on the whole split (benchmarks/levers.py; README, "Past the held-out patients").
         "size_schedule": "128:6,224:5",
         "batch_size": 32,
-        "image_size": 224,
+        "image_size": IMAGE_SIZE,
         "augment": True,
         "lr": 1e-3,
         "schedule": "cosine",
@@ -63,7 +64,7 @@ RECIPES: dict[str, dict] = {
         "mode": "full",
         "epochs": 2,
         "batch_size": 32,
-        "image_size": 224,
+        "image_size": IMAGE_SIZE,
         "augment": True,
         "lr": 3e-4,
         "schedule": "cosine",
