@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -337,7 +338,7 @@ def test_the_viewers_film_comes_only_when_asked_at_its_own_aspect(served):
 
 def test_a_worklist_case_carries_its_film_map_and_caption_facts(served):
     """The run's film endpoint: the film as the run read it, the map layer, the film to look at, and the caption's
-    facts from results.json (threshold 0.5: predictions.csv's pred column)."""
+    facts from results.json (the threshold every pred column of the run was decided at, read from the model.pt)."""
     client, run = served
     results = json.loads((run / "results.json").read_text())
     row = client.get(f"/api/runs/{run.name}/predictions").json()[0]
@@ -346,6 +347,7 @@ def test_a_worklist_case_carries_its_film_map_and_caption_facts(served):
     on_disk = np.asarray(Image.open(row["path"]).convert("L"))
     assert np.array_equal(_decoded(case["display"]["film_png_base64"]), on_disk)
     facts = case["case"]
-    assert facts["run"] == run.name and facts["threshold"] == 0.5
+    recorded = torch.load(run / "train" / "model.pt", weights_only=True)["metadata"]["thresholds"]["youden_val"]
+    assert facts["run"] == run.name and facts["threshold"] == recorded != 0.5
     assert facts["method"] == results["config"]["method"] and facts["model"].startswith("model.pt, weights ")
     assert results["config"]["train"]["recipe"] is None and facts["model"].endswith("recipe unknown")

@@ -10,6 +10,7 @@ from pneumocam.core.outputs import is_complete
 from pneumocam.data import discover, load_images
 from pneumocam.evaluation.evaluate import evaluate_split, predict
 from pneumocam.model.network import load_checkpoint
+from pneumocam.model.session import InferenceSession
 from pneumocam.train.config import TrainConfig
 from pneumocam.train.fit import fit
 from pneumocam.train.loop import class_weight_vector
@@ -103,13 +104,9 @@ def test_evaluate_needs_only_the_split_it_reads(tmp_path, phantom_data):
     only_test = tmp_path / "only-test"
     shutil.copytree(phantom_data.images / "test", only_test / "test")
     model, info = build_model("none", seed=0)
+    meta = {"image_size": 32, "weights": info.to_dict(), "thresholds": {"youden_val": 0.4}}
     result = evaluate_split(
-        model,
-        {"image_size": 32, "weights": info.to_dict(), "thresholds": {"youden_val": 0.4}},
-        str(only_test),
-        "test",
-        tmp_path / "eval",
-        bootstrap_resamples=50,
+        InferenceSession.of_model(model, meta), str(only_test), "test", tmp_path / "eval", bootstrap_resamples=50
     )
     assert set(result["metrics"]) == {"threshold_0.5", "threshold_youden_val"}
     rows = (tmp_path / "eval" / "predictions.csv").read_text().splitlines()

@@ -85,12 +85,13 @@ def test_evaluating_shards_gives_the_folders_probabilities(phantom_data, tiny_ch
 
     from pneumocam.evaluation.evaluate import evaluate_split
     from pneumocam.model.network import load_checkpoint
+    from pneumocam.model.session import InferenceSession
 
     spec = _shards_of(phantom_data.images, tmp_path / "shards")
     model, meta = load_checkpoint(tiny_checkpoint / "model.pt")
     probabilities = []
     for data, out in ((str(phantom_data.images), tmp_path / "a"), (spec, tmp_path / "b")):
-        result = evaluate_split(model, meta, data, "test", out, bootstrap_resamples=20, checkpoint=None)
+        result = evaluate_split(InferenceSession.of_model(model, meta), data, "test", out, bootstrap_resamples=20)
         assert result["leakage"]["n_images_seen_in_training"] == 0
         with open(out / "predictions.csv", newline="") as f:
             probabilities.append([float(r["prob_pneumonia"]) for r in csv.DictReader(f)])

@@ -52,6 +52,7 @@ from pneumocam.evaluation.ensemble import evaluate_ensemble, member_size
 from pneumocam.evaluation.evaluate import evaluate_split
 from pneumocam.evaluation.leakage import refuse_seen
 from pneumocam.model.network import load_checkpoint, resolve_device
+from pneumocam.model.session import InferenceSession
 from pneumocam.pipeline.config import DEFAULT_HOLDOUT_FRACTION
 from pneumocam.pipeline.demo import run_demo
 from pneumocam.pipeline.experiment import ExperimentConfig, resume_experiment, run_experiment
@@ -188,19 +189,17 @@ def evaluate(
     folder = new_run_folder(out, prefix=f"evaluate-{split.value}")
     precision = resolve_precision(settings["precision"].value, target)
     console.print(f"precision: {precision.used} ({precision.reason})")
-    common = dict(strict=strict, warn=warn, precision=precision.to_dict())
-    with autocast(precision, target):
-        if len(members) > 1:
-            paths = [str(path) for path in checkpoint]
+    if len(members) > 1:
+        paths = [str(path) for path in checkpoint]
+        with autocast(precision, target):
             result = evaluate_ensemble(
-                members, paths, str(data), split.value, folder, batch_size, target, bootstrap, seed, **common
-            )
-        else:
-            (model, metadata), path = members[0], str(checkpoint[0])
-            result = evaluate_split(
-                model, metadata, str(data), split.value, folder, batch_size, target, bootstrap, seed, path, **common,
-                tta=tta,
+                members, paths, str(data), split.value, folder, batch_size, target, bootstrap, seed,
+                strict=strict, warn=warn, precision=precision.to_dict(),
             )  # fmt: skip
+    else:
+        (model, metadata), path = members[0], str(checkpoint[0])
+        session = InferenceSession.of_model(model, metadata, path, target, precision)
+        result = evaluate_split(session, str(data), split.value, folder, batch_size, bootstrap, seed, strict, warn, tta)
     mark_complete(folder)
     print_metrics(result)
     console.print(f"[green]written:[/] {escape(str(folder))}")

@@ -50,6 +50,32 @@ def decide(probs, threshold: float) -> np.ndarray:
     return (np.asarray(probs, dtype=np.float64) >= float(threshold)).astype(np.int8)
 
 
+def checkpoint_thresholds(metadata: dict) -> tuple[dict[str, float], dict[str, str]]:
+    """The thresholds to report for a checkpoint: 0.5 and the one chosen on its validation split, each described."""
+    thresholds, described = {FIXED_KEY: FIXED_THRESHOLD}, {FIXED_KEY: FIXED_RULE}
+    recorded = metadata.get("thresholds", {})
+    if recorded.get("youden_val") is not None:
+        thresholds[VALIDATION_KEY] = float(recorded["youden_val"])
+        described[VALIDATION_KEY] = recorded.get("youden_rule") or "Youden's J on the validation split"
+        if recorded.get("youden_note"):
+            described[VALIDATION_KEY] += f" ({recorded['youden_note']})"
+    return thresholds, described
+
+
+def decision_threshold(metadata: dict) -> tuple[float, str, str]:
+    """(value, the key in metrics.json's thresholds, how it was chosen): the threshold every command decides at,
+    by core.schema.decision_key's rule."""
+    thresholds, described = checkpoint_thresholds(metadata)
+    key = decision_key(thresholds)
+    return thresholds[key], key, described[key]
+
+
+def decision_record(metadata: dict) -> dict:
+    """metrics.json's "decision": which threshold predictions.csv's pred (and predict, serve) decide at."""
+    value, key, how = decision_threshold(metadata)
+    return {"threshold": value, "metrics_key": key, "chosen": how, "predictions_csv_column": "pred"}
+
+
 def recorded_decision(record: Mapping) -> tuple[float, str] | None:
     """(threshold, metrics key) a run's record says its `pred` columns were decided at: its "decision" entry when it
     has one, else the rule over its "metrics". None when neither holds a finite number (a foreign or broken record:

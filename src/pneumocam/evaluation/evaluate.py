@@ -13,43 +13,24 @@ from pneumocam.core.defaults import BATCH_SIZE, BOOTSTRAP_RESAMPLES, SEED
 from pneumocam.core.outputs import write_csv, write_json, write_skipped
 from pneumocam.core.progress import track
 from pneumocam.core.schema import (
-    FIXED_KEY,
-    FIXED_RULE,
     FIXED_THRESHOLD,
+    LEAKAGE,
+    METRICS,
     PREDICTIONS,
     PREDICTIONS_COLUMNS,
-    VALIDATION_KEY,
+    SKIPPED,
+    checkpoint_thresholds,
     decide,
-    decision_key,
+    decision_record,
 )
 from pneumocam.data import LoadedImages, discover, fingerprint, load_images
 from pneumocam.evaluation.leakage import check_leakage, enforce
 from pneumocam.evaluation.metrics import BinaryMetrics
 from pneumocam.evaluation.tta import VIEWS, combined, view_images
 from pneumocam.model.forward import predict_logits
-from pneumocam.model.guard import guard_summary, load_guard, verdicts
-from pneumocam.model.inputs import ModelInputs
+from pneumocam.model.guard import guard_summary, verdicts
 from pneumocam.model.network import pooled_width, probability
-
-
-def checkpoint_thresholds(metadata: dict) -> tuple[dict[str, float], dict[str, str]]:
-    """The thresholds to report for a checkpoint: 0.5 and the one chosen on its validation split, each described."""
-    thresholds, described = {FIXED_KEY: FIXED_THRESHOLD}, {FIXED_KEY: FIXED_RULE}
-    recorded = metadata.get("thresholds", {})
-    if recorded.get("youden_val") is not None:
-        thresholds[VALIDATION_KEY] = float(recorded["youden_val"])
-        described[VALIDATION_KEY] = recorded.get("youden_rule") or "Youden's J on the validation split"
-        if recorded.get("youden_note"):
-            described[VALIDATION_KEY] += f" ({recorded['youden_note']})"
-    return thresholds, described
-
-
-def decision_threshold(metadata: dict) -> tuple[float, str, str]:
-    """(value, the key in metrics.json's thresholds, how it was chosen): the threshold every command decides at,
-    by core.schema.decision_key's rule."""
-    thresholds, described = checkpoint_thresholds(metadata)
-    key = decision_key(thresholds)
-    return thresholds[key], key, described[key]
+from pneumocam.model.session import InferenceSession
 
 
 @dataclass
@@ -168,12 +149,6 @@ def guard_record(
     return record
 
 
-def decision_record(metadata: dict) -> dict:
-    """metrics.json's "decision": which threshold predictions.csv's pred (and predict, serve) decide at."""
-    value, key, how = decision_threshold(metadata)
-    return {"threshold": value, "metrics_key": key, "chosen": how, "predictions_csv_column": "pred"}
-
-
 def metrics_record(
     split: str,
     data_root,
@@ -209,48 +184,47 @@ def metrics_record(
 
 
 def evaluate_split(
-    model: nn.Module,
-    metadata: dict,
+    session: InferenceSession,
     data_root: str,
     split: str,
     out_dir,
     batch_size: int = BATCH_SIZE,
-    device: torch.device | str = "cpu",
     bootstrap_resamples: int = BOOTSTRAP_RESAMPLES,
     seed: int = SEED,
-    checkpoint: str | None = None,
     strict: bool = False,
     warn=print,
-    precision: dict | None = None,
     tta: bool = False,
 ) -> dict:
-    """Evaluate on one split (only that split is needed) and write metrics.json, predictions.csv, skipped.csv.
-    tta: the probabilities are the mean over the test-time views of evaluation/tta.py (metrics.json "tta").
+    """Evaluate the session's model on one split (only that split is needed) and write metrics.json, predictions.csv,
+    skipped.csv. tta: the probabilities are the mean over the test-time views of evaluation/tta.py (metrics.json
+    "tta"). Every forward pass runs in the session's precision.
 
     The evaluated files are checked against what the checkpoint saw (leakage); strict makes any overlap an error
     before anything is written, otherwise warn() is called and the counts go into metrics.json and leakage.csv.
     """
 
+    model, metadata, device = session.model, session.meta, session.device
     samples = discover(data_root).split(split)
-    loaded = load_images(samples, ModelInputs.of_checkpoint(metadata).image_size, description=f"Reading {split}")
+    loaded = load_images(samples, session.reads.image_size, description=f"Reading {split}")
     leakage = check_leakage(metadata, loaded.samples)
     enforce(leakage, strict, warn)
-    loaded = ModelInputs.of_checkpoint(metadata).inputs(loaded)  # what the model reads: its --focus
-
-    guard = load_guard(checkpoint) if checkpoint else None
-    predictions = predict(model, loaded, batch_size, device, guard=guard, assess=True)
-    tta_record = None
-    if tta:
-        predictions, tta_record = tta_predictions(model, loaded, predictions, batch_size, device)
+    loaded = session.reads.inputs(loaded)  # what the model reads: its --focus
+    with session.running():
+        predictions = predict(model, loaded, batch_size, device, guard=session.guard, assess=True)
+        tta_record = None
+        if tta:
+            predictions, tta_record = tta_predictions(model, loaded, predictions, batch_size, device)
     thresholds, described = checkpoint_thresholds(metadata)
     metrics = metrics_at_thresholds(predictions, thresholds, bootstrap_resamples, seed)
-    guarded = guard_record(predictions, thresholds, guard, bootstrap_resamples, seed)
-    result = metrics_record(split, data_root, loaded, checkpoint, metadata, seed, described, metrics, leakage, guarded)
-    result["precision"] = precision  # what the forward passes ran in (precision.py); None: fp32, not recorded
+    guarded = guard_record(predictions, thresholds, session.guard, bootstrap_resamples, seed)
+    result = metrics_record(
+        split, data_root, loaded, session.checkpoint, metadata, seed, described, metrics, leakage, guarded
+    )
+    result["precision"] = session.precision_record()  # what the forward passes ran in; None: fp32, not recorded
     result["tta"] = tta_record  # None: each film read once, as it is
     out_dir = Path(out_dir)
-    write_json(out_dir / "metrics.json", result)
-    write_csv(out_dir / PREDICTIONS, Predictions.HEADER, predictions.rows(decision_threshold(metadata)[0]))
-    write_skipped(out_dir / "skipped.csv", loaded.skipped)
-    leakage.write_csv(out_dir / "leakage.csv")
+    write_json(out_dir / METRICS, result)
+    write_csv(out_dir / PREDICTIONS, Predictions.HEADER, predictions.rows(session.threshold))
+    write_skipped(out_dir / SKIPPED, loaded.skipped)
+    leakage.write_csv(out_dir / LEAKAGE)
     return result

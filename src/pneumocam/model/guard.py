@@ -166,7 +166,12 @@ def input_reasons(paths: list[str], grays: np.ndarray) -> list[str]:
 
 def verdicts(guard: Guard | None, features: np.ndarray | None, paths: list[str], grays) -> list[Verdict]:
     """Every image's verdict: input checks first, then (with a guard and features) the feature distance."""
-    reasons = input_reasons(paths, grays)
+    return judged(guard, features, input_reasons(paths, grays))
+
+
+def judged(guard: Guard | None, features: np.ndarray | None, reasons: list[str]) -> list[Verdict]:
+    """Every image's verdict from its input checks' reason ("" when they passed) and, with a guard and features, the
+    feature distance (the viewer checks an upload's file itself, before it is decoded)."""
     if guard is None or features is None:
         return [Verdict(not reason, float("nan"), reason) for reason in reasons]
     return guard.assess(features, reasons)

@@ -22,22 +22,17 @@ from pneumocam.analysis.stats import group_statistics
 from pneumocam.analysis.trust import trust_checks
 from pneumocam.core.errors import PneumocamError
 from pneumocam.core.outputs import INCOMPLETE_MARKER, is_complete, mark_complete, new_run_folder, write_csv, write_json
-from pneumocam.core.precision import autocast, resolve_precision
+from pneumocam.core.precision import resolve_precision
 from pneumocam.core.provenance import environment, library_versions
+from pneumocam.core.schema import PREDICTIONS
 from pneumocam.data import LoadedImages, discover, load_images
-from pneumocam.evaluation.evaluate import (
-    Predictions,
-    checkpoint_thresholds,
-    decision_threshold,
-    guard_record,
-    metrics_at_thresholds,
-)
+from pneumocam.evaluation.evaluate import Predictions, checkpoint_thresholds, guard_record, metrics_at_thresholds
 from pneumocam.evaluation.leakage import Leakage, check_leakage, enforce, refuse_seen
 from pneumocam.explain.cam import CamResult, make_cam
 from pneumocam.explain.occlusion import default_window, occlusion_maps
-from pneumocam.model.guard import load_guard, verdicts
 from pneumocam.model.inputs import ModelInputs
 from pneumocam.model.network import load_checkpoint, resolve_device
+from pneumocam.model.session import InferenceSession
 from pneumocam.pipeline.config import ExperimentConfig, evaluated_samples, validate_experiment
 from pneumocam.pipeline.runfolder import RunFolder, trained_against, write_run
 from pneumocam.pipeline.shards import save_part, shard_samples
@@ -50,10 +45,20 @@ __all__ = ["ExperimentConfig", "resume_experiment", "run_experiment"]
 
 @dataclass
 class Trained:
-    model: torch.nn.Module
-    meta: dict
-    checkpoint: Path
+    session: InferenceSession  # the model and how it answers: inputs, guard, threshold, device, precision
     training: dict | None  # train_summary.json when this run trained the model
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.session.model
+
+    @property
+    def meta(self) -> dict:
+        return self.session.meta
+
+    @property
+    def checkpoint(self) -> Path:
+        return Path(self.session.checkpoint)
 
 
 @dataclass
@@ -104,16 +109,16 @@ def run_experiment(
     precision = resolve_precision(cfg.train.precision, device)
     preloaded = prepare(cfg, device)
     run_dir = open_run_folder(cfg, runs_dir, run_dir, resume, on_start)
-    trained = train_or_load(cfg, run_dir, resume, preloaded, device)
+    trained = train_or_load(cfg, run_dir, resume, preloaded, device, precision)
     # Every forward pass after training (evaluation, Grad-CAM, trust checks) in the run's precision.
-    with autocast(precision, device):
+    with trained.session.running():
         explained = explain_split(cfg, trained, run_dir, device, computed)
         if explained is None:  # a shard: its part is written
             mark_complete(run_dir)
             return run_dir
         scored = score_maps(cfg, trained, explained, device)
     statistics, notes = compare_classes(cfg, explained, scored)
-    write_run(cfg, run_dir, trained, explained, scored, statistics, notes, precision)
+    write_run(cfg, run_dir, trained, explained, scored, statistics, notes)
     render(run_dir)
     mark_complete(run_dir)
     return run_dir
@@ -156,12 +161,13 @@ def open_run_folder(cfg: ExperimentConfig, runs_dir, run_dir, resume: bool, on_s
     return run_dir
 
 
-def train_or_load(cfg: ExperimentConfig, run_dir: Path, resume: bool, preloaded, device) -> Trained:
+def train_or_load(cfg: ExperimentConfig, run_dir: Path, resume: bool, preloaded, device, precision) -> Trained:
     """Train into RUN/train (continuing an interrupted training on resume), or take the given checkpoint."""
 
     if preloaded is not None:
         model, meta = preloaded
-        return Trained(model.to(memory_format=torch.channels_last), meta, Path(cfg.checkpoint), None)
+        model = model.to(memory_format=torch.channels_last)
+        return Trained(InferenceSession.of_model(model, meta, cfg.checkpoint, device, precision), None)
     train_dir = run_dir / "train"
     if resume and (train_dir / "checkpoints" / "last.pt").is_file():
         if not (is_complete(train_dir) and (train_dir / "train_summary.json").is_file()):
@@ -172,7 +178,8 @@ def train_or_load(cfg: ExperimentConfig, run_dir: Path, resume: bool, preloaded,
         fit(cfg.train, run_dir=train_dir)
     model, meta = load_checkpoint(train_dir / "model.pt", device)
     training = json.loads((train_dir / "train_summary.json").read_text())
-    return Trained(model.to(memory_format=torch.channels_last), meta, train_dir / "model.pt", training)
+    model = model.to(memory_format=torch.channels_last)
+    return Trained(InferenceSession.of_model(model, meta, train_dir / "model.pt", device, precision), training)
 
 
 def explain_split(cfg: ExperimentConfig, trained: Trained, run_dir: Path, device, computed=None) -> Explained | None:
@@ -188,7 +195,7 @@ def explain_split(cfg: ExperimentConfig, trained: Trained, run_dir: Path, device
         raise PneumocamError(f"the {cfg.eval_split} split holds one class only after skipping unreadable files")
     leakage = check_leakage(trained.meta, loaded.samples)
     enforce(leakage, cfg.strict, lambda text: print(f"WARNING: {text}", file=sys.stderr))
-    inputs, film, focus = focus_inputs(cfg, trained.meta, loaded)
+    inputs, film, focus = focus_inputs(cfg, trained.session.reads, loaded)
     if computed is not None:
         on_film, result = computed(loaded.paths)
     else:
@@ -200,24 +207,23 @@ def explain_split(cfg: ExperimentConfig, trained: Trained, run_dir: Path, device
     if cfg.shard:
         save_part(run_dir, loaded.paths, on_film, result)
         return None
-    guard = load_guard(trained.checkpoint)
-    found = verdicts(guard, result.features, loaded.paths, loaded.images)
+    session = trained.session
+    found = session.verdicts(result.features, loaded.paths, loaded.images)
     patients = [s.patient_id for s in loaded.samples]
     predictions = Predictions(loaded.paths, loaded.labels, result.probs, patients, found)
     thresholds, described = checkpoint_thresholds(trained.meta)
     metrics = metrics_at_thresholds(predictions, thresholds, cfg.bootstrap, cfg.train.seed)
-    guarded = guard_record(predictions, thresholds, guard, cfg.bootstrap, cfg.train.seed)
+    guarded = guard_record(predictions, thresholds, session.guard, cfg.bootstrap, cfg.train.seed)
     if guarded["n_flagged"]:
         print(f"domain-shift guard: {guarded['n_flagged']} films flagged {guarded['reasons']}", file=sys.stderr)
-    write_csv(run_dir / "predictions.csv", Predictions.HEADER, predictions.rows(decision_threshold(trained.meta)[0]))
+    write_csv(run_dir / PREDICTIONS, Predictions.HEADER, predictions.rows(session.threshold))
     kept = np.array([v.in_distribution for v in found], dtype=bool)
     return Explained(loaded, on_film, metrics, described, leakage, inputs, result, focus, kept, guarded, found)
 
 
-def focus_inputs(cfg: ExperimentConfig, meta: dict, loaded: LoadedImages):
+def focus_inputs(cfg: ExperimentConfig, reads: ModelInputs, loaded: LoadedImages):
     """(what the model reads, a function putting its maps back on the films, the focus record for results.json):
     the checkpoint's --focus, with lungs from this run's masks, else its lung model, else the estimate."""
-    reads = ModelInputs.of_checkpoint(meta)
     if not reads.focused:
         return loaded, lambda result: result, {"mode": "none"}
     focused = reads.read(loaded, cfg.masks.get("lungs"), cfg.lung_model)
@@ -291,7 +297,7 @@ def independent_attention(cfg: ExperimentConfig, trained: Trained, explained: Ex
     ]
     idx = np.sort(np.concatenate(chosen))
     sample = replace(loaded, samples=[loaded.samples[i] for i in idx], images=np.asarray(loaded.images[idx]))
-    reads, lung_root = ModelInputs.of_checkpoint(trained.meta), cfg.masks.get("lungs")
+    reads, lung_root = trained.session.reads, cfg.masks.get("lungs")
     focused = reads.read(sample, lung_root, cfg.lung_model) if reads.focused else None
     maps = occlusion_maps(trained.model, sample.images if focused is None else focused.images, sample.labels, device)
     if focused is not None:
@@ -314,7 +320,7 @@ def decision_reliance(cfg: ExperimentConfig, trained: Trained, explained: Explai
     lungs, sources = film_lungs(loaded, lung_root, cfg.lung_model)
     probs = reliance_probabilities(
         trained.model,
-        ModelInputs.of_checkpoint(trained.meta),
+        trained.session.reads,
         loaded,
         lungs,
         cfg.train.batch_size,

@@ -10,17 +10,15 @@ from PIL import Image
 
 from pneumocam import CLASS_NAMES
 from pneumocam.core.outputs import atomic_write_bytes, mark_complete, new_run_folder, write_csv, write_json
-from pneumocam.core.precision import autocast, resolve_precision
+from pneumocam.core.precision import resolve_precision
 from pneumocam.core.schema import FIXED_THRESHOLD, decide
 from pneumocam.data import LoadedImages, Sample, patient_id_from_name
 from pneumocam.data.readers import UnreadableImage, read_grayscale, read_resized
-from pneumocam.evaluation.evaluate import decision_threshold
 from pneumocam.evaluation.leakage import check_leakage, enforce
 from pneumocam.explain.cam import make_cam, upsample
 from pneumocam.explain.overlays import overlay_png
-from pneumocam.model.guard import load_guard, verdicts
-from pneumocam.model.inputs import ModelInputs
-from pneumocam.model.network import load_checkpoint, resolve_device
+from pneumocam.model.network import resolve_device
+from pneumocam.model.session import InferenceSession
 
 
 @dataclass
@@ -47,11 +45,9 @@ def predict_files(
     agree with `evaluate` on the same files; the overlay is drawn on the film at its own resolution.
     The decision uses the checkpoint's threshold (core.schema.decision_key's rule); 0.5 is shown beside it."""
     target = resolve_device(device)
-    model, meta = load_checkpoint(checkpoint, target)
-    reads = ModelInputs.of_checkpoint(meta)
-    size = reads.image_size
-    threshold, _, source = decision_threshold(meta)
-    guard = load_guard(checkpoint)
+    session = InferenceSession.open(checkpoint, target, resolve_precision(precision, target))
+    meta, reads, guard = session.meta, session.reads, session.guard
+    size, threshold, source = reads.image_size, session.threshold, session.threshold_source
     readable, inputs, originals, rows = [], [], [], []
     for path in images:
         try:
@@ -67,15 +63,17 @@ def predict_files(
     if readable:
         # --focus models read the focused crop (lungs estimated: new films come without masks); maps go back to the film
         focused = reads.read(LoadedImages(samples, np.stack(inputs), [], False))
-        with autocast(resolve_precision(precision, target), target):
-            result = make_cam(model, method, device=target)(focused.images, target="pred", description="Explaining")
+        with session.running():
+            result = make_cam(session.model, method, device=target)(
+                focused.images, target="pred", description="Explaining"
+            )
         maps = reads.on_film(result.maps, focused.boxes, grid=size)
-        found = verdicts(guard, result.features, [str(p) for p in readable], np.stack(inputs))
+        found = session.verdicts(result.features, [str(p) for p in readable], np.stack(inputs))
         for i, (path, gray) in enumerate(zip(readable, originals)):
             heat = map_on_original(maps[i : i + 1], gray.shape)
             name = f"{i:03d}_{Path(path).stem}_{method}.png"
             prob, verdict = float(result.probs[i]), found[i]
-            decision = CLASS_NAMES[int(decide(prob, threshold))]
+            decision = CLASS_NAMES[int(session.decide(prob))]
             shift = "in distribution" if verdict.in_distribution else f"OUT OF DISTRIBUTION: {verdict.ood_reason}"
             caption = f"p(PNEUMONIA) {prob:.3f} -> {decision} | {shift}"
             atomic_write_bytes(folder / name, overlay_png(gray, heat, caption))

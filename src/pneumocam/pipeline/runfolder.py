@@ -22,7 +22,7 @@ from pneumocam.core.provenance import environment, library_versions
 from pneumocam.core.schema import HEATMAPS, IMPORTANCE, IMPORTANCE_COLUMNS, LEAKAGE, decide, write_heatmaps
 from pneumocam.data import Skipped, balanced_indices, fingerprint
 from pneumocam.data.masks import load_masks
-from pneumocam.evaluation.evaluate import decision_record, decision_threshold, metrics_record
+from pneumocam.evaluation.evaluate import metrics_record
 from pneumocam.explain.cam import upsample
 from pneumocam.report.figures import heatmap_grid, ood_grid
 
@@ -141,11 +141,11 @@ def trained_against(meta: dict) -> dict | None:
     return {"explanation": config.get("attention_on", "gradcam"), "weight": weight} if weight > 0 else None
 
 
-def write_run(cfg, run_dir: Path, trained, explained, scored, statistics: dict, notes: dict, precision) -> None:
+def write_run(cfg, run_dir: Path, trained, explained, scored, statistics: dict, notes: dict) -> None:
     """Every file of a run folder except the report, from experiment's stage results (docs/results.md: results.json)."""
 
     loaded, result, labels = explained.loaded, explained.cam, explained.loaded.labels
-    threshold = decision_threshold(trained.meta)[0]  # every pred column of the run is decided here
+    threshold = trained.session.threshold  # every pred column of the run is decided here
     size, preds = loaded.images.shape[-1], decide(result.probs, threshold)
     write_json(
         run_dir / "metrics.json",
@@ -182,7 +182,7 @@ def write_run(cfg, run_dir: Path, trained, explained, scored, statistics: dict, 
             print(summary_text(statistics[name], name), "\n")
     write_figures(cfg, run_dir, explained, preds)
     skipped = write_all_skipped(run_dir, loaded.skipped)
-    provenance = run_provenance(cfg, trained, loaded, precision)
+    provenance = run_provenance(cfg, trained, loaded)
     write_json(
         run_dir / "results.json",
         {
@@ -193,7 +193,7 @@ def write_run(cfg, run_dir: Path, trained, explained, scored, statistics: dict, 
             "focus": explained.focus,
             "guard": explained.guard,
             "thresholds": explained.thresholds,
-            "decision": decision_record(trained.meta),
+            "decision": trained.session.decision(),
             "leakage": explained.leakage.to_dict(),
             "empty_maps": scored.empty,
             "training": trained.training,
@@ -218,7 +218,7 @@ def write_run(cfg, run_dir: Path, trained, explained, scored, statistics: dict, 
     )
 
 
-def run_provenance(cfg, trained, loaded, precision) -> dict:
+def run_provenance(cfg, trained, loaded) -> dict:
     """results.json's provenance: data, split, checkpoint, weights, seed, size, versions, precision, command."""
     size = loaded.images.shape[-1]
     return {
@@ -237,7 +237,7 @@ def run_provenance(cfg, trained, loaded, precision) -> dict:
         "training_data": trained.meta.get("data"),
         "synthetic_data": cfg.synthetic,
         # the evaluation's and explanation's forward passes; training's is in model.pt's metadata
-        "precision": precision.to_dict(),  # core.precision.Precision, as run_experiment resolved it
+        "precision": trained.session.precision_record(),  # as run_experiment resolved it
         "training_precision": trained.meta.get("precision"),
     }
 

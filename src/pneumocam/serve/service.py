@@ -28,17 +28,16 @@ from pneumocam.analysis.reliance import VARIANTS, variant_images
 from pneumocam.anatomy.focus import Focused
 from pneumocam.anatomy.lungs import body_mask, classical_lungs
 from pneumocam.core.defaults import BATCH_WINDOW_MS, REQUEST_TIMEOUT_S
-from pneumocam.core.precision import autocast, resolve_precision
+from pneumocam.core.precision import resolve_precision
 from pneumocam.core.progress import silence_this_thread
-from pneumocam.core.schema import REGIONS, decide
+from pneumocam.core.schema import REGIONS
 from pneumocam.data.readers import UnreadableImage, read_display, read_grayscale, resize_square
-from pneumocam.evaluation.evaluate import decision_threshold
 from pneumocam.explain.cam import METHOD_COST, METHODS, make_cam, upsample
 from pneumocam.explain.overlays import contour_rgba, heat_rgba, jet, overlay_png, png_base64
 from pneumocam.model.forward import predict_logits
-from pneumocam.model.guard import Verdict, file_reason, image_reason, load_guard
-from pneumocam.model.inputs import ModelInputs
-from pneumocam.model.network import load_checkpoint, probability, resolve_device
+from pneumocam.model.guard import file_reason, image_reason
+from pneumocam.model.network import probability, resolve_device
+from pneumocam.model.session import InferenceSession
 
 HEAT_LAYER_SIDE = 56
 # The film people look at in the viewer (display=true): its own aspect, at most this many px on its long side. A
@@ -101,14 +100,18 @@ class ModelService:
         self.checkpoint = str(checkpoint)
         self.allow_slow_methods, self.request_timeout_s = allow_slow_methods, float(request_timeout_s)
         self.max_pixels = max_pixels
-        self.device = resolve_device(device)
-        self.precision = resolve_precision(precision, self.device)
+        target = resolve_device(device)
+        self.session = InferenceSession.open(checkpoint, target, resolve_precision(precision, target))
         self._decoding = threading.BoundedSemaphore(CONCURRENT_DECODES)
-        self.model, self.meta = load_checkpoint(checkpoint, self.device)
-        self.guard = load_guard(checkpoint)
-        self.reads = ModelInputs.of_checkpoint(self.meta)
+        self.model, self.meta, self.guard, self.reads = (
+            self.session.model,
+            self.session.meta,
+            self.session.guard,
+            self.session.reads,
+        )
+        self.device, self.precision = self.session.device, self.session.precision
         self.size, self.focus = self.reads.image_size, self.reads.focus
-        self.threshold, _, self.threshold_source = decision_threshold(self.meta)
+        self.threshold, self.threshold_source = self.session.threshold, self.session.threshold_source
         self.window_s, self.max_batch = window_ms / 1000.0, max_batch
         self.jobs: queue.Queue[Job] = queue.Queue()
         self.batches_run = 0
@@ -272,17 +275,14 @@ class ModelService:
 
         hook = self.model.register_forward_pre_hook(stop_when_abandoned)
         try:
-            with autocast(self.precision, self.device):
+            with self.session.running():
                 result = make_cam(self.model, method, batch_size=self.max_batch, device=self.device)(
                     focused.images, target="pred", description="Serving"
                 )
             maps = self.reads.on_film(result.maps, focused.boxes, grid=self.size)
             reasons = [job.reason or image_reason(job.gray) for job in jobs]
-            if self.guard is not None and result.features is not None:
-                found = self.guard.assess(result.features, reasons)
-            else:
-                found = [Verdict(not r, float("nan"), r) for r in reasons]
-            with autocast(self.precision, self.device):
+            found = self.session.judge(result.features, reasons)
+            with self.session.running():
                 relied = [self._reliance(job) if job.reliance else None for job in jobs]
         finally:
             hook.remove()
@@ -312,7 +312,7 @@ class ModelService:
         # The viewer's map layer at most 56 px a side: the browser scales it smoothly to the film's size, and a
         # 224 px RGBA PNG per request costs more than the rest of the answer's pictures.
         layer = upsample(maps_row[None], max(HEAT_LAYER_SIDE, maps_row.shape[-1]))[0]
-        decision = CLASS_NAMES[int(decide(probability, self.threshold))]
+        decision = CLASS_NAMES[int(self.session.decide(probability))]
         return {
             "probability": probability,
             "prediction": decision,
