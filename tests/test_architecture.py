@@ -353,3 +353,28 @@ def test_every_command_line_default_of_a_shared_name_is_its_home():
                     differ.append(f"{name} --{param.name}: {default!r} (home {home!r})")
     assert checked >= 10  # the commands do take shared options: this test reaches them
     assert not differ, differ
+
+
+def test_the_gradcam_kernel_is_written_once():
+    """The class sign, the explained score and the Grad-CAM formula live in model/gradcam.py; the explanation and the
+    attention penalty both take them from there and write neither themselves."""
+    users = ("pneumocam.explain.cam", "pneumocam.train.attention")
+    for module in users:
+        text = FILES[module].read_text()
+        imported = {
+            name for target, _, _, names in EDGES[module] if target == "pneumocam.model.gradcam" for name in names
+        }
+        assert {"explained_score", "grad_cam"} <= imported, module
+        assert "* 2 - 1" not in text and ".mean(dim=(2, 3), keepdim=True) * activations" not in text, module
+
+
+def test_a_wrong_layer_is_one_line_naming_the_valid_ones():
+    from torchvision.models import resnet18
+
+    from pneumocam.core.errors import SettingError
+    from pneumocam.explain.cam import make_cam
+
+    with pytest.raises(SettingError) as error:
+        make_cam(resnet18(num_classes=1), "gradcam", layer="layer9")
+    message = str(error.value)
+    assert "\n" not in message and "'layer9'" in message and "layer4" in message and "layer3.1" in message

@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import torch
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 

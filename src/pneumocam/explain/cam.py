@@ -1,11 +1,12 @@
 """Class activation maps on the one-logit ResNet50, batched, CPU or CUDA.
 
-`BaseCAM` owns the hook on the target layer (layer4 by default) and the batching; each method is a
-tiny subclass that turns (activations, gradients) into a map. The hook replaces the layer's output
-with a detached leaf that requires grad, so autograd records only the few layers after it: one
-forward pass plus a backward through pooling and the dense head, instead of a backward through the
-whole network into every weight. Maps are returned raw (after ReLU, not normalised) at feature
-resolution; `upsample` brings them to the input size.
+`CamMethod` owns the model, the target layer (layer4 by default, checked by name), the batching and the result;
+`BaseCAM` adds the hook of the Grad-CAM kernel (model/gradcam.py, shared with the attention penalty), and each
+gradient method is a tiny subclass that turns (activations, gradients) into a map; `LibraryCAM` runs
+pytorch-grad-cam's methods under the same call. The hook replaces the layer's output with a detached leaf that
+requires grad, so autograd records only the few layers after it: one forward pass plus a backward through pooling
+and the dense head, instead of a backward through the whole network into every weight. Maps are returned raw
+(after ReLU, not normalised) at feature resolution; `upsample` brings them to the input size.
 
 Targets: the score explained for PNEUMONIA is the logit, for NORMAL its negative (as pytorch-grad-cam's
 BinaryClassifierOutputTarget does), chosen per image as the predicted class, the true class or a fixed class.
@@ -28,6 +29,7 @@ from pneumocam.core.defaults import BATCH_SIZE
 from pneumocam.core.errors import SettingError
 from pneumocam.core.progress import enabled, track
 from pneumocam.data import to_model_input
+from pneumocam.model.gradcam import captured, explained_score, grad_cam
 from pneumocam.model.network import pooled_features, probability
 
 TARGETS = ("pred", "true", "PNEUMONIA", "NORMAL")
@@ -79,8 +81,23 @@ def _explaining(model: nn.Module, weight_grads: bool = False):
         model.train(was_training)
 
 
-class BaseCAM:
+@dataclass
+class BatchMaps:
+    """One batch's maps, logits, explained classes and pooled features (None where the method has none)."""
+
+    maps: np.ndarray
+    logits: np.ndarray
+    targets: np.ndarray
+    features: np.ndarray | None
+
+
+class CamMethod:
+    """What every CAM method shares: the model, the layer (by name, checked), batching, the explaining state of the
+    model (eval mode, gradients only where needed) and the result. A method implements `explain_batch`."""
+
     method = "base"
+    normalised = False  # True: the maps come min-max normalised per image (nothing raw to score)
+    weight_grads = False  # True: the method needs weight gradients (a library that backpropagates through all)
 
     def __init__(
         self,
@@ -89,50 +106,26 @@ class BaseCAM:
         batch_size: int = BATCH_SIZE,
         device: torch.device | str | None = None,
     ):
-        self.model = model
-        self.layer_name = layer
+        names = [name for name, _ in model.named_modules() if name]
+        if layer not in names:
+            shallow = ", ".join(n for n in names if n.count(".") <= 1)
+            raise SettingError(
+                "layer",
+                f"'{layer}' is not a layer of this model; its layers to two levels: {shallow} (deeper ones by their "
+                "full name, as model.named_modules() gives them)",
+            )
+        self.model, self.layer_name, self.batch_size = model, layer, batch_size
         self.layer = model.get_submodule(layer)
-        self.batch_size = batch_size
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
 
-    def weigh(self, activations: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
-        """(N, C, h, w) activations and gradients -> (N, h, w) map before ReLU."""
+    def explain_batch(self, x: torch.Tensor, target: str, labels: np.ndarray | None) -> BatchMaps:
         raise NotImplementedError
 
-    def _explain_batch(
-        self, x: torch.Tensor, target: str, labels: np.ndarray | None
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        captured: dict[str, torch.Tensor] = {}
-
-        def hook(module, inputs, output):
-            leaf = output.detach().requires_grad_(True)
-            captured["activations"] = leaf
-            return leaf
-
-        def keep_early(module, inputs, output):
-            captured["early"] = output.detach().float().mean(dim=(2, 3))
-
-        handle = self.layer.register_forward_hook(hook)
-        early = self.model.layer2.register_forward_hook(keep_early)
-        try:
-            with torch.enable_grad():
-                logits = self.model(x).flatten()
-                targets = resolve_targets(target, logits.detach().float().cpu().numpy(), labels)
-                sign = torch.from_numpy(targets.astype(np.float32) * 2 - 1).to(logits.device)
-                activations = captured["activations"]
-                (grads,) = torch.autograd.grad((logits * sign).sum(), activations)
-        finally:
-            handle.remove()
-            early.remove()
-        with torch.no_grad():
-            maps = F.relu(self.weigh(activations.detach().float(), grads.float()))
-            pooled = (  # as `pooled_features` lays them out: layer4's then layer2's
-                torch.cat([activations.detach().float().mean(dim=(2, 3)), captured["early"]], dim=1)
-                if self.layer_name == "layer4"
-                else None
-            )
-        self._features.append(None if pooled is None else pooled.cpu().numpy())
-        return maps.cpu().numpy().astype(np.float32), logits.detach().double().cpu().numpy(), targets
+    @contextmanager
+    def explaining(self):
+        """The model's state while this method explains (entered once per call, around every batch)."""
+        with _explaining(self.model, weight_grads=self.weight_grads):
+            yield
 
     def __call__(
         self,
@@ -141,27 +134,64 @@ class BaseCAM:
         labels: np.ndarray | None = None,
         description: str = "Grad-CAM",
     ) -> CamResult:
-        """images: (N, H, W) uint8 grayscale. Returns raw maps at feature resolution."""
-        n = len(images)
-        maps, logits, targets = [], [], []
-        self._features: list = []
-        starts = range(0, n, self.batch_size)
-        with _explaining(self.model):
+        """images: (N, H, W) uint8 grayscale. Returns the maps at the method's resolution (raw at feature resolution
+        for the native methods)."""
+        parts: list[BatchMaps] = []
+        starts = range(0, len(images), self.batch_size)
+        with self.explaining():
             for start in track(starts, description, total=len(starts)):
                 chunk = images[start : start + self.batch_size]
                 batch = chunk if isinstance(chunk, torch.Tensor) else torch.from_numpy(np.array(chunk))
-                x = to_model_input(batch.to(self.device))
                 part_labels = None if labels is None else np.asarray(labels)[start : start + self.batch_size]
-                m, lg, t = self._explain_batch(x, target, part_labels)
-                maps.append(m), logits.append(lg), targets.append(t)
-        features = None if any(f is None for f in self._features) else np.concatenate(self._features)
+                parts.append(self.explain_batch(self.model_input(batch), target, part_labels))
+        features = None if any(p.features is None for p in parts) else np.concatenate([p.features for p in parts])
         return CamResult(
-            np.concatenate(maps),
-            np.concatenate(logits),
-            np.concatenate(targets),
+            np.concatenate([p.maps for p in parts]).astype(np.float32),
+            np.concatenate([p.logits for p in parts]),
+            np.concatenate([p.targets for p in parts]),
             self.method,
             self.layer_name,
+            normalised=self.normalised,
             features=features,
+        )
+
+    def model_input(self, batch: torch.Tensor) -> torch.Tensor:
+        return to_model_input(batch.to(self.device))
+
+
+class BaseCAM(CamMethod):
+    """The gradient methods: the hook (model.gradcam.captured) makes the layer's output a leaf, so the backward runs
+    only through the layers after it; each subclass turns (activations, gradients) into a map in `weigh`."""
+
+    def weigh(self, activations: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+        """(N, C, h, w) activations and gradients -> (N, h, w) map before ReLU."""
+        raise NotImplementedError
+
+    def explain_batch(self, x: torch.Tensor, target: str, labels: np.ndarray | None) -> BatchMaps:
+        early: dict[str, torch.Tensor] = {}
+        keep_early = self.model.layer2.register_forward_hook(
+            lambda _m, _i, output: early.__setitem__("pooled", output.detach().float().mean(dim=(2, 3)))
+        )
+        try:
+            with captured(self.model, self.layer_name, as_leaf=True) as found, torch.enable_grad():
+                logits = self.model(x).flatten()
+                targets = resolve_targets(target, logits.detach().float().cpu().numpy(), labels)
+                activations = found["activations"]
+                (grads,) = torch.autograd.grad(explained_score(logits, targets), activations)
+        finally:
+            keep_early.remove()
+        with torch.no_grad():
+            maps = F.relu(self.weigh(activations.detach().float(), grads.float()))
+            pooled = (  # as `pooled_features` lays them out: layer4's then layer2's (the guard's input)
+                torch.cat([activations.detach().float().mean(dim=(2, 3)), early["pooled"]], dim=1)
+                if self.layer_name == "layer4"
+                else None
+            )
+        return BatchMaps(
+            maps.cpu().numpy().astype(np.float32),
+            logits.detach().double().cpu().numpy(),
+            targets,
+            None if pooled is None else pooled.cpu().numpy(),
         )
 
 
@@ -171,7 +201,7 @@ class GradCAM(BaseCAM):
     method = "gradcam"
 
     def weigh(self, activations, grads):
-        return (grads.mean(dim=(2, 3), keepdim=True) * activations).sum(dim=1)
+        return grad_cam(activations, grads)
 
 
 class HiResCAM(BaseCAM):
@@ -221,52 +251,45 @@ def _gate_library_progress() -> None:
     )
 
 
-class LibraryCAM:
+class LibraryCAM(CamMethod):
     """Methods from pytorch-grad-cam behind the same call; its maps come normalised per image at input size,
-    so nothing raw can be computed from them (importance leaves mean_raw out)."""
+    so nothing raw can be computed from them (importance leaves mean_raw out). They run in fp32 whatever precision
+    the caller chose (the library hands back numpy arrays)."""
 
     NAMES = {"eigencam": "EigenCAM", "scorecam": "ScoreCAM"}
+    normalised = True
+    weight_grads = True
 
     def __init__(self, model: nn.Module, method: str, layer: str = "layer4", batch_size: int = BATCH_SIZE, device=None):
         import pytorch_grad_cam  # deferred: only the pytorch-grad-cam methods need it
 
-        self.model, self.method, self.layer_name, self.batch_size = model, method, layer, batch_size
-        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        super().__init__(model, layer, batch_size, device)
+        self.method = method
         self.cam_class = getattr(pytorch_grad_cam, self.NAMES[method])
         _gate_library_progress()
 
-    def __call__(self, images, target: str = "pred", labels=None, description: str = "CAM") -> CamResult:
+    @contextmanager
+    def explaining(self):
+        with super().explaining(), torch.autocast(self.device.type, enabled=False):
+            self.cam = self.cam_class(model=self.model, target_layers=[self.layer])
+            if hasattr(self.cam, "batch_size"):
+                self.cam.batch_size = self.batch_size
+            yield
+
+    def model_input(self, batch: torch.Tensor) -> torch.Tensor:
+        return to_model_input(batch.to(self.device), channels_last=False)
+
+    def explain_batch(self, x: torch.Tensor, target: str, labels: np.ndarray | None) -> BatchMaps:
         from pytorch_grad_cam.utils.model_targets import (
             BinaryClassifierOutputTarget,  # deferred: only the pytorch-grad-cam methods need it
         )
 
-        maps, logits, targets, features = [], [], [], []
-        starts = range(0, len(images), self.batch_size)
-        # pytorch-grad-cam's methods run in fp32 whatever precision the caller chose (they hand back numpy arrays)
-        with _explaining(self.model, weight_grads=True), torch.autocast(self.device.type, enabled=False):
-            cam = self.cam_class(model=self.model, target_layers=[self.model.get_submodule(self.layer_name)])
-            if hasattr(cam, "batch_size"):
-                cam.batch_size = self.batch_size
-            for start in track(starts, description, total=len(starts)):
-                batch = torch.from_numpy(np.array(images[start : start + self.batch_size])).to(self.device)
-                x = to_model_input(batch, channels_last=False)
-                with torch.no_grad():
-                    pooled = pooled_features(self.model, x)
-                    lg = self.model.fc(pooled[:, : self.model.fc.in_features]).flatten().double().cpu().numpy()
-                    features.append(pooled.float().cpu().numpy())
-                part_labels = None if labels is None else np.asarray(labels)[start : start + self.batch_size]
-                t = resolve_targets(target, lg, part_labels)
-                maps.append(cam(input_tensor=x, targets=[BinaryClassifierOutputTarget(int(c)) for c in t]))
-                logits.append(lg), targets.append(t)
-        return CamResult(
-            np.concatenate(maps).astype(np.float32),
-            np.concatenate(logits),
-            np.concatenate(targets),
-            self.method,
-            self.layer_name,
-            normalised=True,
-            features=np.concatenate(features),
-        )
+        with torch.no_grad():
+            pooled = pooled_features(self.model, x)
+            logits = self.model.fc(pooled[:, : self.model.fc.in_features]).flatten().double().cpu().numpy()
+        targets = resolve_targets(target, logits, labels)
+        maps = self.cam(input_tensor=x, targets=[BinaryClassifierOutputTarget(int(c)) for c in targets])
+        return BatchMaps(maps, logits, targets, pooled.float().cpu().numpy())
 
 
 NATIVE = {cls.method: cls for cls in (GradCAM, HiResCAM, GradCAMPlusPlus, LayerCAM)}  # raw maps

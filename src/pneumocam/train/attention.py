@@ -14,6 +14,7 @@ from pneumocam.anatomy.focus import crop_masks
 from pneumocam.core.errors import DataError
 from pneumocam.data import PreparedData
 from pneumocam.data.masks import load_masks_and_ignore
+from pneumocam.model.gradcam import captured, explained_score, grad_cam
 from pneumocam.train.config import TrainConfig
 
 
@@ -64,22 +65,17 @@ def attention_targets(prepared: PreparedData, config: TrainConfig, boxes: np.nda
 
 def forward_keeping_layer4(net: nn.Module, model: nn.Module, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits, layer4's output, still in the graph) of one forward pass."""
-    captured = {}
-    hook = model.layer4.register_forward_hook(lambda _m, _i, out: captured.__setitem__("a", out))
-    try:
+    with captured(model, "layer4") as found:
         logits = net(inputs).flatten()
-    finally:
-        hook.remove()
-    return logits, captured["a"]
+    return logits, found["activations"]
 
 
 def outside_share(activations: torch.Tensor, logits: torch.Tensor, targets, masks, ignore=None) -> torch.Tensor:
     """Differentiable Grad-CAM of each film's true class on layer4, and the share of its mass outside the lung mask
     (mask pooled to the map's grid: each cell counts by the lung fraction it holds); ignore pixels (pooled the same
     way) are left out of both the outside mass and the total."""
-    sign = targets.float() * 2 - 1  # a one-logit model: the NORMAL map is the one of minus the logit
-    (gradients,) = torch.autograd.grad((logits * sign).sum(), activations, create_graph=True)
-    cam = F.relu((gradients.mean(dim=(2, 3), keepdim=True) * activations).sum(dim=1))
+    (gradients,) = torch.autograd.grad(explained_score(logits, targets), activations, create_graph=True)
+    cam = F.relu(grad_cam(activations, gradients))
     total, outside = _kept_and_outside(cam, masks, ignore, lambda m: F.adaptive_avg_pool2d(m, cam.shape[-2:]))
     # An empty map counts as all outside: otherwise erasing the map would be the cheapest way to zero the penalty.
     return torch.where(total > 1e-8, outside / total.clamp(min=1e-8), torch.ones_like(total))
@@ -101,8 +97,7 @@ def input_gradient_outside_share(
     """The share of each film's squared input gradient (of its true class's score, summed over channels) that lies
     outside its lungs (mask resized to the input by area): "right for the right reasons" on the pixels themselves,
     which a deep map cannot give (a layer4 cell sees the whole film)."""
-    sign = targets.float() * 2 - 1
-    (gradients,) = torch.autograd.grad((logits * sign).sum(), inputs, create_graph=True)
+    (gradients,) = torch.autograd.grad(explained_score(logits, targets), inputs, create_graph=True)
     energy = gradients.pow(2).sum(dim=1)
     total, outside = _kept_and_outside(
         energy, masks, ignore, lambda m: F.interpolate(m, size=energy.shape[-2:], mode="area")
