@@ -378,3 +378,18 @@ def test_a_wrong_layer_is_one_line_naming_the_valid_ones():
         make_cam(resnet18(num_classes=1), "gradcam", layer="layer9")
     message = str(error.value)
     assert "\n" not in message and "'layer9'" in message and "layer4" in message and "layer3.1" in message
+
+
+def test_the_library_speaks_through_one_channel():
+    """No library module prints, opens a console or writes to stderr itself: notes and warnings go through
+    core/messages.py (the command line, the progress bars and the server's own startup lines excepted)."""
+    allowed = ("pneumocam.cli", "pneumocam.core.messages", "pneumocam.core.progress")
+    found = []
+    for module, path in FILES.items():
+        if module.startswith(allowed):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            name = getattr(node.func, "id", getattr(node.func, "attr", "")) if isinstance(node, ast.Call) else ""
+            if name in ("print", "Console") or (isinstance(node, ast.Attribute) and node.attr == "stderr"):
+                found.append(f"{module} line {node.lineno}: {name or 'sys.stderr'}")
+    assert not found, "\n".join(found)

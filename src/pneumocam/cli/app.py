@@ -18,7 +18,7 @@ from rich.markup import escape
 from pneumocam.anatomy.focus import LUNG_MODES
 from pneumocam.cli.data import data, manifest, phantoms, print_metrics
 from pneumocam.cli.entry import HELP, SUMMARIES, version_text
-from pneumocam.cli.errors import clean_errors, console, warn
+from pneumocam.cli.errors import clean_errors, console
 from pneumocam.cli.explain import experiment_settings, explain, predict, stats
 from pneumocam.cli.guard import guard_app
 from pneumocam.cli.lungs import lungs_app
@@ -194,12 +194,12 @@ def evaluate(
         with autocast(precision, target):
             result = evaluate_ensemble(
                 members, paths, str(data), split.value, folder, batch_size, target, bootstrap, seed,
-                strict=strict, warn=warn, precision=precision.to_dict(),
+                strict=strict, precision=precision.to_dict(),
             )  # fmt: skip
     else:
         (model, metadata), path = members[0], str(checkpoint[0])
         session = InferenceSession.of_model(model, metadata, path, target, precision)
-        result = evaluate_split(session, str(data), split.value, folder, batch_size, bootstrap, seed, strict, warn, tta)
+        result = evaluate_split(session, str(data), split.value, folder, batch_size, bootstrap, seed, strict, tta)
     mark_complete(folder)
     print_metrics(result)
     console.print(f"[green]written:[/] {escape(str(folder))}")

@@ -1,6 +1,6 @@
-"""The one console, the one warning channel, and how every command ends on bad input: one clear message and exit
-status 2, never a traceback. Library errors name settings as the code does; here a SettingError is shown with the
-option's spelling (--class-weights)."""
+"""The commands' console (the library's notes and warnings go through core/messages.py), and how every command ends
+on bad input: one clear message and exit status 2, never a traceback. Library errors name settings as the code does;
+here a SettingError is shown with the option's spelling (--class-weights)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,6 @@ from pneumocam.core.errors import PneumocamError, SettingError
 
 console = Console(highlight=False, soft_wrap=True)  # what a command reports, on stdout
 errors = Console(stderr=True, highlight=False, soft_wrap=True)  # warnings and errors, on stderr
-
-
-def warn(text: str) -> None:
-    errors.print(f"[bold yellow]warning:[/] {escape(text)}")
 
 
 def clean_errors(command):

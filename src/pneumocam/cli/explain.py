@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from pneumocam.analysis.stats import read_scores, score_report, summary_text
-from pneumocam.cli.errors import clean_errors, console, warn
+from pneumocam.cli.errors import clean_errors, console
 from pneumocam.cli.options import EXPERIMENT_DEFAULTS, EXPLAINING, PRECISION, STATISTICS, STRICT, Device, options, plain
 from pneumocam.core.defaults import SEED
 from pneumocam.core.errors import PneumocamError
@@ -102,7 +102,6 @@ def predict(
         settings["method"].value,
         device.value,
         strict=settings["strict"],
-        warn=warn,
         precision=settings["precision"].value,
     )
     table = Table(

@@ -14,6 +14,7 @@ from torch import nn
 
 from pneumocam.core.defaults import BATCH_SIZE, BOOTSTRAP_RESAMPLES, SEED
 from pneumocam.core.errors import PneumocamError
+from pneumocam.core.messages import warn
 from pneumocam.core.outputs import write_csv, write_json, write_skipped
 from pneumocam.core.schema import FIXED_KEY, FIXED_RULE, FIXED_THRESHOLD
 from pneumocam.data import LoadedImages, discover, load_images
@@ -69,7 +70,6 @@ def evaluate_ensemble(
     bootstrap_resamples: int = BOOTSTRAP_RESAMPLES,
     seed: int = SEED,
     strict: bool = False,
-    warn=print,
     precision: dict | None = None,
 ) -> dict:
     """Like evaluate_split for several models: metrics.json (with an "ensemble" block: each member's ROC-AUC on

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from pneumocam.core.defaults import BATCH_SIZE, BOOTSTRAP_RESAMPLES, SEED
+from pneumocam.core.messages import warn
 from pneumocam.core.outputs import write_csv, write_json, write_skipped
 from pneumocam.core.progress import track
 from pneumocam.core.schema import (
@@ -192,7 +193,6 @@ def evaluate_split(
     bootstrap_resamples: int = BOOTSTRAP_RESAMPLES,
     seed: int = SEED,
     strict: bool = False,
-    warn=print,
     tta: bool = False,
 ) -> dict:
     """Evaluate the session's model on one split (only that split is needed) and write metrics.json, predictions.csv,
@@ -200,7 +200,8 @@ def evaluate_split(
     "tta"). Every forward pass runs in the session's precision.
 
     The evaluated files are checked against what the checkpoint saw (leakage); strict makes any overlap an error
-    before anything is written, otherwise warn() is called and the counts go into metrics.json and leakage.csv.
+    before anything is written, otherwise core.messages.warn says so and the counts go into metrics.json and
+    leakage.csv.
     """
 
     model, metadata, device = session.model, session.meta, session.device

@@ -8,7 +8,6 @@ prepare -> train or load -> explain the evaluated split -> score the maps -> gro
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from pneumocam.analysis.reliance import film_lungs, reliance_probabilities, reli
 from pneumocam.analysis.stats import group_statistics
 from pneumocam.analysis.trust import trust_checks
 from pneumocam.core.errors import PneumocamError
+from pneumocam.core.messages import warn
 from pneumocam.core.outputs import INCOMPLETE_MARKER, is_complete, mark_complete, new_run_folder, write_csv, write_json
 from pneumocam.core.precision import resolve_precision
 from pneumocam.core.provenance import environment, library_versions
@@ -194,7 +194,7 @@ def explain_split(cfg: ExperimentConfig, trained: Trained, run_dir: Path, device
     if len(set(loaded.labels.tolist())) < 2 and not cfg.shard:
         raise PneumocamError(f"the {cfg.eval_split} split holds one class only after skipping unreadable files")
     leakage = check_leakage(trained.meta, loaded.samples)
-    enforce(leakage, cfg.strict, lambda text: print(f"WARNING: {text}", file=sys.stderr))
+    enforce(leakage, cfg.strict, warn)
     inputs, film, focus = focus_inputs(cfg, trained.session.reads, loaded)
     if computed is not None:
         on_film, result = computed(loaded.paths)
@@ -215,7 +215,7 @@ def explain_split(cfg: ExperimentConfig, trained: Trained, run_dir: Path, device
     metrics = metrics_at_thresholds(predictions, thresholds, cfg.bootstrap, cfg.train.seed)
     guarded = guard_record(predictions, thresholds, session.guard, cfg.bootstrap, cfg.train.seed)
     if guarded["n_flagged"]:
-        print(f"domain-shift guard: {guarded['n_flagged']} films flagged {guarded['reasons']}", file=sys.stderr)
+        warn(f"domain-shift guard: {guarded['n_flagged']} films flagged {guarded['reasons']}")
     write_csv(run_dir / PREDICTIONS, Predictions.HEADER, predictions.rows(session.threshold))
     kept = np.array([v.in_distribution for v in found], dtype=bool)
     return Explained(loaded, on_film, metrics, described, leakage, inputs, result, focus, kept, guarded, found)

@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 
 from pneumocam import CLASS_NAMES
+from pneumocam.core.messages import warn
 from pneumocam.core.outputs import atomic_write_bytes, mark_complete, new_run_folder, write_csv, write_json
 from pneumocam.core.precision import resolve_precision
 from pneumocam.core.schema import FIXED_THRESHOLD, decide
@@ -38,7 +39,6 @@ def predict_files(
     method: str = "gradcam",
     device: str = "auto",
     strict: bool = False,
-    warn=print,
     precision: str = "auto",
 ) -> PredictOutcome:
     """The model's input is read exactly as evaluate reads it (same decoder, same resize), so the probabilities

@@ -13,10 +13,12 @@ import os
 from pathlib import Path
 
 import numpy as np
+from rich.markup import escape
 
 from pneumocam import CLASS_NAMES
 from pneumocam.analysis.stats import summary_text
 from pneumocam.core.errors import PneumocamError
+from pneumocam.core.messages import note
 from pneumocam.core.outputs import is_complete, write_csv, write_json, write_skipped
 from pneumocam.core.provenance import environment, library_versions
 from pneumocam.core.schema import HEATMAPS, IMPORTANCE, IMPORTANCE_COLUMNS, LEAKAGE, decide, write_heatmaps
@@ -179,7 +181,7 @@ def write_run(cfg, run_dir: Path, trained, explained, scored, statistics: dict, 
     write_json(run_dir / "stats.json", statistics)
     for name in ("mean_maxnorm", "mean_raw"):
         if "sample" in statistics.get(name, {}):
-            print(summary_text(statistics[name], name), "\n")
+            note(escape(summary_text(statistics[name], name)) + "\n")
     write_figures(cfg, run_dir, explained, preds)
     skipped = write_all_skipped(run_dir, loaded.skipped)
     provenance = run_provenance(cfg, trained, loaded)

@@ -19,11 +19,12 @@ from typing import Any, Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from rich.console import Console
+from rich.markup import escape
 from torch import nn
 
 from pneumocam.core.distributed import init_distributed
 from pneumocam.core.errors import CheckpointError, SettingError
+from pneumocam.core.messages import note, silent
 from pneumocam.core.outputs import mark_complete, new_run_folder, write_json, write_skipped
 from pneumocam.core.precision import autocast, resolve_precision
 from pneumocam.core.provenance import environment, library_versions
@@ -56,8 +57,6 @@ from pneumocam.train.loop import (
     weight_average,
 )
 from pneumocam.train.state import checkpoint_metadata, load_train_state, resumable_config, save_train_state
-
-console = Console(highlight=False)
 
 
 def estimate_at_start(
@@ -179,7 +178,7 @@ def open_training(config: TrainConfig, runs_dir, run_dir, resume: bool, saved: d
     """Weights, data and the run folder with its config.json: everything before the first step."""
     device = resolve_device(config.device)
     dist = init_distributed(device)  # torchrun: every process trains, rank 0 alone writes
-    say = console.print if dist.main else (lambda *a, **k: None)
+    say = note if dist.main else silent  # rank 0 speaks for every process
     # Weights first: a missing or bad weights file stops the run before any folder is made or image read.
     model, weights_info = build_model(config.weights, seed=config.seed)
     if config.attention_penalty and dist.active:
@@ -200,7 +199,7 @@ def open_training(config: TrainConfig, runs_dir, run_dir, resume: bool, saved: d
     if on_start is not None and dist.main:
         on_start(run_dir)
     if weights_info.is_random:
-        say(f"[bold red]WARNING: {'; '.join([weights_info.description, *weights_info.notes])}[/]")
+        say(f"[bold red]WARNING: {escape('; '.join([weights_info.description, *weights_info.notes]))}[/]")
     precision = resolve_precision(config.precision, device)
     say(f"precision: {precision.used} ({precision.reason}; weights, loss and BatchNorm statistics stay fp32)")
     params = apply_mode(model, config.mode)
