@@ -173,7 +173,12 @@ NOT_DECISIONS = {
 }
 # Where device and precision may be resolved: the edges a user or a program enters by. Everything below receives
 # them resolved (train's loop, guard fit and checkpoint record; the run folder's provenance).
-ENTRY_POINTS = ("pneumocam.cli", "pneumocam.pipeline.experiment", "pneumocam.pipeline.predict")
+ENTRY_POINTS = (
+    "pneumocam.cli",
+    "pneumocam.pipeline.experiment",
+    "pneumocam.pipeline.predict",
+    "pneumocam.pipeline.evaluation",
+)
 ENTRY_POINTS += ("pneumocam.serve.service", "pneumocam.train.fit")
 
 

@@ -45,16 +45,9 @@ from pneumocam.cli.serve import serve
 from pneumocam.cli.webdataset import webdataset_app
 from pneumocam.core.defaults import BATCH_SIZE, SEED
 from pneumocam.core.errors import PneumocamError
-from pneumocam.core.outputs import mark_complete, new_run_folder
-from pneumocam.core.precision import autocast, resolve_precision
-from pneumocam.data import discover
-from pneumocam.evaluation.ensemble import evaluate_ensemble, member_size
-from pneumocam.evaluation.evaluate import evaluate_split
-from pneumocam.evaluation.leakage import refuse_seen
-from pneumocam.model.network import load_checkpoint, resolve_device
-from pneumocam.model.session import InferenceSession
 from pneumocam.pipeline.config import DEFAULT_HOLDOUT_FRACTION
 from pneumocam.pipeline.demo import run_demo
+from pneumocam.pipeline.evaluation import evaluate_checkpoints
 from pneumocam.pipeline.experiment import ExperimentConfig, resume_experiment, run_experiment
 from pneumocam.train.config import TrainConfig
 from pneumocam.train.fit import fit
@@ -177,30 +170,10 @@ def evaluate(
     """Metrics at threshold 0.5 and at the validation-chosen threshold; predictions.csv joined by file. Several
     checkpoints: their ensemble (the mean of their calibrated probabilities, decided at 0.5), each member's AUC."""
 
-    strict, bootstrap = settings["strict"], settings["bootstrap"]
-    if tta and len(checkpoint) > 1:
-        raise PneumocamError("--tta reads one model's films in several views; it is not built for an ensemble")
-    target = resolve_device(device.value)
-    members = [load_checkpoint(path, target) for path in checkpoint]
-    member_size(members)  # refuse mixed sizes before a folder is made
-    if strict:  # fail before a folder is made
-        for _, metadata in members:
-            refuse_seen(metadata, discover(data).split(split.value))
-    folder = new_run_folder(out, prefix=f"evaluate-{split.value}")
-    precision = resolve_precision(settings["precision"].value, target)
-    console.print(f"precision: {precision.used} ({precision.reason})")
-    if len(members) > 1:
-        paths = [str(path) for path in checkpoint]
-        with autocast(precision, target):
-            result = evaluate_ensemble(
-                members, paths, str(data), split.value, folder, batch_size, target, bootstrap, seed,
-                strict=strict, precision=precision.to_dict(),
-            )  # fmt: skip
-    else:
-        (model, metadata), path = members[0], str(checkpoint[0])
-        session = InferenceSession.of_model(model, metadata, path, target, precision)
-        result = evaluate_split(session, str(data), split.value, folder, batch_size, bootstrap, seed, strict, tta)
-    mark_complete(folder)
+    folder, result = evaluate_checkpoints(
+        checkpoint, data, split.value, out, batch_size, device.value, seed, settings["bootstrap"], settings["strict"],
+        settings["precision"].value, tta,
+    )  # fmt: skip
     print_metrics(result)
     console.print(f"[green]written:[/] {escape(str(folder))}")
 
