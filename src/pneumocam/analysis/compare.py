@@ -19,7 +19,7 @@ from sklearn.metrics import roc_auc_score
 from pneumocam import CLASS_NAMES
 from pneumocam.core.defaults import PAIRED_RESAMPLES, SEED
 from pneumocam.core.errors import PneumocamError
-from pneumocam.core.schema import decision_key
+from pneumocam.core.schema import IMPORTANCE, PREDICTIONS, RESULTS, decision_key
 from pneumocam.data import patient_id_from_name
 from pneumocam.evaluation.metrics import cluster_members
 
@@ -35,7 +35,7 @@ def _rows(run: Path, name: str) -> dict[str, dict]:
 
 
 def _threshold(run: Path) -> tuple[str, float]:
-    metrics = json.loads((run / "results.json").read_text())["metrics"]
+    metrics = json.loads((run / RESULTS).read_text())["metrics"]
     key = decision_key(metrics)
     return key, float(metrics[key]["threshold"])
 
@@ -127,7 +127,7 @@ def recorded_patient(row: dict, path: str) -> str | None:
 def compare_runs(run_a: str | Path, run_b: str | Path, n_resamples: int = PAIRED_RESAMPLES, seed: int = SEED) -> dict:
     """compare.json's content for two run folders evaluated on (at least partly) the same images."""
     run_a, run_b = Path(run_a), Path(run_b)
-    pred_a, pred_b = _rows(run_a, "predictions.csv"), _rows(run_b, "predictions.csv")
+    pred_a, pred_b = _rows(run_a, PREDICTIONS), _rows(run_b, PREDICTIONS)
     common = sorted(set(pred_a) & set(pred_b))
     if len(common) < 2:
         raise PneumocamError(
@@ -157,7 +157,7 @@ def compare_runs(run_a: str | Path, run_b: str | Path, n_resamples: int = PAIRED
         n_resamples,
         seed,
     )
-    imp_a, imp_b = _rows(run_a, "importance.csv"), _rows(run_b, "importance.csv")
+    imp_a, imp_b = _rows(run_a, IMPORTANCE), _rows(run_b, IMPORTANCE)
     measures = [m for m in REGION_MEASURES if m in next(iter(imp_a.values())) and m in next(iter(imp_b.values()))]
     columns = [{m: np.array([float(imp[p][m]) for p in common]) for m in measures} for imp in (imp_a, imp_b)]
     result["attention"] = attention_differences(labels, *columns)
@@ -169,7 +169,7 @@ def compare_runs(run_a: str | Path, run_b: str | Path, n_resamples: int = PAIRED
 
 
 def _results(run: Path) -> dict:
-    path = run / "results.json"
+    path = run / RESULTS
     return json.loads(path.read_text()) if path.is_file() else {}
 
 

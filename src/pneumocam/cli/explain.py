@@ -15,6 +15,7 @@ from pneumocam.cli.options import EXPERIMENT_DEFAULTS, EXPLAINING, PRECISION, ST
 from pneumocam.core.defaults import SEED
 from pneumocam.core.errors import PneumocamError
 from pneumocam.core.outputs import mark_complete, new_run_folder, write_json
+from pneumocam.core.schema import STATS
 from pneumocam.pipeline.experiment import ExperimentConfig, run_experiment
 from pneumocam.pipeline.predict import predict_files
 from pneumocam.pipeline.runfolder import RunFolder
@@ -77,7 +78,7 @@ def stats(
         console.print(escape(summary_text(result, column)) + "\n")
     if out is not None:
         folder = new_run_folder(out, prefix="stats")
-        write_json(folder / "stats.json", results)
+        write_json(folder / STATS, results)
         mark_complete(folder)
         console.print(f"[green]written:[/] {escape(str(folder / 'stats.json'))}")
 

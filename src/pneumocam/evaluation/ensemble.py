@@ -16,7 +16,7 @@ from pneumocam.core.defaults import BATCH_SIZE, BOOTSTRAP_RESAMPLES, SEED
 from pneumocam.core.errors import PneumocamError
 from pneumocam.core.messages import warn
 from pneumocam.core.outputs import write_csv, write_json, write_skipped
-from pneumocam.core.schema import FIXED_KEY, FIXED_RULE, FIXED_THRESHOLD
+from pneumocam.core.schema import FIXED_KEY, FIXED_RULE, FIXED_THRESHOLD, LEAKAGE, METRICS, PREDICTIONS, SKIPPED
 from pneumocam.data import LoadedImages, discover, load_images
 from pneumocam.evaluation.evaluate import Predictions, metrics_at_thresholds, metrics_record, predict
 from pneumocam.evaluation.leakage import check_leakage, enforce
@@ -94,14 +94,14 @@ def evaluate_ensemble(
     }
     result["precision"] = precision
     out_dir = Path(out_dir)
-    write_json(out_dir / "metrics.json", result)
-    write_csv(out_dir / "predictions.csv", Predictions.HEADER, predictions.rows(FIXED_THRESHOLD))
+    write_json(out_dir / METRICS, result)
+    write_csv(out_dir / PREDICTIONS, Predictions.HEADER, predictions.rows(FIXED_THRESHOLD))
     header = ("path", "label", *(f"prob_member_{i}" for i in range(1, len(members) + 1)))
     rows = [
         (p, int(y), *(repr(float(v)) for v in col))
         for p, y, col in zip(predictions.paths, predictions.labels, member_probs.T)
     ]
     write_csv(out_dir / "predictions_members.csv", header, rows)
-    write_skipped(out_dir / "skipped.csv", loaded.skipped)
-    leakage.write_csv(out_dir / "leakage.csv")
+    write_skipped(out_dir / SKIPPED, loaded.skipped)
+    leakage.write_csv(out_dir / LEAKAGE)
     return result

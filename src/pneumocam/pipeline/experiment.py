@@ -24,7 +24,7 @@ from pneumocam.core.messages import warn
 from pneumocam.core.outputs import INCOMPLETE_MARKER, is_complete, mark_complete, new_run_folder, write_csv, write_json
 from pneumocam.core.precision import resolve_precision
 from pneumocam.core.provenance import environment, library_versions
-from pneumocam.core.schema import PREDICTIONS
+from pneumocam.core.schema import CONFIG, PREDICTIONS
 from pneumocam.data import LoadedImages, discover, load_images
 from pneumocam.evaluation.evaluate import Predictions, checkpoint_thresholds, guard_record, metrics_at_thresholds
 from pneumocam.evaluation.leakage import Leakage, check_leakage, enforce, refuse_seen
@@ -155,7 +155,7 @@ def open_run_folder(cfg: ExperimentConfig, runs_dir, run_dir, resume: bool, on_s
         on_start(run_dir)
     if not resume:  # written first, so an interrupted run can be resumed from its folder alone
         write_json(
-            run_dir / "config.json",
+            run_dir / CONFIG,
             {"experiment": cfg.to_dict(), "versions": library_versions(), "environment": environment()},
         )
     return run_dir

@@ -21,7 +21,19 @@ from pneumocam.core.errors import PneumocamError
 from pneumocam.core.messages import note
 from pneumocam.core.outputs import is_complete, write_csv, write_json, write_skipped
 from pneumocam.core.provenance import environment, library_versions
-from pneumocam.core.schema import HEATMAPS, IMPORTANCE, IMPORTANCE_COLUMNS, LEAKAGE, decide, write_heatmaps
+from pneumocam.core.schema import (
+    CONFIG,
+    HEATMAPS,
+    IMPORTANCE,
+    IMPORTANCE_COLUMNS,
+    LEAKAGE,
+    METRICS,
+    RESULTS,
+    SKIPPED,
+    STATS,
+    decide,
+    write_heatmaps,
+)
 from pneumocam.data import Skipped, balanced_indices, fingerprint
 from pneumocam.data.masks import load_masks
 from pneumocam.evaluation.evaluate import metrics_record
@@ -44,7 +56,7 @@ class RunFolder:
     @property
     def experiment(self) -> dict:
         """The run's settings (config.json's "experiment"): train settings, evaluated split, masks, method."""
-        config = self._json("config.json")
+        config = self._json(CONFIG)
         if "experiment" not in config:
             raise PneumocamError(f"{self.path} is not a `pneumocam run` folder (its config.json holds no experiment)")
         return config["experiment"]
@@ -68,7 +80,7 @@ class RunFolder:
 
     @property
     def results(self) -> dict:
-        return self._json("results.json")
+        return self._json(RESULTS)
 
     @property
     def complete(self) -> bool:
@@ -76,7 +88,7 @@ class RunFolder:
 
     @property
     def trained_here(self) -> bool:
-        return (self.path / "train" / "config.json").is_file()
+        return (self.path / "train" / CONFIG).is_file()
 
 
 def write_importance(
@@ -113,10 +125,10 @@ def write_importance(
 def write_all_skipped(run_dir: Path, evaluated_skips: list) -> list:
     """skipped.csv of the run: the evaluated split's skips and the training's, in one list (also returned)."""
     skipped = list(evaluated_skips)
-    if (run_dir / "train" / "skipped.csv").exists():
-        with open(run_dir / "train" / "skipped.csv", newline="") as f:
+    if (run_dir / "train" / SKIPPED).exists():
+        with open(run_dir / "train" / SKIPPED, newline="") as f:
             skipped += [Skipped(r["path"], r["reason"]) for r in csv.DictReader(f)]
-    write_skipped(run_dir / "skipped.csv", skipped)
+    write_skipped(run_dir / SKIPPED, skipped)
     return skipped
 
 
@@ -150,7 +162,7 @@ def write_run(cfg, run_dir: Path, trained, explained, scored, statistics: dict, 
     threshold = trained.session.threshold  # every pred column of the run is decided here
     size, preds = loaded.images.shape[-1], decide(result.probs, threshold)
     write_json(
-        run_dir / "metrics.json",
+        run_dir / METRICS,
         metrics_record(
             cfg.eval_split,
             cfg.train.data,
@@ -178,7 +190,7 @@ def write_run(cfg, run_dir: Path, trained, explained, scored, statistics: dict, 
         scored.lung_sources,
         explained.in_distribution,
     )
-    write_json(run_dir / "stats.json", statistics)
+    write_json(run_dir / STATS, statistics)
     for name in ("mean_maxnorm", "mean_raw"):
         if "sample" in statistics.get(name, {}):
             note(escape(summary_text(statistics[name], name)) + "\n")
@@ -186,7 +198,7 @@ def write_run(cfg, run_dir: Path, trained, explained, scored, statistics: dict, 
     skipped = write_all_skipped(run_dir, loaded.skipped)
     provenance = run_provenance(cfg, trained, loaded)
     write_json(
-        run_dir / "results.json",
+        run_dir / RESULTS,
         {
             "provenance": provenance,
             "config": cfg.to_dict(),

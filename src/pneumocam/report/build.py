@@ -15,7 +15,7 @@ from scipy.special import expit, logit
 
 from pneumocam.core.errors import PneumocamError
 from pneumocam.core.outputs import atomic_write_text
-from pneumocam.core.schema import FIXED_KEY, read_heatmaps
+from pneumocam.core.schema import FIXED_KEY, HEATMAPS, IMPORTANCE, REPORT_HTML, REPORT_MD, RESULTS, STATS, read_heatmaps
 from pneumocam.report import figures as fg
 from pneumocam.report.document import render_html, render_markdown
 from pneumocam.report.sections import build_sections
@@ -25,7 +25,7 @@ from pneumocam.report.text import ORIGINAL_SCORE, headline_threshold
 def _finite_by_class(run_dir: Path, score: str, include_ood: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """A score's finite values per class, in importance.csv's row order (the order the statistics drew from);
     without include_ood, the rows the guard flagged are left out as the statistics left them out."""
-    with open(run_dir / "importance.csv", newline="") as f:
+    with open(run_dir / IMPORTANCE, newline="") as f:
         rows = [
             (r["label"], float(r[score]))
             for r in csv.DictReader(f)
@@ -50,8 +50,8 @@ def make_figures(run_dir: Path, results: dict, out_dir: Path) -> dict[str, Path]
     figure("ood", None)  # drawn from the films at run time
     m05 = results["metrics"][FIXED_KEY]  # the ROC curve's AUC: threshold-free
     decided = results["metrics"][headline_threshold(results)]
-    if (run_dir / "heatmaps.npz").is_file():
-        maps = read_heatmaps(run_dir / "heatmaps.npz")
+    if (run_dir / HEATMAPS).is_file():
+        maps = read_heatmaps(run_dir / HEATMAPS)
         figure(
             "roc",
             lambda p: fg.roc_figure(
@@ -74,7 +74,7 @@ def make_figures(run_dir: Path, results: dict, out_dir: Path) -> dict[str, Path]
         figure("regions", lambda p: fg.region_bars(p, att["mean_share_by_class"], att["mean_area_by_class"]))
     if results.get("trust"):
         figure("trust", lambda p: fg.trust_figure(p, results["trust"]))
-    statistics = json.loads((run_dir / "stats.json").read_text()) if (run_dir / "stats.json").is_file() else {}
+    statistics = json.loads((run_dir / STATS).read_text()) if (run_dir / STATS).is_file() else {}
     for name, entry in statistics.items():
         if "sample" not in entry:
             continue
@@ -86,7 +86,7 @@ def make_figures(run_dir: Path, results: dict, out_dir: Path) -> dict[str, Path]
                 path, normal[draw["indices"]["NORMAL"]], pneumonia[draw["indices"]["PNEUMONIA"]], name, entry["sample"]
             )
 
-        figure(f"scores_{name}", scores if (run_dir / "importance.csv").is_file() else None)
+        figure(f"scores_{name}", scores if (run_dir / IMPORTANCE).is_file() else None)
         if entry.get("resampled") and "p_values" in entry["resampled"] and name in (ORIGINAL_SCORE, "mean_raw"):
             r = entry["resampled"]
             figure(
@@ -99,13 +99,13 @@ def make_figures(run_dir: Path, results: dict, out_dir: Path) -> dict[str, Path]
 def render(run_dir: str | Path, out: str | Path | None = None) -> tuple[Path, Path]:
     """Write report.html and report.md for a run folder into out (default: the run folder); return their paths."""
     run_dir = Path(run_dir)
-    if not (run_dir / "results.json").is_file():
+    if not (run_dir / RESULTS).is_file():
         raise PneumocamError(f"{run_dir} holds no results.json: not a finished `pneumocam run` folder")
     out_dir = Path(out) if out is not None else run_dir
     out_dir.mkdir(parents=True, exist_ok=True)
-    results = json.loads((run_dir / "results.json").read_text())
+    results = json.loads((run_dir / RESULTS).read_text())
     sections = build_sections(results, make_figures(run_dir, results, out_dir))
     title = "pneumocam report" + (" (SYNTHETIC DEMO DATA)" if results["provenance"].get("synthetic_data") else "")
-    html_path = atomic_write_text(out_dir / "report.html", render_html(title, sections))
-    md_path = atomic_write_text(out_dir / "report.md", render_markdown(title, sections, out_dir))
+    html_path = atomic_write_text(out_dir / REPORT_HTML, render_html(title, sections))
+    md_path = atomic_write_text(out_dir / REPORT_MD, render_markdown(title, sections, out_dir))
     return html_path, md_path

@@ -21,7 +21,15 @@ import numpy as np
 
 from pneumocam import CLASS_NAMES
 from pneumocam.core.errors import PneumocamError
-from pneumocam.core.schema import decision_key, recorded_decision
+from pneumocam.core.schema import (
+    HEATMAPS,
+    IMPORTANCE,
+    PREDICTIONS,
+    REPORT_HTML,
+    RESULTS,
+    decision_key,
+    recorded_decision,
+)
 from pneumocam.data.discover import read_manifest
 from pneumocam.data.readers import is_image_name, tar_member
 
@@ -129,7 +137,7 @@ class RunBrowser:
         return path
 
     def results(self, name: str) -> dict:
-        path = self._file(name, "results.json")
+        path = self._file(name, RESULTS)
         try:
             results = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, ValueError) as exc:
@@ -189,18 +197,18 @@ class RunBrowser:
         }
 
     def report(self, name: str) -> Path:
-        return self._file(name, "report.html")
+        return self._file(name, REPORT_HTML)
 
     # ------------------------------------------------------------------------------------------- films
 
     def rows(self, name: str) -> list[dict]:
         """predictions.csv joined by path with importance.csv's region shares; 422 naming the first bad line."""
-        path = self._file(name, "predictions.csv")
+        path = self._file(name, PREDICTIONS)
         shares: dict[str, dict] = {}
         try:
             with open(path, newline="", encoding="utf-8") as f:
                 predictions = list(csv.DictReader(f))
-            importance = self.folder(name) / "importance.csv"
+            importance = self.folder(name) / IMPORTANCE
             if importance.is_file() and resolves_inside(importance, self.folder(name)):
                 with open(importance, newline="", encoding="utf-8") as f:
                     shares = {r.get("path"): r for r in csv.DictReader(f)}
@@ -267,7 +275,7 @@ class RunBrowser:
 
     def heatmaps(self, name: str) -> dict[str, np.ndarray]:
         try:
-            with np.load(self._file(name, "heatmaps.npz"), allow_pickle=False) as data:
+            with np.load(self._file(name, HEATMAPS), allow_pickle=False) as data:
                 maps = {k: data[k] for k in ("paths", "maps", "probs", "image_size")}
         except HTTPError:
             raise
