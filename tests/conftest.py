@@ -125,6 +125,14 @@ def tiny_run(tiny_config, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_data(tiny_run):
+    """The dataset folder the tiny run recorded: what a viewer serving its films is given as --data-root."""
+    import json
+
+    return Path(json.loads((tiny_run / "results.json").read_text())["provenance"]["data"])
+
+
+@pytest.fixture(scope="session")
 def tiny_checkpoint(phantom_data, tmp_path_factory):
     """A training folder: frozen head on random features, 32 px, one epoch, selected on the phantom val split."""
     from pneumocam.train.config import TrainConfig

@@ -426,7 +426,9 @@ def _with_threshold(checkpoint: Path, out: Path, threshold: float) -> Path:
     return out
 
 
-def test_every_pred_column_is_decided_at_the_models_threshold_and_the_viewer_names_it(tiny_run, tmp_path, tiny_config):
+def test_every_pred_column_is_decided_at_the_models_threshold_and_the_viewer_names_it(
+    tiny_run, tmp_path, tiny_config, tiny_data
+):
     from fastapi.testclient import TestClient
 
     from pneumocam.serve.app import create_app
@@ -461,7 +463,7 @@ def test_every_pred_column_is_decided_at_the_models_threshold_and_the_viewer_nam
     assert results["decision"]["threshold"] == threshold
     assert results["metrics"]["threshold_youden_val"]["threshold"] == threshold
 
-    app = create_app(checkpoint, runs=runs, device="cpu")
+    app = create_app(checkpoint, runs=runs, device="cpu", data_roots=(tiny_data,))
     with TestClient(app, base_url="http://127.0.0.1:8000") as client:
         film = client.get(f"/api/runs/{run.name}/film", params={"path": next(iter(predictions))}).json()
     assert film["case"]["threshold"] == threshold and film["case"]["threshold_key"] == "threshold_youden_val"

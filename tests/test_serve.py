@@ -19,9 +19,11 @@ LOOPBACK = "http://127.0.0.1:8000"  # the server answers only requests addressed
 
 
 @pytest.fixture(scope="module")
-def served(tiny_run):
+def served(tiny_run, tiny_data):
     """(client, run folder): the tiny run's model served with its runs folder."""
-    app = create_app(tiny_run / "train" / "model.pt", runs=tiny_run.parent, device="cpu", max_upload_mb=1)
+    app = create_app(
+        tiny_run / "train" / "model.pt", runs=tiny_run.parent, device="cpu", max_upload_mb=1, data_roots=(tiny_data,)
+    )
     with TestClient(app, base_url=LOOPBACK) as client:
         yield client, tiny_run
 

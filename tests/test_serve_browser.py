@@ -42,7 +42,7 @@ def browser(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(tiny_run):
+def server(tiny_run, tiny_data):
     import uvicorn
 
     from pneumocam.serve.app import create_app
@@ -50,7 +50,7 @@ def server(tiny_run):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    app = create_app(tiny_run / "train" / "model.pt", runs=tiny_run.parent, device="cpu")
+    app = create_app(tiny_run / "train" / "model.pt", runs=tiny_run.parent, device="cpu", data_roots=(tiny_data,))
     instance = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=instance.run, daemon=True)
     thread.start()

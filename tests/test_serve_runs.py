@@ -42,12 +42,12 @@ def _moved_films(run, renames: dict, **provenance) -> dict:
 
 
 @pytest.fixture
-def runs(tiny_run, tmp_path):
+def runs(tiny_run, tmp_path, tiny_data):
     """(runs folder, one good copy of the tiny run in it, a client serving it)."""
     root = tmp_path / "runs"
     good = root / "good"
     shutil.copytree(tiny_run, good, symlinks=True)
-    app = create_app(tiny_run / "train" / "model.pt", runs=root, device="cpu")
+    app = create_app(tiny_run / "train" / "model.pt", runs=root, device="cpu", data_roots=(tiny_data,))
     with TestClient(app, base_url=LOOPBACK) as client:
         yield root, good, client
 
@@ -108,7 +108,7 @@ def test_the_list_shows_every_run_and_the_broken_ones_with_a_reason(runs, tmp_pa
     listed = {r["name"]: r for r in reply.json()}
     assert set(listed) == {"good", "empty-json", "not-json", "linked-out", "no-table"}
     assert listed["good"]["error"] is None and listed["no-table"]["error"] is None
-    assert "provenance or metrics" in listed["empty-json"]["error"]
+    assert "provenance" in listed["empty-json"]["error"]  # core.runfiles: the key results.json lacks
     assert "not readable JSON" in listed["not-json"]["error"]
     assert "outside the runs folder" in listed["linked-out"]["error"]
     _no_server_paths(reply, tmp_path)
@@ -166,7 +166,8 @@ def test_a_dataset_built_of_links_can_be_browsed(tiny_run, tmp_path):
         os.symlink(original, target)
         renames[original] = str(target)
     stored = _moved_films(run, renames, data=str(linked))
-    with TestClient(create_app(run / "train" / "model.pt", runs=root, device="cpu"), base_url=LOOPBACK) as client:
+    app = create_app(run / "train" / "model.pt", runs=root, device="cpu", data_roots=(linked,))
+    with TestClient(app, base_url=LOOPBACK) as client:
         film = str(stored["paths"][0])
         reply = client.get("/api/runs/run/film", params={"path": film})
         assert reply.status_code == 200, reply.text
@@ -190,7 +191,7 @@ def test_a_film_belongs_to_a_manifest_dataset_only_when_the_manifest_lists_it(tm
     assert not in_dataset(f"{tmp_path}/other/cxr-0.tar::k.png", f"{tmp_path}/s/cxr-{{0..9}}.tar")
 
 
-def test_a_run_given_relative_paths_is_read_from_where_it_ran(tiny_run, tmp_path, monkeypatch):
+def test_a_run_given_relative_paths_is_read_from_where_it_ran(tiny_run, tmp_path, monkeypatch, tiny_data):
     """A run made with a relative --data (as the README's commands are) lists relative film paths; it records its
     working directory, and the viewer opens the films from there, whatever folder the server started in; a run that
     did not record one is not read relative to the server's folder."""
@@ -210,7 +211,8 @@ def test_a_run_given_relative_paths_is_read_from_where_it_ran(tiny_run, tmp_path
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     film = str(stored["paths"][0])
-    with TestClient(create_app(tiny_run / "train" / "model.pt", runs=root, device="cpu"), base_url=LOOPBACK) as client:
+    app = create_app(tiny_run / "train" / "model.pt", runs=root, device="cpu", data_roots=(tiny_data,))
+    with TestClient(app, base_url=LOOPBACK) as client:
         reply = client.get("/api/runs/run/film", params={"path": film})
         assert reply.status_code == 200, reply.text
         assert reply.json()["probability"] == pytest.approx(float(stored["probs"][0]))

@@ -48,6 +48,10 @@ def effect_size_label(d: float) -> str:
     return "negligible" if size < 0.2 else "small" if size < 0.5 else "medium" if size < 0.8 else "large"
 
 
+# |x| above this: x squared times the number of values (sums of squares, variances) overflows float64's 1.8e308.
+LARGEST_SCORE = 1e150
+
+
 def validate_groups(normal, pneumonia) -> tuple[np.ndarray, np.ndarray]:
     arrays = []
     for name, values in (("NORMAL", normal), ("PNEUMONIA", pneumonia)):
@@ -60,6 +64,12 @@ def validate_groups(normal, pneumonia) -> tuple[np.ndarray, np.ndarray]:
         if not np.all(np.isfinite(array)):
             raise StatsInputError(f"the {name} group holds {int(np.sum(~np.isfinite(array)))} NaN or infinite values")
         arrays.append(array)
+    largest = max(float(np.abs(a).max()) for a in arrays)
+    if largest > LARGEST_SCORE:
+        raise StatsInputError(
+            f"a score as large as {largest:.3g}: sums of squares of such values overflow float64 (the tests would "
+            f"report nothing); rescale the score below {LARGEST_SCORE:.0e}"
+        )
     return arrays[0], arrays[1]
 
 

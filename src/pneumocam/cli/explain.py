@@ -114,6 +114,8 @@ def predict(
         table.add_row(*(escape(str(v)) for v in row))
     console.print(table)
     console.print(f"[green]written:[/] {escape(str(outcome.folder))}")
+    if outcome.n_read == 0:
+        raise PneumocamError(f"none of the {len(images)} files could be read as a film (reasons in the table above)")
 
 
 @clean_errors

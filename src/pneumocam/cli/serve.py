@@ -22,8 +22,11 @@ from pneumocam.serve.app import create_app
 def serve(
     checkpoint: Path = typer.Option(..., help="A pneumocam model.pt, loaded once."),
     runs: Optional[Path] = typer.Option(None, help="A folder of run folders to browse."),
+    data_root: list[Path] = typer.Option(
+        [], help="A folder whose films a run may show (its dataset must lie under one); a run's own folder always may."
+    ),
     host: str = typer.Option("127.0.0.1", help="Interface to bind (another than 127.0.0.1 only when you mean it)."),
-    port: int = typer.Option(8000, help="Port."),
+    port: int = typer.Option(8000, min=1, max=65535, help="Port."),
     max_upload_mb: float = typer.Option(50.0, min=0.001, help="Largest accepted upload (413 above it)."),
     max_pixels: int = typer.Option(
         DEFAULT_MAX_PIXELS, min=256, help="Largest film accepted, in pixels, read from its header before decoding."
@@ -66,6 +69,7 @@ def serve(
         request_timeout_s=request_timeout,
         max_pixels=max_pixels,
         precision=settings["precision"].value,
+        data_roots=tuple(data_root),
     )
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
     # HTTP in a second thread, the model in this main one: PyTorch's CPU kernels ran a served film's Grad-CAM in

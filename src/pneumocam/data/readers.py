@@ -12,14 +12,18 @@ import functools
 import io
 import os
 import tarfile
+import zlib
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import BmpImagePlugin, Image, ImageOps, JpegImagePlugin, MpoImagePlugin, PngImagePlugin, TiffImagePlugin  # noqa: F401
 
 from pneumocam.core.errors import PneumocamError
 
 IMAGE_SUFFIXES = frozenset({".jpeg", ".jpg", ".png", ".tif", ".tiff", ".bmp", ".dcm", ".dicom"})
+# The formats Pillow may open (their plugins imported above; JPEG's also opens the MPO JPEGs cameras write), whatever
+# a file's name says. Any other plugin (GIF, WebP, TGA, EPS: which starts Ghostscript) is never reached.
+PIL_FORMATS = ("PNG", "JPEG", "TIFF", "BMP")
 IGNORED_NAMES = frozenset({"thumbs.db", "desktop.ini", ".ds_store"})
 MIN_SIDE = 16  # smaller images carry no usable anatomy after resizing
 # The largest film decoded, read from the file's header before any pixel is: a 43 cm detector at 100 um is about
@@ -130,6 +134,42 @@ def check_pixel_budget(width: int, height: int, frames: int = 1, budget: int | N
         )
 
 
+DEFLATED_DICOM = b"1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian: the whole dataset is zlib data
+
+
+def check_deflated_budget(source, budget: int | None = None) -> None:
+    """pydicom inflates a deflated DICOM whole before its Rows and Columns can be read, so a small file can become
+    gigabytes. Inflate it here first, a megabyte at a time and keeping nothing, and refuse it once it holds more than
+    a one-frame 16-bit film within the pixel budget could (plus a megabyte of other elements)."""
+    opened = source if isinstance(source, io.BytesIO) else open(source, "rb")
+    try:
+        opened.seek(0)
+        head = opened.read(144)
+        if head[128:132] != b"DICM" or head[132:136] != b"\x02\x00\x00\x00" or head[136:138] != b"UL":
+            return  # no file meta group length: pydicom will say what is wrong
+        length = int.from_bytes(head[140:144], "little")
+        if length > 1 << 20 or DEFLATED_DICOM not in opened.read(length):
+            return
+        cap = 2 * (max_pixels() if budget is None else int(budget)) + (1 << 20)
+        inflate, total = zlib.decompressobj(-zlib.MAX_WBITS), 0
+        while chunk := opened.read(1 << 16):
+            while chunk:
+                total += len(inflate.decompress(chunk, 1 << 20))
+                chunk = inflate.unconsumed_tail
+                if total > cap:
+                    raise UnreadableImage(
+                        f"deflated DICOM inflates past {cap / 2**20:.0f} MB, more than a film within the pixel budget "
+                        f"holds (--max-pixels or {MAX_PIXELS_ENV})"
+                    )
+    except zlib.error as exc:
+        raise UnreadableImage(f"corrupt deflated DICOM: {exc}") from exc
+    finally:
+        if opened is source:
+            source.seek(0)
+        else:
+            opened.close()
+
+
 def _to_uint8(array: np.ndarray, value_range: tuple[float, float] | None = None) -> np.ndarray:
     """Linearly map value_range (default: the array's own range) onto 0..255 (16-bit and float images), in float32
     and in place: one working copy of the film, never several float64 ones."""
@@ -184,6 +224,7 @@ def _read_dicom(path, budget: int | None = None) -> np.ndarray:
     from pydicom.errors import InvalidDicomError  # deferred: only DICOM files need it
     from pydicom.pixels import apply_modality_lut, apply_voi_lut  # deferred: only DICOM files need it
 
+    check_deflated_budget(path, budget)
     try:
         ds = pydicom.dcmread(path)
     except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError) as exc:
@@ -245,7 +286,7 @@ def read_grayscale(path: str | os.PathLike, draft_size: int | None = None, max_p
         if looks_like_dicom(source):
             gray = _read_dicom(source, max_pixels)
         else:
-            with Image.open(source) as image:
+            with Image.open(source, formats=PIL_FORMATS) as image:
                 check_pixel_budget(*image.size, budget=max_pixels)  # only the first frame is decoded
                 if draft_size and image.format == "JPEG":
                     image.draft("L", (draft_size, draft_size))
@@ -288,6 +329,7 @@ def _dicom_display(source, budget: int | None) -> tuple[np.ndarray, tuple[float,
     import pydicom  # deferred: only DICOM files need it
     from pydicom.pixels import apply_modality_lut  # deferred: only DICOM files need it
 
+    check_deflated_budget(source, budget)
     try:
         ds = pydicom.dcmread(source)
         if ds.get("VOILUTSequence") or "WindowCenter" not in ds or "WindowWidth" not in ds:

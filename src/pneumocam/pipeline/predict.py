@@ -30,6 +30,7 @@ class PredictOutcome:
     threshold: float
     threshold_source: str
     leakage: dict
+    n_read: int  # files that could be read (the rest are rows with their reason)
 
 
 def predict_files(
@@ -106,7 +107,7 @@ def predict_files(
     )
     leakage.write_csv(folder / "leakage.csv")
     mark_complete(folder)
-    return PredictOutcome(folder, header, rows, threshold, source, leakage.to_dict())
+    return PredictOutcome(folder, header, rows, threshold, source, leakage.to_dict(), len(readable))
 
 
 def map_on_original(map_row: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

@@ -6,8 +6,6 @@ remakes the missing ones from those files (the heatmap grid alone needs the film
 
 from __future__ import annotations
 
-import csv
-import json
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +13,15 @@ from scipy.special import expit, logit
 
 from pneumocam.core.errors import PneumocamError
 from pneumocam.core.outputs import atomic_write_text
-from pneumocam.core.schema import FIXED_KEY, HEATMAPS, IMPORTANCE, REPORT_HTML, REPORT_MD, RESULTS, STATS, read_heatmaps
+from pneumocam.core.runfiles import (
+    RunFileError,
+    read_heatmaps_checked,
+    read_json,
+    read_results,
+    read_table,
+    resolves_inside,
+)
+from pneumocam.core.schema import FIXED_KEY, HEATMAPS, IMPORTANCE, REPORT_HTML, REPORT_MD, RESULTS, STATS
 from pneumocam.report import figures as fg
 from pneumocam.report.document import render_html, render_markdown
 from pneumocam.report.sections import build_sections
@@ -25,12 +31,11 @@ from pneumocam.report.text import ORIGINAL_SCORE, headline_threshold
 def _finite_by_class(run_dir: Path, score: str, include_ood: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """A score's finite values per class, in importance.csv's row order (the order the statistics drew from);
     without include_ood, the rows the guard flagged are left out as the statistics left them out."""
-    with open(run_dir / IMPORTANCE, newline="") as f:
-        rows = [
-            (r["label"], float(r[score]))
-            for r in csv.DictReader(f)
-            if r.get(score) not in (None, "") and (include_ood or r.get("in_distribution", "1") != "0")
-        ]
+    rows = [
+        (r["label"], float(r[score]))
+        for r in read_table(run_dir / IMPORTANCE)
+        if r.get(score) not in (None, "") and (include_ood or r.get("in_distribution", "1") != "0")
+    ]
     values = {c: np.array([v for label, v in rows if label == c and np.isfinite(v)]) for c in ("NORMAL", "PNEUMONIA")}
     return values["NORMAL"], values["PNEUMONIA"]
 
@@ -41,8 +46,8 @@ def make_figures(run_dir: Path, results: dict, out_dir: Path) -> dict[str, Path]
 
     def figure(key: str, draw) -> None:
         existing = run_dir / "figures" / f"{key}.png"
-        if existing.is_file():
-            found[key] = existing
+        if existing.is_file() and not existing.is_symlink() and resolves_inside(existing, run_dir):
+            found[key] = existing  # never a link, nor a file that lies outside the run: it would be embedded
         elif draw is not None:
             found[key] = draw(out_dir / "figures" / f"{key}.png")
 
@@ -51,7 +56,7 @@ def make_figures(run_dir: Path, results: dict, out_dir: Path) -> dict[str, Path]
     m05 = results["metrics"][FIXED_KEY]  # the ROC curve's AUC: threshold-free
     decided = results["metrics"][headline_threshold(results)]
     if (run_dir / HEATMAPS).is_file():
-        maps = read_heatmaps(run_dir / HEATMAPS)
+        maps = read_heatmaps_checked(run_dir / HEATMAPS, ("labels", "probs"))
         figure(
             "roc",
             lambda p: fg.roc_figure(
@@ -74,7 +79,7 @@ def make_figures(run_dir: Path, results: dict, out_dir: Path) -> dict[str, Path]
         figure("regions", lambda p: fg.region_bars(p, att["mean_share_by_class"], att["mean_area_by_class"]))
     if results.get("trust"):
         figure("trust", lambda p: fg.trust_figure(p, results["trust"]))
-    statistics = json.loads((run_dir / STATS).read_text()) if (run_dir / STATS).is_file() else {}
+    statistics = read_json(run_dir / STATS) if (run_dir / STATS).is_file() else {}
     for name, entry in statistics.items():
         if "sample" not in entry:
             continue
@@ -97,15 +102,40 @@ def make_figures(run_dir: Path, results: dict, out_dir: Path) -> dict[str, Path]
 
 
 def render(run_dir: str | Path, out: str | Path | None = None) -> tuple[Path, Path]:
-    """Write report.html and report.md for a run folder into out (default: the run folder); return their paths."""
+    """Write report.html and report.md for a run folder into out (default: the run folder); return their paths.
+
+    The run folder is read as hostile (core.runfiles: sizes, depth, types checked first; figures that are links or
+    lie outside the run are never embedded). `out` must be a folder that holds no report yet: a report is never
+    written over a file the user has there."""
     run_dir = Path(run_dir)
     if not (run_dir / RESULTS).is_file():
         raise PneumocamError(f"{run_dir} holds no results.json: not a finished `pneumocam run` folder")
     out_dir = Path(out) if out is not None else run_dir
+    if out is not None:
+        refuse_to_overwrite(out_dir, run_dir)
+    results = read_results(run_dir / RESULTS)
     out_dir.mkdir(parents=True, exist_ok=True)
-    results = json.loads((run_dir / RESULTS).read_text())
-    sections = build_sections(results, make_figures(run_dir, results, out_dir))
+    try:
+        sections = build_sections(results, make_figures(run_dir, results, out_dir))
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        raise RunFileError(
+            f"{RESULTS} lacks or mistypes what the report reads ({type(exc).__name__}: {str(exc)[:80]}): was it "
+            "written by another pneumocam, or edited?"
+        ) from None
     title = "pneumocam report" + (" (SYNTHETIC DEMO DATA)" if results["provenance"].get("synthetic_data") else "")
     html_path = atomic_write_text(out_dir / REPORT_HTML, render_html(title, sections))
     md_path = atomic_write_text(out_dir / REPORT_MD, render_markdown(title, sections, out_dir))
     return html_path, md_path
+
+
+def refuse_to_overwrite(out_dir: Path, run_dir: Path) -> None:
+    """`report --out`: a folder (made when missing) holding no report.html, report.md or figures of its own."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise PneumocamError(f"--out {out_dir} is a file: give a folder (it is made when missing)")
+    if out_dir.resolve() == run_dir.resolve():
+        return  # the run's own report, remade: what `report` is for
+    taken = [name for name in (REPORT_HTML, REPORT_MD, "figures") if (out_dir / name).exists()]
+    if taken:
+        raise PneumocamError(
+            f"--out {out_dir} already holds {', '.join(taken)}: nothing is written over your files; give a new folder"
+        )

@@ -18,12 +18,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
 from pneumocam.core.defaults import BATCH_WINDOW_MS, REQUEST_TIMEOUT_S
-from pneumocam.data.readers import UnreadableImage, read_resized
+from pneumocam.data.readers import UnreadableImage
 from pneumocam.explain.cam import upsample
 from pneumocam.explain.overlays import heat_rgba, overlay_png, png_base64
 from pneumocam.serve.protect import LOOPBACK_HOSTS, PAGE_POLICY, allowed_hosts, protect
 from pneumocam.serve.runs import HTTPError, RunBrowser
-from pneumocam.serve.service import HEAT_LAYER_SIDE, ModelService, ServiceBusy, display_record
+from pneumocam.serve.service import HEAT_LAYER_SIDE, ModelService, ServiceBusy, finite_or_none
 
 STATIC = resources.files("pneumocam.serve") / "static"
 STATIC_TYPES = {"js": "text/javascript", "css": "text/css", "html": "text/html"}
@@ -43,6 +43,7 @@ def create_app(
     request_timeout_s: float = REQUEST_TIMEOUT_S,
     max_pixels: int | None = None,
     precision: str = "auto",
+    data_roots: tuple[Path, ...] = (),
 ) -> FastAPI:
     """The app; worker_thread=False leaves app.state.service.work_forever() to the caller's main thread. It answers
     only requests addressed to loopback, `host` or `extra_hosts` (a Host header names one of them)."""
@@ -56,9 +57,11 @@ def create_app(
         max_pixels=max_pixels,
         precision=precision,
     )
-    browser = RunBrowser(runs)
+    browser = RunBrowser(runs, data_roots)
     limit = int(max_upload_mb * 1024 * 1024)
-    app = FastAPI(
+    app = FastAPI(  # no /docs or /redoc: they load scripts from a CDN, which the page policy refuses
+        docs_url=None,
+        redoc_url=None,
         title="pneumocam",
         description="Explainable pneumonia detection on chest X-rays: predictions, Grad-CAM maps, where they look.",
     )
@@ -67,7 +70,7 @@ def create_app(
     protect(app, limit, f"upload over the limit of {max_upload_mb:g} MB", app.state.allowed_hosts)
     add_page_routes(app)
     add_model_routes(app, service, limit, max_upload_mb)
-    add_run_routes(app, browser)
+    add_run_routes(app, browser, service)
     add_error_answers(app)
     return app
 
@@ -124,7 +127,7 @@ def add_model_routes(app: FastAPI, service: ModelService, limit: int, max_upload
             return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "5"})
 
 
-def add_run_routes(app: FastAPI, browser: RunBrowser) -> None:
+def add_run_routes(app: FastAPI, browser: RunBrowser, service: ModelService) -> None:
     """Finished runs under --runs, each read as hostile (serve/runs.py)."""
 
     @app.get("/api/runs")
@@ -145,8 +148,7 @@ def add_run_routes(app: FastAPI, browser: RunBrowser) -> None:
         if not 16 <= size <= 2048 or index >= len(maps["maps"]):
             raise HTTPError(422, "this run's heatmaps.npz does not match its films")
         try:
-            gray = read_resized(real, size)
-            shown = display_record(real)
+            gray, shown = service.decode_film(real, size)
         except UnreadableImage:
             raise HTTPException(422, "this film is not readable as an image") from None
         stored = maps["maps"][index : index + 1]
@@ -157,7 +159,7 @@ def add_run_routes(app: FastAPI, browser: RunBrowser) -> None:
             "overlay_png_base64": base64.b64encode(overlay_png(gray, heat)).decode("ascii"),
             "heatmap_png_base64": png_base64(heat_rgba(upsample(stored, max(HEAT_LAYER_SIDE, stored.shape[-1]))[0])),
             "display": shown,
-            "probability": float(maps["probs"][index]),
+            "probability": finite_or_none(maps["probs"][index]),
             "case": browser.case(run),
         }
 

@@ -2,8 +2,8 @@
 and the headers every answer carries.
 
 There is no authentication: the server is for one person on one machine. So it listens on loopback by default and
-answers only requests addressed to the names it listens on (Starlette's TrustedHostMiddleware: a page elsewhere
-that rebinds its DNS name to 127.0.0.1 is still refused), and a browser request sent from another web page (a
+answers only requests addressed to the names it listens on (KnownHostsOnly: a page elsewhere that rebinds its DNS
+name to 127.0.0.1 is still refused), and a browser request sent from another web page (a
 foreign Origin, or Sec-Fetch-Site saying so) is refused before it costs anything. These are plain ASGI classes:
 Starlette's BaseHTTPMiddleware would add its cost to every request.
 """
@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.responses import JSONResponse
+
+from pneumocam.core.errors import SettingError
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 WILDCARD_BINDS = ("0.0.0.0", "::", "[::]")
@@ -44,8 +45,15 @@ def host_name(host: str) -> str:
 
 
 def allowed_hosts(host: str, extra: tuple[str, ...] | list[str] = ()) -> list[str]:
-    """Loopback names, the interface served (unless it is a wildcard) and any names the user added."""
+    """Loopback names, the interface served (unless it is a wildcard) and any names the user added. A pattern ('*',
+    '*.example.org') is refused: it would turn the Host check, and with it the defence against DNS rebinding, off."""
     names = list(LOOPBACK_HOSTS)
+    patterns = [name for name in extra if "*" in name]
+    if patterns:
+        raise SettingError(
+            "allowed_host",
+            f"names one host each, not a pattern ({patterns[0]!r}): list every name the server answers to",
+        )
     for name in (host, *extra):
         name = host_name(name)
         if name and name not in WILDCARD_BINDS and name not in names:
@@ -78,6 +86,30 @@ class _HTTPOnly:
 
     async def handle(self, scope, receive, send):
         raise NotImplementedError
+
+
+def request_host(value: str) -> str:
+    """The host name of a Host header, port dropped, IPv6 literals kept in brackets, lower case."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        end = value.find("]")
+        return value[: end + 1] if end > 0 else ""
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
+class KnownHostsOnly(_HTTPOnly):
+    """400, as JSON, for a request whose Host header names none of the server's names (DNS rebinding: a page whose
+    name now points at 127.0.0.1 still sends its own name)."""
+
+    def __init__(self, app, hosts: list[str]):
+        super().__init__(app)
+        self.hosts = {host_name(h) for h in hosts}
+
+    async def handle(self, scope, receive, send):
+        if request_host(_header(scope, b"host") or "") not in self.hosts:
+            await _refuse(scope, receive, send, 400, "refused: the request is not addressed to this server's names")
+            return
+        await self.app(scope, receive, send)
 
 
 class SameOriginOnly(_HTTPOnly):
@@ -165,11 +197,14 @@ class UploadLimit:
 
 
 def protect(app, limit: int, limit_message: str, hosts: list[str]) -> None:
-    """Add the refusals and headers to a FastAPI app (the last added runs first: hosts, then origin, ...)."""
+    """Add the refusals and headers to a FastAPI app. The last added runs first: the headers wrap every answer,
+    the refusals' own included, then hosts, origin and the upload limit refuse in that order."""
     app.add_middleware(UploadLimit, limit=limit, message=limit_message)
-    app.add_middleware(SecurityHeaders)
     app.add_middleware(SameOriginOnly)
-    app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts, www_redirect=False)
+    app.add_middleware(KnownHostsOnly, hosts=hosts)
+    app.add_middleware(SecurityHeaders)
 
 
-__all__ = ["LOOPBACK_HOSTS", "allowed_hosts", "protect", "SameOriginOnly", "SecurityHeaders", "UploadLimit"]
+__all__ = [
+    "LOOPBACK_HOSTS", "allowed_hosts", "protect", "KnownHostsOnly", "SameOriginOnly", "SecurityHeaders", "UploadLimit",
+]  # fmt: skip

@@ -1,19 +1,19 @@
 """Read-only access to the run folders under --runs, every one of them treated as hostile.
 
 A run is a direct child folder of the runs folder that resolves inside it (a link out is listed as broken, never
-followed). Every file the server sends from a run resolves inside that run folder; a film is sent only when the
+followed). Every file the server sends from a run resolves inside that run folder, and is read through
+core.runfiles (size, depth, types and array shapes checked before it is parsed). A film is sent only when the
 run's predictions.csv and heatmaps.npz both list it, it has an image name, and its listed path lies inside the run
-folder (then its real path must too) or belongs to the dataset the run recorded: inside its folder, listed by its
-manifest, in one of its shards (then it may be a link: datasets are often built of links to make splits).
+folder (then its real path must too) or belongs to the dataset the run recorded (inside its folder, listed by its
+manifest, in one of its shards: then it may be a link, datasets are often built of links to make splits) AND lies
+under a folder the server was given with --data-root: a run cannot claim any other folder as its dataset.
 Problems are answered as HTTPError with a message that names what is wrong with the run, never where the server
 keeps it.
 """
 
 from __future__ import annotations
 
-import csv
 import functools
-import json
 import os
 from pathlib import Path
 
@@ -21,6 +21,15 @@ import numpy as np
 
 from pneumocam import CLASS_NAMES
 from pneumocam.core.errors import PneumocamError
+from pneumocam.core.runfiles import (
+    ParsedCache,
+    RunFileError,
+    inside,
+    read_heatmaps_checked,
+    read_results,
+    read_table,
+    resolves_inside,
+)
 from pneumocam.core.schema import (
     HEATMAPS,
     IMPORTANCE,
@@ -46,19 +55,6 @@ class HTTPError(Exception):
 
 def _clean_text(text: str) -> bool:
     return bool(text) and len(text) <= 4096 and not any(ord(c) < 32 or ord(c) == 127 for c in text)
-
-
-def inside(path: Path, root: Path) -> bool:
-    """True when the path (made absolute, '..' folded, links not followed) lies inside root."""
-    return Path(os.path.normpath(os.path.abspath(path))).is_relative_to(os.path.normpath(os.path.abspath(root)))
-
-
-def resolves_inside(path: Path, root: Path) -> bool:
-    """True when the path, every link followed, lies inside root's real location."""
-    try:
-        return path.resolve(strict=True).is_relative_to(root.resolve(strict=True))
-    except (OSError, RuntimeError, ValueError):
-        return False
 
 
 def in_dataset(path: str, data: str) -> bool:
@@ -98,8 +94,15 @@ def _number(value) -> float | None:
 class RunBrowser:
     """The runs folder: list runs (broken ones with their reason), read one run's table, find its films."""
 
-    def __init__(self, runs: Path | None):
+    def __init__(self, runs: Path | None, data_roots: tuple[Path, ...] = ()):
+        """data_roots: the folders whose films a run may point to (`serve --data-root`); a run's own folder always.
+        The file system's root is refused: it would let a run name any image on the machine."""
         self.root = Path(runs).resolve() if runs else None
+        self.data_roots = tuple(Path(os.path.abspath(r)) for r in data_roots)
+        for root in self.data_roots:
+            if os.path.normpath(os.path.realpath(root)) == os.path.sep:
+                raise PneumocamError("--data-root may not be the file system's root: name the data folder itself")
+        self._parsed = ParsedCache()
 
     # ------------------------------------------------------------------------------------------- runs
 
@@ -137,14 +140,14 @@ class RunBrowser:
         return path
 
     def results(self, name: str) -> dict:
-        path = self._file(name, RESULTS)
+        """results.json checked (core.runfiles: size, depth, types) and parsed once per version of the file."""
+        return self._read(self._file(name, RESULTS), read_results)
+
+    def _read(self, path: Path, parse):
         try:
-            results = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise HTTPError(422, f"this run's results.json is not readable JSON ({type(exc).__name__})") from None
-        if not isinstance(results, dict):
-            raise HTTPError(422, "this run's results.json is not a JSON object")
-        return results
+            return self._parsed.get(path, parse)
+        except RunFileError as exc:
+            raise HTTPError(422, f"this run's {exc}") from None
 
     def summary(self, name: str) -> dict:
         """The run's headline for the list; a broken run gives {"name", "error"} instead of failing the list."""
@@ -203,17 +206,11 @@ class RunBrowser:
 
     def rows(self, name: str) -> list[dict]:
         """predictions.csv joined by path with importance.csv's region shares; 422 naming the first bad line."""
-        path = self._file(name, PREDICTIONS)
+        predictions = self._read(self._file(name, PREDICTIONS), read_table)
+        importance = self.folder(name) / IMPORTANCE
         shares: dict[str, dict] = {}
-        try:
-            with open(path, newline="", encoding="utf-8") as f:
-                predictions = list(csv.DictReader(f))
-            importance = self.folder(name) / IMPORTANCE
-            if importance.is_file() and resolves_inside(importance, self.folder(name)):
-                with open(importance, newline="", encoding="utf-8") as f:
-                    shares = {r.get("path"): r for r in csv.DictReader(f)}
-        except (OSError, UnicodeDecodeError, csv.Error) as exc:
-            raise HTTPError(422, f"this run's tables are not readable CSV ({type(exc).__name__})") from None
+        if importance.is_file() and resolves_inside(importance, self.folder(name)):
+            shares = {r.get("path"): r for r in self._read(importance, read_table)}
         out = []
         for line, r in enumerate(predictions, start=2):
             label, pred = self._class(r.get("label")), self._class(r.get("pred"))
@@ -265,6 +262,9 @@ class RunBrowser:
                 raise refused  # a link inside the run pointing elsewhere
         elif not (isinstance(data, str) and _clean_text(data) and in_dataset(path_read, data)):
             raise refused
+        elif not any(inside(listed, root) for root in self.data_roots):
+            # what a run may claim: its own folder, or a dataset under a folder the server was told to serve from
+            raise HTTPError(404, "this film lies outside the run and outside every --data-root the server was given")
         if not listed.is_file():
             raise HTTPError(404, "this film is no longer where the run found it")
         maps = self.heatmaps(name)  # read once: the film's row and its map come from the same load
@@ -274,13 +274,6 @@ class RunBrowser:
         return Path(path_read), paths.index(path), maps
 
     def heatmaps(self, name: str) -> dict[str, np.ndarray]:
-        try:
-            with np.load(self._file(name, HEATMAPS), allow_pickle=False) as data:
-                maps = {k: data[k] for k in ("paths", "maps", "probs", "image_size")}
-        except HTTPError:
-            raise
-        except (OSError, ValueError, KeyError) as exc:
-            raise HTTPError(422, f"this run's heatmaps.npz is not readable ({type(exc).__name__})") from None
-        if maps["maps"].ndim != 3 or len(maps["maps"]) != len(maps["probs"]):
-            raise HTTPError(422, "this run's heatmaps.npz holds maps of an unexpected shape")
-        return maps
+        """heatmaps.npz's paths, maps, probs and image_size, each member checked from its header before it is loaded
+        (core.runfiles.read_heatmaps_checked), parsed once per version of the file."""
+        return self._read(self._file(name, HEATMAPS), read_heatmaps_checked)

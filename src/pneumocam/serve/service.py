@@ -179,6 +179,13 @@ class ModelService:
             shown = self._display(handle.name) if display else None
         return gray, reason, shown
 
+    def decode_film(self, path, size: int) -> tuple[np.ndarray, dict]:
+        """(a run's film at the model's size, the film to look at): decoded under the same budget as uploads (the
+        pixel budget, at most CONCURRENT_DECODES at once); UnreadableImage as the readers."""
+        with self._decoding:
+            gray = resize_square(read_grayscale(path, draft_size=size, max_pixels=self.max_pixels), size)  # as the run
+            return gray, self._display(path)
+
     def _display(self, path: str) -> dict:
         return display_record(path, self.max_pixels)
 
@@ -322,9 +329,9 @@ class ModelService:
             "ood_reason": verdict.ood_reason,
             "method": method,
             "regions": {
-                "shares": {r: _finite(measures.shares[r][0]) for r in REGIONS},
-                "ratios": {r: _finite(measures.ratios[r][0]) for r in REGIONS},
-                "pointing_lungs": _finite(measures.pointing_lungs[0]),
+                "shares": {r: finite_or_none(measures.shares[r][0]) for r in REGIONS},
+                "ratios": {r: finite_or_none(measures.ratios[r][0]) for r in REGIONS},
+                "pointing_lungs": finite_or_none(measures.pointing_lungs[0]),
                 "lung_source": "estimated (classical)",
             },
             "overlay_png_base64": base64.b64encode(overlay_png(gray, heat[0], compress_level=1)).decode("ascii"),
@@ -352,6 +359,6 @@ def colour_scale() -> np.ndarray:
     return np.repeat(jet(ramp)[None, :, :3], 12, axis=0)
 
 
-def _finite(value) -> float | None:
+def finite_or_none(value) -> float | None:
     value = float(value)
     return value if np.isfinite(value) else None
