@@ -293,6 +293,13 @@ def serve_abuse() -> str:
         "| measure | result |\n|---|---|\n"
         f"| requests in {f['seconds']:.0f} s from {f['clients']} clients (good and bad mixed) | {f['requests']:,} |\n"
         f"| answers with a 5xx status | **{f['server_errors_5xx']}** |\n"
+        + (
+            f"| good uploads and film views without a 200 / connections closed unexpectedly | "
+            f"{f['good_requests_not_200']} / {f['closed_connections_unexpected']} |\n"
+            if "good_requests_not_200" in f
+            else ""
+        )
+        + f"| hostile inputs sent (kinds) | {len(f.get('status_by_kind', {})) - 2} |\n"
         f"| status counts | {', '.join(f'{k}: {v}' for k, v in f['status_counts'].items())} |\n"
         f"| good uploads: median / 95th percentile latency under abuse | {f['good_latency_p50_s']:.2f} s / "
         f"{f['good_latency_p95_s']:.2f} s |\n"

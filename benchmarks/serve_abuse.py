@@ -5,10 +5,16 @@ ones. First its quiet latency: good uploads one at a time. Then, for a bounded t
 mix of good uploads and every bad input the security issue lists: a small PNG declaring 12000 x 12000 px at 16 bits,
 a DICOM header declaring 30000 x 30000 px, a chunked upload far over the limit, a Content-Length over it, foreign
 Host and Origin headers, a cross-site POST, a slow method, NUL bytes and shard-member names in file names, garbage,
-empty and truncated files, and the broken runs (results.json `{}` and not JSON, a run linked out of the folder, no
-predictions.csv, a label of 5, a report.html linked to /etc/passwd, NUL bytes in run names and film paths).
+empty and truncated files, a deflated DICOM that inflates to 800 MB, an RGBA PNG inside the pixel budget, GIF, WebP,
+TGA and EPS uploads, and the broken runs (results.json `{}` and not JSON, a run linked out of the folder, no
+predictions.csv, a label of 5, a report.html linked to /etc/passwd, NUL bytes in run names and film paths) and the
+hostile ones of "A run folder is hostile input too" (a 1 MB heatmaps.npz holding a 16384 x 16384 map, a 1 x 8000 map,
+image_size NaN, a 1 GB sparse results.json, results.json nested 100,000 deep, metrics or provenance a string, a run
+claiming `//` as its dataset).
 Reported: requests, 5xx count, p50/p95 latency of the good uploads against the quiet latency, and the server's
-peak RSS over its idle RSS (sampled every 20 ms from /proc).
+peak RSS over its idle RSS (sampled every 20 ms from /proc). It fails (exit 1) on any 5xx, on a good upload or good
+film view that did not get 200, on a connection closed on any request but the over-limit uploads, on peak RSS over
+idle + RSS_BOUND_MB, or when the server died.
 """
 
 from __future__ import annotations
@@ -68,6 +74,83 @@ def huge_dicom(path: Path) -> bytes:
     return path.read_bytes()
 
 
+RSS_BOUND_MB = 500
+MAY_CLOSE = ("chunked_500MB", "content_length_over_limit")  # the server may hang up on these: nothing else
+
+
+def deflated_dicom(path: Path) -> bytes:
+    """A deflated DICOM declaring 20000 x 20000 px of zeros: under a megabyte that pydicom would inflate to 800 MB."""
+    import numpy as np
+    import pydicom
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    huge_dicom(path)
+    ds = pydicom.dcmread(path)
+    ds.Rows = ds.Columns = 20000
+    ds.PixelData = np.zeros((20000, 20000), np.uint16).tobytes()
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    ds.save_as(path, enforce_file_format=True)
+    del ds
+    return path.read_bytes()
+
+
+def image_bytes(fmt: str, mode: str = "L", side: int = 64) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new(mode, (side, side), 90).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def eps_bytes() -> bytes:
+    return b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 64 64\nshowpage\n"
+
+
+def map_bomb(path: Path, shape: tuple, n_paths: int = 1) -> None:
+    """heatmaps.npz with maps of `shape` written as streamed zeros (a few MB on disk, gigabytes when loaded)."""
+    import zipfile
+
+    import numpy as np
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": shape})
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("maps.npy", "w", force_zip64=True) as member:
+            member.write(header.getvalue())
+            left, block = int(np.prod(shape)) * 4, bytes(1 << 20)
+            while left > 0:
+                member.write(block[: min(left, len(block))])
+                left -= len(block)
+        for key, value in (("paths", np.array([f"{i}.png" for i in range(n_paths)])), ("probs", np.zeros(n_paths)),
+                           ("image_size", np.array(224))):  # fmt: skip
+            buffer = io.BytesIO()
+            np.save(buffer, value)
+            archive.writestr(f"{key}.npy", buffer.getvalue())
+
+
+def hostile_run_folders(good_run: Path, root: Path) -> None:
+    """The run folders the run-folder issue listed, beside the good one."""
+    import numpy as np
+
+    results = json.loads((good_run / "results.json").read_text())
+    for name, change in (("metrics-string", {"metrics": "x"}), ("provenance-string", {"provenance": "x"}),
+                         ("claims-root", {"provenance": results["provenance"] | {"data": "//"}})):  # fmt: skip
+        shutil.copytree(good_run, root / name, symlinks=True)
+        (root / name / "results.json").write_text(json.dumps(results | change))
+    (root / "deep").mkdir()
+    (root / "deep" / "results.json").write_text('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    (root / "sparse-1GB").mkdir()
+    with open(root / "sparse-1GB" / "results.json", "wb") as f:
+        f.truncate(2**30)
+    for name, shape in (("map-16384", (1, 16384, 16384)), ("map-1x8000", (1, 1, 8000))):
+        shutil.copytree(good_run, root / name, symlinks=True)
+        map_bomb(root / name / "heatmaps.npz", shape)
+    shutil.copytree(good_run, root / "size-nan", symlinks=True)
+    with np.load(root / "size-nan" / "heatmaps.npz") as f:
+        stored = {k: f[k] for k in f.files}
+    np.savez(root / "size-nan" / "heatmaps.npz", **(stored | {"image_size": np.array(float("nan"))}))
+
+
 def hostile_runs(good_run: Path, root: Path) -> list[str]:
     """A runs folder: the good run and the broken ones; returns the run names."""
     shutil.copytree(good_run, root / "good", symlinks=True)
@@ -88,6 +171,7 @@ def hostile_runs(good_run: Path, root: Path) -> list[str]:
     shutil.copytree(good_run, root / "report-link", symlinks=True)
     (root / "report-link" / "report.html").unlink(missing_ok=True)
     os.symlink("/etc/passwd", root / "report-link" / "report.html")
+    hostile_run_folders(good_run, root)
     return sorted(p.name for p in root.iterdir())
 
 
@@ -127,11 +211,17 @@ def soak(args, start_server, film_bytes: list[bytes], good_run: Path) -> dict:
     runs = work / "runs"
     runs.mkdir()
     names = hostile_runs(good_run, runs)
-    process, url = start_server(args.checkpoint, ["--runs", str(runs), "--max-upload-mb", "5"])
+    data_root = str(Path(args.data).resolve())
+    process, url = start_server(
+        args.checkpoint, ["--runs", str(runs), "--max-upload-mb", "5", "--data-root", data_root]
+    )
     base = url.rsplit("/api/", 1)[0]
     port = int(base.rsplit(":", 1)[1])
     png16 = bomb_png()
     dicom = huge_dicom(work / "huge.dcm")
+    deflated = deflated_dicom(work / "deflated.dcm")
+    rgba = image_bytes("PNG", "RGBA", 6000)  # 36 MP, inside the 64 MP budget
+    others = {fmt: image_bytes(fmt) for fmt in ("GIF", "WEBP", "TGA")}
     good_paths = [r["path"] for r in httpx.get(f"{base}/api/runs/good/predictions").json()[:20]]
     samples: list[float] = []
     sampling = threading.Event()
@@ -175,6 +265,15 @@ def soak(args, start_server, film_bytes: list[bytes], good_run: Path) -> dict:
         "nul_run_name": lambda c: c.get("/api/runs/go%00od/predictions").status_code,
         "nul_film_path": lambda c: c.get("/api/runs/good/film", params={"path": good_paths[0] + "\0"}).status_code,
         "film_outside": lambda c: c.get("/api/runs/good/film", params={"path": "/etc/passwd"}).status_code,
+        "deflated_dicom_800MB": lambda c: post(c, "deflated.dcm", deflated),
+        "rgba_png_36MP": lambda c: post(c, "rgba.png", rgba),
+        "gif_webp_tga_upload": lambda c: max(post(c, f"x.{k.lower()}", v) for k, v in others.items()),
+        "eps_upload": lambda c: post(c, "x.eps", eps_bytes()),
+        "hostile_run_list": lambda c: c.get("/api/runs").status_code,
+        "hostile_run_films": lambda c: max(
+            c.get(f"/api/runs/{n}/film", params={"path": good_paths[0]}).status_code
+            for n in ("map-16384", "map-1x8000", "size-nan", "provenance-string", "claims-root")
+        ),
     }
     statuses: Counter = Counter()
     by_kind: dict[str, Counter] = {k: Counter() for k in [*bad_inputs, "good_upload", "good_film"]}
@@ -213,7 +312,7 @@ def soak(args, start_server, film_bytes: list[bytes], good_run: Path) -> dict:
                         kind = rng.choice(kinds)
                         try:
                             status = bad_inputs[kind](client)
-                        except httpx.HTTPError as exc:  # the server may close a connection it refused
+                        except httpx.HTTPError as exc:  # counted: only MAY_CLOSE kinds may end like this
                             status = f"closed ({type(exc).__name__})"
                     with lock:
                         statuses[status] += 1
@@ -238,6 +337,14 @@ def soak(args, start_server, film_bytes: list[bytes], good_run: Path) -> dict:
 
     good_latencies.sort()
     server_errors = sum(n for s, n in statuses.items() if isinstance(s, int) and s >= 500)
+    good_not_200 = sum(n for k in ("good_upload", "good_film") for s, n in by_kind[k].items() if s != 200)
+    closed = sum(
+        n
+        for k, found in by_kind.items()
+        if k not in MAY_CLOSE
+        for s, n in found.items()
+        if not isinstance(s, int) or s == 0
+    )
     return {
         "seconds": round(elapsed, 1),
         "clients": args.clients,
@@ -253,6 +360,9 @@ def soak(args, start_server, film_bytes: list[bytes], good_run: Path) -> dict:
         "peak_rss_mb": round(max(samples), 1) if samples else None,
         "peak_over_idle_mb": round(max(samples) - idle, 1) if samples else None,
         "server_alive_after": alive,
+        "good_requests_not_200": good_not_200,
+        "closed_connections_unexpected": closed,
+        "rss_bound_mb": RSS_BOUND_MB,
     }
 
 
@@ -270,8 +380,19 @@ def run(args, start_server, reference_films: list[bytes], good_run: Path) -> Non
         out=args.record_dir,
     )
     print(f"record: {path}")
-    if figures["server_errors_5xx"] or figures["peak_over_idle_mb"] > 500 or not figures["server_alive_after"]:
-        raise SystemExit("FAILED: 5xx answers, memory over idle + 500 MB, or the server died")
+    failed = [
+        name
+        for name, bad in (
+            ("5xx answers", figures["server_errors_5xx"]),
+            ("good requests without a 200", figures["good_requests_not_200"]),
+            ("connections closed on requests that may not close", figures["closed_connections_unexpected"]),
+            (f"memory over idle + {RSS_BOUND_MB} MB", (figures["peak_over_idle_mb"] or 0) > RSS_BOUND_MB),
+            ("the server died", not figures["server_alive_after"]),
+        )
+        if bad
+    ]
+    if failed:
+        raise SystemExit("FAILED: " + "; ".join(failed))
 
 
 __all__ = ["run", "bomb_png", "io"]
