@@ -457,7 +457,21 @@ def guard_depths() -> str:
     )
 
 
+def startup() -> str:
+    record = load("startup")
+    f, machine = record["figures"], record["machine"]
+    rows = ["| command | median wall time | against `python -c pass` |", "|---|---|---|"]
+    for name, seconds in f["median_s"].items():
+        rows.append(f"| `{name}` | {seconds:.3f} s | {f['ratio_to_python'][name]:.1f}x |")
+    return (
+        "\n".join(rows) + f"\n\nMedians of {f['repeats']} fresh interpreters each, interleaved, on {machine['cpu']} "
+        f"({machine['cores']} cores); target: `--version` and `--help` within {f['target_ratio']:g}x, "
+        f"{'met' if f['target_met'] else 'missed'}. " + _source("startup")
+    )
+
+
 TABLES = {
+    "startup": startup,
     "guard-depths": guard_depths,
     "levers": levers,
     "longer-phase": longer_phase,

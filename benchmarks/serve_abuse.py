@@ -5,7 +5,7 @@ ones. First its quiet latency: good uploads one at a time. Then, for a bounded t
 mix of good uploads and every bad input the security issue lists: a small PNG declaring 12000 x 12000 px at 16 bits,
 a DICOM header declaring 30000 x 30000 px, a chunked upload far over the limit, a Content-Length over it, foreign
 Host and Origin headers, a cross-site POST, a slow method, NUL bytes and shard-member names in file names, garbage,
-empty and truncated files, a deflated DICOM that inflates to 800 MB, an RGBA PNG inside the pixel budget, GIF, WebP,
+empty and truncated files, a deflated DICOM that inflates to 800 MB, RGBA PNGs over and at the pixel budget, GIF, WebP,
 TGA and EPS uploads, and the broken runs (results.json `{}` and not JSON, a run linked out of the folder, no
 predictions.csv, a label of 5, a report.html linked to /etc/passwd, NUL bytes in run names and film paths) and the
 hostile ones of "A run folder is hostile input too" (a 1 MB heatmaps.npz holding a 16384 x 16384 map, a 1 x 8000 map,
@@ -220,7 +220,8 @@ def soak(args, start_server, film_bytes: list[bytes], good_run: Path) -> dict:
     png16 = bomb_png()
     dicom = huge_dicom(work / "huge.dcm")
     deflated = deflated_dicom(work / "deflated.dcm")
-    rgba = image_bytes("PNG", "RGBA", 6000)  # 36 MP, inside the 64 MP budget
+    rgba = image_bytes("PNG", "RGBA", 6000)  # 36 MP: inside the 64 MP budget by pixels, over it by its 4 planes
+    rgba_largest = image_bytes("PNG", "RGBA", 4000)  # 16 MP x 4 planes: the largest colour film the budget takes
     others = {fmt: image_bytes(fmt) for fmt in ("GIF", "WEBP", "TGA")}
     good_paths = [r["path"] for r in httpx.get(f"{base}/api/runs/good/predictions").json()[:20]]
     samples: list[float] = []
@@ -267,6 +268,7 @@ def soak(args, start_server, film_bytes: list[bytes], good_run: Path) -> dict:
         "film_outside": lambda c: c.get("/api/runs/good/film", params={"path": "/etc/passwd"}).status_code,
         "deflated_dicom_800MB": lambda c: post(c, "deflated.dcm", deflated),
         "rgba_png_36MP": lambda c: post(c, "rgba.png", rgba),
+        "rgba_png_16MP_at_the_budget": lambda c: post(c, "rgba.png", rgba_largest),
         "gif_webp_tga_upload": lambda c: max(post(c, f"x.{k.lower()}", v) for k, v in others.items()),
         "eps_upload": lambda c: post(c, "x.eps", eps_bytes()),
         "hostile_run_list": lambda c: c.get("/api/runs").status_code,

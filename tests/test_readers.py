@@ -72,6 +72,17 @@ def test_rgba_composites_on_black(tmp_path):
     assert gray[:, :25].mean() == pytest.approx(200, abs=1) and gray[:, 25:].max() == 0
 
 
+def test_rgba_on_two_planes_equals_the_composite_over_black(tmp_path):
+    """The reader's grey x alpha equals Pillow's alpha_composite over opaque black, then grey, within its two
+    roundings (grey, then the product; the composite rounds each colour, then the grey)."""
+    rgba = np.random.default_rng(0).integers(0, 256, (64, 48, 4), dtype=np.uint8)
+    image = Image.fromarray(rgba, "RGBA")
+    background = Image.new("RGBA", image.size, (0, 0, 0, 255))
+    reference = np.asarray(Image.alpha_composite(background, image).convert("L"), dtype=int)
+    gray = read_grayscale(save(tmp_path / "r.png", image)).astype(int)
+    assert np.abs(gray - reference).max() <= 2 and np.abs(gray - reference).mean() < 0.75
+
+
 def test_cmyk_jpeg_reads(tmp_path):
     path = save(tmp_path / "c.jpeg", Image.fromarray(gradient()).convert("CMYK"))
     assert Image.open(path).mode == "CMYK"
@@ -278,3 +289,13 @@ def test_display_of_a_film_without_a_window_is_the_read_film_under_the_identity_
     Image.fromarray(np.tile(np.linspace(0, 255, 3000).astype(np.uint8), (1500, 1))).save(wide)
     small, _ = read_display(wide, max_side=1024)
     assert small.shape == (512, 1024)
+
+
+def test_a_colour_film_counts_each_channel_against_the_budget(tmp_path):
+    """An RGBA film decodes to four planes: 40 x 50 x 4 = 8,000 values against the budget (hand count)."""
+    path = save(tmp_path / "c.png", Image.new("RGBA", (50, 40), (90, 90, 90, 255)))
+    assert read_grayscale(path, max_pixels=8000).shape == (40, 50)
+    with pytest.raises(UnreadableImage, match="50x40 x4 channels"):
+        read_grayscale(path, max_pixels=7999)
+    grey = save(tmp_path / "g.png", Image.new("L", (50, 40), 90))
+    assert read_grayscale(grey, max_pixels=2000).shape == (40, 50)  # one plane: 2,000

@@ -16,7 +16,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-from PIL import BmpImagePlugin, Image, ImageOps, JpegImagePlugin, MpoImagePlugin, PngImagePlugin, TiffImagePlugin  # noqa: F401
+from PIL import BmpImagePlugin, Image, ImageChops, ImageOps, JpegImagePlugin, PngImagePlugin, TiffImagePlugin  # noqa: F401
 
 from pneumocam.core.errors import PneumocamError
 
@@ -122,16 +122,23 @@ def max_pixels() -> int:
     return int(text)
 
 
-def check_pixel_budget(width: int, height: int, frames: int = 1, budget: int | None = None) -> None:
-    """UnreadableImage when a header declares more pixels than the budget (checked before decoding)."""
+def check_pixel_budget(width: int, height: int, frames: int = 1, budget: int | None = None, channels: int = 1) -> None:
+    """UnreadableImage when a header declares more pixels than the budget (checked before decoding). A colour film
+    counts each channel (a 6000 x 6000 RGBA PNG weighs 144 M, as its decoded planes do in memory)."""
     budget = max_pixels() if budget is None else int(budget)
-    count = int(width) * int(height) * max(1, int(frames))
+    count = int(width) * int(height) * max(1, int(frames)) * max(1, int(channels))
     if count > budget:
         shape = f"{width}x{height}" + (f"x{frames} frames" if frames > 1 else "")
+        shape += f" x{channels} channels" if channels > 1 else ""
         raise UnreadableImage(
             f"image too large: {shape} = {count / 1e6:.1f} MP, over the limit of {budget / 1e6:g} MP "
             f"(--max-pixels or {MAX_PIXELS_ENV})"
         )
+
+
+def decoded_channels(mode: str) -> int:
+    """How many 8-bit planes a Pillow mode decodes to on the reader's way to grey (a palette is expanded to RGBA)."""
+    return {"P": 4, "PA": 4, "RGBA": 4, "CMYK": 4, "RGB": 3, "YCbCr": 3, "LAB": 3, "HSV": 3, "LA": 2}.get(mode, 1)
 
 
 DEFLATED_DICOM = b"1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian: the whole dataset is zlib data
@@ -263,9 +270,10 @@ def _pil_to_gray(image: Image.Image) -> np.ndarray:
     if image.mode == "P":
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA"):
-        # Transparent pixels read as black, the colour of the film's blank border.
-        background = Image.new("RGBA", image.size, (0, 0, 0, 255))
-        image = Image.alpha_composite(background, image.convert("RGBA"))
+        # Transparent pixels read as black, the colour of the film's blank border: grey x alpha / 255, which is the
+        # composite over black, computed on 8-bit planes (a 36 MP RGBA film: about 300 MB at its peak, not 650).
+        grey = ImageChops.multiply(image.convert("L"), image.getchannel("A"))
+        return np.asarray(grey, dtype=np.uint8)
     if image.mode == "CMYK":
         image = image.convert("RGB")
     return np.asarray(image.convert("L"), dtype=np.uint8)
@@ -287,7 +295,8 @@ def read_grayscale(path: str | os.PathLike, draft_size: int | None = None, max_p
             gray = _read_dicom(source, max_pixels)
         else:
             with Image.open(source, formats=PIL_FORMATS) as image:
-                check_pixel_budget(*image.size, budget=max_pixels)  # only the first frame is decoded
+                # only the first frame is decoded; colour counts its channels
+                check_pixel_budget(*image.size, budget=max_pixels, channels=decoded_channels(image.mode))
                 if draft_size and image.format == "JPEG":
                     image.draft("L", (draft_size, draft_size))
                 image.load()

@@ -10,6 +10,7 @@ together as the next batch. Each answer goes back to the request it came from.
 from __future__ import annotations
 
 import base64
+import ctypes
 import functools
 import os
 import queue
@@ -50,6 +51,7 @@ COLOUR_SCALE = (
 )
 # Uploads decoded at once: each may hold a film up to the pixel budget in memory, so this bounds the server's peak.
 CONCURRENT_DECODES = 2
+LARGE_DECODE_PIXELS = 4_000_000  # after a decode this large the freed heap is handed back (release_memory)
 _SAFE_SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,8}")
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
@@ -177,6 +179,8 @@ class ModelService:
                 raise UnreadableImage(_ADDRESS.sub("", message)) from None
             reason = file_reason(handle.name)
             shown = self._display(handle.name) if display else None
+        if gray.size > LARGE_DECODE_PIXELS:
+            release_memory()
         return gray, reason, shown
 
     def decode_film(self, path, size: int) -> tuple[np.ndarray, dict]:
@@ -184,7 +188,9 @@ class ModelService:
         pixel budget, at most CONCURRENT_DECODES at once); UnreadableImage as the readers."""
         with self._decoding:
             gray = resize_square(read_grayscale(path, draft_size=size, max_pixels=self.max_pixels), size)  # as the run
-            return gray, self._display(path)
+            shown = self._display(path)
+        release_memory()
+        return gray, shown
 
     def _display(self, path: str) -> dict:
         return display_record(path, self.max_pixels)
@@ -350,6 +356,22 @@ def display_record(path: str | os.PathLike, max_pixels: int | None = None) -> di
     gray, window = read_display(path, DISPLAY_MAX_SIDE, max_pixels=max_pixels)
     return {"film_png_base64": png_base64(gray), "width": int(gray.shape[1]), "height": int(gray.shape[0]),
             "window": window}  # fmt: skip
+
+
+@functools.cache
+def _libc():
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+
+
+def release_memory() -> None:
+    """Hand the heap a large decode freed back to the system: glibc keeps it otherwise, and the server's resident
+    memory would stay at its largest film's peak. A no-op where the C library is not glibc."""
+    libc = _libc()
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
 
 
 @functools.cache
