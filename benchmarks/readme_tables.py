@@ -35,7 +35,12 @@ def _source(*names: str) -> str:
     for name in names:
         record = load(name)
         dirty = " with uncommitted changes" if "uncommitted" in record["commit"] else ""
-        parts.append(f"benchmarks/results/{name}.json ({record['date'][:10]}, commit {record['commit'][:7]}{dirty})")
+        machine = (record.get("machine") or {}).get("gpu") or (record.get("machine") or {}).get(
+            "cpu", "unknown machine"
+        )
+        parts.append(
+            f"benchmarks/results/{name}.json ({record['date'][:10]}, commit {record['commit'][:7]}{dirty}, {machine})"
+        )
     return "Record: " + "; ".join(parts) + "."
 
 
