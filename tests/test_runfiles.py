@@ -271,6 +271,17 @@ def test_uploads_in_formats_outside_the_allow_list_never_reach_their_plugins(hos
     assert reply.status_code == 422 and "not a readable image" in reply.json()["detail"]
 
 
+def test_an_rgba_film_over_the_budget_by_its_planes_is_refused_before_decoding(hostile):
+    """A 6000 x 6000 RGBA PNG is 36 MP, inside the 64 MP budget by pixels, but decodes to 4 planes of 36 M: refused
+    from its header (the old reader held 650 MB for it)."""
+    _, _, client = hostile
+    buffer = io.BytesIO()
+    Image.new("RGBA", (6000, 6000), (90, 90, 90, 255)).save(buffer, format="PNG")
+    assert len(buffer.getvalue()) < 2**20
+    reply = client.post("/api/predict", files={"file": ("film.png", buffer.getvalue())})
+    assert reply.status_code == 422 and "6000x6000 x4 channels = 144.0 MP" in reply.json()["detail"]
+
+
 def test_an_eps_upload_never_starts_ghostscript(hostile, monkeypatch):
     import subprocess
 

@@ -1,9 +1,8 @@
 """Two-group statistics for per-image scores, signed PNEUMONIA minus NORMAL. Pure functions over arrays.
 
-Reproduces the original test (Student's t, Cohen's d on 30 vs 30 random images) and adds what it
-lacked: Welch's t, Mann-Whitney U, a permutation test, Hedges' g with a bootstrap CI, normality and
-equal-variance checks, and the distribution of p and d over many resampled 30 vs 30 draws, since a
-single draw can flip the conclusion.
+Reproduces the original test (Student's t, Cohen's d on 30 vs 30 random images) and adds what it lacked: Welch's t,
+Mann-Whitney U, a permutation test, Hedges' g with a bootstrap CI, normality and equal-variance checks, and the
+distribution of p and d over many resampled 30 vs 30 draws, since a single draw can flip the conclusion.
 """
 
 from __future__ import annotations
@@ -48,8 +47,7 @@ def effect_size_label(d: float) -> str:
     return "negligible" if size < 0.2 else "small" if size < 0.5 else "medium" if size < 0.8 else "large"
 
 
-# |x| above this: x squared times the number of values (sums of squares, variances) overflows float64's 1.8e308.
-LARGEST_SCORE = 1e150
+LARGEST_SCORE = 1e150  # |x| above this: sums of squares (variances) overflow float64's 1.8e308
 
 
 def validate_groups(normal, pneumonia) -> tuple[np.ndarray, np.ndarray]:
@@ -64,11 +62,9 @@ def validate_groups(normal, pneumonia) -> tuple[np.ndarray, np.ndarray]:
         if not np.all(np.isfinite(array)):
             raise StatsInputError(f"the {name} group holds {int(np.sum(~np.isfinite(array)))} NaN or infinite values")
         arrays.append(array)
-    largest = max(float(np.abs(a).max()) for a in arrays)
-    if largest > LARGEST_SCORE:
+    if (largest := max(float(np.abs(a).max()) for a in arrays)) > LARGEST_SCORE:
         raise StatsInputError(
-            f"a score as large as {largest:.3g}: sums of squares of such values overflow float64 (the tests would "
-            f"report nothing); rescale the score below {LARGEST_SCORE:.0e}"
+            f"a score as large as {largest:.3g}: its square overflows float64; rescale it below 1e150"
         )
     return arrays[0], arrays[1]
 
