@@ -36,18 +36,40 @@ def _cpu_flags() -> list[str]:
     return []
 
 
-def commit() -> str:
-    """HEAD (+uncommitted changes), or PNEUMOCAM_RECORD_COMMIT when set: a copy of the tree elsewhere (the device
-    tool's) can carry another checkout's .git, whose HEAD is not the tree that ran."""
-    if os.environ.get("PNEUMOCAM_RECORD_COMMIT"):
-        return os.environ["PNEUMOCAM_RECORD_COMMIT"]
+def _git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+
+
+def tree_state() -> str:
+    """HEAD and every change to the tree, untracked files included (what a measurement ran on)."""
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
-                               text=True, check=True)  # fmt: skip
-        return head.stdout.strip() + ("+uncommitted changes" if dirty.stdout.strip() else "")
+        return _git("rev-parse", "HEAD").strip() + "\n" + _git("status", "--porcelain", "--untracked-files=all")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def commit() -> str:
+    """HEAD (+uncommitted changes, untracked files included), or PNEUMOCAM_RECORD_COMMIT when set: a copy of the tree
+    elsewhere (the device tool's) can carry another checkout's .git, whose HEAD is not the tree that ran."""
+    if os.environ.get("PNEUMOCAM_RECORD_COMMIT"):
+        return os.environ["PNEUMOCAM_RECORD_COMMIT"]
+    state = tree_state()
+    if state == "unknown":
+        return state
+    head, _, changes = state.partition("\n")
+    return head + ("+uncommitted changes" if changes.strip() else "")
+
+
+def stamp() -> dict:
+    """Commit, tree, machine, date and command, taken when measuring starts: write_record(stamped=...) keeps them and
+    refuses to write when the tree changed while the measurement ran."""
+    return {
+        "commit": commit(),
+        "tree": tree_state(),
+        "machine": machine(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": " ".join(["python", *sys.argv]),
+    }
 
 
 def machine() -> dict:
@@ -65,15 +87,25 @@ def machine() -> dict:
     }
 
 
-def write_record(name: str, figures: dict, note: str = "", out: Path | None = None) -> Path:
-    """benchmarks/results/NAME.json (or OUT/NAME.json): figures + command + commit + machine + date."""
+def write_record(
+    name: str, figures: dict, note: str = "", out: Path | None = None, stamped: dict | None = None
+) -> Path:
+    """benchmarks/results/NAME.json (or OUT/NAME.json): figures + command + commit + machine + date. stamped: what
+    stamp() said when the measurement started (then kept, and the record refused if the tree changed since);
+    without it the record is stamped now and says so."""
+    if stamped is not None and tree_state() != stamped["tree"]:
+        raise SystemExit(
+            f"not writing {name}: the tree changed while it was measured (commit or files differ from its start)"
+        )
+    found = stamped or stamp()
     record = {
         "name": name,
         "figures": figures,
-        "command": " ".join(["python", *sys.argv]),
-        "commit": commit(),
-        "machine": machine(),
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": found["command"],
+        "commit": found["commit"],
+        "machine": found["machine"],
+        "date": found["date"],
+        "stamped": "when the measurement started" if stamped is not None else "when the record was written",
         "note": note,
     }
     folder = RESULTS if out is None else Path(out)

@@ -200,6 +200,8 @@ def main() -> None:
     from record import write_record
 
     print(f"record: {write_record('serve-latency', row, out=args.record_dir)}")
+    if not row["answers_match_sequential"]:
+        raise SystemExit("FAILED: an answer given beside other requests differs from the same film's answer alone")
 
 
 if __name__ == "__main__":

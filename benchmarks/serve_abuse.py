@@ -370,8 +370,9 @@ def soak(args, start_server, film_bytes: list[bytes], good_run: Path) -> dict:
 
 def run(args, start_server, reference_films: list[bytes], good_run: Path) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from record import write_record
+    from record import stamp, write_record
 
+    stamped = stamp()  # the tree and machine as measuring starts
     figures = soak(args, start_server, reference_films, good_run)
     print(json.dumps({k: v for k, v in figures.items() if k != "status_by_kind"}, indent=2))
     path = write_record(
@@ -380,6 +381,7 @@ def run(args, start_server, reference_films: list[bytes], good_run: Path) -> Non
         note="8 clients on 127.0.0.1; latency of good 224 px JPEG uploads (Grad-CAM) during the abuse against one at "
         "a time before it; RSS of the server process sampled every 20 ms",
         out=args.record_dir,
+        stamped=stamped,
     )
     print(f"record: {path}")
     failed = [

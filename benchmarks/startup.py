@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from record import write_record  # noqa: E402
+from record import stamp, write_record  # noqa: E402
 
 TARGET_RATIO = 4.0  # --version / --help against a bare interpreter start
 COMMANDS = {
@@ -40,6 +40,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--record", default=None, help="Also write benchmarks/results/NAME.json.")
     args = parser.parse_args(argv)
+    stamped = stamp()  # the tree and machine as measuring starts
     for command in COMMANDS.values():
         timed(command)  # warm the file cache once
     seconds = {name: [] for name in COMMANDS}
@@ -59,7 +60,7 @@ def main(argv=None) -> int:
     missed = [n for n in ("pneumocam --version", "pneumocam --help") if figures["ratio_to_python"][n] > TARGET_RATIO]
     figures["target_met"] = not missed
     if args.record:
-        write_record(args.record, figures, note="fresh interpreter per call, interleaved; medians")
+        write_record(args.record, figures, note="fresh interpreter per call, interleaved; medians", stamped=stamped)
     if missed:
         print(f"missed the target ({TARGET_RATIO}x python -c pass): {', '.join(missed)}")
         return 1

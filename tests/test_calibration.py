@@ -56,3 +56,14 @@ def test_a_temperature_at_its_bound_is_not_applied_and_says_why():
     overlapping = np.array([-2.0, 0.5, -1.0, 1.0, -0.5, 2.0])  # not separable: an interior optimum, applied
     fitted = calibrate(overlapping, labels)
     assert fitted.method == "temperature" and fitted.note is None and 0.06 < fitted.temperature < 19
+
+
+def test_ece_weights_each_bin_by_its_count():
+    """Three films in one confidence bin, one in another: ECE = sum over bins of count / n x |accuracy - confidence|,
+    written out by hand (an unweighted mean over bins gives another number)."""
+    labels = np.array([1, 1, 0, 1])
+    probs = np.array([0.55, 0.55, 0.55, 0.95])  # bin of 0.55: accuracy 2/3; bin of 0.95: accuracy 1
+    by_hand = 3 / 4 * abs(2 / 3 - 0.55) + 1 / 4 * abs(1 - 0.95)
+    unweighted = (abs(2 / 3 - 0.55) + abs(1 - 0.95)) / 2
+    assert abs(by_hand - unweighted) > 0.01  # the fixture separates the two
+    assert expected_calibration_error(labels, probs, n_bins=10) == pytest.approx(by_hand)

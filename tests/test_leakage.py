@@ -171,3 +171,12 @@ def test_training_from_a_checkpoint_inherits_the_films_it_has_seen(trained, phan
     assert meta["seen"]["inherited_from"] == str((trained / "model.pt").resolve())
     assert started_random(meta["weights"]) and meta["weights"]["source"] == "file"
     assert any("RANDOM INITIALISATION" in note for note in meta["weights"]["notes"])
+
+
+def test_training_and_selection_patient_counts_are_told_apart():
+    """Two evaluated patients also trained the model, one other selected it: counted as 2 and 1 (hand count)."""
+    seen = {"training": {"sha1": [], "patients": ["p1", "p2", "p9"]}, "selection": {"sha1": [], "patients": ["p3"]}}
+    samples = [Sample(f"/x/{p}-{i}.png", 0, "test", p) for p in ("p1", "p2", "p3", "p4") for i in (0, 1)]
+    found = check_leakage({"seen": seen}, samples, hashes=["h"] * len(samples))
+    assert found.n_patients_shared_with_training == 2 and found.n_patients_shared_with_selection == 1
+    assert found.n_images_seen_in_training == found.n_images_seen_in_selection == 0

@@ -204,3 +204,15 @@ def test_fixed_operating_points_on_tied_scores_equal_a_full_threshold_sweep():
         assert (points["sensitivity_at_specificity"], points["specificity_at_sensitivity"]) == pytest.approx(
             sweep(labels, scores)
         ), seed
+
+
+def test_films_without_a_patient_id_are_each_their_own_cluster():
+    """Two patients (two films each) and three films without an id: five clusters by hand, never one cluster of
+    the unknown films."""
+    metrics = BinaryMetrics(bootstrap_resamples=10)
+    paths = [f"f{i}.png" for i in range(7)]
+    patients = ["A", "A", "B", "B", None, None, None]
+    metrics.update(paths, [0, 1, 0, 1, 0, 1, 1], [0.2, 0.8, 0.3, 0.7, 0.4, 0.6, 0.9], patients)
+    unit, groups = metrics.resampling_unit()
+    assert unit.startswith("patient") and "3 images without a patient id" in unit
+    assert len(set(groups.tolist())) == 5

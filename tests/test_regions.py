@@ -11,6 +11,7 @@ from pneumocam.analysis.regions import (
     mass_share,
     partition,
     pointing_game,
+    split_attention,
 )
 from pneumocam.anatomy.lungs import LungModel, body_mask, classical_lungs, dice, fill_holes
 from pneumocam.data.phantoms import make_phantom
@@ -137,3 +138,31 @@ def test_mask_value_127_is_read_as_ignore(tmp_path):
         assert found[0] and int(ignore.sum()) == ignored, size
         assert not (lungs & ignore).any() and ignore[0, 0, -1] and not ignore[0, -1, -1]
     assert int(load_masks_and_ignore(tmp_path, [sample], 16)[0].sum()) == 128  # the lungs read as before
+
+
+def test_ignore_pixels_are_left_out_of_a_share_inside_and_outside_the_mask():
+    """Map [[1, 2], [3, 4]], mask the left column, 'ignore' at (1, 0) inside it and (0, 1) outside it: the share is
+    1 / (1 + 4) = 0.2 by hand (with the ignore pixels counted: 4 / 10)."""
+    maps = np.array([[[1.0, 2.0], [3.0, 4.0]]])
+    mask = np.array([[[True, False], [True, False]]])
+    ignore = np.array([[[False, True], [True, False]]])
+    assert mass_share(maps, mask, ignore)[0] == pytest.approx(0.2)
+    assert mass_share(maps, mask)[0] == pytest.approx(0.4)
+    assert area_share(mask, ignore)[0] == pytest.approx(1 / 2)  # one lung pixel of the two kept
+
+
+def test_per_class_region_means_keep_the_classes_apart(phantom_data):
+    """NORMAL maps all in a corner (outside the body), PNEUMONIA maps in the centre: each class's mean share equals
+    the mean of its own films' column, and the two differ (a swap of the classes would show)."""
+    from pneumocam.data import discover, load_images
+
+    loaded = load_images(discover(phantom_data.images).split("test"), 64, use_cache=False)
+    labels = loaded.labels
+    maps = np.zeros((len(labels), 7, 7), np.float32)
+    maps[labels == 0, 0, 0] = 1.0
+    maps[labels == 1, 3, 3] = 1.0
+    columns, summary, _ = split_attention(loaded, maps, 64, labels, str(phantom_data.lung_masks))
+    means = summary["mean_share_by_class"]
+    for c, name in enumerate(("NORMAL", "PNEUMONIA")):
+        assert means[name]["outside_body"] == pytest.approx(np.nanmean(columns["share_outside_body"][labels == c]))
+    assert means["NORMAL"]["outside_body"] - means["PNEUMONIA"]["outside_body"] > 0.3

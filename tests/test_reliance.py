@@ -155,3 +155,25 @@ def test_a_model_shown_only_the_lungs_is_not_flagged(tmp_path):
     assert (auc["lungs_removed_fill"] - 0.5) <= 0.5 * (auc["whole"] - 0.5)
     assert auc["only_lungs_fill"] >= auc["whole"] - 0.1
     assert summary["verdict"] != "the decision rests largely outside the lungs"
+
+
+def test_a_masks_ignore_pixels_count_as_lung_in_the_check(tmp_path):
+    """A reference mask with 255 lung, 127 'ignore' inside and outside the lung, 0 elsewhere: the check removes
+    the lung and both ignore blocks (hand count of the pixels: 16 x 16 lung + 2 blocks of 4 x 4)."""
+    from PIL import Image
+
+    from pneumocam.analysis.reliance import film_lungs
+    from pneumocam.data import LoadedImages, Sample
+
+    mask = np.zeros((64, 64), np.uint8)
+    mask[8:24, 8:24] = 255
+    mask[12:16, 12:16] = 127  # a device over the lung
+    mask[40:44, 40:44] = 127  # and one outside it
+    (tmp_path / "masks" / "test" / "NORMAL").mkdir(parents=True)
+    Image.fromarray(mask).save(tmp_path / "masks" / "test" / "NORMAL" / "film.png")
+    loaded = LoadedImages(
+        [Sample(str(tmp_path / "film.png"), 0, "test", None)], np.full((1, 64, 64), 100, np.uint8), [], False
+    )
+    lungs, sources = film_lungs(loaded, str(tmp_path / "masks"), None)
+    assert sources == ["mask"] and int(lungs.sum()) == 16 * 16 + 4 * 4
+    assert lungs[0, 12:16, 12:16].all() and lungs[0, 40:44, 40:44].all()

@@ -251,3 +251,17 @@ def test_resampled_draws_count_the_draws_without_a_p():
     p = np.array(r["p_values"])
     assert np.isnan(p).sum() == without
     assert r["share_p_below_alpha"] == pytest.approx(np.mean(p[np.isfinite(p)] < 0.05))
+
+
+def test_reject_null_follows_welch_where_student_disagrees():
+    """Unequal sizes and spreads: Student's p is below 0.05 and Welch's above it (scipy says so here), and the
+    verdict is Welch's (documented: reject_null is Welch p < alpha)."""
+    normal = [0.03, -0.03, 0.13, 0.02, -0.11, 0.07, 0.26, 0.19, -0.14, -0.25, -0.12, 0.01, -0.47, -0.04, -0.25,
+              -0.15, -0.11, -0.06, 0.08, 0.21, -0.03, 0.27, -0.13, 0.07, 0.18, 0.02, -0.15, -0.18, -0.09,
+              0.04]  # fmt: skip
+    pneumonia = [-1.52, 0.08, 0.18, 1.58, 0.93, 1.21]
+    student = st.ttest_ind(pneumonia, normal, equal_var=True).pvalue
+    welch = st.ttest_ind(pneumonia, normal, equal_var=False).pvalue
+    assert student < 0.05 < welch  # the fixture separates the two
+    result = compare_groups(normal, pneumonia, alpha=0.05, n_permutations=99, n_bootstrap=50)
+    assert result["reject_null"] is False and result["welch"]["p"] == pytest.approx(welch)
