@@ -7,6 +7,8 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -73,3 +75,62 @@ def test_the_readmes_python_example_uses_what_the_library_has():
     scope: dict = {}
     exec(compile(setup, "README.md", "exec"), scope)  # imports and the config, not the run
     assert scope["config"].train.recipe == "scratch" and scope["config"].eval_split == "heldout"
+
+
+# Every number the README's prose may state without a record: definitions, settings and facts about the data, each
+# with what it is. A measured figure belongs in a record table (docs/measured.md), not here.
+README_DEFINITIONS = {
+    "10": "the original protocol's epochs", "32": "batch size; results.json's depth cap; its MB cap",
+    "224": "input size, px", "30": "films per class in the original test", "0.5": "the fixed threshold",
+    "0.85": "the specificity of the reported sensitivity", "2": "exit status; two decodes at once; epochs",
+    "1,000": "resampled draws", "128": "px in the size schedule; the table cap, MB", "6": "epochs at 128 px",
+    "5": "epochs at 224 px", "8": "finetune epochs", "3": "epochs (the earlier schedule)", "4": "RGBA planes",
+    "16": "Kermany's val films", "100": "the val size below which validation is carved", "20": "% carved",
+    "15": "% held out", "1": "the penalty's weight", "0": "mask background", "255": "mask region",
+    "127": "mask ignore; loopback address", "127.0": "loopback address", "256": "px, the largest stored map side",
+    "512": "MB, heatmaps.npz in memory", "50": "MB, the upload limit", "64": "MP, the pixel budget",
+    "400": "status", "403": "status", "413": "status", "422": "status", "500": "status", "503": "status",
+    "3.11": "Python", "4.0": "CC BY 4.0", "2018": "the dataset's year", "5,856": "the dataset's films",
+    "10.17632": "the dataset's DOI", "172": "Cell volume", "1122": "pages", "1131": "pages", "19": "COVID-19",
+}  # fmt: skip
+
+
+def prose_numbers(text: str) -> list[str]:
+    """The numbers of a Markdown text outside code blocks, inline code and record-table blocks."""
+    text = re.sub(r"```.*?```", "", text, flags=re.S)
+    text = re.sub(r"<!-- record-table: [\w-]+ -->.*?<!-- /record-table -->", "", text, flags=re.S)
+    text = re.sub(r"`[^`]*`", "", text)
+    return [n.rstrip(",") for n in re.findall(r"(?<![\w.])\d[\d,]*(?:\.\d+)?(?![\w])", text)]
+
+
+def test_the_number_finder_skips_code_and_record_tables():
+    text = "batch 32 and 0.956 AUC\n```\n7.5 s\n```\n`--seed 3`\n<!-- record-table: x -->\n0.99\n<!-- /record-table -->"
+    assert prose_numbers(text) == ["32", "0.956"]
+
+
+def test_every_number_in_the_readme_prose_is_a_definition():
+    stated = set(prose_numbers((ROOT / "README.md").read_text()))
+    unexplained = sorted(stated - set(README_DEFINITIONS))
+    assert not unexplained, f"numbers in the README's prose with no record: {unexplained} (see README_DEFINITIONS)"
+
+
+def test_no_record_names_a_commit_made_after_it_was_measured():
+    """A record's commit must exist before the record's date (records are stamped when measuring starts)."""
+    import datetime
+    import subprocess
+
+    shallow = subprocess.run(["git", "rev-parse", "--is-shallow-repository"], cwd=ROOT, capture_output=True, text=True)
+    if shallow.returncode or shallow.stdout.strip() != "false":
+        pytest.skip("not a whole git history here: the records' commits cannot be dated")
+    checked = 0
+    for path in sorted((ROOT / "benchmarks" / "results").glob("*.json")):
+        record = json.loads(path.read_text())
+        commit = record.get("commit", "").split("+")[0]
+        dated = subprocess.run(["git", "log", "-1", "--format=%cI", commit], cwd=ROOT, capture_output=True, text=True)
+        if len(commit) < 7 or dated.returncode:
+            continue  # a commit of a checkout elsewhere (the device tool's copy) or none recorded
+        checked += 1
+        made = datetime.datetime.fromisoformat(dated.stdout.strip())
+        measured = datetime.datetime.strptime(record["date"], "%Y-%m-%dT%H:%M:%S%z")
+        assert made <= measured, f"{path.name}: commit {commit[:7]} ({made}) is newer than the record ({measured})"
+    assert checked >= 10
