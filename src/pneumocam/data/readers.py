@@ -228,13 +228,13 @@ def _voi_output_range(ds) -> tuple[float, float] | None:
 
 def _read_dicom(path, budget: int | None = None) -> np.ndarray:
     import pydicom  # deferred: only DICOM files need it
-    from pydicom.errors import InvalidDicomError  # deferred: only DICOM files need it
+    from pydicom.errors import BytesLengthException, InvalidDicomError  # deferred: only DICOM files need it
     from pydicom.pixels import apply_modality_lut, apply_voi_lut  # deferred: only DICOM files need it
 
     check_deflated_budget(path, budget)
     try:
         ds = pydicom.dcmread(path)
-    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError) as exc:
+    except (InvalidDicomError, BytesLengthException, EOFError, ValueError, KeyError, TypeError) as exc:
         raise UnreadableImage(f"corrupt DICOM: {exc}") from exc
     if "PixelData" not in ds:
         raise UnreadableImage("DICOM file has no pixel data")
