@@ -261,10 +261,14 @@ def test_the_weights_line_says_what_a_model_pt_started_from(tmp_path):
 
 def test_the_p_histogram_leaves_out_draws_without_a_p(tmp_path):
     """Draws whose groups are both constant have no t-test p (saved as null): the figure counts them, not crashes."""
-    from pneumocam.report.figures import p_histogram
+    from pneumocam.report.figures import p_histogram, p_histogram_title
 
-    path = p_histogram(tmp_path / "p.png", [0.01, None, 0.5, float("nan"), 0.03], 0.05, "mean_maxnorm", 5)
+    draws = [0.01, None, 0.5, float("nan"), 0.03]
+    path = p_histogram(tmp_path / "p.png", draws, 0.05, "mean_maxnorm", 5)
     assert path.is_file() and path.stat().st_size > 0
+    defined, title = p_histogram_title(draws, 0.05, "mean_maxnorm", 5)
+    assert defined.tolist() == [0.01, 0.5, 0.03]  # hand count: two draws without a p, 2 of the other 3 below alpha
+    assert "over 5 random 5 vs 5 draws; 2 draws without a p" in title and "67% of the draws with a p" in title
 
 
 def test_a_comparison_without_a_p_or_an_effect_size_is_reported_as_n_a(tmp_path):

@@ -63,12 +63,25 @@ def test_deletion_and_insertion_curves_share_their_end_points():
     assert out["maps"]["insertion_curve"][-1] == pytest.approx(out["maps"]["deletion_curve"][0])
 
 
-def test_trust_checks_sample_both_classes_and_reuse_the_main_maps(tiny_run):
-    """The trust entry of a run: as many images as asked, half per class, the method of the main pass."""
-    import json
+def test_trust_checks_sample_both_classes_and_reuse_the_main_maps(monkeypatch):
+    """trust_checks on 20 NORMAL and 10 PNEUMONIA films asked for 16: both checks get 8 films of each class (hand
+    count), and the randomisation check compares against the main pass's own maps of exactly those films."""
+    from types import SimpleNamespace
 
-    trust = json.loads((tiny_run / "results.json").read_text())["trust"]
-    assert (
-        trust["randomisation"]["n_images"] == 16 and trust["faithfulness"]["n_images"] == 16
-    )  # 8 per class of the test split
-    assert trust["randomisation"]["method"] == "gradcam" and trust["faithfulness"]["steps"] == 10
+    from pneumocam.analysis import trust
+
+    labels = np.array([0] * 20 + [1] * 10)
+    images = np.arange(30, dtype=np.uint8)[:, None, None] * np.ones((1, 8, 8), np.uint8)  # film i is all i
+    maps = np.random.default_rng(0).random((30, 7, 7)).astype(np.float32)
+    cam = SimpleNamespace(maps=maps, targets=labels.astype(np.int8), method="gradcam")
+    seen = {}
+    monkeypatch.setattr(trust, "randomisation_test", lambda m, imgs, t, method, seed, reference: seen.update(
+        rand=(imgs, t, reference, method)) or {"n_images": len(imgs)})  # fmt: skip
+    monkeypatch.setattr(trust, "deletion_insertion", lambda m, imgs, mp, t, steps, seed, device: seen.update(
+        faith=(imgs, mp)) or {"n_images": len(imgs)})  # fmt: skip
+    trust.trust_checks(None, SimpleNamespace(images=images), cam, labels, 16, 10, 0, "cpu")
+    imgs, targets, reference, method = seen["rand"]
+    picked = imgs[:, 0, 0].astype(int)  # which films were sampled
+    assert np.bincount(labels[picked], minlength=2).tolist() == [8, 8] and method == "gradcam"
+    assert np.array_equal(reference, maps[picked]) and np.array_equal(targets, labels[picked])
+    assert np.array_equal(seen["faith"][0], imgs) and np.array_equal(seen["faith"][1], maps[picked])

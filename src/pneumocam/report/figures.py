@@ -107,22 +107,27 @@ def confusion_figure(path: Path, matrix, threshold: float) -> Path:
 def p_histogram(path: Path, p_values, alpha: float, score: str, n_per_class: int) -> Path:
     """p over the resampled draws; a draw whose test is undefined (both groups constant: p saved as null) is left out
     of the histogram and counted in the title."""
-    values = np.array([np.nan if p is None else p for p in p_values], dtype=float)
-    defined = values[np.isfinite(values)]
+    defined, title = p_histogram_title(p_values, alpha, score, n_per_class)
     fig, ax = plt.subplots(figsize=(4.6, 3.2))
     ax.hist(defined, bins=np.linspace(0, 1, 41), color="steelblue")
     ax.axvline(alpha, color="red", ls="--", label=f"alpha = {alpha}")
-    share = float(np.mean(defined < alpha)) if len(defined) else float("nan")
-    missing = len(values) - len(defined)
-    undefined = f"; {missing} draws without a p (constant scores)" if missing else ""
-    ax.set_title(
-        f"{score}: p over {len(values)} random {n_per_class} vs {n_per_class} draws{undefined}\n"
-        f"{share:.0%} of the draws with a p have p < {alpha}",
-        fontsize=8,
-    )
+    ax.set_title(title, fontsize=8)
     ax.set_xlabel("Student's t-test p")
     ax.legend(fontsize=7)
     return _save(fig, path)
+
+
+def p_histogram_title(p_values, alpha: float, score: str, n_per_class: int) -> tuple[np.ndarray, str]:
+    """(the draws' defined p values, the histogram's title counting the draws without one)."""
+    values = np.array([np.nan if p is None else p for p in p_values], dtype=float)
+    defined = values[np.isfinite(values)]
+    share = float(np.mean(defined < alpha)) if len(defined) else float("nan")
+    missing = len(values) - len(defined)
+    undefined = f"; {missing} draws without a p (constant scores)" if missing else ""
+    return defined, (
+        f"{score}: p over {len(values)} random {n_per_class} vs {n_per_class} draws{undefined}\n"
+        f"{share:.0%} of the draws with a p have p < {alpha}"
+    )
 
 
 def training_curves(path: Path, history: list[dict]) -> Path:
