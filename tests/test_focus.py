@@ -74,20 +74,31 @@ def test_lungs_only_focus_shows_the_lungs_and_nothing_else():
 @pytest.mark.parametrize("size", [64, 96, 224])
 def test_an_inside_marker_survives_body_focus_and_not_lungs_only(size):
     """The inside marker lies on the body below the lungs: --focus body keeps its pixels as they were (inside the
-    body, inside the crop), --focus lungs-only turns them grey."""
+    body, inside the crop); --focus lungs-only crops it away, and where the lung box is widened to take it in (a lung
+    patch just below it), turns every one of its pixels grey. Counted: the widened box does reach the marker."""
+    reached = 0
     for seed in range(8):
         phantom = make_phantom(np.random.default_rng(seed), seed % 2, size, marker=True, place="inside")
         marker = phantom.marker
         assert marker.sum() >= 12 and not (marker & phantom.lungs).any()
         assert (phantom.image[marker] >= 240).all()  # 0.95 of white
-        for mode, hidden in (("body", False), ("lungs-only", True)):
-            focused, (top, bottom, left, right) = focus_image(phantom.image, mode, lungs=phantom.lungs)
-            where = cv2.resize(marker[top:bottom, left:right].astype(np.uint8), (size, size), cv2.INTER_NEAREST)
+        focused, (top, bottom, left, right) = focus_image(phantom.image, "body", lungs=phantom.lungs)
+        where = cv2.resize(marker[top:bottom, left:right].astype(np.uint8), (size, size), cv2.INTER_NEAREST)
+        inner = cv2.erode(where, np.ones((3, 3), np.uint8)).astype(bool)
+        assert inner.any() and focused[inner].min() >= 235, ("body", seed)
+        _, (top, bottom, left, right) = focus_image(phantom.image, "lungs-only", lungs=phantom.lungs)
+        assert not marker[top:bottom, left:right].any(), seed  # cropped away
+        rows, cols = np.nonzero(marker)
+        widened = phantom.lungs.copy()
+        widened[min(rows.max() + 3, size - 1), int(cols.mean())] = True  # one lung pixel below the marker
+        focused, (top, bottom, left, right) = focus_image(phantom.image, "lungs-only", lungs=widened)
+        inside = marker[top:bottom, left:right]
+        if inside.any():
+            reached += 1
+            where = cv2.resize(inside.astype(np.uint8), (size, size), cv2.INTER_NEAREST)
             inner = cv2.erode(where, np.ones((3, 3), np.uint8)).astype(bool)
-            if hidden:
-                assert not inner.any() or (focused[inner] == NEUTRAL_GREY).all(), (mode, seed)
-            else:
-                assert inner.any() and focused[inner].min() >= 235, (mode, seed)
+            assert inner.any() and (focused[inner] == NEUTRAL_GREY).all(), ("lungs-only", seed)
+    assert reached == 8  # the widened lung box took in the marker on every film
 
 
 def test_a_focused_model_is_shown_focused_films_by_run_evaluate_and_predict(phantom_data, tiny_config, tmp_path):
