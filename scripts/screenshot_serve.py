@@ -1,6 +1,7 @@
 """Screenshots of both viewer pages after real interaction, in headless Chromium (Selenium).
 
-    python scripts/screenshot_serve.py --checkpoint RUN/train/model.pt --runs RUNS_DIR --film FILM.jpeg --out DIR
+    python scripts/screenshot_serve.py --checkpoint RUN/train/model.pt --runs RUNS_DIR --data-root DATA \
+        --film FILM.jpeg --out DIR
 
 Starts the server on a free local port; at 1280x800 uploads FILM on "Explain a film" with the reliance check asked,
 zooms in two wheel notches and narrows the window (explain.png); then opens the first run under RUNS_DIR, filters
@@ -30,6 +31,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--runs", required=True)
+    parser.add_argument("--data-root", action="append", default=[], help="A folder the runs' films lie under.")
     parser.add_argument("--film", required=True)
     parser.add_argument("--out", type=Path, default=Path("screenshots"))
     args = parser.parse_args()
@@ -38,7 +40,7 @@ def main() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    app = create_app(args.checkpoint, runs=Path(args.runs))
+    app = create_app(args.checkpoint, runs=Path(args.runs), data_roots=tuple(Path(d) for d in args.data_root))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     threading.Thread(target=server.run, daemon=True).start()
     while not server.started:
