@@ -46,7 +46,8 @@ def create_app(
     data_roots: tuple[Path, ...] = (),
 ) -> FastAPI:
     """The app; worker_thread=False leaves app.state.service.work_forever() to the caller's main thread. It answers
-    only requests addressed to loopback, `host` or `extra_hosts` (a Host header names one of them)."""
+    only requests addressed to loopback, `host` or `extra_hosts` (a Host header names one of them). data_roots: the
+    folders a run's recorded dataset may lie under for its films to be shown (`serve --data-root`)."""
     service = ModelService(
         checkpoint,
         device=device,
