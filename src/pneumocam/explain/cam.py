@@ -169,8 +169,13 @@ class BaseCAM(CamMethod):
 
     def explain_batch(self, x: torch.Tensor, target: str, labels: np.ndarray | None) -> BatchMaps:
         early: dict[str, torch.Tensor] = {}
-        keep_early = self.model.layer2.register_forward_hook(
-            lambda _m, _i, output: early.__setitem__("pooled", output.detach().float().mean(dim=(2, 3)))
+        guard_layers = self.layer_name == "layer4" and hasattr(self.model, "layer2")  # a pneumocam ResNet50
+        keep_early = (
+            self.model.layer2.register_forward_hook(
+                lambda _m, _i, output: early.__setitem__("pooled", output.detach().float().mean(dim=(2, 3)))
+            )
+            if guard_layers
+            else None
         )
         try:
             with captured(self.model, self.layer_name, as_leaf=True) as found, torch.enable_grad():
@@ -179,12 +184,13 @@ class BaseCAM(CamMethod):
                 activations = found["activations"]
                 (grads,) = torch.autograd.grad(explained_score(logits, targets), activations)
         finally:
-            keep_early.remove()
+            if keep_early is not None:
+                keep_early.remove()
         with torch.no_grad():
             maps = F.relu(self.weigh(activations.detach().float(), grads.float()))
             pooled = (  # as `pooled_features` lays them out: layer4's then layer2's (the guard's input)
                 torch.cat([activations.detach().float().mean(dim=(2, 3)), early["pooled"]], dim=1)
-                if self.layer_name == "layer4"
+                if guard_layers
                 else None
             )
         return BatchMaps(
