@@ -116,7 +116,9 @@ def first_epoch_done(runs, pattern: str, state: str, timeout: float = 120):
     raise AssertionError("training never finished an epoch")
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+# SIGTERM here; SIGINT (Ctrl-C) is sent to a whole `run` in test_an_interrupted_run_exits_130_and_resumes_in_one_command
+# below, which checks the same exit status, message and resume (one training subprocess less in the suite).
+@pytest.mark.parametrize("signum", [signal.SIGTERM])
 def test_a_signal_during_training_leaves_a_resumable_incomplete_run(phantom_data, tmp_path, signum):
     env = os.environ | {"PNEUMOCAM_NO_PROGRESS": "1"}
     command = [
@@ -227,7 +229,7 @@ def test_mutated_films_never_crash_the_reader_and_the_fuzz_reaches_the_decoders(
     path = tmp_path / ("fuzz.dcm" if fmt == "DICOM" else f"fuzz.{fmt.lower()}")
     reached = {"decoded": 0, "refused": 0}
 
-    @settings(max_examples=60, deadline=None, database=None)
+    @settings(max_examples=60, deadline=None, database=None, derandomize=True)  # the same examples every run
     @given(
         hs.lists(hs.tuples(hs.integers(0, len(valid) - 1), hs.integers(0, 255)), max_size=3),
         hs.just(len(valid)) | hs.integers(len(valid) // 2, len(valid)),  # whole or cut

@@ -164,12 +164,13 @@ def test_parsed_files_are_parsed_once_per_version(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------- the viewer
-@pytest.fixture
-def hostile(tiny_run, tiny_data, tmp_path):
-    """(runs folder, a good copy of the tiny run in it, a client serving it with the tiny data as its data root)."""
+@pytest.fixture(scope="module")
+def hostile(tiny_run, tiny_data, tmp_path_factory):
+    """(runs folder, a good copy of the tiny run in it, a client serving it with the tiny data as its data root);
+    one server for the module: each test adds its own run folders under their own names."""
     from pneumocam.serve.app import create_app
 
-    root = tmp_path / "runs"
+    root = tmp_path_factory.mktemp("hostile") / "runs"
     good = root / "good"
     shutil.copytree(tiny_run, good)
     app = create_app(tiny_run / "train" / "model.pt", runs=root, device="cpu", data_roots=(tiny_data,))
@@ -233,7 +234,8 @@ def test_a_run_may_not_claim_a_dataset_outside_the_data_roots(hostile, tmp_path,
     elsewhere.mkdir()
     secret = elsewhere / "secret.png"
     Image.fromarray(np.full((64, 64), 7, np.uint8)).save(secret)
-    run = _copy(good, root, "claims")
+    name = {"//": "claims-double-slash", "/": "claims-root", "elsewhere": "claims-elsewhere"}[claimed]
+    run = _copy(good, root, name)
     results = json.loads((run / "results.json").read_text())
     results["provenance"]["data"] = str(elsewhere) if claimed == "elsewhere" else claimed
     (run / "results.json").write_text(json.dumps(results))
@@ -245,7 +247,7 @@ def test_a_run_may_not_claim_a_dataset_outside_the_data_roots(hostile, tmp_path,
     stored["maps"] = np.concatenate([stored["maps"], stored["maps"][:1]])
     stored["probs"] = np.concatenate([stored["probs"], stored["probs"][:1]])
     np.savez(run / "heatmaps.npz", **stored)
-    reply = client.get("/api/runs/claims/film", params={"path": str(secret)})
+    reply = client.get(f"/api/runs/{name}/film", params={"path": str(secret)})
     assert reply.status_code == 404
     good_film = _films(good)[0]
     assert client.get("/api/runs/good/film", params={"path": good_film}).status_code == 200  # inside the data root

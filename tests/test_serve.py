@@ -163,7 +163,7 @@ def test_fuzzed_requests_never_get_a_500(served):
         lambda film, at, c: film[:at] + c + film[at + 1 :], st.sampled_from(films), st.integers(0, 80), st.characters()
     )  # fmt: skip
 
-    @settings(max_examples=60, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=60, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck))
     @given(contents, st.text(max_size=40), paths)
     def check(content, name, path):
         predicted = client.post("/api/predict", files={"file": (name or "f.png", content, "image/png")}).status_code
