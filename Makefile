@@ -24,8 +24,10 @@ else
 endif
 	touch $(STAMP)
 
+# Two workers (pytest-xdist), a test file's tests kept together on one: on 2 cores the suite's subprocesses, waits and
+# single-threaded parts overlap.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 # The house rules (pyproject.toml [tool.ruff]): lint and formatting, checked, never rewritten here.
 lint: $(STAMP)
