@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from pneumocam.core.schema import read_heatmaps, write_heatmaps
+from pneumocam.core.runfiles import read_heatmaps_checked
+from pneumocam.core.schema import write_heatmaps
 from pneumocam.data import to_model_input
 from pneumocam.data.phantoms import make_phantom
 from pneumocam.explain.cam import GradCAM, HiResCAM, make_cam, normalise_per_image, resolve_targets, upsample
@@ -146,7 +147,7 @@ def test_heatmaps_npz_holds_plain_arrays(tmp_path, model, images):
     paths = [f"/data/ü näme {i}.png" for i in range(6)]
     threshold = float(np.median(result.probs))  # a threshold other than 0.5 that splits these films
     write_heatmaps(tmp_path / "heatmaps.npz", result, paths, np.array([0, 1] * 3), 96, threshold)
-    data = read_heatmaps(tmp_path / "heatmaps.npz")  # allow_pickle=False: fails on any object array
+    data = read_heatmaps_checked(tmp_path / "heatmaps.npz", None)  # allow_pickle=False: fails on any object array
     assert data["paths"].dtype.kind == "U" and data["paths"].tolist() == paths
     assert data["maps"].dtype == np.float32 and data["maps"].shape == (6, 3, 3)
     assert np.array_equal(data["maps"], result.maps) and int(data["image_size"]) == 96

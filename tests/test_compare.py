@@ -24,7 +24,7 @@ def write_run(folder, paths, labels, probs, share_lungs, threshold):
         w.writerow(["path", "label", "share_lungs"])
         w.writerows([p, ["NORMAL", "PNEUMONIA"][y], repr(float(s))] for p, y, s in zip(paths, labels, share_lungs))
     metrics = {"threshold_0.5": {"threshold": 0.5}, "threshold_youden_val": {"threshold": threshold}}
-    (folder / "results.json").write_text(json.dumps({"metrics": metrics}))
+    (folder / "results.json").write_text(json.dumps({"provenance": {}, "metrics": metrics}))
 
 
 @pytest.fixture

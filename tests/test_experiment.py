@@ -11,7 +11,7 @@ from scipy import stats as st
 from pneumocam.analysis.importance import importance_scores
 from pneumocam.core.errors import PneumocamError
 from pneumocam.core.outputs import is_complete
-from pneumocam.core.schema import read_heatmaps
+from pneumocam.core.runfiles import read_heatmaps_checked
 from pneumocam.pipeline.experiment import run_experiment
 from pneumocam.train.config import TrainConfig
 
@@ -77,7 +77,7 @@ def test_report_has_every_section_and_embedded_images(run):
 
 
 def test_scores_can_be_recomputed_from_heatmaps_npz(run):
-    maps = read_heatmaps(run / "heatmaps.npz")
+    maps = read_heatmaps_checked(run / "heatmaps.npz", None)
     with open(run / "importance.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [r["path"] for r in rows] == maps["paths"].tolist()
@@ -125,7 +125,7 @@ def test_results_json_says_where_numbers_came_from(run):
     # The lesion share recomputed by hand from heatmaps.npz and the mask files.
     from PIL import Image
 
-    maps = read_heatmaps(run / "heatmaps.npz")
+    maps = read_heatmaps_checked(run / "heatmaps.npz", None)
     up = torch_upsample(maps["maps"], 64)
     shares = []
     for path, heat in zip(maps["paths"], up):
@@ -451,7 +451,7 @@ def test_every_pred_column_is_decided_at_the_models_threshold_and_the_viewer_nam
         predictions = {r["path"]: r for r in csv.DictReader(f)}
     with open(run / "importance.csv", newline="") as f:
         importance = {r["path"]: r for r in csv.DictReader(f)}
-    maps = read_heatmaps(run / "heatmaps.npz")
+    maps = read_heatmaps_checked(run / "heatmaps.npz", None)
     by_hand = {p: int(float(r["prob_pneumonia"]) >= threshold) for p, r in predictions.items()}
     assert {p: int(r["pred"]) for p, r in predictions.items()} == by_hand
     assert {p: ("NORMAL", "PNEUMONIA").index(r["pred"]) for p, r in importance.items()} == by_hand

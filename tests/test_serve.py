@@ -301,7 +301,7 @@ def test_slow_methods_are_off_unless_allowed_and_a_late_request_is_cancelled(tin
         assert "scorecam" not in client.get("/api/health").json()["model"]["methods"]
     app = create_app(checkpoint, device="cpu", allow_slow_methods=True, request_timeout_s=0.5)
     forwards = []
-    app.state.service.model.register_forward_hook(lambda *_: forwards.append(1))
+    app.state.service.session.model.register_forward_hook(lambda *_: forwards.append(1))
     with TestClient(app, base_url=LOOPBACK) as client:
         slow = client.post("/api/predict", files={"file": ("a.png", film, "image/png")}, data={"method": "scorecam"})
         assert slow.status_code == 503 and "time budget" in slow.json()["detail"]

@@ -8,8 +8,6 @@ of the paired per-image differences.
 
 from __future__ import annotations
 
-import csv
-import json
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +17,7 @@ from sklearn.metrics import roc_auc_score
 from pneumocam import CLASS_NAMES
 from pneumocam.core.defaults import PAIRED_RESAMPLES, SEED
 from pneumocam.core.errors import PneumocamError
+from pneumocam.core.runfiles import read_results, read_table
 from pneumocam.core.schema import IMPORTANCE, PREDICTIONS, RESULTS, decision_key
 from pneumocam.data import patient_id_from_name
 from pneumocam.evaluation.metrics import cluster_members
@@ -30,12 +29,11 @@ def _rows(run: Path, name: str) -> dict[str, dict]:
     path = run / name
     if not path.is_file():
         raise PneumocamError(f"{run} has no {name}: compare needs two finished `pneumocam run` folders")
-    with open(path, newline="") as f:
-        return {r["path"]: r for r in csv.DictReader(f)}
+    return {r.get("path"): r for r in read_table(path)}  # core.runfiles: size-capped, refused with its reason
 
 
 def _threshold(run: Path) -> tuple[str, float]:
-    metrics = json.loads((run / RESULTS).read_text())["metrics"]
+    metrics = read_results(run / RESULTS)["metrics"]
     key = decision_key(metrics)
     return key, float(metrics[key]["threshold"])
 
@@ -170,7 +168,7 @@ def compare_runs(run_a: str | Path, run_b: str | Path, n_resamples: int = PAIRED
 
 def _results(run: Path) -> dict:
     path = run / RESULTS
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return read_results(path) if path.is_file() else {}
 
 
 def reliance_side_by_side(a: dict | None, b: dict | None) -> dict | None:

@@ -128,9 +128,11 @@ def npz_headers(path: str | os.PathLike, limit: int = MAX_NPZ_BYTES) -> dict[str
 def read_heatmaps_checked(path: str | os.PathLike, wanted=("paths", "maps", "probs", "image_size")) -> dict:
     """The `wanted` arrays of a run's heatmaps.npz, each checked from its header before anything is loaded: paths
     (N,) text, maps (N, h, w) float with h, w <= MAX_MAP_SIDE, probs (N,) float, labels (N,) whole numbers,
-    image_size one whole number within IMAGE_SIZES; what they would take in memory at most MAX_NPZ_UNCOMPRESSED."""
+    image_size one whole number within IMAGE_SIZES; what they would take in memory at most MAX_NPZ_UNCOMPRESSED.
+    wanted None: every array of the file, each checked as above where it is one of these."""
     path = Path(path)
     headers = npz_headers(path)
+    wanted = tuple(headers) if wanted is None else wanted  # None: every array the file holds
     missing = [k for k in wanted if k not in headers]
     if missing:
         raise RunFileError(f"{path.name} lacks {', '.join(missing)}")

@@ -130,10 +130,6 @@ IMPORTANCE_COLUMNS = {
     "prob_pneumonia": "the probability of PNEUMONIA (6 decimals)",
     "cam_target": "the class the map explains",
 }  # then one column per score, `lung_source` and `in_distribution`
-HEATMAP_ARRAYS = (
-    "paths", "labels", "probs", "preds", "threshold", "targets", "maps", "method", "layer", "normalised",
-    "image_size", "class_names",
-)  # fmt: skip
 
 
 def write_heatmaps(path, result, paths: list[str], labels, image_size: int, threshold: float) -> None:
@@ -157,9 +153,3 @@ def write_heatmaps(path, result, paths: list[str], labels, image_size: int, thre
         class_names=np.array(CLASS_NAMES),
     )
     atomic_write_bytes(path, buffer.getvalue())
-
-
-def read_heatmaps(path) -> dict[str, np.ndarray]:
-    """Every array of a heatmaps.npz, refusing pickled objects."""
-    with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}

@@ -8,6 +8,7 @@ checkpoint, reads its threshold, applies its guard or enters its precision anoth
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
@@ -50,12 +51,12 @@ class InferenceSession:
         where = None if checkpoint is None else str(checkpoint)
         return cls(model, meta, where, ModelInputs.of_checkpoint(meta), guard, torch.device(device), precision)
 
-    @property
+    @functools.cached_property
     def threshold(self) -> float:
-        """The threshold every decision of this model uses (core.schema.decision_threshold)."""
+        """The threshold every decision of this model uses (core.schema.decision_threshold), read once."""
         return decision_threshold(self.meta)[0]
 
-    @property
+    @functools.cached_property
     def threshold_source(self) -> str:
         """How that threshold was chosen, in words."""
         return decision_threshold(self.meta)[2]

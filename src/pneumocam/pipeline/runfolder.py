@@ -23,6 +23,7 @@ from pneumocam.core.outputs import is_complete, write_csv, write_json, write_ski
 from pneumocam.core.provenance import environment, library_versions
 from pneumocam.core.schema import (
     CONFIG,
+    FIGURES,
     HEATMAPS,
     IMPORTANCE,
     IMPORTANCE_COLUMNS,
@@ -265,7 +266,7 @@ def write_figures(cfg, run_dir: Path, explained, preds: np.ndarray) -> None:
     outline = cfg.masks.get("lesion") or cfg.masks.get("lungs")
     contours = load_masks(outline, [loaded.samples[i] for i in pick], size)[0] if outline else None
     heatmap_grid(
-        run_dir / "figures" / "heatmaps.png",
+        run_dir / FIGURES / "heatmaps.png",
         np.asarray(loaded.images[pick]),
         upsample(result.maps[pick], size),
         labels[pick],
@@ -279,7 +280,7 @@ def write_figures(cfg, run_dir: Path, explained, preds: np.ndarray) -> None:
         order = np.argsort([-(v.ood_score if np.isfinite(v.ood_score) else np.inf) for v in found], kind="stable")
         order = sorted(order[:8], key=lambda i: found[i].in_distribution)  # flagged first
         ood_grid(
-            run_dir / "figures" / "ood.png",
+            run_dir / FIGURES / "ood.png",
             np.stack([np.asarray(loaded.images[i]) for i in order]),
             [Path(loaded.paths[i]).name for i in order],
             [found[i].ood_reason for i in order],

@@ -21,7 +21,7 @@ from pneumocam.core.runfiles import (
     read_table,
     resolves_inside,
 )
-from pneumocam.core.schema import FIXED_KEY, HEATMAPS, IMPORTANCE, REPORT_HTML, REPORT_MD, RESULTS, STATS
+from pneumocam.core.schema import FIGURES, FIXED_KEY, HEATMAPS, IMPORTANCE, REPORT_HTML, REPORT_MD, RESULTS, STATS
 from pneumocam.report import figures as fg
 from pneumocam.report.document import render_html, render_markdown
 from pneumocam.report.sections import build_sections
@@ -45,11 +45,11 @@ def make_figures(run_dir: Path, results: dict, out_dir: Path) -> dict[str, Path]
     found: dict[str, Path] = {}
 
     def figure(key: str, draw) -> None:
-        existing = run_dir / "figures" / f"{key}.png"
+        existing = run_dir / FIGURES / f"{key}.png"
         if existing.is_file() and not existing.is_symlink() and resolves_inside(existing, run_dir):
             found[key] = existing  # never a link, nor a file that lies outside the run: it would be embedded
         elif draw is not None:
-            found[key] = draw(out_dir / "figures" / f"{key}.png")
+            found[key] = draw(out_dir / FIGURES / f"{key}.png")
 
     figure("heatmaps", None)
     figure("ood", None)  # drawn from the films at run time
@@ -134,7 +134,7 @@ def refuse_to_overwrite(out_dir: Path, run_dir: Path) -> None:
         raise PneumocamError(f"--out {out_dir} is a file: give a folder (it is made when missing)")
     if out_dir.resolve() == run_dir.resolve():
         return  # the run's own report, remade: what `report` is for
-    taken = [name for name in (REPORT_HTML, REPORT_MD, "figures") if (out_dir / name).exists()]
+    taken = [name for name in (REPORT_HTML, REPORT_MD, FIGURES) if (out_dir / name).exists()]
     if taken:
         raise PneumocamError(
             f"--out {out_dir} already holds {', '.join(taken)}: nothing is written over your files; give a new folder"

@@ -104,16 +104,8 @@ class ModelService:
         self.max_pixels = max_pixels
         target = resolve_device(device)
         self.session = InferenceSession.open(checkpoint, target, resolve_precision(precision, target))
+        self.size, self.focus = self.session.reads.image_size, self.session.reads.focus
         self._decoding = threading.BoundedSemaphore(CONCURRENT_DECODES)
-        self.model, self.meta, self.guard, self.reads = (
-            self.session.model,
-            self.session.meta,
-            self.session.guard,
-            self.session.reads,
-        )
-        self.device, self.precision = self.session.device, self.session.precision
-        self.size, self.focus = self.reads.image_size, self.reads.focus
-        self.threshold, self.threshold_source = self.session.threshold, self.session.threshold_source
         self.window_s, self.max_batch = window_ms / 1000.0, max_batch
         self.jobs: queue.Queue[Job] = queue.Queue()
         self.batches_run = 0
@@ -124,8 +116,8 @@ class ModelService:
     # ------------------------------------------------------------------------------------------- provenance
 
     def provenance(self) -> dict:
-        weights = self.meta.get("weights") or {}
-        config = self.meta.get("config") or {}
+        weights = self.session.meta.get("weights") or {}
+        config = self.session.meta.get("config") or {}
         return {
             "checkpoint": os.path.basename(self.checkpoint),
             "weights": weights.get("description"),
@@ -133,16 +125,16 @@ class ModelService:
             "recipe": config.get("recipe"),
             "image_size": self.size,
             "focus": self.focus,
-            "data_fingerprint": (self.meta.get("data") or {}).get("fingerprint"),
-            "threshold": self.threshold,
-            "threshold_source": self.threshold_source,
-            "calibration": (self.meta.get("calibration") or {}).get("method"),
-            "guard": self.guard is not None,
+            "data_fingerprint": (self.session.meta.get("data") or {}).get("fingerprint"),
+            "threshold": self.session.threshold,
+            "threshold_source": self.session.threshold_source,
+            "calibration": (self.session.meta.get("calibration") or {}).get("method"),
+            "guard": self.session.guard is not None,
             "methods": list(self.methods()),
             "method_cost": {m: METHOD_COST[m] for m in METHODS},
             "colour_scale": {"png_base64": png_base64(colour_scale()), "meaning": COLOUR_SCALE},
             "request_timeout_s": self.request_timeout_s,
-            "precision": self.precision.used,
+            "precision": self.session.precision.used,
         }
 
     def methods(self) -> tuple[str, ...]:
@@ -279,20 +271,20 @@ class ModelService:
         if not jobs:
             return  # every request timed out while queued: nothing to compute
         # Focused with the body and lungs each request estimated, not a second estimate.
-        images, boxes = zip(*(self.reads.read_one(job.gray, job.lungs, job.body) for job in jobs))
+        images, boxes = zip(*(self.session.reads.read_one(job.gray, job.lungs, job.body) for job in jobs))
         focused = Focused(np.stack(images), np.array(boxes), [])
 
         def stop_when_abandoned(module, args):  # every forward pass (ScoreCAM runs thousands) checks the clock
             if all(job.expired() for job in jobs):
                 raise _Abandoned()
 
-        hook = self.model.register_forward_pre_hook(stop_when_abandoned)
+        hook = self.session.model.register_forward_pre_hook(stop_when_abandoned)
         try:
             with self.session.running():
-                result = make_cam(self.model, method, batch_size=self.max_batch, device=self.device)(
+                result = make_cam(self.session.model, method, batch_size=self.max_batch, device=self.session.device)(
                     focused.images, target="pred", description="Serving"
                 )
-            maps = self.reads.on_film(result.maps, focused.boxes, grid=self.size)
+            maps = self.session.reads.on_film(result.maps, focused.boxes, grid=self.size)
             reasons = [job.reason or image_reason(job.gray) for job in jobs]
             found = self.session.judge(result.features, reasons)
             with self.session.running():
@@ -307,8 +299,10 @@ class ModelService:
         """The decision-reliance check (analysis/reliance.py) on one film, lungs estimated: p(PNEUMONIA) of every
         variant, each read as the model reads a film."""
         variants = variant_images(job.gray, job.lungs)
-        inputs = np.stack([self.reads.read_one(variants[name], job.lungs, job.body)[0] for name in VARIANTS])
-        probs = probability(predict_logits(self.model, inputs, len(VARIANTS), self.device, description="Reliance"))
+        inputs = np.stack([self.session.reads.read_one(variants[name], job.lungs, job.body)[0] for name in VARIANTS])
+        probs = probability(
+            predict_logits(self.session.model, inputs, len(VARIANTS), self.session.device, description="Reliance")
+        )
         return {
             "probability": {name: float(p) for name, p in zip(VARIANTS, probs)},
             "lungs": "estimated (classical)",
@@ -329,7 +323,7 @@ class ModelService:
         return {
             "probability": probability,
             "prediction": decision,
-            "threshold": self.threshold,
+            "threshold": self.session.threshold,
             "in_distribution": bool(verdict.in_distribution),
             "ood_score": None if not np.isfinite(verdict.ood_score) else float(verdict.ood_score),
             "ood_reason": verdict.ood_reason,
