@@ -36,6 +36,7 @@ from pneumocam.cli.options import (
     Focus,
     Split,
     given_on_command_line,
+    model_option,
     options,
     plain,
     with_config,
@@ -148,9 +149,7 @@ def train(
 @clean_errors
 @options(BOOTSTRAP, STRICT, PRECISION)
 def evaluate(
-    checkpoint: list[Path] = typer.Option(
-        ..., help="A pneumocam model.pt; give several (--checkpoint A --checkpoint B) to evaluate their ensemble."
-    ),
+    checkpoint: list[str] = model_option(..., "; give several (--model A --model B) to evaluate their ensemble."),
     data: Path = typer.Option(
         ..., help="Dataset folder, CSV manifest or WebDataset shards; only the evaluated split is needed."
     ),
@@ -187,11 +186,11 @@ def run(
         None, help="Dataset folder, CSV manifest or WebDataset shards (not needed with --resume)."
     ),
     out: Path = typer.Option(Path("runs"), help="Parent folder: the run goes into a fresh timestamped folder."),
-    checkpoint: Optional[Path] = typer.Option(None, help="Skip training and explain this model.pt."),
+    checkpoint: Optional[str] = model_option(None, ": skip training and explain this model."),
     eval_split: EvalSplit = typer.Option(
         EvalSplit(EXPERIMENT_DEFAULTS["eval_split"]),
         help="heldout: patients of train set aside before training, never trained "
-        "or selected on (with --checkpoint: the part that checkpoint recorded).",
+        "or selected on (with --model: the part that model.pt recorded).",
     ),
     holdout_fraction: float = typer.Option(
         DEFAULT_HOLDOUT_FRACTION, help="With --eval-split heldout and training: share of train's patients set aside."
@@ -200,7 +199,7 @@ def run(
         None, help="Finish an interrupted run folder: training resumes, then the rest."
     ),
     shard: Optional[str] = typer.Option(
-        None, help="i/N: with --checkpoint, explain only the i-th of N parts of the split (then `merge` the parts)."
+        None, help="i/N: with --model, explain only the i-th of N parts of the split (then `merge` the parts)."
     ),
     **settings,
 ):

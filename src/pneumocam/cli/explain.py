@@ -11,7 +11,17 @@ from rich.table import Table
 
 from pneumocam.analysis.stats import read_scores, score_report, summary_text
 from pneumocam.cli.errors import clean_errors, console
-from pneumocam.cli.options import EXPERIMENT_DEFAULTS, EXPLAINING, PRECISION, STATISTICS, STRICT, Device, options, plain
+from pneumocam.cli.options import (
+    EXPERIMENT_DEFAULTS,
+    EXPLAINING,
+    PRECISION,
+    STATISTICS,
+    STRICT,
+    Device,
+    model_option,
+    options,
+    plain,
+)
 from pneumocam.core.defaults import SEED
 from pneumocam.core.errors import PneumocamError
 from pneumocam.core.outputs import mark_complete, new_run_folder, write_json
@@ -86,7 +96,7 @@ def stats(
 @clean_errors
 @options({"method": EXPLAINING["method"]}, STRICT, PRECISION)
 def predict(
-    checkpoint: Path = typer.Option(..., help="A pneumocam model.pt."),
+    checkpoint: str = model_option(...),
     images: list[Path] = typer.Argument(..., help="Image files (JPEG, PNG, TIFF, BMP or DICOM)."),
     out: Path = typer.Option(
         Path("predictions"), help="Parent folder for a fresh folder of overlays and predictions.csv."
@@ -124,7 +134,7 @@ def explain(
     run_dir: Optional[Path] = typer.Option(
         None, "--run", help="A finished `pneumocam run` folder: its model, data and split."
     ),
-    checkpoint: Optional[Path] = typer.Option(None, help="Or a model.pt ..."),
+    checkpoint: Optional[str] = model_option(None, " (or --run)"),
     data: Optional[Path] = typer.Option(None, help="... with its dataset folder or manifest."),
     split: Optional[str] = typer.Option(
         None, help="Split to explain: test | val | heldout (default: the run's, else test)."
@@ -142,7 +152,7 @@ def explain(
         settings["lung_masks"] = settings["lung_masks"] or folder.lung_masks
         seed = folder.experiment["train"]["seed"]
     if checkpoint is None or data is None:
-        raise PneumocamError("give --run RUN_DIR, or both --checkpoint and --data")
+        raise PneumocamError("give --run RUN_DIR, or both --model and --data")
     values = plain(settings)  # the statistics keep ExperimentConfig's defaults
     precision = values.pop("precision")
     config = ExperimentConfig(

@@ -320,3 +320,15 @@ def with_config(ctx: typer.Context, values: dict[str, Any], config: Path | None)
 
 
 STRICT = {"strict": EXPLAINING["strict"]}
+
+
+MODEL_HELP = (
+    "A pneumocam model.pt, or a foreign model: torchvision:PATH,arch=NAME | torchscript:PATH | xrv:NAME, each with "
+    ",key=value declarations (output, labels, activation, size, channels, normalisation, layer, threshold; "
+    "docs/models.md)"
+)
+
+
+def model_option(default: Any = None, more: str = ""):
+    """The one model option (--model, or its older name --checkpoint) of every command that runs a model."""
+    return typer.Option(default, "--model", "--checkpoint", help=MODEL_HELP + more)

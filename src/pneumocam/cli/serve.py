@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 
 from pneumocam.cli.errors import clean_errors, console
-from pneumocam.cli.options import PRECISION, Device, options
+from pneumocam.cli.options import PRECISION, Device, model_option, options
 from pneumocam.core.defaults import REQUEST_TIMEOUT_S
 from pneumocam.data.readers import DEFAULT_MAX_PIXELS
 from pneumocam.serve.app import create_app
@@ -20,7 +20,7 @@ from pneumocam.serve.app import create_app
 @clean_errors
 @options(PRECISION)
 def serve(
-    checkpoint: Path = typer.Option(..., help="A pneumocam model.pt, loaded once."),
+    checkpoint: str = model_option(..., "; loaded once."),
     runs: Optional[Path] = typer.Option(None, help="A folder of run folders to browse."),
     data_root: list[Path] = typer.Option(
         [], help="A folder whose films a run may show (its dataset must lie under one); a run's own folder always may."

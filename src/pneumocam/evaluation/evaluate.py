@@ -91,7 +91,8 @@ def predict(
     order = None
     if shuffle_seed is not None:
         order = np.random.default_rng(shuffle_seed).permutation(len(loaded.samples))
-    features = np.empty((len(loaded.samples), pooled_width(model)), dtype=np.float32) if assess else None
+    # the guard's input, only where there is a guard to read it (a foreign model has none: input checks only)
+    features = np.empty((len(loaded.samples), pooled_width(model)), dtype=np.float32) if assess and guard else None
     probs = probability(predict_logits(model, loaded.images, batch_size, device, order, description, features))
     found = verdicts(guard, features, loaded.paths, loaded.images) if assess else [None] * len(probs)
     by_path = dict(zip(loaded.paths, zip(probs, found)))

@@ -1,12 +1,12 @@
-"""Class activation maps on the one-logit ResNet50, batched, CPU or CUDA.
+"""Class activation maps on a one-logit model (pneumocam's ResNet50 or a foreign model's adapter), batched.
 
-`CamMethod` owns the model, the target layer (layer4 by default, checked by name), the batching and the result;
-`BaseCAM` adds the hook of the Grad-CAM kernel (model/gradcam.py, shared with the attention penalty), and each
-gradient method is a tiny subclass that turns (activations, gradients) into a map; `LibraryCAM` runs
-pytorch-grad-cam's methods under the same call. The hook replaces the layer's output with a detached leaf that
-requires grad, so autograd records only the few layers after it: one forward pass plus a backward through pooling
-and the dense head, instead of a backward through the whole network into every weight. Maps are returned raw
-(after ReLU, not normalised) at feature resolution; `upsample` brings them to the input size.
+`CamMethod` owns the model, the target layer (what the model declares, layer4 on the ResNet50; checked by name), the
+batching and the result; `BaseCAM` adds the hook of the Grad-CAM kernel (model/gradcam.py, shared with the attention
+penalty), and each gradient method is a tiny subclass that turns (activations, gradients) into a map; `LibraryCAM`
+runs pytorch-grad-cam's methods under the same call. The hook replaces the layer's output with a detached leaf that
+requires grad, so autograd records only the few layers after it: one forward pass plus a backward through pooling and
+the dense head, instead of a backward through the whole network into every weight. Maps are returned raw (after ReLU,
+not normalised) at feature resolution; `upsample` brings them to the input size.
 
 Targets: the score explained for PNEUMONIA is the logit, for NORMAL its negative (as pytorch-grad-cam's
 BinaryClassifierOutputTarget does), chosen per image as the predicted class, the true class or a fixed class.
@@ -29,6 +29,7 @@ from pneumocam.core.defaults import BATCH_SIZE
 from pneumocam.core.errors import SettingError
 from pneumocam.core.progress import enabled, track
 from pneumocam.data import to_model_input
+from pneumocam.model.adapter import ClassifierAdapter, cam_layer, check_layer
 from pneumocam.model.gradcam import captured, explained_score, grad_cam
 from pneumocam.model.network import pooled_features, probability
 
@@ -102,18 +103,11 @@ class CamMethod:
     def __init__(
         self,
         model: nn.Module,
-        layer: str = "layer4",
+        layer: str | None = None,
         batch_size: int = BATCH_SIZE,
         device: torch.device | str | None = None,
     ):
-        names = [name for name, _ in model.named_modules() if name]
-        if layer not in names:
-            shallow = ", ".join(n for n in names if n.count(".") <= 1)
-            raise SettingError(
-                "layer",
-                f"'{layer}' is not a layer of this model; its layers to two levels: {shallow} (deeper ones by their "
-                "full name, as model.named_modules() gives them)",
-            )
+        layer = check_layer(model, layer or cam_layer(model))  # default: what the model declares (layer4: ResNet50)
         self.model, self.layer_name, self.batch_size = model, layer, batch_size
         self.layer = model.get_submodule(layer)
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -266,7 +260,9 @@ class LibraryCAM(CamMethod):
     normalised = True
     weight_grads = True
 
-    def __init__(self, model: nn.Module, method: str, layer: str = "layer4", batch_size: int = BATCH_SIZE, device=None):
+    def __init__(
+        self, model: nn.Module, method: str, layer: str | None = None, batch_size: int = BATCH_SIZE, device=None
+    ):
         import pytorch_grad_cam  # deferred: only the pytorch-grad-cam methods need it
 
         super().__init__(model, layer, batch_size, device)
@@ -291,11 +287,14 @@ class LibraryCAM(CamMethod):
         )
 
         with torch.no_grad():
-            pooled = pooled_features(self.model, x)
-            logits = self.model.fc(pooled[:, : self.model.fc.in_features]).flatten().double().cpu().numpy()
+            if isinstance(self.model, ClassifierAdapter):  # a foreign model: its logit, no guard features
+                pooled, logits = None, self.model(x).flatten().double().cpu().numpy()
+            else:
+                pooled = pooled_features(self.model, x)
+                logits = self.model.fc(pooled[:, : self.model.fc.in_features]).flatten().double().cpu().numpy()
         targets = resolve_targets(target, logits, labels)
         maps = self.cam(input_tensor=x, targets=[BinaryClassifierOutputTarget(int(c)) for c in targets])
-        return BatchMaps(maps, logits, targets, pooled.float().cpu().numpy())
+        return BatchMaps(maps, logits, targets, None if pooled is None else pooled.float().cpu().numpy())
 
 
 NATIVE = {cls.method: cls for cls in (GradCAM, HiResCAM, GradCAMPlusPlus, LayerCAM)}  # raw maps
@@ -307,7 +306,7 @@ METHOD_COST = {**dict.fromkeys(NATIVE, "fast"), "eigencam": "fast", "scorecam": 
 
 
 def make_cam(
-    model: nn.Module, method: str = "gradcam", layer: str = "layer4", batch_size: int = BATCH_SIZE, device=None
+    model: nn.Module, method: str = "gradcam", layer: str | None = None, batch_size: int = BATCH_SIZE, device=None
 ):
     if method in NATIVE:
         return NATIVE[method](model, layer, batch_size, device)

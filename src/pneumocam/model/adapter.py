@@ -64,6 +64,20 @@ class Reading:
         return x.expand(-1, 3, -1, -1) if self.channels == 3 and x.shape[1] == 1 else x
 
 
+def cam_layer(model: nn.Module) -> str:
+    """The layer the CAM methods read on this model: what an adapter declared, layer4 for pneumocam's ResNet50."""
+    if isinstance(model, ClassifierAdapter):
+        if model.layer is None:
+            shallow = ", ".join(n for n in layer_names(model.net) if n.count(".") <= 1)
+            raise SettingError(
+                "layer",
+                f"the model declares no layer for the CAM methods: give layer=NAME; its layers "
+                f"to two levels: {shallow}",
+            )
+        return model.layer
+    return "layer4"
+
+
 def layer_names(net: nn.Module) -> list[str]:
     return [name for name, _ in net.named_modules() if name]
 
@@ -73,7 +87,11 @@ def check_layer(net: nn.Module, layer: str) -> str:
     names = layer_names(net)
     if layer not in names:
         shallow = ", ".join(n for n in names if n.count(".") <= 1)
-        raise SettingError("layer", f"'{layer}' is not a layer of this model; its layers to two levels: {shallow}")
+        raise SettingError(
+            "layer",
+            f"'{layer}' is not a layer of this model; its layers to two levels: {shallow} (deeper ones by their full "
+            "name, as model.named_modules() gives them)",
+        )
     return layer
 
 

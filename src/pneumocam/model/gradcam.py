@@ -41,10 +41,12 @@ def captured(model: nn.Module, layer: str, as_leaf: bool = False):
     found: dict[str, torch.Tensor] = {}
 
     def keep(_module, _inputs, output):
-        if as_leaf:
-            output = output.detach().requires_grad_(True)
-        found["activations"] = output
-        return output
+        if not as_leaf:
+            found["activations"] = output
+            return output
+        found["activations"] = output.detach().requires_grad_(True)
+        # a copy goes on, so a network that applies an in-place ReLU next (torchvision's DenseNet) leaves the leaf be
+        return found["activations"].clone()
 
     handle = model.get_submodule(layer).register_forward_hook(keep)
     try:

@@ -16,11 +16,19 @@ import numpy as np
 import torch
 from torch import nn
 
+from pneumocam.core.errors import PneumocamError
 from pneumocam.core.precision import Precision, autocast
 from pneumocam.core.schema import decide, decision_record, decision_threshold
+from pneumocam.model.foreign import VALIDATION_THRESHOLD, is_foreign, open_foreign
 from pneumocam.model.guard import Guard, Verdict, judged, load_guard, verdicts
 from pneumocam.model.inputs import ModelInputs
 from pneumocam.model.network import load_checkpoint
+
+
+def load_model(spec: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
+    """(the network in eval mode, its metadata) for a --model / --checkpoint value: a pneumocam model.pt, or a
+    foreign model's spec (model.foreign: KIND:SOURCE,...) behind its adapter."""
+    return open_foreign(spec, device) if is_foreign(spec) else load_checkpoint(spec, device)
 
 
 @dataclass(frozen=True)
@@ -37,19 +45,32 @@ class InferenceSession:
     def open(
         cls, checkpoint: str | os.PathLike, device: torch.device, precision: Precision | None = None
     ) -> InferenceSession:
-        """The session of a pneumocam model.pt. device and precision come resolved (core.precision.resolve_precision,
-        model.network.resolve_device): the entry point that opens the session resolves them, once."""
-        model, meta = load_checkpoint(checkpoint, device)
+        """The session of a pneumocam model.pt or a foreign model's spec. device and precision come resolved
+        (core.precision.resolve_precision, model.network.resolve_device): the entry point that opens the session
+        resolves them, once."""
+        model, meta = load_model(checkpoint, device)
+        if ((meta.get("foreign") or {}).get("options") or {}).get("threshold") == VALIDATION_THRESHOLD:
+            raise PneumocamError(
+                f"{checkpoint}: threshold=val is chosen on a dataset's val split, which this command does not read; "
+                "choose it with `pneumocam evaluate --model ... --split test` (metrics.json's decision), then give "
+                "threshold=NUMBER"
+            )
         return cls.of_model(model, meta, checkpoint, device, precision)
 
     @classmethod
     def of_model(
         cls, model: nn.Module, meta: dict, checkpoint=None, device="cpu", precision: Precision | None = None
     ) -> InferenceSession:
-        """A session over a network already loaded (or built: checkpoint None, no guard)."""
-        guard = load_guard(checkpoint) if checkpoint else None
+        """A session over a network already loaded (or built: checkpoint None, no guard). A foreign model has no
+        guard of pneumocam's (the input checks only; results say so)."""
+        guard = load_guard(checkpoint) if checkpoint and not is_foreign(checkpoint) else None
         where = None if checkpoint is None else str(checkpoint)
         return cls(model, meta, where, ModelInputs.of_checkpoint(meta), guard, torch.device(device), precision)
+
+    @property
+    def foreign(self) -> dict | None:
+        """What a foreign model declared (model.foreign), None for a pneumocam model."""
+        return self.meta.get("foreign")
 
     @functools.cached_property
     def threshold(self) -> float:

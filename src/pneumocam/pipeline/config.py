@@ -102,6 +102,11 @@ def evaluated_samples(index, split: str, meta: dict, checkpoint) -> list:
         return index.split(split)
     plan = (meta.get("data") or {}).get("validation") or {}
     fraction = plan.get("holdout_fraction") or 0.0
+    if meta.get("foreign"):
+        raise PneumocamError(
+            f"{checkpoint} is a model pneumocam did not train: no held-out patients are recorded for it; evaluate a "
+            "split it never saw with --eval-split test or val"
+        )
     if fraction <= 0:
         raise PneumocamError(
             f"{checkpoint} was trained without a held-out part of train (no holdout fraction recorded): "

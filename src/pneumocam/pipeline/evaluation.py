@@ -14,8 +14,9 @@ from pneumocam.data import discover
 from pneumocam.evaluation.ensemble import evaluate_ensemble, member_size
 from pneumocam.evaluation.evaluate import evaluate_split
 from pneumocam.evaluation.leakage import refuse_seen
-from pneumocam.model.network import load_checkpoint, resolve_device
+from pneumocam.model.network import resolve_device
 from pneumocam.model.session import InferenceSession
+from pneumocam.pipeline.models import open_model
 
 
 def evaluate_checkpoints(
@@ -36,7 +37,7 @@ def evaluate_checkpoints(
     if tta and len(checkpoints) > 1:
         raise PneumocamError("--tta reads one model's films in several views; it is not built for an ensemble")
     target = resolve_device(device)
-    members = [load_checkpoint(path, target) for path in checkpoints]
+    members = [open_model(path, target, data, split, batch_size) for path in checkpoints]
     member_size(members)  # refuse mixed sizes before a folder is made
     if strict:  # fail before a folder is made
         for _, metadata in members:

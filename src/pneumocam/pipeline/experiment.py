@@ -34,6 +34,7 @@ from pneumocam.model.inputs import ModelInputs
 from pneumocam.model.network import load_checkpoint, resolve_device
 from pneumocam.model.session import InferenceSession
 from pneumocam.pipeline.config import ExperimentConfig, evaluated_samples, validate_experiment
+from pneumocam.pipeline.models import open_model
 from pneumocam.pipeline.runfolder import RunFolder, trained_against, write_run
 from pneumocam.pipeline.shards import save_part, shard_samples
 from pneumocam.report import render
@@ -142,7 +143,7 @@ def prepare(cfg: ExperimentConfig, device):
     validate_experiment(cfg)
     if cfg.checkpoint is None:
         return None
-    preloaded = load_checkpoint(cfg.checkpoint, device)
+    preloaded = open_model(cfg.checkpoint, device, cfg.train.data, cfg.eval_split, cfg.train.batch_size)
     samples = evaluated_samples(discover(cfg.train.data), cfg.eval_split, preloaded[1], cfg.checkpoint)
     if cfg.strict:  # a leaking split stops before any folder is made
         refuse_seen(preloaded[1], samples)

@@ -244,6 +244,7 @@ def run_provenance(cfg, trained, loaded) -> dict:
         "eval_fingerprint": fingerprint(loaded.samples),
         "checkpoint": str(trained.checkpoint),
         "weights": trained.meta.get("weights"),
+        "model": trained.meta.get("foreign"),  # what a foreign model declared (model.foreign); None: pneumocam's
         "seed": cfg.train.seed,
         "image_size": size,
         "versions": library_versions(),

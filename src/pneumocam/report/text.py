@@ -32,8 +32,15 @@ def decided_at(results: dict) -> str:
     return f"{fmt(float(results['metrics'][key]['threshold']), 4)} ({key})"
 
 
-def leakage_box(leakage: dict | None) -> Banner:
+def leakage_box(leakage: dict | None, foreign: bool = False) -> Banner:
     """Always visible: whether any evaluated image (or its patient) was used to train or select the model."""
+    if foreign:
+        return Banner(
+            "Leakage unknown: pneumocam did not train this model, so the films it was trained and selected on are "
+            "unknown and no check of the evaluated films against them is possible. Evaluate it on films you know it "
+            "never saw.",
+            "warning",
+        )
     if not leakage or not leakage.get("recorded", True):
         return Banner(
             "Leakage not checked: this checkpoint does not record which images trained and selected it.", "warning"
