@@ -31,8 +31,8 @@ test: $(STAMP)
 
 # The house rules (pyproject.toml [tool.ruff]): lint and formatting, checked, never rewritten here.
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/ruff format --check src tests benchmarks examples
 
 # What a user's install must give: the command, its version and help, and the viewer's static files in the package
 # (CI runs it on the wheel install; it names the install it checked).

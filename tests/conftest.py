@@ -11,6 +11,11 @@ LUNG_MASKS = SHARED / "kermany224-lungmasks"
 FULLRES = SHARED / "kermany-fullres-sample"
 
 os.environ.setdefault("PNEUMOCAM_NO_PROGRESS", "1")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # make test's two workers on two cores: one compute thread each, also in the subprocesses they start. Two each
+    # oversubscribe the cores: a DenseNet121 Grad-CAM pass ran 26x slower beside a second busy process (0.8 s -> 21 s).
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(name, "1")
 # Tests compare runs and commands to each other at 1e-6 and check that training is deterministic: `auto` means fp32
 # here (also in the subprocesses they start). tests/test_precision.py checks what auto picks without it, and bf16.
 os.environ.setdefault("PNEUMOCAM_AUTO_PRECISION", "fp32")

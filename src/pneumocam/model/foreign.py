@@ -29,6 +29,7 @@ from pneumocam.core.errors import SettingError
 from pneumocam.model.adapter import ClassifierAdapter, Reading, from_torchscript, from_torchvision, from_xrv
 
 KINDS = ("torchvision", "torchscript", "xrv")
+IN_MEMORY = "python"  # a module handed over in Python (the API): named python:<class>, never opened from a spec
 COMMON_KEYS = ("output", "labels", "activation", "size", "channels", "normalisation", "layer", "threshold")
 KIND_KEYS = {"torchvision": ("arch", "outputs"), "torchscript": (), "xrv": ("weights",)}
 VALIDATION_THRESHOLD = "val"  # threshold=val: chosen on the dataset's val split
@@ -44,7 +45,7 @@ UNKNOWN_TRAINING = (
 
 def is_foreign(spec: str | os.PathLike) -> bool:
     """Whether a --model / --checkpoint value names a foreign model (KIND:...) rather than a pneumocam model.pt."""
-    return str(spec).split(":", 1)[0] in KINDS
+    return str(spec).split(":", 1)[0] in (*KINDS, IN_MEMORY)
 
 
 @dataclass(frozen=True)
@@ -157,6 +158,12 @@ def foreign_metadata(spec: ModelSpec, adapter: ClassifierAdapter, threshold) -> 
     if isinstance(threshold, float):
         meta["thresholds"] = {"youden_val": threshold, "youden_rule": "given with the model (--model threshold=)"}
     return meta
+
+
+def module_metadata(adapter: ClassifierAdapter) -> dict:
+    """The metadata of a module handed over in Python (the API), as foreign_metadata gives a spec's."""
+    name = type(adapter.net).__name__
+    return foreign_metadata(ModelSpec(IN_MEMORY, name), adapter, None)
 
 
 def _sha256(path: Path) -> str:

@@ -96,19 +96,24 @@ def run_experiment(
     resume: bool = False,
     on_start=None,
     computed=None,
+    session: InferenceSession | None = None,
 ) -> Path:
     """Run every stage into a fresh folder under runs_dir (or run_dir; resume=True continues an interrupted one).
 
     Returns the run folder: config.json, train/, metrics.json, leakage.csv, predictions.csv, heatmaps.npz,
     importance.csv, stats.json, results.json, figures/, report.html, report.md, skipped.csv.
     With cfg.shard the folder holds that shard's part only (shards.py); computed (the merge) supplies the
-    Grad-CAM results instead of computing them.
+    Grad-CAM results instead of computing them. session: a model already open (the Python API's, for a module in
+    memory), used instead of cfg.checkpoint; its device and precision are its own.
     """
 
     # Device and precision resolved once, here: every later stage receives them.
-    device = resolve_device(cfg.train.device)
-    precision = resolve_precision(cfg.train.precision, device)
-    preloaded = prepare(cfg, device)
+    if session is not None:
+        device, precision = session.device, session.precision
+    else:
+        device = resolve_device(cfg.train.device)
+        precision = resolve_precision(cfg.train.precision, device)
+    preloaded = prepare(cfg, device, session)
     run_dir = open_run_folder(cfg, runs_dir, run_dir, resume, on_start)
     trained = train_or_load(cfg, run_dir, resume, preloaded, device, precision)
     # Every forward pass after training (evaluation, Grad-CAM, trust checks) in the run's precision.
@@ -138,15 +143,19 @@ def compare_classes(cfg: ExperimentConfig, explained: Explained, scored: Scored)
     return statistics, notes
 
 
-def prepare(cfg: ExperimentConfig, device):
+def prepare(cfg: ExperimentConfig, device, session: InferenceSession | None = None):
     """Check every setting before anything is written; load a given checkpoint (its held-out plan is checked too)."""
     validate_experiment(cfg)
     if cfg.checkpoint is None:
         return None
-    preloaded = open_model(cfg.checkpoint, device, cfg.train.data, cfg.eval_split, cfg.train.batch_size)
-    samples = evaluated_samples(discover(cfg.train.data), cfg.eval_split, preloaded[1], cfg.checkpoint)
+    if session is not None:
+        preloaded = session
+    else:
+        preloaded = open_model(cfg.checkpoint, device, cfg.train.data, cfg.eval_split, cfg.train.batch_size)
+    meta = preloaded.meta if session is not None else preloaded[1]
+    samples = evaluated_samples(discover(cfg.train.data), cfg.eval_split, meta, cfg.checkpoint)
     if cfg.strict:  # a leaking split stops before any folder is made
-        refuse_seen(preloaded[1], samples)
+        refuse_seen(meta, samples)
     return preloaded
 
 
@@ -165,6 +174,8 @@ def open_run_folder(cfg: ExperimentConfig, runs_dir, run_dir, resume: bool, on_s
 def train_or_load(cfg: ExperimentConfig, run_dir: Path, resume: bool, preloaded, device, precision) -> Trained:
     """Train into RUN/train (continuing an interrupted training on resume), or take the given checkpoint."""
 
+    if isinstance(preloaded, InferenceSession):
+        return Trained(preloaded, None)
     if preloaded is not None:
         model, meta = preloaded
         model = model.to(memory_format=torch.channels_last)

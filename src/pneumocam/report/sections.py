@@ -22,6 +22,7 @@ from pneumocam.report.text import (
     decided_at,
     figure,
     fmt,
+    foreign_model_banner,
     headline_threshold,
     leakage_box,
     lung_verdict,
@@ -53,15 +54,7 @@ def summary_section(results: dict, figures: dict | None = None) -> Section:
         )
     foreign = prov.get("model")
     if foreign:
-        sec.add(
-            Banner(
-                f"A MODEL PNEUMOCAM DID NOT TRAIN: {weights.get('description', 'unknown')}, its PNEUMONIA output "
-                f"{foreign.get('output')!s} ({foreign.get('activation')}), maps on layer {foreign.get('layer')}. "
-                "Unknown for it: the films it was trained and selected on, its calibration. Its guard: the input "
-                "checks only (pneumocam fits no feature guard on a model it did not train).",
-                "warning",
-            )
-        )
+        sec.add(foreign_model_banner(foreign, weights))
     sec.add(leakage_box(results.get("leakage"), foreign=bool(foreign)))
     empty = results.get("empty_maps") or {}
     if empty.get("n"):

@@ -32,6 +32,17 @@ def decided_at(results: dict) -> str:
     return f"{fmt(float(results['metrics'][key]['threshold']), 4)} ({key})"
 
 
+def foreign_model_banner(foreign: dict, weights: dict) -> Banner:
+    """What a report says of a model pneumocam did not train (model.foreign's record), and what is unknown for it."""
+    return Banner(
+        f"A MODEL PNEUMOCAM DID NOT TRAIN: {weights.get('description', 'unknown')}, its PNEUMONIA output "
+        f"{foreign.get('output')!s} ({foreign.get('activation')}), maps on layer {foreign.get('layer')}. "
+        "Unknown for it: the films it was trained and selected on, its calibration. Its guard: the input "
+        "checks only (pneumocam fits no feature guard on a model it did not train).",
+        "warning",
+    )
+
+
 def leakage_box(leakage: dict | None, foreign: bool = False) -> Banner:
     """Always visible: whether any evaluated image (or its patient) was used to train or select the model."""
     if foreign:
