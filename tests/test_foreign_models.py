@@ -1,6 +1,7 @@
 """`--model SPEC`: foreign classifiers through `run`, `evaluate` and `predict` end to end (model/foreign.py), their
 maps against pytorch-grad-cam, their reliance probabilities against the network called by hand, and one-line errors."""
 
+import csv
 import json
 
 import numpy as np
@@ -49,16 +50,25 @@ def by_hand(net: torch.nn.Module, films: np.ndarray) -> torch.Tensor:
         return net((x - mean) / std)
 
 
+@pytest.fixture(scope="module")
+def foreign_runs(foreign_files, phantom_data, tmp_path_factory):
+    """`run --model` of each foreign model on the phantoms' test split: {name: run folder}."""
+    runs = {}
+    for which, spec in foreign_files.items():
+        out = tmp_path_factory.mktemp(f"runs-{which}")
+        result = invoke(
+            "run", "--model", spec, "--data", phantom_data.images, "--eval-split", "test", "--out", out,
+            "--lung-masks", phantom_data.lung_masks, "--trust-images", 4, "--n-per-class", 4, "--n-draws", 20,
+            "--bootstrap", 20, "--batch-size", 8,
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        (runs[which],) = out.glob("run-*")
+    return runs
+
+
 @pytest.mark.parametrize("which, index", [("densenet", 0), ("multi", 1)])
-def test_a_foreign_model_goes_through_run_end_to_end(foreign_files, phantom_data, tmp_path, which, index):
-    spec = foreign_files[which]
-    result = invoke(
-        "run", "--model", spec, "--data", phantom_data.images, "--eval-split", "test", "--out", tmp_path,
-        "--lung-masks", phantom_data.lung_masks, "--trust-images", 4, "--n-per-class", 4,
-        "--n-draws", 20, "--bootstrap", 20, "--batch-size", 8,
-    )  # fmt: skip
-    assert result.exit_code == 0, result.output
-    (run,) = tmp_path.glob("run-*")
+def test_a_foreign_model_goes_through_run_end_to_end(foreign_files, foreign_runs, phantom_data, which, index):
+    run, spec = foreign_runs[which], foreign_files[which]
     results = json.loads((run / "results.json").read_text())
     model = results["provenance"]["model"]
     assert model["kind"] == "torchvision" and model["output"] == ("Pneumonia" if which == "multi" else 0)
@@ -74,6 +84,21 @@ def test_a_foreign_model_goes_through_run_end_to_end(foreign_files, phantom_data
     order = [list(loaded.paths).index(p) for p in heat["paths"]]
     expected = torch.sigmoid(by_hand(net.net, np.asarray(loaded.images)[order])[:, index]).numpy()
     np.testing.assert_allclose(heat["probs"], expected, atol=1e-5)
+
+
+def test_two_foreign_models_compared_on_the_same_films(foreign_runs, tmp_path):
+    from sklearn.metrics import roc_auc_score
+
+    result = invoke("compare", foreign_runs["densenet"], foreign_runs["multi"], "--out", tmp_path, "--bootstrap", 20)
+    assert result.exit_code == 0, result.output
+    (record,) = tmp_path.rglob("compare.json")
+    auc = json.loads(record.read_text())["classification"]["roc_auc"]
+    by_run = []
+    for name in ("densenet", "multi"):
+        rows = list(csv.DictReader(open(foreign_runs[name] / "predictions.csv")))
+        by_run.append(roc_auc_score([int(r["label"]) for r in rows], [float(r["prob_pneumonia"]) for r in rows]))
+    assert auc["A"] == pytest.approx(by_run[0]) and auc["B"] == pytest.approx(by_run[1])
+    assert auc["difference"] == pytest.approx(by_run[1] - by_run[0])
 
 
 def test_foreign_gradcam_maps_equal_pytorch_grad_cam(foreign_files, phantom_data, tmp_path):
