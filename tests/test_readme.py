@@ -62,19 +62,33 @@ def test_the_readme_is_for_users():
 
 
 def test_the_readmes_python_example_uses_what_the_library_has():
-    """Every name the README's Python block imports exists, and the config it builds is valid (nothing is run)."""
+    """The README's Python block imports the API and calls only what its __all__ offers, with arguments the
+    functions take (nothing is run)."""
     import ast
+    import inspect
+
+    import pneumocam.api as api
 
     text = (ROOT / "README.md").read_text()
     code = text[text.index("```python\n") + len("```python\n") :]
-    code = code[: code.index("```")]
-    tree = ast.parse(code)
-    imported = [n for n in tree.body if isinstance(n, ast.ImportFrom)]
-    assert len(imported) >= 2
-    setup = ast.Module(body=[n for n in tree.body if "run_experiment(" not in ast.unparse(n)], type_ignores=[])
-    scope: dict = {}
-    exec(compile(setup, "README.md", "exec"), scope)  # imports and the config, not the run
-    assert scope["config"].train.recipe == "scratch" and scope["config"].eval_split == "heldout"
+    tree = ast.parse(code[: code.index("```")])
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)]
+    used = [c for c in calls if isinstance(c.func.value, ast.Name) and c.func.value.id == "pc"]
+    assert len(used) >= 4
+    for call in used:
+        assert call.func.attr in api.__all__, call.func.attr
+        signature = inspect.signature(getattr(api, call.func.attr))
+        kwargs = {k.arg: None for k in call.keywords if k.arg}
+        has_var_kw = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
+        assert has_var_kw or set(kwargs) <= set(signature.parameters), call.func.attr
+        signature.bind_partial(*[None] * len(call.args), **({} if has_var_kw else kwargs))
+
+
+def test_the_api_declares_what_it_offers():
+    import pneumocam.api as api
+
+    for name in api.__all__:
+        assert getattr(api, name).__doc__, name
 
 
 # Every number the README's prose may state without a record: definitions, settings and facts about the data, each
