@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 import tarfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pneumocam import CLASS_NAMES
@@ -21,6 +21,30 @@ from pneumocam.data.split import family_from_name, patient_id_from_name
 
 SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 SPLITS = ("train", "val", "test")
+STRATA = ("view", "sex", "age")  # manifest columns read as strata (age in AGE_BANDS)
+AGE_BANDS = ((0, 18, "<18"), (18, 40, "18-39"), (40, 60, "40-59"), (60, 200, "60+"))
+
+
+def age_band(value: str) -> str | None:
+    """A manifest's age (years) as its band in AGE_BANDS; None when it is no plausible age."""
+    try:
+        age = float(value)
+    except ValueError:
+        return None
+    return next((name for low, high, name in AGE_BANDS if low <= age < high), None)
+
+
+def manifest_strata(row: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """The recorded strata of a manifest row (lower-cased column names), banded where they are numbers."""
+    found = []
+    for name in STRATA:
+        value = (row.get(name) or "").strip()
+        value = age_band(value) if name == "age" and value else value
+        if value:
+            found.append((name, value))
+    return tuple(found)
+
+
 LABEL_ALIASES = {"normal": 0, "0": 0, "pneumonia": 1, "1": 1}
 
 
@@ -31,6 +55,8 @@ class Sample:
     split: str
     patient_id: str | None  # None when the name carries no patient id
     family: str | None = None  # the acquisition family (data/split.py), from the name or a manifest column
+    population: str | None = None  # where the film comes from: a manifest's population / site column, else its root
+    strata: tuple[tuple[str, str], ...] = ()  # recorded confounders (STRATA): (name, value), e.g. ("view", "AP")
 
 
 @dataclass(frozen=True)
@@ -140,7 +166,8 @@ def discover(root: str | os.PathLike) -> DatasetIndex:
                 raise DataError(
                     f"{split_dir} has no {name} folder: expected {split_dir}/NORMAL/ and {split_dir}/PNEUMONIA/"
                 )
-            samples = _list_class_folder(class_dirs[label], split, label, index)
+            listed = _list_class_folder(class_dirs[label], split, label, index)
+            samples = [replace(s, population=root_path.name) for s in listed]
             if not samples:
                 raise DataError(f"{class_dirs[label]} holds no images: expected .jpeg, .png, .tif, .bmp or .dcm files")
             index.samples.extend(samples)
@@ -159,6 +186,8 @@ def read_manifest(path: str | os.PathLike) -> DatasetIndex:
     if not rows:
         raise DataError(f"manifest {path} has no rows: expected a header path,label[,patient_id][,split]")
     columns = {c.strip().lower() for c in rows[0] if c}
+    if "label" not in columns and {"population", "path"} <= columns:
+        return read_populations(path, rows)
     if not {"path", "label"} <= columns:
         raise DataError(f"manifest {path} needs columns 'path' and 'label'; found: {', '.join(sorted(columns))}")
     index = DatasetIndex(root=str(path), source="manifest", samples=[])
@@ -173,12 +202,43 @@ def read_manifest(path: str | os.PathLike) -> DatasetIndex:
         file_path = row["path"] if os.path.isabs(row["path"]) else str(base / row["path"])
         patient = row.get("patient_id") or patient_id_from_name(os.path.basename(file_path))
         family = row.get("family") or family_from_name(os.path.basename(file_path))
-        index.samples.append(Sample(file_path, label, split, patient, family))
+        population = row.get("population") or row.get("site") or base.name or None
+        strata = manifest_strata(row)
+        index.samples.append(Sample(file_path, label, split, patient, family, population, strata))
     for split in index.splits:
         labels = {s.label for s in index.samples if s.split == split}
         for label, name in enumerate(CLASS_NAMES):
             if label not in labels:
                 raise DataError(f"manifest {path}: the '{split}' split has no {name} images")
+    return index
+
+
+def read_populations(path: Path, rows: list[dict]) -> DatasetIndex:
+    """A manifest of datasets (columns population,path[,split]): each path a dataset folder or manifest (relative to
+    this CSV), its films tagged with the row's population; a split given moves all of that dataset's films there
+    (e.g. a second population evaluated whole as test)."""
+    index = DatasetIndex(root=str(path), source="populations", samples=[])
+    seen: set[str] = set()
+    for line, row in enumerate(rows, start=2):
+        row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
+        name, where = row["population"], row["path"]
+        if not name or name in seen:
+            raise DataError(f"{path}, line {line}: each dataset needs its own population name (got '{name}')")
+        seen.add(name)
+        split = SPLIT_ALIASES.get(row.get("split", "").lower()) if row.get("split") else None
+        if row.get("split") and split is None:
+            raise DataError(f"{path}, line {line}: split '{row['split']}' is not train, val or test")
+        target = Path(where) if os.path.isabs(where) else path.parent / where
+        if target.suffix.lower() == ".csv" and target.is_file():
+            with open(target, newline="", encoding="utf-8-sig") as f:
+                header = {c.strip().lower() for c in next(csv.reader(f), [])}
+            if "label" not in header:
+                raise DataError(f"{path}, line {line}: {target} is itself a manifest of datasets (one level only)")
+        member = discover(target)
+        index.samples.extend(replace(s, population=name, split=split or s.split) for s in member.samples)
+        index.ignored_hidden += member.ignored_hidden
+        index.ignored_non_image += member.ignored_non_image
+        index.unknown_folders.extend(member.unknown_folders)
     return index
 
 

@@ -27,6 +27,7 @@ from pneumocam.core.schema import (
 from pneumocam.data import LoadedImages, discover, fingerprint, load_images
 from pneumocam.evaluation.leakage import check_leakage, enforce
 from pneumocam.evaluation.metrics import BinaryMetrics
+from pneumocam.evaluation.populations import group_metrics, strata_metrics
 from pneumocam.evaluation.tta import VIEWS, combined, view_images
 from pneumocam.model.forward import predict_logits
 from pneumocam.model.guard import guard_summary, verdicts
@@ -151,6 +152,21 @@ def guard_record(
     return record
 
 
+def population_records(predictions: Predictions, samples, thresholds: dict[str, float]) -> dict:
+    """metrics.json's "by_population" (when the films come from two populations or more) and "by_stratum" (when a
+    manifest recorded view, sex or age): evaluation.populations' metrics per group, at these thresholds."""
+    by_path = {s.path: s for s in samples}
+    chosen = [by_path[p] for p in predictions.paths]
+    populations, strata = [s.population for s in chosen], [s.strata for s in chosen]
+    labels, probs = predictions.labels, predictions.probs
+    record = {"by_population": None, "by_stratum": None}
+    if len({p for p in populations if p is not None}) > 1:
+        record["by_population"] = group_metrics(labels, probs, populations, thresholds)
+    if any(strata):
+        record["by_stratum"] = strata_metrics(labels, probs, strata, thresholds)
+    return record
+
+
 def metrics_record(
     split: str,
     data_root,
@@ -222,6 +238,7 @@ def evaluate_split(
     result = metrics_record(
         split, data_root, loaded, session.checkpoint, metadata, seed, described, metrics, leakage, guarded
     )
+    result |= population_records(predictions, loaded.samples, thresholds)
     result["precision"] = session.precision_record()  # what the forward passes ran in; None: fp32, not recorded
     result["tta"] = tta_record  # None: each film read once, as it is
     out_dir = Path(out_dir)

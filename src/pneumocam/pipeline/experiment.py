@@ -26,7 +26,13 @@ from pneumocam.core.precision import resolve_precision
 from pneumocam.core.provenance import environment, library_versions
 from pneumocam.core.schema import CONFIG, PREDICTIONS
 from pneumocam.data import LoadedImages, discover, load_images
-from pneumocam.evaluation.evaluate import Predictions, checkpoint_thresholds, guard_record, metrics_at_thresholds
+from pneumocam.evaluation.evaluate import (
+    Predictions,
+    checkpoint_thresholds,
+    guard_record,
+    metrics_at_thresholds,
+    population_records,
+)
 from pneumocam.evaluation.leakage import Leakage, check_leakage, enforce, refuse_seen
 from pneumocam.explain.cam import CamResult, make_cam
 from pneumocam.explain.occlusion import default_window, occlusion_maps
@@ -75,6 +81,7 @@ class Explained:
     in_distribution: np.ndarray  # bool per image: the domain-shift guard's verdict
     guard: dict  # metrics.json's "guard"
     verdicts: list  # guard.Verdict per image
+    groups: dict | None = None  # metrics.json's by_population and by_stratum (evaluate.population_records)
 
 
 @dataclass
@@ -225,12 +232,13 @@ def explain_split(cfg: ExperimentConfig, trained: Trained, run_dir: Path, device
     predictions = Predictions(loaded.paths, loaded.labels, result.probs, patients, found)
     thresholds, described = checkpoint_thresholds(trained.meta)
     metrics = metrics_at_thresholds(predictions, thresholds, cfg.bootstrap, cfg.train.seed)
+    groups = population_records(predictions, loaded.samples, thresholds)
     guarded = guard_record(predictions, thresholds, session.guard, cfg.bootstrap, cfg.train.seed)
     if guarded["n_flagged"]:
         warn(f"domain-shift guard: {guarded['n_flagged']} films flagged {guarded['reasons']}")
     write_csv(run_dir / PREDICTIONS, Predictions.HEADER, predictions.rows(session.threshold))
     kept = np.array([v.in_distribution for v in found], dtype=bool)
-    return Explained(loaded, on_film, metrics, described, leakage, inputs, result, focus, kept, guarded, found)
+    return Explained(loaded, on_film, metrics, described, leakage, inputs, result, focus, kept, guarded, found, groups)
 
 
 def focus_inputs(cfg: ExperimentConfig, reads: ModelInputs, loaded: LoadedImages):

@@ -175,7 +175,8 @@ def write_run(cfg, run_dir: Path, trained, explained, scored, statistics: dict, 
             explained.metrics,
             explained.leakage,
             explained.guard,
-        ),
+        )
+        | (explained.groups or {}),
     )
     explained.leakage.write_csv(run_dir / LEAKAGE)
     write_heatmaps(run_dir / HEATMAPS, result, loaded.paths, labels, size, threshold)

@@ -1,0 +1,131 @@
+"""Populations and strata (evaluation/populations.py, data/discover.py): per-group metrics against scikit-learn,
+leave-one-population-out folds, thresholds that travel, and a manifest's strata and populations by hand count."""
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.metrics import recall_score, roc_auc_score
+
+from pneumocam.data import discover
+from pneumocam.evaluation.populations import (
+    group_metrics,
+    leave_one_population_out,
+    sensitivity_threshold,
+    strata_metrics,
+    travelling_thresholds,
+)
+
+from .conftest import SHARED
+
+
+def test_per_population_metrics_equal_scikit_learn_on_each_subset():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 300)
+    groups = np.array(["kermany"] * 120 + ["nih"] * 150 + [None] * 30, dtype=object)
+    probs = np.clip(labels * 0.3 + rng.normal(0.4, 0.2, 300) + (groups == "nih") * 0.2, 0, 1)
+    found = group_metrics(labels, probs, groups, {"fixed": 0.5, "chosen": 0.62})
+    assert set(found) == {"kermany", "nih"}  # films with no population left out
+    for name in ("kermany", "nih"):
+        y, p = labels[groups == name], probs[groups == name]
+        assert found[name]["n"] == len(y) and found[name]["n_pneumonia"] == int(y.sum())
+        assert found[name]["roc_auc"] == pytest.approx(roc_auc_score(y, p))
+        for key, t in (("fixed", 0.5), ("chosen", 0.62)):
+            pred = (p >= t).astype(int)
+            assert found[name]["at"][key]["sensitivity"] == pytest.approx(recall_score(y, pred))
+            assert found[name]["at"][key]["specificity"] == pytest.approx(recall_score(y, pred, pos_label=0))
+    # the two populations differ in specificity at 0.5: the fixture covers a threshold that does not travel
+    assert found["nih"]["at"]["fixed"]["specificity"] < found["kermany"]["at"]["fixed"]["specificity"] - 0.1
+
+
+def test_leave_one_population_out_never_puts_a_population_on_both_sides():
+    populations = ["a"] * 5 + ["b"] * 3 + [None] * 2 + ["c"] * 4
+    folds = leave_one_population_out(populations)
+    assert [name for name, _, _ in folds] == ["a", "b", "c"]
+    values = np.array(populations, dtype=object)
+    for name, train, val in folds:
+        assert set(values[val]) == {name} and name not in set(values[train])
+        assert len(train) + len(val) == len(populations)  # films with no population always train
+    assert sorted(np.concatenate([val for _, _, val in folds]).tolist()) == [i for i, p in enumerate(populations) if p]
+    with pytest.raises(ValueError, match="two populations"):
+        leave_one_population_out(["a", "a", None])
+
+
+def test_a_sensitivity_target_keeps_that_share_of_pneumonia_films():
+    labels = np.array([1] * 20 + [0] * 10)
+    probs = np.concatenate([np.linspace(0.1, 1.0, 20), np.linspace(0.0, 0.5, 10)])
+    threshold = sensitivity_threshold(labels, probs, 0.95)
+    assert threshold == pytest.approx(probs[1])  # 20 positives, 5% may be missed: the lowest one, by hand
+    assert recall_score(labels, (probs >= threshold).astype(int)) >= 0.95
+    assert recall_score(labels, (probs >= threshold + 1e-6).astype(int)) < 0.95
+
+
+def test_a_recalibrated_threshold_is_never_scored_on_the_films_it_was_fitted_on():
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, 200)
+    probs = np.clip(labels * 0.4 + rng.normal(0.5, 0.15, 200), 0, 1)
+    groups = np.array(["x"] * 200, dtype=object)
+    found = travelling_thresholds(labels[:50], probs[:50] - 0.3, labels, probs, groups, recorded=0.3)
+    recalibrated = found["populations"]["x"]["recalibrated"]
+    assert recalibrated["n_fitted_on"] == 50
+    shifted = found["populations"]["x"]["validation"]  # a threshold chosen on shifted validation does not travel
+    assert shifted["specificity"] < recalibrated["specificity"]
+
+
+def test_strata_are_reported_per_value():
+    labels = np.array([0, 0, 1, 1, 0, 1])
+    probs = np.array([0.1, 0.2, 0.8, 0.9, 0.7, 0.3])
+    strata = [(("view", "AP"),), (("view", "AP"),), (("view", "AP"),), (("view", "PA"),), (("view", "PA"),), ()]
+    found = strata_metrics(labels, probs, strata, {"fixed": 0.5})
+    assert (found["view"]["AP"]["n_normal"], found["view"]["AP"]["n_pneumonia"]) == (2, 1)
+    assert found["view"]["AP"]["roc_auc"] == 1.0 and found["view"]["PA"]["roc_auc"] == pytest.approx(1.0)
+
+
+@pytest.mark.shared_data
+def test_the_nih_manifest_s_strata_and_a_manifest_of_datasets(tmp_path):
+    index = discover(SHARED / "nih-adult" / "manifest.csv")
+    views = [(s.label, dict(s.strata)["view"]) for s in index.samples]
+    # the shared data's README, by hand: NORMAL 342 AP / 158 PA, PNEUMONIA 225 AP / 275 PA
+    assert [views.count(k) for k in ((0, "AP"), (0, "PA"), (1, "AP"), (1, "PA"))] == [342, 158, 225, 275]
+    assert {s.population for s in index.samples} == {"nih-adult"}
+    both = tmp_path / "populations.csv"
+    with open(both, "w", newline="") as f:
+        csv.writer(f).writerows(
+            [["population", "path", "split"], ["kermany", SHARED / "kermany224", ""],
+             ["nih", SHARED / "nih-adult" / "manifest.csv", "test"]]
+        )  # fmt: skip
+    index = discover(both)
+    counts = {(s.population, s.split) for s in index.samples}
+    assert counts == {("kermany", "train"), ("kermany", "val"), ("nih", "test")}
+    assert index.counts()["test"] == {"NORMAL": 500, "PNEUMONIA": 500}
+
+
+def test_evaluate_reports_each_population_and_stratum(phantom_data, tiny_checkpoint, tmp_path):
+    from typer.testing import CliRunner
+
+    from pneumocam.cli.app import app
+
+    films = sorted((phantom_data.images / "test").rglob("*.png"))
+    manifest = tmp_path / "films.csv"
+    with open(manifest, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "label", "split", "population", "view"])
+        for i, film in enumerate(films):
+            writer.writerow([film, film.parent.name, "test", "a" if i % 2 else "b", "AP" if i % 3 else "PA"])
+    result = CliRunner().invoke(
+        app, ["evaluate", "--model", str(tiny_checkpoint / "model.pt"), "--data", str(manifest), "--out", str(tmp_path)]
+    )
+    assert result.exit_code == 0, result.output
+    (metrics,) = tmp_path.rglob("metrics.json")
+    record = json.loads(metrics.read_text())
+    rows = list(csv.DictReader(open(metrics.parent / "predictions.csv")))
+    for name in ("a", "b"):
+        member = [r for r in rows if (films.index(Path(r["path"])) % 2 == 1) == (name == "a")]
+        assert record["by_population"][name]["n"] == len(member)
+        y, p = [int(r["label"]) for r in member], [float(r["prob_pneumonia"]) for r in member]
+        assert record["by_population"][name]["roc_auc"] == pytest.approx(roc_auc_score(y, p))
+    n_pa = sum(1 for i in range(len(films)) if i % 3 == 0)
+    by_view = record["by_stratum"]["view"]
+    assert by_view["PA"]["n"] == n_pa and by_view["AP"]["n"] == len(films) - n_pa
