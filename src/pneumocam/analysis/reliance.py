@@ -35,6 +35,7 @@ import numpy as np
 from scipy.ndimage import binary_dilation, binary_erosion, gaussian_filter
 
 from pneumocam import CLASS_NAMES
+from pneumocam.analysis.controls import CONTROL_DRAWS, control_regions, impute
 from pneumocam.anatomy.focus import NEUTRAL_GREY
 from pneumocam.anatomy.lungs import LungModel, body_mask, classical_lungs
 from pneumocam.core.defaults import BOOTSTRAP_RESAMPLES, SEED
@@ -52,7 +53,14 @@ EDGE = 2.0  # feather sigmas between what is removed and where its feather ends 
 BLUR = 0.08  # of the side: the heavy blur of the `blur` replacement
 REMOVALS = ("fill", "blur")
 VARIANTS = ("whole", *(f"{part}_{removal}" for removal in REMOVALS for part in ("lungs_removed", "only_lungs")))
-RULE = {"removed_at_most": 0.5, "only_lungs_at_least": 0.9, "outside_below": 0.5, "removal": "fill"}
+CONTROLS = ("lungs_removed_impute", "control_removed_fill")  # the run's check adds these (analysis/controls.py)
+RULE = {
+    "removed_at_most": 0.5,
+    "only_lungs_at_least": 0.9,
+    "outside_below": 0.5,
+    "removal": "fill",
+    "control_margin": 0.2,  # removing the lungs keeps at least this much less of the ranking than the control does
+}
 
 
 def removal_weights(lungs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -92,7 +100,14 @@ def verdict(auc: dict[str, float]) -> tuple[str, dict[str, float]]:
     removed, only = kept[f"lungs_removed_{RULE['removal']}"], kept[f"only_lungs_{RULE['removal']}"]
     if not above > 0:
         return "undetermined: the model ranks the whole films no better than chance", kept
+    control = kept.get("control_removed_fill")
     if removed <= RULE["removed_at_most"] and only >= RULE["only_lungs_at_least"]:
+        if control is not None and not control - removed >= RULE["control_margin"]:
+            return (
+                "mixed: removing a region of the lungs' shape and area elsewhere on the body costs about as much as "
+                "removing the lungs",
+                kept,
+            )
         return "the decision rests on the lungs", kept
     if only < RULE["outside_below"]:
         return "the decision rests largely outside the lungs", kept
@@ -111,7 +126,7 @@ def reliance_summary(
     labels = np.asarray(labels)
     groups = np.asarray(patients, dtype=object) if patients is not None and all(patients) else None
     table = {}
-    for name in VARIANTS:
+    for name in (*VARIANTS, *(c for c in CONTROLS if c in probs)):
         p = np.asarray(probs[name], dtype=np.float64)
         cis = bootstrap_cis(labels, p, n_resamples, seed, groups=groups) if n_resamples else {}
         table[name] = {
@@ -132,6 +147,14 @@ def reliance_summary(
             "feather_sigma_share": FEATHER,
             "feather": f"outside what is removed ({EDGE:g} sigmas)",
             "blur_sigma_share": BLUR,
+        },
+        "controls": None
+        if "control_removed_fill" not in probs
+        else {
+            "control": "the lung mask moved (or mirrored top to bottom) to overlap the lungs least, on the film and "
+            f"mostly on the body; up to {CONTROL_DRAWS} draws per film, their probabilities averaged",
+            "mean_overlap_with_lungs": float(np.nanmean(probs["control_overlap"])),
+            "imputation": "ROAD's noisy linear imputation (Rong et al. 2022) of the region the fill removal replaces",
         },
     }
 
@@ -159,17 +182,47 @@ def film_lungs(loaded: LoadedImages, lung_root: str | None, lung_model: str | No
     return masks, sources
 
 
+def control_images(gray: np.ndarray, lungs: np.ndarray) -> tuple[dict[str, list[np.ndarray]], float]:
+    """The controls of one film (analysis/controls.py): {variant: its images (one per control draw)}, and the
+    controls' mean overlap with the lungs. lungs_removed_impute: the region the fill removal replaces (its weight
+    above 5%), imputed; control_removed_fill: each shape-matched region removed as the lungs are."""
+    regions, overlap = control_regions(lungs, body_mask(gray))
+    removed = removal_weights(lungs)[0] > 0.05
+    controls = [variant_images(gray, region)["lungs_removed_fill"] for region in regions] or [gray]
+    return {"lungs_removed_impute": [impute(gray, removed)], "control_removed_fill": controls}, overlap
+
+
 def reliance_probabilities(
-    model, reads: ModelInputs, loaded: LoadedImages, lungs: np.ndarray, batch_size: int, device, **lung_source
+    model,
+    reads: ModelInputs,
+    loaded: LoadedImages,
+    lungs: np.ndarray,
+    batch_size: int,
+    device,
+    controls: bool = False,
+    **lung_source,
 ) -> dict[str, np.ndarray]:
     """p(PNEUMONIA) of every film in every variant, each variant read as the model reads a film (reads.inputs,
-    with the run's lung source for a --focus lungs crop: lung_masks / lung_model)."""
-    films = [variant_images(gray, mask) for gray, mask in track(list(zip(loaded.images, lungs)), "Reliance variants")]
+    with the run's lung source for a --focus lungs crop: lung_masks / lung_model). controls: also CONTROLS (a
+    control's probability is the mean over its draws) and "control_overlap", the controls' mean overlap with the
+    lungs per film."""
+    pairs = list(zip(loaded.images, lungs))
+    films = [variant_images(gray, mask) for gray, mask in track(pairs, "Reliance variants")]
     out = {}
+
+    def probabilities(images: list[np.ndarray], name: str) -> np.ndarray:
+        inputs = reads.inputs(replace(loaded, images=np.stack(images)), **lung_source)
+        return probability(predict_logits(model, inputs.images, batch_size, device, description=f"Reliance {name}"))
+
     for name in VARIANTS:
-        variant = replace(loaded, images=np.stack([f[name] for f in films]))
-        inputs = reads.inputs(variant, **lung_source)
-        out[name] = probability(
-            predict_logits(model, inputs.images, batch_size, device, description=f"Reliance {name}")
-        )
+        out[name] = probabilities([f[name] for f in films], name)
+    if controls:
+        found = [control_images(gray, mask) for gray, mask in track(pairs, "Reliance controls")]
+        out["control_overlap"] = np.array([overlap for _, overlap in found])
+        for name in CONTROLS:
+            draws = max(len(images[name]) for images, _ in found)
+            # a film with fewer draws repeats its last one, so the mean is over what it has
+            per_draw = [[i[name][min(d, len(i[name]) - 1)] for i, _ in found] for d in range(draws)]
+            per_draw = [probabilities(images, name) for images in per_draw]
+            out[name] = np.mean(per_draw, axis=0)
     return out

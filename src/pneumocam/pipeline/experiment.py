@@ -345,6 +345,7 @@ def decision_reliance(cfg: ExperimentConfig, trained: Trained, explained: Explai
         lungs,
         cfg.train.batch_size,
         device,
+        controls=True,
         lung_masks=lung_root,
         lung_model=cfg.lung_model,
     )

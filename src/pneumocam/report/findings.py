@@ -280,6 +280,8 @@ RELIANCE_LABELS = {
     "whole": "the film as it is",
     "lungs_removed_fill": "lungs removed (grey fill)",
     "only_lungs_fill": "only the lungs kept (grey fill)",
+    "lungs_removed_impute": "lungs removed (imputed, ROAD)",
+    "control_removed_fill": "a region of the lungs' shape elsewhere removed (control)",
     "lungs_removed_blur": "lungs removed (heavy blur)",
     "only_lungs_blur": "only the lungs kept (heavy blur)",
 }
@@ -294,7 +296,9 @@ def reliance_section(results: dict, figures: dict | None = None) -> Section | No
     sec.add(Banner(f"{rel['verdict'][0].upper()}{rel['verdict'][1:]}.", level))
     rows = []
     for name, label in RELIANCE_LABELS.items():
-        v = rel["variants"][name]
+        v = rel["variants"].get(name)
+        if v is None:  # a record from before the controls
+            continue
         ci = v.get("roc_auc_ci95")
         kept = rel["share_of_ranking_kept"].get(name)
         rows.append(
@@ -323,6 +327,14 @@ def reliance_section(results: dict, figures: dict | None = None) -> Section | No
         f"at least {rule['only_lungs_at_least']:.0%}; it rests largely outside them when keeping only the lungs "
         f"keeps under {rule['outside_below']:.0%}. Such films are unlike the training films: read the numbers as "
         "how the decision depends on each part, not as performance."
+        + (
+            f" Control: removing a region of the lungs' shape and area elsewhere on the body (mean overlap with the "
+            f"lungs {rel['controls']['mean_overlap_with_lungs']:.0%}) must keep at least "
+            f"{rule.get('control_margin', 0):.0%} more of the ranking than removing the lungs, or the verdict is "
+            "mixed; the imputed removal (ROAD) shows whether the grey fill's outline alone moves the decision."
+            if rel.get("controls")
+            else ""
+        )
     )
 
 
