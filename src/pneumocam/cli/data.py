@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from pneumocam import CLASS_NAMES, started_random
+from pneumocam.analysis.shortcut import describe, film_groups, shortcut_baseline, shortcut_features
 from pneumocam.cli.errors import clean_errors, console
 from pneumocam.cli.options import Marker, ValSource
 from pneumocam.core.defaults import IMAGE_SIZE, SEED
@@ -38,11 +39,15 @@ def data(
     table = Table(title=f"{escape(str(index.root))} ({index.source})")
     for column in ("split", *CLASS_NAMES, "total", "readable", "skipped"):
         table.add_column(column, justify="left" if column == "split" else "right")
-    skipped = []
+    skipped, shortcuts = [], {}
     for split in index.splits:
         samples = index.split(split)
         loaded = load_images(samples, image_size, use_cache=not no_cache, description=f"Reading {split}")
         skipped.extend(loaded.skipped)
+        if len(set(loaded.labels.tolist())) == 2 and len(loaded.samples) >= 20:
+            features, names = shortcut_features(loaded)
+            record = shortcut_baseline(features, loaded.labels, film_groups(loaded.samples))
+            shortcuts[split] = describe(record, names)
         counts = index.counts()[split]
         table.add_row(
             split,
@@ -52,6 +57,14 @@ def data(
             str(len(loaded.skipped)),
         )
     console.print(table)
+    for split, record in shortcuts.items():
+        carried = ", ".join(c["feature"] for c in record["carried_by"][:3])
+        colour = "red" if record["warning"] else "green"
+        console.print(
+            f"[{colour}]shortcut baseline (no model) on {split}: ROC-AUC {record['roc_auc']:.3f}[/] from file size, "
+            f"format, intensity and border alone ({record['folds']}-fold, grouped by patient; carried by {carried})"
+            + (": the label is written in the acquisition; a model can score this without lungs" * record["warning"])
+        )
     console.print(f"ignored: {index.ignored_hidden} hidden files, {index.ignored_non_image} non-image files")
     for folder in index.unknown_folders:
         console.print(f"[yellow]ignored unknown folder:[/] {escape(folder)}")
