@@ -105,3 +105,19 @@ def test_a_control_region_keeps_the_lungs_shape_and_area():
         assert region.sum() == lungs.sum() and not (region & lungs).any()
         ys, xs = np.nonzero(region)
         assert (ys.max() - ys.min() + 1, xs.max() - xs.min() + 1) == (20, 16)
+
+
+def test_map_agreement_is_spearman_of_lung_share_and_the_explained_class_s_drop():
+    from scipy.stats import spearmanr
+
+    from pneumocam.analysis.reliance import map_agreement
+
+    share = np.array([0.1, 0.5, 0.9, 0.3, 0.7, 0.2])
+    whole = np.array([0.875, 0.75, 0.75, 0.25, 0.25, 0.625])  # eighths: the hand's ties are ties in binary too
+    removed = np.array([0.75, 0.5, 0.125, 0.375, 0.875, 0.5])
+    targets = np.array([1, 1, 1, 0, 0, 1])
+    # by hand: PNEUMONIA's drop is p - p', NORMAL's (1 - p) - (1 - p')
+    drop = [0.125, 0.25, 0.625, 0.125, 0.625, 0.125]
+    found = map_agreement(share, {"whole": whole, "lungs_removed_fill": removed}, targets, "gradcam")
+    assert found["spearman"] == pytest.approx(spearmanr(share, drop).statistic)
+    assert found["n_films"] == 6

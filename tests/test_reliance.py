@@ -8,7 +8,7 @@ import pytest
 from scipy.ndimage import gaussian_filter
 from sklearn.metrics import roc_auc_score
 
-from pneumocam.analysis.reliance import VARIANTS, reliance_summary, variant_images
+from pneumocam.analysis.reliance import CONTROLS, VARIANTS, reliance_summary, variant_images
 
 
 def test_variants_are_the_feathered_mix_written_out():
@@ -92,12 +92,15 @@ def test_a_run_reports_the_check_and_its_whole_film_auc_is_the_runs(tiny_run):
         rows = list(csv.DictReader(f))
     labels = np.array([int(r["label"]) for r in rows])
     probs = np.array([float(r["prob_pneumonia"]) for r in rows])
-    assert reliance["n_images"] == len(rows) and set(reliance["variants"]) == set(VARIANTS)
+    assert reliance["n_images"] == len(rows) and set(reliance["variants"]) == set(VARIANTS) | set(CONTROLS)
+    assert reliance["controls"]["mean_overlap_with_lungs"] <= 0.25 and "film_probabilities" not in reliance
+    assert reliance["map_agreement"]["n_films"] == len(rows)
     # the whole film, read as the run reads it, is the run's own prediction
     assert reliance["variants"]["whole"]["roc_auc"] == pytest.approx(roc_auc_score(labels, probs), abs=1e-6)
     assert reliance["lung_sources"] == {"mask": len(rows)}  # the phantoms' lung masks, one per film
     report = (tiny_run / "report.md").read_text()
     assert "What does the decision rest on?" in report and "only the lungs kept (grey fill)" in report
+    assert "lungs removed (imputed, ROAD)" in report and "Does the map predict the intervention?" in report
 
 
 def _trained_reliance(tmp_path, per_class, epochs, focus="none", **phantoms):

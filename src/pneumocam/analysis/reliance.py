@@ -33,6 +33,7 @@ from dataclasses import replace
 
 import numpy as np
 from scipy.ndimage import binary_dilation, binary_erosion, gaussian_filter
+from scipy.stats import spearmanr
 
 from pneumocam import CLASS_NAMES
 from pneumocam.analysis.controls import CONTROL_DRAWS, control_regions, impute
@@ -226,3 +227,30 @@ def reliance_probabilities(
             per_draw = [probabilities(images, name) for images in per_draw]
             out[name] = np.mean(per_draw, axis=0)
     return out
+
+
+AGREEMENT_RHO = 0.3  # a map "tracks" the intervention when its lung share correlates at least this much (p < 0.05)
+
+
+def map_agreement(lung_share, probs: dict[str, np.ndarray], targets, method: str) -> dict:
+    """Does the map predict what the intervention does (Viviano et al. 2021; Zhang et al. 2023)? Per film, the
+    Spearman rank correlation between the map's share of mass on the lungs and the drop of the explained class's
+    probability when the lungs are removed (grey fill): p_t(whole) - p_t(lungs removed), p_t = p for PNEUMONIA,
+    1 - p for NORMAL. Films with no map share (empty maps) are left out."""
+    share = np.asarray(lung_share, dtype=np.float64)
+    sign = np.where(np.asarray(targets) == 1, 1.0, -1.0)
+    drop = sign * (np.asarray(probs["whole"]) - np.asarray(probs["lungs_removed_fill"]))
+    kept = np.isfinite(share) & np.isfinite(drop)
+    if kept.sum() < 3 or np.ptp(share[kept]) == 0 or np.ptp(drop[kept]) == 0:
+        return {"method": method, "n_films": int(kept.sum()), "spearman": None, "p": None, "tracks": None}
+    found = spearmanr(share[kept], drop[kept])
+    rho, p = float(found.statistic), float(found.pvalue)
+    return {
+        "method": method,
+        "n_films": int(kept.sum()),
+        "spearman": rho,
+        "p": p,
+        "tracks": bool(rho >= AGREEMENT_RHO and p < 0.05),
+        "measure": "Spearman rho of the map's lung share and the explained class's probability drop with the lungs "
+        "removed (grey fill), per film",
+    }

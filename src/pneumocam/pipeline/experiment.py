@@ -16,7 +16,7 @@ import torch
 
 from pneumocam.analysis.importance import SCORES, compared_scores, empty_summary, importance_scores
 from pneumocam.analysis.regions import ground_truth_summary, mask_measures, split_attention
-from pneumocam.analysis.reliance import film_lungs, reliance_probabilities, reliance_summary
+from pneumocam.analysis.reliance import film_lungs, map_agreement, reliance_probabilities, reliance_summary
 from pneumocam.analysis.stats import group_statistics
 from pneumocam.analysis.trust import trust_checks
 from pneumocam.core.errors import PneumocamError
@@ -295,6 +295,12 @@ def score_maps(cfg: ExperimentConfig, trained: Trained, explained: Explained, de
         else None
     )
     relied = decision_reliance(cfg, trained, explained, device) if cfg.reliance else None
+    if relied is not None and "share_lungs" in scores:
+        relied["map_agreement"] = map_agreement(
+            scores["share_lungs"], relied.pop("film_probabilities"), result.targets, cfg.method
+        )
+    elif relied is not None:
+        relied.pop("film_probabilities")
     independent = (
         independent_attention(cfg, trained, explained, device)
         if cfg.regions and cfg.occlusion_films and trained_against(trained.meta)
@@ -351,7 +357,8 @@ def decision_reliance(cfg: ExperimentConfig, trained: Trained, explained: Explai
     )
     patients = [s.patient_id for s in loaded.samples]
     summary = reliance_summary(probs, loaded.labels, patients, cfg.bootstrap, cfg.train.seed)
-    return summary | {"lung_sources": {k: sources.count(k) for k in sorted(set(sources))}}
+    # the per-film probabilities go on to the map agreement (score_maps), not into results.json
+    return summary | {"lung_sources": {k: sources.count(k) for k in sorted(set(sources))}, "film_probabilities": probs}
 
 
 def resume_experiment(run_dir: str | Path, on_start=None) -> Path:

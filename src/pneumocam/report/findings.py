@@ -335,6 +335,18 @@ def reliance_section(results: dict, figures: dict | None = None) -> Section | No
             if rel.get("controls")
             else ""
         )
+        + _agreement_sentence(rel.get("map_agreement"))
+    )
+
+
+def _agreement_sentence(agreement: dict | None) -> str:
+    if not agreement or agreement.get("spearman") is None:
+        return ""
+    tracks = "tracks" if agreement["tracks"] else "does not track"
+    return (
+        f" Does the map predict the intervention? {agreement['method']}'s lung share against the explained class's "
+        f"probability drop with the lungs removed, per film: Spearman {agreement['spearman']:.2f} (p "
+        f"{agreement['p']:.2g}, {agreement['n_films']} films): the map {tracks} what the decision does."
     )
 
 
