@@ -475,7 +475,34 @@ def startup() -> str:
     )
 
 
+def foreign_audit() -> str:
+    record = load("foreign-audit")
+    f, machine = record["figures"], record["machine"]
+    rows = ["| model | audit wall time (median) | runs |", "|---|---|---|"]
+    for name, seconds in f["median_s"].items():
+        runs = ", ".join(f"{s:.0f} s" for s in f["seconds"][name])
+        rows.append(f"| {name} | {seconds:.0f} s | {runs} |")
+    return (
+        "\n".join(rows)
+        + f"\n\nForeign / pneumocam: {f['ratio_foreign_to_pneumocam']:.2f}x (target {f['target_ratio']:g}x, "
+        f"{'met' if f['target_met'] else 'missed'}); {f['films']} phantom films at {f['image_size']} px, interleaved, "
+        f"{machine['torch_threads']} torch thread(s) on {machine['cpu']}. "
+        + _source("foreign-audit")
+    )
+
+
+def shortcut_baseline() -> str:
+    record = load("shortcut-baseline")
+    rows = ["| data | films | ROC-AUC, no model | carried by (standardised coefficient) |", "|---|---|---|---|"]
+    for name, found in record["figures"].items():
+        carried = ", ".join(f"{c['feature']} ({c['coefficient']:+.2f})" for c in found["carried_by"][:3])
+        rows.append(f"| {name} | {found['n_films']} | {found['roc_auc']:.3f} | {carried} |")
+    return "\n".join(rows) + "\n\n" + _source("shortcut-baseline")
+
+
 TABLES = {
+    "foreign-audit": foreign_audit,
+    "shortcut-baseline": shortcut_baseline,
     "startup": startup,
     "guard-depths": guard_depths,
     "levers": levers,
