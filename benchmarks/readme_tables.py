@@ -486,8 +486,7 @@ def foreign_audit() -> str:
         "\n".join(rows)
         + f"\n\nForeign / pneumocam: {f['ratio_foreign_to_pneumocam']:.2f}x (target {f['target_ratio']:g}x, "
         f"{'met' if f['target_met'] else 'missed'}); {f['films']} phantom films at {f['image_size']} px, interleaved, "
-        f"{machine['torch_threads']} torch thread(s) on {machine['cpu']}. "
-        + _source("foreign-audit")
+        f"{machine['torch_threads']} torch thread(s) on {machine['cpu']}. " + _source("foreign-audit")
     )
 
 

@@ -1,0 +1,64 @@
+"""Mutation testing of the modules that compute reported numbers (pyproject.toml [tool.mutmut]: only_mutate), with
+mutmut; the survivors per module go into a record. Not run in CI: it runs the selected tests once per mutant.
+
+    python benchmarks/mutation.py [--max-children 2] [--record mutmut]
+
+Exits 1 when mutmut fails or a mutant survives. Each survivor is listed by name (`mutmut show NAME` prints its diff);
+one that cannot change a reported number is marked in EQUIVALENT with the reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from record import stamp, write_record  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+MUTMUT = Path(sys.executable).with_name("mutmut")
+# Survivors read and judged equivalent (no reported number can change), by mutant name: why.
+EQUIVALENT: dict[str, str] = {}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--max-children", type=int, default=2)
+    parser.add_argument("--record", default=None, help="Also write benchmarks/results/NAME.json.")
+    args = parser.parse_args(argv)
+    stamped = stamp()
+    ran = subprocess.run([str(MUTMUT), "run", "--max-children", str(args.max_children)], cwd=ROOT)
+    listed = subprocess.run([str(MUTMUT), "results", "--all", "true"], cwd=ROOT, capture_output=True, text=True)
+    statuses = {}
+    for line in listed.stdout.splitlines():
+        name, _, status = line.strip().partition(": ")
+        if status:
+            statuses[name] = status
+    module = lambda name: name.split(".x")[0].rsplit(".", 1)[0] if ".x" in name else name  # noqa: E731
+    per_module: dict[str, Counter] = {}
+    for name, status in statuses.items():
+        per_module.setdefault(module(name), Counter())[status] += 1
+    survivors = sorted(n for n, s in statuses.items() if s == "survived")
+    unexplained = [n for n in survivors if n not in EQUIVALENT]
+    figures = {
+        "mutants": len(statuses),
+        "per_module": {m: dict(c) for m, c in sorted(per_module.items())},
+        "survivors": survivors,
+        "equivalent": {n: EQUIVALENT[n] for n in survivors if n in EQUIVALENT},
+        "unexplained_survivors": unexplained,
+        "mutmut_exit": ran.returncode,
+    }
+    for m, counts in figures["per_module"].items():
+        print(f"{m}: {dict(counts)}")
+    print(f"{len(survivors)} survived ({len(unexplained)} not marked equivalent)")
+    if args.record:
+        note = "mutmut over pyproject.toml's only_mutate, each mutant against the selected tests"
+        write_record(args.record, figures, note=note, stamped=stamped)
+    return 0 if ran.returncode == 0 and not unexplained else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
