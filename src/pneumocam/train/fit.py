@@ -11,6 +11,7 @@ split (TrainConfig.select_by) becomes model.pt. The same seed gives the same wei
 from __future__ import annotations
 
 import copy
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -270,7 +271,7 @@ def set_up_optimisation(run: Training, state: dict | None) -> None:
 def train_epoch(run: Training, epoch: int) -> None:
     """One epoch: train, validate the trained weights (and their average), keep the best, write the resumable state."""
     config = run.config
-    began = time.perf_counter()
+    began, cpu_began = time.perf_counter(), time.process_time()
     size = config.sizes[epoch]
     train_at, val_at = run.phase(size)
     if config.ema and run.averaged_size != size:
@@ -299,6 +300,8 @@ def train_epoch(run: Training, epoch: int) -> None:
         f"ema_{k}": v for k, v in (validated["ema"][0] if "ema" in validated else {}).items()
     }
     row["seconds"] = time.perf_counter() - began
+    # this process's CPU time over the wall time and the cores it may use: 1.0 keeps every core busy
+    row["cpu_utilisation"] = (time.process_time() - cpu_began) / row["seconds"] / max(1, len(os.sched_getaffinity(0)))
     run.timings["epochs_s"] += row["seconds"]
     run.history.append(row)
     if size == config.image_size:  # model.pt must work at the size it will be explained at

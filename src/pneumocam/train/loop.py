@@ -3,7 +3,10 @@ selection score, the weight average."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from queue import Queue
+from threading import Thread
 from typing import Any, Callable
 
 import numpy as np
@@ -119,10 +122,15 @@ def train_one_epoch(
         set_train_mode(model, config.mode)
     total_loss, correct, seen, outside_sum, outside_n = 0.0, 0, 0, 0.0, 0
     global_batch = config.batch_size * dist.world
+    starts = range(0, len(order), global_batch)
+    # The films' batches (read, augmented) are made one ahead in a thread while the network trains on the current
+    # one; one thread draws them in order, so the augmentation's random stream is the one a single loop draws.
+    films = None if features else _film_batches(order, starts, global_batch, data, attention, augment, generator)
+    prepared = None if films is None else prefetched(films, PREFETCH)
     progress = new_progress()
     with progress:
         task = progress.add_task(f"Epoch {epoch + 1}/{config.epochs}", total=len(order), info="")
-        for start in range(0, len(order), global_batch):
+        for start in starts:
             whole = order[start : start + global_batch]
             if features:
                 idx = np.array_split(whole.numpy(), dist.world)[dist.rank]
@@ -130,14 +138,7 @@ def train_one_epoch(
                 with autocast(precision, device):
                     logits = net(data[torch.from_numpy(idx)].to(device)).flatten()
             else:
-                whole = np.sort(whole.numpy())
-                batch = torch.from_numpy(np.array(data[whole]))
-                masks = None if attention is None else torch.from_numpy(np.ascontiguousarray(attention.masks[whole]))
-                # augmentation is drawn for the global batch: the same on every process
-                if augment is not None and masks is None:
-                    batch = augment(batch, generator)
-                elif augment is not None:
-                    batch, masks = augment(batch, generator, masks)
+                whole, batch, masks = next(prepared)
                 part = np.array_split(np.arange(len(whole)), dist.world)[dist.rank]
                 targets = torch.from_numpy(labels[whole[part]]).to(device)
                 inputs = to_model_input(batch[torch.from_numpy(part)].to(device))
@@ -170,6 +171,51 @@ def train_one_epoch(
     if attention is not None:  # train_loss stays the classification loss; this is what the penalty pushed down
         row["train_outside_lungs_share"] = outside_sum / max(1, outside_n)
     return row
+
+
+def _film_batches(order, starts, global_batch: int, data, attention, augment, generator):
+    """Each global batch of films in the epoch's order: (indices, films, attention masks or None), augmented (the
+    augmentation is drawn for the global batch: the same on every process)."""
+    for start in starts:
+        whole = np.sort(order[start : start + global_batch].numpy())
+        batch = torch.from_numpy(np.array(data[whole]))
+        masks = None if attention is None else torch.from_numpy(np.ascontiguousarray(attention.masks[whole]))
+        if augment is not None and masks is None:
+            batch = augment(batch, generator)
+        elif augment is not None:
+            batch, masks = augment(batch, generator, masks)
+        yield whole, batch, masks
+
+
+PREFETCH = 2  # batches made ahead of the one training
+
+
+def prefetched(items: Iterator, depth: int = PREFETCH) -> Iterator:
+    """`items` produced by a background thread, at most `depth` ahead of the consumer, in their order; an error in
+    the producer is raised in the consumer. torch and numpy release the GIL while they copy and compute, so making
+    the next batch overlaps the training step. depth 0: made in the consumer's thread, when asked (as before)."""
+    if depth <= 0:
+        yield from items
+        return
+    queue: Queue = Queue(maxsize=depth)
+    done = object()
+
+    def produce():
+        try:
+            for item in items:
+                queue.put((True, item))
+        except BaseException as exc:  # handed to the consumer, raised there
+            queue.put((False, exc))
+        queue.put((True, done))
+
+    Thread(target=produce, daemon=True, name="pneumocam-batches").start()
+    while True:
+        ok, item = queue.get()
+        if not ok:
+            raise item
+        if item is done:
+            return
+        yield item
 
 
 def validate(
