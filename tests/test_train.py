@@ -423,3 +423,42 @@ def test_members_with_one_split_seed_share_their_held_out_and_validation_films(p
     assert (val0, train0) == (val1, train1) and held0 == held1 == 0
     val2, train2, _ = parts(seed=1)
     assert val2 != val0 and train2 != train0
+
+
+def test_the_batch_thread_trains_exactly_what_one_loop_trains(monkeypatch):
+    """Batches made one ahead in a thread (train.loop.prefetched) give the same weights as batches made in turn: the
+    augmentation's random stream is drawn in the same order."""
+    import pneumocam.train.loop as loop
+    from pneumocam.data.phantoms import make_phantom
+    from pneumocam.model.network import build_model
+    from pneumocam.train.config import TrainConfig
+
+    rng = np.random.default_rng(0)
+    films = np.stack([make_phantom(rng, i % 2, 32).image for i in range(24)])
+    labels = np.arange(24) % 2
+    config = TrainConfig(data="-", mode="full", weights="none", image_size=32, epochs=1, batch_size=8, augment=True)
+    trained = []
+    for depth in (0, 2):
+        monkeypatch.setattr(loop, "PREFETCH", depth)
+        model, _ = build_model("none", seed=0)
+        optimizer = loop.make_optimizer(model.parameters(), config)
+        step = loop.Optimisation(model, optimizer, torch.optim.lr_scheduler.ConstantLR(optimizer, 1.0))
+        data = loop.EpochData(films, labels, loop.class_weight_vector(labels, "balanced"))
+        loop.train_one_epoch(step, data, config, 0, torch.device("cpu"))
+        trained.append(model.fc.weight.detach().clone())
+    assert torch.equal(trained[0], trained[1]) and not torch.equal(trained[0], build_model("none", seed=0)[0].fc.weight)
+
+
+def test_prefetched_keeps_the_order_and_raises_the_producer_s_error():
+    from pneumocam.train.loop import prefetched
+
+    assert list(prefetched(iter(range(10)), 2)) == list(range(10))
+
+    def broken():
+        yield 1
+        raise ValueError("bad film")
+
+    found = prefetched(broken(), 2)
+    assert next(found) == 1
+    with pytest.raises(ValueError, match="bad film"):
+        next(found)
