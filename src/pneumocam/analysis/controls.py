@@ -18,6 +18,8 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.linalg import spsolve
 
+from pneumocam.core.defaults import SEED
+
 CONTROL_DRAWS = 2
 MAX_OVERLAP = 0.25  # of the lung area: a move overlapping the lungs more is not a control
 IMPUTE_NOISE = 2.0  # grey levels (ROAD adds a small noise so the imputed region carries no smooth tell)
@@ -57,7 +59,7 @@ def control_regions(lungs: np.ndarray, body: np.ndarray, draws: int = CONTROL_DR
     return [c[2] for c in chosen], float(np.mean([c[0] for c in chosen])) if chosen else float("nan")
 
 
-def impute(gray: np.ndarray, removed: np.ndarray, noise: float = IMPUTE_NOISE, seed: int = 0) -> np.ndarray:
+def impute(gray: np.ndarray, removed: np.ndarray, noise: float = IMPUTE_NOISE, seed: int = SEED) -> np.ndarray:
     """The film (uint8) with the `removed` pixels replaced by ROAD's noisy linear imputation (module docstring)."""
     x = np.asarray(gray, dtype=np.float64)
     removed = np.asarray(removed, dtype=bool)

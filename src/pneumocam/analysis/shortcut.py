@@ -26,6 +26,8 @@ from sklearn.model_selection import GroupKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from pneumocam.core.defaults import SEED
+
 BORDER = 0.08
 HISTOGRAM_BINS = 8
 FOLDS = 5
@@ -82,7 +84,7 @@ def shortcut_features(loaded) -> tuple[np.ndarray, list[str]]:
     return np.asarray(rows, dtype=np.float64), feature_names(families)
 
 
-def shortcut_baseline(features: np.ndarray, labels, groups, seed: int = 0, top: int = 5) -> dict:
+def shortcut_baseline(features: np.ndarray, labels, groups, seed: int = SEED, top: int = 5) -> dict:
     """The baseline's record: ROC-AUC of out-of-fold probabilities (GroupKFold by `groups`, FOLDS folds at most),
     the features that carry it, the warning. NaN features are replaced by their column's median."""
     x = np.array(features, dtype=np.float64)

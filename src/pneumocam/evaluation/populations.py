@@ -21,6 +21,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from pneumocam import CLASS_NAMES
+from pneumocam.core.defaults import SEED
 from pneumocam.core.schema import decide
 from pneumocam.evaluation.metrics import youden_threshold
 
@@ -72,7 +73,7 @@ def sensitivity_threshold(labels, probs, target: float = SENSITIVITY_TARGET) -> 
     return float(positives[allowed_misses])
 
 
-def recalibration_sample(labels, n: int = RECALIBRATION_FILMS, seed: int = 0) -> np.ndarray:
+def recalibration_sample(labels, n: int = RECALIBRATION_FILMS, seed: int = SEED) -> np.ndarray:
     """Indices of a class-balanced random sample of n films (n // 2 per class, fewer where a class is smaller)."""
     labels, rng = np.asarray(labels), np.random.default_rng(seed)
     chosen = [
@@ -82,7 +83,14 @@ def recalibration_sample(labels, n: int = RECALIBRATION_FILMS, seed: int = 0) ->
 
 
 def travelling_thresholds(
-    val_labels, val_probs, labels, probs, groups: Sequence, recorded: float, n_recalibration=RECALIBRATION_FILMS, seed=0
+    val_labels,
+    val_probs,
+    labels,
+    probs,
+    groups: Sequence,
+    recorded: float,
+    n_recalibration=RECALIBRATION_FILMS,
+    seed=SEED,
 ) -> dict:
     """How each rule's threshold does per population: the recorded one, the sensitivity target's (both chosen on the
     validation predictions), and one recalibrated on n_recalibration films of each population (judged on the rest)."""

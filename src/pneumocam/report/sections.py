@@ -14,10 +14,10 @@ from pneumocam.report.findings import (
     conclusion_section,
     ground_truth_section,
     guard_section,
-    reliance_section,
     statistics_section,
     trust_section,
 )
+from pneumocam.report.reliance import reliance_section
 from pneumocam.report.text import (
     decided_at,
     figure,
