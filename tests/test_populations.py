@@ -129,3 +129,29 @@ def test_evaluate_reports_each_population_and_stratum(phantom_data, tiny_checkpo
     n_pa = sum(1 for i in range(len(films)) if i % 3 == 0)
     by_view = record["by_stratum"]["view"]
     assert by_view["PA"]["n"] == n_pa and by_view["AP"]["n"] == len(films) - n_pa
+
+
+def test_leave_one_population_out_validation_trains_on_none_of_it(phantom_data, tmp_path):
+    from pneumocam.evaluation.leakage import file_sha1
+    from pneumocam.model.network import load_checkpoint
+    from pneumocam.train.config import TrainConfig
+    from pneumocam.train.fit import fit
+
+    films = sorted((phantom_data.images / "train").rglob("*.png"))
+    manifest = tmp_path / "two.csv"
+    with open(manifest, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "label", "split", "population"])
+        for i, film in enumerate(films):
+            writer.writerow([film, film.parent.name, "train", "b" if i % 3 == 0 else "a"])
+    config = TrainConfig(
+        data=str(manifest), mode="frozen", weights="none", image_size=32, epochs=1, batch_size=16,
+        val_source="population", val_population="b", use_cache=False,
+    )  # fmt: skip
+    _, meta = load_checkpoint(fit(config, runs_dir=tmp_path / "runs") / "model.pt", "cpu")
+    held = [film for i, film in enumerate(films) if i % 3 == 0]
+    plan = meta["data"]["validation"]
+    assert (plan["source"], plan["population"], plan["n_val"]) == ("population", "b", len(held))
+    assert plan["n_train"] == len(films) - len(held)
+    trained = set(meta["seen"]["training"]["sha1"])
+    assert not trained & {file_sha1(str(f)) for f in held} and len(trained) == len(films) - len(held)

@@ -108,10 +108,14 @@ TRAINING = {
         "val_source",
         "Validation images: auto (the dataset's val if it holds >= 100, else carved), "
         "carved (patients of train), dataset, or family (one whole acquisition family, e.g. Kermany's IM-* "
-        "NORMAL films, with a matched share of PNEUMONIA patients: a validation that sees shift).",
+        "NORMAL films, with a matched share of PNEUMONIA patients: a validation that sees shift), or population "
+        "(one whole population of a manifest: leave-one-population-out).",
     ),
     "val_family": _training(
         Optional[str], "val_family", "The family --val-source family holds out (default: the smallest)."
+    ),
+    "val_population": _training(
+        Optional[str], "val_population", "The population --val-source population holds out whole (by its name)."
     ),
     "val_fraction": _training(
         float, "val_fraction", "Share of train's images carved for validation, by whole patients."

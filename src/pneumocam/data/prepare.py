@@ -44,6 +44,7 @@ def prepare_data(config) -> PreparedData:
         config.data_seed,
         holdout_fraction=config.holdout_fraction,
         val_family=config.val_family,
+        val_population=config.val_population,
     )
     train_samples = _subsample(train_samples, config.max_per_class, config.data_seed)
     val_samples = _subsample(val_samples, config.max_per_class, config.data_seed + 1)

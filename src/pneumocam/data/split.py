@@ -42,7 +42,7 @@ _FAMILY_PATTERNS = (
     ("person", re.compile(r"^person\d+_", re.IGNORECASE)),
     ("phantom", re.compile(r"^phantom-\d+", re.IGNORECASE)),
 )
-VAL_SOURCES = ("auto", "carved", "dataset", "family")
+VAL_SOURCES = ("auto", "carved", "dataset", "family", "population")
 
 
 def family_from_name(name: str) -> str | None:
@@ -66,6 +66,7 @@ class ValidationPlan:
     shared_patients: int
     actual_fraction: float = 0.0  # the share of images carved (or used) for validation, as measured
     family: str | None = None  # --val-source family: the acquisition family held out whole
+    population: str | None = None  # --val-source population: the population held out whole
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -162,6 +163,7 @@ def choose_validation(
     min_dataset_val: int = 100,
     holdout_fraction: float = 0.0,
     val_family: str | None = None,
+    val_population: str | None = None,
 ) -> tuple[list[Sample], list[Sample], ValidationPlan]:
     """Pick the validation images: the dataset's own val when it is large enough, else carved from train
     (from what remains of train after a held-out part, when holdout_fraction > 0); with source 'family', one
@@ -173,8 +175,12 @@ def choose_validation(
     if source == "dataset" and not own_val:
         raise DataError(f"--val-source dataset, but {index.root} has no val split; use --val-source carved")
     use_dataset = source == "dataset" or (source == "auto" and len(own_val) >= min_dataset_val)
-    family = None
-    if source == "family":
+    family = population = None
+    if source == "population":
+        train_part, val_part, population = population_validation(train, val_population)
+        grouping = "population"
+        reason = f"every film of the population {population} held out whole (leave-one-population-out)"
+    elif source == "family":
         train_part, val_part, grouping, family = carve_family_validation(train, seed, val_family)
         reason = (
             f"every NORMAL film of the acquisition family {family} held out whole, with the same share of PNEUMONIA "
@@ -201,7 +207,7 @@ def choose_validation(
     train_ids = {g for g in _groups(train_part)[0]}
     val_ids = {g for g in _groups(val_part)[0]}
     plan = ValidationPlan(
-        source="family" if family else "dataset" if use_dataset else "carved",
+        source="population" if population else "family" if family else "dataset" if use_dataset else "carved",
         reason=reason,
         grouping=grouping,
         seed=seed,
@@ -213,8 +219,25 @@ def choose_validation(
         shared_patients=len(train_ids & val_ids),
         actual_fraction=len(val_part) / max(1, len(train_part) + len(val_part)),
         family=family,
+        population=population,
     )
     return train_part, val_part, plan
+
+
+def population_validation(samples: list[Sample], population: str | None) -> tuple[list, list, str]:
+    """(train, val, the population held out): every film of one population validates, every other one trains
+    (evaluation.populations.leave_one_population_out's fold for that population)."""
+    names = sorted({s.population for s in samples if s.population})
+    if population not in names or len(names) < 2:
+        raise DataError(
+            f"--val-source population needs --val-population naming one of two or more populations in the data "
+            f"(a manifest's population column, or a manifest of datasets); found: {', '.join(names) or 'none'}"
+        )
+    return (
+        [s for s in samples if s.population != population],
+        [s for s in samples if s.population == population],
+        population,
+    )
 
 
 def balanced_indices(labels: np.ndarray | list[int], n_per_class: int, seed: int) -> np.ndarray:

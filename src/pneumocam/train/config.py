@@ -52,6 +52,7 @@ class TrainConfig:
     val_source: str = "auto"
     val_fraction: float = VAL_FRACTION
     val_family: str | None = None  # --val-source family: the family held out (None: the smallest NORMAL family)
+    val_population: str | None = None  # --val-source population: the population held out whole
     seed: int = SEED
     split_seed: int | None = None  # seed of the held-out, validation and subsample draws (None: seed)
     device: str = "auto"
