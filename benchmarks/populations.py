@@ -18,7 +18,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from record import stamp, write_record  # noqa: E402
+from sklearn.covariance import LedoitWolf  # noqa: E402
 
+from pneumocam.analysis.shortcut import film_traces  # noqa: E402
 from pneumocam.core.schema import FIXED_THRESHOLD  # noqa: E402
 from pneumocam.data import discover, load_images  # noqa: E402
 from pneumocam.data.split import choose_validation  # noqa: E402
@@ -38,7 +40,20 @@ def predictions(session: InferenceSession, samples, name: str):
     with session.running():
         found = predict(session.model, loaded, 64, session.device, guard=session.guard, assess=True)
     by_path = {s.path: s for s in loaded.samples}
-    return found, [by_path[p] for p in found.paths]
+    traces = {s.path: film_traces(image) for s, image in zip(loaded.samples, loaded.images)}
+    return found, [by_path[p] for p in found.paths], np.array([traces[p] for p in found.paths])
+
+
+def input_statistics_guard(fitted_on: np.ndarray, sets: dict[str, np.ndarray], passing: float = 0.95) -> dict:
+    """A candidate guard on the film alone (analysis.shortcut.film_traces: intensity histogram, border mean and std):
+    the Mahalanobis distance to the fitting films (Ledoit-Wolf covariance), flagged beyond the distance `passing`
+    of those films stay within. Share flagged per set."""
+    covariance = LedoitWolf().fit(fitted_on)
+    limit = float(np.quantile(covariance.mahalanobis(fitted_on), passing))
+    return {name: float(np.mean(covariance.mahalanobis(x) > limit)) for name, x in sets.items()} | {
+        "fitted_on": "the Kermany validation films",
+        "passing": passing,
+    }
 
 
 def main(argv=None) -> int:
@@ -64,13 +79,14 @@ def main(argv=None) -> int:
     }
     found = {name: predictions(session, samples, name) for name, samples in sets.items()}
     thresholds = {"fixed_0.5": FIXED_THRESHOLD, "recorded": session.threshold}
-    val, _ = found["kermany_validation"]
+    val, _, val_traces = found["kermany_validation"]
     tested = ["kermany_heldout", "nih_adult"]
     labels = np.concatenate([found[n][0].labels for n in tested])
     probs = np.concatenate([found[n][0].probs for n in tested])
     groups = [n for n in tested for _ in found[n][0].paths]
     flagged = {n: float(np.mean([not v.in_distribution for v in found[n][0].verdicts])) for n in tested}
-    nih, nih_samples = found["nih_adult"]
+    nih, nih_samples, _ = found["nih_adult"]
+    candidate = input_statistics_guard(val_traces, {n: found[n][2] for n in tested})
     figures = {
         "checkpoint": str(args.checkpoint),
         "recipe": session.meta.get("config", {}).get("recipe"),
@@ -82,14 +98,15 @@ def main(argv=None) -> int:
         "by_population": group_metrics(labels, probs, groups, thresholds),
         "travelling": travelling_thresholds(val.labels, val.probs, labels, probs, groups, session.threshold),
         "guard_share_flagged": flagged,
+        "input_statistics_guard_share_flagged": candidate,
         "guard_reasons_nih": sorted({v.reason for v in nih.verdicts if not v.in_distribution})[:10],
         "nih_by_stratum": strata_metrics(nih.labels, nih.probs, [s.strata for s in nih_samples], thresholds),
     }
     for name, row in figures["by_population"].items():
         at = row["at"]["recorded"]
         print(
-            f"{name:<16} AUC {row['roc_auc']:.3f}  at recorded {at['threshold']:.3f}: sens {at['sensitivity']:.3f} "
-            f"spec {at['specificity']:.3f}  guard flags {flagged[name]:.1%}"
+            f"{name:<16} AUC {row['roc_auc']:.3f} at recorded {at['threshold']:.3f}: sens {at['sensitivity']:.3f} "
+            f"spec {at['specificity']:.3f}  guard {flagged[name]:.1%}, input-statistics guard {candidate[name]:.1%}"
         )
     for name, rules in figures["travelling"]["populations"].items():
         print(name, {k: (round(v["sensitivity"], 3), round(v["specificity"], 3)) for k, v in rules.items()})
