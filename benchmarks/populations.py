@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -99,7 +100,7 @@ def main(argv=None) -> int:
         "travelling": travelling_thresholds(val.labels, val.probs, labels, probs, groups, session.threshold),
         "guard_share_flagged": flagged,
         "input_statistics_guard_share_flagged": candidate,
-        "guard_reasons_nih": sorted({v.reason for v in nih.verdicts if not v.in_distribution})[:10],
+        "guard_reasons_nih": dict(Counter(v.ood_reason.split(":")[0] for v in nih.verdicts if not v.in_distribution)),
         "nih_by_stratum": strata_metrics(nih.labels, nih.probs, [s.strata for s in nih_samples], thresholds),
     }
     for name, row in figures["by_population"].items():
@@ -109,7 +110,11 @@ def main(argv=None) -> int:
             f"spec {at['specificity']:.3f}  guard {flagged[name]:.1%}, input-statistics guard {candidate[name]:.1%}"
         )
     for name, rules in figures["travelling"]["populations"].items():
-        print(name, {k: (round(v["sensitivity"], 3), round(v["specificity"], 3)) for k, v in rules.items()})
+        shown = {
+            k: tuple(None if v[m] is None else round(v[m], 3) for m in ("sensitivity", "specificity"))
+            for k, v in rules.items()
+        }
+        print(name, "(sensitivity, specificity) per rule:", shown)
     for value, row in figures["nih_by_stratum"].get("view", {}).items():
         print(f"nih view {value}: n {row['n']}, AUC {row['roc_auc']}")
     if args.record:
