@@ -17,7 +17,6 @@ films it was trained on are unknown, so no leakage check is possible and the rep
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ import torch
 from pneumocam.core.defaults import IMAGE_SIZE
 from pneumocam.core.errors import SettingError
 from pneumocam.model.adapter import ClassifierAdapter, Reading, from_torchscript, from_torchvision, from_xrv
+from pneumocam.model.network import file_sha256
 
 KINDS = ("torchvision", "torchscript", "xrv")
 IN_MEMORY = "python"  # a module handed over in Python (the API): named python:<class>, never opened from a spec
@@ -139,7 +139,7 @@ def foreign_metadata(spec: ModelSpec, adapter: ClassifierAdapter, threshold) -> 
         "source": "none" if random else "foreign",
         "description": (f"{spec.kind} model {spec.source}" + (" (its architecture, random weights)" if random else "")),
         "path": str(path) if path.is_file() else None,
-        "sha256": _sha256(path) if path.is_file() else None,
+        "sha256": file_sha256(path) if path.is_file() else None,
         "notes": [UNKNOWN_TRAINING],
         "from_random": random,
     }
@@ -164,11 +164,3 @@ def module_metadata(adapter: ClassifierAdapter) -> dict:
     """The metadata of a module handed over in Python (the API), as foreign_metadata gives a spec's."""
     name = type(adapter.net).__name__
     return foreign_metadata(ModelSpec(IN_MEMORY, name), adapter, None)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -64,7 +64,7 @@ def new_resnet50() -> nn.Module:
     return model
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -78,7 +78,7 @@ def read_weights_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor],
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"weights file not found: {path}")
-    digest = _sha256(path)
+    digest = file_sha256(path)
     match = _HASH_IN_NAME.search(path.name)
     if match and not digest.startswith(match.group(1)):
         raise WeightsError(
