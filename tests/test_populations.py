@@ -32,6 +32,14 @@ def test_per_population_metrics_equal_scikit_learn_on_each_subset():
         y, p = labels[groups == name], probs[groups == name]
         assert found[name]["n"] == len(y) and found[name]["n_pneumonia"] == int(y.sum())
         assert found[name]["roc_auc"] == pytest.approx(roc_auc_score(y, p))
+        # top-label ECE by hand: confidence max(p, 1 - p) in 15 equal bins over (0.5, 1], weighted by their counts
+        confidence, correct = np.maximum(p, 1 - p), (p >= 0.5) == y
+        bins = np.clip(np.ceil((confidence - 0.5) * 30).astype(int) - 1, 0, 14)
+        ece = sum(
+            (bins == b).sum() / len(p) * abs(correct[bins == b].mean() - confidence[bins == b].mean())
+            for b in set(bins)
+        )
+        assert found[name]["ece"] == pytest.approx(ece)
         for key, t in (("fixed", 0.5), ("chosen", 0.62)):
             pred = (p >= t).astype(int)
             assert found[name]["at"][key]["sensitivity"] == pytest.approx(recall_score(y, pred))

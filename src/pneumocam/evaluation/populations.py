@@ -23,6 +23,7 @@ from sklearn.metrics import roc_auc_score
 from pneumocam import CLASS_NAMES
 from pneumocam.core.defaults import SEED
 from pneumocam.core.schema import decide
+from pneumocam.evaluation.calibration import expected_calibration_error
 from pneumocam.evaluation.metrics import youden_threshold
 
 RECALIBRATION_FILMS = 50  # labelled films of the new population the `recalibrated` rule may see (half per class)
@@ -42,8 +43,8 @@ def at_threshold(labels: np.ndarray, probs: np.ndarray, threshold: float) -> dic
 
 
 def group_metrics(labels, probs, groups: Sequence, thresholds: dict[str, float]) -> dict[str, dict]:
-    """Per group (population or stratum value; None rows left out): counts, ROC-AUC (None with one class) and the
-    decisions at each named threshold."""
+    """Per group (population or stratum value; None rows left out): counts, ROC-AUC (None with one class), expected
+    calibration error (evaluation.calibration) and the decisions at each named threshold."""
     labels, probs, groups = np.asarray(labels), np.asarray(probs, dtype=np.float64), np.asarray(groups, dtype=object)
     out = {}
     for name in sorted({g for g in groups if g is not None}, key=str):
@@ -53,6 +54,7 @@ def group_metrics(labels, probs, groups: Sequence, thresholds: dict[str, float])
             "n": int(member.sum()),
             **{f"n_{c.lower()}": int((y == i).sum()) for i, c in enumerate(CLASS_NAMES)},
             "roc_auc": float(roc_auc_score(y, p)) if len(set(y.tolist())) == 2 else None,
+            "ece": expected_calibration_error(y, p),  # calibration may not travel either
             "at": {key: at_threshold(y, p, t) for key, t in thresholds.items()},
         }
     return out
