@@ -499,7 +499,35 @@ def shortcut_baseline() -> str:
     return "\n".join(rows) + "\n\n" + _source("shortcut-baseline")
 
 
+def _pair_at(found: dict) -> str:
+    return f"{found['sensitivity']:.3f} / {found['specificity']:.3f}" if found["sensitivity"] is not None else "n/a"
+
+
+def populations() -> str:
+    """A Kermany-only model on its held-out patients and on nih-adult: the ranking, the thresholds, the guards."""
+    record = load("populations-scratch")
+    f = record["figures"]
+    head = "| films | n | ROC-AUC | ECE | sens / spec at its threshold | at sensitivity 0.95 on validation | "
+    head += "recalibrated on 50 films | guard flags | input-statistics guard flags |"
+    rows = [head, "|---|---|---|---|---|---|---|---|---|"]
+    for name, row in f["by_population"].items():
+        rules = f["travelling"]["populations"][name]
+        rows.append(
+            f"| {name} | {row['n']} | {row['roc_auc']:.3f} | {row['ece']:.3f} | {_pair_at(rules['validation'])} | "
+            f"{_pair_at(rules['sensitivity_target'])} | {_pair_at(rules['recalibrated'])} | "
+            f"{f['guard_share_flagged'][name]:.1%} | {f['input_statistics_guard_share_flagged'][name]:.1%} |"
+        )
+    views = f["nih_by_stratum"].get("view", {})
+    by_view = "; ".join(f"{v} {row['roc_auc']:.3f} (n {row['n']})" for v, row in views.items())
+    return (
+        "\n".join(rows) + f"\n\nModel: recipe {f['recipe']}, schedule {f['schedule']}, {f['image_size']} px; threshold "
+        f"{f['threshold_recorded']:.3f} ({f['threshold_chosen']}). nih-adult ROC-AUC by view: {by_view}. "
+        + _source("populations-scratch")
+    )
+
+
 TABLES = {
+    "populations": populations,
     "foreign-audit": foreign_audit,
     "shortcut-baseline": shortcut_baseline,
     "startup": startup,
