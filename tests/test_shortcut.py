@@ -47,3 +47,15 @@ def test_the_baseline_is_scikit_learn_on_the_same_features(tmp_path, coded):
     else:
         assert abs(record["roc_auc"] - 0.5) < 0.2 and not record["warning"]
     assert features.shape == (60, len(names)) and names[0] == "width" and features[0, 0] == 48
+
+
+def test_a_run_records_the_baseline_and_its_report_warns_when_it_is_high(tiny_run):
+    import json
+
+    from pneumocam.report.text import shortcut_banner
+
+    shortcut = json.loads((tiny_run / "results.json").read_text())["shortcut"]
+    assert shortcut["n_films"] == 16 and shortcut["grouped_by"] == "patient"
+    assert shortcut_banner(shortcut | {"warning": False}) is None
+    banner = shortcut_banner(shortcut | {"warning": True, "roc_auc": 0.93})
+    assert "SHORTCUT POSSIBLE" in banner.text and "0.930" in banner.text

@@ -17,6 +17,7 @@ import torch
 from pneumocam.analysis.importance import SCORES, compared_scores, empty_summary, importance_scores
 from pneumocam.analysis.regions import ground_truth_summary, mask_measures, split_attention
 from pneumocam.analysis.reliance import film_lungs, map_agreement, reliance_probabilities, reliance_summary
+from pneumocam.analysis.shortcut import describe, film_groups, shortcut_baseline, shortcut_features
 from pneumocam.analysis.stats import group_statistics
 from pneumocam.analysis.trust import trust_checks
 from pneumocam.core.errors import PneumocamError
@@ -94,6 +95,7 @@ class Scored:
     trust: dict | None
     reliance: dict | None = None  # what the decision rests on (analysis/reliance.py); None when not measured
     independent: dict | None = None  # occlusion region measures, for a model trained against its maps
+    shortcut: dict | None = None  # the no-model baseline on the evaluated films (analysis/shortcut.py)
 
 
 def run_experiment(
@@ -306,9 +308,14 @@ def score_maps(cfg: ExperimentConfig, trained: Trained, explained: Explained, de
         if cfg.regions and cfg.occlusion_films and trained_against(trained.meta)
         else None
     )
+    shortcut = None
+    if len(labels) >= 10 and len(set(labels.tolist())) == 2:  # at least two films a fold
+        features, names = shortcut_features(loaded)
+        shortcut = describe(shortcut_baseline(features, labels, film_groups(loaded.samples), cfg.train.seed), names)
     return Scored(
-        scores, empty_summary(result.maps, labels), ground_truth, attention, sources, trust, relied, independent
-    )
+        scores, empty_summary(result.maps, labels), ground_truth, attention, sources, trust, relied, independent,
+        shortcut,
+    )  # fmt: skip
 
 
 def independent_attention(cfg: ExperimentConfig, trained: Trained, explained: Explained, device) -> dict:

@@ -221,6 +221,7 @@ def write_run(cfg, run_dir: Path, trained, explained, scored, statistics: dict, 
             "reliance": scored.reliance,
             "trained_against": trained_against(trained.meta),
             "independent_attention": scored.independent,
+            "shortcut": scored.shortcut,
             "skipped": [{"path": s.path, "reason": s.reason} for s in skipped],
             "cam": {
                 "method": result.method,

@@ -26,6 +26,7 @@ from pneumocam.report.text import (
     headline_threshold,
     leakage_box,
     lung_verdict,
+    shortcut_banner,
     statistics_verdict,
     threshold_sentence,
 )
@@ -56,6 +57,7 @@ def summary_section(results: dict, figures: dict | None = None) -> Section:
     if foreign:
         sec.add(foreign_model_banner(foreign, weights))
     sec.add(leakage_box(results.get("leakage"), foreign=bool(foreign)))
+    sec.add(shortcut_banner(results.get("shortcut")))  # None (nothing added) unless the label is in the traces
     empty = results.get("empty_maps") or {}
     if empty.get("n"):
         sec.add(

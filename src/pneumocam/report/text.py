@@ -43,6 +43,19 @@ def foreign_model_banner(foreign: dict, weights: dict) -> Banner:
     )
 
 
+def shortcut_banner(shortcut: dict | None) -> Banner | None:
+    """A warning when the label is predictable from the acquisition's traces alone (analysis/shortcut.py)."""
+    if not shortcut or not shortcut.get("warning"):
+        return None
+    carried = ", ".join(c["feature"] for c in shortcut["carried_by"][:3])
+    return Banner(
+        f"SHORTCUT POSSIBLE: with no model, file size, format, intensity and border traces predict the label at "
+        f"ROC-AUC {shortcut['roc_auc']:.3f} on these films (carried by {carried}). A model can score this well "
+        "without reading the lungs; read the reliance check before the headline numbers.",
+        "warning",
+    )
+
+
 def leakage_box(leakage: dict | None, foreign: bool = False) -> Banner:
     """Always visible: whether any evaluated image (or its patient) was used to train or select the model."""
     if foreign:
