@@ -198,6 +198,11 @@ def run(
     resume: Optional[Path] = typer.Option(
         None, help="Finish an interrupted run folder: training resumes, then the rest."
     ),
+    guard_films: Optional[Path] = typer.Option(
+        None,
+        help="With a foreign --model: films you name as in-distribution (a dataset or manifest); its guard "
+        "is fitted on them. Without it a foreign model's guard is the input checks only.",
+    ),
     shard: Optional[str] = typer.Option(
         None, help="i/N: with --model, explain only the i-th of N parts of the split (then `merge` the parts)."
     ),
@@ -234,6 +239,7 @@ def run(
         eval_split=values["eval_split"],
         checkpoint=str(checkpoint) if checkpoint else None,
         shard=shard,
+        guard_films=str(guard_films) if guard_films else None,
         **experiment_settings(values),
     )
     folder = _interruptible(started, lambda: run_experiment(config, runs_dir=out, on_start=_announcer(started)), "run")

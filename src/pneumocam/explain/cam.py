@@ -185,6 +185,8 @@ class BaseCAM(CamMethod):
             pooled = (  # as `pooled_features` lays them out: layer4's then layer2's (the guard's input)
                 torch.cat([activations.detach().float().mean(dim=(2, 3)), early["pooled"]], dim=1)
                 if guard_layers
+                else activations.detach().float().mean(dim=(2, 3))  # a foreign model: its layer's (its guard's input)
+                if isinstance(self.model, ClassifierAdapter)
                 else None
             )
         return BatchMaps(

@@ -21,11 +21,13 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from pneumocam.core.defaults import IMAGE_SIZE
 from pneumocam.core.errors import SettingError
-from pneumocam.model.adapter import ClassifierAdapter, Reading, from_torchscript, from_torchvision, from_xrv
+from pneumocam.data.transforms import to_model_input
+from pneumocam.model.adapter import ClassifierAdapter, Reading, cam_layer, from_torchscript, from_torchvision, from_xrv
 from pneumocam.model.network import file_sha256
 
 KINDS = ("torchvision", "torchscript", "xrv")
@@ -164,3 +166,20 @@ def module_metadata(adapter: ClassifierAdapter) -> dict:
     """The metadata of a module handed over in Python (the API), as foreign_metadata gives a spec's."""
     name = type(adapter.net).__name__
     return foreign_metadata(ModelSpec(IN_MEMORY, name), adapter, None)
+
+
+@torch.inference_mode()
+def layer_features(adapter: ClassifierAdapter, images, batch_size: int, device) -> np.ndarray:
+    """The declared layer's activations averaged over positions, per film (uint8 films as pneumocam reads them):
+    what a foreign model's guard reads, the same numbers its Grad-CAM pass returns as features."""
+    found: list[np.ndarray] = []
+    handle = adapter.get_submodule(cam_layer(adapter)).register_forward_hook(
+        lambda _m, _i, out: found.append(out.float().mean(dim=(2, 3)).cpu().numpy())
+    )
+    try:
+        for start in range(0, len(images), batch_size):
+            batch = torch.from_numpy(np.array(images[start : start + batch_size])).to(device)
+            adapter(to_model_input(batch, channels_last=False))
+    finally:
+        handle.remove()
+    return np.concatenate(found)

@@ -13,6 +13,7 @@ from pneumocam.core.defaults import ALPHA, BOOTSTRAP_RESAMPLES, N_DRAWS, N_PER_C
 from pneumocam.core.errors import PneumocamError, SettingError
 from pneumocam.data import choose_validation, discover, split_holdout
 from pneumocam.explain.cam import METHODS, TARGETS
+from pneumocam.model.foreign import is_foreign
 from pneumocam.model.network import build_model
 from pneumocam.pipeline.shards import parse_shard
 from pneumocam.train.config import TrainConfig
@@ -47,12 +48,18 @@ class ExperimentConfig:
     shard: str | None = None  # "i/N": explain only that part of the split into a part folder (shards.py)
     include_ood: bool = False  # keep films the domain-shift guard flagged in the group statistics
     strict: bool = False  # any overlap between evaluated images and what the model saw is an error
+    guard_films: str | None = None  # a foreign model's in-distribution films: its guard is fitted on them
     command: str = field(default_factory=lambda: " ".join(sys.argv))
 
     def __post_init__(self):
         for name, allowed in (("eval_split", EVAL_SPLITS), ("method", METHODS), ("target", TARGETS)):
             if getattr(self, name) not in allowed:
                 raise SettingError(name, f"must be one of {', '.join(allowed)}, got '{getattr(self, name)}'")
+        if self.guard_films and not (self.checkpoint and is_foreign(self.checkpoint)):
+            raise PneumocamError(
+                "--guard-films fits a guard for a foreign --model; a pneumocam model.pt carries its own (pneumocam "
+                "guard fit)"
+            )
         if self.occlusion_films < 0:
             raise SettingError("occlusion_films", "must be 0 (none) or more")
         if self.n_per_class is not None and self.n_per_class < 2:

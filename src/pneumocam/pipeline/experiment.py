@@ -41,7 +41,7 @@ from pneumocam.model.inputs import ModelInputs
 from pneumocam.model.network import load_checkpoint, resolve_device
 from pneumocam.model.session import InferenceSession
 from pneumocam.pipeline.config import ExperimentConfig, evaluated_samples, validate_experiment
-from pneumocam.pipeline.models import open_model
+from pneumocam.pipeline.models import foreign_guard, open_model
 from pneumocam.pipeline.runfolder import RunFolder, trained_against, write_run
 from pneumocam.pipeline.shards import save_part, shard_samples
 from pneumocam.report import render
@@ -184,11 +184,12 @@ def train_or_load(cfg: ExperimentConfig, run_dir: Path, resume: bool, preloaded,
     """Train into RUN/train (continuing an interrupted training on resume), or take the given checkpoint."""
 
     if isinstance(preloaded, InferenceSession):
-        return Trained(preloaded, None)
+        return Trained(with_foreign_guard(cfg, preloaded), None)
     if preloaded is not None:
         model, meta = preloaded
         model = model.to(memory_format=torch.channels_last)
-        return Trained(InferenceSession.of_model(model, meta, cfg.checkpoint, device, precision), None)
+        session = InferenceSession.of_model(model, meta, cfg.checkpoint, device, precision)
+        return Trained(with_foreign_guard(cfg, session), None)
     train_dir = run_dir / "train"
     if resume and (train_dir / "checkpoints" / "last.pt").is_file():
         if not (is_complete(train_dir) and (train_dir / "train_summary.json").is_file()):
@@ -201,6 +202,16 @@ def train_or_load(cfg: ExperimentConfig, run_dir: Path, resume: bool, preloaded,
     training = json.loads((train_dir / "train_summary.json").read_text())
     model = model.to(memory_format=torch.channels_last)
     return Trained(InferenceSession.of_model(model, meta, train_dir / "model.pt", device, precision), training)
+
+
+def with_foreign_guard(cfg: ExperimentConfig, session: InferenceSession) -> InferenceSession:
+    """The session, with a guard fitted on cfg.guard_films when a foreign model was given them."""
+    if not cfg.guard_films:
+        return session
+    guard = foreign_guard(
+        session.model, cfg.guard_films, cfg.train.batch_size, session.device, session.reads.image_size
+    )
+    return replace(session, guard=guard)
 
 
 def explain_split(cfg: ExperimentConfig, trained: Trained, run_dir: Path, device, computed=None) -> Explained | None:

@@ -14,10 +14,11 @@ from pneumocam.core.errors import PneumocamError
 from pneumocam.core.messages import note
 from pneumocam.data import discover, load_images
 from pneumocam.evaluation.metrics import youden_threshold
-from pneumocam.model.foreign import VALIDATION_THRESHOLD
+from pneumocam.model.foreign import VALIDATION_THRESHOLD, layer_features
 from pneumocam.model.forward import predict_logits
 from pneumocam.model.network import probability
 from pneumocam.model.session import load_model
+from pneumocam.train.guard_fit import fit_guard
 
 
 def open_model(
@@ -48,3 +49,18 @@ def open_model(
     note(f"threshold for the foreign model: {choice.value:.4f} ({rule})")
     thresholds = {"youden_val": choice.value, "youden_rule": rule, "youden_note": choice.note}
     return model, meta | {"thresholds": thresholds}
+
+
+def foreign_guard(model, data: str | os.PathLike, batch_size: int, device, image_size: int):
+    """A guard for a foreign model, fitted on the films the user names as in-distribution (a dataset or manifest,
+    every split): the declared layer's pooled features, class means and a Ledoit-Wolf covariance on every other
+    film (train.guard_fit.fit_guard), its threshold passing 95% of the rest. Its record says what it was fitted on."""
+    loaded = load_images(discover(data).samples, image_size, description="Reading in-distribution films")
+    if len(set(loaded.labels.tolist())) < 2 or len(loaded.samples) < 20:
+        raise PneumocamError(f"--guard-films {data}: give 20 films or more of both classes to fit a guard on")
+    features = layer_features(model, loaded.images, batch_size, device)
+    fit, held = np.arange(len(features)) % 2 == 0, np.arange(len(features)) % 2 == 1
+    guard = fit_guard(features[fit], loaded.labels[fit], features[held], depth=str(model.layer))
+    guard.fitted_on |= {"films": str(data), "named_by": "the user (--guard-films), as in-distribution"}
+    note(f"guard fitted on {len(features)} films named in-distribution ({data})")
+    return guard

@@ -55,7 +55,7 @@ def summary_section(results: dict, figures: dict | None = None) -> Section:
         )
     foreign = prov.get("model")
     if foreign:
-        sec.add(foreign_model_banner(foreign, weights))
+        sec.add(foreign_model_banner(foreign, weights, results.get("guard")))
     sec.add(leakage_box(results.get("leakage"), foreign=bool(foreign)))
     sec.add(shortcut_banner(results.get("shortcut")))  # None (nothing added) unless the label is in the traces
     empty = results.get("empty_maps") or {}

@@ -32,13 +32,19 @@ def decided_at(results: dict) -> str:
     return f"{fmt(float(results['metrics'][key]['threshold']), 4)} ({key})"
 
 
-def foreign_model_banner(foreign: dict, weights: dict) -> Banner:
+def foreign_model_banner(foreign: dict, weights: dict, guard: dict | None = None) -> Banner:
     """What a report says of a model pneumocam did not train (model.foreign's record), and what is unknown for it."""
+    fitted = (guard or {}).get("fitted_on") or {}
+    count = fitted.get("n_train", 0) + fitted.get("n_val", 0)
+    said = (
+        f"fitted on {fitted.get('films')} ({count} films the user named as in-distribution)"
+        if fitted.get("films")
+        else "the input checks only (no in-distribution films were named: --guard-films)"
+    )
     return Banner(
         f"A MODEL PNEUMOCAM DID NOT TRAIN: {weights.get('description', 'unknown')}, its PNEUMONIA output "
         f"{foreign.get('output')!s} ({foreign.get('activation')}), maps on layer {foreign.get('layer')}. "
-        "Unknown for it: the films it was trained and selected on, its calibration. Its guard: the input "
-        "checks only (pneumocam fits no feature guard on a model it did not train).",
+        f"Unknown for it: the films it was trained and selected on, its calibration. Its guard: {said}.",
         "warning",
     )
 
