@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sklearn.metrics import recall_score, roc_auc_score
+from sklearn.metrics import accuracy_score, recall_score, roc_auc_score
 
 from pneumocam.data import discover
 from pneumocam.evaluation.populations import (
@@ -42,6 +42,8 @@ def test_per_population_metrics_equal_scikit_learn_on_each_subset():
         assert found[name]["ece"] == pytest.approx(ece)
         for key, t in (("fixed", 0.5), ("chosen", 0.62)):
             pred = (p >= t).astype(int)
+            assert found[name]["at"][key]["threshold"] == t
+            assert found[name]["at"][key]["accuracy"] == pytest.approx(accuracy_score(y, pred))
             assert found[name]["at"][key]["sensitivity"] == pytest.approx(recall_score(y, pred))
             assert found[name]["at"][key]["specificity"] == pytest.approx(recall_score(y, pred, pos_label=0))
     # the two populations differ in specificity at 0.5: the fixture covers a threshold that does not travel
@@ -59,6 +61,13 @@ def test_leave_one_population_out_never_puts_a_population_on_both_sides():
     assert sorted(np.concatenate([val for _, _, val in folds]).tolist()) == [i for i, p in enumerate(populations) if p]
     with pytest.raises(ValueError, match="two populations"):
         leave_one_population_out(["a", "a", None])
+    assert [name for name, _, _ in leave_one_population_out(["a", "b", "a"])] == ["a", "b"]  # two are enough
+
+
+def test_a_group_of_one_class_has_no_auc_but_its_decisions():
+    found = group_metrics([1, 1, 0, 1], [0.9, 0.4, 0.2, 0.8], ["a", "a", "b", "b"], {"fixed": 0.5})
+    assert found["a"]["roc_auc"] is None and found["a"]["at"]["fixed"]["sensitivity"] == 0.5
+    assert found["a"]["at"]["fixed"]["specificity"] is None and found["b"]["roc_auc"] == 1.0
 
 
 def test_a_sensitivity_target_keeps_that_share_of_pneumonia_films():
@@ -77,7 +86,10 @@ def test_a_recalibrated_threshold_is_never_scored_on_the_films_it_was_fitted_on(
     groups = np.array(["x"] * 200, dtype=object)
     found = travelling_thresholds(labels[:50], probs[:50] - 0.3, labels, probs, groups, recorded=0.3)
     recalibrated = found["populations"]["x"]["recalibrated"]
-    assert recalibrated["n_fitted_on"] == 50
+    assert recalibrated["n_fitted_on"] == 50 and recalibrated["n_scored"] == 150  # 200 films, by hand
+    validation = found["populations"]["x"]["validation"]
+    assert validation["threshold"] == 0.3
+    assert validation["sensitivity"] == pytest.approx(recall_score(labels, (probs >= 0.3).astype(int)))
     shifted = found["populations"]["x"]["validation"]  # a threshold chosen on shifted validation does not travel
     assert shifted["specificity"] < recalibrated["specificity"]
 

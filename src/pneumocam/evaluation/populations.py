@@ -116,7 +116,10 @@ def travelling_thresholds(
         rest = np.setdiff1d(np.arange(len(y)), sample)
         fitted = youden_threshold(y[sample], p[sample])
         found = {k: at_threshold(y, p, t) for k, t in rules.items()}
-        found["recalibrated"] = at_threshold(y[rest], p[rest], fitted.value) | {"n_fitted_on": int(len(sample))}
+        found["recalibrated"] = at_threshold(y[rest], p[rest], fitted.value) | {
+            "n_fitted_on": int(len(sample)),
+            "n_scored": int(len(rest)),
+        }
         out["populations"][str(name)] = found
     return out
 
