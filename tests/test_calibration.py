@@ -67,3 +67,13 @@ def test_ece_weights_each_bin_by_its_count():
     unweighted = (abs(2 / 3 - 0.55) + abs(1 - 0.95)) / 2
     assert abs(by_hand - unweighted) > 0.01  # the fixture separates the two
     assert expected_calibration_error(labels, probs, n_bins=10) == pytest.approx(by_hand)
+
+
+def test_method_none_keeps_t_1_and_reports_the_error_by_hand():
+    logits, labels = np.array([2.0, -1.0, 0.5, 3.0]), np.array([1, 0, 0, 1])
+    found = calibrate(logits, labels, "none")
+    assert (found.method, found.temperature) == ("none", 1.0)
+    # by hand: confidences max(p, 1 - p) of sigmoid(logits), all in distinct 15-bin cells over (0.5, 1]
+    p = 1 / (1 + np.exp(-logits))
+    confidence, correct = np.maximum(p, 1 - p), ((p >= 0.5) == labels)
+    assert found.ece_before == pytest.approx(np.mean(np.abs(correct - confidence)))

@@ -216,3 +216,22 @@ def test_films_without_a_patient_id_are_each_their_own_cluster():
     unit, groups = metrics.resampling_unit()
     assert unit.startswith("patient") and "3 images without a patient id" in unit
     assert len(set(groups.tolist())) == 5
+
+
+@pytest.mark.parametrize(
+    "labels, probs, threshold",
+    [
+        ([1, 0, 0, 1], [0.4, 0.3, 0.2, 0.1], 0.4),  # AUC exactly 0.5 with J = 0.5 > 0: the cut is kept
+        ([1, 0, 1, 0, 0, 1], [0.9, 0.8, 0.1, 0.7, 0.6, 0.05], 0.5),  # AUC 1/3 < 0.5 though J > 0 at 0.9: 0.5 kept
+        ([1, 1, 1], [0.2, 0.6, 0.9], 0.5),  # one class: undefined, 0.5 kept
+    ],
+)
+def test_youden_s_fallbacks_by_hand(labels, probs, threshold):
+    from pneumocam.evaluation.metrics import youden_threshold
+
+    found = youden_threshold(np.array(labels), np.array(probs))
+    assert found.value == threshold
+    if threshold == 0.5:
+        assert found.rule == "fixed 0.5" and found.note
+    else:
+        assert found.rule == "Youden's J on the validation split" and found.note is None
