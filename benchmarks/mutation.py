@@ -62,6 +62,11 @@ def main(argv=None) -> int:
     print(f"{len(survivors)} survived ({len(unexplained)} not marked equivalent)")
     if args.record:
         note = "mutmut over pyproject.toml's only_mutate, each mutant against the selected tests"
+        if args.collect_only:
+            note += (
+                "; collected from an earlier run (possibly stopped: see not_checked), whose mutants ran against the "
+                "tests of the tree mutmut copied when that run started, not necessarily this record's commit"
+            )
         write_record(args.record, figures, note=note, stamped=stamped)
     return 0 if ran.returncode == 0 and not unexplained and not unchecked else 1
 
