@@ -526,7 +526,21 @@ def populations() -> str:
     )
 
 
+def mutation() -> str:
+    record = load("mutmut")
+    f = record["figures"]
+    statuses = ("killed", "survived", "no tests", "not checked")
+    rows = ["| module | " + " | ".join(statuses) + " |", "|---|" + "---|" * len(statuses)]
+    for module, counts in f["per_module"].items():
+        rows.append(f"| {module} | " + " | ".join(str(counts.get(s, 0)) for s in statuses) + " |")
+    return (
+        "\n".join(rows) + f"\n\n{len(f['survivors'])} survivors listed by name in the record; "
+        f"{len(f['equivalent'])} marked equivalent. " + _source("mutmut")
+    )
+
+
 TABLES = {
+    "mutmut": mutation,
     "populations": populations,
     "foreign-audit": foreign_audit,
     "shortcut-baseline": shortcut_baseline,
