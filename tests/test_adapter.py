@@ -79,7 +79,7 @@ def test_densenet_gradcam_on_its_named_layer_equals_the_formula_and_pytorch_grad
     adapter = from_module(net, layer="features.denseblock4", reading=Reading(64))
     # NORMAL's map (minus the logit): this random network's PNEUMONIA maps are all zero after the ReLU
     ours = make_cam(adapter, "gradcam", layer=adapter.layer, batch_size=2)(films, target="NORMAL")
-    assert ours.features is None and ours.maps.shape == (4, 2, 2)
+    assert ours.features.shape == (4, 1024) and ours.maps.shape == (4, 2, 2)  # features: the layer pooled (a guard)
     captured = {}
     handle = adapter.get_submodule(adapter.layer).register_forward_hook(lambda m, i, out: captured.update(a=out))
     logits = adapter(pneumocam_input(films)).flatten()
