@@ -50,16 +50,24 @@ def by_hand(net: torch.nn.Module, films: np.ndarray) -> torch.Tensor:
         return net((x - mean) / std)
 
 
+def in_distribution(phantom_data) -> list:
+    """The films named as in-distribution for a foreign guard: the phantoms' train split."""
+    return sorted((phantom_data.images / "train").rglob("*.png"))
+
+
 @pytest.fixture(scope="module")
 def foreign_runs(foreign_files, phantom_data, tmp_path_factory):
     """`run --model` of each foreign model on the phantoms' test split: {name: run folder}."""
     runs = {}
+    named = tmp_path_factory.mktemp("named") / "in-distribution.csv"  # the multi-label model's guard films
+    named.write_text("path,label\n" + "".join(f"{f},{f.parent.name}\n" for f in in_distribution(phantom_data)))
     for which, spec in foreign_files.items():
         out = tmp_path_factory.mktemp(f"runs-{which}")
+        guard = ("--guard-films", named) if which == "multi" else ()
         result = invoke(
             "run", "--model", spec, "--data", phantom_data.images, "--eval-split", "test", "--out", out,
             "--lung-masks", phantom_data.lung_masks, "--trust-images", 4, "--n-per-class", 4, "--n-draws", 20,
-            "--bootstrap", 20, "--batch-size", 8,
+            "--bootstrap", 20, "--batch-size", 8, *guard,
         )  # fmt: skip
         assert result.exit_code == 0, result.output
         (runs[which],) = out.glob("run-*")
@@ -176,29 +184,23 @@ def test_a_spec_is_parsed_into_its_declarations():
         ModelSpec.parse("onnx:/m.onnx")
 
 
-def test_a_foreign_model_s_guard_is_fitted_on_the_films_named_in_distribution(foreign_files, phantom_data, tmp_path):
+def test_a_foreign_model_s_guard_is_fitted_on_the_films_named_in_distribution(
+    foreign_runs, foreign_files, phantom_data
+):
     from pneumocam.model.foreign import layer_features
 
-    named = phantom_data.images / "train"  # a folder of NORMAL/PNEUMONIA films is not a dataset: use a manifest
-    manifest = tmp_path / "in-distribution.csv"
-    films = sorted(named.rglob("*.png"))
-    manifest.write_text("path,label\n" + "".join(f"{f},{f.parent.name}\n" for f in films))
-    result = invoke(
-        "run", "--model", foreign_files["multi"], "--data", phantom_data.images, "--eval-split", "test",
-        "--out", tmp_path / "runs", "--guard-films", manifest, "--trust-images", 0, "--n-per-class", 4,
-        "--n-draws", 20, "--bootstrap", 20,
-    )  # fmt: skip
-    assert result.exit_code == 0, result.output
-    (run,) = (tmp_path / "runs").glob("run-*")
+    run, films = foreign_runs["multi"], in_distribution(phantom_data)
     results = json.loads((run / "results.json").read_text())
     fitted = results["guard"]["fitted_on"]
-    assert results["guard"]["fitted"] and fitted["films"] == str(manifest)
+    assert results["guard"]["fitted"] and fitted["films"].endswith("in-distribution.csv")
     assert fitted["n_train"] + fitted["n_val"] == len(films)
     rows = list(csv.DictReader(open(run / "predictions.csv")))
     assert all(np.isfinite(float(r["ood_score"])) for r in rows)  # every film measured against the fitted guard
     assert "films the user named as in-distribution" in (run / "report.md").read_text()
+    densenet = json.loads((foreign_runs["densenet"] / "results.json").read_text())
+    assert not densenet["guard"]["fitted"]  # none named: the input checks only
     adapter, _ = open_foreign(foreign_files["multi"])
     features = layer_features(adapter, np.zeros((2, 64, 64), dtype=np.uint8), 2, "cpu")
     assert features.shape == (2, 512)  # resnet18's layer4, pooled
-    refused = invoke("run", "--model", str(manifest), "--data", phantom_data.images, "--guard-films", manifest)
+    refused = invoke("run", "--model", str(run / "missing.pt"), "--data", phantom_data.images, "--guard-films", run)
     assert refused.exit_code == 2 and "--guard-films fits a guard for a foreign --model" in refused.output
