@@ -255,8 +255,8 @@ def test_a_run_may_not_claim_a_dataset_outside_the_data_roots(hostile, tmp_path,
 
 def test_refusals_carry_the_protective_headers_and_a_json_body(hostile):
     _, _, client = hostile
-    foreign = client.get("/api/health", headers={"host": "evil.example"})
-    cross = client.post("/api/predict", headers={"origin": "http://127.0.0.2:9"}, files={"file": ("a.png", b"x")})
+    foreign = client.get("/api/health", headers={"host": "127.0.0.2"})
+    cross = client.post("/api/predict", headers={"origin": "http://localhost:9"}, files={"file": ("a.png", b"x")})
     for reply, status in ((foreign, 400), (cross, 403)):
         assert reply.status_code == status and reply.json()["detail"]
         assert "default-src 'none'" in reply.headers["content-security-policy"]
