@@ -229,6 +229,20 @@ def reliance_probabilities(
     return out
 
 
+def reliance_check(
+    model, reads: ModelInputs, loaded: LoadedImages, lung_masks, lung_model, batch_size: int, device, n_resamples, seed
+) -> tuple[dict, dict[str, np.ndarray]]:
+    """The whole check as `run` and the Python API make it: (results.json's "reliance" record, the per-film
+    probabilities of every variant and control). Lungs from the masks, else the lung model, else the estimate."""
+    lungs, sources = film_lungs(loaded, lung_masks, lung_model)
+    probs = reliance_probabilities(
+        model, reads, loaded, lungs, batch_size, device, controls=True, lung_masks=lung_masks, lung_model=lung_model
+    )
+    patients = [s.patient_id for s in loaded.samples]
+    summary = reliance_summary(probs, loaded.labels, patients, n_resamples, seed)
+    return summary | {"lung_sources": {k: sources.count(k) for k in sorted(set(sources))}}, probs
+
+
 AGREEMENT_RHO = 0.3  # a map "tracks" the intervention when its lung share correlates at least this much (p < 0.05)
 
 

@@ -23,7 +23,7 @@ from torch import nn
 
 from pneumocam.analysis.importance import importance_scores
 from pneumocam.analysis.regions import split_attention
-from pneumocam.analysis.reliance import film_lungs, reliance_probabilities, reliance_summary
+from pneumocam.analysis.reliance import reliance_check
 from pneumocam.analysis.stats import group_statistics
 from pneumocam.core.defaults import ALPHA, BATCH_SIZE, BOOTSTRAP_RESAMPLES, IMAGE_SIZE, N_DRAWS, N_PER_CLASS, SEED
 from pneumocam.data import LoadedImages, discover, load_images
@@ -121,15 +121,14 @@ def reliance(
     """Does the decision rest on the lungs? No map is read: the model's ROC-AUC on the films as they are, with the
     lungs removed and with only the lungs kept (remove-and-classify; Hooker et al., NeurIPS 2019). With
     s(v) = (AUC(v) - 0.5) / (AUC(whole) - 0.5): "rests on the lungs" when s(lungs removed) <= 0.5 and s(only the
-    lungs) >= 0.9 (analysis.reliance.RULE). results.json's "reliance" record."""
-    lungs, sources = film_lungs(films, lung_masks, None)
+    lungs) >= 0.9, and removing the lungs keeps at least 0.2 less of it than removing a region of their shape and
+    area elsewhere (analysis.reliance.RULE). results.json's "reliance" record, its controls (the shape-matched
+    region, ROAD imputation) included."""
     with session.running():
-        probs = reliance_probabilities(
-            session.model, session.reads, films, lungs, batch_size, session.device, lung_masks=lung_masks
+        summary, _ = reliance_check(
+            session.model, session.reads, films, lung_masks, None, batch_size, session.device, bootstrap, seed
         )
-    patients = [s.patient_id for s in films.samples]
-    summary = reliance_summary(probs, films.labels, patients, bootstrap, seed)
-    return summary | {"lung_sources": {k: sources.count(k) for k in sorted(set(sources))}}
+    return summary
 
 
 def compare_classes(

@@ -16,7 +16,7 @@ import torch
 
 from pneumocam.analysis.importance import SCORES, compared_scores, empty_summary, importance_scores
 from pneumocam.analysis.regions import ground_truth_summary, mask_measures, split_attention
-from pneumocam.analysis.reliance import film_lungs, map_agreement, reliance_probabilities, reliance_summary
+from pneumocam.analysis.reliance import map_agreement, reliance_check
 from pneumocam.analysis.shortcut import describe, film_groups, shortcut_baseline, shortcut_features
 from pneumocam.analysis.stats import group_statistics
 from pneumocam.analysis.trust import trust_checks
@@ -307,13 +307,11 @@ def score_maps(cfg: ExperimentConfig, trained: Trained, explained: Explained, de
         if cfg.trust_images > 0
         else None
     )
-    relied = decision_reliance(cfg, trained, explained, device) if cfg.reliance else None
-    if relied is not None and "share_lungs" in scores:
-        relied["map_agreement"] = map_agreement(
-            scores["share_lungs"], relied.pop("film_probabilities"), result.targets, cfg.method
-        )
-    elif relied is not None:
-        relied.pop("film_probabilities")
+    relied = None
+    if cfg.reliance:
+        relied, film_probs = decision_reliance(cfg, trained, explained, device)
+        if "share_lungs" in scores:
+            relied["map_agreement"] = map_agreement(scores["share_lungs"], film_probs, result.targets, cfg.method)
     independent = (
         independent_attention(cfg, trained, explained, device)
         if cfg.regions and cfg.occlusion_films and trained_against(trained.meta)
@@ -357,26 +355,13 @@ def independent_attention(cfg: ExperimentConfig, trained: Trained, explained: Ex
     }
 
 
-def decision_reliance(cfg: ExperimentConfig, trained: Trained, explained: Explained, device) -> dict:
-    """results.json's "reliance": the probabilities with the lungs removed and with only the lungs kept, per
-    variant and class, with the ROC-AUCs and the verdict. It reads no map: the same check for every model."""
-    loaded, lung_root = explained.loaded, cfg.masks.get("lungs")
-    lungs, sources = film_lungs(loaded, lung_root, cfg.lung_model)
-    probs = reliance_probabilities(
-        trained.model,
-        trained.session.reads,
-        loaded,
-        lungs,
-        cfg.train.batch_size,
-        device,
-        controls=True,
-        lung_masks=lung_root,
-        lung_model=cfg.lung_model,
-    )
-    patients = [s.patient_id for s in loaded.samples]
-    summary = reliance_summary(probs, loaded.labels, patients, cfg.bootstrap, cfg.train.seed)
-    # the per-film probabilities go on to the map agreement (score_maps), not into results.json
-    return summary | {"lung_sources": {k: sources.count(k) for k in sorted(set(sources))}, "film_probabilities": probs}
+def decision_reliance(cfg: ExperimentConfig, trained: Trained, explained: Explained, device) -> tuple[dict, dict]:
+    """results.json's "reliance" (analysis.reliance.reliance_check: it reads no map, the same check for every model)
+    and the per-film probabilities the map agreement reads."""
+    return reliance_check(
+        trained.model, trained.session.reads, explained.loaded, cfg.masks.get("lungs"), cfg.lung_model,
+        cfg.train.batch_size, device, cfg.bootstrap, cfg.train.seed,
+    )  # fmt: skip
 
 
 def resume_experiment(run_dir: str | Path, on_start=None) -> Path:
