@@ -120,6 +120,10 @@ def test_the_nih_manifest_s_strata_and_a_manifest_of_datasets(tmp_path):
     counts = {(s.population, s.split) for s in index.samples}
     assert counts == {("kermany", "train"), ("kermany", "val"), ("nih", "test")}
     assert index.counts()["test"] == {"NORMAL": 500, "PNEUMONIA": 500}
+    # patient ids scoped per population: NIH's 00001280_004.png is patient nih:1280, no Kermany film shares it
+    ids = {s.patient_id for s in index.samples if s.path.endswith("00001280_004.png")}
+    assert ids == {"nih:1280"}
+    assert not any(s.population == "kermany" and s.patient_id.startswith("nih:") for s in index.samples if s.patient_id)
 
 
 def test_evaluate_reports_each_population_and_stratum(phantom_data, tiny_checkpoint, tmp_path):

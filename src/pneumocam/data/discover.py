@@ -216,7 +216,7 @@ def read_manifest(path: str | os.PathLike) -> DatasetIndex:
 def read_populations(path: Path, rows: list[dict]) -> DatasetIndex:
     """A manifest of datasets (columns population,path[,split]): each path a dataset folder or manifest (relative to
     this CSV), its films tagged with the row's population; a split given moves all of that dataset's films there
-    (e.g. a second population evaluated whole as test)."""
+    (e.g. a second population evaluated whole as test). Patient ids become POPULATION:ID."""
     index = DatasetIndex(root=str(path), source="populations", samples=[])
     seen: set[str] = set()
     for line, row in enumerate(rows, start=2):
@@ -235,7 +235,11 @@ def read_populations(path: Path, rows: list[dict]) -> DatasetIndex:
             if "label" not in header:
                 raise DataError(f"{path}, line {line}: {target} is itself a manifest of datasets (one level only)")
         member = discover(target)
-        index.samples.extend(replace(s, population=name, split=split or s.split) for s in member.samples)
+        # Patient ids are scoped by population: two datasets' patient "1280" are not one person.
+        index.samples.extend(
+            replace(s, population=name, split=split or s.split, patient_id=s.patient_id and f"{name}:{s.patient_id}")
+            for s in member.samples
+        )
         index.ignored_hidden += member.ignored_hidden
         index.ignored_non_image += member.ignored_non_image
         index.unknown_folders.extend(member.unknown_folders)
