@@ -179,3 +179,33 @@ def test_leave_one_population_out_validation_trains_on_none_of_it(phantom_data, 
     assert plan["n_train"] == len(films) - len(held)
     trained = set(meta["seen"]["training"]["sha1"])
     assert not trained & {file_sha1(str(f)) for f in held} and len(trained) == len(films) - len(held)
+
+
+def test_the_guard_s_share_per_group_and_the_report_s_table_per_population_and_view():
+    from pneumocam.report.document import Banner, Table
+    from pneumocam.report.populations import populations_section
+
+    labels = np.array([0, 1, 0, 1, 0, 1, 0, 1])
+    probs = np.array([0.1, 0.9, 0.2, 0.8, 0.7, 0.3, 0.6, 0.4])  # kermany ranks perfectly, nih backwards
+    groups = ["kermany"] * 4 + ["nih"] * 4
+    flagged = [False, False, False, True, True, True, True, False]  # by hand: kermany 1 of 4, nih 3 of 4
+    found = group_metrics(labels, probs, groups, {"threshold_youden_val": 0.5}, flagged)
+    assert (found["kermany"]["share_flagged"], found["nih"]["share_flagged"]) == (0.25, 0.75)
+    views = [(("view", v),) for v in ("AP", "PA", "AP", "PA", "AP", "AP", "PA", "PA")]
+    results = {
+        "metrics": {"threshold_youden_val": {"threshold": 0.5, "roc_auc": 0.9}, "threshold_0.5": {"threshold": 0.5}},
+        "decision": {"key": "threshold_youden_val"},
+        "populations": {
+            "by_population": found,
+            "by_stratum": strata_metrics(labels, probs, views, {"threshold_youden_val": 0.5}, flagged),
+        },
+    }
+    section = populations_section(results)
+    tables = [b for b in section.blocks if isinstance(b, Table)]
+    assert [t.header[0] for t in tables] == ["population", "view"]
+    nih = next(r for r in tables[0].rows if r[0] == "nih")
+    # nih by hand: NORMAL p 0.7, 0.6 called PNEUMONIA at 0.5 (specificity 0), PNEUMONIA 0.3, 0.4 missed (sensitivity 0)
+    assert nih == ["nih", "2 / 2", "0.000", "0.000", "0.000", nih[5], "75%"]
+    banners = [b.text for b in section.blocks if isinstance(b, Banner)]
+    assert len(banners) == 1 and "population nih (ROC-AUC 0.000)" in banners[0]
+    assert populations_section({"metrics": results["metrics"], "populations": None}) is None

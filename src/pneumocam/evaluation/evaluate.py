@@ -154,16 +154,19 @@ def guard_record(
 
 def population_records(predictions: Predictions, samples, thresholds: dict[str, float]) -> dict:
     """metrics.json's "by_population" (when the films come from two populations or more) and "by_stratum" (when a
-    manifest recorded view, sex or age): evaluation.populations' metrics per group, at these thresholds."""
+    manifest recorded view, sex or age): evaluation.populations' metrics per group, at these thresholds, with the
+    guard's flagged share per group."""
     by_path = {s.path: s for s in samples}
     chosen = [by_path[p] for p in predictions.paths]
     populations, strata = [s.population for s in chosen], [s.strata for s in chosen]
     labels, probs = predictions.labels, predictions.probs
+    assessed = predictions.verdicts and all(v is not None for v in predictions.verdicts)
+    flagged = [not v.in_distribution for v in predictions.verdicts] if assessed else None
     record = {"by_population": None, "by_stratum": None}
     if len({p for p in populations if p is not None}) > 1:
-        record["by_population"] = group_metrics(labels, probs, populations, thresholds)
+        record["by_population"] = group_metrics(labels, probs, populations, thresholds, flagged)
     if any(strata):
-        record["by_stratum"] = strata_metrics(labels, probs, strata, thresholds)
+        record["by_stratum"] = strata_metrics(labels, probs, strata, thresholds, flagged)
     return record
 
 

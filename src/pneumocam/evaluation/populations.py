@@ -42,9 +42,10 @@ def at_threshold(labels: np.ndarray, probs: np.ndarray, threshold: float) -> dic
     }
 
 
-def group_metrics(labels, probs, groups: Sequence, thresholds: dict[str, float]) -> dict[str, dict]:
+def group_metrics(labels, probs, groups: Sequence, thresholds: dict[str, float], flagged=None) -> dict[str, dict]:
     """Per group (population or stratum value; None rows left out): counts, ROC-AUC (None with one class), expected
-    calibration error (evaluation.calibration) and the decisions at each named threshold."""
+    calibration error (evaluation.calibration), the decisions at each named threshold and, given `flagged` (one bool
+    per film: the domain-shift guard's verdict), the share of the group's films the guard flagged."""
     labels, probs, groups = np.asarray(labels), np.asarray(probs, dtype=np.float64), np.asarray(groups, dtype=object)
     out = {}
     for name in sorted({g for g in groups if g is not None}, key=str):
@@ -57,13 +58,18 @@ def group_metrics(labels, probs, groups: Sequence, thresholds: dict[str, float])
             "ece": expected_calibration_error(y, p),  # calibration may not travel either
             "at": {key: at_threshold(y, p, t) for key, t in thresholds.items()},
         }
+        if flagged is not None:
+            out[str(name)]["share_flagged"] = float(np.asarray(flagged, dtype=bool)[member].mean())
     return out
 
 
-def strata_metrics(labels, probs, strata: Sequence[tuple], thresholds: dict[str, float]) -> dict[str, dict]:
+def strata_metrics(labels, probs, strata: Sequence[tuple], thresholds: dict[str, float], flagged=None) -> dict:
     """group_metrics for each recorded stratum (view, sex, age band): {stratum name: {value: metrics}}."""
     names = sorted({name for row in strata for name, _ in row})
-    return {name: group_metrics(labels, probs, [dict(row).get(name) for row in strata], thresholds) for name in names}
+    return {
+        name: group_metrics(labels, probs, [dict(row).get(name) for row in strata], thresholds, flagged)
+        for name in names
+    }
 
 
 def sensitivity_threshold(labels, probs, target: float = SENSITIVITY_TARGET) -> float:

@@ -17,6 +17,7 @@ from pneumocam.report.findings import (
     statistics_section,
     trust_section,
 )
+from pneumocam.report.populations import populations_section
 from pneumocam.report.reliance import reliance_section
 from pneumocam.report.text import (
     decided_at,
@@ -362,6 +363,7 @@ SECTIONS = (
     data_section,
     training_section,
     metrics_section,
+    populations_section,
     guard_section,
     heatmaps_section,
     statistics_section,
