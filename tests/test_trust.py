@@ -85,3 +85,17 @@ def test_trust_checks_sample_both_classes_and_reuse_the_main_maps(monkeypatch):
     assert np.bincount(labels[picked], minlength=2).tolist() == [8, 8] and method == "gradcam"
     assert np.array_equal(reference, maps[picked]) and np.array_equal(targets, labels[picked])
     assert np.array_equal(seen["faith"][0], imgs) and np.array_equal(seen["faith"][1], maps[picked])
+
+
+def test_map_similarity_between_seeds_by_hand():
+    from pneumocam.analysis.trust import map_similarity
+
+    rng = np.random.default_rng(0)
+    maps = rng.random((3, 7, 7)).astype(np.float32)
+    other = np.stack([2.0 * maps[0] + 5.0, -maps[1], np.full((7, 7), 0.3, np.float32)])
+    found = map_similarity(maps, other, 28)
+    # film 0: a positive affine copy (same ranks, same normalised map), film 1: ranks reversed, film 2: constant
+    assert found["spearman"][0] == pytest.approx(1.0) and found["spearman"][1] == pytest.approx(-1.0)
+    assert np.isnan(found["spearman"][2]) and found["spearman_mean"] == pytest.approx(0.0)  # (1 - 1) / 2
+    assert found["ssim"][0] == pytest.approx(1.0) and found["ssim"][1] < 0.0
+    assert found["n_films"] == 3

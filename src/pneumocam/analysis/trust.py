@@ -4,6 +4,8 @@
   cumulatively, and compare each randomised model's maps with the trained model's (Spearman rank
   correlation of the raw maps, SSIM of the per-image normalised maps). Maps that barely change are
   not explaining what the model learned; such a method is flagged.
+- Seed repeatability (`map_similarity` between two models of one recipe trained with different seeds, on the same
+  films): maps that move with the seed as much as with randomised weights say more about the seed than the data.
 - Faithfulness: deletion (remove the most relevant pixels first, watch the target probability fall)
   and insertion (add them to a blurred film first, watch it rise), as areas under the curves, for the
   maps and for random maps. A faithful map deletes faster and inserts faster than random.
@@ -50,6 +52,31 @@ def _reinitialise(module: torch.nn.Module) -> None:
             sub.reset_parameters()
 
 
+def map_similarity(first: np.ndarray, second: np.ndarray, size: int) -> dict:
+    """How alike two sets of maps of the same films are, film by film: the Spearman rank correlation of the raw maps
+    (NaN for a constant map) and SSIM (Wang et al. 2004, scikit-image) of the maps upsampled to `size` and each
+    normalised to [0, 1]. Means over the films (Spearman over those where it is defined) and the per-film values."""
+    from skimage.metrics import (
+        structural_similarity,  # deferred: scikit-image is slow to import; only the map comparisons need it
+    )
+
+    rho = np.array(
+        [
+            st.spearmanr(a.ravel(), b.ravel()).statistic if np.ptp(a) > 0 and np.ptp(b) > 0 else np.nan
+            for a, b in zip(first, second)
+        ]
+    )
+    first_up, second_up = (normalise_per_image(upsample(m, size)) for m in (first, second))
+    ssim = np.array([structural_similarity(a, b, data_range=1.0) for a, b in zip(first_up, second_up)])
+    return {
+        "n_films": int(len(first)),
+        "spearman_mean": float(np.nanmean(rho)) if np.isfinite(rho).any() else None,
+        "ssim_mean": float(ssim.mean()) if len(ssim) else None,
+        "spearman": rho.tolist(),
+        "ssim": ssim.tolist(),
+    }
+
+
 def randomisation_test(
     model,
     images: np.ndarray,
@@ -60,16 +87,11 @@ def randomisation_test(
     reference: np.ndarray | None = None,
 ) -> dict:
     """reference: the trained model's maps for these images and targets, when already computed."""
-    from skimage.metrics import (
-        structural_similarity,  # deferred: scikit-image is slow to import; only this check needs it
-    )
-
     size = images.shape[-1]
     if reference is None:
         reference = make_cam(model, method, batch_size=batch_size)(
             images, target="true", labels=targets, description="Maps (trained)"
         ).maps
-    reference_up = normalise_per_image(upsample(reference, size))
     randomised = copy.deepcopy(model)
     torch.manual_seed(seed)
     rows = []
@@ -79,18 +101,9 @@ def randomisation_test(
         maps = make_cam(randomised, method, batch_size=batch_size)(
             images, target="true", labels=targets, description=f"Maps (random up to {stage})"
         ).maps
-        up = normalise_per_image(upsample(maps, size))
-        rho = [
-            st.spearmanr(a.ravel(), b.ravel()).statistic if np.ptp(a) > 0 and np.ptp(b) > 0 else np.nan
-            for a, b in zip(reference, maps)
-        ]
-        ssim = [structural_similarity(a, b, data_range=1.0) for a, b in zip(reference_up, up)]
+        found = map_similarity(reference, maps, size)
         rows.append(
-            {
-                "randomised_up_to": stage,
-                "spearman_mean": float(np.nanmean(rho)) if np.isfinite(rho).any() else None,
-                "ssim_mean": float(np.mean(ssim)),
-            }
+            {"randomised_up_to": stage, "spearman_mean": found["spearman_mean"], "ssim_mean": found["ssim_mean"]}
         )
     top = [r["spearman_mean"] for r in rows[:2]]  # the head and the last block (ResNet50: fc, layer4)
     flagged = all(value is not None and value > FLAG_SPEARMAN for value in top)
