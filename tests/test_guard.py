@@ -90,7 +90,8 @@ def test_guard_fit_refits_the_guard_training_stored(tiny_checkpoint, tmp_path):
     assert result.exit_code == 0, result.output
     refitted = load_guard(copy)
     assert refitted.threshold == pytest.approx(stored.threshold, rel=1e-4)
-    np.testing.assert_allclose(refitted.class_means, stored.class_means, rtol=1e-4, atol=1e-5)
+    for refit, part in zip(refitted.parts, stored.parts):
+        np.testing.assert_allclose(refit.class_means, part.class_means, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.shared_data
@@ -175,7 +176,7 @@ def test_the_pooled_features_are_layer4s_then_layer2s_as_hooks_on_torchvisions_r
     seen = {}
     hooks = [
         getattr(model, name).register_forward_hook(lambda _m, _i, out, name=name: seen.setdefault(name, out))
-        for name in ("layer2", "layer4")
+        for name in ("layer1", "layer2", "layer4")
     ]
     images = np.random.default_rng(0).integers(0, 255, (3, 64, 64), dtype=np.uint8)
     from pneumocam.data import to_model_input
@@ -186,9 +187,17 @@ def test_the_pooled_features_are_layer4s_then_layer2s_as_hooks_on_torchvisions_r
         for hook in hooks:
             hook.remove()
         row = pooled_features(model, x)
-    assert pooled_columns(model) == {"layer4": (0, 2048), "layer2": (2048, 2048 + 512)}  # ResNet50's widths
+    columns = pooled_columns(model)  # ResNet50's widths: layer4 2048, layer2 512, layer1 256 + 256, 8 x 8 thumbnail
+    assert [columns[k] for k in ("layer4", "layer2", "layer1 means", "layer1 stds", "thumbnail", "layer1 moments")] == [
+        (0, 2048), (2048, 2560), (2560, 2816), (2816, 3072), (3072, 3136), (2560, 3072)
+    ]  # fmt: skip
     torch.testing.assert_close(row[:, :2048], seen["layer4"].mean(dim=(2, 3)))
-    torch.testing.assert_close(row[:, 2048:], seen["layer2"].mean(dim=(2, 3)))
+    torch.testing.assert_close(row[:, 2048:2560], seen["layer2"].mean(dim=(2, 3)))
+    torch.testing.assert_close(row[:, 2560:2816], seen["layer1"].mean(dim=(2, 3)))
+    torch.testing.assert_close(row[:, 2816:3072], seen["layer1"].std(dim=(2, 3)))
+    # the thumbnail by hand: 64 px input, 8 x 8 blocks of 8 x 8 pixels of its first channel, averaged
+    blocks = x[:, 0].reshape(3, 8, 8, 8, 8).mean(dim=(2, 4)).reshape(3, 64)
+    torch.testing.assert_close(row[:, 3072:], blocks)
     torch.testing.assert_close(model.fc(row[:, :2048]).flatten(), logits)
     found_logits, found = forward_pass(model, images, features=True)
     np.testing.assert_allclose(found, row.numpy(), rtol=1e-4, atol=1e-5)
@@ -229,10 +238,50 @@ def test_a_guard_reads_only_its_columns_and_a_format_1_guard_reads_layer4s():
     assert Guard.from_state({"format_version": 99}) is None
 
 
-def test_a_trained_model_s_guard_reads_layer2(tiny_checkpoint):
-    from pneumocam.model.guard import load_guard
+def test_a_trained_model_s_guard_sums_layer1_moments_and_the_thumbnail(tiny_checkpoint):
+    from pneumocam.model.guard import CombinedGuard, load_guard
 
     guard = load_guard(tiny_checkpoint / "model.pt")
-    assert (guard.depth, guard.columns) == ("layer2", (2048, 2560))
-    assert guard.class_means.shape == (2, 512)
-    assert guard.fitted_on["features"] == "pooled layer2 (512-d)"
+    assert isinstance(guard, CombinedGuard) and guard.depth == "layer1 moments + thumbnail"
+    assert [p.columns for p in guard.parts] == [(2560, 3072), (3072, 3136)]
+    assert guard.parts[0].class_means.shape == (2, 512) and guard.parts[1].components.shape == (20, 64)
+
+
+def test_a_combined_guard_sums_each_part_s_log_distance_standardised_on_validation():
+    """By hand with scikit-learn: part A the first 4 columns as they are, part B the last 6 on 3 principal axes."""
+    from scipy.spatial.distance import mahalanobis
+    from sklearn.covariance import LedoitWolf
+    from sklearn.decomposition import PCA
+
+    from pneumocam.model.guard import CombinedGuard
+    from pneumocam.train.guard_fit import fit_combined_guard
+
+    rng = np.random.default_rng(5)
+    labels = np.repeat([0, 1], 50)
+    train = rng.normal(size=(100, 10)) + labels[:, None] * 2.0
+    val = rng.normal(size=(40, 10)) + np.repeat([0, 1], 20)[:, None] * 2.0
+    probe = rng.normal(size=(6, 10)) * 3
+    guard = fit_combined_guard(train, labels, val, {"A": ((0, 4), None), "B": ((4, 10), 3)})
+
+    def distances(x, columns, components):
+        fit, x = train[:, columns[0] : columns[1]], x[:, columns[0] : columns[1]]
+        if components:
+            pca = PCA(components, random_state=0).fit(fit)
+            fit, x = pca.transform(fit), pca.transform(x)
+        means = [fit[labels == c].mean(axis=0) for c in (0, 1)]
+        precision = LedoitWolf(assume_centered=True).fit(fit - np.stack(means)[labels]).precision_
+        return np.array([min(mahalanobis(row, m, precision) for m in means) for row in x])
+
+    def score(x):
+        total = 0
+        for columns, components in (((0, 4), None), ((4, 10), 3)):
+            on_val = np.log(distances(val, columns, components))
+            total = total + (np.log(distances(x, columns, components)) - on_val.mean()) / on_val.std()
+        return total
+
+    np.testing.assert_allclose(guard.distances(probe), score(probe), rtol=1e-7)
+    assert guard.threshold == pytest.approx(np.quantile(score(val), 0.95))
+    restored = Guard.from_state(guard.to_state())  # model.pt's state: float32 tensors
+    assert isinstance(restored, CombinedGuard)
+    np.testing.assert_allclose(restored.distances(probe), guard.distances(probe), rtol=1e-4)
+    assert [v.in_distribution for v in guard.assess(probe)] == list(score(probe) <= guard.threshold)

@@ -31,7 +31,7 @@ from pneumocam.core.progress import enabled, track
 from pneumocam.data import to_model_input
 from pneumocam.model.adapter import ClassifierAdapter, cam_layer, check_layer
 from pneumocam.model.gradcam import captured, explained_score, grad_cam
-from pneumocam.model.network import pooled_features, probability
+from pneumocam.model.network import early_features, pooled_features, probability
 
 TARGETS = ("pred", "true", "PNEUMONIA", "NORMAL")
 
@@ -165,11 +165,14 @@ class BaseCAM(CamMethod):
         early: dict[str, torch.Tensor] = {}
         guard_layers = self.layer_name == "layer4" and hasattr(self.model, "layer2")  # a pneumocam ResNet50
         keep_early = (
-            self.model.layer2.register_forward_hook(
-                lambda _m, _i, output: early.__setitem__("pooled", output.detach().float().mean(dim=(2, 3)))
-            )
+            [
+                getattr(self.model, name).register_forward_hook(
+                    lambda _m, _i, output, name=name: early.__setitem__(name, output.detach())
+                )
+                for name in ("layer1", "layer2")
+            ]
             if guard_layers
-            else None
+            else []
         )
         try:
             with captured(self.model, self.layer_name, as_leaf=True) as found, torch.enable_grad():
@@ -178,12 +181,18 @@ class BaseCAM(CamMethod):
                 activations = found["activations"]
                 (grads,) = torch.autograd.grad(explained_score(logits, targets), activations)
         finally:
-            if keep_early is not None:
-                keep_early.remove()
+            for hook in keep_early:
+                hook.remove()
         with torch.no_grad():
             maps = F.relu(self.weigh(activations.detach().float(), grads.float()))
-            pooled = (  # as `pooled_features` lays them out: layer4's then layer2's (the guard's input)
-                torch.cat([activations.detach().float().mean(dim=(2, 3)), early["pooled"]], dim=1)
+            pooled = (  # as `pooled_features` lays them out: layer4's, then the guard's early parts
+                torch.cat(
+                    [
+                        activations.detach().float().mean(dim=(2, 3)),
+                        early_features(x, early["layer1"], early["layer2"]),
+                    ],
+                    dim=1,
+                )
                 if guard_layers
                 else activations.detach().float().mean(dim=(2, 3))  # a foreign model: its layer's (its guard's input)
                 if isinstance(self.model, ClassifierAdapter)

@@ -3,16 +3,18 @@
 Two layers, cheapest first:
 - input checks on the file itself: a colour picture, an aspect ratio no chest film has, a very small image, a
   near-blank image;
-- the Mahalanobis distance of the model's pooled layer2 features (512-d) to the nearest class mean of the training
-  films, with one shared covariance (Lee et al. 2018) estimated with Ledoit-Wolf shrinkage (scikit-learn): hundreds
-  of dimensions from a few thousand films need the shrinkage to be invertible and stable. Layer2, not layer4 (the
-  depth before format 2): on the shifts benchmarks/guard_depths.py makes (rotations, crops, strong gamma, inverted
-  films, phantoms, noise), layer2 flagged 64% on average against layer4's 43%, and fewer held-out films (3.3%
-  against 5.1%), at the same 95% validation pass rate. Anthony & Kamnitsas 2023 report the same kind of finding:
-  which depth detects best depends on the shift, and the last layer is often not it.
+- Mahalanobis distances (Lee et al. 2018: to the nearest class mean of the training films, one shared covariance
+  estimated with Ledoit-Wolf shrinkage, scikit-learn) of two descriptors of the film the forward pass computes anyway
+  (model.network.early_features), combined: layer1's channel means and standard deviations (the film's texture and
+  contrast), and the film as the model reads it averaged to 8 x 8 and projected on the training films' 20 principal
+  components (its layout: how large the body is and where it lies). Each part's log distance is standardised by its
+  mean and spread on the validation films and the two are summed. Why these: on adult NIH films, a second population
+  a Kermany-only model never saw, layer2's pooled features (the guard before) flagged 60% and this sum 94%, with 3.5%
+  of held-out Kermany films flagged (benchmarks/guard_population.py; docs/measured.md); no single depth of the
+  network's pooled features flagged more than 79%. A guard fitted before (model.pt format 1 and 2: one depth's pooled
+  features) still loads and judges as it did.
 
-The distance threshold is the validation split's 95th percentile, so 95% of in-distribution films pass. The
-features are the ones Grad-CAM's forward pass computes anyway, so the guard costs one small matrix product.
+The threshold is the validation split's 95th percentile of the score, so 95% of in-distribution films pass.
 A flagged film keeps its probability: the verdict is reported beside it, never instead of it.
 """
 
@@ -31,8 +33,10 @@ from pneumocam import CLASS_NAMES
 from pneumocam.data.readers import UnreadableImage, image_source, looks_like_dicom
 from pneumocam.model.network import checkpoint_part, store_checkpoint_part
 
-GUARD_FORMAT_VERSION = 2  # 2: the depth it reads is stored (1: layer4, the only depth then)
-GUARD_DEPTH = "layer2"  # which of `pooled_features`' parts a new guard reads
+GUARD_FORMAT_VERSION = 3  # 3: several parts summed; 2: one part, its depth stored; 1: layer4 only
+# The parts a new guard reads (model.network.pooled_columns' names) and each one's principal components (None: all
+# of its columns as they are).
+GUARD_PARTS: dict[str, int | None] = {"layer1 moments": None, "thumbnail": 20}
 COVERAGE = 0.95
 MAX_CHROMA = 12.0  # mean largest channel difference (grey levels) above which a picture is in colour
 ASPECT_RANGE = (0.5, 2.0)  # width / height of chest films in practice
@@ -43,7 +47,7 @@ MIN_STD = 6.0  # grey levels: below this the image is near-blank
 @dataclass
 class Verdict:
     in_distribution: bool
-    ood_score: float  # Mahalanobis distance to the nearest training class mean (NaN without a guard)
+    ood_score: float  # the guard's score: a Mahalanobis distance, or the combined parts' sum (NaN without a guard)
     ood_reason: str  # "" when in distribution
 
     def to_dict(self) -> dict:
@@ -58,20 +62,46 @@ def blas_controller():
     return ThreadpoolController()
 
 
+class Judge:
+    """What every guard does with its score: a verdict per film (the input checks' reason first)."""
+
+    threshold: float
+
+    def distances(self, features: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def assess(self, features: np.ndarray, input_reasons: list[str] | None = None) -> list[Verdict]:
+        scores = self.distances(features)
+        reasons = input_reasons or [""] * len(scores)
+        verdicts = []
+        for score, reason in zip(scores, reasons):
+            if not reason and score > self.threshold:
+                reason = f"features unlike the training films (score {score:.1f} > {self.threshold:.1f})"
+            verdicts.append(Verdict(not reason, float(score), reason))
+        return verdicts
+
+
 @dataclass
-class Guard:
+class Guard(Judge):
+    """One part: the Mahalanobis distance of some columns of a features row (optionally projected on principal
+    components) to the nearest training class mean."""
+
     class_means: np.ndarray  # (2, D)
     precision: np.ndarray  # (D, D): inverse of the shrunk shared covariance
     threshold: float
     fitted_on: dict
     columns: tuple[int, int] | None = None  # which columns of a features row it reads (None: all of them)
     depth: str = ""  # the layer those columns hold
+    components: np.ndarray | None = None  # (D, columns): principal axes the columns are projected on (None: none)
+    offset: np.ndarray | None = None  # (columns,): the mean subtracted before the projection
 
     def distances(self, features: np.ndarray) -> np.ndarray:
         """Mahalanobis distance of each feature row (its `columns`) to the nearest class mean."""
         features = np.asarray(features, dtype=np.float64)
         if self.columns is not None:
             features = features[:, self.columns[0] : self.columns[1]]
+        if self.components is not None:
+            features = (features - self.offset) @ self.components.T
         out = np.full(len(features), np.inf)
         # One BLAS thread: numpy's OpenBLAS threads keep spinning after a product and take the cores from the next
         # torch pass (measured: a served film's Grad-CAM batch took 148 ms after the guard instead of 76 ms).
@@ -81,33 +111,30 @@ class Guard:
                 out = np.minimum(out, ((centred @ self.precision) * centred).sum(axis=1))  # one BLAS product
         return np.sqrt(np.maximum(out, 0.0))
 
-    def assess(self, features: np.ndarray, input_reasons: list[str] | None = None) -> list[Verdict]:
-        scores = self.distances(features)
-        reasons = input_reasons or [""] * len(scores)
-        verdicts = []
-        for score, reason in zip(scores, reasons):
-            if not reason and score > self.threshold:
-                reason = f"features unlike the training films (distance {score:.1f} > {self.threshold:.1f})"
-            verdicts.append(Verdict(not reason, float(score), reason))
-        return verdicts
-
     def to_state(self) -> dict:
         """Plain tensors and numbers for model.pt (loadable with weights_only=True)."""
 
+        def tensor(array):
+            return None if array is None else torch.from_numpy(np.asarray(array, dtype=np.float32))
+
         return {
-            "format_version": GUARD_FORMAT_VERSION,
-            "class_means": torch.from_numpy(self.class_means.astype(np.float32)),
-            "precision": torch.from_numpy(self.precision.astype(np.float32)),
+            "format_version": 2,
+            "class_means": tensor(self.class_means),
+            "precision": tensor(self.precision),
             "threshold": float(self.threshold),
             "fitted_on": self.fitted_on,
             "columns": list(self.columns) if self.columns is not None else None,
             "depth": self.depth,
+            "components": tensor(self.components),
+            "offset": tensor(self.offset),
         }
 
     @classmethod
-    def from_state(cls, state: dict | None) -> Guard | None:
+    def from_state(cls, state: dict | None) -> Judge | None:
         version = (state or {}).get("format_version")
-        if version not in (1, GUARD_FORMAT_VERSION):
+        if version == GUARD_FORMAT_VERSION:
+            return CombinedGuard.from_state(state)
+        if version not in (1, 2):
             return None
         means = state["class_means"].double().numpy()
         if version == 1:  # layer4's pooled features, the first columns of a features row
@@ -115,10 +142,59 @@ class Guard:
         else:
             columns = tuple(state["columns"]) if state.get("columns") is not None else None
             depth = str(state.get("depth", ""))
+
+        def array(key):
+            return None if state.get(key) is None else state[key].double().numpy()
+
         return cls(
             means, state["precision"].double().numpy(), float(state["threshold"]), dict(state.get("fitted_on", {})),
-            columns, depth,
+            columns, depth, array("components"), array("offset"),
         )  # fmt: skip
+
+
+@dataclass
+class CombinedGuard(Judge):
+    """Several parts (each a Guard), each one's log distance standardised by its validation mean and spread, summed:
+    a film far from the training films in any part scores high, and no part's scale outweighs another's."""
+
+    parts: list[Guard]
+    centres: list[float]  # mean log distance of each part on the validation films
+    spreads: list[float]  # its standard deviation there
+    threshold: float
+    fitted_on: dict
+
+    @property
+    def depth(self) -> str:
+        return " + ".join(part.depth for part in self.parts)
+
+    def part_scores(self, features: np.ndarray) -> np.ndarray:
+        """(parts, films): each part's standardised log distance."""
+        return np.stack(
+            [
+                (np.log(np.maximum(part.distances(features), 1e-12)) - centre) / spread
+                for part, centre, spread in zip(self.parts, self.centres, self.spreads)
+            ]
+        )
+
+    def distances(self, features: np.ndarray) -> np.ndarray:
+        return self.part_scores(features).sum(axis=0)
+
+    def to_state(self) -> dict:
+        return {
+            "format_version": GUARD_FORMAT_VERSION,
+            "parts": [part.to_state() for part in self.parts],
+            "centres": [float(c) for c in self.centres],
+            "spreads": [float(s) for s in self.spreads],
+            "threshold": float(self.threshold),
+            "fitted_on": self.fitted_on,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict) -> CombinedGuard:
+        parts = [Guard.from_state(part) for part in state["parts"]]
+        return cls(
+            parts, list(state["centres"]), list(state["spreads"]), float(state["threshold"]), dict(state["fitted_on"])
+        )
 
 
 def image_reason(gray: np.ndarray) -> str:
@@ -164,12 +240,12 @@ def input_reasons(paths: list[str], grays: np.ndarray) -> list[str]:
     return [file_reason(p) or image_reason(np.asarray(g)) for p, g in zip(paths, grays)]
 
 
-def verdicts(guard: Guard | None, features: np.ndarray | None, paths: list[str], grays) -> list[Verdict]:
+def verdicts(guard: Judge | None, features: np.ndarray | None, paths: list[str], grays) -> list[Verdict]:
     """Every image's verdict: input checks first, then (with a guard and features) the feature distance."""
     return judged(guard, features, input_reasons(paths, grays))
 
 
-def judged(guard: Guard | None, features: np.ndarray | None, reasons: list[str]) -> list[Verdict]:
+def judged(guard: Judge | None, features: np.ndarray | None, reasons: list[str]) -> list[Verdict]:
     """Every image's verdict from its input checks' reason ("" when they passed) and, with a guard and features, the
     feature distance (the viewer checks an upload's file itself, before it is decoded)."""
     if guard is None or features is None:
@@ -177,7 +253,7 @@ def judged(guard: Guard | None, features: np.ndarray | None, reasons: list[str])
     return guard.assess(features, reasons)
 
 
-def guard_summary(found: list[Verdict], labels: np.ndarray, guard: Guard | None) -> dict:
+def guard_summary(found: list[Verdict], labels: np.ndarray, guard: Judge | None) -> dict:
     """metrics.json / results.json: how many films were flagged, per class and per reason."""
 
     flagged = np.array([not v.in_distribution for v in found], dtype=bool)
@@ -199,11 +275,11 @@ def guard_summary(found: list[Verdict], labels: np.ndarray, guard: Guard | None)
     }
 
 
-def load_guard(checkpoint) -> Guard | None:
+def load_guard(checkpoint) -> Judge | None:
 
     return Guard.from_state(checkpoint_part(checkpoint, "guard"))
 
 
-def save_guard(checkpoint, guard: Guard) -> None:
+def save_guard(checkpoint, guard: Judge) -> None:
 
     store_checkpoint_part(checkpoint, "guard", guard.to_state())

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from scipy.special import expit
 from torch import nn
+from torch.nn import functional as F
 from torchvision.models import ResNet50_Weights, resnet50
 
 from pneumocam import started_random
@@ -237,20 +238,52 @@ def backbone_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return pooled_features(model, x)[:, : model.fc.in_features]
 
 
+THUMBNAIL_SIDE = 8  # the film as the model reads it, averaged to 8 x 8: its layout (body size, position, field)
+
+
+def early_features(x: torch.Tensor, layer1: torch.Tensor, layer2: torch.Tensor) -> torch.Tensor:
+    """What the guard reads besides layer4, from one forward's input and its layer1 and layer2 outputs, side by side:
+    layer2's channel means, layer1's channel means and standard deviations (its texture: Huang & Belongie 2017's
+    feature statistics), and the input's first channel averaged to THUMBNAIL_SIDE x THUMBNAIL_SIDE."""
+    layer1 = layer1.float()
+    return torch.cat(
+        [
+            layer2.float().mean(dim=(2, 3)),
+            layer1.mean(dim=(2, 3)),
+            layer1.std(dim=(2, 3)),
+            F.adaptive_avg_pool2d(x[:, :1].float(), THUMBNAIL_SIDE).flatten(1),
+        ],
+        dim=1,
+    )
+
+
 def pooled_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """What one forward keeps of a film: layer4's pooled features (the head's input) then layer2's (the guard's
-    input), side by side; `pooled_columns` says where each lies."""
-    for name in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2"):
-        x = getattr(model, name)(x)
-    early = x.mean(dim=(2, 3))
-    x = model.avgpool(model.layer4(model.layer3(x)))
-    return torch.cat([torch.flatten(x, 1), early.to(x.dtype)], dim=1)
+    """What one forward keeps of a film: layer4's pooled features (the head's input), then `early_features`;
+    `pooled_columns` says where each part lies."""
+    y = x
+    for name in ("conv1", "bn1", "relu", "maxpool"):
+        y = getattr(model, name)(y)
+    layer1 = model.layer1(y)
+    layer2 = model.layer2(layer1)
+    late = model.avgpool(model.layer4(model.layer3(layer2)))
+    return torch.cat([torch.flatten(late, 1), early_features(x, layer1, layer2).to(late.dtype)], dim=1)
 
 
 def pooled_columns(model: nn.Module) -> dict[str, tuple[int, int]]:
-    """Where each depth's pooled features lie in `pooled_features`' rows: (start, stop) columns."""
-    head, early = model.fc.in_features, model.layer3[0].conv1.in_channels
-    return {"layer4": (0, head), "layer2": (head, head + early)}
+    """Where each part of `pooled_features`' rows lies: (start, stop) columns."""
+    widths = {
+        "layer4": model.fc.in_features,
+        "layer2": model.layer3[0].conv1.in_channels,
+        "layer1 means": model.layer2[0].conv1.in_channels,
+        "layer1 stds": model.layer2[0].conv1.in_channels,
+        "thumbnail": THUMBNAIL_SIDE * THUMBNAIL_SIDE,
+    }
+    columns, start = {}, 0
+    for name, width in widths.items():
+        columns[name] = (start, start + width)
+        start += width
+    columns["layer1 moments"] = (columns["layer1 means"][0], columns["layer1 stds"][1])
+    return columns
 
 
 def pooled_width(model: nn.Module) -> int:

@@ -214,10 +214,19 @@ def guard_section(results: dict, figures: dict | None = None) -> Section | None:
         )
     else:
         fitted = guard["fitted_on"]
+        shrinkage = fitted["shrinkage"]
+        combined = isinstance(shrinkage, list)  # model.guard.CombinedGuard: several parts summed
+        measured = (
+            f"sums, over {fitted['features']}, each part's log Mahalanobis distance to the nearest class mean of the "
+            f"{fitted['n_train']} training films (a shared Ledoit-Wolf covariance per part, shrinkage "
+            f"{', '.join(f'{v:.2f}' for v in shrinkage)}), standardised by its mean and spread on validation"
+            if combined
+            else f"measures the Mahalanobis distance of each film's {fitted.get('features', 'pooled features')} to "
+            f"the nearest class mean of the {fitted['n_train']} training films (shared Ledoit-Wolf covariance, "
+            f"shrinkage {shrinkage:.2f})"
+        )
         sec.add(
-            f"The guard measures the Mahalanobis distance of each film's {fitted.get('features', 'pooled features')} "
-            f"to the nearest class mean of the {fitted['n_train']} training films (shared Ledoit-Wolf covariance, "
-            f"shrinkage {fitted['shrinkage']:.2f}); the threshold {guard['threshold']:.1f} lets "
+            f"The guard {measured}; the threshold {guard['threshold']:.1f} lets "
             f"{fitted['coverage']:.0%} of the {fitted['n_val']} validation films through. Input checks come first: "
             "colour picture, aspect ratio, very small or near-blank image. A film from another population that "
             "looks alike can still pass."

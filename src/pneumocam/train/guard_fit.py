@@ -1,5 +1,5 @@
-"""Fitting the domain-shift guard (model/guard.py): class means and a Ledoit-Wolf covariance of the selected model's
-pooled features, stored in model.pt. One fit, used at the end of training and by `pneumocam guard fit`."""
+"""Fitting the domain-shift guard (model/guard.py): per part, class means and a Ledoit-Wolf covariance of the selected
+model's features, stored in model.pt. One fit, used at the end of training and by `pneumocam guard fit`."""
 
 from __future__ import annotations
 
@@ -7,12 +7,13 @@ from pathlib import Path
 
 import numpy as np
 from sklearn.covariance import LedoitWolf
+from sklearn.decomposition import PCA
 
 from pneumocam.core.defaults import BATCH_SIZE
 from pneumocam.core.precision import autocast
 from pneumocam.data import PreparedData, prepare_data
 from pneumocam.model.forward import extract_features
-from pneumocam.model.guard import COVERAGE, GUARD_DEPTH, Guard, save_guard
+from pneumocam.model.guard import COVERAGE, GUARD_PARTS, CombinedGuard, Guard, save_guard
 from pneumocam.model.inputs import ModelInputs
 from pneumocam.model.network import load_checkpoint, pooled_columns
 from pneumocam.train.config import TrainConfig
@@ -25,26 +26,64 @@ def fit_guard(
     coverage: float = COVERAGE,
     columns: tuple[int, int] | None = None,
     depth: str = "",
+    components: int | None = None,
 ) -> Guard:
-    """Class means and a Ledoit-Wolf shared covariance on training features (their `columns`, all when None); the
-    threshold passes `coverage` of the validation films."""
+    """Class means and a Ledoit-Wolf shared covariance on training features (their `columns`, all when None; projected
+    on their first `components` principal axes (scikit-learn PCA) when given); the threshold passes `coverage` of the
+    validation films."""
     train_features = np.asarray(train_features, dtype=np.float64)
     if columns is not None:
         train_features = train_features[:, columns[0] : columns[1]]
+    axes = offset = None
+    if components is not None:
+        components = min(components, *train_features.shape)  # a few films (tests, quick runs) allow fewer axes
+        pca = PCA(components, random_state=0).fit(train_features)
+        axes, offset = pca.components_, pca.mean_
+        train_features = pca.transform(train_features)
     train_labels = np.asarray(train_labels)
     means = np.stack([train_features[train_labels == c].mean(axis=0) for c in (0, 1)])
     centred = train_features - means[train_labels]
     shrunk = LedoitWolf(assume_centered=True).fit(centred)
-    guard = Guard(means, shrunk.precision_, np.inf, {}, columns, depth)
+    guard = Guard(means, shrunk.precision_, np.inf, {}, columns, depth, axes, offset)
     val_scores = guard.distances(val_features)
     guard.threshold = float(np.quantile(val_scores, coverage))
+    projected = f", {components} principal components" if components is not None else ""
     guard.fitted_on = {
         "n_train": int(len(train_features)),
         "n_val": int(len(val_features)),
         "coverage": coverage,
         "shrinkage": float(shrunk.shrinkage_),
         "val_pass_rate": float(np.mean(val_scores <= guard.threshold)),
-        "features": f"pooled {depth or 'features'} ({train_features.shape[1]}-d)",
+        "features": f"{depth or 'features'} ({columns[1] - columns[0] if columns else train_features.shape[1]}-d"
+        f"{projected})",
+    }
+    return guard
+
+
+def fit_combined_guard(
+    train_features: np.ndarray,
+    train_labels: np.ndarray,
+    val_features: np.ndarray,
+    parts: dict[str, tuple[tuple[int, int], int | None]],
+    coverage: float = COVERAGE,
+) -> CombinedGuard:
+    """One fit_guard per part ({name: (columns, principal components or None)}), each part's log distance standardised
+    by its mean and spread on the validation films, summed; the threshold passes `coverage` of the validation films."""
+    fitted = [
+        fit_guard(train_features, train_labels, val_features, coverage, columns, name, components)
+        for name, (columns, components) in parts.items()
+    ]
+    logs = [np.log(np.maximum(part.distances(val_features), 1e-12)) for part in fitted]
+    guard = CombinedGuard(fitted, [float(v.mean()) for v in logs], [float(v.std()) or 1.0 for v in logs], np.inf, {})
+    val_scores = guard.distances(val_features)
+    guard.threshold = float(np.quantile(val_scores, coverage))
+    guard.fitted_on = {
+        "n_train": int(len(train_features)),
+        "n_val": int(len(val_features)),
+        "coverage": coverage,
+        "val_pass_rate": float(np.mean(val_scores <= guard.threshold)),
+        "shrinkage": [part.fitted_on["shrinkage"] for part in fitted],
+        "features": " + ".join(part.fitted_on["features"] for part in fitted),
     }
     return guard
 
@@ -69,9 +108,10 @@ def fit_model_guard(
     if features is None:
         with autocast(precision, device):
             features = guard_features(model, prepared, config.batch_size, device)
-    columns = pooled_columns(model)[GUARD_DEPTH]
+    columns = pooled_columns(model)
     train, val = (np.asarray(part) for part in features)
-    guard = fit_guard(train, prepared.train.labels, val, COVERAGE, columns, GUARD_DEPTH)
+    parts = {name: (columns[name], components) for name, components in GUARD_PARTS.items()}
+    guard = fit_combined_guard(train, prepared.train.labels, val, parts)
     save_guard(checkpoint, guard)
     return guard.fitted_on | {"threshold": guard.threshold}
 
