@@ -10,7 +10,7 @@ Two layers, cheapest first:
   components (its layout: how large the body is and where it lies). Each part's log distance is standardised by its
   mean and spread on the validation films and the two are summed. Why these: on adult NIH films, a second population
   a Kermany-only model never saw, layer2's pooled features (the guard before) flagged 60% and this sum 94%, with 3.5%
-  of held-out Kermany films flagged (benchmarks/guard_population.py; docs/measured.md); no single depth of the
+  of held-out Kermany films flagged (benchmarks/populations.py; docs/measured.md); no single depth of the
   network's pooled features flagged more than 79%. A guard fitted before (model.pt format 1 and 2: one depth's pooled
   features) still loads and judges as it did.
 
