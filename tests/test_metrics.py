@@ -235,3 +235,25 @@ def test_youden_s_fallbacks_by_hand(labels, probs, threshold):
         assert found.rule == "fixed 0.5" and found.note
     else:
         assert found.rule == "Youden's J on the validation split" and found.note is None
+
+
+def test_roc_points_are_scikit_learns_curve_and_auc_ties_included():
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    from pneumocam.evaluation.metrics import roc_points
+
+    rng = np.random.default_rng(7)
+    checked = 0
+    for n, levels in ((12, 3), (40, 6), (200, 1000), (7, 2)):
+        labels = rng.integers(0, 2, n)
+        labels[:2] = [0, 1]
+        probs = rng.integers(0, levels, n) / levels  # few levels: many ties
+        fpr, tpr, auc = roc_points(labels, probs)
+        ref_fpr, ref_tpr, _ = roc_curve(labels, probs, drop_intermediate=False)
+        np.testing.assert_allclose(fpr, ref_fpr, atol=1e-15)
+        np.testing.assert_allclose(tpr, ref_tpr, atol=1e-15)
+        assert auc == pytest.approx(roc_auc_score(labels, probs), abs=1e-12)
+        checked += len(np.unique(probs)) < n  # a case with tied scores
+    assert checked >= 3
+    with pytest.raises(ValueError, match="one class"):
+        roc_points(np.zeros(4), np.linspace(0, 1, 4))

@@ -265,3 +265,14 @@ def test_reject_null_follows_welch_where_student_disagrees():
     assert student < 0.05 < welch  # the fixture separates the two
     result = compare_groups(normal, pneumonia, alpha=0.05, n_permutations=99, n_bootstrap=50)
     assert result["reject_null"] is False and result["welch"]["p"] == pytest.approx(welch)
+
+
+def test_the_vectorised_hedges_g_is_hedges_g_row_by_row_zero_spread_included():
+    from pneumocam.analysis.stats import hedges_g, hedges_g_along
+
+    normal = np.array([[1.0, 2.0, 4.0], [3.0, 3.0, 3.0], [2.0, 2.0, 2.0], [5.0, 1.0, 0.0]])
+    pneumonia = np.array([[2.0, 5.0, 6.0, 7.0], [3.0, 3.0, 3.0, 3.0], [4.0, 4.0, 4.0, 4.0], [1.0, 1.0, 2.0, 0.0]])
+    # rows 2 and 3 by hand: no spread and no difference gives 0; no spread and a difference of +2 gives +inf
+    found = hedges_g_along(normal, pneumonia)
+    assert found[1] == 0.0 and found[2] == np.inf
+    np.testing.assert_allclose(found, [hedges_g(a, b) for a, b in zip(normal, pneumonia)], rtol=1e-12)
