@@ -147,7 +147,10 @@ def main(argv=None) -> int:
         "input_statistics_guard_share_flagged": candidate,
         "guard_reasons_nih": dict(Counter(v.ood_reason.split(":")[0] for v in nih.verdicts if not v.in_distribution)),
         "nih_by_stratum": strata_metrics(
-            nih.labels, nih.probs, [s.strata for s in nih_samples], thresholds,
+            nih.labels,
+            nih.probs,
+            [s.strata for s in nih_samples],
+            thresholds,
             [not v.in_distribution for v in nih.verdicts],
         ),  # fmt: skip
     }
