@@ -1,6 +1,8 @@
 """Which explanation methods track what the decision does, for one model: per method (and occlusion), the Spearman
 correlation over films between the map's lung share and the explained class's probability drop when the lungs are
-removed (analysis.reliance.map_agreement), on a class-balanced sample of the model's held-out films with lung masks.
+removed (analysis.reliance.map_agreement), on a class-balanced sample of the model's held-out films with lung masks;
+with the reliance check on the same films (analysis.reliance.reliance_check: the lungs removed, the shape-matched
+control, the ROAD imputation, and the verdict).
 
     python benchmarks/map_agreement.py RUN/train/model.pt [--films 120] [--record map-agreement-scratch]
 """
@@ -17,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from record import stamp, write_record  # noqa: E402
 
 from pneumocam.analysis.regions import split_attention  # noqa: E402
-from pneumocam.analysis.reliance import film_lungs, map_agreement, reliance_probabilities  # noqa: E402
+from pneumocam.analysis.reliance import map_agreement, reliance_check  # noqa: E402
 from pneumocam.data import discover, load_images  # noqa: E402
 from pneumocam.data.masks import mask_path  # noqa: E402
 from pneumocam.data.split import balanced_indices  # noqa: E402
@@ -46,11 +48,24 @@ def main(argv=None) -> int:
     labels = np.array([s.label for s in masked])
     chosen = balanced_indices(labels, args.films // 2, 0)
     loaded = load_images([masked[i] for i in chosen], session.reads.image_size, description="Reading held-out films")
-    lungs, _ = film_lungs(loaded, str(args.masks), None)
-    probs = reliance_probabilities(session.model, session.reads, loaded, lungs, 32, session.device)
+    reliance, probs = reliance_check(
+        session.model, session.reads, loaded, str(args.masks), None, 32, session.device, 1000, 0
+    )
     targets = loaded.labels  # every method explains the film's true class here
     size = loaded.images.shape[-1]
-    figures = {"films": int(len(loaded.samples)), "target": "the film's label", "methods": {}}
+    kept = reliance["share_of_ranking_kept"]
+    figures = {
+        "films": int(len(loaded.samples)),
+        "target": "the film's label",
+        "reliance": {
+            "roc_auc": {name: v["roc_auc"] for name, v in reliance["variants"].items()},
+            "share_of_ranking_kept": kept,
+            "control_overlap_with_lungs": reliance["controls"]["mean_overlap_with_lungs"],
+            "verdict": reliance["verdict"],
+        },
+        "methods": {},
+    }
+    print({name: round(v, 3) if v is not None else None for name, v in kept.items()}, reliance["verdict"])
     for method in args.methods.split(","):
         if method == "occlusion":
             maps = occlusion_maps(session.model, loaded.images, loaded.labels, session.device)
