@@ -145,7 +145,7 @@ def main(argv=None) -> int:
         "travelling": travelling_thresholds(val.labels, val.probs, labels, probs, groups, session.threshold),
         "guard_share_flagged": flagged,
         "input_statistics_guard_share_flagged": candidate,
-        "guard_reasons_nih": dict(Counter(v.ood_reason.split(":")[0] for v in nih.verdicts if not v.in_distribution)),
+        "guard_reasons_nih": dict(Counter(v.ood_reason.split(" (")[0] for v in nih.verdicts if not v.in_distribution)),
         "nih_by_stratum": strata_metrics(
             nih.labels,
             nih.probs,
