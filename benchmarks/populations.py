@@ -98,6 +98,10 @@ def main(argv=None) -> int:
     parser.add_argument("--kermany", type=Path, default=SHARED / "kermany224")
     parser.add_argument("--nih", type=Path, default=SHARED / "nih-adult" / "manifest.csv")
     parser.add_argument("--record", default=None, help="Also write benchmarks/results/NAME.json.")
+    parser.add_argument(
+        "--baseline-guard", type=Path, default=None,
+        help="The same model with another guard (e.g. before `guard fit` refitted it): its shares flagged beside.",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     stamped = stamp()
     device = resolve_device("auto")
@@ -132,6 +136,16 @@ def main(argv=None) -> int:
     groups = [n for n in tested for _ in found[n][0].paths]
     flagged = {n: float(np.mean([not v.in_distribution for v in found[n][0].verdicts])) for n in tested}
     nih, nih_samples, _ = found["nih_adult"]
+    baseline = None
+    if args.baseline_guard:
+        other = InferenceSession.open(args.baseline_guard, device)
+        baseline = {
+            "checkpoint": str(args.baseline_guard),
+            "guard": (other.guard.fitted_on or {}).get("features") if other.guard else None,
+        } | {
+            n: float(np.mean([not v.in_distribution for v in predictions(other, sets[n], n)[0].verdicts]))
+            for n in tested
+        }
     candidate = input_statistics_guard(val_traces, {n: found[n][2] for n in tested})
     figures = {
         "checkpoint": str(args.checkpoint),
@@ -145,6 +159,7 @@ def main(argv=None) -> int:
         "travelling": travelling_thresholds(val.labels, val.probs, labels, probs, groups, session.threshold),
         "guard_share_flagged": flagged,
         "input_statistics_guard_share_flagged": candidate,
+        "baseline_guard_share_flagged": baseline,
         "guard_reasons_nih": dict(Counter(v.ood_reason.split(" (")[0] for v in nih.verdicts if not v.in_distribution)),
         "nih_by_stratum": strata_metrics(
             nih.labels,

@@ -508,17 +508,23 @@ def populations() -> str:
     record = load("populations-scratch")
     f = record["figures"]
     head = "| films | n | ROC-AUC | ECE | sens / spec at its threshold | at sensitivity 0.95 on validation | "
-    head += "recalibrated on 50 films | guard flags | input-statistics guard flags |"
-    rows = [head, "|---|---|---|---|---|---|---|---|---|"]
+    baseline = f.get("baseline_guard_share_flagged") or {}
+    head += "recalibrated on 50 films | guard flags | its guard before (format 2) | input-statistics guard flags |"
+    rows = [head, "|---|---|---|---|---|---|---|---|---|---|"]
     for name, row in f["by_population"].items():
         rules = f["travelling"]["populations"][name]
+        before = f"{baseline[name]:.1%}" if name in baseline else "n/a"
         rows.append(
             f"| {name} | {row['n']} | {row['roc_auc']:.3f} | {row['ece']:.3f} | {_pair_at(rules['validation'])} | "
             f"{_pair_at(rules['sensitivity_target'])} | {_pair_at(rules['recalibrated'])} | "
-            f"{f['guard_share_flagged'][name]:.1%} | {f['input_statistics_guard_share_flagged'][name]:.1%} |"
+            f"{f['guard_share_flagged'][name]:.1%} | {before} | {f['input_statistics_guard_share_flagged'][name]:.1%} |"
         )
     views = f["nih_by_stratum"].get("view", {})
-    by_view = "; ".join(f"{v} {row['roc_auc']:.3f} (n {row['n']})" for v, row in views.items())
+    by_view = "; ".join(
+        f"{v} {row['roc_auc']:.3f} (n {row['n']}"
+        + (f", guard flags {row['share_flagged']:.1%})" if "share_flagged" in row else ")")
+        for v, row in views.items()
+    )
     return (
         "\n".join(rows) + f"\n\nModel: recipe {f['recipe']}, schedule {f['schedule']}, {f['image_size']} px; threshold "
         f"{f['threshold_recorded']:.3f} ({f['threshold_chosen']}). nih-adult ROC-AUC by view: {by_view}. "
