@@ -558,6 +558,68 @@ def populations_mixed() -> str:
     )
 
 
+def reliance_controls() -> str:
+    """The controlled reliance check and each method's agreement with the intervention, per model (map_agreement.py)."""
+    names = [n for n in ("map-agreement-scratch", "map-agreement-recommended") if _present(n)]
+    labels = {
+        "lungs_removed_fill": "lungs removed (grey)",
+        "control_removed_fill": "control region removed",
+        "lungs_removed_impute": "lungs removed (ROAD imputation)",
+        "only_lungs_fill": "only the lungs kept",
+    }
+    rows = [
+        "| model | films | " + " | ".join(labels.values()) + " | verdict |",
+        "|---|---|" + "---|" * (len(labels) + 1),
+    ]
+    methods: list[str] = []
+    for name in names:
+        f = load(name)["figures"]
+        kept = f["reliance"]["share_of_ranking_kept"]
+        cells = " | ".join("n/a" if kept.get(k) is None else f"{kept[k]:.0%}" for k in labels)
+        rows.append(f"| {name.removeprefix('map-agreement-')} | {f['films']} | {cells} | {f['reliance']['verdict']} |")
+        methods += [m for m in f["methods"] if m not in methods]
+    agreement = ["| method | " + " | ".join(n.removeprefix("map-agreement-") for n in names) + " |"]
+    agreement.append("|---|" + "---|" * len(names))
+    for method in methods:
+        cells = []
+        for name in names:
+            found = load(name)["figures"]["methods"].get(method) or {}
+            rho = found.get("spearman")
+            cells.append("n/a" if rho is None else f"{rho:+.2f}" + (" (tracks)" if found.get("tracks") else ""))
+        agreement.append(f"| {method} | " + " | ".join(cells) + " |")
+    return (
+        "Share of the whole film's ranking above chance kept (ROC-AUC - 0.5, relative):\n\n"
+        + "\n".join(rows)
+        + "\n\nSpearman rho, per film, of each map's lung share and the probability drop with the lungs removed:\n\n"
+        + "\n".join(agreement)
+        + "\n\n"
+        + _source(*names)
+    )
+
+
+def seed_repeatability() -> str:
+    f = load("seed-repeatability")["figures"]
+    rows = [
+        "| method | Spearman between seeds | SSIM between seeds | Spearman, head randomised | SSIM, head randomised |"
+    ]
+    rows.append("|---|---|---|---|---|")
+    for method, found in f["methods"].items():
+        a, b = found["between_seeds"], found["head_randomised"]
+        rows.append(
+            f"| {method} | {fmt_or_na(a['spearman_mean'])} | {fmt_or_na(a['ssim_mean'])} | "
+            f"{fmt_or_na(b['spearman_mean'])} | {fmt_or_na(b['ssim_mean'])} |"
+        )
+    return (
+        "\n".join(rows)
+        + f"\n\nSeeds {f['seeds']}; {f['films']} held-out films, class-balanced. "
+        + _source("seed-repeatability")
+    )
+
+
+def fmt_or_na(value) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
 def mutation() -> str:
     record = load("mutmut")
     f = record["figures"]
@@ -575,6 +637,8 @@ TABLES = {
     "mutmut": mutation,
     "populations": populations,
     "populations-mixed": populations_mixed,
+    "reliance-controls": reliance_controls,
+    "seed-repeatability": seed_repeatability,
     "foreign-audit": foreign_audit,
     "shortcut-baseline": shortcut_baseline,
     "startup": startup,
