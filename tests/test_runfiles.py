@@ -104,7 +104,13 @@ def test_deep_json_is_refused(tmp_path, depth):
 
 @pytest.mark.parametrize(
     "change, named",
-    [({"metrics": "a string"}, "metrics"), ({"provenance": "a string"}, "provenance"), ({"metrics": {"x": {}}}, "x")],
+    [
+        ({"metrics": "a string"}, "metrics"),
+        ({"provenance": "a string"}, "provenance"),
+        ({"metrics": {"x": {}}}, "x"),
+        ({"populations": "a string"}, "populations"),
+        ({"populations": {"by_stratum": {"view": {"AP": {"n": "many"}}}}}, "AP"),
+    ],
 )
 def test_results_of_the_wrong_types_are_refused_naming_the_key(tiny_run, tmp_path, change, named):
     results = json.loads((tiny_run / "results.json").read_text()) | change

@@ -179,6 +179,23 @@ class MetricsEntry(_Open):
     roc_auc: float | None = None
 
 
+class GroupEntry(_Open):
+    """One population's or stratum value's metrics (evaluation.populations.group_metrics), as the report reads them."""
+
+    n: int
+    n_normal: int
+    n_pneumonia: int
+    roc_auc: float | None = None
+    ece: float | None = None
+    at: dict[str, dict[str, float | None]] = {}
+    share_flagged: float | None = None
+
+
+class PopulationsRecord(_Open):
+    by_population: dict[str, GroupEntry] | None = None
+    by_stratum: dict[str, dict[str, GroupEntry]] | None = None
+
+
 class ResultsRecord(_Open):
     """The parts of results.json every reader relies on, with their types (the rest is free)."""
 
@@ -186,6 +203,7 @@ class ResultsRecord(_Open):
     metrics: dict[str, MetricsEntry]
     config: dict = {}
     decision: dict | None = None
+    populations: PopulationsRecord | None = None
 
 
 def read_results(path: str | os.PathLike) -> dict:
