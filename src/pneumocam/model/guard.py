@@ -9,10 +9,10 @@ Two layers, cheapest first:
   contrast), and the film as the model reads it averaged to 8 x 8 and projected on the training films' 20 principal
   components (its layout: how large the body is and where it lies). Each part's log distance is standardised by its
   mean and spread on the validation films and the two are summed. Why these: on adult NIH films, a second population
-  a Kermany-only model never saw, layer2's pooled features (the guard before) flagged 60% and this sum 94%, with 3.5%
-  of held-out Kermany films flagged (benchmarks/populations.py; docs/measured.md); no single depth of the
-  network's pooled features flagged more than 79%. A guard fitted before (model.pt format 1 and 2: one depth's pooled
-  features) still loads and judges as it did.
+  a Kermany-only model never saw, layer2's pooled features (the guard before) flagged about half and this sum over
+  nine in ten, with about 3% of held-out Kermany films flagged by either (benchmarks/results/populations-scratch.json,
+  docs/measured.md); no single depth's pooled features, means or means and deviations, came near it. A guard fitted
+  before (model.pt format 1 and 2: one depth's pooled features) still loads and judges as it did.
 
 The threshold is the validation split's 95th percentile of the score, so 95% of in-distribution films pass.
 A flagged film keeps its probability: the verdict is reported beside it, never instead of it.
