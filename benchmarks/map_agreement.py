@@ -52,6 +52,7 @@ def main(argv=None) -> int:
         session.model, session.reads, loaded, str(args.masks), None, 32, session.device, 1000, 0
     )
     targets = loaded.labels  # every method explains the film's true class here
+    seen = session.reads.read(loaded, str(args.masks))  # what the model reads (its --focus crop) and where it lies
     size = loaded.images.shape[-1]
     kept = reliance["share_of_ranking_kept"]
     figures = {
@@ -68,9 +69,10 @@ def main(argv=None) -> int:
     print({name: round(v, 3) if v is not None else None for name, v in kept.items()}, reliance["verdict"])
     for method in args.methods.split(","):
         if method == "occlusion":
-            maps = occlusion_maps(session.model, loaded.images, loaded.labels, session.device)
+            maps = occlusion_maps(session.model, seen.images, loaded.labels, session.device)
         else:
-            maps = make_cam(session.model, method, batch_size=32)(loaded.images, "true", loaded.labels).maps
+            maps = make_cam(session.model, method, batch_size=32)(seen.images, "true", loaded.labels).maps
+        maps = session.reads.on_film(maps, seen.boxes)  # a --focus model's maps put back where its crop lies
         columns, _, _ = split_attention(loaded, maps, size, loaded.labels, str(args.masks))
         figures["methods"][method] = map_agreement(columns["share_lungs"], probs, targets, method)
         found = figures["methods"][method]
