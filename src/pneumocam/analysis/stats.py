@@ -18,14 +18,20 @@ from pneumocam.core.defaults import ALPHA, N_DRAWS, N_PER_CLASS, SEED
 from pneumocam.core.errors import StatsInputError
 
 
+def cohens_d_along(normal: np.ndarray, pneumonia: np.ndarray, axis: int = -1) -> np.ndarray:
+    """(mean P - mean N) / pooled SD with ddof=1 variances, for samples along `axis` (scipy.stats.bootstrap's
+    vectorised form: many resamples at once); zero spread gives 0 without a difference, else an infinite d."""
+    n1, n2 = normal.shape[axis], pneumonia.shape[axis]
+    pooled = np.sqrt(
+        ((n1 - 1) * np.var(normal, ddof=1, axis=axis) + (n2 - 1) * np.var(pneumonia, ddof=1, axis=axis)) / (n1 + n2 - 2)
+    )
+    diff = np.mean(pneumonia, axis=axis) - np.mean(normal, axis=axis)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(pooled == 0, np.where(diff == 0, 0.0, np.copysign(np.inf, diff)), diff / pooled)
+
+
 def cohens_d(normal: np.ndarray, pneumonia: np.ndarray) -> float:
-    """(mean P - mean N) / pooled SD, with ddof=1 variances."""
-    n1, n2 = len(normal), len(pneumonia)
-    pooled = np.sqrt(((n1 - 1) * np.var(normal, ddof=1) + (n2 - 1) * np.var(pneumonia, ddof=1)) / (n1 + n2 - 2))
-    diff = np.mean(pneumonia) - np.mean(normal)
-    if pooled == 0:
-        return 0.0 if diff == 0 else float(np.copysign(np.inf, diff))
-    return float(diff / pooled)
+    return float(cohens_d_along(np.asarray(normal, dtype=np.float64), np.asarray(pneumonia, dtype=np.float64)))
 
 
 def mean_difference(pneumonia: np.ndarray, normal: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -37,21 +43,12 @@ def hedges_correction(n1: int, n2: int) -> float:
     return 1.0 - 3.0 / (4.0 * (n1 + n2) - 9.0)
 
 
-def hedges_g(normal: np.ndarray, pneumonia: np.ndarray) -> float:
-    return cohens_d(normal, pneumonia) * hedges_correction(len(normal), len(pneumonia))
-
-
 def hedges_g_along(normal: np.ndarray, pneumonia: np.ndarray, axis: int = -1) -> np.ndarray:
-    """hedges_g of many resamples at once (scipy.stats.bootstrap's vectorised form: samples along `axis`); a
-    resample with zero spread gives 0 (no difference) or an infinite g, as hedges_g does."""
-    n1, n2 = normal.shape[axis], pneumonia.shape[axis]
-    pooled = np.sqrt(
-        ((n1 - 1) * np.var(normal, ddof=1, axis=axis) + (n2 - 1) * np.var(pneumonia, ddof=1, axis=axis)) / (n1 + n2 - 2)
-    )
-    diff = np.mean(pneumonia, axis=axis) - np.mean(normal, axis=axis)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        d = np.where(pooled == 0, np.where(diff == 0, 0.0, np.copysign(np.inf, diff)), diff / pooled)
-    return d * hedges_correction(n1, n2)
+    return cohens_d_along(normal, pneumonia, axis) * hedges_correction(normal.shape[axis], pneumonia.shape[axis])
+
+
+def hedges_g(normal: np.ndarray, pneumonia: np.ndarray) -> float:
+    return float(hedges_g_along(np.asarray(normal, dtype=np.float64), np.asarray(pneumonia, dtype=np.float64)))
 
 
 def effect_size_label(d: float) -> str:
@@ -96,21 +93,17 @@ def permutation_record(result, n_normal: int, n_pneumonia: int, n_permutations: 
 
 
 def permutation_text(record: dict) -> str:
-    if record.get("exact"):
-        return f"exact: all {record['n_resamples']} relabellings"
-    return f"{record['n_resamples']} random relabellings"
+    n = record["n_resamples"]
+    return f"exact: all {n} relabellings" if record.get("exact") else f"{n} random relabellings"
 
 
 def compare_groups(
     normal, pneumonia, alpha: float = ALPHA, n_permutations: int = 9999, n_bootstrap: int = 2000, seed: int = SEED
 ) -> dict:
-    """Every two-group test on the NORMAL and PNEUMONIA values (each at least 2 finite numbers); differences are
-    PNEUMONIA minus NORMAL.
-
-    Returns a dict: groups (n, mean, sd), student / welch (t, df, p), mannwhitney (u, p), permutation (p,
-    n_resamples; exact when there are fewer distinct relabellings), cohens_d, hedges_g with its percentile
-    bootstrap CI, shapiro and levene p, alpha, reject_null (Welch p < alpha) and effect_size_label.
-    """
+    """Every two-group test on the NORMAL and PNEUMONIA values (each at least 2 finite numbers), PNEUMONIA minus
+    NORMAL: groups (n, mean, sd), student / welch (t, df, p), mannwhitney (u, p), permutation (p, n_resamples; exact
+    when there are fewer distinct relabellings), cohens_d, hedges_g with its percentile bootstrap CI, shapiro and
+    levene p, alpha, reject_null (Welch p < alpha) and effect_size_label."""
     normal, pneumonia = validate_groups(normal, pneumonia)
     if not 0 < alpha < 1:
         raise StatsInputError(f"alpha must be between 0 and 1, got {alpha}")
@@ -119,18 +112,12 @@ def compare_groups(
     mann = st.mannwhitneyu(pneumonia, normal, alternative="two-sided")
     rng = np.random.default_rng(seed)
     permutation = st.permutation_test(
-        (pneumonia, normal),
-        mean_difference,
-        n_resamples=n_permutations,
-        alternative="two-sided",
-        rng=rng,
-        vectorized=True,
-        batch=1000,
-    )
+        (pneumonia, normal), mean_difference, n_resamples=n_permutations, alternative="two-sided", rng=rng,
+        vectorized=True, batch=1000,
+    )  # fmt: skip
     constant = np.ptp(normal) == 0 and np.ptp(pneumonia) == 0
-    if constant:
-        g_ci = [float("nan"), float("nan")]
-    else:
+    g_ci = [float("nan"), float("nan")]
+    if not constant:
         with np.errstate(invalid="ignore"):  # resamples with zero spread give an infinite g; percentiles still work
             boot = st.bootstrap(  # vectorised: one numpy pass per batch instead of a Python call per resample
                 (normal, pneumonia), hedges_g_along, n_resamples=n_bootstrap, method="percentile", rng=rng,
@@ -243,10 +230,8 @@ def read_scores(path, score_columns: list[str]) -> dict[str, ScoreColumn]:
         )
     if "path" in header:
         seen, dupes = set(), []
-        for row in rows:
-            if row["path"] in seen:
-                dupes.append(row["path"])
-            seen.add(row["path"])
+        for row in rows:  # every repeat of a path seen before is a duplicate
+            (dupes.append if row["path"] in seen else seen.add)(row["path"])
         if dupes:
             raise StatsInputError(
                 f"{path} lists {len(dupes)} path(s) twice (e.g. {dupes[0]}): each image must count once"
