@@ -91,7 +91,7 @@ def test_guard_fit_refits_the_guard_training_stored(tiny_checkpoint, tmp_path):
     refitted = load_guard(copy)
     assert refitted.threshold == pytest.approx(stored.threshold, rel=1e-4)
     for refit, part in zip(refitted.parts, stored.parts):
-        np.testing.assert_allclose(refit.class_means, part.class_means, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(refit.bank, part.bank, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.shared_data
@@ -239,12 +239,68 @@ def test_a_guard_reads_only_its_columns_and_a_format_1_guard_reads_layer4s():
 
 
 def test_a_trained_model_s_guard_sums_layer1_moments_and_the_thumbnail(tiny_checkpoint):
-    from pneumocam.model.guard import CombinedGuard, load_guard
+    from pneumocam.model.guard import CombinedGuard, NeighbourGuard, load_guard
 
     guard = load_guard(tiny_checkpoint / "model.pt")
     assert isinstance(guard, CombinedGuard) and guard.depth == "layer1 moments + thumbnail"
+    assert all(isinstance(p, NeighbourGuard) for p in guard.parts)
     assert [p.columns for p in guard.parts] == [(2560, 3072), (3072, 3136)]
-    assert guard.parts[0].class_means.shape == (2, 512) and guard.parts[1].components.shape == (20, 64)
+    assert [(p.scaling, p.k) for p in guard.parts] == [("standardised", 5), ("standardised", 5)]
+    assert [p.bank.shape[1] for p in guard.parts] == [512, 64]
+
+
+def test_a_neighbour_part_is_the_distance_to_the_kth_nearest_training_film_by_scipy():
+    """Sun et al. 2022 by hand with scipy's cdist: unit-length rows (part A, k 3), columns standardised on the
+    training rows (part B, k 1); the combined score as format 4 stored and read back."""
+    from scipy.spatial.distance import cdist
+
+    from pneumocam.model.guard import GUARD_FORMAT_VERSION, CombinedGuard
+    from pneumocam.train.guard_fit import fit_combined_guard, fit_neighbour_guard
+
+    rng = np.random.default_rng(7)
+    train = rng.normal(size=(80, 9)) * np.arange(1, 10)  # columns of different spreads: standardising matters
+    val, probe = rng.normal(size=(30, 9)) * np.arange(1, 10), rng.normal(size=(6, 9)) * 5
+    a = fit_neighbour_guard(train, val, "unit length", 3, columns=(0, 4), depth="A")
+    b = fit_neighbour_guard(train, val, "standardised", 1, columns=(4, 9), depth="B")
+
+    def unit(x):
+        return x[:, :4] / np.linalg.norm(x[:, :4], axis=1, keepdims=True)
+
+    def standard(x):
+        return (x[:, 4:] - train[:, 4:].mean(axis=0)) / train[:, 4:].std(axis=0)
+
+    by_hand_a = np.sort(cdist(unit(probe), unit(train)), axis=1)[:, 2]  # the 3rd nearest
+    by_hand_b = cdist(standard(probe), standard(train)).min(axis=1)
+    np.testing.assert_allclose(a.distances(probe), by_hand_a, rtol=1e-9)
+    np.testing.assert_allclose(b.distances(probe), by_hand_b, rtol=1e-9)
+    assert a.threshold == pytest.approx(np.quantile(np.sort(cdist(unit(val), unit(train)), axis=1)[:, 2], 0.95))
+    assert not np.allclose(by_hand_b, cdist(probe[:, 4:], train[:, 4:]).min(axis=1))  # the scaling changed it
+
+    guard = fit_combined_guard([a, b], val)
+    logs = [np.log(cdist(f(v), f(train))) for f, v in ((unit, val), (standard, val))]
+    on_val = [np.sort(logs[0], axis=1)[:, 2], logs[1].min(axis=1)]
+    expected = sum((np.log(d) - v.mean()) / v.std() for d, v in zip((by_hand_a, by_hand_b), on_val))
+    np.testing.assert_allclose(guard.distances(probe), expected, rtol=1e-7)
+    state = guard.to_state()
+    assert state["format_version"] == GUARD_FORMAT_VERSION == 4
+    restored = Guard.from_state(state)
+    assert isinstance(restored, CombinedGuard) and restored.depth == "A + B"
+    np.testing.assert_allclose(restored.distances(probe), expected, rtol=1e-4)
+
+
+def test_a_neighbour_part_keeps_at_most_max_neighbours_training_films(monkeypatch):
+    from pneumocam.model import guard as guard_module
+    from pneumocam.train import guard_fit
+
+    monkeypatch.setattr(guard_fit, "MAX_NEIGHBOURS", 50)
+    rng = np.random.default_rng(2)
+    train, val = rng.normal(size=(200, 3)), rng.normal(size=(20, 3))
+    part = guard_fit.fit_neighbour_guard(train, val, "standardised", 5)
+    assert part.bank.shape == (50, 3) and part.fitted_on["n_train"] == 50
+    kept = (part.bank * part.scale + part.centre)[:, None, :]
+    assert np.isclose(kept, train[None]).all(axis=2).any(axis=1).all()  # a subset of the training rows
+    with pytest.raises(ValueError, match="scaling 'cosine'"):
+        guard_module.NeighbourGuard(train, 5, "cosine", 1.0, {})
 
 
 def test_a_combined_guard_sums_each_part_s_log_distance_standardised_on_validation():
@@ -261,7 +317,11 @@ def test_a_combined_guard_sums_each_part_s_log_distance_standardised_on_validati
     train = rng.normal(size=(100, 10)) + labels[:, None] * 2.0
     val = rng.normal(size=(40, 10)) + np.repeat([0, 1], 20)[:, None] * 2.0
     probe = rng.normal(size=(6, 10)) * 3
-    guard = fit_combined_guard(train, labels, val, {"A": ((0, 4), None), "B": ((4, 10), 3)})
+    parts = [
+        fit_guard(train, labels, val, columns=c, depth=n, components=k)
+        for n, c, k in (("A", (0, 4), None), ("B", (4, 10), 3))
+    ]
+    guard = fit_combined_guard(parts, val)
 
     def distances(x, columns, components):
         fit, x = train[:, columns[0] : columns[1]], x[:, columns[0] : columns[1]]
@@ -281,7 +341,9 @@ def test_a_combined_guard_sums_each_part_s_log_distance_standardised_on_validati
 
     np.testing.assert_allclose(guard.distances(probe), score(probe), rtol=1e-7)
     assert guard.threshold == pytest.approx(np.quantile(score(val), 0.95))
-    restored = Guard.from_state(guard.to_state())  # model.pt's state: float32 tensors
+    state = guard.to_state()
+    assert state["format_version"] == 3  # Mahalanobis parts: format 3, as a guard fitted before format 4 was
+    restored = Guard.from_state(state)  # model.pt's state: float32 tensors
     assert isinstance(restored, CombinedGuard)
     np.testing.assert_allclose(restored.distances(probe), guard.distances(probe), rtol=1e-4)
     assert [v.in_distribution for v in guard.assess(probe)] == list(score(probe) <= guard.threshold)

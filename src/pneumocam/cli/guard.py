@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import typer
 from rich.markup import escape
 
@@ -31,9 +30,8 @@ def guard_fit(
     """Fit the guard on the model's own training and validation films (the split its plan recorded)."""
 
     fitted = fit_checkpoint_guard(checkpoint, data, batch_size, resolve_device(device.value))
-    shrinkage = ", ".join(f"{v:.3f}" for v in np.atleast_1d(fitted["shrinkage"]))  # one per part
     console.print(
-        f"guard fitted on {fitted['n_train']} training films; threshold {fitted['threshold']:.2f} passes "
-        f"{fitted['val_pass_rate']:.1%} of {fitted['n_val']} validation films (shrinkage {shrinkage})"
+        f"guard fitted on {fitted['n_train']} training films ({fitted['features']}); threshold "
+        f"{fitted['threshold']:.2f} passes {fitted['val_pass_rate']:.1%} of {fitted['n_val']} validation films"
     )
     console.print(f"[green]stored in:[/] {escape(str(checkpoint))}")

@@ -3,16 +3,17 @@
 Two layers, cheapest first:
 - input checks on the file itself: a colour picture, an aspect ratio no chest film has, a very small image, a
   near-blank image;
-- Mahalanobis distances (Lee et al. 2018: to the nearest class mean of the training films, one shared covariance
-  estimated with Ledoit-Wolf shrinkage, scikit-learn) of two descriptors of the film the forward pass computes anyway
+- distances to the training films of two descriptors of the film the forward pass computes anyway
   (model.network.early_features), combined: layer1's channel means and standard deviations (the film's texture and
-  contrast), and the film as the model reads it averaged to 8 x 8 and projected on the training films' 20 principal
-  components (its layout: how large the body is and where it lies). Each part's log distance is standardised by its
-  mean and spread on the validation films and the two are summed. Why these: on adult NIH films, a second population
-  a Kermany-only model never saw, layer2's pooled features (the guard before) flagged about half and this sum over
-  nine in ten, with about 3% of held-out Kermany films flagged by either (benchmarks/results/populations-scratch.json,
-  docs/measured.md); no single depth's pooled features, means or means and deviations, came near it. A guard fitted
-  before (model.pt format 1 and 2: one depth's pooled features) still loads and judges as it did.
+  contrast) and the film as the model reads it averaged to 8 x 8 (its layout: how large the body is and where it
+  lies). Each part scores a film by its distance to its k-th nearest training film (Sun et al. 2022, "Out-of-
+  distribution detection with deep nearest neighbors", ICML: no assumption on the features' distribution), each
+  part's log distance is standardised by its mean and spread on the validation films, and the parts are summed.
+  Why these: on adult NIH films, a second population a Kermany-only model never saw, layer2's pooled features (the
+  guard of format 2) flagged about half, the Mahalanobis distance (Lee et al. 2018) of these two parts (format 3)
+  nine in ten, and their nearest-neighbour distances 98%, with about 3% of held-out Kermany films flagged by each
+  (benchmarks/results/guard-parts-*.json, populations-scratch.json; docs/measured.md). A guard fitted before
+  (model.pt formats 1-3: Mahalanobis parts) still loads and judges as it did.
 
 The threshold is the validation split's 95th percentile of the score, so 95% of in-distribution films pass.
 A flagged film keeps its probability: the verdict is reported beside it, never instead of it.
@@ -27,16 +28,19 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 from PIL import Image
+from sklearn.neighbors import NearestNeighbors
 from threadpoolctl import ThreadpoolController
 
 from pneumocam import CLASS_NAMES
 from pneumocam.data.readers import UnreadableImage, image_source, looks_like_dicom
 from pneumocam.model.network import checkpoint_part, store_checkpoint_part
 
-GUARD_FORMAT_VERSION = 3  # 3: several parts summed; 2: one part, its depth stored; 1: layer4 only
-# The parts a new guard reads (model.network.pooled_columns' names) and each one's principal components (None: all
-# of its columns as they are).
-GUARD_PARTS: dict[str, int | None] = {"layer1 moments": None, "thumbnail": 20}
+GUARD_FORMAT_VERSION = 4  # 4: parts by nearest neighbours; 3: Mahalanobis parts summed; 2: one part; 1: layer4
+# The parts a new guard reads (model.network.pooled_columns' names), each one's scaling before distances are taken
+# (SCALINGS) and its k (the distance to the k-th nearest training film).
+GUARD_PARTS: dict[str, tuple[str, int]] = {"layer1 moments": ("standardised", 5), "thumbnail": ("standardised", 5)}
+SCALINGS = ("unit length", "standardised")
+MAX_NEIGHBOURS = 5000  # training films a neighbour part keeps (a random subset beyond): model.pt's size is bounded
 COVERAGE = 0.95
 MAX_CHROMA = 12.0  # mean largest channel difference (grey levels) above which a picture is in colour
 ASPECT_RANGE = (0.5, 2.0)  # width / height of chest films in practice
@@ -132,8 +136,10 @@ class Guard(Judge):
     @classmethod
     def from_state(cls, state: dict | None) -> Judge | None:
         version = (state or {}).get("format_version")
-        if version == GUARD_FORMAT_VERSION:
+        if version in (3, 4):
             return CombinedGuard.from_state(state)
+        if version == NeighbourGuard.FORMAT:
+            return NeighbourGuard.from_state(state)
         if version not in (1, 2):
             return None
         means = state["class_means"].double().numpy()
@@ -153,11 +159,86 @@ class Guard(Judge):
 
 
 @dataclass
+class NeighbourGuard(Judge):
+    """One part: the distance of some columns of a features row, scaled, to the k-th nearest training film (Sun et
+    al. 2022): score(x) = || s(x) - s(t_(k)) ||, t_(k) the k-th closest training row to x after the scaling s
+    ("unit length": x / ||x||, as the paper; "standardised": (x - mean) / std per column, over the training films).
+    Exact search (scikit-learn's brute force) over at most MAX_NEIGHBOURS training rows."""
+
+    FORMAT = "neighbours-1"  # a part's state; the combined guard's is GUARD_FORMAT_VERSION
+
+    bank: np.ndarray  # (N, D): the training films' columns, scaled
+    k: int
+    scaling: str
+    threshold: float
+    fitted_on: dict
+    columns: tuple[int, int] | None = None
+    depth: str = ""
+    centre: np.ndarray | None = None  # "standardised": the training films' column means and standard deviations
+    scale: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.scaling not in SCALINGS:
+            raise ValueError(f"scaling {self.scaling!r}: expected one of {SCALINGS}")
+        if not 1 <= self.k <= len(self.bank):
+            raise ValueError(f"k = {self.k}: expected 1 to {len(self.bank)} (the training films kept)")
+
+    def scaled(self, features: np.ndarray) -> np.ndarray:
+        """Features rows' columns, scaled."""
+        features = np.asarray(features, dtype=np.float64)
+        if self.columns is not None:
+            features = features[:, self.columns[0] : self.columns[1]]
+        return self.rescaled(features)
+
+    def rescaled(self, features: np.ndarray) -> np.ndarray:
+        """The part's columns alone, scaled."""
+        if self.scaling == "unit length":
+            return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+        return (features - self.centre) / self.scale
+
+    @functools.cached_property
+    def search(self) -> NearestNeighbors:
+        return NearestNeighbors(n_neighbors=self.k, algorithm="brute").fit(np.asarray(self.bank, dtype=np.float64))
+
+    def distances(self, features: np.ndarray) -> np.ndarray:
+        with blas_controller().limit(limits=1, user_api="blas"):  # as Guard.distances: the cores go back to torch
+            return self.search.kneighbors(self.scaled(features), n_neighbors=self.k)[0][:, -1]
+
+    def to_state(self) -> dict:
+        def tensor(array):
+            return None if array is None else torch.from_numpy(np.asarray(array, dtype=np.float32))
+
+        return {
+            "format_version": self.FORMAT,
+            "bank": tensor(self.bank),
+            "k": int(self.k),
+            "scaling": self.scaling,
+            "threshold": float(self.threshold),
+            "fitted_on": self.fitted_on,
+            "columns": list(self.columns) if self.columns is not None else None,
+            "depth": self.depth,
+            "centre": tensor(self.centre),
+            "scale": tensor(self.scale),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict) -> NeighbourGuard:
+        def array(key):
+            return None if state.get(key) is None else state[key].double().numpy()
+
+        columns = tuple(state["columns"]) if state.get("columns") is not None else None
+        return cls(
+            array("bank"), int(state["k"]), str(state["scaling"]), float(state["threshold"]),
+            dict(state.get("fitted_on", {})), columns, str(state.get("depth", "")), array("centre"), array("scale"),
+        )  # fmt: skip
+
+
+@dataclass
 class CombinedGuard(Judge):
     """Several parts (each a Guard), each one's log distance standardised by its validation mean and spread, summed:
     a film far from the training films in any part scores high, and no part's scale outweighs another's."""
 
-    parts: list[Guard]
+    parts: list[Guard | NeighbourGuard]
     centres: list[float]  # mean log distance of each part on the validation films
     spreads: list[float]  # its standard deviation there
     threshold: float
@@ -181,7 +262,7 @@ class CombinedGuard(Judge):
 
     def to_state(self) -> dict:
         return {
-            "format_version": GUARD_FORMAT_VERSION,
+            "format_version": GUARD_FORMAT_VERSION if any(isinstance(p, NeighbourGuard) for p in self.parts) else 3,
             "parts": [part.to_state() for part in self.parts],
             "centres": [float(c) for c in self.centres],
             "spreads": [float(s) for s in self.spreads],

@@ -214,11 +214,14 @@ def guard_section(results: dict, figures: dict | None = None) -> Section | None:
         )
     else:
         fitted = guard["fitted_on"]
-        shrinkage = fitted["shrinkage"]
-        combined = isinstance(shrinkage, list)  # model.guard.CombinedGuard: several parts summed
+        shrinkage = fitted.get("shrinkage")
+        combined = isinstance(shrinkage, list)  # model.guard.CombinedGuard of Mahalanobis parts (format 3)
         measured = (
-            f"sums, over {fitted['features']}, each part's log Mahalanobis distance to the nearest class mean of the "
-            f"{fitted['n_train']} training films (a shared Ledoit-Wolf covariance per part, shrinkage "
+            f"sums, over {fitted['features']}, each part's log distance to its k-th nearest of the {fitted['n_train']} "
+            "training films (Sun et al. 2022), standardised by its mean and spread on validation"
+            if fitted.get("method") == "nearest neighbours"
+            else f"sums, over {fitted['features']}, each part's log Mahalanobis distance to the nearest class mean of "
+            f"the {fitted['n_train']} training films (a shared Ledoit-Wolf covariance per part, shrinkage "
             f"{', '.join(f'{v:.2f}' for v in shrinkage)}), standardised by its mean and spread on validation"
             if combined
             else f"measures the Mahalanobis distance of each film's {fitted.get('features', 'pooled features')} to "

@@ -1,5 +1,7 @@
-"""Fitting the domain-shift guard (model/guard.py): per part, class means and a Ledoit-Wolf covariance of the selected
-model's features, stored in model.pt. One fit, used at the end of training and by `pneumocam guard fit`."""
+"""Fitting the domain-shift guard (model/guard.py) on the selected model's features, stored in model.pt: per part,
+the training films kept for a nearest-neighbour distance (a new model's guard), or class means and a Ledoit-Wolf
+covariance (a Mahalanobis part: a foreign model's guard, formats 1-3). One fit, used at the end of training and by
+`pneumocam guard fit`."""
 
 from __future__ import annotations
 
@@ -13,7 +15,15 @@ from pneumocam.core.defaults import BATCH_SIZE
 from pneumocam.core.precision import autocast
 from pneumocam.data import PreparedData, prepare_data
 from pneumocam.model.forward import extract_features
-from pneumocam.model.guard import COVERAGE, GUARD_PARTS, CombinedGuard, Guard, save_guard
+from pneumocam.model.guard import (
+    COVERAGE,
+    GUARD_PARTS,
+    MAX_NEIGHBOURS,
+    CombinedGuard,
+    Guard,
+    NeighbourGuard,
+    save_guard,
+)  # fmt: skip
 from pneumocam.model.inputs import ModelInputs
 from pneumocam.model.network import load_checkpoint, pooled_columns
 from pneumocam.train.config import TrainConfig
@@ -60,21 +70,31 @@ def fit_guard(
     return guard
 
 
-def fit_combined_guard(
+def fit_neighbour_guard(
     train_features: np.ndarray,
-    train_labels: np.ndarray,
     val_features: np.ndarray,
-    parts: dict[str, tuple[tuple[int, int], int | None]],
+    scaling: str,
+    k: int,
     coverage: float = COVERAGE,
-) -> CombinedGuard:
-    """One fit_guard per part ({name: (columns, principal components or None)}), each part's log distance standardised
-    by its mean and spread on the validation films, summed; the threshold passes `coverage` of the validation films."""
-    fitted = [
-        fit_guard(train_features, train_labels, val_features, coverage, columns, name, components)
-        for name, (columns, components) in parts.items()
-    ]
-    logs = [np.log(np.maximum(part.distances(val_features), 1e-12)) for part in fitted]
-    guard = CombinedGuard(fitted, [float(v.mean()) for v in logs], [float(v.std()) or 1.0 for v in logs], np.inf, {})
+    columns: tuple[int, int] | None = None,
+    depth: str = "",
+    seed: int = 0,
+) -> NeighbourGuard:
+    """The training films' `columns`, scaled (model.guard.SCALINGS; "standardised" with the training films' column
+    means and standard deviations), kept for the distance to the k-th nearest (a random `seed`ed subset of
+    MAX_NEIGHBOURS films when there are more); the threshold passes `coverage` of the validation films."""
+    train_features = np.asarray(train_features, dtype=np.float64)
+    if columns is not None:
+        train_features = train_features[:, columns[0] : columns[1]]
+    if len(train_features) > MAX_NEIGHBOURS:
+        keep = np.sort(np.random.default_rng(seed).choice(len(train_features), MAX_NEIGHBOURS, replace=False))
+        train_features = train_features[keep]
+    centre = scale = None
+    if scaling == "standardised":
+        centre, scale = train_features.mean(axis=0), np.maximum(train_features.std(axis=0), 1e-6)
+    k = min(k, len(train_features))  # a few films (tests, quick runs) allow fewer neighbours
+    guard = NeighbourGuard(train_features, k, scaling, np.inf, {}, columns, depth, centre, scale)
+    guard.bank = guard.rescaled(train_features)
     val_scores = guard.distances(val_features)
     guard.threshold = float(np.quantile(val_scores, coverage))
     guard.fitted_on = {
@@ -82,9 +102,30 @@ def fit_combined_guard(
         "n_val": int(len(val_features)),
         "coverage": coverage,
         "val_pass_rate": float(np.mean(val_scores <= guard.threshold)),
-        "shrinkage": [part.fitted_on["shrinkage"] for part in fitted],
-        "features": " + ".join(part.fitted_on["features"] for part in fitted),
+        "features": f"{depth or 'features'} ({train_features.shape[1]}-d, {scaling}, distance to the {k}-th nearest"
+        " training film)",
     }
+    return guard
+
+
+def fit_combined_guard(parts: list[Guard | NeighbourGuard], val_features: np.ndarray, coverage: float = COVERAGE):
+    """Fitted parts combined: each part's log distance standardised by its mean and spread on the validation films,
+    summed; the threshold passes `coverage` of the validation films."""
+    logs = [np.log(np.maximum(part.distances(val_features), 1e-12)) for part in parts]
+    guard = CombinedGuard(parts, [float(v.mean()) for v in logs], [float(v.std()) or 1.0 for v in logs], np.inf, {})
+    val_scores = guard.distances(val_features)
+    guard.threshold = float(np.quantile(val_scores, coverage))
+    guard.fitted_on = {
+        "n_train": parts[0].fitted_on["n_train"],
+        "n_val": int(len(val_features)),
+        "coverage": coverage,
+        "val_pass_rate": float(np.mean(val_scores <= guard.threshold)),
+        "features": " + ".join(part.fitted_on["features"] for part in parts),
+    }
+    if all(isinstance(part, NeighbourGuard) for part in parts):
+        guard.fitted_on["method"] = "nearest neighbours"
+    else:
+        guard.fitted_on["shrinkage"] = [part.fitted_on.get("shrinkage") for part in parts]
     return guard
 
 
@@ -110,8 +151,11 @@ def fit_model_guard(
             features = guard_features(model, prepared, config.batch_size, device)
     columns = pooled_columns(model)
     train, val = (np.asarray(part) for part in features)
-    parts = {name: (columns[name], components) for name, components in GUARD_PARTS.items()}
-    guard = fit_combined_guard(train, prepared.train.labels, val, parts)
+    parts = [
+        fit_neighbour_guard(train, val, scaling, k, columns=columns[name], depth=name)
+        for name, (scaling, k) in GUARD_PARTS.items()
+    ]
+    guard = fit_combined_guard(parts, val)
     save_guard(checkpoint, guard)
     return guard.fitted_on | {"threshold": guard.threshold}
 
