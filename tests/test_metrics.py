@@ -151,6 +151,7 @@ def test_youden_on_a_worse_than_chance_model_falls_back_to_half_and_says_so():
     probs = np.array([0.9, 0.8, 0.7, 0.3, 0.2, 0.1])  # perfectly inverted: roc_curve's best J is its infinite first cut
     choice = youden_threshold(labels, probs)
     assert choice.value == 0.5 and "no better than chance" in choice.note and choice.rule == "fixed 0.5"
+    assert choice.to_dict() == {"value": 0.5, "rule": "fixed 0.5", "note": choice.note}  # what metrics.json keeps
     assert youden_threshold(np.array([1, 1]), np.array([0.2, 0.3])).value == 0.5
 
 

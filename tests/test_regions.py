@@ -166,3 +166,55 @@ def test_per_class_region_means_keep_the_classes_apart(phantom_data):
     for c, name in enumerate(("NORMAL", "PNEUMONIA")):
         assert means[name]["outside_body"] == pytest.approx(np.nanmean(columns["share_outside_body"][labels == c]))
     assert means["NORMAL"]["outside_body"] - means["PNEUMONIA"]["outside_body"] > 0.3
+
+
+def test_mask_measures_by_hand_with_a_missing_mask_and_an_ignore_pixel(tmp_path):
+    """Three 16x16 films: a's mask the left half (128 px) with four 127 pixels in its top-right corner, b without a
+    mask file, c's mask empty (all 0). a's map: ones, 3 at (15, 15). b and c have no usable mask (NaN share and
+    hit, not found); c's area 0."""
+    from PIL import Image
+
+    from pneumocam.analysis.regions import ground_truth_summary, mask_measures
+    from pneumocam.data import Sample
+
+    folder = tmp_path / "train" / "NORMAL"
+    folder.mkdir(parents=True)
+    raw = np.zeros((16, 16), np.uint8)
+    raw[:, :8] = 255
+    raw[0:2, 14:16] = 127
+    Image.fromarray(raw).save(folder / "a.png")
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(folder / "c.png")
+    samples = [Sample(str(tmp_path / n), 0, "train", None) for n in ("a.png", "b.png", "c.png")]
+    maps = np.ones((3, 16, 16), np.float32)
+    maps[0, 15, 15] = 3.0
+    share, hit, found, area = mask_measures(tmp_path, samples, maps, 16, chunk=2)  # two chunks
+    # a: the lungs hold 128 pixels of mass 1; outside them 123 counted pixels of 1 and one of 3 (4 ignored)
+    assert share[0] == pytest.approx(128 / (128 + 123 + 3))
+    assert hit[0] == 0.0  # the map's peak (15, 15) lies outside the lungs
+    assert area[0] == pytest.approx(128 / 252)
+    assert list(found) == [True, False, False]
+    assert np.isnan(share[1:]).all() and np.isnan(hit[1:]).all() and area[2] == 0.0
+    summary = ground_truth_summary(share, hit, found, area)
+    assert summary == {
+        "images_with_mask": 1,
+        "mean_mass_share": pytest.approx(128 / 254),
+        "mean_area_share": pytest.approx(128 / 252),
+        "pointing_game_hit_rate": 0.0,
+    }
+
+
+def test_ground_truth_summary_averages_only_the_films_with_a_mask():
+    from pneumocam.analysis.regions import ground_truth_summary
+
+    share, hit = np.array([0.5, np.nan, 0.2, 0.9]), np.array([1.0, np.nan, 0.0, 1.0])
+    found, area = np.array([True, False, True, False]), np.array([0.3, 0.0, 0.5, 0.7])
+    assert ground_truth_summary(share, hit, found, area) == {
+        "images_with_mask": 2,
+        "mean_mass_share": pytest.approx(0.35),
+        "mean_area_share": pytest.approx(0.4),
+        "pointing_game_hit_rate": pytest.approx(0.5),
+    }
+    none = ground_truth_summary(share, hit, np.zeros(4, bool), area)
+    assert none == dict.fromkeys(
+        ("images_with_mask", "mean_mass_share", "mean_area_share", "pointing_game_hit_rate"), None
+    ) | {"images_with_mask": 0}

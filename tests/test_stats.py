@@ -276,3 +276,31 @@ def test_the_vectorised_hedges_g_is_hedges_g_row_by_row_zero_spread_included():
     found = hedges_g_along(normal, pneumonia)
     assert found[1] == 0.0 and found[2] == np.inf
     np.testing.assert_allclose(found, [hedges_g(a, b) for a, b in zip(normal, pneumonia)], rtol=1e-12)
+
+
+def test_group_statistics_leaves_nan_rows_out_per_class_and_tests_the_rest_as_scipy():
+    """stats.json's entry per score: NaN rows counted per class and left out, the finite values of each class tested
+    (scipy's Welch and Student p, each class's mean by hand), a sample larger than a class shrunk with a note, and a
+    score with too few finite values in a class reported as an error."""
+    from pneumocam.analysis.stats import group_statistics
+
+    labels = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1])
+    share = np.array([0.1, np.nan, 0.3, 0.2, 0.9, np.nan, 0.7, np.nan, 0.8])
+    empty = np.array([np.nan, np.nan, np.nan, 0.5, 0.1, 0.2, 0.3, 0.4, 0.5])  # one finite NORMAL value
+    found, notes = group_statistics(
+        {"share": share, "empty": empty}, labels, 5, 0, 0.05, 0, descriptions={"share": "lung share"}
+    )
+    entry = found["share"]
+    assert entry["description"] == "lung share" and found["empty"]["description"] == "empty"
+    assert entry["dropped_nan_rows"] == {"NORMAL": 1, "PNEUMONIA": 2}
+    normal, pneumonia = [0.1, 0.3, 0.2], [0.9, 0.7, 0.8]
+    sample = entry["sample"]
+    assert sample["groups"]["NORMAL"]["n"] == 3 and sample["groups"]["PNEUMONIA"]["n"] == 3  # shrunk from 5
+    assert sample["groups"]["NORMAL"]["mean"] == pytest.approx(0.2)
+    assert sample["groups"]["PNEUMONIA"]["mean"] == pytest.approx(0.8)
+    assert sample["welch"]["p"] == pytest.approx(st.ttest_ind(pneumonia, normal, equal_var=False).pvalue)
+    assert sample["student"]["p"] == pytest.approx(st.ttest_ind(pneumonia, normal).pvalue)
+    assert "only 3 values" in notes["n_per_class"]
+    assert "error" in found["empty"] and found["empty"]["dropped_nan_rows"] == {"NORMAL": 3, "PNEUMONIA": 0}
+    _, no_notes = group_statistics({"share": share}, labels, 3, 0, 0.05, 0)
+    assert no_notes == {}  # 3 per class fit: no note
