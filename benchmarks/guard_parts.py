@@ -21,8 +21,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from record import stamp, write_record  # noqa: E402
 
-from pneumocam.data import discover, load_images, prepare_data  # noqa: E402
 from pneumocam.core.errors import PneumocamError  # noqa: E402
+from pneumocam.data import discover, load_images, prepare_data  # noqa: E402
 from pneumocam.model.forward import forward_pass  # noqa: E402
 from pneumocam.model.guard import GUARD_PARTS  # noqa: E402
 from pneumocam.model.inputs import ModelInputs  # noqa: E402
