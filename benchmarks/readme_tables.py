@@ -509,7 +509,8 @@ def populations() -> str:
     f = record["figures"]
     head = "| films | n | ROC-AUC | ECE | sens / spec at its threshold | at sensitivity 0.95 on validation | "
     baseline = f.get("baseline_guard_share_flagged") or {}
-    head += "recalibrated on 50 films | guard flags | its guard before (format 2) | input-statistics guard flags |"
+    before = f"its guard before ({baseline.get('guard') or 'none'})"
+    head += f"recalibrated on 50 films | guard flags | {before} | input-statistics guard flags |"
     rows = [head, "|---|---|---|---|---|---|---|---|---|---|"]
     for name, row in f["by_population"].items():
         rules = f["travelling"]["populations"][name]
@@ -530,6 +531,31 @@ def populations() -> str:
         f"{f['threshold_recorded']:.3f} ({f['threshold_chosen']}). nih-adult ROC-AUC by view: {by_view}. "
         + _source("populations-scratch")
     )
+
+
+def guard_parts() -> str:
+    """Each guard candidate's share flagged on held-out Kermany and on nih-adult, per model."""
+    record = load("guard-parts")
+    models = record["figures"]["models"]
+    names = list(models[0]["share_flagged"])
+    head = ["| guard |"] + [
+        f" {m['recipe']} seed {m['seed']}{' (chosen on)' if i == 0 else ''}: held-out / nih-adult |"
+        for i, m in enumerate(models)
+    ]
+    rows = ["".join(head), "|---|" + "---|" * len(models)]
+    for name in names:
+        cells = [
+            f" {m['share_flagged'][name]['kermany_heldout']:.1%} / {m['share_flagged'][name]['nih_adult']:.1%} |"
+            for m in models
+        ]
+        rows.append(f"| {name} |" + "".join(cells))
+    trained = "; ".join(
+        f"{m['recipe']} seed {m['seed']}: {m['schedule']}, "
+        + (f"{m['max_per_class']} films per class" if m["max_per_class"] else "all training films")
+        + f" ({m['n_films']['train']} training, {m['n_films']['val']} validation films)"
+        for m in models
+    )
+    return "\n".join(rows) + f"\n\nModels: {trained}. " + _source("guard-parts")
 
 
 def populations_mixed() -> str:
@@ -636,6 +662,7 @@ def mutation() -> str:
 TABLES = {
     "mutmut": mutation,
     "populations": populations,
+    "guard-parts": guard_parts,
     "populations-mixed": populations_mixed,
     "reliance-controls": reliance_controls,
     "seed-repeatability": seed_repeatability,

@@ -304,3 +304,86 @@ def test_group_statistics_leaves_nan_rows_out_per_class_and_tests_the_rest_as_sc
     assert "error" in found["empty"] and found["empty"]["dropped_nan_rows"] == {"NORMAL": 3, "PNEUMONIA": 0}
     _, no_notes = group_statistics({"share": share}, labels, 3, 0, 0.05, 0)
     assert no_notes == {}  # 3 per class fit: no note
+
+
+QUANTILES = ("0.05", "0.25", "0.5", "0.75", "0.95")
+
+
+def test_resampled_draws_that_take_every_value_equal_scipy_on_the_whole_groups():
+    """With n per class equal to each group's size every draw holds the whole groups (in some order): every p is
+    scipy's Student p on them and every d Cohen's d by hand, so each quantile equals them; the record's layout is
+    what stats.json readers expect."""
+    from pneumocam.analysis.stats import resampled_draws
+
+    normal, pneumonia = np.array([0.1, 0.4, 0.35, 0.2]), np.array([0.6, 0.9, 0.55, 0.7])
+    p = st.ttest_ind(pneumonia, normal).pvalue
+    pooled = np.sqrt((3 * normal.var(ddof=1) + 3 * pneumonia.var(ddof=1)) / 6)
+    d = (pneumonia.mean() - normal.mean()) / pooled
+    found = resampled_draws(normal, pneumonia, 4, 5, 0.01, 3)
+    assert set(found) == {
+        "n_per_class", "n_draws", "seed", "alpha", "test", "n_draws_without_p", "share_p_below_alpha", "p_quantiles",
+        "d_quantiles", "p_values", "d_values",
+    }  # fmt: skip
+    assert (found["n_per_class"], found["n_draws"], found["seed"], found["alpha"]) == (4, 5, 3, 0.01)
+    assert found["test"] == "student" and found["n_draws_without_p"] == 0
+    np.testing.assert_allclose(found["p_values"], [p] * 5, rtol=1e-9)
+    np.testing.assert_allclose(found["d_values"], [d] * 5, rtol=1e-9)
+    assert found["p_quantiles"] == {q: pytest.approx(p, rel=1e-9) for q in QUANTILES}
+    assert found["d_quantiles"] == {q: pytest.approx(d, rel=1e-9) for q in QUANTILES}
+    assert found["share_p_below_alpha"] == float(p < 0.01) == 1.0
+    assert resampled_draws(normal, pneumonia, 4, 5, p / 2, 3)["share_p_below_alpha"] == 0.0
+    with pytest.raises(StatsInputError, match="the PNEUMONIA group has 4 values, fewer than the 5 drawn"):
+        resampled_draws(np.arange(6.0), pneumonia, 5, 5, 0.05, 0)
+
+
+def test_resampled_draws_with_constant_groups_have_no_p_and_a_zero_d():
+    """Both groups the same constant: no t-test p in any draw (counted, quantiles NaN) and d = 0 (no spread), not NaN
+    or inf; a small but non-zero spread keeps its d (the zero-spread guard must not swallow it)."""
+    from pneumocam.analysis.stats import resampled_draws
+
+    found = resampled_draws(np.full(5, 0.5), np.full(5, 0.5), 3, 4, 0.05, 0)
+    assert found["n_draws_without_p"] == 4 and np.isnan(found["share_p_below_alpha"])
+    assert all(np.isnan(v) for v in found["p_quantiles"].values())
+    assert found["d_values"] == [0.0] * 4
+    small = resampled_draws(np.array([0.20, 0.21]), np.array([0.30, 0.31]), 2, 3, 0.05, 0)
+    assert small["d_values"] == pytest.approx([0.1 / np.sqrt(0.00005)] * 3)  # pooled SD 0.00707..., d about 14.1
+
+
+def test_draw_sample_names_each_class_and_draws_without_replacement():
+    from pneumocam.analysis.stats import draw_sample
+
+    everything = draw_sample(np.zeros(3), np.zeros(5), None, 0)
+    assert set(everything) == {"NORMAL", "PNEUMONIA"}
+    assert everything["NORMAL"].tolist() == [0, 1, 2] and everything["PNEUMONIA"].tolist() == [0, 1, 2, 3, 4]
+    drawn = draw_sample(np.zeros(6), np.zeros(8), 6, 1)
+    assert drawn["NORMAL"].tolist() == list(range(6))  # all six, each once
+    assert len(set(drawn["PNEUMONIA"].tolist())) == 6 and drawn["PNEUMONIA"].tolist() == sorted(drawn["PNEUMONIA"])
+    with pytest.raises(StatsInputError, match="the NORMAL group has 3 values, fewer than --n-per-class 4"):
+        draw_sample(np.zeros(3), np.zeros(8), 4, 0)
+
+
+def test_score_report_layout_and_which_alpha_and_seed_reach_each_test():
+    """The sample and all_images entries use the given alpha (a p between two alphas flips reject_null), the draw
+    records n, seed and the indices, and "resampled" appears only when both classes hold more than n."""
+    from pneumocam.analysis.stats import draw_sample, score_report
+
+    rng = np.random.default_rng(4)
+    normal, pneumonia = rng.normal(0, 1, 12), rng.normal(0.9, 1, 12)
+    welch = st.ttest_ind(pneumonia[draw_sample(normal, pneumonia, 8, 2)["PNEUMONIA"]],
+                         normal[draw_sample(normal, pneumonia, 8, 2)["NORMAL"]], equal_var=False).pvalue  # fmt: skip
+    whole = st.ttest_ind(pneumonia, normal, equal_var=False).pvalue
+    for alpha in (welch * 0.9, welch * 1.1):
+        found = score_report(normal, pneumonia, 8, 3, alpha, 2)
+        assert found["sample"]["reject_null"] == (welch < alpha)
+        assert found["sample"]["welch"]["p"] == pytest.approx(welch)
+        assert found["all_images"]["welch"]["p"] == pytest.approx(whole)
+        assert found["resampled"]["alpha"] == alpha and found["resampled"]["seed"] == 2
+    assert found["sample"]["draw"] == {
+        "n_per_class": 8,
+        "seed": 2,
+        "indices": {k: v.tolist() for k, v in draw_sample(normal, pneumonia, 8, 2).items()},
+    }
+    assert found["resampled"]["n_draws"] == 3 and found["resampled"]["n_per_class"] == 8
+    assert "resampled" not in score_report(normal, pneumonia, 12, 3, 0.05, 2)  # n equals the groups: nothing to draw
+    assert "resampled" not in score_report(normal, pneumonia, 8, 0, 0.05, 2)  # no draws asked for
+    assert set(score_report(normal, pneumonia, None, 3, 0.05, 2)) == {"sample", "all_images"}
