@@ -209,3 +209,47 @@ def test_the_guard_s_share_per_group_and_the_report_s_table_per_population_and_v
     banners = [b.text for b in section.blocks if isinstance(b, Banner)]
     assert len(banners) == 1 and "population nih (ROC-AUC 0.000)" in banners[0]
     assert populations_section({"metrics": results["metrics"], "populations": None}) is None
+
+
+def test_travelling_thresholds_layout_and_each_rule_by_hand_per_population():
+    """Two populations (names of mixed types, sorted as text), the validation predictions, a recorded threshold; each
+    rule's decisions counted by hand with scikit-learn and the record's layout as the report and README tables read
+    it. The recalibration sample depends on the seed."""
+    from sklearn.metrics import confusion_matrix
+
+    val_labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    val_probs = np.array([0.1, 0.2, 0.3, 0.6, 0.4, 0.7, 0.8, 0.9])
+    rng = np.random.default_rng(3)
+    labels = np.tile([0, 1], 60)
+    probs = np.clip(labels * 0.3 + rng.uniform(0, 0.7, 120), 0, 1)
+    groups = np.array(["b"] * 60 + [7] * 60, dtype=object)
+    found = travelling_thresholds(val_labels, val_probs, labels, probs, groups, 0.5, n_recalibration=20, seed=1)
+    assert set(found) == {"rules", "validation", "populations"}
+    assert set(found["rules"]) == {"validation", "sensitivity_target", "recalibrated"}
+    assert list(found["populations"]) == ["7", "b"]  # sorted as text, keys as text
+    target = sensitivity_threshold(val_labels, val_probs)
+    assert found["validation"]["validation"]["threshold"] == 0.5
+    assert found["validation"]["sensitivity_target"]["threshold"] == target == pytest.approx(0.4)  # 4 of 4 >= 0.4
+
+    def by_hand(y, p, t):
+        tn, fp, fn, tp = confusion_matrix(y, (p >= t).astype(int), labels=[0, 1]).ravel()
+        return {
+            "threshold": t,
+            "sensitivity": tp / (tp + fn),
+            "specificity": tn / (tn + fp),
+            "accuracy": (tp + tn) / len(y),
+        }
+
+    assert found["validation"]["validation"] == pytest.approx(by_hand(val_labels, val_probs, 0.5))
+    for name, member in (("b", slice(0, 60)), ("7", slice(60, 120))):
+        rules = found["populations"][name]
+        assert set(rules) == {"validation", "sensitivity_target", "recalibrated"}
+        assert rules["validation"] == pytest.approx(by_hand(labels[member], probs[member], 0.5))
+        assert rules["sensitivity_target"] == pytest.approx(by_hand(labels[member], probs[member], target))
+        assert rules["recalibrated"]["n_fitted_on"] == 20 and rules["recalibrated"]["n_scored"] == 40
+    again = travelling_thresholds(val_labels, val_probs, labels, probs, groups, 0.5, n_recalibration=20, seed=1)
+    assert again == found  # the seed decides the recalibration sample
+    other_seed = travelling_thresholds(val_labels, val_probs, labels, probs, groups, 0.5, n_recalibration=20, seed=2)
+    assert any(
+        other_seed["populations"][n]["recalibrated"] != found["populations"][n]["recalibrated"] for n in ("b", "7")
+    )
