@@ -1,7 +1,10 @@
 """Mutation testing of the modules that compute reported numbers (pyproject.toml [tool.mutmut]: only_mutate), with
 mutmut; the survivors per module go into a record. Not run in CI: it runs the selected tests once per mutant.
 
-    python benchmarks/mutation.py [--max-children 2] [--record mutmut]
+    python benchmarks/mutation.py [--max-children 2] [--record mutmut] [NAME ...]
+
+NAME: mutants to run (mutmut's names, `*` allowed, e.g. 'pneumocam.evaluation.*' or one survivor's name); every
+mutant is reported, those not run keep their earlier result or "not checked".
 
 Exits 1 when mutmut fails or a mutant survives. Each survivor is listed by name (`mutmut show NAME` prints its diff);
 one that cannot change a reported number is marked in EQUIVALENT with the reason.
@@ -31,9 +34,10 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--collect-only", action="store_true", help="Read the results of an earlier (possibly stopped) run only."
     )
+    parser.add_argument("names", nargs="*", help="Only these mutants (mutmut's names; * allowed).")
     args = parser.parse_args(argv)
     stamped = stamp()
-    command = [str(MUTMUT), "run", "--max-children", str(args.max_children)]
+    command = [str(MUTMUT), "run", "--max-children", str(args.max_children), *args.names]
     ran = subprocess.run(["true"] if args.collect_only else command, cwd=ROOT)
     listed = subprocess.run([str(MUTMUT), "results", "--all", "true"], cwd=ROOT, capture_output=True, text=True)
     statuses = {}
@@ -62,6 +66,8 @@ def main(argv=None) -> int:
     print(f"{len(survivors)} survived ({len(unexplained)} not marked equivalent)")
     if args.record:
         note = "mutmut over pyproject.toml's only_mutate, each mutant against the selected tests"
+        if args.names:
+            note += f"; this run ran {' '.join(args.names)}, the other mutants keep the results of earlier runs"
         if args.collect_only:
             note += (
                 "; collected from an earlier run (possibly stopped: see not_checked), whose mutants ran against the "
