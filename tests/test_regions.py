@@ -218,3 +218,70 @@ def test_ground_truth_summary_averages_only_the_films_with_a_mask():
     assert none == dict.fromkeys(
         ("images_with_mask", "mean_mass_share", "mean_area_share", "pointing_game_hit_rate"), None
     ) | {"images_with_mask": 0}
+
+
+def test_attention_measures_by_hand_for_a_reference_mask_a_learned_and_a_classical_lung_estimate():
+    """50 px films, the body a given square (5-45), lungs two boxes (rows 10-24, columns 10-20 and 30-40). Film 0's
+    lungs come from its mask, with an 'ignore' pixel at (0, 0) holding the map's maximum: left out of every share,
+    area and the pointing game. Film 1 has no mask: a learned estimator's lungs, and its ignore layer does not apply.
+    Film 2: the classical estimate on the given body. The diaphragm band is round(0.06 * 50) = 3 rows under each
+    lung; each region's share and area are summed by hand from boxes drawn here."""
+    from pneumocam.analysis.regions import attention_measures
+    from pneumocam.anatomy.lungs import classical_lungs
+    from pneumocam.core.schema import REGIONS
+
+    side = 50
+    body = np.zeros((side, side), bool)
+    body[5:46, 5:46] = True
+    lungs = np.zeros((side, side), bool)
+    lungs[10:25, 10:21] = lungs[10:25, 30:41] = True
+    band = np.zeros((side, side), bool)
+    band[25:28, 10:21] = band[25:28, 30:41] = True
+    regions = {"lungs": lungs, "diaphragm": band, "body_other": body & ~lungs & ~band, "outside_body": ~body}
+    ignore = np.zeros((3, side, side), bool)
+    ignore[:, 0, 0] = True
+    film_map = np.ones((side, side))
+    film_map[12, 12], film_map[26, 15], film_map[0, 0] = 5.0, 3.0, 9.0
+    maps = np.stack([film_map] * 3)
+    rng = np.random.default_rng(0)
+    grays = rng.integers(60, 200, (3, side, side)).astype(np.uint8)  # body_mask of noise is not the given body
+
+    class Estimator:
+        def predict(self, gray):
+            assert gray.shape == (side, side)
+            return lungs
+
+    found = attention_measures(
+        maps, grays, np.stack([lungs, np.zeros_like(lungs), np.zeros_like(lungs)]), np.array([True, False, False]),
+        estimator=None, bodies=np.stack([body] * 3), ignore=ignore,
+    )  # fmt: skip
+    learned = attention_measures(
+        maps[1:2], grays[1:2], np.zeros((1, side, side), bool), np.array([False]), estimator=Estimator(),
+        bodies=body[None], ignore=ignore[1:2],
+    )  # fmt: skip
+
+    def by_hand(regions, ignored):
+        kept = ~ignore[0] if ignored else np.ones((side, side), bool)
+        mass = film_map * kept
+        shares = {r: mass[m].sum() / mass.sum() for r, m in regions.items()}
+        areas = {r: (m & kept).sum() / kept.sum() for r, m in regions.items()}
+        return shares, areas
+
+    shares, areas = by_hand(regions, ignored=True)
+    assert found.lung_source[0] == "mask" and found.pointing_lungs[0] == 1.0  # the peak (0, 0) is ignored
+    for r in REGIONS:
+        assert found.shares[r][0] == pytest.approx(shares[r]), r
+        assert found.areas[r][0] == pytest.approx(areas[r]), r
+        assert found.ratios[r][0] == pytest.approx(shares[r] / areas[r]), r
+    shares, areas = by_hand(regions, ignored=False)
+    assert learned.lung_source == ["estimated (learned model)"] and learned.pointing_lungs[0] == 0.0  # peak outside
+    for r in REGIONS:
+        assert learned.shares[r][0] == pytest.approx(shares[r]), r
+        assert learned.areas[r][0] == pytest.approx(areas[r]), r
+    classical = classical_lungs(grays[2], body=body)
+    assert found.lung_source[2] == "estimated (classical)"
+    assert found.areas["lungs"][2] == pytest.approx(classical.mean())
+    assert found.columns()["share_lungs"][0] == found.shares["lungs"][0]
+    assert set(found.columns()) == {f"{k}_{r}" for k in ("share", "ratio", "area") for r in REGIONS} | {
+        "pointing_lungs"
+    }
