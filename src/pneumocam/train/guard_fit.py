@@ -102,8 +102,8 @@ def fit_neighbour_guard(
         "n_val": int(len(val_features)),
         "coverage": coverage,
         "val_pass_rate": float(np.mean(val_scores <= guard.threshold)),
-        "features": f"{depth or 'features'} ({train_features.shape[1]}-d, {scaling}, distance to the {k}-th nearest"
-        " training film)",
+        "features": f"{depth or 'features'} ({train_features.shape[1]}-d, {scaling}, distance to the k-th nearest "
+        f"training film, k = {k})",
     }
     return guard
 
