@@ -285,3 +285,45 @@ def test_attention_measures_by_hand_for_a_reference_mask_a_learned_and_a_classic
     assert set(found.columns()) == {f"{k}_{r}" for k in ("share", "ratio", "area") for r in REGIONS} | {
         "pointing_lungs"
     }
+
+
+def test_split_attention_in_chunks_equals_one_pass_and_its_summary_by_class(phantom_data):
+    """Chunks of 3 films over the split's 16 (the last holds one) give the columns of one attention_measures pass over the whole
+    split with the same masks and ignore layers; each class's means, the pointing rate and the lung sources are
+    counted here from those columns."""
+    from pneumocam.analysis.regions import attention_measures
+    from pneumocam.data import discover, load_images
+    from pneumocam.data.masks import load_masks_and_ignore
+    from pneumocam.explain.cam import upsample
+
+    loaded = load_images(discover(phantom_data.images).split("test"), 64, use_cache=False)
+    labels = loaded.labels
+    assert set(labels.tolist()) == {0, 1} and len(labels) == 16
+    maps = np.random.default_rng(2).random((len(labels), 7, 7)).astype(np.float32)
+    columns, summary, sources = split_attention(loaded, maps, 64, labels, str(phantom_data.lung_masks), chunk=3)
+    masks, found, ignore = load_masks_and_ignore(phantom_data.lung_masks, loaded.samples, 64)
+    whole = attention_measures(upsample(maps, 64), np.asarray(loaded.images), masks, found, ignore=ignore)
+    for name, values in whole.columns().items():
+        np.testing.assert_allclose(columns[name], values, err_msg=name)
+    assert sources == whole.lung_source and len(sources) == len(labels)
+    for prefix, key in (
+        ("share", "mean_share_by_class"),
+        ("ratio", "mean_ratio_by_class"),
+        ("area", "mean_area_by_class"),
+    ):
+        for c, name in enumerate(("NORMAL", "PNEUMONIA")):
+            for r in ("lungs", "diaphragm", "body_other", "outside_body"):
+                expected = np.nanmean(columns[f"{prefix}_{r}"][labels == c])
+                assert summary[key][name][r] == pytest.approx(expected), (key, name, r)
+    for c, name in enumerate(("NORMAL", "PNEUMONIA")):
+        assert summary["pointing_lungs_by_class"][name] == pytest.approx(
+            np.nanmean(columns["pointing_lungs"][labels == c])
+        )
+    assert (
+        summary["lung_sources"] == {s: sources.count(s) for s in set(sources)}
+        and sum(summary["lung_sources"].values()) == 16
+    )
+    assert summary["estimated"] == any(s != "mask" for s in sources)
+    _, unmasked, unmasked_sources = split_attention(loaded, maps, 64, labels, None, chunk=5)
+    assert unmasked_sources == ["estimated (classical)"] * 16
+    assert unmasked["lung_sources"] == {"estimated (classical)": 16} and unmasked["estimated"] is True
