@@ -558,6 +558,33 @@ def guard_parts() -> str:
     return "\n".join(rows) + f"\n\nModels: {trained}. " + _source("guard-parts")
 
 
+def recipe_epochs() -> str:
+    """Where a cut recipe's training time goes: preparation and guard, each epoch's seconds and CPU utilisation."""
+    record = load("recipe-epochs")
+    f = record["figures"]
+    rows = [
+        "| recipe | focus | epoch | seconds | CPU utilisation (of 2 cores) | training films per epoch second | "
+        "outside the epochs (preparing, guard) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for found in f["recipes"]:
+        for i, epoch in enumerate(found["epochs"]):
+            guard = (found.get("timings") or {}).get("guard_fit_s")
+            outside = f"{found['outside_epochs_s']:.0f} s of {found['wall_s']:.0f} s" if i == 0 else ""
+            outside += f" (the guard's fit {guard:.0f} s)" if i == 0 and guard is not None else ""
+            rows.append(
+                f"| {found['recipe'] if i == 0 else ''} | {found['focus'] if i == 0 else ''} | "
+                f"{epoch['image_size']} px | {epoch['seconds']:.0f} | {epoch['cpu_utilisation']:.0%} | "
+                f"{epoch['train_films_per_epoch_s']:.2f} | {outside} |"
+            )
+    first = f["recipes"][0]
+    return (
+        "\n".join(rows)
+        + f"\n\n{f['max_per_class']} films per class ({first['n_train']} training, {first['n_val']} validation films, "
+        f"validated every epoch), schedule {f['schedule']}, seed 0, one process. " + _source("recipe-epochs")
+    )
+
+
 def populations_mixed() -> str:
     """A model trained on Kermany and NIH training patients, on its own held-out patients of each population."""
     record = load("populations-mixed")
@@ -663,6 +690,7 @@ TABLES = {
     "mutmut": mutation,
     "populations": populations,
     "guard-parts": guard_parts,
+    "recipe-epochs": recipe_epochs,
     "populations-mixed": populations_mixed,
     "reliance-controls": reliance_controls,
     "seed-repeatability": seed_repeatability,
