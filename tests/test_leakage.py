@@ -180,3 +180,47 @@ def test_training_and_selection_patient_counts_are_told_apart():
     found = check_leakage({"seen": seen}, samples, hashes=["h"] * len(samples))
     assert found.n_patients_shared_with_training == 2 and found.n_patients_shared_with_selection == 1
     assert found.n_images_seen_in_training == found.n_images_seen_in_selection == 0
+
+
+def test_a_continued_model_inherits_every_film_and_patient_its_starting_weights_saw():
+    """--weights model.pt: the new record is the union of both records, per part, counted by hand."""
+    from pneumocam.evaluation.leakage import inherit_seen
+
+    own = {
+        "training": {"sha1": ["a", "b"], "patients": ["p1", "p2"], "n_images": 2},
+        "selection": {"sha1": ["c"], "patients": ["p3"], "n_images": 1},
+    }
+    earlier = {
+        "training": {"sha1": ["b", "d"], "patients": ["p2", "p4"], "n_images": 2},
+        "selection": {"sha1": ["e"], "patients": ["p5"], "n_images": 1},
+    }
+    joined = inherit_seen(own, earlier, "start.pt")
+    assert joined["training"] == {"sha1": ["a", "b", "d"], "patients": ["p1", "p2", "p4"], "n_images": 3}
+    assert joined["selection"] == {"sha1": ["c", "e"], "patients": ["p3", "p5"], "n_images": 2}
+    assert joined["inherited_from"] == "start.pt"
+    assert inherit_seen(own, None, "start.pt") is own
+
+
+def test_the_leakage_message_record_and_csv_say_what_was_found(tmp_path):
+    import csv
+
+    from pneumocam.evaluation.leakage import Leakage
+
+    rows = [("x/1.png", "training"), ("x/2.png", "selection")]
+    found = Leakage(10, 2, 1, 3, 0, ["x/1.png", "x/2.png", "x/3.png", "x/4.png"], True, rows)
+    message = found.message()
+    assert message.startswith("LEAKAGE: of 10 evaluated images, 2 were used in training and 1 in selection")
+    assert "3 patients also appear in training and 0 in selection. These scores are not held-out." in message
+    assert message.endswith("First examples: x/1.png, x/2.png, x/3.png")  # three, not four
+    assert found.to_dict() == {
+        "n_images_evaluated": 10, "n_images_seen_in_training": 2, "n_images_seen_in_selection": 1,
+        "n_patients_shared_with_training": 3, "n_patients_shared_with_selection": 0,
+        "examples": ["x/1.png", "x/2.png", "x/3.png", "x/4.png"], "recorded": True,
+    }  # fmt: skip
+    found.write_csv(tmp_path / "leakage.csv")
+    with open(tmp_path / "leakage.csv", newline="") as f:
+        assert list(csv.reader(f)) == [["path", "seen_as"], ["x/1.png", "training"], ["x/2.png", "selection"]]
+    clean = Leakage(7, 0, 0, 0, 0)
+    assert clean.message() == "none of the 7 evaluated images or their patients were seen in training or selection"
+    unrecorded = Leakage(7, None, None, None, None, recorded=False)
+    assert unrecorded.message().startswith("this checkpoint does not record what it was trained on")

@@ -253,3 +253,24 @@ def test_travelling_thresholds_layout_and_each_rule_by_hand_per_population():
     assert any(
         other_seed["populations"][n]["recalibrated"] != found["populations"][n]["recalibrated"] for n in ("b", "7")
     )
+
+
+def test_the_recalibration_sample_takes_half_from_each_class_and_a_class_absent_gives_none():
+    from pneumocam.evaluation.populations import at_threshold, recalibration_sample
+
+    labels = np.array([0] * 30 + [1] * 8)
+    picked = recalibration_sample(labels, 20, 0)
+    assert (labels[picked] == 0).sum() == 10 and (labels[picked] == 1).sum() == 8  # 10 per class, 8 PNEUMONIA only
+    assert len(set(picked.tolist())) == 18 and picked.tolist() == sorted(picked.tolist())
+    normal_only = at_threshold(np.zeros(4, int), np.array([0.1, 0.6, 0.2, 0.3]), 0.5)
+    assert normal_only == {"threshold": 0.5, "sensitivity": None, "specificity": 0.75, "accuracy": 0.75}
+    empty = at_threshold(np.zeros(0, int), np.zeros(0), 0.5)
+    assert empty["accuracy"] is None and empty["sensitivity"] is None and empty["specificity"] is None
+
+
+def test_strata_carry_the_guard_s_share_per_value():
+    labels = np.array([0, 1, 0, 1, 0, 1])
+    probs = np.array([0.2, 0.8, 0.3, 0.7, 0.4, 0.9])
+    strata = [(("view", "AP"),), (("view", "AP"),), (("view", "AP"),), (("view", "PA"),), (("view", "PA"),), ()]
+    found = strata_metrics(labels, probs, strata, {"fixed": 0.5}, [True, False, False, True, True, False])
+    assert found["view"]["AP"]["share_flagged"] == pytest.approx(1 / 3) and found["view"]["PA"]["share_flagged"] == 1.0

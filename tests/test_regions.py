@@ -288,9 +288,9 @@ def test_attention_measures_by_hand_for_a_reference_mask_a_learned_and_a_classic
 
 
 def test_split_attention_in_chunks_equals_one_pass_and_its_summary_by_class(phantom_data):
-    """Chunks of 3 films over the split's 16 (the last holds one) give the columns of one attention_measures pass over the whole
-    split with the same masks and ignore layers; each class's means, the pointing rate and the lung sources are
-    counted here from those columns."""
+    """Chunks of 3 films over the split's 16 (the last holds one) give the columns of one attention_measures pass
+    over the whole split with the same masks and ignore layers; each class's means, the pointing rate and the lung
+    sources are counted here from those columns."""
     from pneumocam.analysis.regions import attention_measures
     from pneumocam.data import discover, load_images
     from pneumocam.data.masks import load_masks_and_ignore
