@@ -13,8 +13,12 @@ one that cannot change a reported number is marked in EQUIVALENT with the reason
 from __future__ import annotations
 
 import argparse
+import difflib
+import io
+import re
 import subprocess
 import sys
+import tokenize
 from collections import Counter
 from pathlib import Path
 
@@ -25,6 +29,83 @@ ROOT = Path(__file__).resolve().parents[1]
 MUTMUT = Path(sys.executable).with_name("mutmut")
 # Survivors read and judged equivalent (no reported number can change), by mutant name: why.
 EQUIVALENT: dict[str, str] = {}
+TEXT_ONLY = "changes only the text of a message or description (a string literal with a space), no number or key"
+CODE_CHARACTERS = re.compile(r"[0-9\[\]{}()=<>:]")
+
+
+def changed_lines(diff: str) -> tuple[list[str], list[str]]:
+    """The removed and added source lines of `mutmut show`'s unified diff."""
+    lines = diff.splitlines()
+    removed = [x[1:] for x in lines if x.startswith("-") and not x.startswith("---")]
+    added = [x[1:] for x in lines if x.startswith("+") and not x.startswith("+++")]
+    return removed, added
+
+
+def string_spans(line: str) -> list[tuple[int, int, str]]:
+    """(start, end, text) of each string literal on one source line (an f-string is one literal)."""
+    stripped = line.lstrip()
+    offset = len(line) - len(stripped)
+    for prefix, suffix in (("", ""), ("(", ")"), ("(", "")):  # a line alone may be part of a bracketed expression
+        source, shift = prefix + stripped + suffix, offset - len(prefix)
+        try:
+            tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
+        except (tokenize.TokenError, SyntaxError, IndentationError):
+            continue
+        return [(t.start[1] + shift, t.end[1] + shift, t.string) for t in tokens if t.type == tokenize.STRING]
+    return []
+
+
+def outside_braces(text: str) -> list[bool]:
+    """Per character of a string literal: True where it is text, False inside an f-string's {expression}."""
+    prefix = text[: len(text) - len(text.lstrip("rbufRBUF"))]
+    depth, found = 0, []
+    for char in text:
+        if "f" in prefix.lower() and char == "{":
+            depth += 1
+        found.append(depth == 0)
+        if "f" in prefix.lower() and char == "}":
+            depth = max(0, depth - 1)
+    return found
+
+
+def text_only(diff: str) -> bool:
+    """One line changed, and every changed piece lies in the text of one string literal that holds a space (a
+    message or a description; not in an f-string's {expression}) and is no code (no digit, bracket, comparison or
+    colon): conservative, a change it cannot place is not equivalent."""
+    removed, added = changed_lines(diff)
+    if len(removed) != 1 or len(added) != 1:
+        return False
+    before, after = removed[0], added[0]
+    pieces = [
+        op for op in difflib.SequenceMatcher(None, before, after, autojunk=False).get_opcodes() if op[0] != "equal"
+    ]
+    if not pieces:
+        return False
+    for literal_start, literal_end, text in string_spans(before):
+        if " " not in text:
+            continue
+        plain = outside_braces(text)
+        if all(
+            literal_start < i1 and i2 < literal_end
+            and all(plain[k - literal_start] for k in range(i1, max(i2, i1 + 1)))
+            and not CODE_CHARACTERS.search(before[i1:i2]) and not CODE_CHARACTERS.search(after[j1:j2])
+            for _, i1, i2, j1, j2 in pieces
+        ):  # fmt: skip
+            return True
+    return False
+
+
+def classify(survivors: list[str]) -> dict[str, str]:
+    """Each survivor marked equivalent: by name (EQUIVALENT), or by reading its diff (TEXT_ONLY)."""
+    found = {}
+    for name in survivors:
+        if name in EQUIVALENT:
+            found[name] = EQUIVALENT[name]
+            continue
+        shown = subprocess.run([str(MUTMUT), "show", name], cwd=ROOT, capture_output=True, text=True)
+        if text_only(shown.stdout):
+            found[name] = TEXT_ONLY
+    return found
 
 
 def main(argv=None) -> int:
@@ -51,12 +132,13 @@ def main(argv=None) -> int:
         per_module.setdefault(module(name), Counter())[status] += 1
     survivors = sorted(n for n, s in statuses.items() if s == "survived")
     unchecked = sum(1 for s in statuses.values() if s == "not checked")
-    unexplained = [n for n in survivors if n not in EQUIVALENT]
+    equivalent = classify(survivors)
+    unexplained = [n for n in survivors if n not in equivalent]
     figures = {
         "mutants": len(statuses),
         "per_module": {m: dict(c) for m, c in sorted(per_module.items())},
         "survivors": survivors,
-        "equivalent": {n: EQUIVALENT[n] for n in survivors if n in EQUIVALENT},
+        "equivalent": equivalent,
         "unexplained_survivors": unexplained,
         "mutmut_exit": ran.returncode,
         "not_checked": unchecked,  # mutants a stopped run did not reach

@@ -52,3 +52,27 @@ def test_a_record_is_stamped_at_the_start_and_refused_when_the_tree_changed(tmp_
     with pytest.raises(SystemExit, match="tree changed"):
         record.write_record("t2", {"x": 1}, out=tmp_path, stamped=stamped)
     assert not (tmp_path / "t2.json").exists()
+
+
+def _diff(before: str, after: str) -> str:
+    return f"--- a.py\n+++ a.py\n@@ -1 +1 @@\n-{before}\n+{after}\n"
+
+
+def test_mutation_testing_marks_only_message_text_changes_equivalent():
+    """mutmut's own mutant kinds, by hand: text inside a message (a literal with a space) is equivalent; a key, a
+    label without a space, an f-string's expression, code, or a change over two lines is not."""
+    text_only = _module("mutation").text_only
+    message = '        raise ValueError("no PNEUMONIA films: a target is undefined")'
+    assert text_only(_diff(message, message.replace('"no', '"XXno').replace('undefined"', 'undefinedXX"')))
+    assert text_only(_diff(message, message.replace("no PNEUMONIA", "no pneumonia")))
+    joined = "        f\"First examples: {', '.join(self.examples[:3])}\""
+    assert not text_only(_diff(joined, joined.replace("', '", "'XX, XX'")))  # inside {...}: not placed, not marked
+    assert not text_only(_diff(joined, joined.replace("[:3]", "[:4]")))  # the expression inside the f-string
+    key = '        "rules": {'
+    assert not text_only(_diff(key, key.replace('"rules"', '"XXrulesXX"')))  # a key: no space
+    code = "        if len(x) < n_per_class:"
+    assert not text_only(_diff(code, code.replace("<", "<=")))
+    value = '        "test": "student",'
+    assert not text_only(_diff(value, value.replace('"student"', '"XXstudentXX"')))  # a label without a space
+    two = "--- a.py\n+++ a.py\n@@ -1,2 +1,2 @@\n-    a = 'x y'\n-    b = 1\n+    a = 'x yXX'\n+    b = 2\n"
+    assert not text_only(two)
