@@ -258,3 +258,27 @@ def test_roc_points_are_scikit_learns_curve_and_auc_ties_included():
     assert checked >= 3
     with pytest.raises(ValueError, match="one class"):
         roc_points(np.zeros(4), np.linspace(0, 1, 4))
+
+
+def test_a_summary_of_one_class_with_certain_probabilities_keeps_both_classes_rows():
+    """All films NORMAL, two of them scored exactly 0 and 1: the per-class table and the confusion matrix still have
+    a PNEUMONIA row (zeros, scikit-learn with labels=[0, 1] and zero_division=0), the loss clips the certain
+    probabilities (finite, by hand), no AUC, and an empty summary is refused."""
+    import math
+
+    metrics = BinaryMetrics(bootstrap_resamples=0)
+    probs = np.array([0.0, 0.2, 0.7, 1.0])
+    metrics.update([f"f{i}.png" for i in range(4)], np.zeros(4, int), probs)
+    found = metrics.summary(0.5)
+    assert found["per_class"]["PNEUMONIA"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+    assert found["per_class"]["NORMAL"] == {"precision": 1.0, "recall": 0.5, "f1": pytest.approx(2 / 3), "support": 4}
+    assert found["macro_avg"]["recall"] == pytest.approx(0.25) and found["macro_avg"]["f1"] == pytest.approx(1 / 3)
+    assert found["confusion_matrix"]["rows_true_cols_pred"] == [[2, 2], [0, 0]]
+    clipped = np.clip(probs, 1e-7, 1 - 1e-7)
+    assert found["mean_loss"] == pytest.approx(-np.mean(np.log(1 - clipped)))
+    assert math.isfinite(found["mean_loss"]) and found["roc_auc"] is None
+    with pytest.raises(ValueError, match="no predictions to summarise"):
+        BinaryMetrics().summary()
+    one = BinaryMetrics(bootstrap_resamples=0)
+    one.update(["a.png"], np.array([1]), np.array([0.9]))
+    assert one.summary()["n"] == 1  # one film is a summary, not an empty one
