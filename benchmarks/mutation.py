@@ -28,7 +28,42 @@ from record import stamp, write_record  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 MUTMUT = Path(sys.executable).with_name("mutmut")
 # Survivors read and judged equivalent (no reported number can change), by mutant name: why.
-EQUIVALENT: dict[str, str] = {}
+FLOAT_ALREADY = "the array is float64 already (probabilities, p-values): the dtype argument changes nothing"
+NAMES_ARE_TEXT = (
+    "population and stratum names are text (manifest values) or None: the dtype and the sort key give the same names "
+    "in the same order"
+)
+EQUIVALENT: dict[str, str] = {
+    "pneumocam.analysis.stats.x_resampled_draws__mutmut_18": "argsort's default axis (-1) is axis 1 of a 2-D array",
+    "pneumocam.analysis.stats.x_resampled_draws__mutmut_25": "argsort's default axis (-1) is axis 1 of a 2-D array",
+    "pneumocam.analysis.stats.x_resampled_draws__mutmut_37": "scipy's ttest_ind defaults to equal_var=True",
+    "pneumocam.analysis.stats.x_resampled_draws__mutmut_86": FLOAT_ALREADY,
+    "pneumocam.analysis.stats.x_resampled_draws__mutmut_88": FLOAT_ALREADY,
+    "pneumocam.analysis.stats.x_resampled_draws__mutmut_110": "the mean of no p-values is NaN, what the else gives",
+    "pneumocam.analysis.stats.x_resampled_draws__mutmut_113": "differs only for a p equal to alpha in every bit",
+    "pneumocam.analysis.stats.x_resampled_draws__mutmut_116": 'float("NAN") is NaN',
+    "pneumocam.analysis.stats.x_resampled_draws__mutmut_129": 'float("NAN") is NaN',
+    "pneumocam.evaluation.populations.x_group_metrics__mutmut_4": FLOAT_ALREADY,
+    "pneumocam.evaluation.populations.x_group_metrics__mutmut_6": FLOAT_ALREADY,
+    "pneumocam.evaluation.populations.x_group_metrics__mutmut_8": NAMES_ARE_TEXT,
+    "pneumocam.evaluation.populations.x_group_metrics__mutmut_10": NAMES_ARE_TEXT,
+    "pneumocam.evaluation.populations.x_group_metrics__mutmut_13": NAMES_ARE_TEXT,
+    "pneumocam.evaluation.populations.x_group_metrics__mutmut_15": NAMES_ARE_TEXT,
+    "pneumocam.evaluation.populations.x_group_metrics__mutmut_61": "the guard's verdicts are booleans already",
+    "pneumocam.evaluation.populations.x_group_metrics__mutmut_63": "the guard's verdicts are booleans already",
+    "pneumocam.evaluation.populations.x_leave_one_population_out__mutmut_3": NAMES_ARE_TEXT,
+    "pneumocam.evaluation.populations.x_leave_one_population_out__mutmut_5": NAMES_ARE_TEXT,
+    "pneumocam.evaluation.populations.x_leave_one_population_out__mutmut_8": NAMES_ARE_TEXT,
+    "pneumocam.evaluation.populations.x_leave_one_population_out__mutmut_10": NAMES_ARE_TEXT,
+    "pneumocam.evaluation.populations.x_travelling_thresholds__mutmut_4": FLOAT_ALREADY,
+    "pneumocam.evaluation.populations.x_travelling_thresholds__mutmut_6": FLOAT_ALREADY,
+    "pneumocam.evaluation.populations.x_travelling_thresholds__mutmut_8": NAMES_ARE_TEXT,
+    "pneumocam.evaluation.populations.x_travelling_thresholds__mutmut_10": NAMES_ARE_TEXT,
+    "pneumocam.evaluation.populations.x_sensitivity_threshold__mutmut_4": FLOAT_ALREADY,
+    "pneumocam.evaluation.populations.x_sensitivity_threshold__mutmut_6": FLOAT_ALREADY,
+    "pneumocam.analysis.regions.x_attention_measures__mutmut_3": "films and maps are square: shape[1] is shape[-1]",
+    "pneumocam.analysis.regions.x_attention_measures__mutmut_4": "films and maps are square: shape[-2] is shape[-1]",
+}
 TEXT_ONLY = "changes only the text of a message or description (a string literal with a space), no number or key"
 CODE_CHARACTERS = re.compile(r"[0-9\[\]{}()=<>:]")
 
