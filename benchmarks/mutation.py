@@ -61,6 +61,30 @@ EQUIVALENT: dict[str, str] = {
     "pneumocam.evaluation.populations.x_travelling_thresholds__mutmut_10": NAMES_ARE_TEXT,
     "pneumocam.evaluation.populations.x_sensitivity_threshold__mutmut_4": FLOAT_ALREADY,
     "pneumocam.evaluation.populations.x_sensitivity_threshold__mutmut_6": FLOAT_ALREADY,
+    **{
+        f"pneumocam.analysis.regions.x_{name}__mutmut_{k}": "numpy reads a negative reshape size as the unknown one"
+        for name, ks in {
+            "mass_share": (13, 23, 32),
+            "area_share": (7, 18),
+            "pointing_game": (7, 21),
+            "mask_measures": (46,),
+        }.items()
+        for k in ks
+    },
+    "pneumocam.analysis.regions.x_mass_share__mutmut_2": "astype(None) is float64, what the line asks for",
+    "pneumocam.analysis.regions.x_mass_share__mutmut_44": "without `where` an empty map's 0 / 0 is NaN, the default",
+    "pneumocam.analysis.regions.x_mass_share__mutmut_49": "0 / 0 is NaN, what `out` holds for an empty map",
+    "pneumocam.analysis.regions.x_pointing_game__mutmut_15": "astype(None) is float64, what astype(float) gives",
+    "pneumocam.analysis.regions.x_pointing_game__mutmut_23": "None written into a float array is NaN",
+    "pneumocam.analysis.regions.x_diaphragm_band__mutmut_8": "OpenCV's default connectivity is 8",
+    "pneumocam.analysis.regions.x_diaphragm_band__mutmut_10": "OpenCV's default connectivity is 8",
+    "pneumocam.analysis.regions.x_diaphragm_band__mutmut_15": "masks are square: shape[1] is shape[0]",
+    "pneumocam.analysis.regions.x_diaphragm_band__mutmut_35": "masks are square: shape[1] is shape[0]",
+    "pneumocam.analysis.regions.x_diaphragm_band__mutmut_24": (
+        "with every column selected, a column the lung misses gets bottom = last row: no band pixel below it"
+    ),
+    "pneumocam.analysis.regions.x_diaphragm_band__mutmut_44": "the fill value is read only in columns the lung misses",
+    "pneumocam.analysis.regions.x_diaphragm_band__mutmut_45": "the fill value is read only in columns the lung misses",
     "pneumocam.analysis.regions.x_attention_measures__mutmut_3": "films and maps are square: shape[1] is shape[-1]",
     "pneumocam.analysis.regions.x_attention_measures__mutmut_4": "films and maps are square: shape[-2] is shape[-1]",
 }

@@ -676,13 +676,16 @@ def fmt_or_na(value) -> str:
 def mutation() -> str:
     record = load("mutmut")
     f = record["figures"]
-    statuses = ("killed", "survived", "no tests", "not checked")
-    rows = ["| module | " + " | ".join(statuses) + " |", "|---|" + "---|" * len(statuses)]
+    statuses = ("killed", "survived", "no tests", "timeout", "not checked")
+    rows = ["| module | " + " | ".join(statuses) + " | of the survivors: marked equivalent |"]
+    rows.append("|---|" + "---|" * (len(statuses) + 1))
     for module, counts in f["per_module"].items():
-        rows.append(f"| {module} | " + " | ".join(str(counts.get(s, 0)) for s in statuses) + " |")
+        marked = sum(1 for name in f["equivalent"] if name.split(".x")[0] == module)
+        rows.append(f"| {module} | " + " | ".join(str(counts.get(s, 0)) for s in statuses) + f" | {marked} |")
     return (
         "\n".join(rows) + f"\n\n{len(f['survivors'])} survivors listed by name in the record; "
-        f"{len(f['equivalent'])} marked equivalent. " + _source("mutmut")
+        f"{len(f['equivalent'])} marked equivalent, each with its reason; {len(f['unexplained_survivors'])} not "
+        "explained. " + _source("mutmut")
     )
 
 

@@ -327,3 +327,16 @@ def test_split_attention_in_chunks_equals_one_pass_and_its_summary_by_class(phan
     _, unmasked, unmasked_sources = split_attention(loaded, maps, 64, labels, None, chunk=5)
     assert unmasked_sources == ["estimated (classical)"] * 16
     assert unmasked["lung_sources"] == {"estimated (classical)": 16} and unmasked["estimated"] is True
+
+
+def test_shares_of_a_faint_map_and_of_nearly_or_wholly_ignored_masks_by_hand():
+    """A map whose whole mass is 0.3 still has a share (0.1 / 0.3); one pixel left after the ignore layer gives an
+    area share of 1 or 0; every pixel ignored gives area 0, not NaN."""
+    maps = np.zeros((1, 2, 2))
+    maps[0, 0, 0], maps[0, 1, 1] = 0.1, 0.2
+    mask = np.array([[[True, False], [False, False]]])
+    assert mass_share(maps, mask)[0] == pytest.approx(1 / 3)
+    one_left = np.array([[[False, True], [True, True]]])  # only (0, 0) counts
+    assert area_share(mask, one_left)[0] == 1.0
+    assert area_share(~mask, one_left)[0] == 0.0
+    assert area_share(mask, np.ones((1, 2, 2), bool))[0] == 0.0
