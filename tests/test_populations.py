@@ -209,6 +209,17 @@ def test_the_guard_s_share_per_group_and_the_report_s_table_per_population_and_v
     banners = [b.text for b in section.blocks if isinstance(b, Banner)]
     assert len(banners) == 1 and "population nih (ROC-AUC 0.000)" in banners[0]
     assert populations_section({"metrics": results["metrics"], "populations": None}) is None
+    relied = {"kermany": {"n_images": 4, "roc_auc": {"whole": 1.0, "lungs_removed_fill": 0.5, "only_lungs_fill": 1.0},
+                          "verdict": "the decision rests on the lungs"},
+              "nih": {"n_images": 4, "verdict": "undetermined: the group holds one class"}}  # fmt: skip
+    tables = [
+        b for b in populations_section(results | {"reliance": {"by_population": relied}}).blocks if isinstance(b, Table)
+    ]
+    assert tables[-1].header[0] == "population" and tables[-1].header[-1] == "verdict"
+    assert tables[-1].rows == [
+        ["kermany", "4", "1.000", "0.500", "1.000", "the decision rests on the lungs"],
+        ["nih", "4", "n/a", "n/a", "n/a", "undetermined: the group holds one class"],
+    ]
 
 
 def test_travelling_thresholds_layout_and_each_rule_by_hand_per_population():

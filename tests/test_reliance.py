@@ -180,3 +180,30 @@ def test_a_masks_ignore_pixels_count_as_lung_in_the_check(tmp_path):
     lungs, sources = film_lungs(loaded, str(tmp_path / "masks"), None)
     assert sources == ["mask"] and int(lungs.sum()) == 16 * 16 + 4 * 4
     assert lungs[0, 12:16, 12:16].all() and lungs[0, 40:44, 40:44].all()
+
+
+def test_the_reliance_check_per_population_by_hand():
+    """Population a: removing the lungs takes the whole ranking away, the lungs alone keep it (rests on the lungs);
+    b: the reverse (rests outside them); c: one class (undetermined). Each variant's AUC is scikit-learn's on the
+    population's films."""
+    from sklearn.metrics import roc_auc_score
+
+    from pneumocam.analysis.reliance import VARIANTS, reliance_by_group
+
+    labels = np.array([0, 0, 1, 1] * 2 + [1, 1])
+    groups = np.array(["a"] * 4 + ["b"] * 4 + ["c"] * 2, dtype=object)
+    whole = np.array([0.1, 0.2, 0.8, 0.9] * 2 + [0.7, 0.8])
+    flat = np.full(10, 0.5)
+    probs = {name: whole.copy() for name in VARIANTS}
+    probs["lungs_removed_fill"] = np.where(groups == "a", flat, whole)
+    probs["only_lungs_fill"] = np.where(groups == "b", flat, whole)
+    found = reliance_by_group(probs, labels, groups)
+    assert found["a"]["verdict"] == "the decision rests on the lungs"
+    assert found["b"]["verdict"] == "the decision rests largely outside the lungs"
+    assert found["c"] == {"n_images": 2, "verdict": "undetermined: the group holds one class"}
+    for name in ("a", "b"):
+        member = groups == name
+        for variant, auc in found[name]["roc_auc"].items():
+            assert auc == pytest.approx(roc_auc_score(labels[member], probs[variant][member])), (name, variant)
+    assert found["a"]["share_of_ranking_kept"]["lungs_removed_fill"] == pytest.approx(0.0)
+    assert found["b"]["share_of_ranking_kept"]["only_lungs_fill"] == pytest.approx(0.0)

@@ -243,6 +243,28 @@ def reliance_check(
     return summary | {"lung_sources": {k: sources.count(k) for k in sorted(set(sources))}}, probs
 
 
+def reliance_by_group(probs: dict[str, np.ndarray], labels, groups) -> dict[str, dict]:
+    """The check per group of films (a population; None rows left out), without bootstrap intervals: each variant's
+    ROC-AUC, the share of the whole films' ranking each keeps, and the verdict. A group holding one class only has
+    no ranking to keep: its verdict says so."""
+    labels, groups = np.asarray(labels), np.asarray(groups, dtype=object)
+    out = {}
+    for name in sorted({g for g in groups if g is not None}, key=str):
+        member = groups == name
+        y = labels[member]
+        if y.min() == y.max():
+            out[str(name)] = {"n_images": int(member.sum()), "verdict": "undetermined: the group holds one class"}
+            continue
+        summary = reliance_summary({k: np.asarray(v)[member] for k, v in probs.items()}, y, None, 0)
+        out[str(name)] = {
+            "n_images": int(member.sum()),
+            "roc_auc": {k: v["roc_auc"] for k, v in summary["variants"].items()},
+            "share_of_ranking_kept": summary["share_of_ranking_kept"],
+            "verdict": summary["verdict"],
+        }
+    return out
+
+
 AGREEMENT_RHO = 0.3  # a map "tracks" the intervention when its lung share correlates at least this much (p < 0.05)
 
 

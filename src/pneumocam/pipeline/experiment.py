@@ -16,7 +16,7 @@ import torch
 
 from pneumocam.analysis.importance import SCORES, compared_scores, empty_summary, importance_scores
 from pneumocam.analysis.regions import ground_truth_summary, mask_measures, split_attention
-from pneumocam.analysis.reliance import map_agreement, reliance_check
+from pneumocam.analysis.reliance import map_agreement, reliance_by_group, reliance_check
 from pneumocam.analysis.shortcut import describe, film_groups, shortcut_baseline, shortcut_features
 from pneumocam.analysis.stats import group_statistics
 from pneumocam.analysis.trust import trust_checks
@@ -310,6 +310,9 @@ def score_maps(cfg: ExperimentConfig, trained: Trained, explained: Explained, de
     relied = None
     if cfg.reliance:
         relied, film_probs = decision_reliance(cfg, trained, explained, device)
+        populations = [s.population for s in explained.loaded.samples]
+        if len({p for p in populations if p}) >= 2:
+            relied["by_population"] = reliance_by_group(film_probs, labels, populations)
         if "share_lungs" in scores:
             relied["map_agreement"] = map_agreement(scores["share_lungs"], film_probs, result.targets, cfg.method)
     independent = (

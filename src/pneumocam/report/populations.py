@@ -46,6 +46,19 @@ def populations_section(results: dict, figures: dict | None = None) -> Section |
                 low.append(f"{name} {value} (ROC-AUC {m['roc_auc']:.3f})")
         headers = [name, "NORMAL / PNEUMONIA", "ROC-AUC", "sensitivity", "specificity", "ECE", "guard flagged"]
         sec.add(Table(headers, rows, f"decisions at {key}"))
+    relied = (results.get("reliance") or {}).get("by_population")
+    if relied:
+        rows = [
+            [
+                name,
+                str(r["n_images"]),
+                *(fmt((r.get("roc_auc") or {}).get(k)) for k in ("whole", "lungs_removed_fill", "only_lungs_fill")),
+                r["verdict"],
+            ]
+            for name, r in relied.items()
+        ]
+        headers = ["population", "films", "ROC-AUC whole", "lungs removed", "only the lungs", "verdict"]
+        sec.add(Table(headers, rows, "the reliance check per population (no intervals; the whole split's has them)"))
     if low:
         sec.add(
             Banner(
