@@ -11,7 +11,7 @@ import numpy as np
 from sklearn.covariance import LedoitWolf
 from sklearn.decomposition import PCA
 
-from pneumocam.core.defaults import BATCH_SIZE
+from pneumocam.core.defaults import BATCH_SIZE, SEED
 from pneumocam.core.precision import autocast
 from pneumocam.data import PreparedData, prepare_data
 from pneumocam.model.forward import extract_features
@@ -78,7 +78,7 @@ def fit_neighbour_guard(
     coverage: float = COVERAGE,
     columns: tuple[int, int] | None = None,
     depth: str = "",
-    seed: int = 0,
+    seed: int = SEED,
 ) -> NeighbourGuard:
     """The training films' `columns`, scaled (model.guard.SCALINGS; "standardised" with the training films' column
     means and standard deviations), kept for the distance to the k-th nearest (a random `seed`ed subset of
