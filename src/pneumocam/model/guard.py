@@ -51,7 +51,7 @@ MIN_STD = 6.0  # grey levels: below this the image is near-blank
 @dataclass
 class Verdict:
     in_distribution: bool
-    ood_score: float  # the guard's score: a Mahalanobis distance, or the combined parts' sum (NaN without a guard)
+    ood_score: float  # the guard's score: one part's distance, or the combined parts' sum (NaN without a guard)
     ood_reason: str  # "" when in distribution
 
     def to_dict(self) -> dict:
