@@ -12,13 +12,12 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from pneumocam.anatomy.focus import LUNG_MODES
 from pneumocam.cli.data import data, manifest, phantoms, print_metrics
 from pneumocam.cli.entry import HELP, SUMMARIES, version_text
-from pneumocam.cli.errors import clean_errors, console
+from pneumocam.cli.errors import clean_errors, console, errors
 from pneumocam.cli.explain import experiment_settings, explain, predict, stats
 from pneumocam.cli.guard import guard_app
 from pneumocam.cli.lungs import lungs_app
@@ -89,14 +88,13 @@ def _interruptible(started: list[Path], action, command: str):
     try:
         return action()
     except KeyboardInterrupt:
-        err = Console(stderr=True)
         if started:
-            err.print(
+            errors.print(
                 f"[bold yellow]interrupted:[/] {escape(str(started[-1]))} is marked incomplete; continue it with "
                 f"pneumocam {command} --resume {escape(str(started[-1]))}"
             )
         else:
-            err.print("[bold yellow]interrupted[/] before the run folder was created; nothing was written")
+            errors.print("[bold yellow]interrupted[/] before the run folder was created; nothing was written")
         raise typer.Exit(130) from None
     finally:
         for sig, handler in previous.items():
