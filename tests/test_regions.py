@@ -153,7 +153,8 @@ def test_ignore_pixels_are_left_out_of_a_share_inside_and_outside_the_mask():
 
 def test_per_class_region_means_keep_the_classes_apart(phantom_data):
     """NORMAL maps all in a corner (outside the body), PNEUMONIA maps in the centre: each class's mean share equals
-    the mean of its own films' column, and the two differ (a swap of the classes would show)."""
+    the mean of its own films' column, and the two differ (a swap of the classes would show); likewise the pointing
+    game's rate per class, counted by hand."""
     from pneumocam.data import discover, load_images
 
     loaded = load_images(discover(phantom_data.images).split("test"), 64, use_cache=False)
@@ -166,6 +167,11 @@ def test_per_class_region_means_keep_the_classes_apart(phantom_data):
     for c, name in enumerate(("NORMAL", "PNEUMONIA")):
         assert means[name]["outside_body"] == pytest.approx(np.nanmean(columns["share_outside_body"][labels == c]))
     assert means["NORMAL"]["outside_body"] - means["PNEUMONIA"]["outside_body"] > 0.3
+    # Pointing: NORMAL peaks in the corner (never the lungs), PNEUMONIA over the left lung (always, at cell (3, 2))
+    maps[labels == 1] = 0.0
+    maps[labels == 1, 3, 2] = 1.0
+    columns, summary, _ = split_attention(loaded, maps, 64, labels, str(phantom_data.lung_masks))
+    assert summary["pointing_lungs_by_class"] == {"NORMAL": 0.0, "PNEUMONIA": 1.0}
 
 
 def test_mask_measures_by_hand_with_a_missing_mask_and_an_ignore_pixel(tmp_path):
@@ -340,3 +346,115 @@ def test_shares_of_a_faint_map_and_of_nearly_or_wholly_ignored_masks_by_hand():
     assert area_share(mask, one_left)[0] == 1.0
     assert area_share(~mask, one_left)[0] == 0.0
     assert area_share(mask, np.ones((1, 2, 2), bool))[0] == 0.0
+
+
+def test_a_lung_touching_the_bottom_edge_has_no_diaphragm_band_under_it():
+    """The band lies under each lung component; the background (label 0) is not a lung. Column 1's lung reaches
+    the last row, so nothing lies below it; column 3's lung ends at row 2, so rows 3-4 below it form the band."""
+    lungs = np.zeros((6, 5), dtype=bool)
+    lungs[3:6, 1] = True
+    lungs[0:3, 3] = True
+    expected = np.zeros((6, 5), dtype=bool)
+    expected[3:5, 3] = True
+    np.testing.assert_array_equal(diaphragm_band(lungs, 2), expected)
+
+
+def test_a_small_map_gets_a_one_pixel_diaphragm_band():
+    """At 8 px the band is max(1, round(0.06 * 8)) = 1 pixel tall: a lung block over rows 2-4 of columns 2-5 has
+    a band of the 4 pixels of row 5 below it (4 / 64 of the area)."""
+    lungs = np.zeros((1, 8, 8), dtype=bool)
+    lungs[0, 2:5, 2:6] = True
+    gray = np.full((1, 8, 8), 128, np.uint8)
+    measures = attention_measures(np.ones((1, 8, 8)), gray, lungs, np.array([True]), bodies=np.ones((1, 8, 8), bool))
+    assert measures.areas["diaphragm"][0] == pytest.approx(4 / 64)
+    assert measures.areas["lungs"][0] == pytest.approx(12 / 64)
+
+
+def test_estimated_lungs_lie_inside_the_body_the_caller_gives(phantom):
+    """Without a lung mask the classical estimate reads the body mask passed in: an empty body leaves no lungs
+    (the film's own body mask would give some: checked)."""
+    gray = phantom.image[None]
+    assert classical_lungs(phantom.image).any()  # the fixture's own body holds lungs
+    measures = attention_measures(
+        np.ones((1, 128, 128)), gray, np.zeros((1, 128, 128), bool), np.array([False]), bodies=np.zeros_like(gray, bool)
+    )
+    assert measures.areas["lungs"][0] == 0.0 and measures.lung_source == ["estimated (classical)"]
+
+
+def test_mask_measures_in_chunks_of_one_and_two_equal_one_pass_with_an_empty_mask_among_them(tmp_path):
+    """Five films, 16 px masks over the left 2 (k + 1) columns (k = 0, 1, 3, 4) and one empty: chunks of 1 and 2
+    give the one-pass answers, and the empty mask is not found while the others in its chunk are."""
+    from PIL import Image
+
+    from pneumocam.analysis.regions import mask_measures
+    from pneumocam.data import Sample
+
+    folder = tmp_path / "train" / "NORMAL"
+    folder.mkdir(parents=True)
+    for k in range(5):
+        raw = np.zeros((16, 16), np.uint8)
+        if k != 2:
+            raw[:, : 2 * (k + 1)] = 255
+        Image.fromarray(raw).save(folder / f"f{k}.png")
+    samples = [Sample(str(tmp_path / f"f{k}.png"), 0, "train", None) for k in range(5)]
+    maps = np.ones((5, 16, 16), np.float32)
+    share, hit, found, area = mask_measures(tmp_path, samples, maps, 16, chunk=8)
+    assert list(found) == [True, True, False, True, True]
+    np.testing.assert_allclose(share[[0, 1, 3, 4]], [1 / 8, 2 / 8, 4 / 8, 5 / 8])
+    for chunk in (1, 2):
+        again = mask_measures(tmp_path, samples, maps, 16, chunk=chunk)
+        for ours, theirs in zip(again, (share, hit, found, area), strict=True):
+            np.testing.assert_array_equal(ours, theirs)
+
+
+def test_split_attention_leaves_the_lung_masks_ignore_pixels_out(phantom_data, tmp_path):
+    """The phantom lung masks with a 127 block painted over each film's left lung: the columns equal one
+    attention_measures pass given that ignore layer, and differ from a pass without it (checked), so the layer
+    reaches the measures."""
+    import shutil
+
+    from PIL import Image
+
+    from pneumocam.data import discover, load_images
+    from pneumocam.data.masks import load_masks_and_ignore
+    from pneumocam.explain.cam import upsample
+
+    masks_root = tmp_path / "lungs"
+    shutil.copytree(phantom_data.lung_masks, masks_root)
+    for path in masks_root.rglob("*.png"):
+        raw = np.asarray(Image.open(path)).copy()
+        raw[20:40, 10:30] = 127
+        Image.fromarray(raw).save(path)
+    loaded = load_images(discover(phantom_data.images).split("test"), 64, use_cache=False)
+    maps = np.random.default_rng(5).random((len(loaded.labels), 7, 7)).astype(np.float32)
+    columns, _, _ = split_attention(loaded, maps, 64, loaded.labels, str(masks_root), chunk=3)
+    masks, found, ignore = load_masks_and_ignore(masks_root, loaded.samples, 64)
+    assert found.all() and ignore.any(axis=(1, 2)).all()
+    up, grays = upsample(maps, 64), np.asarray(loaded.images)
+    with_ignore = attention_measures(up, grays, masks, found, ignore=ignore).columns()
+    without = attention_measures(up, grays, masks, found).columns()
+    assert not np.allclose(with_ignore["share_lungs"], without["share_lungs"])
+    for name, values in with_ignore.items():
+        np.testing.assert_allclose(columns[name], values, err_msg=name)
+
+
+def test_split_attention_reads_lungs_from_a_lung_model_file_where_no_mask_is_given(phantom_data, tmp_path):
+    """A lung model (one epoch: what it predicts does not matter here) saved and named: every film's lungs come
+    from it, the columns equal attention_measures with that model as the estimator."""
+    from pneumocam.data import discover, load_images
+    from pneumocam.explain.cam import upsample
+
+    rng = np.random.default_rng(0)
+    phantoms = [make_phantom(rng, i % 2, 64) for i in range(4)]
+    model = LungModel.fit([p.image for p in phantoms], [p.lungs.astype(np.uint8) * 255 for p in phantoms], epochs=1)
+    model.save(tmp_path / "lungs.pt")
+    loaded = load_images(discover(phantom_data.images).split("test"), 64, use_cache=False)
+    maps = np.random.default_rng(6).random((len(loaded.labels), 7, 7)).astype(np.float32)
+    columns, summary, sources = split_attention(loaded, maps, 64, loaded.labels, lung_model=str(tmp_path / "lungs.pt"))
+    assert sources == ["estimated (learned model)"] * len(loaded.labels)
+    n = len(loaded.labels)
+    expected = attention_measures(
+        upsample(maps, 64), np.asarray(loaded.images), np.zeros((n, 64, 64), bool), np.zeros(n, bool), model
+    ).columns()
+    for name, values in expected.items():
+        np.testing.assert_allclose(columns[name], values, err_msg=name)

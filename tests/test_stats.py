@@ -387,3 +387,45 @@ def test_score_report_layout_and_which_alpha_and_seed_reach_each_test():
     assert "resampled" not in score_report(normal, pneumonia, 12, 3, 0.05, 2)  # n equals the groups: nothing to draw
     assert "resampled" not in score_report(normal, pneumonia, 8, 0, 0.05, 2)  # no draws asked for
     assert set(score_report(normal, pneumonia, None, 3, 0.05, 2)) == {"sample", "all_images"}
+
+
+def test_a_short_class_is_named_in_each_draw_error():
+    from pneumocam.analysis.stats import draw_sample, resampled_draws
+
+    with pytest.raises(StatsInputError, match="the PNEUMONIA group has 3 values, fewer than --n-per-class 4"):
+        draw_sample(np.zeros(8), np.zeros(3), 4, 0)
+    with pytest.raises(StatsInputError, match="the NORMAL group has 3 values, fewer than the 4 drawn"):
+        resampled_draws(np.arange(3.0), np.arange(6.0), 4, 5, 0.05, 0)
+
+
+def test_score_report_hands_its_alpha_and_seed_to_every_test_and_keeps_a_single_draw():
+    """alpha 0.2 and seed 7 (not the defaults) reach the all-images tests and the sample's; the seed changes the
+    bootstrap interval (checked), so a test run with the default seed would differ; one resampled draw is kept."""
+    from pneumocam.analysis.stats import compare_groups, score_report
+
+    rng = np.random.default_rng(8)
+    normal, pneumonia = rng.normal(0, 1, 12), rng.normal(0.5, 1, 12)
+    found = score_report(normal, pneumonia, 8, 1, 0.2, 7)
+    assert found["all_images"]["alpha"] == 0.2 and found["sample"]["alpha"] == 0.2
+    assert found["all_images"] == compare_groups(normal, pneumonia, alpha=0.2, seed=7)
+    assert found["all_images"] != compare_groups(normal, pneumonia, alpha=0.2, seed=0)  # the seed matters here
+    drawn = found["sample"].pop("draw")["indices"]
+    assert found["sample"] == compare_groups(normal[drawn["NORMAL"]], pneumonia[drawn["PNEUMONIA"]], alpha=0.2, seed=7)
+    assert found["resampled"]["n_draws"] == 1 and len(found["resampled"]["p_values"]) == 1
+
+
+def test_group_statistics_shrinks_a_sample_to_a_class_of_two_and_passes_its_seed_on():
+    """A class of exactly 2 finite values (the least a test needs) with 4 asked per class: the sample takes 2 per
+    class and says so, drawn with the seed given (7); a class of 1 value is an error that names it."""
+    from pneumocam.analysis.stats import group_statistics
+
+    labels = np.array([0, 0, 1, 1, 1, 1, 1])
+    values = np.array([0.1, 0.3, 0.6, 0.9, 0.7, 0.8, 0.5])
+    found, notes = group_statistics({"s": values}, labels, 4, 0, 0.05, 7)
+    assert "error" not in found["s"] and "only 2 values" in notes["n_per_class"]
+    assert found["s"]["sample"]["draw"]["n_per_class"] == 2 and found["s"]["sample"]["draw"]["seed"] == 7
+    assert found["s"]["sample"]["groups"]["PNEUMONIA"]["n"] == 2
+    big, _ = group_statistics({"s": np.arange(20.0)}, np.repeat([0, 1], 10), 4, 0, 0.05, 7)
+    assert big["s"]["sample"]["draw"] == {**big["s"]["sample"]["draw"], "n_per_class": 4, "seed": 7}
+    one, _ = group_statistics({"s": values}, np.array([0, 1, 1, 1, 1, 1, 1]), 4, 0, 0.05, 7)
+    assert one["s"]["error"] == "the NORMAL group has 1 value(s); each group needs at least 2"
