@@ -77,3 +77,43 @@ def test_method_none_keeps_t_1_and_reports_the_error_by_hand():
     p = 1 / (1 + np.exp(-logits))
     confidence, correct = np.maximum(p, 1 - p), ((p >= 0.5) == labels)
     assert found.ece_before == pytest.approx(np.mean(np.abs(correct - confidence)))
+
+
+def _three_in_four(temperature):
+    """Logits +z (3 of 4 PNEUMONIA) and -z (1 of 4): the likelihood is highest where sigmoid(z / T) = 3/4, i.e. at
+    T = z / ln 3, so z = T ln 3 gives a fit whose answer is known by formula."""
+    z = temperature * np.log(3)
+    return np.array([z] * 4 + [-z] * 4), np.array([1, 1, 1, 0, 0, 0, 0, 1])
+
+
+@pytest.mark.parametrize("temperature", [0.075, 15.0])  # just inside each bound's margin (0.0505 and 19.8)
+def test_a_temperature_near_but_inside_its_bounds_is_applied(temperature):
+    logits, labels = _three_in_four(temperature)
+    found = calibrate(logits, labels)  # the default method is temperature scaling
+    assert found.method == "temperature" and found.temperature == pytest.approx(temperature, rel=1e-4)
+
+
+def test_a_fit_that_runs_to_the_upper_bound_is_not_applied():
+    """Labels independent of the logits (half positive on each side): the likelihood rises as T grows without end,
+    the fit stops at 20, and T = 1 is kept with a note."""
+    found = calibrate(np.array([2.0, 2.0, -2.0, -2.0]), np.array([1, 0, 1, 0]))
+    assert found.method == "none" and found.temperature == 1.0 and "reached its bound" in found.note
+
+
+def test_reliability_bins_edges_counts_and_empty_bins_by_hand():
+    """Four bins over [0.5, 1]: confidences 0.52 (bin 0), 0.6 (bin 0), 0.9 and 0.95 (bin 3); bins 1 and 2 empty,
+    with no confidence or accuracy; the ECE with these four bins by hand."""
+    labels = np.array([1, 0, 1, 1])
+    probs = np.array([0.52, 0.4, 0.9, 0.05])  # confidences 0.52, 0.6, 0.9, 0.95; correct: yes, yes, yes, no
+    bins = reliability_bins(labels, probs, 4)
+    assert [(b["low"], b["high"], b["count"]) for b in bins] == [
+        (0.5, 0.625, 2),
+        (0.625, 0.75, 0),
+        (0.75, 0.875, 0),
+        (0.875, 1.0, 2),
+    ]
+    assert bins[0]["confidence"] == pytest.approx(0.56) and bins[0]["accuracy"] == 1.0
+    assert bins[3]["confidence"] == pytest.approx(0.925) and bins[3]["accuracy"] == 0.5
+    assert bins[1]["confidence"] is None and bins[1]["accuracy"] is None
+    expected = 2 / 4 * abs(1.0 - 0.56) + 2 / 4 * abs(0.5 - 0.925)
+    assert expected_calibration_error(labels, probs, n_bins=4) == pytest.approx(expected)

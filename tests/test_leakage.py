@@ -224,3 +224,38 @@ def test_the_leakage_message_record_and_csv_say_what_was_found(tmp_path):
     assert clean.message() == "none of the 7 evaluated images or their patients were seen in training or selection"
     unrecorded = Leakage(7, None, None, None, None, recorded=False)
     assert unrecorded.message().startswith("this checkpoint does not record what it was trained on")
+
+
+def test_a_checkpoint_without_a_record_reports_the_count_and_nothing_else():
+    evaluated = [Sample(f"/films/f{i}.png", 0, "test", None) for i in range(4)]
+    leak = check_leakage({}, evaluated)
+    assert leak.to_dict() == {
+        "n_images_evaluated": 4,
+        "n_images_seen_in_training": None,
+        "n_images_seen_in_selection": None,
+        "n_patients_shared_with_training": None,
+        "n_patients_shared_with_selection": None,
+        "examples": [],
+        "recorded": False,
+    }
+    assert not leak.found and "could not be checked" in leak.message()
+
+
+def test_hashes_given_in_the_callers_order_are_matched_to_their_own_films(tmp_path):
+    """Samples passed in reverse path order with their hashes in that order: the one training film (f2, hash "h2")
+    is the one reported, under its own path."""
+    evaluated = [Sample(str(tmp_path / f"f{i}.png"), 0, "test", None) for i in (3, 2, 1)]
+    seen = {"sha1": ["h2"], "patients": [], "n_images": 1}
+    meta = {"seen": {"training": seen, "selection": {"sha1": [], "patients": [], "n_images": 0}}}
+    leak = check_leakage(meta, evaluated, hashes=["h3", "h2", "h1"])
+    assert leak.n_images_seen_in_training == 1 and leak.examples == [str(tmp_path / "f2.png")]
+
+
+def test_a_file_rewritten_in_place_gets_its_new_hash(tmp_path):
+    import hashlib
+
+    path = tmp_path / "x.bin"
+    path.write_bytes(b"first")
+    assert file_sha1(path) == hashlib.sha1(b"first").hexdigest()
+    path.write_bytes(b"second, longer")  # another size: another stamp
+    assert file_sha1(path) == hashlib.sha1(b"second, longer").hexdigest()

@@ -282,3 +282,68 @@ def test_a_summary_of_one_class_with_certain_probabilities_keeps_both_classes_ro
     one = BinaryMetrics(bootstrap_resamples=0)
     one.update(["a.png"], np.array([1]), np.array([0.9]))
     assert one.summary()["n"] == 1  # one film is a summary, not an empty one
+
+
+def test_operating_points_reach_a_specificity_of_exactly_085_and_a_sensitivity_of_exactly_095():
+    """20 films per class, scored so the curve passes through (fpr 3/20, tpr 19/20) exactly: the best sensitivity
+    with specificity >= 0.85 is 0.95 there, and the best specificity with sensitivity >= 0.95 is 0.85 there
+    (points, by hand: (0, .5) (.05, .5) (.10, .5) (.10, .75) (.15, .75) (.15, .95) (1, .95) (1, 1))."""
+    from pneumocam.evaluation.metrics import operating_points
+
+    positives = [0.95] * 10 + [0.75] * 5 + [0.65] * 4 + [0.05]
+    negatives = [0.9, 0.8, 0.7] + [0.1] * 17
+    labels, probs = np.array([1] * 20 + [0] * 20), np.array(positives + negatives)
+    found = operating_points(labels, probs)
+    assert found["sensitivity_at_specificity"] == pytest.approx(0.95)
+    assert found["specificity_at_sensitivity"] == pytest.approx(0.85)
+    assert found["roc_auc"] == pytest.approx(roc_auc_score(labels, probs))
+
+
+def test_a_bootstrap_of_one_draw_and_an_interval_of_level_zero_close_on_one_value(predictions):
+    """One resample: both ends are that draw's value; level 0: both ends are the median of the draws."""
+    from pneumocam.evaluation.metrics import bootstrap_cis
+
+    _, labels, probs = predictions
+    for found in (bootstrap_cis(labels, probs, 1, 3), bootstrap_cis(labels, probs, 200, 3, level=0.0)):
+        assert set(found) == {"roc_auc", "sensitivity_at_specificity", "specificity_at_sensitivity"}
+        assert all(low == high for low, high in found.values()), found
+    assert bootstrap_cis(labels, probs, 200, 3)["roc_auc"][0] < bootstrap_cis(labels, probs, 200, 3)["roc_auc"][1]
+
+
+def test_the_summary_carries_its_seed_s_intervals_and_every_key_a_report_reads(predictions):
+    """Seed 7 (not the default; a different seed gives other intervals, checked): the AUC and both operating points'
+    intervals are bootstrap_cis's with that seed; the ECE is calibration's; the confusion matrix names its labels."""
+    from pneumocam.evaluation.calibration import expected_calibration_error
+    from pneumocam.evaluation.metrics import SENSITIVITY_FIXED, SPECIFICITY_FIXED, bootstrap_cis
+
+    paths, labels, probs = predictions
+    metrics = BinaryMetrics(bootstrap_resamples=100, seed=7)
+    metrics.update(paths, labels, probs)
+    found = metrics.summary(0.5)
+    order = np.argsort(paths)  # the summary reads its rows in path order
+    cis = bootstrap_cis(labels[order], probs[order], 100, 7)
+    assert cis != bootstrap_cis(labels[order], probs[order], 100, 0)
+    assert found["roc_auc_ci95"] == list(cis["roc_auc"]) and found["roc_auc_ci_unit"] == "image"
+    assert found[f"sensitivity_at_specificity_{SPECIFICITY_FIXED}"]["ci95"] == list(cis["sensitivity_at_specificity"])
+    assert found[f"specificity_at_sensitivity_{SENSITIVITY_FIXED}"]["ci95"] == list(cis["specificity_at_sensitivity"])
+    assert found["ece"] == pytest.approx(expected_calibration_error(labels, probs))
+    assert found["confusion_matrix"]["labels"] == ["NORMAL", "PNEUMONIA"]
+    none = BinaryMetrics(bootstrap_resamples=0)
+    none.update(paths, labels, probs)
+    assert none.summary()["roc_auc_ci95"] is None and none.summary()["roc_auc_ci_unit"] is None
+
+
+def test_summary_edge_cases_by_hand():
+    """Sensitivity and specificity 1/2 (tp = fn, tn = fp); a certain miss clipped to 1e-7 in the loss; all films and
+    all calls NORMAL: the averages still count the PNEUMONIA row (macro recall 1/2); rows of unequal lengths refused."""
+    metrics = BinaryMetrics(bootstrap_resamples=0)
+    metrics.update(["a", "b", "c", "d"], np.array([1, 1, 0, 0]), np.array([0.9, 0.0, 0.8, 0.1]))
+    found = metrics.summary(0.5)
+    assert found["sensitivity"] == 0.5 and found["specificity"] == 0.5
+    by_hand = -(np.log(0.9) + np.log(1e-7) + np.log(1 - 0.8) + np.log(1 - 0.1)) / 4
+    assert found["mean_loss"] == pytest.approx(by_hand)
+    normal = BinaryMetrics(bootstrap_resamples=0)
+    normal.update(["a", "b"], np.array([0, 0]), np.array([0.1, 0.2]))
+    assert normal.summary(0.5)["macro_avg"]["recall"] == 0.5 and normal.summary(0.5)["macro_avg"]["precision"] == 0.5
+    with pytest.raises(ValueError):
+        BinaryMetrics().update(["a", "b"], np.array([0, 1]), np.array([0.5]))

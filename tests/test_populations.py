@@ -285,3 +285,18 @@ def test_strata_carry_the_guard_s_share_per_value():
     strata = [(("view", "AP"),), (("view", "AP"),), (("view", "AP"),), (("view", "PA"),), (("view", "PA"),), ()]
     found = strata_metrics(labels, probs, strata, {"fixed": 0.5}, [True, False, False, True, True, False])
     assert found["view"]["AP"]["share_flagged"] == pytest.approx(1 / 3) and found["view"]["PA"]["share_flagged"] == 1.0
+
+
+def test_the_recalibrated_threshold_is_youden_s_on_the_population_s_own_sample():
+    """A population scored all above 0.5, NORMAL 0.80-0.84 and PNEUMONIA 0.90-0.94: Youden's J on any 2 + 2 of its
+    films cuts at the lowest sampled PNEUMONIA score (by hand), so every other NORMAL film is called NORMAL; 0.5
+    would call them all PNEUMONIA. No PNEUMONIA film: the sensitivity rule says why it cannot choose."""
+    labels = np.array([0] * 5 + [1] * 5)
+    probs = np.array([0.80, 0.81, 0.82, 0.83, 0.84, 0.90, 0.91, 0.92, 0.93, 0.94])
+    groups = np.array(["x"] * 10, dtype=object)
+    found = travelling_thresholds(labels, probs, labels, probs, groups, 0.5, n_recalibration=4, seed=2)
+    recalibrated = found["populations"]["x"]["recalibrated"]
+    assert 0.90 <= recalibrated["threshold"] <= 0.94 and recalibrated["specificity"] == 1.0
+    assert found["populations"]["x"]["validation"]["specificity"] == 0.0  # 0.5 calls every film PNEUMONIA
+    with pytest.raises(ValueError, match="no PNEUMONIA films: a sensitivity target is undefined"):
+        sensitivity_threshold(np.zeros(3, int), np.array([0.1, 0.2, 0.3]))
