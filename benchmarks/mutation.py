@@ -87,6 +87,105 @@ EQUIVALENT: dict[str, str] = {
     "pneumocam.analysis.regions.x_diaphragm_band__mutmut_45": "the fill value is read only in columns the lung misses",
     "pneumocam.analysis.regions.x_attention_measures__mutmut_3": "films and maps are square: shape[1] is shape[-1]",
     "pneumocam.analysis.regions.x_attention_measures__mutmut_4": "films and maps are square: shape[-2] is shape[-1]",
+    **dict.fromkeys(
+        (
+            "pneumocam.analysis.regions.x_attention_measures__mutmut_105",
+            "pneumocam.analysis.regions.x_attention_measures__mutmut_107",
+        ),
+        "a region of no pixels holds no mass: its share / area is numpy's 0 / 0, NaN, what the else gives",
+    ),
+    **dict.fromkeys(
+        [f"pneumocam.analysis.regions.x_mask_measures__mutmut_{k}" for k in (1, 23, 26, 27, 28)]
+        + ["pneumocam.analysis.regions.x_split_attention__mutmut_1"],
+        "the chunks only bound memory: each film's values are the same whichever chunk (or overlapping chunks) "
+        "computes them",
+    ),
+    "pneumocam.analysis.regions.x_mask_measures__mutmut_38": (
+        "a film without a mask file loads as an all-zero mask, so 'non-empty' already implies 'found'"
+    ),
+    "pneumocam.analysis.regions.x_mask_measures__mutmut_58": "None written into a float array is NaN",
+    "pneumocam.analysis.regions.x_mask_measures__mutmut_71": "None written into a float array is NaN",
+    **dict.fromkeys(
+        (
+            "pneumocam.analysis.regions.x_mask_measures__mutmut_64",
+            "pneumocam.analysis.regions.x_mask_measures__mutmut_67",
+        ),
+        "the maps are zeroed on the ignore pixels the line before, and no ignore pixel is a mask pixel",
+    ),
+    **dict.fromkeys(
+        [f"pneumocam.analysis.regions.x_split_attention__mutmut_{k}" for k in (30, 32, 34, 36, 37)],
+        "without lung masks no film is found: the empty masks and the ignore layer are never read, only each "
+        "found[i]'s truth (0.0 is false)",
+    ),
+    **dict.fromkeys(
+        (
+            "pneumocam.analysis.stats.x_draw_sample__mutmut_21",
+            "pneumocam.analysis.stats.x_draw_sample__mutmut_31",
+            "pneumocam.evaluation.populations.x_recalibration_sample__mutmut_7",
+        ),
+        "numpy reads replace=None as false: a draw without replacement",
+    ),
+    "pneumocam.analysis.stats.x_score_report__mutmut_43": (
+        "with n_per_class None the sample is every value in row order: the all-images tests are the sample's (same "
+        "values, alpha and seed), only without the 'draw' entry, which readers take from the sample"
+    ),
+    **dict.fromkeys(
+        (
+            "pneumocam.evaluation.calibration.x_calibrate__mutmut_32",
+            "pneumocam.evaluation.calibration.x_calibrate__mutmut_33",
+        ),
+        "differs only for a fitted T equal to the margin in every bit",
+    ),
+    **dict.fromkeys(
+        [f"pneumocam.evaluation.calibration.x_fit_temperature__mutmut_{k}" for k in (10, 14, 28)],
+        "scipy's minimize_scalar takes the bounded method whenever bounds are given and reads method names in any case",
+    ),
+    **dict.fromkeys(
+        [f"pneumocam.evaluation.calibration.x_fit_temperature__mutmut_{k}" for k in (11, 15, 29, 30)],
+        "scipy's default tolerance on log T (1e-5 for 1e-6) moves T by at most 1.4e-6 of itself (20 simulated "
+        "splits, measured), far below the three digits any report prints",
+    ),
+    **dict.fromkeys(
+        [f"pneumocam.evaluation.calibration.x_fit_temperature__mutmut_{k}" for k in (3, 5)],
+        "float32 logits (the model's own width) move T by about 2e-8 of itself (measured): below any printed digit",
+    ),
+    **dict.fromkeys(
+        [f"pneumocam.evaluation.calibration.x_reliability_bins__mutmut_{k}" for k in (33, 34, 49)],
+        "digitize against the n_bins - 1 inner edges returns 0 .. n_bins - 1 already: the clip only guards",
+    ),
+    "pneumocam.evaluation.leakage.x_refuse_seen__mutmut_3": "strict: an overlap raises before warn is called",
+    **dict.fromkeys(
+        [f"pneumocam.evaluation.metrics.x_cluster_members__mutmut_{k}" for k in (9, 11, 13)]
+        + [f"pneumocam.evaluation.metrics.x_roc_points__mutmut_{k}" for k in (7, 9, 16)],
+        "the order of films among equal keys changes no figure: roc_points counts each group of tied scores at its "
+        "last film, and a cluster's films enter a draw together",
+    ),
+    **dict.fromkeys(
+        [f"pneumocam.evaluation.metrics.x_roc_points__mutmut_{k}" for k in (12, 14, 19, 21)],
+        "casting to float64 is exact and keeps the order and the ties of the scores it is given",
+    ),
+    **dict.fromkeys(
+        (
+            "pneumocam.evaluation.metrics.x_operating_points__mutmut_11",
+            "pneumocam.evaluation.metrics.x_operating_points__mutmut_21",
+        ),
+        "differs only for a rate equal to the target plus or minus 1e-12 in every bit: no count of films gives it",
+    ),
+    "pneumocam.evaluation.metrics.x_youden_threshold__mutmut_32": (
+        "when the best J is 0, roc_curve's first point (an infinite threshold, J = 0) is the argmax: refused as not "
+        "finite either way"
+    ),
+    **dict.fromkeys(
+        [f"pneumocam.evaluation.metrics.xǁBinaryMetricsǁ_threshold_free__mutmut_{k}" for k in (2, 8, 9)],
+        "a cache that never hits recomputes the same figures",
+    ),
+    **dict.fromkeys(
+        (
+            "pneumocam.evaluation.metrics.xǁBinaryMetricsǁsummary__mutmut_20",
+            "pneumocam.evaluation.metrics.xǁBinaryMetricsǁsummary__mutmut_53",
+        ),
+        "scikit-learn's default zero_division ('warn') gives 0, as 0 does, with a warning",
+    ),
 }
 TEXT_ONLY = "changes only the text of a message or description (a string literal with a space), no number or key"
 CODE_CHARACTERS = re.compile(r"[0-9\[\]{}()=<>:]")

@@ -117,3 +117,10 @@ def test_reliability_bins_edges_counts_and_empty_bins_by_hand():
     assert bins[1]["confidence"] is None and bins[1]["accuracy"] is None
     expected = 2 / 4 * abs(1.0 - 0.56) + 2 / 4 * abs(0.5 - 0.925)
     assert expected_calibration_error(labels, probs, n_bins=4) == pytest.approx(expected)
+
+
+def test_a_float32_probability_is_binned_by_its_float64_confidence():
+    """0.4 in float32 is 0.40000000596...; its confidence 1 - p, taken in float64, is 0.5999999940... <= 0.6, the
+    first of 5 bins' upper edge (taken in float32 it would round to 0.6000000238..., the second bin)."""
+    bins = reliability_bins(np.array([0]), np.array([0.4], dtype=np.float32), 5)
+    assert [b["count"] for b in bins] == [1, 0, 0, 0, 0]

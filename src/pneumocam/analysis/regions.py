@@ -39,7 +39,7 @@ def area_share(masks: np.ndarray, ignore: np.ndarray | None = None) -> np.ndarra
         return flat.mean(axis=1)
     kept = ~ignore.reshape(len(ignore), -1)
     counts = kept.sum(axis=1)
-    return np.divide((flat & kept).sum(axis=1), counts, out=np.zeros(len(flat)), where=counts > 0)
+    return (flat & kept).sum(axis=1) / np.maximum(counts, 1)  # every pixel ignored: 0 of 0 kept counts as 0
 
 
 def pointing_game(maps: np.ndarray, masks: np.ndarray) -> np.ndarray:
