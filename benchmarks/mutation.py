@@ -15,10 +15,14 @@ from __future__ import annotations
 import argparse
 import difflib
 import io
+import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import tokenize
+import tomllib
 from collections import Counter
 from pathlib import Path
 
@@ -27,6 +31,7 @@ from record import stamp, write_record  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MUTMUT = Path(sys.executable).with_name("mutmut")
+PYTEST_ARGS = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mutmut"]["pytest_add_cli_args"]
 # Survivors read and judged equivalent (no reported number can change), by mutant name: why.
 FLOAT_ALREADY = "the array is float64 already (probabilities, p-values): the dtype argument changes nothing"
 NAMES_ARE_TEXT = (
@@ -253,6 +258,52 @@ def text_only(diff: str) -> bool:
     return False
 
 
+def apply_mutant(source: str, diff: str) -> str | None:
+    """The source with the mutant's removed lines replaced by its added ones; None unless the removed lines occur
+    exactly once (a change that cannot be placed is not guessed)."""
+    removed, added = changed_lines(diff)
+    block = "\n".join(removed) + "\n"
+    if not removed or source.count(block) != 1:
+        return None
+    return source.replace(block, "\n".join(added) + "\n" if added else "")
+
+
+def rerun_timeout(name: str, limit_s: int = 900) -> str:
+    """A mutant mutmut stopped at its CPU limit ((estimated test time + 1 s) x 30: fast tests on session fixtures
+    exceed it) run again without that limit: its module's test file against a copy of src/ with the mutant applied.
+    'killed', 'survived', or why it could not run."""
+    shown = subprocess.run([str(MUTMUT), "show", name], cwd=ROOT, capture_output=True, text=True).stdout
+    header = re.search(r"^--- (src/\S+\.py)$", shown, re.MULTILINE)
+    if not header:
+        return "not run: no diff"
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / "src"
+        shutil.copytree(ROOT / "src", copy)
+        target = copy / Path(header.group(1)).relative_to("src")
+        mutated = apply_mutant(target.read_text(), shown)
+        if mutated is None:
+            return "not run: the diff does not place"
+        target.write_text(mutated)
+        env = {**os.environ, "PYTHONPATH": str(copy)}
+        where = subprocess.run(
+            [sys.executable, "-c", "import pneumocam; print(pneumocam.__file__)"],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        if not where.stdout.startswith(str(copy)):
+            return "not run: the copy is not what imports"
+        test_file = ROOT / "tests" / f"test_{name.split('.x')[0].rsplit('.', 1)[1]}.py"
+        try:
+            run = subprocess.run(
+                [sys.executable, "-m", "pytest", *PYTEST_ARGS, "-p", "no:cacheprovider", str(test_file)],
+                cwd=ROOT, env=env, capture_output=True, timeout=limit_s,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired:
+            return f"timeout ({limit_s} s wall)"
+    return {0: "survived", 1: "killed"}.get(run.returncode, f"not run: pytest exit {run.returncode}")
+
+
 def classify(survivors: list[str]) -> dict[str, str]:
     """Each survivor marked equivalent: by name (EQUIVALENT), or by reading its diff (TEXT_ONLY)."""
     found = {}
@@ -273,6 +324,9 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--collect-only", action="store_true", help="Read the results of an earlier (possibly stopped) run only."
     )
+    parser.add_argument(
+        "--rerun-timeouts", action="store_true", help="Run each mutant mutmut timed out again, without its CPU limit."
+    )
     parser.add_argument("names", nargs="*", help="Only these mutants (mutmut's names; * allowed).")
     args = parser.parse_args(argv)
     stamped = stamp()
@@ -288,6 +342,11 @@ def main(argv=None) -> int:
     per_module: dict[str, Counter] = {}
     for name, status in statuses.items():
         per_module.setdefault(module(name), Counter())[status] += 1
+    # mutmut's CPU limit stops some mutants whose killing tests are fast but sit on slow session fixtures
+    reruns = {n: rerun_timeout(n) for n, s in sorted(statuses.items()) if s == "timeout"} if args.rerun_timeouts else {}
+    for name, verdict in reruns.items():
+        print(f"{name}: timeout, rerun without mutmut's limit: {verdict}")
+        statuses[name] = "survived" if verdict == "survived" else statuses[name]
     survivors = sorted(n for n, s in statuses.items() if s == "survived")
     unchecked = sum(1 for s in statuses.values() if s == "not checked")
     equivalent = classify(survivors)
@@ -300,6 +359,7 @@ def main(argv=None) -> int:
         "unexplained_survivors": unexplained,
         "mutmut_exit": ran.returncode,
         "not_checked": unchecked,  # mutants a stopped run did not reach
+        "timeouts_rerun": reruns,  # each mutmut timeout's verdict without mutmut's CPU limit (--rerun-timeouts)
     }
     for m, counts in figures["per_module"].items():
         print(f"{m}: {dict(counts)}")

@@ -76,3 +76,11 @@ def test_mutation_testing_marks_only_message_text_changes_equivalent():
     assert not text_only(_diff(value, value.replace('"student"', '"XXstudentXX"')))  # a label without a space
     two = "--- a.py\n+++ a.py\n@@ -1,2 +1,2 @@\n-    a = 'x y'\n-    b = 1\n+    a = 'x yXX'\n+    b = 2\n"
     assert not text_only(two)
+
+
+def test_a_mutant_is_applied_only_where_its_removed_lines_occur_once():
+    apply_mutant = _module("mutation").apply_mutant
+    source = "def f(x):\n    y = x + 1\n    return y\n"
+    assert apply_mutant(source, _diff("    y = x + 1", "    y = x - 1")) == "def f(x):\n    y = x - 1\n    return y\n"
+    assert apply_mutant(source + source, _diff("    y = x + 1", "    y = x - 1")) is None  # twice: not guessed
+    assert apply_mutant(source, _diff("    y = x + 2", "    y = x - 1")) is None  # absent
