@@ -15,6 +15,7 @@ import argparse
 import json
 import re
 import sys
+from collections import Counter
 from itertools import groupby
 from pathlib import Path
 
@@ -682,10 +683,18 @@ def mutation() -> str:
     for module, counts in f["per_module"].items():
         marked = sum(1 for name in f["equivalent"] if name.split(".x")[0] == module)
         rows.append(f"| {module} | " + " | ".join(str(counts.get(s, 0)) for s in statuses) + f" | {marked} |")
+    reruns = Counter(f.get("timeouts_rerun", {}).values())
+    rerun = (
+        f"Of the {sum(reruns.values())} timeouts, run again under a 4-minute wall limit instead of mutmut's CPU limit: "
+        + ", ".join(f"{n} {verdict}" for verdict, n in sorted(reruns.items()))
+        + " (the table keeps mutmut's timeout; a survivor among them is also listed with the survivors). "
+        if reruns
+        else ""
+    )
     return (
         "\n".join(rows) + f"\n\n{len(f['survivors'])} survivors listed by name in the record; "
         f"{len(f['equivalent'])} marked equivalent, each with its reason; {len(f['unexplained_survivors'])} not "
-        "explained. " + _source("mutmut")
+        "explained. " + rerun + _source("mutmut")
     )
 
 
