@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import io
+import json
 import os
 import re
 import shutil
@@ -27,7 +28,7 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from record import stamp, write_record  # noqa: E402
+from record import RESULTS, stamp, write_record  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MUTMUT = Path(sys.executable).with_name("mutmut")
@@ -344,9 +345,22 @@ def main(argv=None) -> int:
     for name, status in statuses.items():
         per_module.setdefault(module(name), Counter())[status] += 1
     # mutmut's CPU limit stops some mutants whose killing tests are fast but sit on slow session fixtures
-    reruns = {n: rerun_timeout(n) for n, s in sorted(statuses.items()) if s == "timeout"} if args.rerun_timeouts else {}
+    earlier = RESULTS / f"{args.record}.json" if args.record else None
+    carried = (
+        json.loads(earlier.read_text()).get("figures", {}).get("timeouts_rerun", {})
+        if earlier and earlier.is_file()
+        else {}
+    )
+    timeouts = sorted(n for n, s in statuses.items() if s == "timeout")
+    # A verdict of an earlier rerun is kept for a mutant that timed out again in mutmut, unless asked to rerun
+    reruns = {
+        n: rerun_timeout(n) if args.rerun_timeouts else carried[n]
+        for n in timeouts
+        if args.rerun_timeouts or n in carried
+    }
     for name, verdict in reruns.items():
-        print(f"{name}: timeout, rerun under a wall limit: {verdict}")
+        source = "rerun" if args.rerun_timeouts else "an earlier rerun"
+        print(f"{name}: timeout; under a wall limit ({source}): {verdict}")
         statuses[name] = "survived" if verdict == "survived" else statuses[name]
     survivors = sorted(n for n, s in statuses.items() if s == "survived")
     unchecked = sum(1 for s in statuses.values() if s == "not checked")
