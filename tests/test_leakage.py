@@ -243,11 +243,12 @@ def test_a_checkpoint_without_a_record_reports_the_count_and_nothing_else():
 
 def test_hashes_given_in_the_callers_order_are_matched_to_their_own_films(tmp_path):
     """Samples passed in reverse path order with their hashes in that order: the one training film (f2, hash "h2")
-    is the one reported, under its own path."""
-    evaluated = [Sample(str(tmp_path / f"f{i}.png"), 0, "test", None) for i in (3, 2, 1)]
+    is the one reported, under its own path (hashes paired by position with the path-sorted films would put "h2" on
+    f3: four films, so the middle does not map onto itself)."""
+    evaluated = [Sample(str(tmp_path / f"f{i}.png"), 0, "test", None) for i in (4, 3, 2, 1)]
     seen = {"sha1": ["h2"], "patients": [], "n_images": 1}
     meta = {"seen": {"training": seen, "selection": {"sha1": [], "patients": [], "n_images": 0}}}
-    leak = check_leakage(meta, evaluated, hashes=["h3", "h2", "h1"])
+    leak = check_leakage(meta, evaluated, hashes=["h4", "h3", "h2", "h1"])
     assert leak.n_images_seen_in_training == 1 and leak.examples == [str(tmp_path / "f2.png")]
 
 
