@@ -163,6 +163,39 @@ EQUIVALENT: dict[str, str] = {
     "pneumocam.evaluation.leakage.x_refuse_seen__mutmut_3": "strict: an overlap raises before warn is called",
     "pneumocam.evaluation.leakage.x_check_leakage__mutmut_20": "the examples field's default is the empty list given",
     **dict.fromkeys(
+        [f"pneumocam.analysis.stats.x_cohens_d__mutmut_{k}" for k in (7, 9, 11, 13)]
+        + [f"pneumocam.analysis.stats.x_hedges_g__mutmut_{k}" for k in (7, 9, 11, 13)],
+        "the scores reach it as float64 (validate_groups casts them); integer input gives float64 means and variances",
+    ),
+    **dict.fromkeys(
+        [f"pneumocam.analysis.stats.x_cohens_d_along__mutmut_{k}" for k in (39, 40, 41, 42)]
+        + ["pneumocam.analysis.stats.x_compare_groups__mutmut_76"],
+        "numpy's error state decides only whether a warning is printed, not the value",
+    ),
+    "pneumocam.analysis.stats.x_hedges_g_along__mutmut_7": (
+        "scipy calls the statistic with axis=-1, cohens_d_along's default"
+    ),
+    "pneumocam.analysis.stats.x_compare_groups__mutmut_20": "scipy's ttest_ind defaults to equal_var=True",
+    "pneumocam.analysis.stats.x_compare_groups__mutmut_25": "scipy reads equal_var=None as false: Welch's test",
+    **dict.fromkeys(
+        [f"pneumocam.analysis.stats.x_compare_groups__mutmut_{k}" for k in (36, 52)],
+        "scipy's default alternative is two-sided, as written",
+    ),
+    **dict.fromkeys(
+        [f"pneumocam.analysis.stats.x_compare_groups__mutmut_{k}" for k in (38, 57, 93)],
+        "scipy reads the alternative and the interval method in any case",
+    ),
+    **dict.fromkeys(
+        [f"pneumocam.analysis.stats.x_compare_groups__mutmut_{k}" for k in (47, 54, 58, 85, 91, 94, 48, 55, 59)],
+        "whether scipy calls the statistic vectorised, and in batches of what size, changes only speed and memory: "
+        "the same generator gives the same resamples",
+    ),
+    **dict.fromkeys(
+        [f"pneumocam.analysis.stats.x_compare_groups__mutmut_{k}" for k in (71, 74, 115, 218)], 'float("NAN") is NaN'
+    ),
+    "pneumocam.analysis.stats.x_compare_groups__mutmut_209": "scipy's Levene p of two constant groups is NaN too",
+    "pneumocam.analysis.stats.x_compare_groups__mutmut_224": "differs only for a Welch p equal to alpha in every bit",
+    **dict.fromkeys(
         (
             "pneumocam.evaluation.calibration.x_calibrate__mutmut_1",
             "pneumocam.evaluation.calibration.x_calibrate__mutmut_2",

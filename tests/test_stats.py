@@ -429,3 +429,76 @@ def test_group_statistics_shrinks_a_sample_to_a_class_of_two_and_passes_its_seed
     assert big["s"]["sample"]["draw"] == {**big["s"]["sample"]["draw"], "n_per_class": 4, "seed": 7}
     one, _ = group_statistics({"s": values}, np.array([0, 1, 1, 1, 1, 1, 1]), 4, 0, 0.05, 7)
     assert one["s"]["error"] == "the NORMAL group has 1 value(s); each group needs at least 2"
+
+
+@pytest.mark.parametrize("d, label", [(0.2, "small"), (-0.5, "medium"), (0.8, "large")])
+def test_effect_size_labels_at_cohens_boundaries(d, label):
+    """Cohen's thresholds are lower bounds: a d of exactly 0.2, 0.5 or 0.8 is small, medium, large."""
+    assert effect_size_label(d) == label
+
+
+def test_compare_groups_defaults_and_alpha_bounds():
+    """Defaults written here: 9,999 random relabellings (12 + 12 films have 2,704,156 > 9,999 distinct ones) and
+    2,000 bootstrap resamples; alpha must lie strictly between 0 and 1."""
+    from pneumocam.analysis.stats import compare_groups
+
+    rng = np.random.default_rng(9)
+    normal, pneumonia = rng.normal(0, 1, 12), rng.normal(1, 1, 12)
+    found = compare_groups(normal, pneumonia)
+    assert found["permutation"]["n_resamples"] == 9999 and not found["permutation"]["exact"]
+    assert found["hedges_g_ci_resamples"] == 2000
+    for alpha in (0.0, 1.0):
+        with pytest.raises(StatsInputError, match=f"alpha must be between 0 and 1, got {alpha}"):
+            compare_groups(normal, pneumonia, alpha=alpha)
+
+
+def test_a_bootstrap_of_one_resample_is_a_percentile_interval_of_one_value():
+    """One percentile resample: both ends of Hedges' g interval are that resample's g (a BCa interval, or the default
+    9,999 resamples, would not close)."""
+    from pneumocam.analysis.stats import compare_groups
+
+    rng = np.random.default_rng(10)
+    found = compare_groups(rng.normal(0, 1, 8), rng.normal(1, 1, 8), n_bootstrap=1)
+    low, high = found["hedges_g_ci"]
+    assert np.isfinite(low) and low == high
+
+
+def test_constant_groups_one_or_both_by_hand():
+    """One constant group: Levene's p and the g interval exist (scipy's Levene here). Both constant: no Levene p,
+    no interval ([NaN, NaN]), no Shapiro p. Three distinct values: Shapiro's p is scipy's; two values: none."""
+    from pneumocam.analysis.stats import compare_groups
+
+    varying, flat = np.array([0.1, 0.4, 0.3]), np.array([0.5, 0.5, 0.5])
+    for normal, pneumonia in ((varying, flat), (flat, varying)):
+        one = compare_groups(normal, pneumonia, n_permutations=99, n_bootstrap=50)
+        assert one["levene"]["p"] == pytest.approx(st.levene(normal, pneumonia).pvalue)
+        assert not np.isnan(one["hedges_g_ci"]).any()  # computed (an end may be infinite: zero-spread resamples)
+    assert compare_groups(varying, flat, n_bootstrap=50)["shapiro"]["NORMAL"]["p"] == pytest.approx(
+        st.shapiro(varying).pvalue
+    )
+    both = compare_groups(flat, flat + 0.1, n_permutations=99, n_bootstrap=50)
+    assert np.isnan(both["levene"]["p"]) and isinstance(both["hedges_g_ci"], list)
+    assert all(np.isnan(both["hedges_g_ci"])) and np.isnan(both["shapiro"]["NORMAL"]["p"])
+    two = compare_groups(np.array([0.1, 0.2]), np.array([0.3, 0.5]), n_permutations=99, n_bootstrap=50)
+    assert np.isnan(two["shapiro"]["NORMAL"]["p"])
+
+
+def test_a_permutation_test_is_exact_when_its_budget_equals_the_relabellings():
+    """3 + 3 films have C(6, 3) = 20 distinct relabellings: a budget of exactly 20 enumerates them all."""
+    from pneumocam.analysis.stats import compare_groups
+
+    found = compare_groups(np.array([0.1, 0.2, 0.3]), np.array([0.6, 0.7, 0.9]), n_permutations=20, n_bootstrap=50)
+    assert found["permutation"]["exact"] and found["permutation"]["n_resamples"] == 20
+
+
+def test_validate_groups_messages_name_the_group_and_the_count():
+    from pneumocam.analysis.stats import LARGEST_SCORE, validate_groups
+
+    with pytest.raises(StatsInputError, match="the PNEUMONIA scores are not numbers"):
+        validate_groups([0.1, 0.2], ["a", "b"])
+    with pytest.raises(StatsInputError, match="the PNEUMONIA group holds 2 NaN or infinite values"):
+        validate_groups([0.1, 0.2], [0.1, np.nan, np.inf])
+    with pytest.raises(StatsInputError, match="its square overflows float64; rescale it below 1e150"):
+        validate_groups([0.1, 2e150], [0.1, 0.2])
+    normal, _ = validate_groups([0.1, LARGEST_SCORE], [0.1, 0.2])  # the bound itself is accepted
+    assert normal.dtype == np.float64 and normal[1] == 1e150

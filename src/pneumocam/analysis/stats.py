@@ -142,6 +142,7 @@ def compare_groups(
         "cohens_d": d,
         "hedges_g": hedges_g(normal, pneumonia),
         "hedges_g_ci": g_ci,
+        "hedges_g_ci_resamples": int(n_bootstrap),
         "shapiro": {"NORMAL": {"p": shapiro_p(normal)}, "PNEUMONIA": {"p": shapiro_p(pneumonia)}},
         "levene": {"p": float(st.levene(normal, pneumonia).pvalue) if not constant else float("nan")},
         "alpha": alpha,
