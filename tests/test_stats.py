@@ -502,3 +502,14 @@ def test_validate_groups_messages_name_the_group_and_the_count():
         validate_groups([0.1, 2e150], [0.1, 0.2])
     normal, _ = validate_groups([0.1, LARGEST_SCORE], [0.1, 0.2])  # the bound itself is accepted
     assert normal.dtype == np.float64 and normal[1] == 1e150
+
+
+def test_numbers_and_p_values_print_by_hand():
+    from pneumocam.analysis.stats import format_number, format_p, permutation_text
+
+    assert format_number(1.2345) == "1.23" and format_number(float("inf")) == "inf"
+    assert format_number(0.5, ".1%") == "50.0%"
+    assert format_number(None) == "n/a" and format_number(float("nan")) == "n/a"
+    assert format_p(0.0123) == "1.230e-02" and format_p(None) == "n/a" and format_p(float("nan")) == "n/a"
+    assert permutation_text({"n_resamples": 20, "exact": True}) == "exact: all 20 relabellings"
+    assert permutation_text({"n_resamples": 9999, "exact": False}) == "9999 random relabellings"
