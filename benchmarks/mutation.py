@@ -415,7 +415,7 @@ def main(argv=None) -> int:
         "unexplained_survivors": unexplained,
         "mutmut_exit": ran.returncode,
         "not_checked": unchecked,  # mutants a stopped run did not reach
-        "timeouts_rerun": reruns,  # each mutmut timeout's verdict without mutmut's CPU limit (--rerun-timeouts)
+        "timeouts_rerun": reruns,  # each mutmut timeout's verdict under a wall limit instead (--rerun-timeouts)
     }
     for m, counts in figures["per_module"].items():
         print(f"{m}: {dict(counts)}")
