@@ -386,13 +386,25 @@ def main(argv=None) -> int:
     per_module: dict[str, Counter] = {}
     for name, status in statuses.items():
         per_module.setdefault(module(name), Counter())[status] += 1
+    earlier_path = RESULTS / f"{args.record}.json" if args.record else None
+    earlier = json.loads(earlier_path.read_text()) if earlier_path and earlier_path.is_file() else {}
+    # A module none of whose mutants this mutmut state has run (a fresh state, NAMEs in other modules) keeps the
+    # earlier record's counts and survivors, named as carried with that record's commit.
+    earlier_counts = earlier.get("figures", {}).get("per_module", {})
+    carried_modules = {
+        m: earlier["commit"]
+        for m, counts in per_module.items()
+        if set(counts) == {"not checked"} and m in earlier_counts and "not checked" not in earlier_counts[m]
+    }
+    for m in carried_modules:
+        per_module[m] = Counter(earlier["figures"]["per_module"][m])
+        for name in earlier["figures"]["survivors"]:
+            if module(name) == m:
+                statuses[name] = "survived"
+        for name in [n for n in statuses if module(n) == m and statuses[n] == "not checked"]:
+            del statuses[name]  # counted in the carried counts
     # mutmut's CPU limit stops some mutants whose killing tests are fast but sit on slow session fixtures
-    earlier = RESULTS / f"{args.record}.json" if args.record else None
-    carried = (
-        json.loads(earlier.read_text()).get("figures", {}).get("timeouts_rerun", {})
-        if earlier and earlier.is_file()
-        else {}
-    )
+    carried = earlier.get("figures", {}).get("timeouts_rerun", {})
     timeouts = sorted(n for n, s in statuses.items() if s == "timeout")
     # A verdict of an earlier rerun is kept for a mutant that timed out again in mutmut, unless asked to rerun it
     # (--rerun-timeouts reruns the timeouts among the NAMEs given, or every timeout)
@@ -403,12 +415,13 @@ def main(argv=None) -> int:
         source = "rerun" if args.rerun_timeouts and name in asked else "an earlier rerun"
         print(f"{name}: timeout; under a wall limit ({source}): {verdict}")
         statuses[name] = "survived" if verdict == "survived" else statuses[name]
+    reruns |= {n: verdict for n, verdict in carried.items() if module(n) in carried_modules}  # already in survivors
     survivors = sorted(n for n, s in statuses.items() if s == "survived")
     unchecked = sum(1 for s in statuses.values() if s == "not checked")
     equivalent = classify(survivors)
     unexplained = [n for n in survivors if n not in equivalent]
     figures = {
-        "mutants": len(statuses),
+        "mutants": sum(sum(c.values()) for c in per_module.values()),
         "per_module": {m: dict(c) for m, c in sorted(per_module.items())},
         "survivors": survivors,
         "equivalent": equivalent,
@@ -416,6 +429,7 @@ def main(argv=None) -> int:
         "mutmut_exit": ran.returncode,
         "not_checked": unchecked,  # mutants a stopped run did not reach
         "timeouts_rerun": reruns,  # each mutmut timeout's verdict under a wall limit instead (--rerun-timeouts)
+        "carried_modules": carried_modules,  # module: the commit of the earlier record whose results it keeps
     }
     for m, counts in figures["per_module"].items():
         print(f"{m}: {dict(counts)}")

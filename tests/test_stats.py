@@ -513,3 +513,73 @@ def test_numbers_and_p_values_print_by_hand():
     assert format_p(0.0123) == "1.230e-02" and format_p(None) == "n/a" and format_p(float("nan")) == "n/a"
     assert permutation_text({"n_resamples": 20, "exact": True}) == "exact: all 20 relabellings"
     assert permutation_text({"n_resamples": 9999, "exact": False}) == "9999 random relabellings"
+
+
+def hand_entry(reject: bool, exact: bool, resampled: dict | None) -> dict:
+    """A stats.json entry with a distinct value in every field, so a field read from the wrong key shows."""
+    sample = {
+        "difference": "PNEUMONIA - NORMAL",
+        "groups": {
+            "NORMAL": {"n": 30, "mean": 0.4123456789, "sd": 0.101},
+            "PNEUMONIA": {"n": 31, "mean": 0.5, "sd": 0.12345678},
+        },
+        "student": {"t": 2.345678, "df": 59.0, "p": 0.0223},
+        "welch": {"t": 2.3, "df": 57.26, "p": 0.025},
+        "mannwhitney": {"u": 612.0, "p": 0.031},
+        "permutation": {"p": 0.0001, "exact": exact, "n_resamples": 70 if exact else 9999},
+        "shapiro": {"NORMAL": {"p": 0.5}, "PNEUMONIA": {"p": 0.0012}},
+        "levene": {"p": 0.4},
+        "alpha": 0.05,
+        "reject_null": reject,
+        "cohens_d": 0.6012345,
+        "effect_size_label": "medium",
+        "hedges_g": 0.5934,
+        "hedges_g_ci": [0.08, 1.1],
+    }
+    return {"sample": sample} | ({"resampled": resampled} if resampled is not None else {})
+
+
+RESAMPLED = {
+    "n_draws": 1000,
+    "n_per_class": 30,
+    "share_p_below_alpha": 0.4567,
+    "alpha": 0.01,
+    "p_quantiles": {"0.5": 0.0612},
+    "d_quantiles": {"0.5": 0.4821},
+}
+
+
+def test_summary_text_is_the_original_layout_character_for_character():
+    """Every line written out by hand from the entry above: column widths (12, 6, 14, 14), each statistic's format
+    (t to 4 places, Student's df whole, Welch's to 1, p in scientific notation), the verdict, the permutation kind
+    and the resampled spread."""
+    expected = [
+        "Summary Statistics (mean_raw; difference = PNEUMONIA - NORMAL)",
+        "Class            n          Mean            SD",
+        "NORMAL          30      0.412346         0.101",
+        "PNEUMONIA       31           0.5      0.123457",
+        "",
+        "Statistical Test Results",
+        "  Student's t-test (original): t = 2.3457, df = 59, p = 2.230e-02",
+        "  Welch's t-test:              t = 2.3000, df = 57.3, p = 2.500e-02",
+        "  Mann-Whitney U:              U = 612.0, p = 3.100e-02",
+        "  Permutation test:            p = 1.000e-04 (9999 random relabellings)",
+        "  Shapiro-Wilk p: NORMAL 5.000e-01, PNEUMONIA 1.200e-03; Levene p = 4.000e-01",
+        "  At alpha = 0.05: reject the null hypothesis (Welch)",
+        "",
+        "Effect Size",
+        "  Cohen's d = 0.6012 (medium); Hedges' g = 0.5934, 95% CI [0.0800, 1.1000]",
+        "  Over 1000 random 30 vs 30 draws (3 without a p: both groups constant): 45.7% have p < 0.01; "
+        "median p 6.120e-02, median d 0.482",
+    ]
+    entry = hand_entry(reject=True, exact=False, resampled=RESAMPLED | {"n_draws_without_p": 3})
+    assert summary_text(entry, "mean_raw").split("\n") == expected
+
+
+@pytest.mark.parametrize("without_p", [{"n_draws_without_p": 0}, {}], ids=["none-without-p", "older-entry"])
+def test_summary_text_says_do_not_reject_exact_and_leaves_out_draws_without_a_p_when_none(without_p):
+    text = summary_text(hand_entry(reject=False, exact=True, resampled=RESAMPLED | without_p), "s").split("\n")
+    assert text[9] == "  Permutation test:            p = 1.000e-04 (exact: all 70 relabellings)"
+    assert text[11] == "  At alpha = 0.05: do not reject the null hypothesis (Welch)"
+    assert text[-1] == "  Over 1000 random 30 vs 30 draws: 45.7% have p < 0.01; median p 6.120e-02, median d 0.482"
+    assert len(summary_text(hand_entry(reject=False, exact=True, resampled=None), "s").split("\n")) == len(text) - 1
