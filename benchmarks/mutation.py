@@ -50,6 +50,14 @@ EQUIVALENT: dict[str, str] = {
     "pneumocam.analysis.stats.x_resampled_draws__mutmut_113": "differs only for a p equal to alpha in every bit",
     "pneumocam.analysis.stats.x_resampled_draws__mutmut_116": 'float("NAN") is NaN',
     "pneumocam.analysis.stats.x_resampled_draws__mutmut_129": 'float("NAN") is NaN',
+    "pneumocam.analysis.stats.x_read_scores__mutmut_9": "Python's codec names ignore case: UTF-8-SIG is utf-8-sig",
+    "pneumocam.analysis.stats.x_read_scores__mutmut_54": (
+        "an empty label is refused either way, with the same message (it quotes the cell, not the stand-in)"
+    ),
+    **dict.fromkeys(
+        ("pneumocam.analysis.stats.x_summary_text__mutmut_184", "pneumocam.analysis.stats.x_summary_text__mutmut_186"),
+        "an entry without n_draws_without_p: None and 0 are both false, no parenthetical either way",
+    ),
     "pneumocam.evaluation.populations.x_group_metrics__mutmut_4": FLOAT_ALREADY,
     "pneumocam.evaluation.populations.x_group_metrics__mutmut_6": FLOAT_ALREADY,
     "pneumocam.evaluation.populations.x_group_metrics__mutmut_8": NAMES_ARE_TEXT,

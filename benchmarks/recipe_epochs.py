@@ -6,6 +6,11 @@ guard's fit, writing the folder).
 
     python benchmarks/recipe_epochs.py [--max-per-class 300] [--schedule 128:1,224:1] [--record recipe-epochs]
 
+Each recipe's whole schedule on every film is then projected from those rates (a projection, labelled so: each
+epoch's training and validating seconds per film at its size, times the full recipe's films and epochs at that
+size; preparing and the guard's fit per film, times all films), so the README can say what each minute of a full
+recipe on this machine is spent on without training it for hours.
+
 Run it with nothing else on the machine: its figures are times. Exits 1 when a training run fails.
 """
 
@@ -22,6 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from record import stamp, write_record  # noqa: E402
 
 from pneumocam.core.errors import PneumocamError  # noqa: E402
+from pneumocam.data.discover import discover  # noqa: E402
+from pneumocam.data.split import choose_validation  # noqa: E402
+from pneumocam.pipeline.config import DEFAULT_HOLDOUT_FRACTION  # noqa: E402
 from pneumocam.train.config import TrainConfig  # noqa: E402
 from pneumocam.train.fit import fit  # noqa: E402
 
@@ -53,6 +61,7 @@ def timed_recipe(recipe: str, data: Path, max_per_class: int, schedule: str, run
             {
                 "image_size": row["image_size"],
                 "seconds": row["seconds"],
+                "train_seconds": row["train_seconds"],
                 "cpu_utilisation": row.get("cpu_utilisation"),
                 "train_films_per_epoch_s": n_train / row["seconds"],  # the epoch's seconds include validating
                 "val_auc": row.get("val_auc"),
@@ -62,12 +71,64 @@ def timed_recipe(recipe: str, data: Path, max_per_class: int, schedule: str, run
     }
 
 
+def full_recipe_films(recipe: str, data: Path, holdout_fraction: float) -> tuple[int, int]:
+    """The training and validation films of the whole recipe on `data` (its validation plan, every film, after the
+    held-out patients `run --eval-split heldout` sets aside)."""
+    config = TrainConfig.from_recipe(recipe, data=str(data), holdout_fraction=holdout_fraction)
+    train, val, _ = choose_validation(
+        discover(config.data),
+        config.val_source,
+        config.val_fraction,
+        config.data_seed,
+        holdout_fraction=config.holdout_fraction,
+        val_family=config.val_family,
+        val_population=config.val_population,
+    )
+    return len(train), len(val)
+
+
+def projected_minutes(measured: dict, recipe: str, data: Path, holdout_fraction: float) -> dict:
+    """The whole recipe's minutes per part on this machine, from the cut run's rates (seconds per film)."""
+    n_train, n_val = full_recipe_films(recipe, data, holdout_fraction)
+    sizes = TrainConfig.from_recipe(recipe, data=str(data)).sizes
+    rate = {e["image_size"]: e for e in measured["epochs"]}
+    missing = sorted(set(sizes) - set(rate))
+    if missing:
+        raise SystemExit(f"{recipe}: the cut schedule did not train at {missing} px, which the recipe uses")
+    films, cut_films = n_train + n_val, measured["n_train"] + measured["n_val"]
+    guard_s = measured["timings"]["guard_fit_s"]
+    parts = {}
+    for size in sorted(set(sizes)):
+        epochs, e = sizes.count(size), rate[size]
+        parts[f"training, {epochs} epochs at {size} px"] = epochs * e["train_seconds"] / measured["n_train"] * n_train
+        parts[f"validating, {epochs} epochs at {size} px"] = (
+            epochs * (e["seconds"] - e["train_seconds"]) / measured["n_val"] * n_val
+        )
+    parts["the guard's fit"] = guard_s / cut_films * films
+    parts["preparing and writing"] = (measured["outside_epochs_s"] - guard_s) / cut_films * films
+    minutes = {name: seconds / 60 for name, seconds in parts.items()}
+    return {
+        "n_train": n_train,
+        "n_val": n_val,
+        "holdout_fraction": holdout_fraction,
+        "schedule": sizes,
+        "minutes": minutes,
+        "total_min": sum(minutes.values()),
+    }
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=SHARED / "kermany224")
     parser.add_argument("--max-per-class", type=int, default=300)
     parser.add_argument("--schedule", default="128:1,224:1")
     parser.add_argument("--recipes", default="scratch,recommended")
+    parser.add_argument(
+        "--holdout-fraction",
+        type=float,
+        default=DEFAULT_HOLDOUT_FRACTION,
+        help="The projection's held-out share of patients (the README's `run --eval-split heldout`).",
+    )
     parser.add_argument("--record", default=None, help="Also write benchmarks/results/NAME.json.")
     args = parser.parse_args(argv)
     stamped = stamp()
@@ -87,6 +148,8 @@ def main(argv=None) -> int:
                 f"{recipe}: {row['wall_s']:.0f} s in all, epochs {epochs}; outside epochs "
                 f"{row['outside_epochs_s']:.0f} s"
             )
+            row["projected_whole_recipe"] = projected_minutes(row, recipe, args.data, args.holdout_fraction)
+            print(f"{recipe}, the whole recipe projected: {row['projected_whole_recipe']['total_min']:.0f} min")
     if args.record:
         figures = {"max_per_class": args.max_per_class, "schedule": args.schedule, "recipes": found}
         write_record(

@@ -583,3 +583,80 @@ def test_summary_text_says_do_not_reject_exact_and_leaves_out_draws_without_a_p_
     assert text[11] == "  At alpha = 0.05: do not reject the null hypothesis (Welch)"
     assert text[-1] == "  Over 1000 random 30 vs 30 draws: 45.7% have p < 0.01; median p 6.120e-02, median d 0.482"
     assert len(summary_text(hand_entry(reject=False, exact=True, resampled=None), "s").split("\n")) == len(text) - 1
+
+
+def test_summary_text_writes_an_infinite_statistic_as_inf():
+    """Two constant groups with different means: Student's t is infinite (scipy: t = diff / 0). Every formatted
+    statistic of an infinite value reads 'inf', lower case like numpy and scipy print it."""
+    entry = hand_entry(reject=True, exact=False, resampled=None)
+    sample = entry["sample"]
+    for test in ("student", "welch"):
+        sample[test] |= {"t": float("inf"), "df": float("inf")}
+    sample |= {"cohens_d": float("inf"), "hedges_g": float("inf"), "hedges_g_ci": [float("inf"), float("inf")]}
+    text = summary_text(entry, "s").split("\n")
+    assert text[6] == "  Student's t-test (original): t = inf, df = inf, p = 2.230e-02"
+    assert text[7] == "  Welch's t-test:              t = inf, df = inf, p = 2.500e-02"
+    assert text[14] == "  Cohen's d = inf (medium); Hedges' g = inf, 95% CI [inf, inf]"
+
+
+def test_read_scores_returns_each_class_in_file_order_and_counts_the_dropped_rows(tmp_path):
+    """A hand-made table: NORMAL 0.1, 0.3 (one empty, one NaN dropped), PNEUMONIA 0.7, 0.2, 0.9 (one NaN dropped);
+    labels as 0/1 and in any case; written with Windows line ends and the byte-order mark Excel's 'CSV UTF-8' puts
+    first (the first column is still `path`); a score column beside another."""
+    text = (
+        "\ufeffpath,label,score,other\r\n"
+        "a.png,NORMAL,0.1,5\r\n"
+        "b.png,pneumonia,0.7,5\r\n"
+        "c.png,0,,5\r\n"
+        "d.png,1,0.2,5\r\n"
+        "e.png,Normal,nan,5\r\n"
+        "f.png,PNEUMONIA,NaN,5\r\n"
+        "g.png,NORMAL,0.3,5\r\n"
+        "h.png,PNEUMONIA,0.9,5\r\n"
+    )
+    path = tmp_path / "scores.csv"
+    path.write_bytes(text.encode("utf-8"))
+    found = read_scores(path, ["score"])
+    assert list(found) == ["score"]
+    normal, pneumonia, dropped = found["score"]
+    assert normal.tolist() == [0.1, 0.3] and pneumonia.tolist() == [0.7, 0.2, 0.9]
+    assert dropped == {"NORMAL": 2, "PNEUMONIA": 1}
+
+
+def test_read_scores_keeps_paths_that_differ_only_by_a_line_break_apart(tmp_path):
+    """Quoted cells are read as written (csv needs newline=''): a path holding a carriage return and one holding a
+    line feed are two films, not a duplicate."""
+    path = tmp_path / "scores.csv"
+    path.write_bytes(b'path,label,score\n"a\rb",NORMAL,1\n"a\nb",NORMAL,2\nc,PNEUMONIA,3\nd,PNEUMONIA,4\n')
+    assert read_scores(path, ["score"])["score"].normal.tolist() == [1.0, 2.0]
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("path,other\na,1\n", r"scores.csv lacks column\(s\) label, score; it has: path, other$"),
+        ("label,score\nNORMAL,1\nCOVID,1\n", r"scores.csv, line 3: label 'COVID' is not NORMAL or PNEUMONIA$"),
+        (
+            "label,score\nNORMAL,1\nNORMAL,2\nPNEUMONIA,inf\nPNEUMONIA,3\nPNEUMONIA,-inf\n",
+            r"scores.csv: score is infinite on 2 row\(s\), first on line 4; ",
+        ),
+        ("label,score\nNORMAL,1\nNORMAL,x\n", r"scores.csv, line 3: score = 'x' is not a number$"),
+        (
+            "path,label,score\na,NORMAL,1\nb,NORMAL,1\na,NORMAL,2\nb,PNEUMONIA,3\na,PNEUMONIA,4\n",
+            r"scores.csv lists 3 path\(s\) twice \(e.g. a\)",
+        ),
+    ],
+    ids=["columns", "label-line", "infinite-line", "number-line", "duplicates"],
+)
+def test_read_scores_messages_name_the_line_and_the_columns(tmp_path, text, message):
+    """Hand counts: line 1 is the header, so the n-th data row is line n + 1; a path seen before counts once per
+    repeat (a twice and b once: 3)."""
+    with pytest.raises(StatsInputError, match=message):
+        read_scores(write(tmp_path, text), ["score"])
+
+
+def test_an_unreadable_scores_file_says_so(tmp_path):
+    path = tmp_path / "scores.csv"
+    path.write_bytes(b"label,score\n\xff\xfe\xfa,1\n")
+    with pytest.raises(StatsInputError, match=r"cannot read .*scores.csv: 'utf-8' codec can't decode"):
+        read_scores(path, ["score"])

@@ -289,6 +289,7 @@ def train_epoch(run: Training, epoch: int) -> None:
     row = {"epoch": epoch + 1, "image_size": size} | train_one_epoch(
         step, train, config, epoch, run.device, run.dist, run.precision
     )
+    row["train_seconds"] = time.perf_counter() - began  # the rest of the epoch's seconds is validating
     candidates = {"trained": run.model} | ({"ema": run.averaged.module} if run.averaged is not None else {})
     validated = {
         name: validate(
