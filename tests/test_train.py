@@ -462,3 +462,29 @@ def test_prefetched_keeps_the_order_and_raises_the_producer_s_error():
     assert next(found) == 1
     with pytest.raises(ValueError, match="bad film"):
         next(found)
+
+
+def test_each_epoch_records_its_training_seconds_apart_from_validating(tmp_path, phantom_data, monkeypatch):
+    """Training and validating made slow by known amounts (0.4 s per epoch's training, 0.6 s per validation): the
+    history's train_seconds holds the first and not the second, and the epoch's seconds both."""
+    import time
+
+    import pneumocam.train.fit as fitting
+
+    def slowed(function, seconds):
+        def wrapper(*args, **kwargs):
+            time.sleep(seconds)
+            return function(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(fitting, "train_one_epoch", slowed(fitting.train_one_epoch, 0.4))
+    monkeypatch.setattr(fitting, "validate", slowed(fitting.validate, 0.6))
+    config = TrainConfig(
+        data=str(phantom_data.images), mode="frozen", weights="none", image_size=32, epochs=2, batch_size=16,
+        val_source="dataset", use_cache=False,
+    )  # fmt: skip
+    history = json.loads((fit(config, runs_dir=tmp_path) / "history.json").read_text())
+    assert len(history) == 2
+    for row in history:
+        assert row["train_seconds"] >= 0.4 and row["seconds"] - row["train_seconds"] >= 0.6, row
