@@ -586,6 +586,50 @@ def recipe_epochs() -> str:
     )
 
 
+def recipe_projection() -> str:
+    """Each recipe's whole schedule on every film, projected from the cut run's rates: minutes per part."""
+    f = load("recipe-epochs")["figures"]
+    projected = {found["recipe"]: found["projected_whole_recipe"] for found in f["recipes"]}
+    names = list(projected)
+    rows = [
+        "| part of the whole recipe | " + " | ".join(f"`{n}` (minutes)" for n in names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    for part in projected[names[0]]["minutes"]:
+        rows.append(f"| {part} | " + " | ".join(f"{projected[n]['minutes'][part]:.0f}" for n in names) + " |")
+    rows.append("| **in all** | " + " | ".join(f"**{projected[n]['total_min']:.0f}**" for n in names) + " |")
+    first = projected[names[0]]
+    machine = load("recipe-epochs")["machine"]
+    return (
+        "\n".join(rows) + f"\n\nProjected, not timed: each part is the cut run's seconds per film at that size "
+        f"({f['max_per_class']} films per class, schedule {f['schedule']}) times the whole recipe's films "
+        f"({first['n_train']} training, {first['n_val']} validation films once {first['holdout_fraction']:.0%} of "
+        f"the patients are held out) and its epochs; {machine['cores']} cores, "
+        f"{', '.join(machine['cpu_flags']) or 'no vector flags'} (fp32). " + _source("recipe-epochs")
+    )
+
+
+def compile_speed() -> str:
+    """torch.compile against eager for the training step and Grad-CAM, and after how many films compiling repays."""
+    f = load("compile")["figures"]
+    rows = [
+        "| pass | eager images/s | compiled images/s | compiled / eager | compiling, once | repaid after |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, key in (("training step", "train"), ("Grad-CAM", "gradcam")):
+        eager, compiled = f[f"{key}_images_per_s"]["eager"], f[f"{key}_images_per_s"]["compiled"]
+        compile_s = f[f"compile_{key}_s"]
+        saved_per_film = 1 / eager - 1 / compiled
+        repaid = f"{compile_s / saved_per_film:,.0f} films" if saved_per_film > 0 else "never"
+        rows.append(
+            f"| {name} | {eager:.1f} | {compiled:.1f} | {compiled / eager:.2f}x | {compile_s:.0f} s | {repaid} |"
+        )
+    return (
+        "\n".join(rows) + f"\n\n{f['size']} px, batch {f['batch']}, {f['threads']} threads, interleaved, after "
+        "warm-up; repaid after: compiling's seconds over the seconds it saves per film. " + _source("compile")
+    )
+
+
 def populations_mixed() -> str:
     """A model trained on Kermany and NIH training patients, on its own held-out patients of each population."""
     record = load("populations-mixed")
@@ -703,6 +747,8 @@ TABLES = {
     "populations": populations,
     "guard-parts": guard_parts,
     "recipe-epochs": recipe_epochs,
+    "recipe-projection": recipe_projection,
+    "compile": compile_speed,
     "populations-mixed": populations_mixed,
     "reliance-controls": reliance_controls,
     "seed-repeatability": seed_repeatability,

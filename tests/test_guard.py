@@ -205,6 +205,75 @@ def test_the_pooled_features_are_layer4s_then_layer2s_as_hooks_on_torchvisions_r
     np.testing.assert_allclose(GradCAM(model)(images).features, row.numpy(), rtol=1e-4, atol=1e-5)
 
 
+def test_a_pass_that_stops_early_keeps_the_early_columns_and_leaves_the_rest_nan():
+    """deepest='layer1' and 'layer2' against forward hooks on the whole torchvision forward: the columns of the blocks
+    run are the whole pass's, the others NaN, and the blocks past `deepest` never run (counted by hooks)."""
+    import torch
+
+    from pneumocam.data import to_model_input
+    from pneumocam.model.network import new_resnet50, pooled_features
+
+    torch.manual_seed(0)
+    model = new_resnet50().eval()
+    x = to_model_input(torch.from_numpy(np.random.default_rng(1).integers(0, 255, (2, 64, 64), dtype=np.uint8)))
+    calls = {"layer2": 0, "layer3": 0, "layer4": 0}
+    seen = {}
+    for name in ("layer1", "layer2", "layer3", "layer4"):
+
+        def hook(_m, _i, out, name=name):
+            seen[name] = out
+            calls[name] = calls.get(name, 0) + 1
+
+        getattr(model, name).register_forward_hook(hook)
+    with torch.no_grad():
+        layer1_only = pooled_features(model, x, deepest="layer1")
+        assert calls == {"layer1": 1, "layer2": 0, "layer3": 0, "layer4": 0}
+        torch.testing.assert_close(layer1_only[:, 2560:2816], seen["layer1"].mean(dim=(2, 3)))
+        torch.testing.assert_close(layer1_only[:, 2816:3072], seen["layer1"].std(dim=(2, 3)))
+        torch.testing.assert_close(
+            layer1_only[:, 3072:], x[:, 0].reshape(2, 8, 8, 8, 8).mean(dim=(2, 4)).reshape(2, 64)
+        )
+        assert torch.isnan(layer1_only[:, :2560]).all() and not torch.isnan(layer1_only[:, 2560:]).any()
+        through_layer2 = pooled_features(model, x, deepest="layer2")
+        assert calls == {"layer1": 2, "layer2": 1, "layer3": 0, "layer4": 0}
+        torch.testing.assert_close(through_layer2[:, 2048:2560], seen["layer2"].mean(dim=(2, 3)))
+        assert torch.isnan(through_layer2[:, :2048]).all() and not torch.isnan(through_layer2[:, 2048:]).any()
+        with pytest.raises(ValueError, match="deepest must be one of layer1, layer2, layer4"):
+            pooled_features(model, x, deepest="layer3")
+
+
+def test_the_guard_s_fit_runs_the_network_only_as_deep_as_its_parts_read(tiny_checkpoint, monkeypatch):
+    """Format 4 reads layer1's moments and the thumbnail: the fit's feature pass never runs layer2 or deeper, and
+    its rows equal the whole pass's on every column the guard reads (and a guard reads only its columns: below)."""
+    import torch
+
+    from pneumocam.data import prepare_data
+    from pneumocam.model.inputs import ModelInputs
+    from pneumocam.model.network import load_checkpoint
+    from pneumocam.train.config import TrainConfig
+    from pneumocam.train.guard_fit import GUARD_PARTS, guard_features
+
+    model, meta = load_checkpoint(tiny_checkpoint / "model.pt")
+    assert set(GUARD_PARTS) == {"layer1 moments", "thumbnail"}  # what the depth below is chosen from
+    prepared, _ = ModelInputs.of_training(TrainConfig(**meta["config"])).prepared(
+        prepare_data(TrainConfig(**meta["config"]))
+    )
+    ran = []
+    handle = model.layer2.register_forward_hook(lambda *_: ran.append(1))
+    early = guard_features(model, prepared, 16, torch.device("cpu"))
+    handle.remove()
+    assert ran == []
+    from pneumocam.model.forward import extract_features
+
+    whole = [
+        extract_features(model, part.images, 16, torch.device("cpu"), "whole", head_only=False)
+        for part in (prepared.train, prepared.val)
+    ]
+    for found, full in zip(early, whole, strict=True):
+        np.testing.assert_allclose(found[:, 2560:], full[:, 2560:], rtol=1e-5, atol=1e-6)
+        assert torch.isnan(found[:, :2560]).all()
+
+
 def test_a_guard_reads_only_its_columns_and_a_format_1_guard_reads_layer4s():
     """A guard of format 1 (before the depth was stored) read the whole 2048-d layer4 row, now the first columns."""
     import torch

@@ -602,17 +602,17 @@ def test_summary_text_writes_an_infinite_statistic_as_inf():
 def test_read_scores_returns_each_class_in_file_order_and_counts_the_dropped_rows(tmp_path):
     """A hand-made table: NORMAL 0.1, 0.3 (one empty, one NaN dropped), PNEUMONIA 0.7, 0.2, 0.9 (one NaN dropped);
     labels as 0/1 and in any case; written with Windows line ends and the byte-order mark Excel's 'CSV UTF-8' puts
-    first (the first column is still `path`); a score column beside another."""
+    first (before `label`, which must still be found); a score column beside another."""
     text = (
-        "\ufeffpath,label,score,other\r\n"
-        "a.png,NORMAL,0.1,5\r\n"
-        "b.png,pneumonia,0.7,5\r\n"
-        "c.png,0,,5\r\n"
-        "d.png,1,0.2,5\r\n"
-        "e.png,Normal,nan,5\r\n"
-        "f.png,PNEUMONIA,NaN,5\r\n"
-        "g.png,NORMAL,0.3,5\r\n"
-        "h.png,PNEUMONIA,0.9,5\r\n"
+        "\ufefflabel,path,score,other\r\n"
+        "NORMAL,a.png,0.1,5\r\n"
+        "pneumonia,b.png,0.7,5\r\n"
+        "0,c.png,,5\r\n"
+        "1,d.png,0.2,5\r\n"
+        "Normal,e.png,nan,5\r\n"
+        "PNEUMONIA,f.png,NaN,5\r\n"
+        "NORMAL,g.png,0.3,5\r\n"
+        "PNEUMONIA,h.png,0.9,5\r\n"
     )
     path = tmp_path / "scores.csv"
     path.write_bytes(text.encode("utf-8"))

@@ -25,12 +25,16 @@ def forward_pass(
     logits: bool = True,
     features: bool = False,
     dist: Distributed = SINGLE,
+    deepest: str = "layer4",
 ) -> tuple[np.ndarray | None, np.ndarray | None]:
     """(one logit per image, its pooled features (`pooled_features`: layer4's, then layer2's)): the one batched pass
     every command runs, BatchNorm in eval.
 
     Results come back in the images' own order whatever order they ran in (order: a permutation to run them in).
-    Under torchrun (dist) each process computes its contiguous part and every process receives the whole."""
+    Under torchrun (dist) each process computes its contiguous part and every process receives the whole. deepest:
+    the last block the features need (`pooled_features`); logits need layer4."""
+    if logits and deepest != "layer4":
+        raise ValueError("logits need the whole network: deepest must be layer4")
     model.eval()
     device = torch.device(device)
     mine = dist.part(len(images)) if order is None else np.asarray(order)
@@ -42,7 +46,7 @@ def forward_pass(
         if not features:
             out_logits[idx] = model(x).float().flatten().cpu().numpy()
             continue
-        pooled = pooled_features(model, x)
+        pooled = pooled_features(model, x, deepest)
         out_features[idx] = pooled.float().cpu().numpy()
         if logits:
             out_logits[idx] = model.fc(pooled[:, : model.fc.in_features]).float().flatten().cpu().numpy()
@@ -60,11 +64,20 @@ def extract_features(
     description: str,
     dist: Distributed = SINGLE,
     head_only: bool = True,
+    deepest: str = "layer4",
 ) -> torch.Tensor:
     """Pooled features for every image: the head's input (layer4's) or, head_only=False, every depth's
-    (`pooled_features`: the guard's input too). The frozen mode's one backbone pass."""
+    (`pooled_features`: the guard's input too; deepest: the last block run). The frozen mode's one backbone pass."""
     _, found = forward_pass(
-        model, images, batch_size, device, description=description, logits=False, features=True, dist=dist
+        model,
+        images,
+        batch_size,
+        device,
+        description=description,
+        logits=False,
+        features=True,
+        dist=dist,
+        deepest=deepest,
     )
     return torch.from_numpy(np.ascontiguousarray(found[:, : model.fc.in_features]) if head_only else found)
 

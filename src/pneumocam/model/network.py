@@ -257,16 +257,38 @@ def early_features(x: torch.Tensor, layer1: torch.Tensor, layer2: torch.Tensor) 
     )
 
 
-def pooled_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+# The block each part of a `pooled_features` row needs the forward to reach, in the order the blocks run.
+FEATURE_DEPTHS = ("layer1", "layer2", "layer4")
+COLUMN_DEPTH = {
+    "layer4": "layer4",
+    "layer2": "layer2",
+    "layer1 means": "layer1",
+    "layer1 stds": "layer1",
+    "layer1 moments": "layer1",
+    "thumbnail": "layer1",
+}
+
+
+def pooled_features(model: nn.Module, x: torch.Tensor, deepest: str = "layer4") -> torch.Tensor:
     """What one forward keeps of a film: layer4's pooled features (the head's input), then `early_features`;
-    `pooled_columns` says where each part lies."""
+    `pooled_columns` says where each part lies. deepest: the last block run (FEATURE_DEPTHS); a reader that needs
+    only the early parts (the guard's fit) stops there, and the columns of the blocks not run are NaN, so reading one
+    by mistake can never pass for a feature."""
+    if deepest not in FEATURE_DEPTHS:
+        raise ValueError(f"deepest must be one of {', '.join(FEATURE_DEPTHS)}, got {deepest!r}")
     y = x
     for name in ("conv1", "bn1", "relu", "maxpool"):
         y = getattr(model, name)(y)
     layer1 = model.layer1(y)
-    layer2 = model.layer2(layer1)
-    late = model.avgpool(model.layer4(model.layer3(layer2)))
-    return torch.cat([torch.flatten(late, 1), early_features(x, layer1, layer2).to(late.dtype)], dim=1)
+    if deepest == "layer1":
+        layer2 = torch.full((len(x), model.layer3[0].conv1.in_channels, 1, 1), float("nan"), device=x.device)
+    else:
+        layer2 = model.layer2(layer1)
+    if deepest == "layer4":
+        late = torch.flatten(model.avgpool(model.layer4(model.layer3(layer2))), 1)
+    else:
+        late = torch.full((len(x), model.fc.in_features), float("nan"), dtype=layer1.dtype, device=x.device)
+    return torch.cat([late, early_features(x, layer1, layer2).to(late.dtype)], dim=1)
 
 
 def pooled_columns(model: nn.Module) -> dict[str, tuple[int, int]]:

@@ -25,7 +25,7 @@ from pneumocam.model.guard import (
     save_guard,
 )  # fmt: skip
 from pneumocam.model.inputs import ModelInputs
-from pneumocam.model.network import load_checkpoint, pooled_columns
+from pneumocam.model.network import COLUMN_DEPTH, FEATURE_DEPTHS, load_checkpoint, pooled_columns
 from pneumocam.train.config import TrainConfig
 
 
@@ -130,9 +130,13 @@ def fit_combined_guard(parts: list[Guard | NeighbourGuard], val_features: np.nda
 
 
 def guard_features(model, prepared: PreparedData, batch_size: int, device) -> list:
-    """The model's pooled features (every depth) of the training and validation films, in that order."""
+    """The model's pooled features of the training and validation films, in that order, the forward run only as deep
+    as the guard's parts read (layer1 for format 4: about a fifth of the network's work)."""
+    deepest = max((COLUMN_DEPTH[name] for name in GUARD_PARTS), key=FEATURE_DEPTHS.index)
     return [
-        extract_features(model, part.images, batch_size, device, f"Guard features ({name})", head_only=False)
+        extract_features(
+            model, part.images, batch_size, device, f"Guard features ({name})", head_only=False, deepest=deepest
+        )
         for name, part in (("train", prepared.train), ("val", prepared.val))
     ]
 
