@@ -735,10 +735,18 @@ def mutation() -> str:
         if reruns
         else ""
     )
+    carried = f.get("carried_modules") or {}
+    kept = (
+        f"The counts of {', '.join(sorted(carried))} are kept from the record of commit "
+        f"{', '.join(sorted({c[:7] for c in carried.values()}))} (this run's mutmut state did not run them; their "
+        "source and tests have not changed since). "
+        if carried
+        else ""
+    )
     return (
         "\n".join(rows) + f"\n\n{len(f['survivors'])} survivors listed by name in the record; "
         f"{len(f['equivalent'])} marked equivalent, each with its reason; {len(f['unexplained_survivors'])} not "
-        "explained. " + rerun + _source("mutmut")
+        "explained. " + rerun + kept + _source("mutmut")
     )
 
 
