@@ -587,25 +587,36 @@ def recipe_epochs() -> str:
 
 
 def recipe_projection() -> str:
-    """Each recipe's whole schedule on every film, projected from the cut run's rates: minutes per part."""
+    """Each recipe's whole schedule on every film, projected from the cut run's rates: minutes per part, one row per
+    recipe (training at each size; validating, the guard's fit, preparing and writing together as the rest)."""
     f = load("recipe-epochs")["figures"]
     projected = {found["recipe"]: found["projected_whole_recipe"] for found in f["recipes"]}
-    names = list(projected)
+    sizes = sorted(set(next(iter(projected.values()))["schedule"]))
     rows = [
-        "| part of the whole recipe | " + " | ".join(f"`{n}` (minutes)" for n in names) + " |",
-        "|---|" + "---|" * len(names),
+        "| recipe | "
+        + " | ".join(f"training at {size} px" for size in sizes)
+        + " | validating | the guard's fit, preparing | in all |",
+        "|---|" + "---|" * (len(sizes) + 3),
     ]
-    for part in projected[names[0]]["minutes"]:
-        rows.append(f"| {part} | " + " | ".join(f"{projected[n]['minutes'][part]:.0f}" for n in names) + " |")
-    rows.append("| **in all** | " + " | ".join(f"**{projected[n]['total_min']:.0f}**" for n in names) + " |")
-    first = projected[names[0]]
+    for name, found in projected.items():
+        minutes = found["minutes"]
+        training = [sum(m for part, m in minutes.items() if part.startswith("training") and f" {size} px" in part)
+                    for size in sizes]  # fmt: skip
+        validating = sum(m for part, m in minutes.items() if part.startswith("validating"))
+        rest = found["total_min"] - sum(training) - validating
+        cells = [*training, validating, rest]
+        rows.append(
+            f"| `{name}` | " + " | ".join(f"{m:.0f} min" for m in cells) + f" | **{found['total_min']:.0f} min** |"
+        )
+    first = next(iter(projected.values()))
     machine = load("recipe-epochs")["machine"]
     return (
-        "\n".join(rows) + f"\n\nProjected, not timed: each part is the cut run's seconds per film at that size "
-        f"({f['max_per_class']} films per class, schedule {f['schedule']}) times the whole recipe's films "
-        f"({first['n_train']} training, {first['n_val']} validation films once {first['holdout_fraction']:.0%} of "
-        f"the patients are held out) and its epochs; {machine['cores']} cores, "
-        f"{', '.join(machine['cpu_flags']) or 'no vector flags'} (fp32). " + _source("recipe-epochs")
+        "\n".join(rows)
+        + f"\n\nProjected, not timed: the cut run's seconds per film at each size ({f['max_per_class']} "
+        f"films per class, schedule {f['schedule']}) times the whole recipe's films ({first['n_train']} training, "
+        f"{first['n_val']} validation once {first['holdout_fraction']:.0%} of the patients are held out) and epochs; "
+        f"{machine['cores']} cores, {', '.join(machine['cpu_flags']) or 'no vector flags'}, fp32. "
+        + _source("recipe-epochs")
     )
 
 
