@@ -399,8 +399,9 @@ def main(argv=None) -> int:
     # A module none of whose mutants this mutmut state has run (a fresh state, NAMEs in other modules) keeps the
     # earlier record's counts and survivors, named as carried with that record's commit.
     earlier_counts = earlier.get("figures", {}).get("per_module", {})
+    carried_before = earlier.get("figures", {}).get("carried_modules") or {}
     carried_modules = {
-        m: earlier["commit"]
+        m: carried_before.get(m, earlier.get("commit"))  # the commit whose run produced them, through every carry
         for m, counts in per_module.items()
         if set(counts) == {"not checked"} and m in earlier_counts and "not checked" not in earlier_counts[m]
     }
