@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import fnmatch
+import functools
 import io
 import json
 import os
@@ -23,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import tokenize
 import tomllib
 from collections import Counter
@@ -319,11 +321,27 @@ def apply_mutant(source: str, diff: str) -> str | None:
     return source.replace(block, "\n".join(added) + "\n" if added else "")
 
 
-def rerun_timeout(name: str, limit_s: int = 240) -> str:
+def pytest_command(test_file: Path) -> list[str]:
+    return [sys.executable, "-m", "pytest", *PYTEST_ARGS, "-p", "no:cacheprovider", str(test_file)]
+
+
+@functools.cache
+def wall_limit(test_file: Path) -> float | None:
+    """Four times the unmutated test file's wall time here, and at least a minute; None when it fails unmutated."""
+    began = time.perf_counter()
+    run = subprocess.run(pytest_command(test_file), cwd=ROOT, capture_output=True)
+    return max(60.0, 4 * (time.perf_counter() - began)) if run.returncode == 0 else None
+
+
+def rerun_timeout(name: str) -> str:
     """A mutant mutmut stopped at its CPU limit ((estimated test time + 1 s) x 30: fast tests on session fixtures
-    exceed it) run again with a wall limit instead: its module's test file against a copy of src/ with the mutant
-    applied. 'killed', 'survived', 'timeout' (the unmutated file runs in under 2 minutes here, so a mutant still
-    running after limit_s hangs the tests: a loop that never ends is caught), or why it could not run."""
+    exceed it), or found no tests for, run again with a wall limit instead: its module's test file against a copy of
+    src/ with the mutant applied. 'killed', 'survived', 'timeout' (still running at four times the unmutated file's
+    time: the mutant hangs the tests, a loop that never ends, which a test run catches), or why it could not run."""
+    test_file = ROOT / "tests" / f"test_{name.split('.x')[0].rsplit('.', 1)[1]}.py"
+    limit_s = wall_limit(test_file)
+    if limit_s is None:
+        return f"not run: {test_file.name} fails unmutated"
     shown = subprocess.run([str(MUTMUT), "show", name], cwd=ROOT, capture_output=True, text=True).stdout
     header = re.search(r"^--- (src/\S+\.py)$", shown, re.MULTILINE)
     if not header:
@@ -345,12 +363,8 @@ def rerun_timeout(name: str, limit_s: int = 240) -> str:
         )
         if not where.stdout.startswith(str(copy)):
             return "not run: the copy is not what imports"
-        test_file = ROOT / "tests" / f"test_{name.split('.x')[0].rsplit('.', 1)[1]}.py"
         try:
-            run = subprocess.run(
-                [sys.executable, "-m", "pytest", *PYTEST_ARGS, "-p", "no:cacheprovider", str(test_file)],
-                cwd=ROOT, env=env, capture_output=True, timeout=limit_s,
-            )  # fmt: skip
+            run = subprocess.run(pytest_command(test_file), cwd=ROOT, env=env, capture_output=True, timeout=limit_s)
         except subprocess.TimeoutExpired:
             return "timeout"
     return {0: "survived", 1: "killed"}.get(run.returncode, f"not run: pytest exit {run.returncode}")
@@ -377,7 +391,9 @@ def main(argv=None) -> int:
         "--collect-only", action="store_true", help="Read the results of an earlier (possibly stopped) run only."
     )
     parser.add_argument(
-        "--rerun-timeouts", action="store_true", help="Run each mutant mutmut timed out again, under a wall limit."
+        "--rerun-timeouts",
+        action="store_true",
+        help="Run each mutant mutmut timed out (or found no tests for) again: its module's test file, a wall limit.",
     )
     parser.add_argument("names", nargs="*", help="Only these mutants (mutmut's names; * allowed).")
     args = parser.parse_args(argv)
@@ -412,21 +428,23 @@ def main(argv=None) -> int:
                 statuses[name] = "survived"
         for name in [n for n in statuses if module(n) == m and statuses[n] == "not checked"]:
             del statuses[name]  # counted in the carried counts
-    # mutmut's CPU limit stops some mutants whose killing tests are fast but sit on slow session fixtures
+    # mutmut's CPU limit stops some mutants whose killing tests are fast but sit on slow session fixtures, and its
+    # map of which tests reach a function can miss one (a method called through a dataclass): both are run again
     carried = earlier.get("figures", {}).get("timeouts_rerun", {})
-    timeouts = sorted(n for n, s in statuses.items() if s == "timeout")
-    # A verdict of an earlier rerun is kept for a mutant that timed out again in mutmut, unless asked to rerun it
-    # (--rerun-timeouts reruns the timeouts among the NAMEs given, or every timeout)
+    timeouts = sorted(n for n, s in statuses.items() if s in ("timeout", "no tests"))
+    # A verdict of an earlier rerun is kept for a mutant that timed out (or had no tests) again in mutmut, unless
+    # asked to rerun it (--rerun-timeouts reruns those among the NAMEs given, or every one)
     asked = [n for n in timeouts if not args.names or any(fnmatch.fnmatchcase(n, p) for p in args.names)]
     reruns = {n: rerun_timeout(n) if args.rerun_timeouts and n in asked else carried.get(n) for n in timeouts}
     reruns = {n: verdict for n, verdict in reruns.items() if verdict is not None}
     for name, verdict in reruns.items():
         source = "rerun" if args.rerun_timeouts and name in asked else "an earlier rerun"
-        print(f"{name}: timeout; under a wall limit ({source}): {verdict}")
+        print(f"{name}: {statuses[name]}; its test file under a wall limit ({source}): {verdict}")
         statuses[name] = "survived" if verdict == "survived" else statuses[name]
     reruns |= {n: verdict for n, verdict in carried.items() if module(n) in carried_modules}  # already in survivors
     survivors = sorted(n for n, s in statuses.items() if s == "survived")
-    unchecked = sum(1 for s in statuses.values() if s == "not checked")
+    # not reached by a stopped run, or found no tests for and never run against its module's test file
+    unchecked = sum(1 for n, s in statuses.items() if s == "not checked" or (s == "no tests" and n not in reruns))
     equivalent = classify(survivors)
     unexplained = [n for n in survivors if n not in equivalent]
     figures = {
@@ -436,8 +454,9 @@ def main(argv=None) -> int:
         "equivalent": equivalent,
         "unexplained_survivors": unexplained,
         "mutmut_exit": ran.returncode,
-        "not_checked": unchecked,  # mutants a stopped run did not reach
-        "timeouts_rerun": reruns,  # each mutmut timeout's verdict under a wall limit instead (--rerun-timeouts)
+        "not_checked": unchecked,  # mutants a stopped run did not reach, or 'no tests' ones not run again
+        # each mutmut timeout's (and 'no tests' mutant's) verdict under a wall limit instead (--rerun-timeouts)
+        "timeouts_rerun": reruns,
         "carried_modules": carried_modules,  # module: the commit of the earlier record whose results it keeps
     }
     for m, counts in figures["per_module"].items():

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pneumocam.analysis.importance import empty_maps, importance_scores
+from pneumocam.analysis.importance import compared_scores, empty_maps, empty_summary, importance_scores
 
 
 def test_uniform_map_known_answers():
@@ -47,3 +47,52 @@ def test_normalised_maps_have_no_raw_score():
     maps = np.random.default_rng(1).random((2, 7, 7)).astype(np.float32)
     s = importance_scores(maps, 14, normalised=True)
     assert np.isnan(s["mean_raw"]).all() and np.isfinite(s["mean_maxnorm"]).all()
+
+
+def test_a_batch_of_different_maps_in_chunks_scores_each_map_by_hand():
+    """Five 3 x 3 maps at native size (no upsampling) in chunks of two (the last chunk holds one): each map's scores
+    by hand, so a statistic taken over the whole batch, a chunk written to the wrong rows, or a map's minimum left in
+    the min-max score shows. Nine pixels: the top 10% is round(0.9) = 1 pixel."""
+    maps = np.array(
+        [
+            [[1, 2, 3], [4, 5, 6], [7, 8, 9]],  # min 1 > 0
+            [[0, 0, 0], [0, 6, 0], [0, 0, 3]],  # sparse
+            [[2, 2, 2], [2, 2, 2], [2, 2, 2]],  # constant, not empty: min-max score 0
+            [[0, 0, 0], [0, 0, 0], [0, 0, 0]],  # empty: NaN everywhere
+            [[-1, 4, 0], [0, 0, 0], [0, 0, 0]],  # a negative value is clipped to 0
+        ],
+        dtype=np.float32,
+    )
+    s = importance_scores(maps, 3, chunk=2)
+    nan = float("nan")
+    expected = {
+        "mean_raw": [45 / 9, 9 / 9, 2.0, nan, 4 / 9],
+        "mean_maxnorm": [(45 / 9) / 9, (9 / 9) / 6, 1.0, nan, (4 / 9) / 4],
+        "mean_minmaxnorm": [(45 / 9 - 1) / (9 - 1), (9 / 9) / 6, 0.0, nan, (4 / 9) / 4],
+        "top10_mass": [9 / 45, 6 / 9, 2 / 18, nan, 1.0],
+    }
+    for name, values in expected.items():
+        np.testing.assert_allclose(s[name], values, rtol=1e-12, err_msg=name)
+
+
+def test_empty_summary_counts_empty_maps_per_class_by_hand():
+    maps = np.zeros((5, 4, 4), dtype=np.float32)
+    maps[1, 0, 0] = maps[3, 2, 1] = 0.5  # films 1 and 3 have a map; 0, 2 and 4 are empty
+    labels = np.array([0, 1, 1, 1, 0])  # empty: NORMAL films 0 and 4, PNEUMONIA film 2
+    found = empty_summary(maps, labels)
+    assert (found["n"], found["by_class"]) == (3, {"NORMAL": 2, "PNEUMONIA": 1})
+    assert found["note"].startswith("maps with no positive value")
+
+
+def test_compared_scores_keep_the_importance_and_attention_scores_and_mask_shares_with_two_values_a_class():
+    labels = np.array([0, 0, 1, 1, 1])
+    nan = float("nan")
+    scores = {
+        "mean_raw": np.full(5, nan),  # an importance score: kept whatever its values
+        "share_lungs": np.arange(5.0),  # a tested attention measure
+        "share_diaphragm": np.arange(5.0),  # a region measure the run does not compare
+        "lesion_mass_share": np.array([0.1, 0.2, 0.3, nan, 0.5]),  # two finite values in each class: kept
+        "marker_mass_share": np.array([0.1, nan, 0.3, 0.4, 0.5]),  # one NORMAL value: left out
+        "opacity_mass_share": np.array([0.1, 0.2, nan, nan, 0.5]),  # one PNEUMONIA value: left out
+    }
+    assert list(compared_scores(scores, labels)) == ["mean_raw", "share_lungs", "lesion_mass_share"]
