@@ -88,6 +88,31 @@ EQUIVALENT: dict[str, str] = {
         }.items()
         for k in ks
     },
+    **{
+        f"pneumocam.analysis.importance.x_{name}__mutmut_{k}": reason
+        for name, k, reason in (
+            ("empty_maps", 8, "numpy reads a negative reshape size as the unknown one"),
+            ("importance_scores", 32, "numpy reads a negative reshape size as the unknown one"),
+            ("compared_scores", 3, "with two classes, 'not class c' for c in (0, 1) names the same two classes"),
+            ("importance_scores", 1, "the chunks only bound memory: each map is scored alone, whatever the chunk"),
+            ("importance_scores", 13, "the chunks only bound memory: overlapping chunks write the same values"),
+            ("importance_scores", 5, "np.empty's default dtype is float64, the one written"),
+            ("importance_scores", 7, "np.empty's default dtype is float64, the one written"),
+            ("importance_scores", 16, "astype(None) is float64, what the line asks for"),
+            ("importance_scores", 64, "partition's default axis (-1) is axis 1 of a 2-D array"),
+            *(
+                (
+                    "importance_scores",
+                    k,
+                    "only an empty map has a maximum (or total) of 0, outside `where`, and an "
+                    "empty map's scores are all set to NaN after",
+                )
+                for k in (87, 91, 92, 96, 122, 126, 127, 129, 132)
+            ),
+            ("importance_scores", 136, "None written into a float array is NaN"),
+            ("importance_scores", 137, "None written into a float array is NaN"),
+        )
+    },
     "pneumocam.analysis.regions.x_mass_share__mutmut_2": "astype(None) is float64, what the line asks for",
     "pneumocam.analysis.regions.x_mass_share__mutmut_44": "without `where` an empty map's 0 / 0 is NaN, the default",
     "pneumocam.analysis.regions.x_mass_share__mutmut_49": "0 / 0 is NaN, what `out` holds for an empty map",

@@ -740,7 +740,7 @@ def mutation() -> str:
         rows.append(f"| {module} | " + " | ".join(str(counts.get(s, 0)) for s in statuses) + f" | {marked} |")
     reruns = Counter(f.get("timeouts_rerun", {}).values())
     rerun = (
-        f"Of the {sum(reruns.values())} timeouts, run again under a 4-minute wall limit instead of mutmut's CPU limit: "
+        f"Of the timeouts (and 'no tests'), {sum(reruns.values())} run again under a wall limit instead of mutmut's: "
         + ", ".join(f"{n} {verdict}" for verdict, n in sorted(reruns.items()))
         + " (the table keeps mutmut's timeout; a survivor among them is also listed with the survivors). "
         if reruns
