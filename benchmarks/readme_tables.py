@@ -747,10 +747,14 @@ def mutation() -> str:
         else ""
     )
     carried = f.get("carried_modules") or {}
+    by_commit: dict[str, list[str]] = {}
+    for module, commit in sorted(carried.items()):
+        by_commit.setdefault(commit[:7], []).append(module.rsplit(".", 1)[1])
     kept = (
-        f"The counts of {', '.join(sorted(carried))} are kept from the record of commit "
-        f"{', '.join(sorted({c[:7] for c in carried.values()}))} (this run's mutmut state did not run them; their "
-        "source and tests have not changed since). "
+        "Counts kept from the record of an earlier run (this run's mutmut state did not run them; their source and "
+        "tests have not changed since): "
+        + "; ".join(f"{', '.join(modules)} from commit {commit}" for commit, modules in by_commit.items())
+        + ". "
         if carried
         else ""
     )
