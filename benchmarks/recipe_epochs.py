@@ -28,7 +28,7 @@ from record import stamp, write_record  # noqa: E402
 
 from pneumocam.core.errors import PneumocamError  # noqa: E402
 from pneumocam.data.discover import discover  # noqa: E402
-from pneumocam.data.split import choose_validation  # noqa: E402
+from pneumocam.data.prepare import planned_split  # noqa: E402
 from pneumocam.pipeline.config import DEFAULT_HOLDOUT_FRACTION  # noqa: E402
 from pneumocam.train.config import TrainConfig  # noqa: E402
 from pneumocam.train.fit import fit  # noqa: E402
@@ -75,15 +75,7 @@ def full_recipe_films(recipe: str, data: Path, holdout_fraction: float) -> tuple
     """The training and validation films of the whole recipe on `data` (its validation plan, every film, after the
     held-out patients `run --eval-split heldout` sets aside)."""
     config = TrainConfig.from_recipe(recipe, data=str(data), holdout_fraction=holdout_fraction)
-    train, val, _ = choose_validation(
-        discover(config.data),
-        config.val_source,
-        config.val_fraction,
-        config.data_seed,
-        holdout_fraction=config.holdout_fraction,
-        val_family=config.val_family,
-        val_population=config.val_population,
-    )
+    train, val, _ = planned_split(config, discover(config.data))
     return len(train), len(val)
 
 

@@ -34,10 +34,10 @@ def _subsample(samples, max_per_class: int | None, seed: int):
     return keep
 
 
-def prepare_data(config) -> PreparedData:
-    """config: a TrainConfig (data, the validation and held-out plan, max_per_class, image_size, use_cache)."""
-    index = discover(config.data)
-    train_samples, val_samples, plan = choose_validation(
+def planned_split(config, index):
+    """(training samples, validation samples, the plan) of a TrainConfig's validation and held-out settings, before
+    any film is read or subsampled."""
+    return choose_validation(
         index,
         config.val_source,
         config.val_fraction,
@@ -46,6 +46,12 @@ def prepare_data(config) -> PreparedData:
         val_family=config.val_family,
         val_population=config.val_population,
     )
+
+
+def prepare_data(config) -> PreparedData:
+    """config: a TrainConfig (data, the validation and held-out plan, max_per_class, image_size, use_cache)."""
+    index = discover(config.data)
+    train_samples, val_samples, plan = planned_split(config, index)
     train_samples = _subsample(train_samples, config.max_per_class, config.data_seed)
     val_samples = _subsample(val_samples, config.max_per_class, config.data_seed + 1)
     train = load_images(train_samples, config.image_size, use_cache=config.use_cache, description="Reading train")
