@@ -28,8 +28,11 @@ NEIGHBOURS += [(-1, -1, 1 / 12), (-1, 1, 1 / 12), (1, -1, 1 / 12), (1, 1, 1 / 12
 
 
 def _moved(mask: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """The mask shifted by (dy, dx), what leaves the film dropped."""
     out = np.zeros_like(mask)
     h, w = mask.shape
+    if abs(dy) >= h or abs(dx) >= w:
+        return out  # wholly off the film (a further move would make the slices below count from the other end)
     src = mask[max(0, -dy) : h - max(0, dy), max(0, -dx) : w - max(0, dx)]
     out[max(0, dy) : max(0, dy) + src.shape[0], max(0, dx) : max(0, dx) + src.shape[1]] = src
     return out
