@@ -262,3 +262,32 @@ def test_nothing_removed_returns_the_film_itself_as_a_uint8_copy():
     assert found.dtype == np.uint8 and found.tolist() == film.astype(np.uint8).tolist()
     found[0, 0] = 99
     assert film[0, 0] == 0.0  # a copy: the caller's film is untouched
+
+
+def test_control_regions_on_a_small_film_step_by_one_pixel_and_their_bounds_are_inclusive():
+    """A 9 px film moves in steps of 1 (max(1, 9 // 8)). One lung pixel at the centre (4, 4), its own mirror: the
+    nearest control is the first move by one tried, up: (3, 4). And the bounds hold with equality (each move below is
+    a control only because of it): a 1 x 5 bar moved down 1 and left 1 keeps exactly 80% on the film; a 1 x 4 bar moved
+    down 1 onto a body of two columns lies exactly half on it; a 2 x 2 block moved diagonally by 1 overlaps the lungs
+    by exactly a quarter."""
+    side = 9
+    everywhere = np.ones((side, side), dtype=bool)
+
+    def mask(cells):
+        out = np.zeros((side, side), dtype=bool)
+        for y, x in cells:
+            out[y, x] = True
+        return out
+
+    def among(regions, wanted):
+        return any(np.array_equal(r, wanted) for r in regions)
+
+    regions, _ = control_regions(mask([(4, 4)]), everywhere, draws=1)
+    np.testing.assert_array_equal(regions[0], mask([(3, 4)]))
+    bar5 = mask([(4, x) for x in range(5)])
+    assert among(control_regions(bar5, everywhere, draws=10_000)[0], mask([(5, x) for x in range(4)]))
+    bar4, two_columns = mask([(4, x) for x in range(4)]), np.zeros((side, side), dtype=bool)
+    two_columns[:, :2] = True
+    assert among(control_regions(bar4, two_columns, draws=10_000)[0], mask([(5, x) for x in range(4)]))
+    block = mask([(3, 3), (3, 4), (4, 3), (4, 4)])
+    assert among(control_regions(block, everywhere, draws=10_000)[0], mask([(4, 4), (4, 5), (5, 4), (5, 5)]))
