@@ -113,6 +113,43 @@ EQUIVALENT: dict[str, str] = {
             ("importance_scores", 137, "None written into a float array is NaN"),
         )
     },
+    **{
+        f"pneumocam.analysis.controls.x_{name}__mutmut_{k}": reason
+        for name, ks, reason in (
+            (
+                "_moved",
+                (6, 8),
+                "a move by exactly the film's size already slices to nothing: the early return need only catch moves "
+                "past it",
+            ),
+            ("control_regions", (7, 9), "body masks are boolean or 0/255: True & 255 counts as True & True does"),
+            ("control_regions", (16, 90), 'float("NAN") is NaN'),
+            ("control_regions", (18, 25), "masks are square: shape[1] is shape[0]"),
+            (
+                "control_regions",
+                (37, 46, 38, 47),
+                "range's stop only drops or adds moves by the film's whole side or more, which leave the film and are "
+                "never kept (with step 1, under 16 px, it also drops side - 1: never one of the nearest draws)",
+            ),
+            ("control_regions", (84,), "the mean of no overlaps is NaN, what the else gives"),
+            ("impute", (8, 10), "`removed` is read only by flatnonzero, which takes any dtype's non-zero as True"),
+            (
+                "impute",
+                (43, 44),
+                "the eight neighbours and their weights are symmetric: (-dy, dx) walks the same set with the same "
+                "weights",
+            ),
+            ("_weight_on_film", (4, 5), "the eight neighbours and their weights are symmetric: the same sum"),
+            ("impute", (110, 112), "the diagonal puts every row and column in the matrix: the inferred shape is n x n"),
+            ("impute", (121,), "with noise 0 the added draw is all zeros"),
+            (
+                "impute",
+                (122,),
+                "the noise is a Gaussian symmetric about 0: subtracting the seeded draw is another draw of that noise",
+            ),
+        )
+        for k in ks
+    },
     "pneumocam.analysis.regions.x_mass_share__mutmut_2": "astype(None) is float64, what the line asks for",
     "pneumocam.analysis.regions.x_mass_share__mutmut_44": "without `where` an empty map's 0 / 0 is NaN, the default",
     "pneumocam.analysis.regions.x_mass_share__mutmut_49": "0 / 0 is NaN, what `out` holds for an empty map",
