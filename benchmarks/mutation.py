@@ -144,6 +144,16 @@ EQUIVALENT: dict[str, str] = {
             ("impute", (121,), "with noise 0 the added draw is all zeros"),
             (
                 "impute",
+                (22, 24),
+                "the indices are whole numbers either way, and scipy's coo_matrix casts them to its index type",
+            ),
+            (
+                "impute",
+                (74, 82, 83),
+                "a neighbour off the film gets a placeholder that is never read: `inside` masks every use of it",
+            ),
+            (
+                "impute",
                 (122,),
                 "the noise is a Gaussian symmetric about 0: subtracting the seeded draw is another draw of that noise",
             ),
