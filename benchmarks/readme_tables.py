@@ -733,11 +733,14 @@ def mutation() -> str:
     record = load("mutmut")
     f = record["figures"]
     statuses = ("killed", "survived", "no tests", "timeout", "not checked")
-    rows = ["| module | " + " | ".join(statuses) + " | of the survivors: marked equivalent |"]
+    rows = ["| module | " + " | ".join(statuses) + " | survivors, timeouts run again included: marked equivalent |"]
     rows.append("|---|" + "---|" * (len(statuses) + 1))
     for module, counts in f["per_module"].items():
         marked = sum(1 for name in f["equivalent"] if name.split(".x")[0] == module)
-        rows.append(f"| {module} | " + " | ".join(str(counts.get(s, 0)) for s in statuses) + f" | {marked} |")
+        survivors = sum(1 for name in f["survivors"] if name.split(".x")[0] == module)
+        rows.append(
+            f"| {module} | " + " | ".join(str(counts.get(s, 0)) for s in statuses) + f" | {marked} of {survivors} |"
+        )
     reruns = Counter(f.get("timeouts_rerun", {}).values())
     rerun = (
         f"Of the timeouts (and 'no tests'), {sum(reruns.values())} run again under a wall limit instead of mutmut's: "
