@@ -36,6 +36,13 @@ from record import RESULTS, stamp, write_record  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 MUTMUT = Path(sys.executable).with_name("mutmut")
 PYTEST_ARGS = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mutmut"]["pytest_add_cli_args"]
+
+
+def by_function(module: str, *entries: tuple[str, tuple[int, ...], str]) -> dict[str, str]:
+    """EQUIVALENT's entries of one module: (function, its mutant numbers, why) -> {mutant name: why}."""
+    return {f"pneumocam.{module}.x_{name}__mutmut_{k}": why for name, numbers, why in entries for k in numbers}
+
+
 # Survivors read and judged equivalent (no reported number can change), by mutant name: why.
 FLOAT_ALREADY = "the array is float64 already (probabilities, p-values): the dtype argument changes nothing"
 NAMES_ARE_TEXT = (
@@ -88,78 +95,67 @@ EQUIVALENT: dict[str, str] = {
         }.items()
         for k in ks
     },
-    **{
-        f"pneumocam.analysis.importance.x_{name}__mutmut_{k}": reason
-        for name, k, reason in (
-            ("empty_maps", 8, "numpy reads a negative reshape size as the unknown one"),
-            ("importance_scores", 32, "numpy reads a negative reshape size as the unknown one"),
-            ("compared_scores", 3, "with two classes, 'not class c' for c in (0, 1) names the same two classes"),
-            ("importance_scores", 1, "the chunks only bound memory: each map is scored alone, whatever the chunk"),
-            ("importance_scores", 13, "the chunks only bound memory: overlapping chunks write the same values"),
-            ("importance_scores", 5, "np.empty's default dtype is float64, the one written"),
-            ("importance_scores", 7, "np.empty's default dtype is float64, the one written"),
-            ("importance_scores", 16, "astype(None) is float64, what the line asks for"),
-            ("importance_scores", 64, "partition's default axis (-1) is axis 1 of a 2-D array"),
-            *(
-                (
-                    "importance_scores",
-                    k,
-                    "only an empty map has a maximum (or total) of 0, outside `where`, and an "
-                    "empty map's scores are all set to NaN after",
-                )
-                for k in (87, 91, 92, 96, 122, 126, 127, 129, 132)
-            ),
-            ("importance_scores", 136, "None written into a float array is NaN"),
-            ("importance_scores", 137, "None written into a float array is NaN"),
-        )
-    },
-    **{
-        f"pneumocam.analysis.controls.x_{name}__mutmut_{k}": reason
-        for name, ks, reason in (
-            (
-                "_moved",
-                (6, 8),
-                "a move by exactly the film's size already slices to nothing: the early return need only catch moves "
-                "past it",
-            ),
-            ("control_regions", (7, 9), "body masks are boolean or 0/255: True & 255 counts as True & True does"),
-            ("control_regions", (16, 90), 'float("NAN") is NaN'),
-            ("control_regions", (18, 25), "masks are square: shape[1] is shape[0]"),
-            (
-                "control_regions",
-                (37, 46, 38, 47),
-                "range's stop only drops or adds moves by the film's whole side or more, which leave the film and are "
-                "never kept (with step 1, under 16 px, it also drops side - 1: never one of the nearest draws)",
-            ),
-            ("control_regions", (84,), "the mean of no overlaps is NaN, what the else gives"),
-            ("impute", (8, 10), "`removed` is read only by flatnonzero, which takes any dtype's non-zero as True"),
-            (
-                "impute",
-                (43, 44),
-                "the eight neighbours and their weights are symmetric: (-dy, dx) walks the same set with the same "
-                "weights",
-            ),
-            ("_weight_on_film", (4, 5), "the eight neighbours and their weights are symmetric: the same sum"),
-            ("impute", (110, 112), "the diagonal puts every row and column in the matrix: the inferred shape is n x n"),
-            ("impute", (121,), "with noise 0 the added draw is all zeros"),
-            (
-                "impute",
-                (22, 24),
-                "the indices are whole numbers either way, and scipy's coo_matrix casts them to its index type",
-            ),
-            (
-                "impute",
-                (74, 82, 83),
-                "a neighbour off the film gets a placeholder that is never read: `inside` masks every use of it",
-            ),
-            (
-                "impute",
-                (122,),
-                "the noise is a Gaussian symmetric about 0: subtracting the seeded draw is another draw of that noise",
-            ),
-        )
-        for k in ks
-    },
+    **by_function(
+        "analysis.importance",
+        ("empty_maps", (8,), "numpy reads a negative reshape size as the unknown one"),
+        ("importance_scores", (32,), "numpy reads a negative reshape size as the unknown one"),
+        ("compared_scores", (3,), "with two classes, 'not class c' for c in (0, 1) names the same two classes"),
+        ("importance_scores", (1,), "the chunks only bound memory: each map is scored alone, whatever the chunk"),
+        ("importance_scores", (13,), "the chunks only bound memory: overlapping chunks write the same values"),
+        ("importance_scores", (5, 7), "np.empty's default dtype is float64, the one written"),
+        ("importance_scores", (16,), "astype(None) is float64, what the line asks for"),
+        ("importance_scores", (64,), "partition's default axis (-1) is axis 1 of a 2-D array"),
+        (
+            "importance_scores",
+            (87, 91, 92, 96, 122, 126, 127, 129, 132),
+            "only an empty map has a maximum (or total) of 0, outside `where`, and an empty map's scores are all set "
+            "to NaN after",
+        ),
+        ("importance_scores", (136, 137), "None written into a float array is NaN"),
+    ),
+    **by_function(
+        "analysis.controls",
+        (
+            "_moved",
+            (6, 8),
+            "a move by exactly the film's size already slices to nothing: the early return need only catch moves "
+            "past it",
+        ),
+        ("control_regions", (7, 9), "body masks are boolean or 0/255: True & 255 counts as True & True does"),
+        ("control_regions", (16, 90), 'float("NAN") is NaN'),
+        ("control_regions", (18, 25), "masks are square: shape[1] is shape[0]"),
+        (
+            "control_regions",
+            (37, 46, 38, 47),
+            "range's stop only drops or adds moves by the film's whole side or more, which leave the film and are "
+            "never kept (with step 1, under 16 px, it also drops side - 1: never one of the nearest draws)",
+        ),
+        ("control_regions", (84,), "the mean of no overlaps is NaN, what the else gives"),
+        ("impute", (8, 10), "`removed` is read only by flatnonzero, which takes any dtype's non-zero as True"),
+        (
+            "impute",
+            (43, 44),
+            "the eight neighbours and their weights are symmetric: (-dy, dx) walks the same set with the same weights",
+        ),
+        ("_weight_on_film", (4, 5), "the eight neighbours and their weights are symmetric: the same sum"),
+        ("impute", (110, 112), "the diagonal puts every row and column in the matrix: the inferred shape is n x n"),
+        ("impute", (121,), "with noise 0 the added draw is all zeros"),
+        (
+            "impute",
+            (22, 24),
+            "the indices are whole numbers either way, and scipy's coo_matrix casts them to its index type",
+        ),
+        (
+            "impute",
+            (74, 82, 83),
+            "a neighbour off the film gets a placeholder that is never read: `inside` masks every use of it",
+        ),
+        (
+            "impute",
+            (122,),
+            "the noise is a Gaussian symmetric about 0: subtracting the seeded draw is another draw of that noise",
+        ),
+    ),
     "pneumocam.analysis.regions.x_mass_share__mutmut_2": "astype(None) is float64, what the line asks for",
     "pneumocam.analysis.regions.x_mass_share__mutmut_44": "without `where` an empty map's 0 / 0 is NaN, the default",
     "pneumocam.analysis.regions.x_mass_share__mutmut_49": "0 / 0 is NaN, what `out` holds for an empty map",

@@ -240,6 +240,9 @@ def test_a_pass_that_stops_early_keeps_the_early_columns_and_leaves_the_rest_nan
         assert torch.isnan(through_layer2[:, :2048]).all() and not torch.isnan(through_layer2[:, 2048:]).any()
         with pytest.raises(ValueError, match="deepest must be one of layer1, layer2, layer4"):
             pooled_features(model, x, deepest="layer3")
+    from pneumocam.model.network import COLUMN_DEPTH, pooled_columns
+
+    assert set(COLUMN_DEPTH) == set(pooled_columns(model))  # every part of a row names the block it needs
 
 
 def test_the_guard_s_fit_runs_the_network_only_as_deep_as_its_parts_read(tiny_checkpoint, monkeypatch):
